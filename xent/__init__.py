@@ -1,0 +1,25 @@
+"""xent: fast, exact log-sum-exp cross-entropy and its relatives on multicore CPUs.
+
+Every public function has a pure-numpy twin in :mod:`xent.reference`, and can check itself
+against it (``check=True``, or ``XENT_CHECK=1``).
+"""
+
+from . import reference
+from ._api import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
+from ._check import CheckError
+from ._config import show_config
+from ._threads import get_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckError",
+    "cross_entropy",
+    "get_num_threads",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "reference",
+    "show_config",
+    "softmax",
+]

@@ -1,0 +1,508 @@
+"""xent's public functions: every decision about shapes, dtypes, options and errors.
+
+The kernels (xent/_kernels.pyx) trust what they are given; everything a caller can get wrong
+is caught here and raised as TypeError, ValueError or IndexError naming the argument.
+
+Conventions shared by every function:
+
+* Classes lie on the last axis (``axis`` where a function takes one); all leading axes are
+  batch axes. (PyTorch puts classes on axis 1 of a multi-dimensional input.)
+* float32 and float64 inputs are computed in their own precision with double accumulators;
+  float16 is computed in float32 and returned as float16. Other dtypes are refused.
+* Any row stride is read in place, read-only arrays and memory maps included; an input whose
+  class axis is not contiguous is copied once.
+* Inputs are never modified, unless passed as ``out=``.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import _check, _kernels
+from . import reference as _reference
+from ._threads import get_num_threads
+
+REDUCTIONS = ("none", "mean", "sum")
+
+_COMPUTE_DTYPE = {
+    np.dtype(np.float16): np.dtype(np.float32),
+    np.dtype(np.float32): np.dtype(np.float32),
+    np.dtype(np.float64): np.dtype(np.float64),
+}
+
+
+# ---- argument checking ----------------------------------------------------------------------
+
+def _float_array(x, name):
+    """``x`` as an ndarray of a supported floating dtype, in native byte order."""
+    a = np.asarray(x)
+    if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
+        kind = "floating" if a.dtype.kind == "f" else "non-floating"
+        raise TypeError(f"{name} must be float16, float32 or float64, got {kind} dtype "
+                        f"{a.dtype}")
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis), "
+                         f"got a 0-d array")
+    return a
+
+
+def _rows(a, dtype):
+    """(N, C) array of the (..., C) array ``a`` in ``dtype``, last axis contiguous.
+
+    A view where possible: only a non-contiguous class axis, an incompatible batch layout or
+    a dtype conversion makes a copy.
+    """
+    n_rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+    rows = a.astype(dtype, copy=False).reshape(n_rows, a.shape[-1])
+    if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
+        rows = np.ascontiguousarray(rows)
+    return rows
+
+
+def _axis(axis, ndim):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__} {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(int(axis), ndim, "axis")
+    return int(axis) % ndim
+
+
+def _reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _label_smoothing(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], got "
+                        f"{type(value).__name__} {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {value!r}")
+    return value
+
+
+def _ignore_index(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(value).__name__} {value!r}")
+    info = np.iinfo(np.intp)
+    if not info.min <= int(value) <= info.max:
+        raise ValueError(f"ignore_index={value} does not fit in a {info.bits}-bit integer")
+    return int(value)
+
+
+def _check_flag(check):
+    if check is not None and not isinstance(check, (bool, np.bool_)):
+        raise TypeError(f"check must be True, False or None, got {check!r}")
+    return _check.enabled(check)
+
+
+def _class_weights(weight, n_classes):
+    """Per-class weights as contiguous float64, or None."""
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"weight must be a real (floating or integer) array, got dtype "
+                        f"{w.dtype}")
+    if w.shape != (n_classes,):
+        raise ValueError(f"weight has shape {w.shape}, expected ({n_classes},): one weight "
+                         f"per class")
+    return np.ascontiguousarray(w, dtype=np.float64)
+
+
+def _class_targets(target, batch_shape, logits_shape):
+    """Integer class-index targets as contiguous intp of length N."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"class-index target must have an integer dtype, got {target.dtype}")
+    if target.shape != batch_shape:
+        raise ValueError(
+            f"target has shape {target.shape}, expected {batch_shape}: class indices have the "
+            f"shape of logits {logits_shape} without its last (class) axis")
+    flat = target.reshape(-1)
+    limit = np.iinfo(np.intp).max
+    if flat.dtype.kind == "u" and flat.size and flat.max() > limit:
+        raise IndexError(_bad_label(target, int(np.argmax(flat)), logits_shape[-1], None))
+    return np.ascontiguousarray(flat, dtype=np.intp)
+
+
+def _bad_label(target, row, n_classes, ignore_index):
+    where = np.unravel_index(row, target.shape) if target.ndim else ()
+    index = ", ".join(str(int(i)) for i in where)
+    allowed = f"[0, {n_classes})"
+    if ignore_index is not None:
+        allowed += f" or equal ignore_index={ignore_index}"
+    return (f"target[{index}] = {target.reshape(-1)[row]} is out of range: class indices "
+            f"must lie in {allowed}")
+
+
+def _out_array(out, shape, dtype, name="out"):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+# ---- logsumexp, log_softmax, softmax --------------------------------------------------------
+
+def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
+    """Logarithm of the sum of exponentials along an axis.
+
+    Parameters
+    ----------
+    x : array_like
+        float16, float32 or float64 values, at least 1-d.
+    axis : int, optional
+        Axis to reduce (default: the last).
+    keepdims : bool, optional
+        Keep the reduced axis with length 1.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` and raise :class:`xent.CheckError` on
+        disagreement (``None``: only if ``XENT_CHECK=1``).
+
+    Returns
+    -------
+    numpy.ndarray or scalar
+        ``log(sum(exp(x), axis))`` in the dtype of ``x``; a scalar for 1-d input without
+        ``keepdims``.
+
+    Notes
+    -----
+    SciPy's rules: a row containing +inf gives +inf, a row of all -inf (or an empty axis)
+    gives -inf, and a NaN anywhere in the row gives NaN.
+    """
+    a = _float_array(x, "x")
+    ax = _axis(axis, a.ndim)
+    threads = get_num_threads(num_threads)
+    checking = _check_flag(check)
+    moved = np.moveaxis(a, ax, -1)
+    batch, n_classes = moved.shape[:-1], moved.shape[-1]
+    compute = _COMPUTE_DTYPE[a.dtype]
+    rows = _rows(moved, compute)
+    result = np.full(rows.shape[0], -np.inf, dtype=compute)
+    if rows.shape[0] and n_classes:
+        _kernels.logsumexp_rows(rows, result, threads)
+    if checking:
+        sample = _check.sample_rows(rows.shape[0])
+        _check.compare("logsumexp", result[sample], _reference.logsumexp(rows[sample]),
+                       a.dtype, rows=sample)
+    result = result.astype(a.dtype, copy=False).reshape(batch)
+    if keepdims:
+        result = np.expand_dims(result, ax)
+    return result[()] if result.ndim == 0 else result
+
+
+def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, check):
+    """Shared body of log_softmax and softmax: one kernel call per row, written to ``out``."""
+    a = _float_array(x, "x")
+    ax = _axis(axis, a.ndim)
+    threads = get_num_threads(num_threads)
+    checking = _check_flag(check)
+    if out is None:
+        out = np.empty(a.shape, dtype=a.dtype)
+    else:
+        _out_array(out, a.shape, a.dtype)
+        if checking and np.may_share_memory(out, a):
+            raise ValueError(f"check=True cannot verify an in-place {name}: out overlaps x")
+    compute = _COMPUTE_DTYPE[a.dtype]
+    rows = _rows(np.moveaxis(a, ax, -1), compute)
+    if rows.size:
+        # Write straight into out when its rows are a view that is either x's own rows (in
+        # place) or disjoint from x; otherwise go through a buffer.
+        target = np.moveaxis(out, ax, -1)
+        try:
+            dest = target.reshape(rows.shape, copy=False) if out.dtype == compute else None
+        except ValueError:
+            dest = None
+        if dest is not None and (dest.shape[1] > 1 and dest.strides[1] != dest.itemsize):
+            dest = None
+        if dest is not None and np.may_share_memory(dest, rows) and not (
+                dest.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
+                and dest.strides == rows.strides):
+            dest = None
+        if dest is None:
+            buffer = np.empty(rows.shape, dtype=compute)
+            kernel(rows, buffer, threads)
+            np.copyto(target, buffer.reshape(target.shape), casting="unsafe")
+        else:
+            kernel(rows, dest, threads)
+    if checking:
+        sample = _check.sample_rows(rows.shape[0])
+        got = np.moveaxis(out, ax, -1).reshape(rows.shape)[sample]
+        _check.compare(name, got, reference_fn(rows[sample]), a.dtype, rows=sample)
+    return out
+
+
+def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
+    """Logarithm of the softmax along an axis: ``x - logsumexp(x, axis, keepdims=True)``.
+
+    Parameters
+    ----------
+    x : array_like
+        float16, float32 or float64 values, at least 1-d.
+    axis : int, optional
+        Class axis (default: the last).
+    out : numpy.ndarray, optional
+        Where to write the result: same shape and dtype as ``x``, writeable. May be ``x``
+        itself for an in-place computation.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` (not possible in place).
+
+    Returns
+    -------
+    numpy.ndarray
+        The result (``out`` if given).
+
+    Notes
+    -----
+    Computed as ``(x - m) - log(sum(exp(x - m)))`` in double and rounded once. SciPy's rules:
+    a row ``[inf, 1]`` gives ``[nan, -inf]``, a row of all -inf gives NaN, NaN spreads to
+    the whole row.
+    """
+    return _rowwise_transform("log_softmax", _kernels.log_softmax_rows,
+                              _reference.log_softmax, x, axis, out, num_threads, check)
+
+
+def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
+    """Softmax along an axis: ``exp(x - logsumexp(x, axis, keepdims=True))``.
+
+    Parameters
+    ----------
+    x : array_like
+        float16, float32 or float64 values, at least 1-d.
+    axis : int, optional
+        Class axis (default: the last).
+    out : numpy.ndarray, optional
+        Where to write the result: same shape and dtype as ``x``; may be ``x`` itself.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` (not possible in place).
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities (``out`` if given).
+
+    Notes
+    -----
+    Defined as ``exp(log_softmax(x))``: a row ``[inf, 1]`` gives ``[nan, 0]`` (SciPy gives
+    ``[nan, nan]``), a row of all -inf gives NaN.
+    """
+    return _rowwise_transform("softmax", _kernels.softmax_rows, _reference.softmax, x, axis,
+                              out, num_threads, check)
+
+
+# ---- losses ---------------------------------------------------------------------------------
+
+def _reduce(total, denominator, row_loss, reduction, batch_shape, dtype):
+    if reduction == "none":
+        return row_loss.astype(dtype, copy=False).reshape(batch_shape)
+    if reduction == "sum":
+        return dtype.type(total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return dtype.type(np.float64(total) / np.float64(denominator))
+
+
+def _loss_check(name, result, reduction, n_rows, per_row_xent, per_row_ref, reduced_ref,
+                dtype):
+    """Check a loss: its rows (sampled when many), or its reduced value when rows are few."""
+    if reduction != "none" and n_rows <= _check.MAX_CHECK_ROWS:
+        _check.compare(f"{name} (reduction={reduction!r})", result, reduced_ref(), dtype)
+        return
+    sample = _check.sample_rows(n_rows)
+    got = result.reshape(-1)[sample] if reduction == "none" else per_row_xent(sample)
+    _check.compare(name, got, per_row_ref(sample), dtype, rows=sample)
+
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, num_threads=None, check=None):
+    """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C)
+        Unnormalised scores, float16/float32/float64; classes on the last axis.
+    target : array_like
+        Integer class indices of shape ``(...)`` (any integer dtype), or floating class
+        probabilities of shape ``(..., C)``.
+    weight : array_like, shape (C,), optional
+        Per-class weights.
+    ignore_index : int, optional
+        Class-index rows with this target contribute 0 to the loss and to the mean's
+        denominator (default -100). Not used with probability targets.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"none"``: per-row losses of shape ``(...)``. ``"sum"``: their sum. ``"mean"``: with
+        class indices, the sum divided by the total weight of the non-ignored rows (NaN when
+        every row is ignored); with probabilities, divided by the number of rows.
+    label_smoothing : float, optional
+        In [0, 1]: the target is mixed with the uniform distribution, as in PyTorch.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` (rows sampled when many) and raise
+        :class:`xent.CheckError` on disagreement.
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        In the dtype of ``logits``. Sums are accumulated in float64 in a fixed order, so
+        the result has the same bits on any number of threads.
+
+    Raises
+    ------
+    IndexError
+        A class index outside ``[0, C)`` that is not ``ignore_index`` (the first such row is
+        named).
+
+    Notes
+    -----
+    Per row, with ``nll_j = -log_softmax(x)_j``: ``(1 - eps) w[t] nll_t + eps/C sum_j w_j
+    nll_j`` for class indices, ``sum_j w_j q_j nll_j`` with ``q = (1 - eps) p + eps/C`` for
+    probabilities. Where PyTorch returns NaN for any row holding +inf, xent follows the
+    formula: +inf when the target logit is finite, NaN when it is +inf. A row of all -inf
+    gives NaN. A probability of exactly 0 contributes 0 even against a -inf logit (PyTorch:
+    NaN).
+    """
+    x = _float_array(logits, "logits")
+    n_classes = x.shape[-1]
+    if n_classes == 0:
+        raise ValueError(f"logits has shape {x.shape}: the class axis (last) is empty")
+    batch = x.shape[:-1]
+    t = np.asarray(target)
+    w = _class_weights(weight, n_classes)
+    ignore = _ignore_index(ignore_index)
+    reduction = _reduction(reduction)
+    eps = _label_smoothing(label_smoothing)
+    threads = get_num_threads(num_threads)
+    checking = _check_flag(check)
+    compute = _COMPUTE_DTYPE[x.dtype]
+    rows = _rows(x, compute)
+
+    def compute_rows(sample=None):
+        """(total, denominator, row losses or None) over all rows, or over a sample."""
+        r = rows if sample is None else rows[sample]
+        row_loss = np.empty(r.shape[0], dtype=compute) if (
+            reduction == "none" or sample is not None) else None
+        if probabilities:
+            p = probs if sample is None else probs[sample]
+            total = _kernels.cross_entropy_prob(r, p, w, eps, row_loss, threads)
+            return total, r.shape[0], row_loss
+        labels = labels_flat if sample is None else labels_flat[sample]
+        total, weight_sum, bad = _kernels.cross_entropy_index(r, labels, w, ignore, eps,
+                                                              row_loss, threads)
+        if bad >= 0:
+            raise IndexError(_bad_label(t, int(bad), n_classes, ignore))
+        return total, weight_sum, row_loss
+
+    if t.dtype.kind == "f":
+        if t.shape != x.shape:
+            raise ValueError(
+                f"probability target has shape {t.shape}, expected the logits' shape "
+                f"{x.shape} (for class indices use an integer dtype)")
+        probabilities, probs = True, _rows(_float_array(t, "target"), compute)
+    elif t.dtype.kind in "iu":
+        probabilities, labels_flat = False, _class_targets(t, batch, x.shape)
+    else:
+        raise TypeError(f"target must hold integer class indices or floating probabilities, "
+                        f"got dtype {t.dtype}")
+
+    total, denominator, row_loss = compute_rows()
+    result = _reduce(total, denominator, row_loss, reduction, batch, x.dtype)
+    if checking:
+        options = dict(weight=w, ignore_index=ignore, label_smoothing=eps)
+        target_rows = probs if probabilities else labels_flat
+        _loss_check(
+            "cross_entropy", result, reduction, rows.shape[0],
+            lambda s: compute_rows(s)[2],
+            lambda s: _reference.cross_entropy(rows[s], target_rows[s], reduction="none",
+                                               **options),
+            lambda: _reference.cross_entropy(rows, target_rows, reduction=reduction,
+                                             **options),
+            x.dtype)
+    return result
+
+
+def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
+             num_threads=None, check=None):
+    """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.
+
+    Parameters
+    ----------
+    log_probs : array_like, shape (..., C)
+        Log-probabilities (for instance from :func:`log_softmax`), classes on the last axis.
+    target : array_like of int, shape (...)
+        Class indices, any integer dtype.
+    weight : array_like, shape (C,), optional
+        Per-class weights.
+    ignore_index : int, optional
+        Rows with this target contribute 0 to the loss and to the mean's denominator.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"`` divides by the total weight of the non-ignored rows (NaN if none).
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` and raise :class:`xent.CheckError` on
+        disagreement.
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        ``-weight[t] * log_probs[..., t]`` per row, or its reduction, in the input dtype.
+
+    Raises
+    ------
+    IndexError
+        A class index outside ``[0, C)`` that is not ``ignore_index``.
+    """
+    x = _float_array(log_probs, "log_probs")
+    n_classes = x.shape[-1]
+    if n_classes == 0:
+        raise ValueError(f"log_probs has shape {x.shape}: the class axis (last) is empty")
+    batch = x.shape[:-1]
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"nll_loss takes integer class indices as target, got dtype {t.dtype}")
+    labels = _class_targets(t, batch, x.shape)
+    w = _class_weights(weight, n_classes)
+    ignore = _ignore_index(ignore_index)
+    reduction = _reduction(reduction)
+    threads = get_num_threads(num_threads)
+    checking = _check_flag(check)
+    compute = _COMPUTE_DTYPE[x.dtype]
+    rows = _rows(x, compute)
+
+    def compute_rows(sample=None):
+        r = rows if sample is None else rows[sample]
+        labels_used = labels if sample is None else labels[sample]
+        row_loss = np.empty(r.shape[0], dtype=compute) if (
+            reduction == "none" or sample is not None) else None
+        total, weight_sum, bad = _kernels.nll_index(r, labels_used, w, ignore, row_loss,
+                                                    threads)
+        if bad >= 0:
+            raise IndexError(_bad_label(t, int(bad), n_classes, ignore))
+        return total, weight_sum, row_loss
+
+    total, denominator, row_loss = compute_rows()
+    result = _reduce(total, denominator, row_loss, reduction, batch, x.dtype)
+    if checking:
+        options = dict(weight=w, ignore_index=ignore)
+        _loss_check(
+            "nll_loss", result, reduction, rows.shape[0],
+            lambda s: compute_rows(s)[2],
+            lambda s: _reference.nll_loss(rows[s], labels[s], reduction="none", **options),
+            lambda: _reference.nll_loss(rows, labels, reduction=reduction, **options),
+            x.dtype)
+    return result

@@ -1,0 +1,67 @@
+"""Check mode: recompute a result with :mod:`xent.reference` and raise if they disagree.
+
+Turned on per call with ``check=True``, or for every call with ``XENT_CHECK=1`` in the
+environment (``check=False`` on a call wins over the environment). Inputs of more than
+:data:`MAX_CHECK_ROWS` rows are checked on a random sample of that many rows.
+"""
+
+import os
+
+import numpy as np
+
+#: Largest number of rows recomputed by the reference in one check.
+MAX_CHECK_ROWS = 2048
+
+#: (rtol, atol) per result dtype: the check fails where |got - ref| > atol + rtol * |ref|.
+#: The kernels compute in double from the given values, so float32 results are within a few
+#: float32 ulps; these bounds leave room for that and nothing more.
+TOLERANCES = {
+    np.dtype(np.float16): (2e-3, 2e-3),
+    np.dtype(np.float32): (1e-5, 1e-5),
+    np.dtype(np.float64): (1e-10, 1e-10),
+}
+
+
+class CheckError(AssertionError):
+    """A result of xent disagrees with xent.reference beyond the documented tolerance."""
+
+
+def enabled(check):
+    """Whether a call with this ``check`` argument is checked."""
+    if check is None:
+        return os.environ.get("XENT_CHECK", "").strip().lower() not in ("", "0", "false", "no")
+    return bool(check)
+
+
+def sample_rows(n_rows, seed=0):
+    """Row indices to check: all rows, or a sorted random sample of MAX_CHECK_ROWS."""
+    if n_rows <= MAX_CHECK_ROWS:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=MAX_CHECK_ROWS, replace=False))
+
+
+def compare(name, got, expected, dtype, rows=None):
+    """Raise CheckError if ``got`` and ``expected`` differ beyond the tolerance of ``dtype``.
+
+    NaN must meet NaN, and an infinity the same infinity. ``rows`` maps positions in ``got``
+    to the input rows they came from, for the message.
+    """
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    expected = np.asarray(expected, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(got - expected)
+        bad = ~((err <= atol + rtol * np.abs(expected)) | (got == expected)
+                | (np.isnan(got) & np.isnan(expected)))
+    if not bad.any():
+        return
+    excess = np.where(bad, np.nan_to_num(err / (atol + rtol * np.abs(expected)), nan=np.inf),
+                      -1.0)
+    worst = int(np.argmax(excess))
+    where = "value" if got.size == 1 and rows is None else (
+        f"row {int(rows[worst]) if rows is not None else worst}")
+    raise CheckError(
+        f"xent.{name}: {where} differs from xent.reference: got {got[worst]!r}, "
+        f"reference {expected[worst]!r} (|diff| {err[worst]:.3g}, tolerance rtol={rtol:g}, "
+        f"atol={atol:g}; {int(bad.sum())} of {bad.size} values differ)")

@@ -1,0 +1,377 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Cython drivers: loops over blocks of rows without the GIL, calling xent's C row kernels.
+
+The Python layer (xent/_api.py) has already checked every shape, dtype and option; these
+drivers trust their arguments. Each 2-D input has a contiguous last axis and any row stride.
+
+Determinism: rows are grouped into blocks whose size depends only on the row length, never
+on the thread count. Each block writes its own partial sums, and the partials are added in
+block order after the parallel loop, so a reduced loss has the same bits on any number of
+threads.
+"""
+
+cimport cython
+from cython.parallel cimport prange
+from libc.math cimport log
+from libc.stdlib cimport free, malloc
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+ctypedef cnp.intp_t intp_t
+
+cdef extern from "xent_kernels.h" nogil:
+    ctypedef struct xent_lse_state:
+        double shift
+        double sum
+    xent_lse_state xent_lse_init()
+    double xent_lse_value(const xent_lse_state *st)
+    int xent_select_isa(const char *name)
+    int xent_isa_supported(const char *name)
+    const char *xent_current_isa()
+    int XENT_OPENMP
+    int xent_omp_max_threads()
+
+    void xent_row_lse_f32(const float *x, Py_ssize_t n, xent_lse_state *st)
+    double xent_row_nll_sum_f32(const float *x, Py_ssize_t n, const double *w, double shift,
+                                double log_sum)
+    double xent_row_nll_dot_f32(const float *x, const float *p, Py_ssize_t n, const double *w,
+                                double a, double b, double shift, double log_sum)
+    void xent_row_log_softmax_f32(const float *x, Py_ssize_t n, float *out)
+    void xent_row_softmax_f32(const float *x, Py_ssize_t n, float *out)
+    void xent_exp_array_f32(const float *x, Py_ssize_t n, float *out)
+
+    void xent_row_lse_f64(const double *x, Py_ssize_t n, xent_lse_state *st)
+    double xent_row_nll_sum_f64(const double *x, Py_ssize_t n, const double *w, double shift,
+                                double log_sum)
+    double xent_row_nll_dot_f64(const double *x, const double *p, Py_ssize_t n, const double *w,
+                                double a, double b, double shift, double log_sum)
+    void xent_row_log_softmax_f64(const double *x, Py_ssize_t n, double *out)
+    void xent_row_softmax_f64(const double *x, Py_ssize_t n, double *out)
+    void xent_exp_array_f64(const double *x, Py_ssize_t n, double *out)
+
+ctypedef fused floating:
+    float
+    double
+
+cdef enum:
+    # A block holds about this many logits (or one row, if rows are longer).
+    BLOCK_ELEMENTS = 32768
+
+
+# ---- ISA selection and build facts ----------------------------------------------------------
+
+def set_isa(str name):
+    """Select the kernel variant ("auto", "avx512", "avx2", "baseline"); return its name.
+
+    Raises ValueError if this build or this CPU cannot run it. Not thread-safe: meant for
+    tests and benchmarks, between calls.
+    """
+    if xent_select_isa(name.encode()) != 0:
+        raise ValueError(f"instruction set {name!r} is not available on this CPU/build")
+    return current_isa()
+
+
+def current_isa():
+    """Name of the kernel variant in use."""
+    return xent_current_isa().decode()
+
+
+def isa_supported(str name):
+    """Whether this CPU and build can run the named kernel variant."""
+    return bool(xent_isa_supported(name.encode()))
+
+
+def openmp_max_threads():
+    """omp_get_max_threads(): what the OpenMP runtime would use (threadpoolctl changes it)."""
+    return xent_omp_max_threads()
+
+
+def has_openmp():
+    """Whether this build runs its loops in parallel."""
+    return bool(XENT_OPENMP)
+
+
+def block_rows(Py_ssize_t ncols):
+    """Rows per block for rows of ncols entries (depends on nothing else)."""
+    return _block_rows(ncols)
+
+
+cdef inline Py_ssize_t _block_rows(Py_ssize_t ncols) noexcept nogil:
+    if ncols >= BLOCK_ELEMENTS:
+        return 1
+    if ncols <= 1:
+        return BLOCK_ELEMENTS
+    return BLOCK_ELEMENTS // ncols
+
+
+cdef inline Py_ssize_t _threads_for(int nthreads, Py_ssize_t nblocks) noexcept nogil:
+    # More threads than blocks would only start idle threads.
+    if nblocks < nthreads:
+        return nblocks if nblocks > 0 else 1
+    return nthreads
+
+
+# ---- row helpers: one fused kernel call per row ----------------------------------------------
+
+cdef inline const floating *_row(const floating[:, :] x, Py_ssize_t i) noexcept nogil:
+    return <const floating *>(<const char *>&x[0, 0] + i * x.strides[0])
+
+
+cdef inline floating *_out_row(floating[:, :] out, Py_ssize_t i) noexcept nogil:
+    return <floating *>(<char *>&out[0, 0] + i * out.strides[0])
+
+
+cdef inline xent_lse_state _row_lse(const floating *row, Py_ssize_t n) noexcept nogil:
+    # logsumexp(row) = st.shift + log(st.sum). Losses use the two parts, (shift - x_j) and
+    # log(sum), rather than their rounded total, so huge logits keep their small differences.
+    cdef xent_lse_state st = xent_lse_init()
+    if floating is float:
+        xent_row_lse_f32(row, n, &st)
+    else:
+        xent_row_lse_f64(row, n, &st)
+    return st
+
+
+cdef inline double _row_nll_sum(const floating *row, Py_ssize_t n, const double *w,
+                                xent_lse_state st) noexcept nogil:
+    if floating is float:
+        return xent_row_nll_sum_f32(row, n, w, st.shift, log(st.sum))
+    else:
+        return xent_row_nll_sum_f64(row, n, w, st.shift, log(st.sum))
+
+
+cdef inline double _row_nll_dot(const floating *row, const floating *p, Py_ssize_t n,
+                                const double *w, double a, double b,
+                                xent_lse_state st) noexcept nogil:
+    if floating is float:
+        return xent_row_nll_dot_f32(row, p, n, w, a, b, st.shift, log(st.sum))
+    else:
+        return xent_row_nll_dot_f64(row, p, n, w, a, b, st.shift, log(st.sum))
+
+
+# ---- drivers ---------------------------------------------------------------------------------
+
+def logsumexp_rows(const floating[:, :] x, floating[::1] out, int nthreads):
+    """out[i] = logsumexp(x[i]) for every row (x has at least one row)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    cdef xent_lse_state st
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            st = _row_lse(_row(x, i), c)
+            out[i] = <floating>xent_lse_value(&st)
+
+
+def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
+    """out[i] = x[i] - logsumexp(x[i]); out may be x itself."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            if floating is float:
+                xent_row_log_softmax_f32(_row(x, i), c, _out_row(out, i))
+            else:
+                xent_row_log_softmax_f64(_row(x, i), c, _out_row(out, i))
+
+
+def softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
+    """out[i] = exp(x[i] - logsumexp(x[i])); out may be x itself."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            if floating is float:
+                xent_row_softmax_f32(_row(x, i), c, _out_row(out, i))
+            else:
+                xent_row_softmax_f64(_row(x, i), c, _out_row(out, i))
+
+
+def exp_array(const floating[::1] x, floating[::1] out):
+    """out = exp(x) with the kernels' own vectorised exp (for its accuracy test)."""
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            xent_exp_array_f32(&x[0], x.shape[0], &out[0])
+        else:
+            xent_exp_array_f64(&x[0], x.shape[0], &out[0])
+
+
+cdef class _Partials:
+    """Per-block partial sums (loss, weight) and the first bad row of each block."""
+    cdef double *loss
+    cdef double *weight
+    cdef Py_ssize_t *bad
+    cdef Py_ssize_t nblocks
+
+    def __cinit__(self, Py_ssize_t nblocks):
+        self.nblocks = nblocks
+        self.loss = <double *>malloc(max(nblocks, 1) * sizeof(double))
+        self.weight = <double *>malloc(max(nblocks, 1) * sizeof(double))
+        self.bad = <Py_ssize_t *>malloc(max(nblocks, 1) * sizeof(Py_ssize_t))
+        if self.loss == NULL or self.weight == NULL or self.bad == NULL:
+            raise MemoryError("xent: cannot allocate per-block partial sums")
+
+    def __dealloc__(self):
+        free(self.loss)
+        free(self.weight)
+        free(self.bad)
+
+    cdef tuple combine(self):
+        """(sum of losses, sum of weights, first bad row or -1), added in block order."""
+        cdef double loss = 0, weight = 0
+        cdef Py_ssize_t b, bad = -1
+        for b in range(self.nblocks):
+            loss += self.loss[b]
+            weight += self.weight[b]
+            if bad < 0 and self.bad[b] >= 0:
+                bad = self.bad[b]
+        return loss, weight, bad
+
+
+cdef void _ce_index_block(const floating[:, :] x, const intp_t[::1] target,
+                          const double *weight, intp_t ignore_index,
+                          double smoothing, floating *row_loss, Py_ssize_t r0,
+                          Py_ssize_t r1, double *loss_out, double *weight_out,
+                          Py_ssize_t *bad_out) noexcept nogil:
+    cdef Py_ssize_t i, c = x.shape[1]
+    cdef intp_t t
+    cdef const floating *row
+    cdef xent_lse_state st
+    cdef double wt, loss, loss_sum = 0, weight_sum = 0
+    bad_out[0] = -1
+    for i in range(r0, r1):
+        t = target[i]
+        if t == ignore_index:
+            if row_loss != NULL:
+                row_loss[i] = 0
+            continue
+        if t < 0 or t >= c:
+            if bad_out[0] < 0:
+                bad_out[0] = i
+            continue
+        row = _row(x, i)
+        st = _row_lse(row, c)
+        wt = weight[t] if weight != NULL else 1.0
+        # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j, nll = -log_softmax;
+        # a term whose factor is exactly 0 is left out (0 * inf would make it NaN).
+        loss = 0
+        if smoothing != 1:
+            loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
+        if smoothing != 0:
+            loss += smoothing / c * _row_nll_sum(row, c, weight, st)
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+        weight_sum += wt
+    loss_out[0] = loss_sum
+    weight_out[0] = weight_sum
+
+
+def cross_entropy_index(const floating[:, :] x, const intp_t[::1] target,
+                        const double[::1] weight, intp_t ignore_index, double smoothing,
+                        floating[::1] row_loss, int nthreads):
+    """Cross-entropy with class-index targets.
+
+    Returns (sum of row losses, sum of the weights of the non-ignored rows, first row whose
+    label is out of range or -1). Fills row_loss (ignored rows 0) unless it is None.
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    if n == 0:
+        return 0.0, 0.0, -1
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _ce_index_block(x, target, w, ignore_index, smoothing, out, b * rows,
+                            min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
+                            &part.bad[b])
+    return part.combine()
+
+
+cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
+                         double smoothing, floating *row_loss, Py_ssize_t r0, Py_ssize_t r1,
+                         double *loss_out) noexcept nogil:
+    cdef Py_ssize_t i, c = x.shape[1]
+    cdef const floating *row
+    cdef xent_lse_state st
+    cdef double loss, loss_sum = 0
+    for i in range(r0, r1):
+        row = _row(x, i)
+        st = _row_lse(row, c)
+        loss = _row_nll_dot(row, _row(p, i), c, weight, 1.0 - smoothing, smoothing / c, st)
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+    loss_out[0] = loss_sum
+
+
+def cross_entropy_prob(const floating[:, :] x, const floating[:, :] p,
+                       const double[::1] weight, double smoothing, floating[::1] row_loss,
+                       int nthreads):
+    """Cross-entropy with probability targets; returns the sum of the row losses."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    if n == 0:
+        return 0.0
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _ce_prob_block(x, p, w, smoothing, out, b * rows, min(n, (b + 1) * rows),
+                           &part.loss[b])
+    return part.combine()[0]
+
+
+cdef void _nll_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
+                     intp_t ignore_index, floating *row_loss, Py_ssize_t r0, Py_ssize_t r1,
+                     double *loss_out, double *weight_out, Py_ssize_t *bad_out) noexcept nogil:
+    cdef Py_ssize_t i, c = x.shape[1]
+    cdef intp_t t
+    cdef double wt, loss, loss_sum = 0, weight_sum = 0
+    bad_out[0] = -1
+    for i in range(r0, r1):
+        t = target[i]
+        if t == ignore_index:
+            if row_loss != NULL:
+                row_loss[i] = 0
+            continue
+        if t < 0 or t >= c:
+            if bad_out[0] < 0:
+                bad_out[0] = i
+            continue
+        wt = weight[t] if weight != NULL else 1.0
+        loss = -wt * <double>_row(x, i)[t]
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+        weight_sum += wt
+    loss_out[0] = loss_sum
+    weight_out[0] = weight_sum
+
+
+def nll_index(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
+              intp_t ignore_index, floating[::1] row_loss, int nthreads):
+    """Negative log-likelihood of class-index targets; returns like cross_entropy_index."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    # Each row costs one load here, so blocks are counted in rows, not logits.
+    cdef Py_ssize_t rows = BLOCK_ELEMENTS, nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    if n == 0:
+        return 0.0, 0.0, -1
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _nll_block(x, target, w, ignore_index, out, b * rows, min(n, (b + 1) * rows),
+                       &part.loss[b], &part.weight[b], &part.bad[b])
+    return part.combine()

@@ -1,0 +1,67 @@
+"""How many threads a call uses: the ``num_threads`` policy, resolved at call time."""
+
+import numbers
+import os
+
+from . import _kernels
+
+
+def available_cpus():
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads():
+    """OMP_NUM_THREADS as a positive int (its first entry), or None if unset or invalid."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
+def get_num_threads(num_threads=None):
+    """Number of threads a call with this ``num_threads`` argument would use.
+
+    Parameters
+    ----------
+    num_threads : int or None
+        ``None``: ``OMP_NUM_THREADS`` if set, else the CPUs this process may use, and never
+        more than the OpenMP runtime's current limit (which ``threadpoolctl`` lowers).
+        A positive int: that many. A negative int counts back from the CPUs this process
+        may use: -1 is all of them, -2 all but one.
+
+    Returns
+    -------
+    int
+        At least 1. A build without OpenMP always runs one thread and returns 1.
+
+    Raises
+    ------
+    TypeError
+        If ``num_threads`` is not an int (or is a bool).
+    ValueError
+        If it is 0, or negative beyond the number of CPUs.
+    """
+    if num_threads is None:
+        n = _env_threads() or available_cpus()
+        n = min(n, max(1, _kernels.openmp_max_threads()))
+    else:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
+            raise TypeError(
+                f"num_threads must be an int or None, got {type(num_threads).__name__} "
+                f"{num_threads!r}")
+        n = int(num_threads)
+        if n == 0:
+            raise ValueError("num_threads must not be 0 (use None for the default, "
+                             "a positive count, or a negative one to count back from all CPUs)")
+        if n < 0:
+            cpus = available_cpus()
+            if cpus + 1 + n < 1:
+                raise ValueError(f"num_threads={n} leaves no thread on {cpus} CPUs")
+            n = cpus + 1 + n
+    return n if _kernels.has_openmp() else 1

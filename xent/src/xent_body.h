@@ -1,0 +1,265 @@
+/*
+ * Row kernels of xent, written once and compiled once per (element type, instruction set).
+ *
+ * xent_kernels.h includes this file several times, each time with
+ *   XENT_T        the element type, float or double,
+ *   XENT_F32      1 for float, 0 for double,
+ *   XENT_NAME(n)  a name mangler such as n##_f32_avx2,
+ * and inside a `#pragma GCC target(...)` region, so that one portable build carries an AVX-512,
+ * an AVX2 and a baseline copy of every kernel and picks one at run time.
+ *
+ * The loops are plain C with `#pragma omp simd`: the compiler vectorises them for whichever
+ * instruction set the region targets (and for NEON on ARM). No -ffast-math: inf and NaN
+ * behave as IEEE says, and the reductions are reordered only where a pragma says so, which
+ * keeps every result a pure function of the row (the same bits on any number of threads).
+ *
+ * Kernels trust their arguments: the Python layer has validated shapes, dtypes and labels.
+ */
+
+#define T XENT_T
+#define F XENT_NAME
+
+#if XENT_F32
+typedef uint32_t F(bits_t);
+#define XENT_MANT_BITS 23
+#define XENT_EXP_BIAS 127
+#define XENT_ROUND_MAGIC 0x1.8p23f          /* adding it rounds |v| < 2^22 to an integer */
+#define XENT_LOG2E 0x1.715476p+0f
+#define XENT_LN2_HI 0x1.62ep-1f             /* 12 bits: k * LN2_HI is exact for |k| < 2^12 */
+#define XENT_LN2_LO 0x1.0bfbe8p-15f
+#define XENT_EXP_UNDER (-87.33654f)         /* below: exp is subnormal, returned as 0 */
+#define XENT_EXP_CLAMP 88.37f               /* k stays <= 127 */
+#define XENT_EXP_OVER 88.72284f             /* above: +inf */
+#define XENT_T_MAX FLT_MAX
+#else
+typedef uint64_t F(bits_t);
+#define XENT_MANT_BITS 52
+#define XENT_EXP_BIAS 1023
+#define XENT_ROUND_MAGIC 0x1.8p52
+#define XENT_LOG2E 0x1.71547652b82fep+0
+#define XENT_LN2_HI 0x1.62e42fee00000p-1    /* 32 bits: k * LN2_HI is exact for |k| < 2^21 */
+#define XENT_LN2_LO 0x1.a39ef35793c76p-33
+#define XENT_EXP_UNDER (-708.3964185322641)
+#define XENT_EXP_CLAMP 709.08
+#define XENT_EXP_OVER 709.782712893384
+#define XENT_T_MAX DBL_MAX
+#endif
+
+/*
+ * exp(y), branch-free so that it vectorises: y = k ln2 + r with |r| <= ln2/2, exp(r) by its
+ * Taylor polynomial (degree 7 in float, 13 in double: the truncation error is below a tenth of
+ * an ulp), times 2^k built in the exponent bits. Returns 0 where exp(y) is subnormal, +inf
+ * above the largest finite result, NaN for NaN. Exact to about an ulp for y <= 88.37 (float)
+ * or 709.08 (double); the kernels only call it with y <= 0. tests/test_exp.py measures it.
+ */
+static inline T F(exp)(T y)
+{
+    T yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;   /* NaN passes both clamps */
+    yc = yc > XENT_EXP_CLAMP ? XENT_EXP_CLAMP : yc;
+    T kr = yc * XENT_LOG2E + XENT_ROUND_MAGIC;        /* round(y / ln2), held in the low bits */
+    T k = kr - XENT_ROUND_MAGIC;
+    T r = (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO;
+#if XENT_F32
+    T p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+#else
+    T p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+#endif
+    F(bits_t) kbits, magic_bits, scale_bits;
+    T magic = XENT_ROUND_MAGIC, scale;
+    memcpy(&kbits, &kr, sizeof kbits);
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    scale_bits = (kbits - magic_bits + XENT_EXP_BIAS) << XENT_MANT_BITS;   /* 2^k */
+    memcpy(&scale, &scale_bits, sizeof scale);
+    T e = p * scale;
+    e = y < XENT_EXP_UNDER ? 0 : e;
+    e = y > XENT_EXP_OVER ? (T)INFINITY : e;
+    return e;
+}
+
+/* Elementwise exp over an array (for the exp accuracy test and for callers that want it). */
+static void F(exp_array)(const T *x, ptrdiff_t n, T *out)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = F(exp)(x[i]);
+}
+
+/* Largest entry of x[0..n), NaN ignored; -inf when n == 0 or every entry is -inf or NaN. */
+static inline T F(max)(const T *x, ptrdiff_t n)
+{
+    T m = -(T)INFINITY;
+#pragma omp simd reduction(max : m)
+    for (ptrdiff_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+static inline int F(has_nan)(const T *x, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (x[i] != x[i]) return 1;
+    return 0;
+}
+
+/*
+ * sum of exp(x[i] - shift) over one chunk. A chunk is short (XENT_CHUNK_BYTES), so the
+ * partial sums of the vector lanes stay accurate in T; the caller adds chunks in double.
+ */
+static inline double F(sum_exp)(const T *x, ptrdiff_t n, T shift)
+{
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (ptrdiff_t i = 0; i < n; i++) s += F(exp)(x[i] - shift);
+    return s;
+}
+
+/*
+ * Fold one chunk into the online log-sum-exp state. The shift is the largest finite entry
+ * seen so far (a +inf entry shifts by T_MAX instead, so its exp and the sum become +inf); the
+ * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN.
+ */
+static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
+{
+    T cmax = F(max)(x, n);
+    if (cmax == -(T)INFINITY) {   /* all -inf (contributes 0) or NaN */
+        if (F(has_nan)(x, n)) st->sum = NAN;
+        return;
+    }
+    T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
+    if (shift > st->shift) {
+        st->sum *= exp(st->shift - (double)shift);
+        st->shift = shift;
+    }
+    st->sum += F(sum_exp)(x, n, (T)st->shift);
+}
+
+#define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
+
+/* Log-sum-exp state of one row (start from xent_lse_init). */
+static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
+{
+    for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+        F(lse_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), st);
+}
+
+/*
+ * The kernels below take a row's log-sum-exp as its two parts, shift and log_sum, and form
+ * -log_softmax(x)[j] = (shift - x[j]) + log_sum in double: the small differences between
+ * huge logits survive, which they would not in (shift + log_sum) - x[j].
+ */
+
+/* sum_j w[j] * -log_softmax(x)[j] (w == NULL: all ones): the label-smoothing term. */
+static double F(row_nll_sum)(const T *x, ptrdiff_t n, const double *w, double shift,
+                             double log_sum)
+{
+    double acc = 0;
+    if (w) {
+#pragma omp simd reduction(+ : acc)
+        for (ptrdiff_t j = 0; j < n; j++) acc += w[j] * ((shift - (double)x[j]) + log_sum);
+    } else {
+#pragma omp simd reduction(+ : acc)
+        for (ptrdiff_t j = 0; j < n; j++) acc += (shift - (double)x[j]) + log_sum;
+    }
+    return acc;
+}
+
+/*
+ * Cross-entropy of one probability row: sum_j w[j] q[j] * -log_softmax(x)[j] with
+ * q[j] = a p[j] + b (label smoothing). Terms with q[j] == 0 are left out, so a zero
+ * probability on a -inf logit adds 0, not NaN. w == NULL: all ones.
+ */
+static double F(row_nll_dot)(const T *x, const T *p, ptrdiff_t n, const double *w, double a,
+                             double b, double shift, double log_sum)
+{
+    double acc = 0;
+    if (w) {
+#pragma omp simd reduction(+ : acc)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            double q = a * (double)p[j] + b;
+            double term = w[j] * q * ((shift - (double)x[j]) + log_sum);
+            acc += q != 0 ? term : 0.0;   /* term computed always: a select vectorises */
+        }
+    } else {
+#pragma omp simd reduction(+ : acc)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            double q = a * (double)p[j] + b;
+            double term = q * ((shift - (double)x[j]) + log_sum);
+            acc += q != 0 ? term : 0.0;
+        }
+    }
+    return acc;
+}
+
+/*
+ * out[j] = x[j] - logsumexp(x), rounded once from double. out may be x itself: the row is
+ * read in full before it is written.
+ */
+static void F(row_log_softmax)(const T *x, ptrdiff_t n, T *out)
+{
+    xent_lse_state st = xent_lse_init();
+    F(row_lse)(x, n, &st);
+    double shift = st.shift, log_sum = log(st.sum);
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = (T)(((double)x[j] - shift) - log_sum);
+}
+
+/* out[j] = exp(x[j] - logsumexp(x)). out may be x itself. */
+static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
+{
+    xent_lse_state st = xent_lse_init();
+    F(row_lse)(x, n, &st);
+    double shift = st.shift, log_sum = log(st.sum);
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp)((T)(((double)x[j] - shift) - log_sum));
+}
+
+static void F(fill_table)(xent_kernel_table *tab)
+{
+#if XENT_F32
+    tab->row_lse_f32 = F(row_lse);
+    tab->row_nll_sum_f32 = F(row_nll_sum);
+    tab->row_nll_dot_f32 = F(row_nll_dot);
+    tab->row_log_softmax_f32 = F(row_log_softmax);
+    tab->row_softmax_f32 = F(row_softmax);
+    tab->exp_array_f32 = F(exp_array);
+#else
+    tab->row_lse_f64 = F(row_lse);
+    tab->row_nll_sum_f64 = F(row_nll_sum);
+    tab->row_nll_dot_f64 = F(row_nll_dot);
+    tab->row_log_softmax_f64 = F(row_log_softmax);
+    tab->row_softmax_f64 = F(row_softmax);
+    tab->exp_array_f64 = F(exp_array);
+#endif
+}
+
+#undef XENT_CHUNK
+#undef XENT_MANT_BITS
+#undef XENT_EXP_BIAS
+#undef XENT_ROUND_MAGIC
+#undef XENT_LOG2E
+#undef XENT_LN2_HI
+#undef XENT_LN2_LO
+#undef XENT_EXP_UNDER
+#undef XENT_EXP_CLAMP
+#undef XENT_EXP_OVER
+#undef XENT_T_MAX
+#undef T
+#undef F

@@ -1,0 +1,243 @@
+/*
+ * xent's C row kernels: log-sum-exp, its fused companions, log-softmax and softmax over one
+ * contiguous row, for float and double, with run-time selection of the instruction set.
+ *
+ * The Cython drivers (xent/_kernels.pyx) call the xent_row_* wrappers below once per row,
+ * without the GIL; they go through a table of function pointers filled by xent_select_isa().
+ */
+#ifndef XENT_KERNELS_H
+#define XENT_KERNELS_H
+
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Rows are processed in chunks this long (bytes): a chunk stays in L1 between its max pass
+ * and its exp-sum pass, so the row is read from memory once whatever its length. */
+#define XENT_CHUNK_BYTES 4096
+
+/*
+ * Online log-sum-exp of the entries seen so far: logsumexp = shift + log(sum).
+ * shift is -inf until a finite (or +inf) entry is seen; sum is NaN once a NaN is seen.
+ */
+typedef struct {
+    double shift;
+    double sum;
+} xent_lse_state;
+
+static inline xent_lse_state xent_lse_init(void)
+{
+    xent_lse_state st = {-INFINITY, 0.0};
+    return st;
+}
+
+/* SciPy's rules: an all -inf (or empty) row gives -inf, +inf gives +inf, NaN gives NaN. */
+static inline double xent_lse_value(const xent_lse_state *st)
+{
+    if (st->shift == -INFINITY) return st->sum == st->sum ? -INFINITY : NAN;
+    return st->shift + log(st->sum);
+}
+
+static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t chunk)
+{
+    return n - start < chunk ? n - start : chunk;
+}
+
+typedef struct {
+    void (*row_lse_f32)(const float *, ptrdiff_t, xent_lse_state *);
+    double (*row_nll_sum_f32)(const float *, ptrdiff_t, const double *, double, double);
+    double (*row_nll_dot_f32)(const float *, const float *, ptrdiff_t, const double *, double, double,
+                               double, double);
+    void (*row_log_softmax_f32)(const float *, ptrdiff_t, float *);
+    void (*row_softmax_f32)(const float *, ptrdiff_t, float *);
+    void (*exp_array_f32)(const float *, ptrdiff_t, float *);
+    void (*row_lse_f64)(const double *, ptrdiff_t, xent_lse_state *);
+    double (*row_nll_sum_f64)(const double *, ptrdiff_t, const double *, double, double);
+    double (*row_nll_dot_f64)(const double *, const double *, ptrdiff_t, const double *, double, double,
+                               double, double);
+    void (*row_log_softmax_f64)(const double *, ptrdiff_t, double *);
+    void (*row_softmax_f64)(const double *, ptrdiff_t, double *);
+    void (*exp_array_f64)(const double *, ptrdiff_t, double *);
+} xent_kernel_table;
+
+/* ---- one copy of the kernels per instruction set ------------------------------------- */
+
+#define XENT_F32 1
+#define XENT_T float
+#define XENT_NAME(n) n##_f32_baseline
+#include "xent_body.h"
+#undef XENT_NAME
+#undef XENT_T
+#undef XENT_F32
+#define XENT_F32 0
+#define XENT_T double
+#define XENT_NAME(n) n##_f64_baseline
+#include "xent_body.h"
+#undef XENT_NAME
+#undef XENT_T
+#undef XENT_F32
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define XENT_HAVE_X86_VARIANTS 1
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define XENT_F32 1
+#define XENT_T float
+#define XENT_NAME(n) n##_f32_avx2
+#include "xent_body.h"
+#undef XENT_NAME
+#undef XENT_T
+#undef XENT_F32
+#define XENT_F32 0
+#define XENT_T double
+#define XENT_NAME(n) n##_f64_avx2
+#include "xent_body.h"
+#undef XENT_NAME
+#undef XENT_T
+#undef XENT_F32
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+/* gcc otherwise keeps to 256-bit vectors on some tunings; the kernels want all 512 bits. */
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512")
+#endif
+#define XENT_F32 1
+#define XENT_T float
+#define XENT_NAME(n) n##_f32_avx512
+#include "xent_body.h"
+#undef XENT_NAME
+#undef XENT_T
+#undef XENT_F32
+#define XENT_F32 0
+#define XENT_T double
+#define XENT_NAME(n) n##_f64_avx512
+#include "xent_body.h"
+#undef XENT_NAME
+#undef XENT_T
+#undef XENT_F32
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else
+#define XENT_HAVE_X86_VARIANTS 0
+#endif
+
+/* ---- run-time dispatch ---------------------------------------------------------------- */
+
+static xent_kernel_table xent_kernels;
+static const char *xent_isa = "none";
+
+/* 1 if this CPU (and its OS) can run the named variant. */
+static int xent_isa_supported(const char *name)
+{
+    if (strcmp(name, "baseline") == 0) return 1;
+#if XENT_HAVE_X86_VARIANTS
+    __builtin_cpu_init();
+    if (strcmp(name, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(name, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/*
+ * Point the kernel table at a variant: "avx512", "avx2", "baseline", or "auto" (the best this
+ * CPU runs). Returns 0, or -1 for a name this build does not know or this CPU cannot run.
+ * Not thread-safe: called at import, and by tests between calls.
+ */
+static int xent_select_isa(const char *name)
+{
+    if (strcmp(name, "auto") == 0) {
+        if (xent_isa_supported("avx512")) name = "avx512";
+        else if (xent_isa_supported("avx2")) name = "avx2";
+        else name = "baseline";
+    }
+    if (!xent_isa_supported(name)) return -1;
+    if (strcmp(name, "baseline") == 0) {
+        fill_table_f32_baseline(&xent_kernels);
+        fill_table_f64_baseline(&xent_kernels);
+        xent_isa = "baseline";
+    }
+#if XENT_HAVE_X86_VARIANTS
+    else if (strcmp(name, "avx2") == 0) {
+        fill_table_f32_avx2(&xent_kernels);
+        fill_table_f64_avx2(&xent_kernels);
+        xent_isa = "avx2";
+    } else {
+        fill_table_f32_avx512(&xent_kernels);
+        fill_table_f64_avx512(&xent_kernels);
+        xent_isa = "avx512";
+    }
+#endif
+    return 0;
+}
+
+static inline const char *xent_current_isa(void) { return xent_isa; }
+
+/* ---- what the Cython drivers call ---------------------------------------------------- */
+
+#define XENT_WRAP(type, sfx)                                                                   \
+    static inline void xent_row_lse_##sfx(const type *x, ptrdiff_t n, xent_lse_state *st)     \
+    {                                                                                          \
+        xent_kernels.row_lse_##sfx(x, n, st);                                                  \
+    }                                                                                          \
+    static inline double xent_row_nll_sum_##sfx(const type *x, ptrdiff_t n, const double *w,   \
+                                                 double shift, double log_sum)                 \
+    {                                                                                          \
+        return xent_kernels.row_nll_sum_##sfx(x, n, w, shift, log_sum);                        \
+    }                                                                                          \
+    static inline double xent_row_nll_dot_##sfx(const type *x, const type *p, ptrdiff_t n,    \
+                                                const double *w, double a, double b,           \
+                                                double shift, double log_sum)                  \
+    {                                                                                          \
+        return xent_kernels.row_nll_dot_##sfx(x, p, n, w, a, b, shift, log_sum);               \
+    }                                                                                          \
+    static inline void xent_row_log_softmax_##sfx(const type *x, ptrdiff_t n, type *out)      \
+    {                                                                                          \
+        xent_kernels.row_log_softmax_##sfx(x, n, out);                                         \
+    }                                                                                          \
+    static inline void xent_row_softmax_##sfx(const type *x, ptrdiff_t n, type *out)          \
+    {                                                                                          \
+        xent_kernels.row_softmax_##sfx(x, n, out);                                             \
+    }                                                                                          \
+    static inline void xent_exp_array_##sfx(const type *x, ptrdiff_t n, type *out)            \
+    {                                                                                          \
+        xent_kernels.exp_array_##sfx(x, n, out);                                               \
+    }
+
+XENT_WRAP(float, f32)
+XENT_WRAP(double, f64)
+#undef XENT_WRAP
+
+/* Whether the build has OpenMP, and how many threads its runtime would use by default
+ * (OMP_NUM_THREADS, or a limit set through omp_set_num_threads by threadpoolctl). */
+#ifdef _OPENMP
+#include <omp.h>
+#define XENT_OPENMP 1
+static inline int xent_omp_max_threads(void) { return omp_get_max_threads(); }
+#else
+#define XENT_OPENMP 0
+static inline int xent_omp_max_threads(void) { return 1; }
+#endif
+
+#endif /* XENT_KERNELS_H */
