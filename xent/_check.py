@@ -44,24 +44,28 @@ def sample_rows(n_rows, seed=0):
 def compare(name, got, expected, dtype, rows=None):
     """Raise CheckError if ``got`` and ``expected`` differ beyond the tolerance of ``dtype``.
 
-    NaN must meet NaN, and an infinity the same infinity. ``rows`` maps positions in ``got``
-    to the input rows they came from, for the message.
+    NaN must meet NaN, and an infinity the same infinity. Values are per row (1-d) or per
+    row and class (2-d); ``rows`` maps their first axis to the input rows, for the message.
     """
     rtol, atol = TOLERANCES[np.dtype(dtype)]
-    got = np.asarray(got, dtype=np.float64).reshape(-1)
-    expected = np.asarray(expected, dtype=np.float64).reshape(-1)
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         err = np.abs(got - expected)
         bad = ~((err <= atol + rtol * np.abs(expected)) | (got == expected)
                 | (np.isnan(got) & np.isnan(expected)))
     if not bad.any():
         return
-    excess = np.where(bad, np.nan_to_num(err / (atol + rtol * np.abs(expected)), nan=np.inf),
-                      -1.0)
-    worst = int(np.argmax(excess))
-    where = "value" if got.size == 1 and rows is None else (
-        f"row {int(rows[worst]) if rows is not None else worst}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        excess = np.where(bad, np.nan_to_num(err / (atol + rtol * np.abs(expected)),
+                                             nan=np.inf), -1.0)
+    worst = np.unravel_index(int(np.argmax(excess)), got.shape)
+    if got.ndim == 0:
+        where = "value"
+    else:
+        row = int(rows[worst[0]]) if rows is not None else int(worst[0])
+        where = f"row {row}" + (f", class {int(worst[1])}" if got.ndim == 2 else "")
     raise CheckError(
-        f"xent.{name}: {where} differs from xent.reference: got {got[worst]!r}, "
-        f"reference {expected[worst]!r} (|diff| {err[worst]:.3g}, tolerance rtol={rtol:g}, "
-        f"atol={atol:g}; {int(bad.sum())} of {bad.size} values differ)")
+        f"xent.{name}: {where} differs from xent.reference: got {float(got[worst])!r}, "
+        f"reference {float(expected[worst])!r} (|diff| {float(err[worst]):.3g}, tolerance "
+        f"rtol={rtol:g}, atol={atol:g}; {int(bad.sum())} of {bad.size} values differ)")

@@ -1,0 +1,76 @@
+"""Peak memory the forward loss adds over its input: xent, the reference, PyTorch.
+
+    python benchmarks/memory.py [--shape 65536x1000 --shape 8192x32000]
+
+Two measures per call: the peak of Python/numpy allocations (tracemalloc, which numpy
+reports to) and the rise of the process's peak resident set (VmHWM, reset before each call
+through /proc/self/clear_refs; Linux only), which also sees PyTorch's allocator.
+"""
+
+import argparse
+import gc
+import tracemalloc
+
+import numpy as np
+
+import xent
+
+
+def _status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def measure(fn):
+    """(peak traced bytes, peak RSS rise in bytes) of one call of fn()."""
+    gc.collect()
+    _reset_peak_rss()
+    rss_before = _status("VmRSS")
+    tracemalloc.start()
+    fn()
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return traced_peak, max(0, _status("VmHWM") - rss_before)
+
+
+def parse_shape(text):
+    rows, cols = text.lower().split("x")
+    return int(rows), int(cols)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=parse_shape, action="append",
+                        help="ROWSxCLASSES (repeatable; default 65536x1000 and 8192x32000)")
+    args = parser.parse_args()
+    shapes = args.shape or [(65536, 1000), (8192, 32000)]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    print(f"{'shape':>12} {'input MiB':>10} {'who':>10} {'traced MiB':>11} {'RSS rise MiB':>13}")
+    for rows, cols in shapes:
+        logits = rng.standard_normal((rows, cols), dtype=np.float32)
+        labels = rng.integers(0, cols, rows)
+        calls = {"xent": lambda: xent.cross_entropy(logits, labels)}
+        if torch is not None:
+            x, t = torch.from_numpy(logits), torch.from_numpy(labels)
+            calls["torch"] = lambda: torch.nn.functional.cross_entropy(x, t)
+        for who, fn in calls.items():
+            fn()  # warm up: thread pools, allocator arenas
+            traced, rss = measure(fn)
+            print(f"{rows:>6}x{cols:<5} {logits.nbytes / 2**20:10.1f} {who:>10} "
+                  f"{traced / 2**20:11.3f} {rss / 2**20:13.1f}")
+
+
+if __name__ == "__main__":
+    main()

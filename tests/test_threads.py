@@ -1,0 +1,97 @@
+"""The num_threads policy, threadpoolctl, and the GIL released during kernels."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import xent
+from xent import _kernels
+from xent._threads import available_cpus
+
+
+def test_default_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert xent.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1,1")
+    assert xent.get_num_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    expected = min(available_cpus(), _kernels.openmp_max_threads()) if _kernels.has_openmp() else 1
+    assert xent.get_num_threads() == expected
+
+
+def test_explicit_and_negative_counts():
+    if not _kernels.has_openmp():
+        pytest.skip("serial build: every count resolves to 1")
+    cpus = available_cpus()
+    assert xent.get_num_threads(3) == 3
+    assert xent.get_num_threads(-1) == cpus
+    if cpus > 1:
+        assert xent.get_num_threads(-2) == cpus - 1
+
+
+def test_threadpoolctl_limits_the_default():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _kernels.has_openmp() or available_cpus() < 2:
+        pytest.skip("needs OpenMP and two CPUs")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert xent.get_num_threads() == 1
+        x = np.random.default_rng(0).standard_normal((1000, 10))
+        assert np.isfinite(xent.cross_entropy(x, np.zeros(1000, dtype=np.int64)))
+    assert xent.get_num_threads() >= 2
+
+
+def test_gil_is_released_during_kernels():
+    """Another Python thread keeps running while one long kernel call runs.
+
+    With the GIL held for the call, the other thread would stall for its whole duration.
+    """
+    row = np.random.default_rng(0).standard_normal(65536).astype(np.float32)
+    x = np.broadcast_to(row, (4096, row.size))  # 1 GiB of logits in 256 KiB of memory
+    t = np.zeros(4096, dtype=np.int64)
+    gaps = []
+    running = threading.Event()
+    stop = threading.Event()
+
+    def spin():
+        last = time.perf_counter()
+        longest = 0.0
+        running.set()
+        while not stop.is_set():
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+        gaps.append(longest)
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    running.wait()
+    start = time.perf_counter()
+    loss = xent.cross_entropy(x, t, num_threads=1)
+    duration = time.perf_counter() - start
+    stop.set()
+    worker.join()
+    assert np.isfinite(loss)
+    assert duration > 0.02, "the call was too short to tell"
+    assert gaps[0] < duration / 2, (gaps[0], duration)
+
+
+def test_concurrent_python_threads_get_serial_results():
+    rng = np.random.default_rng(1)
+    inputs = [(rng.standard_normal((3000, 50)).astype(np.float32), rng.integers(0, 50, 3000))
+              for _ in range(8)]
+    expected = [xent.cross_entropy(x, t, reduction="none") for x, t in inputs]
+    results = [None] * 8
+
+    def work(i):
+        for _ in range(5):
+            results[i] = xent.cross_entropy(*inputs[i], reduction="none")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for got, want in zip(results, expected):
+        assert got.tobytes() == want.tobytes()
