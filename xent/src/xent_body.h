@@ -104,13 +104,52 @@ static void F(exp_array)(const T *x, ptrdiff_t n, T *out)
     for (ptrdiff_t i = 0; i < n; i++) out[i] = F(exp)(x[i]);
 }
 
-/* Largest entry of x[0..n), NaN ignored; -inf when n == 0 or every entry is -inf or NaN. */
-static inline T F(max)(const T *x, ptrdiff_t n)
+/*
+ * The row loops work on groups of XENT_LANES entries (64 bytes: one AVX-512 vector, two AVX2
+ * vectors, four SSE vectors) with one accumulator per lane, so they vectorise whole at any
+ * width; a row's last partial group is copied into a group padded with -inf, whose exp is 0.
+ * This keeps short rows (C = 10) off a scalar remainder loop, and fixes the order of every
+ * sum whatever the vector width.
+ */
+#define XENT_LANES ((ptrdiff_t)(64 / sizeof(T)))
+
+/* Max and sum across the lanes, by halving: a few vector steps, not a serial chain. */
+static inline T F(lanes_max)(T *m)
 {
-    T m = -(T)INFINITY;
-#pragma omp simd reduction(max : m)
-    for (ptrdiff_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
+    for (ptrdiff_t width = XENT_LANES / 2; width > 0; width /= 2)
+        for (ptrdiff_t l = 0; l < width; l++) m[l] = m[l + width] > m[l] ? m[l + width] : m[l];
+    return m[0];
+}
+
+static inline T F(lanes_sum)(T *s)
+{
+    for (ptrdiff_t width = XENT_LANES / 2; width > 0; width /= 2)
+        for (ptrdiff_t l = 0; l < width; l++) s[l] += s[l + width];
+    return s[0];
+}
+
+/* Largest entry of the whole groups in x[0..n), NaN ignored; -inf if there are none. */
+static inline T F(max_groups)(const T *x, ptrdiff_t n)
+{
+    T m[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = x[g + l] > m[l] ? x[g + l] : m[l];
+    }
+    return F(lanes_max)(m);
+}
+
+/* Sum of exp(x[i] - shift) over the whole groups, in T lanes: a chunk is short enough. */
+static inline double F(sum_exp_groups)(const T *x, ptrdiff_t n, T shift)
+{
+    T s[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = 0;
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] += F(exp)(x[g + l] - shift);
+    }
+    return F(lanes_sum)(s);
 }
 
 static inline int F(has_nan)(const T *x, ptrdiff_t n)
@@ -121,35 +160,33 @@ static inline int F(has_nan)(const T *x, ptrdiff_t n)
 }
 
 /*
- * sum of exp(x[i] - shift) over one chunk. A chunk is short (XENT_CHUNK_BYTES), so the
- * partial sums of the vector lanes stay accurate in T; the caller adds chunks in double.
- */
-static inline double F(sum_exp)(const T *x, ptrdiff_t n, T shift)
-{
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (ptrdiff_t i = 0; i < n; i++) s += F(exp)(x[i] - shift);
-    return s;
-}
-
-/*
  * Fold one chunk into the online log-sum-exp state. The shift is the largest finite entry
  * seen so far (a +inf entry shifts by T_MAX instead, so its exp and the sum become +inf); the
  * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN.
  */
 static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
 {
-    T cmax = F(max)(x, n);
+    ptrdiff_t whole = n - n % XENT_LANES;
+    T tail[XENT_LANES];
+    T cmax = F(max_groups)(x, whole);
+    if (whole < n) {
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+            tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
+        T tmax = F(max_groups)(tail, XENT_LANES);
+        cmax = tmax > cmax ? tmax : cmax;
+    }
     if (cmax == -(T)INFINITY) {   /* all -inf (contributes 0) or NaN */
         if (F(has_nan)(x, n)) st->sum = NAN;
         return;
     }
     T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
     if (shift > st->shift) {
-        st->sum *= exp(st->shift - (double)shift);
+        if (st->sum != 0) st->sum *= exp(st->shift - (double)shift);   /* NaN stays NaN */
         st->shift = shift;
     }
-    st->sum += F(sum_exp)(x, n, (T)st->shift);
+    double sum = F(sum_exp_groups)(x, whole, (T)st->shift);
+    if (whole < n) sum += F(sum_exp_groups)(tail, XENT_LANES, (T)st->shift);
+    st->sum += sum;
 }
 
 #define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
@@ -252,6 +289,7 @@ static void F(fill_table)(xent_kernel_table *tab)
 }
 
 #undef XENT_CHUNK
+#undef XENT_LANES
 #undef XENT_MANT_BITS
 #undef XENT_EXP_BIAS
 #undef XENT_ROUND_MAGIC
