@@ -41,13 +41,13 @@ def test_check_catches_a_wrong_row(monkeypatch):
 
 
 def test_check_catches_a_wrong_reduced_loss(monkeypatch):
-    original = _kernels.cross_entropy_index
+    original = _kernels.index_loss
 
     def wrong(*args):
         total, weight, bad = original(*args)
         return total * (1 + 1e-4), weight, bad
 
-    monkeypatch.setattr(_kernels, "cross_entropy_index", wrong)
+    monkeypatch.setattr(_kernels, "index_loss", wrong)
     with pytest.raises(xent.CheckError, match=r"cross_entropy \(reduction='mean'\): value"):
         xent.cross_entropy(X, T, check=True)
 
@@ -56,16 +56,17 @@ def test_check_samples_rows_of_large_inputs(monkeypatch):
     n = _check.MAX_CHECK_ROWS * 3
     x = RNG.standard_normal((n, 5)).astype(np.float32)
     t = RNG.integers(0, 5, n)
-    original = _kernels.cross_entropy_index
+    original = _kernels.index_loss
 
-    def wrong(x, target, weight, ignore_index, smoothing, row_loss, threads):
-        result = original(x, target, weight, ignore_index, smoothing, row_loss, threads)
+    def wrong(x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads):
+        result = original(x, target, weight, ignore_index, smoothing, log_probs, row_loss,
+                          threads)
         if row_loss is not None:
             row_loss[:] += 1  # every row wrong
         return result
 
     xent.cross_entropy(x, t, check=True)
-    monkeypatch.setattr(_kernels, "cross_entropy_index", wrong)
+    monkeypatch.setattr(_kernels, "index_loss", wrong)
     with pytest.raises(xent.CheckError, match=r"xent.cross_entropy: row \d+ differs"):
         xent.cross_entropy(x, t, check=True, reduction="none")
     with pytest.raises(xent.CheckError):

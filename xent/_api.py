@@ -55,7 +55,8 @@ def _rows(a, dtype):
     a dtype conversion makes a copy.
     """
     n_rows = int(np.prod(a.shape[:-1], dtype=np.int64))
-    rows = a.astype(dtype, copy=False).reshape(n_rows, a.shape[-1])
+    with np.errstate(over="ignore"):  # a value beyond the dtype's range rounds to inf
+        rows = a.astype(dtype, copy=False).reshape(n_rows, a.shape[-1])
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         rows = np.ascontiguousarray(rows)
     return rows
@@ -139,12 +140,28 @@ def _bad_label(target, row, n_classes, ignore_index):
             f"must lie in {allowed}")
 
 
+def _probability_rows(target, dtype):
+    """Probability targets as (N, C) rows in the logits' compute dtype.
+
+    A nonzero probability too small for that dtype becomes its smallest subnormal, not 0:
+    a probability of exactly 0 is left out of the loss, a tiny one still meets a -inf logit.
+    """
+    p = _float_array(target, "target")
+    rows = _rows(p, dtype)
+    if p.dtype.itemsize > rows.dtype.itemsize:
+        p_rows = p.reshape(rows.shape)
+        lost = (rows == 0) & (p_rows != 0)
+        if lost.any():  # rows is a fresh array here: the cast to a narrower dtype copied
+            rows[lost] = np.copysign(np.finfo(dtype).smallest_subnormal, p_rows[lost])
+    return rows
+
+
 def _out_array(out, shape, dtype, name="out"):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
-    if out.dtype != dtype:
+    if out.dtype.newbyteorder("=") != dtype:  # either byte order: out may be x itself
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
@@ -196,7 +213,8 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
         sample = _check.sample_rows(rows.shape[0])
         _check.compare("logsumexp", result[sample], _reference.logsumexp(rows[sample]),
                        a.dtype, rows=sample)
-    result = result.astype(a.dtype, copy=False).reshape(batch)
+    with np.errstate(over="ignore"):
+        result = result.astype(a.dtype, copy=False).reshape(batch)
     if keepdims:
         result = np.expand_dims(result, ax)
     return result[()] if result.ndim == 0 else result
@@ -308,11 +326,12 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
 # ---- losses ---------------------------------------------------------------------------------
 
 def _reduce(total, denominator, row_loss, reduction, batch_shape, dtype):
-    if reduction == "none":
-        return row_loss.astype(dtype, copy=False).reshape(batch_shape)
-    if reduction == "sum":
-        return dtype.type(total)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Rounding to a narrower dtype may overflow to inf: that is the right answer, unwarned.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if reduction == "none":
+            return row_loss.astype(dtype, copy=False).reshape(batch_shape)
+        if reduction == "sum":
+            return dtype.type(total)
         return dtype.type(np.float64(total) / np.float64(denominator))
 
 
@@ -337,12 +356,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         Unnormalised scores, float16/float32/float64; classes on the last axis.
     target : array_like
         Integer class indices of shape ``(...)`` (any integer dtype), or floating class
-        probabilities of shape ``(..., C)``.
+        probabilities of shape ``(..., C)``, computed in the logits' dtype (a nonzero
+        probability too small for it is kept as its smallest subnormal, never rounded to 0).
     weight : array_like, shape (C,), optional
         Per-class weights.
     ignore_index : int, optional
         Class-index rows with this target contribute 0 to the loss and to the mean's
-        denominator (default -100). Not used with probability targets.
+        denominator (default -100). Probability targets have no ignored rows; there, as in
+        PyTorch, a non-negative ``ignore_index`` is an error.
     reduction : {"mean", "sum", "none"}, optional
         ``"none"``: per-row losses of shape ``(...)``. ``"sum"``: their sum. ``"mean"``: with
         class indices, the sum divided by the total weight of the non-ignored rows (NaN when
@@ -398,11 +419,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
             reduction == "none" or sample is not None) else None
         if probabilities:
             p = probs if sample is None else probs[sample]
-            total = _kernels.cross_entropy_prob(r, p, w, eps, row_loss, threads)
+            total = _kernels.probability_loss(r, p, w, eps, row_loss, threads)
             return total, r.shape[0], row_loss
         labels = labels_flat if sample is None else labels_flat[sample]
-        total, weight_sum, bad = _kernels.cross_entropy_index(r, labels, w, ignore, eps,
-                                                              row_loss, threads)
+        total, weight_sum, bad = _kernels.index_loss(r, labels, w, ignore, eps, False,
+                                                     row_loss, threads)
         if bad >= 0:
             raise IndexError(_bad_label(t, int(bad), n_classes, ignore))
         return total, weight_sum, row_loss
@@ -412,7 +433,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
             raise ValueError(
                 f"probability target has shape {t.shape}, expected the logits' shape "
                 f"{x.shape} (for class indices use an integer dtype)")
-        probabilities, probs = True, _rows(_float_array(t, "target"), compute)
+        if ignore >= 0:
+            raise ValueError(f"ignore_index={ignore} is not supported with probability "
+                             f"targets (as in PyTorch); leave it negative")
+        probabilities, probs = True, _probability_rows(t, compute)
     elif t.dtype.kind in "iu":
         probabilities, labels_flat = False, _class_targets(t, batch, x.shape)
     else:
@@ -489,8 +513,8 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
         labels_used = labels if sample is None else labels[sample]
         row_loss = np.empty(r.shape[0], dtype=compute) if (
             reduction == "none" or sample is not None) else None
-        total, weight_sum, bad = _kernels.nll_index(r, labels_used, w, ignore, row_loss,
-                                                    threads)
+        total, weight_sum, bad = _kernels.index_loss(r, labels_used, w, ignore, 0.0, True,
+                                                     row_loss, threads)
         if bad >= 0:
             raise IndexError(_bad_label(t, int(bad), n_classes, ignore))
         return total, weight_sum, row_loss

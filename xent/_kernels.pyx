@@ -232,11 +232,10 @@ cdef class _Partials:
         return loss, weight, bad
 
 
-cdef void _ce_index_block(const floating[:, :] x, const intp_t[::1] target,
-                          const double *weight, intp_t ignore_index,
-                          double smoothing, floating *row_loss, Py_ssize_t r0,
-                          Py_ssize_t r1, double *loss_out, double *weight_out,
-                          Py_ssize_t *bad_out) noexcept nogil:
+cdef void _index_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
+                       intp_t ignore_index, double smoothing, bint log_probs,
+                       floating *row_loss, Py_ssize_t r0, Py_ssize_t r1, double *loss_out,
+                       double *weight_out, Py_ssize_t *bad_out) noexcept nogil:
     cdef Py_ssize_t i, c = x.shape[1]
     cdef intp_t t
     cdef const floating *row
@@ -254,15 +253,18 @@ cdef void _ce_index_block(const floating[:, :] x, const intp_t[::1] target,
                 bad_out[0] = i
             continue
         row = _row(x, i)
-        st = _row_lse(row, c)
         wt = weight[t] if weight != NULL else 1.0
-        # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j, nll = -log_softmax;
-        # a term whose factor is exactly 0 is left out (0 * inf would make it NaN).
-        loss = 0
-        if smoothing != 1:
-            loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
-        if smoothing != 0:
-            loss += smoothing / c * _row_nll_sum(row, c, weight, st)
+        if log_probs:
+            loss = -wt * <double>row[t]
+        else:
+            st = _row_lse(row, c)
+            # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j with
+            # nll = -log_softmax; a term whose factor is exactly 0 is left out (0 * inf = NaN).
+            loss = 0
+            if smoothing != 1:
+                loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
+            if smoothing != 0:
+                loss += smoothing / c * _row_nll_sum(row, c, weight, st)
         if row_loss != NULL:
             row_loss[i] = <floating>loss
         loss_sum += loss
@@ -271,16 +273,18 @@ cdef void _ce_index_block(const floating[:, :] x, const intp_t[::1] target,
     weight_out[0] = weight_sum
 
 
-def cross_entropy_index(const floating[:, :] x, const intp_t[::1] target,
-                        const double[::1] weight, intp_t ignore_index, double smoothing,
-                        floating[::1] row_loss, int nthreads):
-    """Cross-entropy with class-index targets.
+def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
+               intp_t ignore_index, double smoothing, bint log_probs, floating[::1] row_loss,
+               int nthreads):
+    """Cross-entropy of logits (or, with log_probs, NLL of log-probabilities) and class indices.
 
     Returns (sum of row losses, sum of the weights of the non-ignored rows, first row whose
     label is out of range or -1). Fills row_loss (ignored rows 0) unless it is None.
     """
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
-    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    # An NLL row costs one load: count its blocks in rows, not in logits.
+    cdef Py_ssize_t rows = BLOCK_ELEMENTS if log_probs else _block_rows(c)
+    cdef Py_ssize_t nblocks = (n + rows - 1) // rows
     cdef _Partials part = _Partials(nblocks)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
@@ -289,9 +293,9 @@ def cross_entropy_index(const floating[:, :] x, const intp_t[::1] target,
     with nogil:
         for b in prange(nblocks, schedule="dynamic",
                         num_threads=_threads_for(nthreads, nblocks)):
-            _ce_index_block(x, target, w, ignore_index, smoothing, out, b * rows,
-                            min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
-                            &part.bad[b])
+            _index_block(x, target, w, ignore_index, smoothing, log_probs, out, b * rows,
+                         min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
+                         &part.bad[b])
     return part.combine()
 
 
@@ -312,7 +316,7 @@ cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const d
     loss_out[0] = loss_sum
 
 
-def cross_entropy_prob(const floating[:, :] x, const floating[:, :] p,
+def probability_loss(const floating[:, :] x, const floating[:, :] p,
                        const double[::1] weight, double smoothing, floating[::1] row_loss,
                        int nthreads):
     """Cross-entropy with probability targets; returns the sum of the row losses."""
@@ -329,49 +333,3 @@ def cross_entropy_prob(const floating[:, :] x, const floating[:, :] p,
             _ce_prob_block(x, p, w, smoothing, out, b * rows, min(n, (b + 1) * rows),
                            &part.loss[b])
     return part.combine()[0]
-
-
-cdef void _nll_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
-                     intp_t ignore_index, floating *row_loss, Py_ssize_t r0, Py_ssize_t r1,
-                     double *loss_out, double *weight_out, Py_ssize_t *bad_out) noexcept nogil:
-    cdef Py_ssize_t i, c = x.shape[1]
-    cdef intp_t t
-    cdef double wt, loss, loss_sum = 0, weight_sum = 0
-    bad_out[0] = -1
-    for i in range(r0, r1):
-        t = target[i]
-        if t == ignore_index:
-            if row_loss != NULL:
-                row_loss[i] = 0
-            continue
-        if t < 0 or t >= c:
-            if bad_out[0] < 0:
-                bad_out[0] = i
-            continue
-        wt = weight[t] if weight != NULL else 1.0
-        loss = -wt * <double>_row(x, i)[t]
-        if row_loss != NULL:
-            row_loss[i] = <floating>loss
-        loss_sum += loss
-        weight_sum += wt
-    loss_out[0] = loss_sum
-    weight_out[0] = weight_sum
-
-
-def nll_index(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
-              intp_t ignore_index, floating[::1] row_loss, int nthreads):
-    """Negative log-likelihood of class-index targets; returns like cross_entropy_index."""
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
-    # Each row costs one load here, so blocks are counted in rows, not logits.
-    cdef Py_ssize_t rows = BLOCK_ELEMENTS, nblocks = (n + rows - 1) // rows
-    cdef _Partials part = _Partials(nblocks)
-    cdef const double *w = &weight[0] if weight is not None else NULL
-    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
-    if n == 0:
-        return 0.0, 0.0, -1
-    with nogil:
-        for b in prange(nblocks, schedule="dynamic",
-                        num_threads=_threads_for(nthreads, nblocks)):
-            _nll_block(x, target, w, ignore_index, out, b * rows, min(n, (b + 1) * rows),
-                       &part.loss[b], &part.weight[b], &part.bad[b])
-    return part.combine()

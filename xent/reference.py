@@ -297,6 +297,6 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100,
     lp = np.asarray(log_probs, dtype=np.float64)
     w = _class_weights(weight, lp.shape[-1])
     safe_t, ignored, w_t = _class_index_rows(target, ignore_index, w)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         losses = np.where(ignored, 0.0, -w[safe_t] * _gather(lp, safe_t))
     return _reduce(losses, np.sum(w_t), reduction)
