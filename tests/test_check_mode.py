@@ -89,8 +89,17 @@ def test_check_nan_must_meet_nan(monkeypatch):
     xent.softmax(x, check=True)
 
 
-def test_check_refuses_in_place():
+def test_check_works_in_place(monkeypatch):
     x = X.copy()
-    with pytest.raises(ValueError, match="in-place"):
+    xent.log_softmax(x, out=x, check=True)
+    np.testing.assert_array_equal(x, xent.log_softmax(X))
+    original = _kernels.log_softmax_rows
+
+    def off_by_one(x, out, threads):
+        original(x, out, threads)
+        out[5] += 1
+
+    monkeypatch.setattr(_kernels, "log_softmax_rows", off_by_one)
+    x = X.copy()
+    with pytest.raises(xent.CheckError, match="row 5"):
         xent.log_softmax(x, out=x, check=True)
-    np.testing.assert_array_equal(x, X)

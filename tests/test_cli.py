@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -10,8 +11,11 @@ from xent import cli
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "xent", *args], capture_output=True,
-                          text=True, timeout=300)
+    # From a neutral directory: run from a source checkout, "-m xent" would import the
+    # uncompiled source tree instead of the installed package.
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "xent", *args], capture_output=True,
+                              text=True, timeout=300, cwd=cwd)
 
 
 def test_default_job_small(capsys):

@@ -220,6 +220,28 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     return result[()] if result.ndim == 0 else result
 
 
+def _writable_rows(out, rows):
+    """``out`` as (N, C) rows the kernels can write in place of ``rows``' results, or None.
+
+    That takes a view of ``rows``' dtype with a contiguous class axis which is either
+    ``rows``' own memory, row for row (an in-place call), or apart from it: a partial overlap
+    would let one thread overwrite rows another has yet to read.
+    """
+    if out.dtype != rows.dtype:
+        return None
+    try:
+        view = out.reshape(rows.shape, copy=False)
+    except ValueError:
+        return None
+    if view.shape[1] > 1 and view.strides[1] != view.itemsize:
+        return None
+    same_rows = (view.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
+                 and view.strides == rows.strides)
+    if not same_rows and np.may_share_memory(view, rows):
+        return None
+    return view
+
+
 def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, check):
     """Shared body of log_softmax and softmax: one kernel call per row, written to ``out``."""
     a = _float_array(x, "x")
@@ -230,24 +252,14 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
         out = np.empty(a.shape, dtype=a.dtype)
     else:
         _out_array(out, a.shape, a.dtype)
-        if checking and np.may_share_memory(out, a):
-            raise ValueError(f"check=True cannot verify an in-place {name}: out overlaps x")
     compute = _COMPUTE_DTYPE[a.dtype]
     rows = _rows(np.moveaxis(a, ax, -1), compute)
+    if checking:  # copied before the kernel runs, which may overwrite x (out=x)
+        sample = _check.sample_rows(rows.shape[0])
+        checked_rows = rows[sample].copy()
     if rows.size:
-        # Write straight into out when its rows are a view that is either x's own rows (in
-        # place) or disjoint from x; otherwise go through a buffer.
         target = np.moveaxis(out, ax, -1)
-        try:
-            dest = target.reshape(rows.shape, copy=False) if out.dtype == compute else None
-        except ValueError:
-            dest = None
-        if dest is not None and (dest.shape[1] > 1 and dest.strides[1] != dest.itemsize):
-            dest = None
-        if dest is not None and np.may_share_memory(dest, rows) and not (
-                dest.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
-                and dest.strides == rows.strides):
-            dest = None
+        dest = _writable_rows(target, rows)
         if dest is None:
             buffer = np.empty(rows.shape, dtype=compute)
             kernel(rows, buffer, threads)
@@ -255,9 +267,8 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
         else:
             kernel(rows, dest, threads)
     if checking:
-        sample = _check.sample_rows(rows.shape[0])
         got = np.moveaxis(out, ax, -1).reshape(rows.shape)[sample]
-        _check.compare(name, got, reference_fn(rows[sample]), a.dtype, rows=sample)
+        _check.compare(name, got, reference_fn(checked_rows), a.dtype, rows=sample)
     return out
 
 
@@ -276,7 +287,8 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
-        Recompute with :mod:`xent.reference` (not possible in place).
+        Recompute with :mod:`xent.reference` and raise :class:`xent.CheckError` on
+        disagreement (``None``: only if ``XENT_CHECK=1``).
 
     Returns
     -------
@@ -307,7 +319,8 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
-        Recompute with :mod:`xent.reference` (not possible in place).
+        Recompute with :mod:`xent.reference` and raise :class:`xent.CheckError` on
+        disagreement (``None``: only if ``XENT_CHECK=1``).
 
     Returns
     -------
