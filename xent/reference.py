@@ -145,7 +145,8 @@ def _reduce(losses, denominator, reduction):
     """
     if reduction == "none":
         return losses
-    total = np.sum(losses, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf is NaN, unwarned
+        total = np.sum(losses, dtype=np.float64)
     if reduction == "sum":
         return np.float64(total)
     with np.errstate(divide="ignore", invalid="ignore"):
