@@ -34,23 +34,33 @@ cdef extern from "xent_kernels.h" nogil:
     int XENT_OPENMP
     int xent_omp_max_threads()
 
-    void xent_row_lse_f32(const float *x, Py_ssize_t n, xent_lse_state *st)
-    double xent_row_nll_sum_f32(const float *x, Py_ssize_t n, const double *w, double shift,
-                                double log_sum)
-    double xent_row_nll_dot_f32(const float *x, const float *p, Py_ssize_t n, const double *w,
-                                double a, double b, double shift, double log_sum)
-    void xent_row_log_softmax_f32(const float *x, Py_ssize_t n, float *out)
-    void xent_row_softmax_f32(const float *x, Py_ssize_t n, float *out)
-    void xent_exp_array_f32(const float *x, Py_ssize_t n, float *out)
+    ctypedef struct xent_kernel_table:
+        void (*row_lse_f32)(const float *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
+        double (*row_nll_sum_f32)(const float *x, Py_ssize_t n, const double *w, double shift,
+                                  double log_sum) noexcept nogil
+        double (*row_nll_dot_f32)(const float *x, const float *p, Py_ssize_t n,
+                                  const double *w, double a, double b, double shift,
+                                  double log_sum) noexcept nogil
+        void (*row_log_softmax_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*row_softmax_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*exp_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*log_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*log1p_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
 
-    void xent_row_lse_f64(const double *x, Py_ssize_t n, xent_lse_state *st)
-    double xent_row_nll_sum_f64(const double *x, Py_ssize_t n, const double *w, double shift,
-                                double log_sum)
-    double xent_row_nll_dot_f64(const double *x, const double *p, Py_ssize_t n, const double *w,
-                                double a, double b, double shift, double log_sum)
-    void xent_row_log_softmax_f64(const double *x, Py_ssize_t n, double *out)
-    void xent_row_softmax_f64(const double *x, Py_ssize_t n, double *out)
-    void xent_exp_array_f64(const double *x, Py_ssize_t n, double *out)
+        void (*row_lse_f64)(const double *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
+        double (*row_nll_sum_f64)(const double *x, Py_ssize_t n, const double *w, double shift,
+                                  double log_sum) noexcept nogil
+        double (*row_nll_dot_f64)(const double *x, const double *p, Py_ssize_t n,
+                                  const double *w, double a, double b, double shift,
+                                  double log_sum) noexcept nogil
+        void (*row_log_softmax_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+        void (*row_softmax_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+        void (*exp_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+        void (*log_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+        void (*log1p_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+
+    # The kernels of the selected instruction set.
+    xent_kernel_table xent_kernels
 
 ctypedef fused floating:
     float
@@ -129,27 +139,27 @@ cdef inline xent_lse_state _row_lse(const floating *row, Py_ssize_t n) noexcept 
     # log(sum), rather than their rounded total, so huge logits keep their small differences.
     cdef xent_lse_state st = xent_lse_init()
     if floating is float:
-        xent_row_lse_f32(row, n, &st)
+        xent_kernels.row_lse_f32(row, n, &st)
     else:
-        xent_row_lse_f64(row, n, &st)
+        xent_kernels.row_lse_f64(row, n, &st)
     return st
 
 
 cdef inline double _row_nll_sum(const floating *row, Py_ssize_t n, const double *w,
                                 xent_lse_state st) noexcept nogil:
     if floating is float:
-        return xent_row_nll_sum_f32(row, n, w, st.shift, log(st.sum))
+        return xent_kernels.row_nll_sum_f32(row, n, w, st.shift, log(st.sum))
     else:
-        return xent_row_nll_sum_f64(row, n, w, st.shift, log(st.sum))
+        return xent_kernels.row_nll_sum_f64(row, n, w, st.shift, log(st.sum))
 
 
 cdef inline double _row_nll_dot(const floating *row, const floating *p, Py_ssize_t n,
                                 const double *w, double a, double b,
                                 xent_lse_state st) noexcept nogil:
     if floating is float:
-        return xent_row_nll_dot_f32(row, p, n, w, a, b, st.shift, log(st.sum))
+        return xent_kernels.row_nll_dot_f32(row, p, n, w, a, b, st.shift, log(st.sum))
     else:
-        return xent_row_nll_dot_f64(row, p, n, w, a, b, st.shift, log(st.sum))
+        return xent_kernels.row_nll_dot_f64(row, p, n, w, a, b, st.shift, log(st.sum))
 
 
 # ---- drivers ---------------------------------------------------------------------------------
@@ -172,9 +182,9 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
         for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
             if floating is float:
-                xent_row_log_softmax_f32(_row(x, i), c, _out_row(out, i))
+                xent_kernels.row_log_softmax_f32(_row(x, i), c, _out_row(out, i))
             else:
-                xent_row_log_softmax_f64(_row(x, i), c, _out_row(out, i))
+                xent_kernels.row_log_softmax_f64(_row(x, i), c, _out_row(out, i))
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
@@ -184,20 +194,36 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
         for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
             if floating is float:
-                xent_row_softmax_f32(_row(x, i), c, _out_row(out, i))
+                xent_kernels.row_softmax_f32(_row(x, i), c, _out_row(out, i))
             else:
-                xent_row_softmax_f64(_row(x, i), c, _out_row(out, i))
+                xent_kernels.row_softmax_f64(_row(x, i), c, _out_row(out, i))
 
 
 def exp_array(const floating[::1] x, floating[::1] out):
     """out = exp(x) with the kernels' own vectorised exp (for its accuracy test)."""
-    if x.shape[0] == 0:
-        return
-    with nogil:
+    if x.shape[0]:
         if floating is float:
-            xent_exp_array_f32(&x[0], x.shape[0], &out[0])
+            xent_kernels.exp_array_f32(&x[0], x.shape[0], &out[0])
         else:
-            xent_exp_array_f64(&x[0], x.shape[0], &out[0])
+            xent_kernels.exp_array_f64(&x[0], x.shape[0], &out[0])
+
+
+def log_array(const floating[::1] x, floating[::1] out):
+    """out = log(x) with the kernels' own vectorised log (for its accuracy test)."""
+    if x.shape[0]:
+        if floating is float:
+            xent_kernels.log_array_f32(&x[0], x.shape[0], &out[0])
+        else:
+            xent_kernels.log_array_f64(&x[0], x.shape[0], &out[0])
+
+
+def log1p_array(const floating[::1] x, floating[::1] out):
+    """out = log1p(x) with the kernels' own vectorised log1p (for its accuracy test)."""
+    if x.shape[0]:
+        if floating is float:
+            xent_kernels.log1p_array_f32(&x[0], x.shape[0], &out[0])
+        else:
+            xent_kernels.log1p_array_f64(&x[0], x.shape[0], &out[0])
 
 
 cdef class _Partials:

@@ -2,8 +2,8 @@
  * xent's C row kernels: log-sum-exp, its fused companions, log-softmax and softmax over one
  * contiguous row, for float and double, with run-time selection of the instruction set.
  *
- * The Cython drivers (xent/_kernels.pyx) call the xent_row_* wrappers below once per row,
- * without the GIL; they go through a table of function pointers filled by xent_select_isa().
+ * The Cython drivers (xent/_kernels.pyx) call them once per row, without the GIL, through
+ * the table xent_kernels of function pointers, which xent_select_isa() fills.
  */
 #ifndef XENT_KERNELS_H
 #define XENT_KERNELS_H
@@ -45,38 +45,49 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
     return n - start < chunk ? n - start : chunk;
 }
 
+/*
+ * Every kernel that is dispatched at run time, once per element type T (suffix S):
+ * X(return type, name, S, (parameters)). This one list makes the table's fields, and each
+ * copy of xent_body.h fills them with its own functions.
+ */
+#define XENT_KERNELS(X, T, S)                                                                   \
+    X(void, row_lse, S, (const T *x, ptrdiff_t n, xent_lse_state *st))                         \
+    X(double, row_nll_sum, S, (const T *x, ptrdiff_t n, const double *w, double shift,          \
+                               double log_sum))                                                  \
+    X(double, row_nll_dot, S, (const T *x, const T *p, ptrdiff_t n, const double *w, double a, \
+                               double b, double shift, double log_sum))                         \
+    X(void, row_log_softmax, S, (const T *x, ptrdiff_t n, T *out))                               \
+    X(void, row_softmax, S, (const T *x, ptrdiff_t n, T *out))                                   \
+    X(void, exp_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
+    X(void, log_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
+    X(void, log1p_array, S, (const T *x, ptrdiff_t n, T *out))
+
+#define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
-    void (*row_lse_f32)(const float *, ptrdiff_t, xent_lse_state *);
-    double (*row_nll_sum_f32)(const float *, ptrdiff_t, const double *, double, double);
-    double (*row_nll_dot_f32)(const float *, const float *, ptrdiff_t, const double *, double, double,
-                               double, double);
-    void (*row_log_softmax_f32)(const float *, ptrdiff_t, float *);
-    void (*row_softmax_f32)(const float *, ptrdiff_t, float *);
-    void (*exp_array_f32)(const float *, ptrdiff_t, float *);
-    void (*row_lse_f64)(const double *, ptrdiff_t, xent_lse_state *);
-    double (*row_nll_sum_f64)(const double *, ptrdiff_t, const double *, double, double);
-    double (*row_nll_dot_f64)(const double *, const double *, ptrdiff_t, const double *, double, double,
-                               double, double);
-    void (*row_log_softmax_f64)(const double *, ptrdiff_t, double *);
-    void (*row_softmax_f64)(const double *, ptrdiff_t, double *);
-    void (*exp_array_f64)(const double *, ptrdiff_t, double *);
+    XENT_KERNELS(XENT_TABLE_FIELD, float, f32)
+    XENT_KERNELS(XENT_TABLE_FIELD, double, f64)
 } xent_kernel_table;
+#undef XENT_TABLE_FIELD
 
 /* ---- one copy of the kernels per instruction set ------------------------------------- */
 
 #define XENT_F32 1
 #define XENT_T float
+#define XENT_SFX f32
 #define XENT_NAME(n) n##_f32_baseline
 #include "xent_body.h"
 #undef XENT_NAME
 #undef XENT_T
+#undef XENT_SFX
 #undef XENT_F32
 #define XENT_F32 0
 #define XENT_T double
+#define XENT_SFX f64
 #define XENT_NAME(n) n##_f64_baseline
 #include "xent_body.h"
 #undef XENT_NAME
 #undef XENT_T
+#undef XENT_SFX
 #undef XENT_F32
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -90,17 +101,21 @@ typedef struct {
 #endif
 #define XENT_F32 1
 #define XENT_T float
+#define XENT_SFX f32
 #define XENT_NAME(n) n##_f32_avx2
 #include "xent_body.h"
 #undef XENT_NAME
 #undef XENT_T
+#undef XENT_SFX
 #undef XENT_F32
 #define XENT_F32 0
 #define XENT_T double
+#define XENT_SFX f64
 #define XENT_NAME(n) n##_f64_avx2
 #include "xent_body.h"
 #undef XENT_NAME
 #undef XENT_T
+#undef XENT_SFX
 #undef XENT_F32
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -117,17 +132,21 @@ typedef struct {
 #endif
 #define XENT_F32 1
 #define XENT_T float
+#define XENT_SFX f32
 #define XENT_NAME(n) n##_f32_avx512
 #include "xent_body.h"
 #undef XENT_NAME
 #undef XENT_T
+#undef XENT_SFX
 #undef XENT_F32
 #define XENT_F32 0
 #define XENT_T double
+#define XENT_SFX f64
 #define XENT_NAME(n) n##_f64_avx512
 #include "xent_body.h"
 #undef XENT_NAME
 #undef XENT_T
+#undef XENT_SFX
 #undef XENT_F32
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -193,41 +212,6 @@ static int xent_select_isa(const char *name)
 }
 
 static inline const char *xent_current_isa(void) { return xent_isa; }
-
-/* ---- what the Cython drivers call ---------------------------------------------------- */
-
-#define XENT_WRAP(type, sfx)                                                                   \
-    static inline void xent_row_lse_##sfx(const type *x, ptrdiff_t n, xent_lse_state *st)     \
-    {                                                                                          \
-        xent_kernels.row_lse_##sfx(x, n, st);                                                  \
-    }                                                                                          \
-    static inline double xent_row_nll_sum_##sfx(const type *x, ptrdiff_t n, const double *w,   \
-                                                 double shift, double log_sum)                 \
-    {                                                                                          \
-        return xent_kernels.row_nll_sum_##sfx(x, n, w, shift, log_sum);                        \
-    }                                                                                          \
-    static inline double xent_row_nll_dot_##sfx(const type *x, const type *p, ptrdiff_t n,    \
-                                                const double *w, double a, double b,           \
-                                                double shift, double log_sum)                  \
-    {                                                                                          \
-        return xent_kernels.row_nll_dot_##sfx(x, p, n, w, a, b, shift, log_sum);               \
-    }                                                                                          \
-    static inline void xent_row_log_softmax_##sfx(const type *x, ptrdiff_t n, type *out)      \
-    {                                                                                          \
-        xent_kernels.row_log_softmax_##sfx(x, n, out);                                         \
-    }                                                                                          \
-    static inline void xent_row_softmax_##sfx(const type *x, ptrdiff_t n, type *out)          \
-    {                                                                                          \
-        xent_kernels.row_softmax_##sfx(x, n, out);                                             \
-    }                                                                                          \
-    static inline void xent_exp_array_##sfx(const type *x, ptrdiff_t n, type *out)            \
-    {                                                                                          \
-        xent_kernels.exp_array_##sfx(x, n, out);                                               \
-    }
-
-XENT_WRAP(float, f32)
-XENT_WRAP(double, f64)
-#undef XENT_WRAP
 
 /* Whether the build has OpenMP, and how many threads its runtime would use by default
  * (OMP_NUM_THREADS, or a limit set through omp_set_num_threads by threadpoolctl). */
