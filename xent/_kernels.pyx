@@ -13,7 +13,7 @@ threads.
 
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport log
+from libc.math cimport exp, log
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -34,30 +34,86 @@ cdef extern from "xent_kernels.h" nogil:
     int XENT_OPENMP
     int xent_omp_max_threads()
 
+    ctypedef struct xent_dist_sums:
+        double sum_p
+        double sum_q
+        double total
+        double min_p
+        double min_q
     ctypedef struct xent_kernel_table:
         void (*row_lse_f32)(const float *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
         double (*row_nll_sum_f32)(const float *x, Py_ssize_t n, const double *w, double shift,
                                   double log_sum) noexcept nogil
         double (*row_nll_dot_f32)(const float *x, const float *p, Py_ssize_t n,
                                   const double *w, double a, double b, double shift,
-                                  double log_sum) noexcept nogil
+                                  double log_sum, double *mass) noexcept nogil
         void (*row_log_softmax_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*row_softmax_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*exp_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*log_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*log1p_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*row_softmax_grad_f32)(const float *x, Py_ssize_t n, double shift, double log_sum,
+                                      double a, const double *w, double b,
+                                      float *out) noexcept nogil
+        void (*row_softmax_grad_prob_f32)(const float *x, const float *p, Py_ssize_t n,
+                                           double shift, double log_sum, double mass, double g,
+                                           double qa, double qb, const double *w,
+                                           float *out) noexcept nogil
+        void (*row_entropy_f32)(const float *p, Py_ssize_t n, xent_dist_sums *out) noexcept nogil
+        void (*row_cross_entropy_f32)(const float *p, const float *q, Py_ssize_t n,
+                                       xent_dist_sums *out) noexcept nogil
+        void (*row_kl_f32)(const float *p, const float *q, Py_ssize_t n,
+                            xent_dist_sums *out) noexcept nogil
+        double (*row_softmax_entropy_f32)(const float *x, Py_ssize_t n, double shift,
+                                           double log_sum) noexcept nogil
+        Py_ssize_t (*self_information_array_f32)(const float *p, Py_ssize_t n, double scale,
+                                                  float *out) noexcept nogil
+        Py_ssize_t (*binary_entropy_array_f32)(const float *p, Py_ssize_t n, double scale,
+                                                float *out) noexcept nogil
+        double (*row_bce_f32)(const float *x, const float *y, const float *w, Py_ssize_t n,
+                               float *loss, float *grad, double scale, const float *gout,
+                               Py_ssize_t *bad) noexcept nogil
+        double (*row_bce_logits_f32)(const float *x, const float *y, const float *w,
+                                      const float *pw, Py_ssize_t n, float *loss, float *grad,
+                                      double scale, const float *gout,
+                                      Py_ssize_t *bad) noexcept nogil
 
         void (*row_lse_f64)(const double *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
         double (*row_nll_sum_f64)(const double *x, Py_ssize_t n, const double *w, double shift,
                                   double log_sum) noexcept nogil
         double (*row_nll_dot_f64)(const double *x, const double *p, Py_ssize_t n,
                                   const double *w, double a, double b, double shift,
-                                  double log_sum) noexcept nogil
+                                  double log_sum, double *mass) noexcept nogil
         void (*row_log_softmax_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*row_softmax_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*exp_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*log_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*log1p_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+        void (*row_softmax_grad_f64)(const double *x, Py_ssize_t n, double shift, double log_sum,
+                                      double a, const double *w, double b,
+                                      double *out) noexcept nogil
+        void (*row_softmax_grad_prob_f64)(const double *x, const double *p, Py_ssize_t n,
+                                           double shift, double log_sum, double mass, double g,
+                                           double qa, double qb, const double *w,
+                                           double *out) noexcept nogil
+        void (*row_entropy_f64)(const double *p, Py_ssize_t n, xent_dist_sums *out) noexcept nogil
+        void (*row_cross_entropy_f64)(const double *p, const double *q, Py_ssize_t n,
+                                       xent_dist_sums *out) noexcept nogil
+        void (*row_kl_f64)(const double *p, const double *q, Py_ssize_t n,
+                            xent_dist_sums *out) noexcept nogil
+        double (*row_softmax_entropy_f64)(const double *x, Py_ssize_t n, double shift,
+                                           double log_sum) noexcept nogil
+        Py_ssize_t (*self_information_array_f64)(const double *p, Py_ssize_t n, double scale,
+                                                  double *out) noexcept nogil
+        Py_ssize_t (*binary_entropy_array_f64)(const double *p, Py_ssize_t n, double scale,
+                                                double *out) noexcept nogil
+        double (*row_bce_f64)(const double *x, const double *y, const double *w, Py_ssize_t n,
+                               double *loss, double *grad, double scale, const double *gout,
+                               Py_ssize_t *bad) noexcept nogil
+        double (*row_bce_logits_f64)(const double *x, const double *y, const double *w,
+                                      const double *pw, Py_ssize_t n, double *loss, double *grad,
+                                      double scale, const double *gout,
+                                      Py_ssize_t *bad) noexcept nogil
 
     # The kernels of the selected instruction set.
     xent_kernel_table xent_kernels
@@ -154,12 +210,12 @@ cdef inline double _row_nll_sum(const floating *row, Py_ssize_t n, const double 
 
 
 cdef inline double _row_nll_dot(const floating *row, const floating *p, Py_ssize_t n,
-                                const double *w, double a, double b,
-                                xent_lse_state st) noexcept nogil:
+                                const double *w, double a, double b, xent_lse_state st,
+                                double *mass) noexcept nogil:
     if floating is float:
-        return xent_kernels.row_nll_dot_f32(row, p, n, w, a, b, st.shift, log(st.sum))
+        return xent_kernels.row_nll_dot_f32(row, p, n, w, a, b, st.shift, log(st.sum), mass)
     else:
-        return xent_kernels.row_nll_dot_f64(row, p, n, w, a, b, st.shift, log(st.sum))
+        return xent_kernels.row_nll_dot_f64(row, p, n, w, a, b, st.shift, log(st.sum), mass)
 
 
 # ---- drivers ---------------------------------------------------------------------------------
@@ -331,11 +387,12 @@ cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const d
     cdef Py_ssize_t i, c = x.shape[1]
     cdef const floating *row
     cdef xent_lse_state st
-    cdef double loss, loss_sum = 0
+    cdef double loss, mass, loss_sum = 0
     for i in range(r0, r1):
         row = _row(x, i)
         st = _row_lse(row, c)
-        loss = _row_nll_dot(row, _row(p, i), c, weight, 1.0 - smoothing, smoothing / c, st)
+        loss = _row_nll_dot(row, _row(p, i), c, weight, 1.0 - smoothing, smoothing / c, st,
+                            &mass)
         if row_loss != NULL:
             row_loss[i] = <floating>loss
         loss_sum += loss
@@ -359,3 +416,327 @@ def probability_loss(const floating[:, :] x, const floating[:, :] p,
             _ce_prob_block(x, p, w, smoothing, out, b * rows, min(n, (b + 1) * rows),
                            &part.loss[b])
     return part.combine()[0]
+
+
+# ---- gradients of the cross-entropy ----------------------------------------------------------
+
+def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_t ignore_index,
+                       Py_ssize_t n_classes):
+    """(sum of w[t] over the non-ignored rows, first out-of-range row or -1), in row order.
+
+    The mean's denominator, needed before a gradient pass can scale its rows.
+    """
+    cdef Py_ssize_t i, bad = -1
+    cdef intp_t t
+    cdef double total = 0
+    with nogil:
+        for i in range(target.shape[0]):
+            t = target[i]
+            if t == ignore_index:
+                continue
+            if t < 0 or t >= n_classes:
+                bad = i
+                break
+            total += weight[t] if weight is not None else 1.0
+    return total, bad
+
+
+cdef inline double _row_g(const double[::1] grad_rows, Py_ssize_t i) noexcept nogil:
+    return grad_rows[i] if grad_rows is not None else 1.0
+
+
+cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
+                            const double *weight, double weight_total, intp_t ignore_index,
+                            double smoothing, double scale, const double[::1] grad_rows,
+                            floating *row_loss, floating[:, :] grad, Py_ssize_t r0,
+                            Py_ssize_t r1, double *loss_out, double *weight_out) noexcept nogil:
+    cdef Py_ssize_t i, k, c = x.shape[1]
+    cdef intp_t t
+    cdef const floating *row
+    cdef floating *grow
+    cdef xent_lse_state st
+    cdef double wt, x_t, g, loss, log_sum, loss_sum = 0, weight_sum = 0
+    for i in range(r0, r1):
+        t = target[i]
+        grow = _out_row(grad, i)
+        if t == ignore_index or t < 0 or t >= c:   # out of range: raised by the caller
+            for k in range(c):
+                grow[k] = 0
+            if row_loss != NULL:
+                row_loss[i] = 0
+            continue
+        row = _row(x, i)
+        wt = weight[t] if weight != NULL else 1.0
+        x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
+        st = _row_lse(row, c)
+        log_sum = log(st.sum)
+        loss = 0
+        if smoothing != 1:
+            loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
+        if smoothing != 0:
+            loss += smoothing / c * _row_nll_sum(row, c, weight, st)
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+        weight_sum += wt
+        # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
+        g = scale * _row_g(grad_rows, i)
+        if floating is float:
+            xent_kernels.row_softmax_grad_f32(
+                row, c, st.shift, log_sum, g * ((1.0 - smoothing) * wt + smoothing / c * weight_total),
+                weight, g * smoothing / c, grow)
+        else:
+            xent_kernels.row_softmax_grad_f64(
+                row, c, st.shift, log_sum, g * ((1.0 - smoothing) * wt + smoothing / c * weight_total),
+                weight, g * smoothing / c, grow)
+        # the target's entry again, in double: p_t - 1 cancels, so round once
+        grow[t] = <floating>(g * ((1.0 - smoothing) * wt * (exp((x_t - st.shift) - log_sum) - 1.0)
+                                  + smoothing / c * (weight_total * exp((x_t - st.shift) - log_sum)
+                                                     - wt)))
+    loss_out[0] = loss_sum
+    weight_out[0] = weight_sum
+
+
+def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
+                    intp_t ignore_index, double smoothing, double scale,
+                    const double[::1] grad_rows, floating[::1] row_loss, floating[:, :] grad,
+                    int nthreads):
+    """Cross-entropy with class indices and its gradient with respect to the logits.
+
+    grad (N, C) may be x itself. Row i's gradient is scaled by scale * grad_rows[i]
+    (grad_rows None: 1). Labels must have been checked (index_weight_total). Returns
+    (sum of row losses, sum of the weights of the non-ignored rows).
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    cdef double weight_total = c
+    if n == 0:
+        return 0.0, 0.0
+    if weight is not None:
+        weight_total = 0
+        for b in range(c):
+            weight_total += weight[b]
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _index_grad_block(x, target, w, weight_total, ignore_index, smoothing, scale,
+                              grad_rows, out, grad, b * rows, min(n, (b + 1) * rows),
+                              &part.loss[b], &part.weight[b])
+    loss, weight_sum, _ = part.combine()
+    return loss, weight_sum
+
+
+cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
+                           double smoothing, double scale, const double[::1] grad_rows,
+                           floating *row_loss, floating[:, :] grad, Py_ssize_t r0,
+                           Py_ssize_t r1, double *loss_out) noexcept nogil:
+    cdef Py_ssize_t i, c = x.shape[1]
+    cdef const floating *row
+    cdef const floating *prow
+    cdef xent_lse_state st
+    cdef double loss, mass, g, loss_sum = 0
+    for i in range(r0, r1):
+        row = _row(x, i)
+        prow = _row(p, i)
+        st = _row_lse(row, c)
+        loss = _row_nll_dot(row, prow, c, weight, 1.0 - smoothing, smoothing / c, st, &mass)
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+        # d loss / d x_k = g (sum_j w_j q_j p_k - w_k q_k)
+        g = scale * _row_g(grad_rows, i)
+        if floating is float:
+            xent_kernels.row_softmax_grad_prob_f32(row, prow, c, st.shift, log(st.sum), g * mass,
+                                                   g, 1.0 - smoothing, smoothing / c, weight,
+                                                   _out_row(grad, i))
+        else:
+            xent_kernels.row_softmax_grad_prob_f64(row, prow, c, st.shift, log(st.sum), g * mass,
+                                                   g, 1.0 - smoothing, smoothing / c, weight,
+                                                   _out_row(grad, i))
+    loss_out[0] = loss_sum
+
+
+def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
+                          const double[::1] weight, double smoothing, double scale,
+                          const double[::1] grad_rows, floating[::1] row_loss,
+                          floating[:, :] grad, int nthreads):
+    """Cross-entropy with probability targets and its gradient; grad may be x (never p)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    if n == 0:
+        return 0.0
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _prob_grad_block(x, p, w, smoothing, scale, grad_rows, out, grad, b * rows,
+                             min(n, (b + 1) * rows), &part.loss[b])
+    return part.combine()[0]
+
+
+# ---- information quantities ------------------------------------------------------------------
+
+cpdef enum Dist:
+    # What dist_rows computes per row.
+    DIST_ENTROPY = 0
+    DIST_CROSS_ENTROPY = 1
+    DIST_KL = 2
+
+
+def dist_rows(int kind, const floating[:, :] p, const floating[:, :] q, double[:, ::1] out,
+              int nthreads):
+    """Per-row sums of distributions, out[i] = (sum p, sum q, total, min p, min q).
+
+    kind: DIST_ENTROPY (total = sum p log p; q unused, may be None), DIST_CROSS_ENTROPY
+    (total = sum p log q) or DIST_KL (total = sum rel_entr(p, q)).
+    """
+    cdef Py_ssize_t n = p.shape[0], c = p.shape[1], i
+    cdef xent_dist_sums sums
+    if n == 0:
+        return
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            if kind == DIST_ENTROPY:
+                if floating is float:
+                    xent_kernels.row_entropy_f32(_row(p, i), c, &sums)
+                else:
+                    xent_kernels.row_entropy_f64(_row(p, i), c, &sums)
+            elif kind == DIST_CROSS_ENTROPY:
+                if floating is float:
+                    xent_kernels.row_cross_entropy_f32(_row(p, i), _row(q, i), c, &sums)
+                else:
+                    xent_kernels.row_cross_entropy_f64(_row(p, i), _row(q, i), c, &sums)
+            else:
+                if floating is float:
+                    xent_kernels.row_kl_f32(_row(p, i), _row(q, i), c, &sums)
+                else:
+                    xent_kernels.row_kl_f64(_row(p, i), _row(q, i), c, &sums)
+            out[i, 0] = sums.sum_p
+            out[i, 1] = sums.sum_q
+            out[i, 2] = sums.total
+            out[i, 3] = sums.min_p
+            out[i, 4] = sums.min_q
+
+
+def softmax_entropy_rows(const floating[:, :] x, floating[::1] out, int nthreads):
+    """out[i] = entropy of softmax(x[i]), in nats."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    cdef xent_lse_state st
+    cdef const floating *row
+    if n == 0:
+        return
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            row = _row(x, i)
+            st = _row_lse(row, c)
+            if floating is float:
+                out[i] = <floating>xent_kernels.row_softmax_entropy_f32(row, c, st.shift,
+                                                                        log(st.sum))
+            else:
+                out[i] = <floating>xent_kernels.row_softmax_entropy_f64(row, c, st.shift,
+                                                                        log(st.sum))
+
+
+# ---- elementwise functions over (N, C) arrays -----------------------------------------------
+
+cdef enum:
+    # Long rows of elementwise work are cut into segments this long, so that one long row
+    # still spreads over the threads (a fixed length: the sums keep their order).
+    SEGMENT = 16384
+
+cpdef enum Element:
+    # What elementwise computes.
+    ELEMENT_SELF_INFORMATION = 0
+    ELEMENT_BINARY_ENTROPY = 1
+    ELEMENT_BCE = 2
+    ELEMENT_BCE_LOGITS = 3
+
+
+cdef inline const floating *_seg(const floating[:, :] a, Py_ssize_t i,
+                                 Py_ssize_t start) noexcept nogil:
+    return _row(a, i) + start
+
+
+cdef void _elementwise_item(int kind, const floating[:, :] x, const floating[:, :] y,
+                            const floating[:, :] w, const floating[:, :] pw,
+                            floating[:, :] out, floating[:, :] grad, double scale,
+                            const floating[:, :] gout, Py_ssize_t r0, Py_ssize_t r1,
+                            Py_ssize_t c0, Py_ssize_t c1, double *sum_out,
+                            Py_ssize_t *bad_out) noexcept nogil:
+    cdef Py_ssize_t i, n = c1 - c0, bad, bad_total = 0
+    cdef double total = 0
+    cdef floating *o
+    cdef floating *gr
+    for i in range(r0, r1):
+        o = _out_row(out, i) + c0 if out is not None else NULL
+        gr = _out_row(grad, i) + c0 if grad is not None else NULL
+        bad = 0
+        if kind == ELEMENT_SELF_INFORMATION:
+            if floating is float:
+                bad = xent_kernels.self_information_array_f32(_seg(x, i, c0), n, scale, o)
+            else:
+                bad = xent_kernels.self_information_array_f64(_seg(x, i, c0), n, scale, o)
+        elif kind == ELEMENT_BINARY_ENTROPY:
+            if floating is float:
+                bad = xent_kernels.binary_entropy_array_f32(_seg(x, i, c0), n, scale, o)
+            else:
+                bad = xent_kernels.binary_entropy_array_f64(_seg(x, i, c0), n, scale, o)
+        elif kind == ELEMENT_BCE:
+            if floating is float:
+                total += xent_kernels.row_bce_f32(_seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0),
+                                                  n, o, gr, scale, _seg(gout, i, c0), &bad)
+            else:
+                total += xent_kernels.row_bce_f64(_seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0),
+                                                  n, o, gr, scale, _seg(gout, i, c0), &bad)
+        else:
+            if floating is float:
+                total += xent_kernels.row_bce_logits_f32(
+                    _seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0), _seg(pw, i, c0), n, o, gr,
+                    scale, _seg(gout, i, c0), &bad)
+            else:
+                total += xent_kernels.row_bce_logits_f64(
+                    _seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0), _seg(pw, i, c0), n, o, gr,
+                    scale, _seg(gout, i, c0), &bad)
+        bad_total += bad
+    sum_out[0] = total
+    bad_out[0] = bad_total
+
+
+def elementwise(int kind, const floating[:, :] x, const floating[:, :] y,
+                const floating[:, :] w, const floating[:, :] pw, floating[:, :] out,
+                floating[:, :] grad, double scale, const floating[:, :] gout, int nthreads):
+    """An elementwise function over (N, C) arrays with contiguous rows (any row stride, 0 too).
+
+    ELEMENT_SELF_INFORMATION, ELEMENT_BINARY_ENTROPY: out = f(x) * scale.
+    ELEMENT_BCE, ELEMENT_BCE_LOGITS: losses of x against y with weights w (and pos_weight pw),
+    into out unless None; gradient scale * gout * d loss / d x into grad unless None.
+    y, w, pw, gout are unused (may be None) where the function has no use for them; else all
+    must be given (pass broadcast ones for absent weights).
+    Returns (sum of the losses, count of entries outside their domain).
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b, rb, seg
+    cdef Py_ssize_t nseg = (c + SEGMENT - 1) // SEGMENT if c > 0 else 1
+    cdef Py_ssize_t rows = _block_rows(c) if nseg == 1 else 1
+    cdef Py_ssize_t nblocks = ((n + rows - 1) // rows) * nseg
+    cdef _Partials part = _Partials(nblocks)
+    cdef Py_ssize_t bad = 0
+    if n == 0 or c == 0:
+        return 0.0, 0
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            rb = b // nseg
+            seg = b % nseg
+            _elementwise_item(kind, x, y, w, pw, out, grad, scale, gout, rb * rows,
+                              min(n, (rb + 1) * rows), seg * SEGMENT,
+                              min(c, (seg + 1) * SEGMENT), &part.loss[b], &part.bad[b])
+    for b in range(nblocks):
+        bad += part.bad[b]
+    return part.combine()[0], bad

@@ -321,27 +321,30 @@ static double F(row_nll_sum)(const T *x, ptrdiff_t n, const double *w, double sh
 /*
  * Cross-entropy of one probability row: sum_j w[j] q[j] * -log_softmax(x)[j] with
  * q[j] = a p[j] + b (label smoothing). Terms with q[j] == 0 are left out, so a zero
- * probability on a -inf logit adds 0, not NaN. w == NULL: all ones.
+ * probability on a -inf logit adds 0, not NaN. *mass = sum_j w[j] q[j]. w == NULL: all ones.
  */
 static double F(row_nll_dot)(const T *x, const T *p, ptrdiff_t n, const double *w, double a,
-                             double b, double shift, double log_sum)
+                             double b, double shift, double log_sum, double *mass)
 {
-    double acc = 0;
+    double acc = 0, total = 0;
     if (w) {
-#pragma omp simd reduction(+ : acc)
+#pragma omp simd reduction(+ : acc, total)
         for (ptrdiff_t j = 0; j < n; j++) {
             double q = a * (double)p[j] + b;
             double term = w[j] * q * ((shift - (double)x[j]) + log_sum);
             acc += q != 0 ? term : 0.0;   /* term computed always: a select vectorises */
+            total += w[j] * q;
         }
     } else {
-#pragma omp simd reduction(+ : acc)
+#pragma omp simd reduction(+ : acc, total)
         for (ptrdiff_t j = 0; j < n; j++) {
             double q = a * (double)p[j] + b;
             double term = q * ((shift - (double)x[j]) + log_sum);
             acc += q != 0 ? term : 0.0;
+            total += q;
         }
     }
+    *mass = total;
     return acc;
 }
 
@@ -366,6 +369,234 @@ static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
     double shift = st.shift, log_sum = log(st.sum);
 #pragma omp simd
     for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp)((T)(((double)x[j] - shift) - log_sum));
+}
+
+/* ---- gradients of the cross-entropy ------------------------------------------------------ */
+
+/*
+ * out[k] = a * softmax(x)[k] - b * w[k] (w == NULL: all ones), the gradient of a row's
+ * cross-entropy before its target term. out may be x: each entry is read before written.
+ */
+static void F(row_softmax_grad)(const T *x, ptrdiff_t n, double shift, double log_sum, double a,
+                                const double *w, double b, T *out)
+{
+    if (w) {
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < n; k++) {
+            T p = F(exp)((T)(((double)x[k] - shift) - log_sum));
+            out[k] = (T)(a * (double)p - b * w[k]);
+        }
+    } else {
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < n; k++) {
+            T p = F(exp)((T)(((double)x[k] - shift) - log_sum));
+            out[k] = (T)(a * (double)p - b);
+        }
+    }
+}
+
+/*
+ * Gradient of a probability-target row: out[k] = mass * softmax(x)[k] - g w[k] q[k] with
+ * q = qa p + qb and mass = g sum_j w[j] q[j]. out may be x (not p).
+ */
+static void F(row_softmax_grad_prob)(const T *x, const T *p, ptrdiff_t n, double shift,
+                                     double log_sum, double mass, double g, double qa,
+                                     double qb, const double *w, T *out)
+{
+    if (w) {
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < n; k++) {
+            T s = F(exp)((T)(((double)x[k] - shift) - log_sum));
+            out[k] = (T)(mass * (double)s - g * w[k] * (qa * (double)p[k] + qb));
+        }
+    } else {
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < n; k++) {
+            T s = F(exp)((T)(((double)x[k] - shift) - log_sum));
+            out[k] = (T)(mass * (double)s - g * (qa * (double)p[k] + qb));
+        }
+    }
+}
+
+/* ---- information quantities of distributions --------------------------------------------- */
+
+/*
+ * One pass over a row of p (and q): the sums the Python layer needs to validate, normalise and
+ * finish entropy, cross-entropy and KL divergence. All in double.
+ */
+static void F(row_entropy)(const T *p, ptrdiff_t n, xent_dist_sums *out)
+{
+    double sum = 0, plogp = 0;
+    T lo = (T)INFINITY;
+#pragma omp simd reduction(+ : sum, plogp) reduction(min : lo)
+    for (ptrdiff_t j = 0; j < n; j++) {
+        T term = p[j] * F(log)(p[j]);
+        plogp += p[j] > 0 ? (double)term : 0.0;   /* 0 log 0 = 0 */
+        sum += (double)p[j];
+        lo = p[j] < lo || p[j] != p[j] ? p[j] : lo;   /* NaN sticks: it is no probability */
+    }
+    out->sum_p = sum;
+    out->sum_q = 0;
+    out->total = plogp;
+    out->min_p = lo;
+    out->min_q = 0;
+}
+
+/* total = sum_j p[j] log q[j]: 0 where p[j] == 0, -inf where p[j] > 0 and q[j] == 0. */
+static void F(row_cross_entropy)(const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out)
+{
+    double sum_p = 0, sum_q = 0, plogq = 0;
+    T lo_p = (T)INFINITY, lo_q = (T)INFINITY;
+#pragma omp simd reduction(+ : sum_p, sum_q, plogq) reduction(min : lo_p, lo_q)
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double term = (double)p[j] * (double)F(log)(q[j]);
+        plogq += p[j] != 0 ? term : 0.0;
+        sum_p += (double)p[j];
+        sum_q += (double)q[j];
+        lo_p = p[j] < lo_p || p[j] != p[j] ? p[j] : lo_p;
+        lo_q = q[j] < lo_q || q[j] != q[j] ? q[j] : lo_q;
+    }
+    out->sum_p = sum_p;
+    out->sum_q = sum_q;
+    out->total = plogq;
+    out->min_p = lo_p;
+    out->min_q = lo_q;
+}
+
+/* total = sum_j rel_entr(p[j], q[j]): p log(p/q) for p, q > 0; 0 for p == 0; +inf else. */
+static void F(row_kl)(const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out)
+{
+    double sum_p = 0, sum_q = 0, kl = 0;
+    T lo_p = (T)INFINITY, lo_q = (T)INFINITY;
+#pragma omp simd reduction(+ : sum_p, sum_q, kl) reduction(min : lo_p, lo_q)
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double term = (double)p[j] * (double)F(log)(p[j] / q[j]);   /* q = 0: log(inf) */
+        kl += p[j] == 0 ? 0.0 : term;
+        sum_p += (double)p[j];
+        sum_q += (double)q[j];
+        lo_p = p[j] < lo_p || p[j] != p[j] ? p[j] : lo_p;
+        lo_q = q[j] < lo_q || q[j] != q[j] ? q[j] : lo_q;
+    }
+    out->sum_p = sum_p;
+    out->sum_q = sum_q;
+    out->total = kl;
+    out->min_p = lo_p;
+    out->min_q = lo_q;
+}
+
+/*
+ * Entropy of softmax(x) given its log-sum-exp parts: sum_k p_k * -log p_k with
+ * -log p_k = (shift - x_k) + log_sum; a k with p_k == 0 (x_k = -inf) adds 0.
+ */
+static double F(row_softmax_entropy)(const T *x, ptrdiff_t n, double shift, double log_sum)
+{
+    double acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (ptrdiff_t k = 0; k < n; k++) {
+        double nll = (shift - (double)x[k]) + log_sum;
+        T p = F(exp)((T)-nll);
+        double term = (double)p * nll;
+        acc += p == 0 ? 0.0 : term;
+    }
+    return acc;
+}
+
+/* ---- elementwise: surprisal, binary entropy, binary cross-entropy ------------------------ */
+
+/* Entries outside [0, 1] (NaN included) among x[0..n): the Python layer names the first. */
+static inline ptrdiff_t F(count_outside_unit)(const T *x, ptrdiff_t n)
+{
+    ptrdiff_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+    for (ptrdiff_t i = 0; i < n; i++) bad += !(x[i] >= 0 && x[i] <= 1);
+    return bad;
+}
+
+/* out = -scale log p (scale = 1 / log(base)); returns the count of p outside [0, 1]. */
+static ptrdiff_t F(self_information_array)(const T *p, ptrdiff_t n, double scale, T *out)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)(-scale * (double)F(log)(p[i]));
+    return F(count_outside_unit)(p, n);
+}
+
+/* out = scale (-p log p - (1 - p) log(1 - p)), 0 log 0 = 0; returns the count outside [0, 1]. */
+static ptrdiff_t F(binary_entropy_array)(const T *p, ptrdiff_t n, double scale, T *out)
+{
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double a = (double)p[i] * (double)F(log)(p[i]);
+        double b = (1.0 - (double)p[i]) * (double)F(log1p)(-p[i]);
+        a = p[i] == 0 ? 0.0 : a;
+        b = p[i] == 1 ? 0.0 : b;
+        out[i] = (T)(-scale * (a + b));
+    }
+    return F(count_outside_unit)(p, n);
+}
+
+/*
+ * Binary cross-entropy of probabilities x against targets y with elementwise weights w, as
+ * PyTorch: -w (y max(log x, -100) + (1 - y) max(log1p(-x), -100)). Writes loss (unless NULL)
+ * and, unless grad is NULL, grad = g w (x - y) / max(x (1 - x), 1e-12) with g = scale * gout.
+ * Returns the sum of the losses; *bad counts x or y outside [0, 1]. grad may be x.
+ */
+static double F(row_bce)(const T *x, const T *y, const T *w, ptrdiff_t n, T *loss, T *grad,
+                         double scale, const T *gout, ptrdiff_t *bad)
+{
+    double total = 0;
+    *bad = F(count_outside_unit)(x, n) + F(count_outside_unit)(y, n);
+#pragma omp simd reduction(+ : total)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        T log_x = F(log)(x[i]), log_1mx = F(log1p)(-x[i]);
+        log_x = log_x < -100 ? (T)-100 : log_x;   /* also maps -inf to -100 */
+        log_1mx = log_1mx < -100 ? (T)-100 : log_1mx;
+        double l = -(double)w[i] * ((double)y[i] * log_x + (1.0 - (double)y[i]) * log_1mx);
+        total += l;
+        if (loss) loss[i] = (T)l;
+    }
+    if (grad) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double xi = (double)x[i], d = xi * (1.0 - xi);
+            d = d < 1e-12 ? 1e-12 : d;
+            grad[i] = (T)(scale * (double)gout[i] * (double)w[i] * (xi - (double)y[i]) / d);
+        }
+    }
+    return total;
+}
+
+/*
+ * Binary cross-entropy of logits x, stable at any |x|: with L = 1 + (pw - 1) y,
+ * w ((1 - y) x + L (log1p(exp(-|x|)) + max(-x, 0))). Writes loss (unless NULL) and, unless
+ * grad is NULL, grad = g w (L sigmoid(x) - pw y). Returns the sum; *bad counts y outside
+ * [0, 1]. grad may be x.
+ */
+static double F(row_bce_logits)(const T *x, const T *y, const T *w, const T *pw, ptrdiff_t n,
+                                T *loss, T *grad, double scale, const T *gout, ptrdiff_t *bad)
+{
+    double total = 0;
+    *bad = F(count_outside_unit)(y, n);
+#pragma omp simd reduction(+ : total)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        T ax = x[i] < 0 ? -x[i] : x[i];
+        T softplus = F(log1p)(F(exp)(-ax)) + (x[i] < 0 ? -x[i] : 0);   /* log(1 + e^-x) */
+        double big_l = 1.0 + ((double)pw[i] - 1.0) * (double)y[i];
+        double l = (double)w[i] * ((1.0 - (double)y[i]) * (double)x[i] + big_l * softplus);
+        total += l;
+        if (loss) loss[i] = (T)l;
+    }
+    if (grad) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            T ax = x[i] < 0 ? -x[i] : x[i];
+            T e = F(exp)(-ax);
+            T sig = x[i] >= 0 ? 1 / (1 + e) : e / (1 + e);
+            double big_l = 1.0 + ((double)pw[i] - 1.0) * (double)y[i];
+            grad[i] = (T)(scale * (double)gout[i] * (double)w[i] *
+                          (big_l * (double)sig - (double)pw[i] * (double)y[i]));
+        }
+    }
+    return total;
 }
 
 #define XENT_FILL(ret, name, S, params) tab->name##_##S = F(name);

@@ -40,6 +40,13 @@ static inline double xent_lse_value(const xent_lse_state *st)
     return st->shift + log(st->sum);
 }
 
+/* Sums over one row of a distribution p (and q), for entropy, cross-entropy and KL. */
+typedef struct {
+    double sum_p, sum_q;   /* sum of the entries */
+    double total;          /* the quantity's sum: p log p, p log q, or rel_entr(p, q) */
+    double min_p, min_q;   /* smallest entry, NaN if any entry is NaN */
+} xent_dist_sums;
+
 static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t chunk)
 {
     return n - start < chunk ? n - start : chunk;
@@ -55,12 +62,28 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
     X(double, row_nll_sum, S, (const T *x, ptrdiff_t n, const double *w, double shift,          \
                                double log_sum))                                                  \
     X(double, row_nll_dot, S, (const T *x, const T *p, ptrdiff_t n, const double *w, double a, \
-                               double b, double shift, double log_sum))                         \
+                               double b, double shift, double log_sum, double *mass))           \
     X(void, row_log_softmax, S, (const T *x, ptrdiff_t n, T *out))                               \
     X(void, row_softmax, S, (const T *x, ptrdiff_t n, T *out))                                   \
     X(void, exp_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
     X(void, log_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
-    X(void, log1p_array, S, (const T *x, ptrdiff_t n, T *out))
+    X(void, log1p_array, S, (const T *x, ptrdiff_t n, T *out))                                   \
+    X(void, row_softmax_grad, S, (const T *x, ptrdiff_t n, double shift, double log_sum,        \
+                                  double a, const double *w, double b, T *out))                 \
+    X(void, row_softmax_grad_prob, S, (const T *x, const T *p, ptrdiff_t n, double shift,       \
+                                       double log_sum, double mass, double g, double qa,        \
+                                       double qb, const double *w, T *out))                     \
+    X(void, row_entropy, S, (const T *p, ptrdiff_t n, xent_dist_sums *out))                      \
+    X(void, row_cross_entropy, S, (const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out))    \
+    X(void, row_kl, S, (const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out))               \
+    X(double, row_softmax_entropy, S, (const T *x, ptrdiff_t n, double shift, double log_sum))   \
+    X(ptrdiff_t, self_information_array, S, (const T *p, ptrdiff_t n, double scale, T *out))     \
+    X(ptrdiff_t, binary_entropy_array, S, (const T *p, ptrdiff_t n, double scale, T *out))       \
+    X(double, row_bce, S, (const T *x, const T *y, const T *w, ptrdiff_t n, T *loss, T *grad,   \
+                           double scale, const T *gout, ptrdiff_t *bad))                        \
+    X(double, row_bce_logits, S, (const T *x, const T *y, const T *w, const T *pw, ptrdiff_t n, \
+                                  T *loss, T *grad, double scale, const T *gout,                \
+                                  ptrdiff_t *bad))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
