@@ -5,7 +5,8 @@ against it (``check=True``, or ``XENT_CHECK=1``).
 """
 
 from . import reference
-from ._api import cross_entropy, log_softmax, logsumexp, nll_loss, softmax
+from ._api import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, nll_loss,
+                   softmax)
 from ._check import CheckError
 from ._config import show_config
 from ._threads import get_num_threads
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckError",
     "cross_entropy",
+    "cross_entropy_with_grad",
     "get_num_threads",
     "log_softmax",
     "logsumexp",

@@ -359,6 +359,79 @@ def _loss_check(name, result, reduction, n_rows, per_row_xent, per_row_ref, redu
     _check.compare(name, got, per_row_ref(sample), dtype, rows=sample)
 
 
+class _CrossEntropyInputs:
+    """The checked arguments of a cross-entropy call, shared by the loss and its gradient."""
+
+    def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
+                 num_threads):
+        x = _float_array(logits, "logits")
+        n_classes = x.shape[-1]
+        if n_classes == 0:
+            raise ValueError(f"logits has shape {x.shape}: the class axis (last) is empty")
+        self.x, self.batch, self.n_classes = x, x.shape[:-1], n_classes
+        self.target = t = np.asarray(target)
+        self.weight = _class_weights(weight, n_classes)
+        self.ignore_index = _ignore_index(ignore_index)
+        self.reduction = _reduction(reduction)
+        self.smoothing = _label_smoothing(label_smoothing)
+        self.threads = get_num_threads(num_threads)
+        self.compute = _COMPUTE_DTYPE[x.dtype]
+        self.rows = _rows(x, self.compute)
+        if t.dtype.kind == "f":
+            if t.shape != x.shape:
+                raise ValueError(
+                    f"probability target has shape {t.shape}, expected the logits' shape "
+                    f"{x.shape} (for class indices use an integer dtype)")
+            if self.ignore_index >= 0:
+                raise ValueError(f"ignore_index={self.ignore_index} is not supported with "
+                                 f"probability targets (as in PyTorch); leave it negative")
+            self.probabilities = True
+            self.target_rows = _probability_rows(t, self.compute)
+        elif t.dtype.kind in "iu":
+            self.probabilities = False
+            self.target_rows = _class_targets(t, self.batch, x.shape)
+        else:
+            raise TypeError(f"target must hold integer class indices or floating "
+                            f"probabilities, got dtype {t.dtype}")
+
+    @property
+    def options(self):
+        """The options, as xent.reference takes them."""
+        return dict(weight=self.weight, ignore_index=self.ignore_index,
+                    label_smoothing=self.smoothing)
+
+    def raise_bad_label(self, row):
+        raise IndexError(_bad_label(self.target, int(row), self.n_classes, self.ignore_index))
+
+    def losses(self, sample=None):
+        """(total, mean's denominator, row losses or None), over all rows or a sample."""
+        rows = self.rows if sample is None else self.rows[sample]
+        target = self.target_rows if sample is None else self.target_rows[sample]
+        row_loss = np.empty(rows.shape[0], dtype=self.compute) if (
+            self.reduction == "none" or sample is not None) else None
+        if self.probabilities:
+            total = _kernels.probability_loss(rows, target, self.weight, self.smoothing,
+                                              row_loss, self.threads)
+            return total, rows.shape[0], row_loss
+        total, weight_sum, bad = _kernels.index_loss(rows, target, self.weight,
+                                                     self.ignore_index, self.smoothing, False,
+                                                     row_loss, self.threads)
+        if bad >= 0:
+            self.raise_bad_label(bad)
+        return total, weight_sum, row_loss
+
+    def check_loss(self, name, result):
+        """Check mode for the loss (its rows must still hold the logits)."""
+        _loss_check(
+            name, result, self.reduction, self.rows.shape[0],
+            lambda s: self.losses(s)[2],
+            lambda s: _reference.cross_entropy(self.rows[s], self.target_rows[s],
+                                               reduction="none", **self.options),
+            lambda: _reference.cross_entropy(self.rows, self.target_rows,
+                                             reduction=self.reduction, **self.options),
+            self.x.dtype)
+
+
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0, num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
@@ -410,66 +483,122 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     gives NaN. A probability of exactly 0 contributes 0 even against a -inf logit (PyTorch:
     NaN).
     """
-    x = _float_array(logits, "logits")
-    n_classes = x.shape[-1]
-    if n_classes == 0:
-        raise ValueError(f"logits has shape {x.shape}: the class axis (last) is empty")
-    batch = x.shape[:-1]
-    t = np.asarray(target)
-    w = _class_weights(weight, n_classes)
-    ignore = _ignore_index(ignore_index)
-    reduction = _reduction(reduction)
-    eps = _label_smoothing(label_smoothing)
-    threads = get_num_threads(num_threads)
-    checking = _check_flag(check)
-    compute = _COMPUTE_DTYPE[x.dtype]
-    rows = _rows(x, compute)
-
-    def compute_rows(sample=None):
-        """(total, denominator, row losses or None) over all rows, or over a sample."""
-        r = rows if sample is None else rows[sample]
-        row_loss = np.empty(r.shape[0], dtype=compute) if (
-            reduction == "none" or sample is not None) else None
-        if probabilities:
-            p = probs if sample is None else probs[sample]
-            total = _kernels.probability_loss(r, p, w, eps, row_loss, threads)
-            return total, r.shape[0], row_loss
-        labels = labels_flat if sample is None else labels_flat[sample]
-        total, weight_sum, bad = _kernels.index_loss(r, labels, w, ignore, eps, False,
-                                                     row_loss, threads)
-        if bad >= 0:
-            raise IndexError(_bad_label(t, int(bad), n_classes, ignore))
-        return total, weight_sum, row_loss
-
-    if t.dtype.kind == "f":
-        if t.shape != x.shape:
-            raise ValueError(
-                f"probability target has shape {t.shape}, expected the logits' shape "
-                f"{x.shape} (for class indices use an integer dtype)")
-        if ignore >= 0:
-            raise ValueError(f"ignore_index={ignore} is not supported with probability "
-                             f"targets (as in PyTorch); leave it negative")
-        probabilities, probs = True, _probability_rows(t, compute)
-    elif t.dtype.kind in "iu":
-        probabilities, labels_flat = False, _class_targets(t, batch, x.shape)
-    else:
-        raise TypeError(f"target must hold integer class indices or floating probabilities, "
-                        f"got dtype {t.dtype}")
-
-    total, denominator, row_loss = compute_rows()
-    result = _reduce(total, denominator, row_loss, reduction, batch, x.dtype)
-    if checking:
-        options = dict(weight=w, ignore_index=ignore, label_smoothing=eps)
-        target_rows = probs if probabilities else labels_flat
-        _loss_check(
-            "cross_entropy", result, reduction, rows.shape[0],
-            lambda s: compute_rows(s)[2],
-            lambda s: _reference.cross_entropy(rows[s], target_rows[s], reduction="none",
-                                               **options),
-            lambda: _reference.cross_entropy(rows, target_rows, reduction=reduction,
-                                             **options),
-            x.dtype)
+    problem = _CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
+                                  label_smoothing, num_threads)
+    total, denominator, row_loss = problem.losses()
+    result = _reduce(total, denominator, row_loss, problem.reduction, problem.batch,
+                     problem.x.dtype)
+    if _check_flag(check):
+        problem.check_loss("cross_entropy", result)
     return result
+
+
+def _grad_output(grad_output, reduction, batch_shape):
+    """(scalar factor, per-row float64 factors or None) of a loss's incoming gradient."""
+    if grad_output is None:
+        return 1.0, None
+    g = np.asarray(grad_output)
+    if g.dtype.kind not in "fiu":
+        raise TypeError(f"grad_output must be real, got dtype {g.dtype}")
+    if reduction == "none":
+        if g.shape != batch_shape:
+            raise ValueError(f"grad_output has shape {g.shape}, expected {batch_shape}: one "
+                             f"value per row of the 'none' reduction")
+        return 1.0, np.ascontiguousarray(g.reshape(-1), dtype=np.float64)
+    if g.size != 1:
+        raise ValueError(f"grad_output of a reduced loss must be a scalar, got shape {g.shape}")
+    return float(g.reshape(())), None
+
+
+def _gradient_array(out, x, avoid=None):
+    """The array a gradient of x goes into: ``out`` (checked; may be x itself) or a new one."""
+    if out is None:
+        return np.empty(x.shape, dtype=x.dtype)
+    _out_array(out, x.shape, x.dtype)
+    if avoid is not None and np.may_share_memory(out, avoid):
+        raise ValueError("out must not overlap the target")
+    return out
+
+
+def _safe_divide(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
+def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
+                            reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
+                            num_threads=None, check=None):
+    """Cross-entropy and its gradient with respect to the logits, in one pass.
+
+    Parameters
+    ----------
+    logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
+        As for :func:`cross_entropy`.
+    grad_output : scalar or array_like, optional
+        The gradient flowing into the loss: for ``reduction="none"`` one value per row
+        (shape of the batch), else a scalar (default 1).
+    out : numpy.ndarray, optional
+        Where to write the gradient: the logits' shape and dtype. May be ``logits`` itself,
+        which the gradient then overwrites; the call then allocates nothing of size N x C.
+    check : bool or None, optional
+        Recompute the losses and gradients of (a sample of) the rows with
+        :mod:`xent.reference` and raise :class:`xent.CheckError` on disagreement.
+
+    Returns
+    -------
+    loss : scalar or numpy.ndarray
+        Exactly what :func:`cross_entropy` returns.
+    grad : numpy.ndarray
+        d loss / d logits (``out`` if given): PyTorch's autograd gradient of
+        ``F.cross_entropy`` with the same options. Ignored rows get 0. A mean over no
+        (non-ignored) row gives a NaN loss and a zero gradient.
+    """
+    problem = _CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
+                                  label_smoothing, num_threads)
+    factor, row_factors = _grad_output(grad_output, problem.reduction, problem.batch)
+    checking = _check_flag(check)
+    x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
+    grad = _gradient_array(out, x, problem.target if problem.probabilities else None)
+    if checking:  # copied now: the gradient may overwrite the logits
+        sample = _check.sample_rows(n_rows)
+        saved = rows[sample].copy(), problem.target_rows[sample].copy()
+    row_loss = np.empty(n_rows, dtype=problem.compute) if (
+        problem.reduction == "none" or checking) else None
+    dest = _writable_rows(grad, rows)
+    buffer = dest if dest is not None else np.empty(rows.shape, dtype=problem.compute)
+    if problem.probabilities:
+        scale = _safe_divide(factor, n_rows) if problem.reduction == "mean" else factor
+        total = _kernels.probability_loss_grad(
+            rows, problem.target_rows, problem.weight, problem.smoothing, scale, row_factors,
+            row_loss, buffer, problem.threads)
+        denominator = n_rows
+    else:
+        weight_total, bad = _kernels.index_weight_total(
+            problem.target_rows, problem.weight, problem.ignore_index, problem.n_classes)
+        if bad >= 0:
+            problem.raise_bad_label(bad)
+        scale = _safe_divide(factor, weight_total) if problem.reduction == "mean" else factor
+        total, denominator = _kernels.index_loss_grad(
+            rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
+            scale, row_factors, row_loss, buffer, problem.threads)
+    if dest is None and rows.size:
+        np.copyto(grad, buffer.reshape(x.shape), casting="unsafe")
+    loss = _reduce(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
+    if checking:
+        row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
+        row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64), sample.shape)
+        _check.compare("cross_entropy_with_grad (loss)", row_loss[sample],
+                       _reference.cross_entropy(*saved, reduction="none", **problem.options),
+                       x.dtype, rows=sample)
+        # Compared per unit of each row's incoming gradient, so the tolerance means the same
+        # whatever the scale (1 / N for a mean).
+        unit = np.where(row_scale != 0, np.abs(row_scale), 1.0)[:, None]
+        expected = _reference.cross_entropy_grad(*saved, reduction="none",
+                                                 grad_output=row_scale, **problem.options)
+        _check.compare("cross_entropy_with_grad (gradient)",
+                       grad.reshape(rows.shape)[sample] / unit, expected / unit, x.dtype,
+                       rows=sample)
+    return loss, grad
 
 
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
