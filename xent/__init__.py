@@ -7,6 +7,9 @@ against it (``check=True``, or ``XENT_CHECK=1``).
 from . import reference
 from ._api import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, nll_loss,
                    softmax)
+from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
+                      binary_cross_entropy_with_logits,
+                      binary_cross_entropy_with_logits_with_grad)
 from ._check import CheckError
 from ._config import show_config
 from ._threads import get_num_threads
@@ -14,6 +17,10 @@ from ._threads import get_num_threads
 __version__ = "0.1.0"
 
 __all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_with_grad",
     "CheckError",
     "cross_entropy",
     "cross_entropy_with_grad",

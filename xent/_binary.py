@@ -1,0 +1,246 @@
+"""Binary cross-entropy of probabilities and of logits, and their gradients (PyTorch's rules).
+
+Elementwise losses: input and target have one shape; ``weight`` (and ``pos_weight``)
+broadcast to it. The kernels read every operand in place where its last axis is contiguous
+(a weight of shape (C,) is never expanded), and sum in double in a fixed order.
+"""
+
+import numpy as np
+
+from . import _check, _kernels
+from . import reference as _reference
+from ._api import (_COMPUTE_DTYPE, _check_flag, _gradient_array, _grad_output, _reduction,
+                   _safe_divide, _writable_rows)
+from ._threads import get_num_threads
+
+_Element = _kernels.Element
+
+
+def _rows_of(a):
+    """(N, C) view of an array whose last axis holds C entries (a 0-d array is one entry)."""
+    return a.reshape(1, 1) if a.ndim == 0 else a.reshape(-1, a.shape[-1])
+
+
+def _operand(value, name, shape, dtype):
+    """``value`` broadcast to ``shape`` as (N, C) rows of ``dtype`` with a contiguous last axis.
+
+    None gives a row of ones repeated (no N x C array). A broadcast that leaves the last axis
+    with stride 0 (a weight of shape (N, 1)) is expanded.
+    """
+    n_cols = shape[-1] if shape else 1
+    if value is None:
+        ones = np.ones(n_cols, dtype=dtype)
+        return np.broadcast_to(ones, (int(np.prod(shape[:-1], dtype=np.int64)), n_cols))
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
+    try:
+        b = np.broadcast_to(a.astype(dtype, copy=False), shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to the input's shape "
+                         f"{shape}") from None
+    rows = _rows_of(b)
+    if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
+        rows = np.ascontiguousarray(rows)
+    return rows
+
+
+def _first_outside_unit(name, a):
+    """The message naming the first entry of ``a`` outside [0, 1] (NaN included)."""
+    flat = np.asarray(a).reshape(-1)
+    index = int(np.argmax(~((flat >= 0) & (flat <= 1))))
+    where = ", ".join(str(int(i)) for i in np.unravel_index(index, np.shape(a))) if np.ndim(a) else ""
+    return f"{name}[{where}] = {flat[index].item()!r} is outside [0, 1]"
+
+
+def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, check,
+            with_grad=False, grad_output=None, out=None):
+    logits = kind == _Element.ELEMENT_BCE_LOGITS
+    input_name = "logits" if logits else "probs"
+    name = "binary_cross_entropy" + ("_with_logits" if logits else "") + (
+        "_with_grad" if with_grad else "")
+    x = np.asarray(input)
+    if x.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
+        raise TypeError(f"{input_name} must be float16, float32 or float64, got dtype {x.dtype}")
+    x = x.astype(x.dtype.newbyteorder("="), copy=False)
+    y = np.asarray(target)
+    if y.dtype.kind not in "fiu":
+        raise TypeError(f"target must be real (probabilities in [0, 1]), got dtype {y.dtype}")
+    if y.shape != x.shape:
+        raise ValueError(f"target has shape {y.shape}, expected the {input_name}' shape "
+                         f"{x.shape}")
+    reduction = _reduction(reduction)
+    threads = get_num_threads(num_threads)
+    checking = _check_flag(check)
+    compute = _COMPUTE_DTYPE[x.dtype]
+    shape = x.shape
+    if pos_weight is not None and not logits:
+        raise TypeError("pos_weight applies to binary_cross_entropy_with_logits only")
+    x_rows = _operand(x, input_name, shape, compute)
+    y_rows = _operand(y, "target", shape, compute)
+    w_rows = _operand(weight, "weight", shape, compute)
+    pw_rows = _operand(pos_weight, "pos_weight", shape, compute)
+    n_elements = x.size
+
+    losses = np.empty(x_rows.shape, dtype=compute) if (reduction == "none" or checking) else None
+    grad = dest = None
+    scale, g_rows = 1.0, _operand(None, "grad_output", shape, compute)
+    if with_grad:
+        factor, _ = _grad_output(grad_output if reduction != "none" else None, reduction, ())
+        if reduction == "none" and grad_output is not None:
+            g = np.asarray(grad_output)
+            if g.shape != shape:
+                raise ValueError(f"grad_output has shape {g.shape}, expected {shape}: one "
+                                 f"value per element of the 'none' reduction")
+            g_rows = _operand(g, "grad_output", shape, compute)
+        scale = _safe_divide(factor, n_elements) if reduction == "mean" else factor
+        grad = _gradient_array(out, x, avoid=y)
+        dest = _writable_rows(_rows_of(grad), x_rows)
+    if checking:  # copied now: the gradient may overwrite the input
+        sample = _check.sample_rows(x_rows.shape[0])
+        saved = [np.array(a[sample]) for a in (x_rows, y_rows, w_rows, pw_rows, g_rows)]
+    buffer = None
+    if with_grad:
+        buffer = dest if dest is not None else np.empty(x_rows.shape, dtype=compute)
+    total, bad = _kernels.elementwise(kind, x_rows, y_rows, w_rows, pw_rows, losses, buffer,
+                                      scale, g_rows, threads)
+    if bad:
+        if not logits and not np.all((x >= 0) & (x <= 1)):
+            raise ValueError(_first_outside_unit(input_name, x))
+        raise ValueError(_first_outside_unit("target", y))
+    if with_grad and dest is None:
+        np.copyto(grad, buffer.reshape(shape), casting="unsafe")
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if reduction == "none":
+            loss = losses.reshape(shape).astype(x.dtype, copy=False)
+        elif reduction == "sum":
+            loss = x.dtype.type(total)
+        else:
+            loss = x.dtype.type(np.float64(total) / np.float64(n_elements))
+
+    if checking:
+        _check_binary(name, logits, reduction, loss, losses, grad, sample, saved, scale,
+                      x_rows.shape, x.dtype)
+    return (loss, grad) if with_grad else loss
+
+
+def _check_binary(name, logits, reduction, loss, losses, grad, sample, saved, scale,
+                  rows_shape, dtype):
+    xs, ys, ws, pws, gs = saved
+    if logits:
+        ref_loss = _reference.binary_cross_entropy_with_logits(xs, ys, weight=ws,
+                                                               pos_weight=pws,
+                                                               reduction="none")
+    else:
+        ref_loss = _reference.binary_cross_entropy(xs, ys, weight=ws, reduction="none")
+    _check.compare(f"{name} (loss)", losses[sample], ref_loss, dtype, rows=sample)
+    if grad is None:
+        return
+    # per unit of incoming gradient, so that the tolerance means the same at any scale
+    g = scale * gs.astype(np.float64)
+    unit = np.where(g != 0, np.abs(g), 1.0)
+    if logits:
+        expected = _reference.binary_cross_entropy_with_logits_grad(
+            xs, ys, weight=ws, pos_weight=pws, reduction="none", grad_output=g)
+    else:
+        expected = _reference.binary_cross_entropy_grad(xs, ys, weight=ws, reduction="none",
+                                                        grad_output=g)
+    got = np.asarray(grad).reshape(rows_shape)[sample]
+    _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample)
+
+
+def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_threads=None,
+                         check=None):
+    """Binary cross-entropy between probabilities and targets, as PyTorch's.
+
+    Parameters
+    ----------
+    probs : array_like
+        Probabilities in [0, 1], float16/float32/float64, any shape.
+    target : array_like
+        Targets in [0, 1] (soft targets allowed), the shape of ``probs``.
+    weight : array_like, optional
+        Rescaling weights, broadcast to the shape of ``probs``.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"`` divides by the number of elements (NaN for none).
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute (a sample of) the elements with :mod:`xent.reference`.
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        ``-w (y log x + (1 - y) log(1 - x))`` per element with each log clamped at -100, as
+        PyTorch does, or its reduction; in the dtype of ``probs``.
+
+    Raises
+    ------
+    ValueError
+        An entry of ``probs`` or ``target`` outside [0, 1] (or NaN), named by its index.
+    """
+    return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
+                   check)
+
+
+def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
+                                   grad_output=None, out=None, num_threads=None, check=None):
+    """:func:`binary_cross_entropy` and its gradient with respect to ``probs``, in one pass.
+
+    The gradient is PyTorch's: ``g w (x - y) / max(x (1 - x), 1e-12)``. ``grad_output`` is
+    a scalar, or for ``reduction="none"`` an array of the input's shape; ``out`` (the input's
+    shape and dtype) may be ``probs`` itself. Returns ``(loss, grad)``.
+    """
+    return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
+                   check, with_grad=True, grad_output=grad_output, out=out)
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean", num_threads=None, check=None):
+    """Binary cross-entropy of logits, as PyTorch's: stable for logits of any magnitude.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores, float16/float32/float64, any shape.
+    target : array_like
+        Targets in [0, 1], the shape of ``logits``.
+    weight : array_like, optional
+        Rescaling weights, broadcast to the shape of ``logits``.
+    pos_weight : array_like, optional
+        Weight of the positive term, broadcast to the shape of ``logits`` (typically one per
+        class, on the last axis).
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"`` divides by the number of elements.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute (a sample of) the elements with :mod:`xent.reference`.
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        ``w ((1 - y) x + L log(1 + exp(-x)))`` with ``L = 1 + (pos_weight - 1) y``, computed
+        as ``log1p(exp(-|x|)) + max(-x, 0)`` so that no |x| overflows, or its reduction.
+
+    Raises
+    ------
+    ValueError
+        A target outside [0, 1] (or NaN), named by its index.
+    """
+    return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
+                   num_threads, check)
+
+
+def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
+                                               reduction="mean", grad_output=None, out=None,
+                                               num_threads=None, check=None):
+    """:func:`binary_cross_entropy_with_logits` and its gradient, in one pass.
+
+    The gradient is ``g w (L sigmoid(x) - pos_weight y)``; ``grad_output`` and ``out`` as for
+    :func:`binary_cross_entropy_with_grad` (``out`` may be ``logits`` itself). Returns
+    ``(loss, grad)``.
+    """
+    return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
+                   num_threads, check, with_grad=True, grad_output=grad_output, out=out)
