@@ -4,7 +4,7 @@ Every public function has a pure-numpy twin in :mod:`xent.reference`, and can ch
 against it (``check=True``, or ``XENT_CHECK=1``).
 """
 
-from . import reference
+from . import info, reference
 from ._api import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, nll_loss,
                    softmax)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
@@ -25,6 +25,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "get_num_threads",
+    "info",
     "log_softmax",
     "logsumexp",
     "nll_loss",

@@ -21,7 +21,17 @@ for non-finite logits documented on each function.
 
 import numpy as np
 
-__all__ = ["logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss"]
+__all__ = [
+    "logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss",
+    # Information quantities.
+    "self_information", "entropy", "cross_entropy_dist", "kl_divergence",
+    "binary_entropy", "entropy_from_logits", "perplexity",
+    # Binary cross-entropy.
+    "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    # Gradients.
+    "cross_entropy_grad", "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_logits_grad",
+]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -301,3 +311,539 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100,
     with np.errstate(invalid="ignore", over="ignore"):
         losses = np.where(ignored, 0.0, -w[safe_t] * _gather(lp, safe_t))
     return _reduce(losses, np.sum(w_t), reduction)
+
+
+# ---------------------------------------------------------------------------
+# Information quantities
+# ---------------------------------------------------------------------------
+
+def _result(out):
+    """A float64 array, or a NumPy float64 scalar when 0-d."""
+    out = np.asarray(out, dtype=np.float64)
+    return out[()] if out.ndim == 0 else out
+
+
+def _in_base(values, base):
+    """Convert nats to units of `base` (``None``: keep nats)."""
+    if base is None:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return values / np.log(np.float64(base))
+
+
+def _normalized(p, axis):
+    """``p / sum(p, axis)``; a zero sum gives NaN (no warning)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return p / np.sum(p, axis=axis, keepdims=True)
+
+
+def _xlogy(x, y):
+    """``x * log(y)``, 0 where ``x == 0`` and `y` is not NaN (SciPy's xlogy)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where((x == 0) & ~np.isnan(y), 0.0, x * np.log(y))
+
+
+def _rel_entr(x, y):
+    """SciPy's ``rel_entr``: ``x log(x / y)``, 0, +inf or NaN elementwise."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        value = x * np.log(x / y)
+    out = np.where((x > 0) & (y > 0), value,
+                   np.where((x == 0) & (y >= 0), 0.0, np.inf))
+    return np.where(np.isnan(x) | np.isnan(y), np.nan, out)
+
+
+def self_information(p, base=None):
+    """Self-information (surprisal) ``-log(p)``, elementwise.
+
+    Parameters
+    ----------
+    p : array_like
+        Probabilities (not validated).
+    base : float, optional
+        Logarithm base (positive, not 1); default ``None`` gives nats.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        ``-log(p) / log(base)``, same shape as `p`; ``p == 0`` gives +inf,
+        negative `p` gives NaN.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _result(_in_base(-np.log(p), base))
+
+
+def entropy(p, axis=-1, base=None, normalize=False):
+    """Shannon entropy of distributions along an axis.
+
+    Parameters
+    ----------
+    p : array_like
+        Probabilities; each slice along `axis` is one distribution (not
+        validated).
+    axis : int, optional
+        Distribution axis (default: last).
+    base : float, optional
+        Logarithm base (positive, not 1); default ``None`` gives nats.
+    normalize : bool, optional
+        If True, divide `p` by its sum along `axis` first (as
+        ``scipy.stats.entropy`` always does); a zero sum gives NaN.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        ``-sum(p * log(p), axis)`` with ``0 log 0 = 0``, i.e. the sum of
+        ``scipy.special.entr(p)``, divided by ``log(base)``.  A zero-length
+        axis gives 0.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if normalize:
+        p = _normalized(p, axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        h = -np.sum(_xlogy(p, p), axis=axis)
+    return _result(_in_base(h, base))
+
+
+def cross_entropy_dist(p, q, axis=-1, base=None, normalize=False):
+    """Cross-entropy ``H(p, q)`` between distributions along an axis.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probabilities (broadcast against each other; not validated).
+    axis : int, optional
+        Distribution axis (default: last).
+    base : float, optional
+        Logarithm base (positive, not 1); default ``None`` gives nats.
+    normalize : bool, optional
+        If True, divide `p` and `q` by their sums along `axis` first.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        ``-sum(xlogy(p, q), axis)`` divided by ``log(base)``: a term with
+        ``p == 0`` is 0 (unless ``q`` is NaN), ``p > 0`` with ``q == 0``
+        gives +inf.
+
+    See Also
+    --------
+    cross_entropy : the loss on logits.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if normalize:
+        p = _normalized(p, axis)
+        q = _normalized(q, axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        h = -np.sum(_xlogy(p, q), axis=axis)
+    return _result(_in_base(h, base))
+
+
+def kl_divergence(p, q, axis=-1, base=None, normalize=False):
+    """Kullback-Leibler divergence ``KL(p || q)`` along an axis.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probabilities (broadcast against each other; not validated).
+    axis : int, optional
+        Distribution axis (default: last).
+    base : float, optional
+        Logarithm base (positive, not 1); default ``None`` gives nats.
+    normalize : bool, optional
+        If True, divide `p` and `q` by their sums along `axis` first (as
+        ``scipy.stats.entropy(p, q)`` always does).
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        The sum along `axis` of ``scipy.special.rel_entr(p, q)``, divided by
+        ``log(base)``.
+
+    Notes
+    -----
+    Each term is ``p * log(p / q)`` where ``p > 0`` and ``q > 0``, 0 where
+    ``p == 0`` and ``q >= 0``, NaN where either is NaN and +inf otherwise
+    (``p > 0`` with ``q == 0``, or a negative entry).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if normalize:
+        p = _normalized(p, axis)
+        q = _normalized(q, axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.sum(_rel_entr(p, q), axis=axis)
+    return _result(_in_base(d, base))
+
+
+def binary_entropy(p, base=None):
+    """Entropy of Bernoulli(p), elementwise.
+
+    Parameters
+    ----------
+    p : array_like
+        Probabilities of the positive outcome (not validated).
+    base : float, optional
+        Logarithm base (positive, not 1); default ``None`` gives nats.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        ``-p log(p) - (1 - p) log1p(-p)`` with ``0 log 0 = 0`` (so 0 at
+        ``p = 0`` and ``p = 1``), divided by ``log(base)``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        positive = np.where(p == 0, 0.0, p * np.log(p))
+        negative = np.where(p == 1, 0.0, (1.0 - p) * np.log1p(-p))
+    return _result(_in_base(-positive - negative, base))
+
+
+def entropy_from_logits(logits, axis=-1, base=None):
+    """Entropy of ``softmax(logits)`` along an axis.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised log-probabilities.
+    axis : int, optional
+        Class axis (default: last).
+    base : float, optional
+        Logarithm base (positive, not 1); default ``None`` gives nats.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        ``sum(softmax(x) * -log_softmax(x), axis)`` divided by ``log(base)``,
+        a term being 0 where the softmax is exactly 0 (so -inf logits
+        contribute nothing).  Rows that :func:`log_softmax` makes NaN (all
+        -inf, or containing +inf) give NaN.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    ls = log_softmax(x, axis=axis)
+    with np.errstate(invalid="ignore", over="ignore"):
+        probs = np.exp(ls)
+        terms = np.where(probs == 0, 0.0, probs * -ls)
+        h = np.sum(terms, axis=axis)
+    return _result(_in_base(h, base))
+
+
+def perplexity(logits, target, *, weight=None, ignore_index=-100,
+               label_smoothing=0.0):
+    """Perplexity, ``exp`` of the mean cross-entropy.
+
+    Parameters
+    ----------
+    logits, target, weight, ignore_index, label_smoothing
+        As for :func:`cross_entropy` (classes on the last axis).
+
+    Returns
+    -------
+    numpy.float64
+        ``exp(cross_entropy(logits, target, ..., reduction="mean"))``; NaN
+        when the mean is NaN (e.g. every row ignored).
+    """
+    loss = cross_entropy(logits, target, weight=weight,
+                         ignore_index=ignore_index, reduction="mean",
+                         label_smoothing=label_smoothing)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.float64(np.exp(loss))
+
+
+# ---------------------------------------------------------------------------
+# Binary cross-entropy (PyTorch semantics)
+# ---------------------------------------------------------------------------
+
+def _binary_inputs(x, target):
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if y.shape != x.shape:
+        raise ValueError(f"target shape {y.shape} != input shape {x.shape}")
+    return x, y
+
+
+def _elementwise_weight(weight, shape):
+    """`weight` broadcast to `shape` (all ones when None)."""
+    if weight is None:
+        return np.ones(shape, dtype=np.float64)
+    return np.broadcast_to(np.asarray(weight, dtype=np.float64), shape)
+
+
+def _elementwise_reduce(losses, reduction):
+    """``"mean"`` divides by the number of elements (NaN when empty)."""
+    return _result(_reduce(losses, losses.size, reduction))
+
+
+def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
+    """Binary cross-entropy on probabilities, PyTorch's semantics.
+
+    Parameters
+    ----------
+    probs : array_like
+        Predicted probabilities of the positive class (not validated).
+    target : array_like
+        Targets in [0, 1], same shape as `probs`.
+    weight : array_like, optional
+        Weights broadcast to the shape of `probs` (default: ones).
+    reduction : {"mean", "sum", "none"}, optional
+        ``"none"`` returns the elementwise losses, ``"sum"`` their sum and
+        ``"mean"`` their sum divided by the number of elements (NaN when
+        empty).
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        Losses ``-w * (y * max(log(x), -100) + (1 - y) * max(log1p(-x),
+        -100))`` or their reduction.
+
+    Notes
+    -----
+    As in PyTorch each log is clamped at -100, so ``x = 0`` or ``x = 1``
+    gives a finite loss (``100 * y`` at ``x = 0``).
+    """
+    _check_reduction(reduction)
+    x, y = _binary_inputs(probs, target)
+    w = _elementwise_weight(weight, x.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_x = np.maximum(np.log(x), -100.0)
+        log_1mx = np.maximum(np.log1p(-x), -100.0)
+        losses = -w * (y * log_x + (1.0 - y) * log_1mx)
+    return _elementwise_reduce(losses, reduction)
+
+
+def _log_weight(pos_weight, y):
+    """``L = 1 + (pos_weight - 1) * y`` (``None`` for no pos_weight)."""
+    if pos_weight is None:
+        return None
+    pw = np.broadcast_to(np.asarray(pos_weight, dtype=np.float64), y.shape)
+    return 1.0 + (pw - 1.0) * y
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None,
+                                     pos_weight=None, reduction="mean"):
+    """Binary cross-entropy on logits, PyTorch's semantics.
+
+    Parameters
+    ----------
+    logits : array_like
+        Logits of the positive class.
+    target : array_like
+        Targets in [0, 1], same shape as `logits`.
+    weight : array_like, optional
+        Weights broadcast to the shape of `logits` (default: ones).
+    pos_weight : array_like, optional
+        Weight of the positive term, broadcast to the shape of `logits`
+        (typically shape ``(C,)``, the last axis); default 1.
+    reduction : {"mean", "sum", "none"}, optional
+        As for :func:`binary_cross_entropy`.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+        Losses ``w * (pos_weight * y * softplus(-x) + (1 - y) * softplus(x))``
+        or their reduction.
+
+    Notes
+    -----
+    Evaluated as PyTorch does, without overflow for any finite ``x``::
+
+        (1 - y) * x + L * (log1p(exp(-|x|)) + max(-x, 0)),
+        L = 1 + (pos_weight - 1) * y.
+
+    For very negative ``x`` with ``y = 0`` the two terms cancel, so the
+    small result has an absolute (not relative) error of a few ulps of
+    ``|x|``, as in PyTorch.
+    """
+    _check_reduction(reduction)
+    x, y = _binary_inputs(logits, target)
+    w = _elementwise_weight(weight, x.shape)
+    big_l = _log_weight(pos_weight, y)
+    with np.errstate(invalid="ignore", over="ignore"):
+        softplus_neg = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0.0)
+        if big_l is not None:
+            softplus_neg = big_l * softplus_neg
+        losses = w * ((1.0 - y) * x + softplus_neg)
+    return _elementwise_reduce(losses, reduction)
+
+
+# ---------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------
+
+def _grad_scale(reduction, denominator, grad_output, shape):
+    """The factor ``g`` multiplying each row's (or element's) gradient.
+
+    ``"none"``: `grad_output` broadcast to `shape` (default ones).
+    ``"sum"``: `grad_output` (a scalar, default 1).  ``"mean"``:
+    ``grad_output / denominator`` (inf or NaN for a zero denominator).
+    """
+    if reduction == "none":
+        if grad_output is None:
+            return np.ones(shape, dtype=np.float64)
+        return np.broadcast_to(np.asarray(grad_output, dtype=np.float64),
+                               shape)
+    g = np.float64(1.0) if grad_output is None else np.asarray(
+        grad_output, dtype=np.float64)
+    if g.ndim != 0:
+        g = g.reshape(())  # a one-element array; anything else raises
+    if reduction == "sum":
+        return g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return g / np.float64(denominator)
+
+
+def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
+                       reduction="mean", label_smoothing=0.0,
+                       grad_output=None):
+    """Gradient of :func:`cross_entropy` with respect to the logits.
+
+    Parameters
+    ----------
+    logits, target, weight, ignore_index, reduction, label_smoothing
+        As for :func:`cross_entropy` (classes on the last axis).
+    grad_output : array_like, optional
+        The incoming gradient: for ``reduction="none"`` one value per row,
+        broadcast to the batch shape ``logits.shape[:-1]`` (default ones);
+        for ``"mean"`` and ``"sum"`` a scalar (default 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``d(loss)/d(logits)`` times `grad_output`, shape of `logits`; equal
+        to PyTorch's autograd result.
+
+    Notes
+    -----
+    With ``p = softmax(x)``, ``C`` classes, class weights ``w`` (ones by
+    default), ``W = sum(w)`` and ``eps`` the smoothing, the gradient of row
+    ``i`` is ``g_i`` times
+
+    * for a class index ``t``:
+      ``(1 - eps) * w[t] * (p - onehot(t)) + (eps / C) * (W * p - w)``
+      (a term with coefficient exactly 0 is left out, as in the loss);
+      ignored rows are exactly 0;
+    * for probabilities ``q`` (smoothed to ``q * (1 - eps) + eps / C``):
+      ``sum_j(w[j] * q[j]) * p - w * q``, products with ``q[j] == 0``
+      counting 0.
+
+    ``g_i`` is `grad_output` for ``"sum"``; `grad_output` divided by the
+    loss's denominator for ``"mean"`` (the total weight ``sum(w[t_i])`` of
+    the non-ignored rows for class indices, the number of rows for
+    probabilities); and ``grad_output[i]`` for ``"none"``.  A zero
+    denominator makes non-ignored rows inf/NaN, as in PyTorch.
+    """
+    _check_reduction(reduction)
+    x = np.asarray(logits, dtype=np.float64)
+    n_classes = x.shape[-1]
+    batch_shape = x.shape[:-1]
+    w = _class_weights(weight, n_classes)
+    eps = float(label_smoothing)
+
+    raw_target = np.asarray(target)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p = softmax(x)
+        if np.issubdtype(raw_target.dtype, np.integer):
+            safe_t, ignored, w_t = _class_index_rows(raw_target, ignore_index,
+                                                     w)
+            rows = np.zeros(x.shape, dtype=np.float64)
+            if eps != 1.0:
+                onehot = np.arange(n_classes) == safe_t[..., None]
+                rows = rows + ((1.0 - eps) * w[safe_t])[..., None] * (
+                    p - onehot)
+            if eps != 0.0:
+                rows = rows + (eps / n_classes) * (np.sum(w) * p - w)
+            denominator = np.sum(w_t)
+        else:
+            q = np.asarray(raw_target, dtype=np.float64)
+            if q.shape != x.shape:
+                raise ValueError(
+                    f"probability target shape {q.shape} != logits shape "
+                    f"{x.shape}")
+            if eps != 0.0:
+                q = q * (1.0 - eps) + eps / n_classes
+            wq = np.where(q == 0, 0.0, w * q)
+            rows = np.sum(wq, axis=-1, keepdims=True) * p - wq
+            ignored = np.zeros(batch_shape, dtype=bool)
+            denominator = int(np.prod(batch_shape))
+        g = _grad_scale(reduction, denominator, grad_output, batch_shape)
+        grad = np.asarray(g)[..., None] * rows
+        grad = np.where(ignored[..., None], 0.0, grad)
+    return grad
+
+
+def binary_cross_entropy_grad(probs, target, *, weight=None,
+                              reduction="mean", grad_output=None):
+    """Gradient of :func:`binary_cross_entropy` with respect to `probs`.
+
+    Parameters
+    ----------
+    probs, target, weight, reduction
+        As for :func:`binary_cross_entropy`.
+    grad_output : array_like, optional
+        The incoming gradient: for ``reduction="none"`` broadcast to the
+        shape of `probs` (default ones); for ``"mean"`` and ``"sum"`` a
+        scalar (default 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``g * w * (x - y) / max(x * (1 - x), 1e-12)``, shape of `probs`,
+        with ``g`` = `grad_output`, divided by the number of elements for
+        ``"mean"``.
+
+    Notes
+    -----
+    This is PyTorch's backward formula, not the derivative of the clamped
+    loss: at ``x = 0`` or ``x = 1`` (where the loss's logs are clamped at
+    -100 and its true derivative is 0) it gives ``(x - y) * 1e12`` times
+    ``g * w``, e.g. -1e12 for ``x = 0, y = 1`` and 0 for ``x = y``.
+    """
+    _check_reduction(reduction)
+    x, y = _binary_inputs(probs, target)
+    w = _elementwise_weight(weight, x.shape)
+    g = _grad_scale(reduction, x.size, grad_output, x.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.asarray(
+            g * w * (x - y) / np.maximum(x * (1.0 - x), 1e-12),
+            dtype=np.float64)
+
+
+def _sigmoid(x):
+    """Logistic sigmoid without overflow: ``exp`` only of ``-|x|``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
+                                          pos_weight=None, reduction="mean",
+                                          grad_output=None):
+    """Gradient of :func:`binary_cross_entropy_with_logits` w.r.t. logits.
+
+    Parameters
+    ----------
+    logits, target, weight, pos_weight, reduction
+        As for :func:`binary_cross_entropy_with_logits`.
+    grad_output : array_like, optional
+        As for :func:`binary_cross_entropy_grad`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``g * w * (L * sigmoid(x) - pos_weight * y)`` with
+        ``L = 1 + (pos_weight - 1) * y`` (``pos_weight = 1`` when None, so
+        ``sigmoid(x) - y``), shape of `logits`; PyTorch's formula.
+    """
+    _check_reduction(reduction)
+    x, y = _binary_inputs(logits, target)
+    w = _elementwise_weight(weight, x.shape)
+    g = _grad_scale(reduction, x.size, grad_output, x.shape)
+    sig = _sigmoid(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if pos_weight is None:
+            d = sig - y
+        else:
+            pw = np.broadcast_to(np.asarray(pos_weight, dtype=np.float64),
+                                 x.shape)
+            d = _log_weight(pos_weight, y) * sig - pw * y
+        return np.asarray(g * w * d, dtype=np.float64)

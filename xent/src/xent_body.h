@@ -529,7 +529,7 @@ static ptrdiff_t F(binary_entropy_array)(const T *p, ptrdiff_t n, double scale, 
         double b = (1.0 - (double)p[i]) * (double)F(log1p)(-p[i]);
         a = p[i] == 0 ? 0.0 : a;
         b = p[i] == 1 ? 0.0 : b;
-        out[i] = (T)(-scale * (a + b));
+        out[i] = (T)(-scale * (a + b) + 0.0);   /* + 0.0: 0 log 0 gives +0, not -0 */
     }
     return F(count_outside_unit)(p, n);
 }

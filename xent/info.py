@@ -1,0 +1,275 @@
+"""Information quantities of probability distributions, from self-information to KL divergence.
+
+Distributions lie on ``axis`` (default: the last); all other axes are batch axes. Results are
+in nats, or in the unit of ``base`` (2 for bits). float16, float32 and float64 inputs; sums
+accumulate in double. An input that is not a distribution (a negative or NaN entry, a row
+that does not sum to 1 within :data:`SUM_TOLERANCE`) raises ValueError naming its row, unless
+``normalize=True`` asks for each row to be divided by its sum (as ``scipy.stats.entropy``
+does), which xent does without copying the input.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import _check, _kernels
+from . import reference as _reference
+from ._api import (_COMPUTE_DTYPE, _axis, _check_flag, _float_array, _rows, cross_entropy)
+from ._threads import get_num_threads
+
+__all__ = ["self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
+           "entropy_from_logits", "perplexity", "SUM_TOLERANCE"]
+
+#: How far from 1 a row's sum may be, per input dtype, before it is not a distribution.
+SUM_TOLERANCE = {
+    np.dtype(np.float16): 1e-2,
+    np.dtype(np.float32): 1e-4,
+    np.dtype(np.float64): 1e-8,
+}
+
+_Dist = _kernels.Dist
+_Element = _kernels.Element
+_loss_cross_entropy = cross_entropy  # the loss of logits; this module's cross_entropy is of
+                                     # two distributions
+
+
+def _base_scale(base):
+    """The factor turning nats into the unit of ``base``."""
+    if base is None:
+        return 1.0
+    if isinstance(base, bool) or not isinstance(base, numbers.Real):
+        raise TypeError(f"base must be a positive number or None, got {base!r}")
+    base = float(base)
+    if not (base > 0 and base != 1 and np.isfinite(base)):
+        raise ValueError(f"base must be positive, finite and not 1, got {base!r}")
+    return 1.0 / np.log(base)
+
+
+def _distributions(p, name, axis, dtype=None):
+    """(array, batch shape, (N, C) rows in the compute dtype) of distributions on ``axis``."""
+    a = _float_array(p, name)
+    moved = np.moveaxis(a, _axis(axis, a.ndim), -1)
+    if moved.shape[-1] == 0:
+        raise ValueError(f"{name} has shape {a.shape}: its distribution axis is empty")
+    compute = dtype or _COMPUTE_DTYPE[a.dtype]
+    return a, moved.shape[:-1], _rows(moved, compute)
+
+
+def _validate(name, sums, mins, batch, dtype, normalize):
+    """Raise ValueError for the first row that is not a distribution (or cannot be made one)."""
+    with np.errstate(invalid="ignore"):
+        if normalize:
+            bad = ~(mins >= 0) | ~(sums > 0) | ~np.isfinite(sums)
+        else:
+            bad = ~(mins >= 0) | ~(np.abs(sums - 1) <= SUM_TOLERANCE[dtype])
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    where = ", ".join(str(int(i)) for i in np.unravel_index(row, batch)) if batch else ""
+    what = f"{name}[{where}]" if batch else name
+    if not mins[row] >= 0:
+        reason = f"has an entry {float(mins[row])!r}: probabilities must be >= 0"
+    elif normalize:
+        reason = f"sums to {float(sums[row])!r}, which cannot be normalised"
+    else:
+        reason = (f"sums to {float(sums[row])!r}, not 1 (tolerance {SUM_TOLERANCE[dtype]:g}); "
+                  f"pass normalize=True to divide by the sum")
+    raise ValueError(f"{what} is not a probability distribution: it {reason}")
+
+
+def _finish(values, batch, dtype):
+    with np.errstate(over="ignore"):
+        out = np.asarray(values).astype(dtype, copy=False).reshape(batch)
+    return out[()] if out.ndim == 0 else out
+
+
+def _two_distributions(p, q, axis):
+    a, batch, _ = _distributions(p, "p", axis)
+    b = _float_array(q, "q")
+    if b.shape != a.shape:
+        raise ValueError(f"q has shape {b.shape}, expected the shape of p {a.shape}")
+    compute = np.result_type(_COMPUTE_DTYPE[a.dtype], _COMPUTE_DTYPE[b.dtype])
+    result = np.result_type(a.dtype, b.dtype)
+    _, _, p_rows = _distributions(a, "p", axis, compute)
+    _, _, q_rows = _distributions(b, "q", axis, compute)
+    return a, b, batch, p_rows, q_rows, result
+
+
+def _dist_sums(kind, p_rows, q_rows, threads):
+    sums = np.empty((p_rows.shape[0], 5))
+    _kernels.dist_rows(kind, p_rows, q_rows, sums, threads)
+    return sums.T  # sum_p, sum_q, total, min_p, min_q
+
+
+def _check_rows(name, got, batch, reference_rows, dtype):
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    sample = _check.sample_rows(got.size)
+    _check.compare(name, got[sample], reference_rows(sample), dtype, rows=sample)
+
+
+def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
+    """Shannon entropy ``-sum p log p`` of distributions along ``axis``, with 0 log 0 = 0.
+
+    Parameters
+    ----------
+    p : array_like
+        Probabilities, float16/float32/float64.
+    axis : int, optional
+        The distribution axis (default: the last).
+    base : float, optional
+        Logarithm base (default e: nats; 2: bits).
+    normalize : bool, optional
+        Divide each row by its sum first, instead of requiring it to sum to 1.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute (a sample of) the rows with :mod:`xent.reference`.
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        One entropy per distribution, in the dtype of ``p``.
+    """
+    scale = _base_scale(base)
+    a, batch, rows = _distributions(p, "p", axis)
+    threads = get_num_threads(num_threads)
+    sum_p, _, total, min_p, _ = _dist_sums(_Dist.DIST_ENTROPY, rows, None, threads)
+    _validate("p", sum_p, min_p, batch, a.dtype, normalize)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = (np.log(sum_p) - total / sum_p) if normalize else -total
+    result = _finish(h * scale, batch, a.dtype)
+    if _check_flag(check):
+        _check_rows("info.entropy", result, batch, lambda s: _reference.entropy(
+            rows[s], base=base, normalize=normalize), a.dtype)
+    return result
+
+
+def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
+    """Cross-entropy ``H(p, q) = -sum p log q`` between distributions along ``axis``.
+
+    Never below the entropy of ``p`` (Gibbs' inequality), equal to it only when q = p.
+    Infinite where q = 0 and p > 0; terms with p = 0 count 0. Parameters as for
+    :func:`entropy`, with ``q`` of the shape of ``p``. This is the quantity between two
+    distributions; for the loss of logits against labels see :func:`xent.cross_entropy`.
+    """
+    scale = _base_scale(base)
+    a, _, batch, p_rows, q_rows, dtype = _two_distributions(p, q, axis)
+    threads = get_num_threads(num_threads)
+    sum_p, sum_q, total, min_p, min_q = _dist_sums(_Dist.DIST_CROSS_ENTROPY, p_rows, q_rows,
+                                                   threads)
+    _validate("p", sum_p, min_p, batch, dtype, normalize)
+    _validate("q", sum_q, min_q, batch, dtype, normalize)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = (np.log(sum_q) - total / sum_p) if normalize else -total
+    result = _finish(h * scale, batch, dtype)
+    if _check_flag(check):
+        _check_rows("info.cross_entropy", result, batch, lambda s: _reference.cross_entropy_dist(
+            p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
+    return result
+
+
+def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
+    """Kullback-Leibler divergence ``sum p log(p / q)`` along ``axis``.
+
+    SciPy's ``rel_entr`` conventions per term: 0 where p = 0, +inf where p > 0 and q = 0.
+    Parameters as for :func:`cross_entropy`. Never negative for distributions, 0 for q = p.
+    """
+    scale = _base_scale(base)
+    a, _, batch, p_rows, q_rows, dtype = _two_distributions(p, q, axis)
+    threads = get_num_threads(num_threads)
+    sum_p, sum_q, total, min_p, min_q = _dist_sums(_Dist.DIST_KL, p_rows, q_rows, threads)
+    _validate("p", sum_p, min_p, batch, dtype, normalize)
+    _validate("q", sum_q, min_q, batch, dtype, normalize)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = (total / sum_p + np.log(sum_q / sum_p)) if normalize else total
+    result = _finish(kl * scale, batch, dtype)
+    if _check_flag(check):
+        _check_rows("info.kl_divergence", result, batch, lambda s: _reference.kl_divergence(
+            p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
+    return result
+
+
+def _elementwise(kind, name, p, base, num_threads):
+    scale = _base_scale(base)
+    a = np.asarray(p)
+    if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
+        raise TypeError(f"p must be float16, float32 or float64, got dtype {a.dtype}")
+    a = a.astype(a.dtype.newbyteorder("="), copy=False)
+    threads = get_num_threads(num_threads)
+    compute = _COMPUTE_DTYPE[a.dtype]
+    shaped = a.reshape(1) if a.ndim == 0 else a
+    rows = _rows(shaped, compute)
+    out = np.empty(rows.shape, dtype=compute)
+    _, bad = _kernels.elementwise(kind, rows, None, None, None, out, None, scale, None, threads)
+    if bad:
+        flat = a.reshape(-1)
+        index = int(np.argmax(~((flat >= 0) & (flat <= 1))))
+        where = ", ".join(str(int(i)) for i in np.unravel_index(index, a.shape))
+        raise ValueError(f"{name}: p[{where}] = {flat[index].item()!r} is not a probability "
+                         f"(outside [0, 1])")
+    with np.errstate(over="ignore"):
+        result = out.astype(a.dtype, copy=False).reshape(a.shape)
+    return result[()] if result.ndim == 0 else result
+
+
+def self_information(p, base=None, *, num_threads=None):
+    """Surprisal ``-log p`` of each probability (``inf`` for p = 0).
+
+    Parameters
+    ----------
+    p : array_like
+        Probabilities in [0, 1], any shape; others raise ValueError.
+    base : float, optional
+        Logarithm base (default e: nats; 2: bits).
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        The shape and dtype of ``p``.
+    """
+    return _elementwise(_Element.ELEMENT_SELF_INFORMATION, "self_information", p, base,
+                        num_threads)
+
+
+def binary_entropy(p, base=None, *, num_threads=None):
+    """Entropy of a Bernoulli(p) variable, ``-p log p - (1 - p) log(1 - p)``, elementwise.
+
+    Parameters and returns as for :func:`self_information`; 0 at p = 0 and p = 1, and
+    exactly 1 bit at p = 1/2 with ``base=2``.
+    """
+    return _elementwise(_Element.ELEMENT_BINARY_ENTROPY, "binary_entropy", p, base,
+                        num_threads)
+
+
+def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=None):
+    """Entropy of ``softmax(logits)`` along ``axis``, without forming the probabilities.
+
+    The predictive entropy of a classifier: per row ``sum_k p_k (lse - x_k)`` with
+    ``p = softmax(x)``; -inf logits contribute 0. Parameters as for :func:`entropy`.
+    """
+    scale = _base_scale(base)
+    a, batch, rows = _distributions(logits, "logits", axis)
+    threads = get_num_threads(num_threads)
+    out = np.empty(rows.shape[0], dtype=rows.dtype)
+    _kernels.softmax_entropy_rows(rows, out, threads)
+    result = _finish(out * scale, batch, a.dtype)
+    if _check_flag(check):
+        _check_rows("info.entropy_from_logits", result, batch,
+                    lambda s: _reference.entropy_from_logits(rows[s], base=base), a.dtype)
+    return result
+
+
+def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+               num_threads=None, check=None):
+    """Perplexity ``exp(mean cross-entropy)`` of logits against targets.
+
+    Arguments as for :func:`xent.cross_entropy` (whose mean it exponentiates); returns a
+    scalar in the logits' dtype (NaN when every row is ignored).
+    """
+    loss = _loss_cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                               reduction="mean", label_smoothing=label_smoothing,
+                               num_threads=num_threads, check=check)
+    with np.errstate(over="ignore"):
+        return type(loss)(np.exp(np.float64(loss)))
