@@ -29,6 +29,15 @@ def _reset_peak_rss():
         f.write("5")
 
 
+def peak_rss_rise(fn):
+    """Rise of the peak resident set (bytes) during one call of fn()."""
+    gc.collect()
+    _reset_peak_rss()
+    before = _status("VmRSS")
+    fn()
+    return max(0, _status("VmHWM") - before)
+
+
 def measure(fn):
     """(peak traced bytes, peak RSS rise in bytes) of one call of fn()."""
     gc.collect()
