@@ -33,7 +33,7 @@ _COMPUTE_DTYPE = {
 
 # ---- argument checking ----------------------------------------------------------------------
 
-def _float_array(x, name):
+def _float_array(x, name, min_ndim=1):
     """``x`` as an ndarray of a supported floating dtype, in native byte order."""
     a = np.asarray(x)
     if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
@@ -42,7 +42,7 @@ def _float_array(x, name):
                         f"{a.dtype}")
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
-    if a.ndim == 0:
+    if a.ndim < min_ndim:
         raise ValueError(f"{name} must have at least one dimension (the class axis), "
                          f"got a 0-d array")
     return a

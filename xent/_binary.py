@@ -9,8 +9,8 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._api import (_COMPUTE_DTYPE, _check_flag, _gradient_array, _grad_output, _reduction,
-                   _safe_divide, _writable_rows)
+from ._api import (_COMPUTE_DTYPE, _check_flag, _float_array, _gradient_array, _grad_output,
+                   _reduction, _safe_divide, _writable_rows)
 from ._threads import get_num_threads
 
 _Element = _kernels.Element
@@ -59,10 +59,7 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     input_name = "logits" if logits else "probs"
     name = "binary_cross_entropy" + ("_with_logits" if logits else "") + (
         "_with_grad" if with_grad else "")
-    x = np.asarray(input)
-    if x.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
-        raise TypeError(f"{input_name} must be float16, float32 or float64, got dtype {x.dtype}")
-    x = x.astype(x.dtype.newbyteorder("="), copy=False)
+    x = _float_array(input, input_name, min_ndim=0)
     y = np.asarray(target)
     if y.dtype.kind not in "fiu":
         raise TypeError(f"target must be real (probabilities in [0, 1]), got dtype {y.dtype}")

@@ -191,10 +191,7 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
 
 def _elementwise(kind, name, p, base, num_threads):
     scale = _base_scale(base)
-    a = np.asarray(p)
-    if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
-        raise TypeError(f"p must be float16, float32 or float64, got dtype {a.dtype}")
-    a = a.astype(a.dtype.newbyteorder("="), copy=False)
+    a = _float_array(p, "p", min_ndim=0)
     threads = get_num_threads(num_threads)
     compute = _COMPUTE_DTYPE[a.dtype]
     shaped = a.reshape(1) if a.ndim == 0 else a
