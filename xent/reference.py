@@ -14,9 +14,13 @@ Conventions
   leading axes are batch axes.
 * Inputs are not validated thoroughly; the public API does that.
 
-Semantics follow SciPy (``logsumexp``, ``log_softmax``, ``softmax``) and
-PyTorch (``cross_entropy``, ``nll_loss``), with the deliberate differences
-for non-finite logits documented on each function.
+Semantics follow SciPy (``logsumexp``, ``log_softmax``, ``softmax``; the
+information quantities ``entropy``, ``cross_entropy_dist``,
+``kl_divergence``, ``binary_entropy`` follow ``scipy.special.entr``,
+``xlogy`` and ``rel_entr``) and PyTorch (``cross_entropy``, ``nll_loss``,
+``binary_cross_entropy``, ``binary_cross_entropy_with_logits`` and the
+``*_grad`` functions, which equal its autograd), with the deliberate
+differences for non-finite logits documented on each function.
 """
 
 import numpy as np
@@ -338,15 +342,27 @@ def _normalized(p, axis):
 
 
 def _xlogy(x, y):
-    """``x * log(y)``, 0 where ``x == 0`` and `y` is not NaN (SciPy's xlogy)."""
+    """``x * log(y)``; 0 where ``x == 0`` and `y` is not NaN (SciPy's xlogy)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.where((x == 0) & ~np.isnan(y), 0.0, x * np.log(y))
 
 
 def _rel_entr(x, y):
-    """SciPy's ``rel_entr``: ``x log(x / y)``, 0, +inf or NaN elementwise."""
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        value = x * np.log(x / y)
+    """SciPy's ``rel_entr``: ``x log(x / y)``, 0, +inf or NaN elementwise.
+
+    For ``x, y > 0`` the logarithm is evaluated as SciPy (>= 1.15) does:
+    ``log1p((x - y) / y)`` when ``x / y`` is in (0.5, 2) (accurate when the
+    two are close), ``log(x / y)`` when the ratio is a normal finite number,
+    and ``log(x) - log(y)`` when it underflows or overflows.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore",
+                     under="ignore"):
+        ratio = x / y
+        log_ratio = np.where(
+            (ratio > 0.5) & (ratio < 2.0), np.log1p((x - y) / y),
+            np.where((ratio > np.finfo(np.float64).tiny) & (ratio < np.inf),
+                     np.log(ratio), np.log(x) - np.log(y)))
+        value = x * log_ratio
     out = np.where((x > 0) & (y > 0), value,
                    np.where((x == 0) & (y >= 0), 0.0, np.inf))
     return np.where(np.isnan(x) | np.isnan(y), np.nan, out)
@@ -464,7 +480,10 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False):
     -----
     Each term is ``p * log(p / q)`` where ``p > 0`` and ``q > 0``, 0 where
     ``p == 0`` and ``q >= 0``, NaN where either is NaN and +inf otherwise
-    (``p > 0`` with ``q == 0``, or a negative entry).
+    (``p > 0`` with ``q == 0``, or a negative entry).  As in SciPy (>= 1.15)
+    the log is ``log1p((p - q) / q)`` when ``p / q`` is in (0.5, 2), so
+    nearly equal distributions keep their tiny divergence accurately, and
+    ``log(p) - log(q)`` when ``p / q`` underflows or overflows.
     """
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
@@ -771,6 +790,11 @@ def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
     return grad
 
 
+# PyTorch's floor for x * (1 - x) in the BCE backward is the float32 constant
+# 1e-12f, i.e. 9.999999960041972e-13 as a double.
+_BCE_GRAD_FLOOR = np.float64(np.float32(1e-12))
+
+
 def binary_cross_entropy_grad(probs, target, *, weight=None,
                               reduction="mean", grad_output=None):
     """Gradient of :func:`binary_cross_entropy` with respect to `probs`.
@@ -795,8 +819,10 @@ def binary_cross_entropy_grad(probs, target, *, weight=None,
     -----
     This is PyTorch's backward formula, not the derivative of the clamped
     loss: at ``x = 0`` or ``x = 1`` (where the loss's logs are clamped at
-    -100 and its true derivative is 0) it gives ``(x - y) * 1e12`` times
-    ``g * w``, e.g. -1e12 for ``x = 0, y = 1`` and 0 for ``x = y``.
+    -100 and its true derivative is 0) it gives ``(x - y) / 1e-12`` times
+    ``g * w``, e.g. about -1e12 for ``x = 0, y = 1`` and 0 for ``x = y``.
+    As in PyTorch the floor is the float32 ``1e-12``, which is
+    ``9.999999960041972e-13`` (so ``1 / floor = 1000000003995.8029``).
     """
     _check_reduction(reduction)
     x, y = _binary_inputs(probs, target)
@@ -804,7 +830,7 @@ def binary_cross_entropy_grad(probs, target, *, weight=None,
     g = _grad_scale(reduction, x.size, grad_output, x.shape)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.asarray(
-            g * w * (x - y) / np.maximum(x * (1.0 - x), 1e-12),
+            g * w * (x - y) / np.maximum(x * (1.0 - x), _BCE_GRAD_FLOOR),
             dtype=np.float64)
 
 

@@ -470,7 +470,11 @@ static void F(row_kl)(const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out)
     T lo_p = (T)INFINITY, lo_q = (T)INFINITY;
 #pragma omp simd reduction(+ : sum_p, sum_q, kl) reduction(min : lo_p, lo_q)
     for (ptrdiff_t j = 0; j < n; j++) {
-        double term = (double)p[j] * (double)F(log)(p[j] / q[j]);   /* q = 0: log(inf) */
+        /* log(p/q) through log1p((p - q) / q) where p/q is near 1, so that near-equal
+         * distributions keep the small terms their divergence is made of (SciPy does so). */
+        T r = p[j] / q[j];   /* q = 0: +inf, log(inf) = inf */
+        T near = F(log1p)((p[j] - q[j]) / q[j]), far = F(log)(r);
+        double term = (double)p[j] * (double)(r > (T)0.5 && r < (T)2 ? near : far);
         kl += p[j] == 0 ? 0.0 : term;
         sum_p += (double)p[j];
         sum_q += (double)q[j];
@@ -537,7 +541,8 @@ static ptrdiff_t F(binary_entropy_array)(const T *p, ptrdiff_t n, double scale, 
 /*
  * Binary cross-entropy of probabilities x against targets y with elementwise weights w, as
  * PyTorch: -w (y max(log x, -100) + (1 - y) max(log1p(-x), -100)). Writes loss (unless NULL)
- * and, unless grad is NULL, grad = g w (x - y) / max(x (1 - x), 1e-12) with g = scale * gout.
+ * and, unless grad is NULL, grad = g w (x - y) / max(x (1 - x), eps) with g = scale * gout.
+ * eps is PyTorch's: 1e-12 rounded to float, 9.999999960041972e-13, for any input dtype.
  * Returns the sum of the losses; *bad counts x or y outside [0, 1]. grad may be x.
  */
 static double F(row_bce)(const T *x, const T *y, const T *w, ptrdiff_t n, T *loss, T *grad,
@@ -558,7 +563,7 @@ static double F(row_bce)(const T *x, const T *y, const T *w, ptrdiff_t n, T *los
 #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++) {
             double xi = (double)x[i], d = xi * (1.0 - xi);
-            d = d < 1e-12 ? 1e-12 : d;
+            d = d < XENT_BCE_EPSILON ? XENT_BCE_EPSILON : d;
             grad[i] = (T)(scale * (double)gout[i] * (double)w[i] * (xi - (double)y[i]) / d);
         }
     }

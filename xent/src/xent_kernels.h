@@ -40,6 +40,9 @@ static inline double xent_lse_value(const xent_lse_state *st)
     return st->shift + log(st->sum);
 }
 
+/* The floor of x (1 - x) in the gradient of binary cross-entropy: PyTorch's 1e-12f. */
+#define XENT_BCE_EPSILON ((double)1e-12f)
+
 /* Sums over one row of a distribution p (and q), for entropy, cross-entropy and KL. */
 typedef struct {
     double sum_p, sum_q;   /* sum of the entries */
