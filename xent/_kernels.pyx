@@ -32,6 +32,7 @@ cdef extern from "xent_kernels.h" nogil:
     int xent_isa_supported(const char *name)
     const char *xent_current_isa()
     int XENT_OPENMP
+    int XENT_SMALL_ROW
     int xent_omp_max_threads()
 
     ctypedef struct xent_dist_sums:
@@ -42,6 +43,8 @@ cdef extern from "xent_kernels.h" nogil:
         double min_q
     ctypedef struct xent_kernel_table:
         void (*row_lse_f32)(const float *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
+        void (*rows_lse_small_f32)(const float *x, Py_ssize_t stride, Py_ssize_t nrows,
+                                    Py_ssize_t n, xent_lse_state *st) noexcept nogil
         double (*row_nll_sum_f32)(const float *x, Py_ssize_t n, const double *w, double shift,
                                   double log_sum) noexcept nogil
         double (*row_nll_dot_f32)(const float *x, const float *p, Py_ssize_t n,
@@ -79,6 +82,8 @@ cdef extern from "xent_kernels.h" nogil:
                                       Py_ssize_t *bad) noexcept nogil
 
         void (*row_lse_f64)(const double *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
+        void (*rows_lse_small_f64)(const double *x, Py_ssize_t stride, Py_ssize_t nrows,
+                                    Py_ssize_t n, xent_lse_state *st) noexcept nogil
         double (*row_nll_sum_f64)(const double *x, Py_ssize_t n, const double *w, double shift,
                                   double log_sum) noexcept nogil
         double (*row_nll_dot_f64)(const double *x, const double *p, Py_ssize_t n,
@@ -314,43 +319,75 @@ cdef class _Partials:
         return loss, weight, bad
 
 
+cdef enum:
+    # rows_lse_small takes this many rows at a time at most (64 bytes of float lanes).
+    SMALL_GROUP = 16
+
+
+cdef inline bint _small_rows(const floating[:, :] x) noexcept nogil:
+    """Whether rows_lse_small serves x: short rows, a row stride in whole elements."""
+    return x.shape[1] <= XENT_SMALL_ROW and x.strides[0] % <Py_ssize_t>sizeof(floating) == 0
+
+
+cdef inline void _group_lse(const floating[:, :] x, Py_ssize_t r0, Py_ssize_t nrows,
+                            xent_lse_state *st) noexcept nogil:
+    """States of rows r0 .. r0 + nrows - 1 (nrows <= 64 bytes of lanes) by rows_lse_small."""
+    cdef Py_ssize_t stride = x.strides[0] // <Py_ssize_t>sizeof(floating)
+    if floating is float:
+        xent_kernels.rows_lse_small_f32(_row(x, r0), stride, nrows, x.shape[1], st)
+    else:
+        # double lanes hold 8 rows: two calls
+        xent_kernels.rows_lse_small_f64(_row(x, r0), stride, min(nrows, 8), x.shape[1], st)
+        if nrows > 8:
+            xent_kernels.rows_lse_small_f64(_row(x, r0 + 8), stride, nrows - 8, x.shape[1],
+                                            st + 8)
+
+
 cdef void _index_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
                        intp_t ignore_index, double smoothing, bint log_probs,
                        floating *row_loss, Py_ssize_t r0, Py_ssize_t r1, double *loss_out,
                        double *weight_out, Py_ssize_t *bad_out) noexcept nogil:
-    cdef Py_ssize_t i, c = x.shape[1]
+    cdef Py_ssize_t i, g0, c = x.shape[1]
     cdef intp_t t
     cdef const floating *row
     cdef xent_lse_state st
+    cdef xent_lse_state group[SMALL_GROUP]
+    cdef bint small = not log_probs and _small_rows(x)
     cdef double wt, loss, loss_sum = 0, weight_sum = 0
     bad_out[0] = -1
-    for i in range(r0, r1):
-        t = target[i]
-        if t == ignore_index:
+    g0 = r0
+    while g0 < r1:
+        if small:   # short rows: their states a group at a time, several rows per vector
+            _group_lse(x, g0, min(SMALL_GROUP, r1 - g0), group)
+        for i in range(g0, min(g0 + SMALL_GROUP, r1)):
+            t = target[i]
+            if t == ignore_index:
+                if row_loss != NULL:
+                    row_loss[i] = 0
+                continue
+            if t < 0 or t >= c:
+                if bad_out[0] < 0:
+                    bad_out[0] = i
+                continue
+            row = _row(x, i)
+            wt = weight[t] if weight != NULL else 1.0
+            if log_probs:
+                loss = -wt * <double>row[t]
+            else:
+                st = group[i - g0] if small else _row_lse(row, c)
+                # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j with
+                # nll = -log_softmax; a term whose factor is exactly 0 is left out
+                # (0 * inf = NaN).
+                loss = 0
+                if smoothing != 1:
+                    loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
+                if smoothing != 0:
+                    loss += smoothing / c * _row_nll_sum(row, c, weight, st)
             if row_loss != NULL:
-                row_loss[i] = 0
-            continue
-        if t < 0 or t >= c:
-            if bad_out[0] < 0:
-                bad_out[0] = i
-            continue
-        row = _row(x, i)
-        wt = weight[t] if weight != NULL else 1.0
-        if log_probs:
-            loss = -wt * <double>row[t]
-        else:
-            st = _row_lse(row, c)
-            # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j with
-            # nll = -log_softmax; a term whose factor is exactly 0 is left out (0 * inf = NaN).
-            loss = 0
-            if smoothing != 1:
-                loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
-            if smoothing != 0:
-                loss += smoothing / c * _row_nll_sum(row, c, weight, st)
-        if row_loss != NULL:
-            row_loss[i] = <floating>loss
-        loss_sum += loss
-        weight_sum += wt
+                row_loss[i] = <floating>loss
+            loss_sum += loss
+            weight_sum += wt
+        g0 += SMALL_GROUP
     loss_out[0] = loss_sum
     weight_out[0] = weight_sum
 

@@ -298,6 +298,41 @@ static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 }
 
 /*
+ * Log-sum-exp states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one
+ * row per vector lane: a row of 10 logits fills less than one vector, so across rows is the
+ * way to vectorise. The rows (stride in elements) are copied transposed into a small buffer,
+ * then max and exp-sum run over the entries with every lane busy. Same rules as row_lse:
+ * shift -inf and sum 0 for an all -inf row, a +inf entry shifts by T_MAX, NaN spreads.
+ */
+static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
+                              xent_lse_state *st)
+{
+    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES];
+    double s[XENT_LANES];
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++)
+        for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = r < nrows ? x[r * stride + j] : 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = buf[j][l] > m[l] ? buf[j][l] : m[l];
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        shift[l] = m[l] > XENT_T_MAX ? XENT_T_MAX : m[l];
+        shift[l] = m[l] == -(T)INFINITY ? 0 : shift[l];   /* exp(-inf - 0) = 0 */
+        s[l] = 0;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] += (double)F(exp)(buf[j][l] - shift[l]);
+    }
+    for (ptrdiff_t r = 0; r < nrows; r++) {
+        st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
+        st[r].sum = s[r];
+    }
+}
+
+/*
  * The kernels below take a row's log-sum-exp as its two parts, shift and log_sum, and form
  * -log_softmax(x)[j] = (shift - x[j]) + log_sum in double: the small differences between
  * huge logits survive, which they would not in (shift + log_sum) - x[j].

@@ -18,6 +18,9 @@
  * and its exp-sum pass, so the row is read from memory once whatever its length. */
 #define XENT_CHUNK_BYTES 4096
 
+/* Rows up to this long go through rows_lse_small, several rows per vector. */
+#define XENT_SMALL_ROW 32
+
 /*
  * Online log-sum-exp of the entries seen so far: logsumexp = shift + log(sum).
  * shift is -inf until a finite (or +inf) entry is seen; sum is NaN once a NaN is seen.
@@ -62,6 +65,8 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
  */
 #define XENT_KERNELS(X, T, S)                                                                   \
     X(void, row_lse, S, (const T *x, ptrdiff_t n, xent_lse_state *st))                         \
+    X(void, rows_lse_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,     \
+                                xent_lse_state *st))                                            \
     X(double, row_nll_sum, S, (const T *x, ptrdiff_t n, const double *w, double shift,          \
                                double log_sum))                                                  \
     X(double, row_nll_dot, S, (const T *x, const T *p, ptrdiff_t n, const double *w, double a, \
