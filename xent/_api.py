@@ -510,13 +510,19 @@ def _grad_output(grad_output, reduction, batch_shape):
     return float(g.reshape(())), None
 
 
-def _gradient_array(out, x, avoid=None):
-    """The array a gradient of x goes into: ``out`` (checked; may be x itself) or a new one."""
+def _gradient_array(out, x, **read):
+    """The array a gradient of x goes into: ``out`` (checked; may be x itself) or a new one.
+
+    ``read`` names the other inputs the kernels read while they write (target, weights,
+    incoming gradient): ``out`` must not overlap any of them.
+    """
     if out is None:
         return np.empty(x.shape, dtype=x.dtype)
     _out_array(out, x.shape, x.dtype)
-    if avoid is not None and np.may_share_memory(out, avoid):
-        raise ValueError("out must not overlap the target")
+    for name, value in read.items():
+        if isinstance(value, np.ndarray) and np.may_share_memory(out, value):
+            raise ValueError(f"out must not overlap {name}: the gradient would overwrite it "
+                             f"while it is read")
     return out
 
 
@@ -558,7 +564,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     factor, row_factors = _grad_output(grad_output, problem.reduction, problem.batch)
     checking = _check_flag(check)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
-    grad = _gradient_array(out, x, problem.target if problem.probabilities else None)
+    grad = _gradient_array(out, x, target=problem.target, weight=weight,
+                           grad_output=grad_output)
     if checking:  # copied now: the gradient may overwrite the logits
         sample = _check.sample_rows(n_rows)
         saved = rows[sample].copy(), problem.target_rows[sample].copy()

@@ -45,6 +45,15 @@ def _operand(value, name, shape, dtype):
     return rows
 
 
+def _require_unit(name, a, block=1 << 20):
+    """Raise ValueError naming the first entry of ``a`` outside [0, 1], scanning in blocks."""
+    flat = a.reshape(-1)
+    for start in range(0, flat.size, block):
+        part = flat[start:start + block]
+        if not np.all((part >= 0) & (part <= 1)):
+            raise ValueError(_first_outside_unit(name, a))
+
+
 def _first_outside_unit(name, a):
     """The message naming the first entry of ``a`` outside [0, 1] (NaN included)."""
     flat = np.asarray(a).reshape(-1)
@@ -91,8 +100,15 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
                                  f"value per element of the 'none' reduction")
             g_rows = _operand(g, "grad_output", shape, compute)
         scale = _safe_divide(factor, n_elements) if reduction == "mean" else factor
-        grad = _gradient_array(out, x, avoid=y)
+        grad = _gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
+                               grad_output=grad_output)
         dest = _writable_rows(_rows_of(grad), x_rows)
+        if dest is not None and np.may_share_memory(dest, x_rows):
+            # In place: an invalid input must be found (and named) before the gradient
+            # overwrites anything.
+            _require_unit("target", y)
+            if not logits:
+                _require_unit(input_name, x)
     if checking:  # copied now: the gradient may overwrite the input
         sample = _check.sample_rows(x_rows.shape[0])
         saved = [np.array(a[sample]) for a in (x_rows, y_rows, w_rows, pw_rows, g_rows)]

@@ -487,49 +487,58 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
                             double smoothing, double scale, const double[::1] grad_rows,
                             floating *row_loss, floating[:, :] grad, Py_ssize_t r0,
                             Py_ssize_t r1, double *loss_out, double *weight_out) noexcept nogil:
-    cdef Py_ssize_t i, k, c = x.shape[1]
+    cdef Py_ssize_t i, k, g0, c = x.shape[1]
     cdef intp_t t
     cdef const floating *row
     cdef floating *grow
     cdef xent_lse_state st
-    cdef double wt, x_t, g, loss, log_sum, loss_sum = 0, weight_sum = 0
-    for i in range(r0, r1):
-        t = target[i]
-        grow = _out_row(grad, i)
-        if t == ignore_index or t < 0 or t >= c:   # out of range: raised by the caller
-            for k in range(c):
-                grow[k] = 0
+    cdef xent_lse_state group[SMALL_GROUP]
+    cdef bint small = _small_rows(x)   # as _index_block does: the same losses, bit for bit
+    cdef double wt, x_t, g, p_t, loss, log_sum, loss_sum = 0, weight_sum = 0
+    g0 = r0
+    while g0 < r1:
+        if small:
+            _group_lse(x, g0, min(SMALL_GROUP, r1 - g0), group)
+        for i in range(g0, min(g0 + SMALL_GROUP, r1)):
+            t = target[i]
+            grow = _out_row(grad, i)
+            if t == ignore_index or t < 0 or t >= c:   # out of range: raised by the caller
+                for k in range(c):
+                    grow[k] = 0
+                if row_loss != NULL:
+                    row_loss[i] = 0
+                continue
+            row = _row(x, i)
+            wt = weight[t] if weight != NULL else 1.0
+            x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
+            st = group[i - g0] if small else _row_lse(row, c)
+            log_sum = log(st.sum)
+            loss = 0
+            if smoothing != 1:
+                loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
+            if smoothing != 0:
+                loss += smoothing / c * _row_nll_sum(row, c, weight, st)
             if row_loss != NULL:
-                row_loss[i] = 0
-            continue
-        row = _row(x, i)
-        wt = weight[t] if weight != NULL else 1.0
-        x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
-        st = _row_lse(row, c)
-        log_sum = log(st.sum)
-        loss = 0
-        if smoothing != 1:
-            loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
-        if smoothing != 0:
-            loss += smoothing / c * _row_nll_sum(row, c, weight, st)
-        if row_loss != NULL:
-            row_loss[i] = <floating>loss
-        loss_sum += loss
-        weight_sum += wt
-        # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
-        g = scale * _row_g(grad_rows, i)
-        if floating is float:
-            xent_kernels.row_softmax_grad_f32(
-                row, c, st.shift, log_sum, g * ((1.0 - smoothing) * wt + smoothing / c * weight_total),
-                weight, g * smoothing / c, grow)
-        else:
-            xent_kernels.row_softmax_grad_f64(
-                row, c, st.shift, log_sum, g * ((1.0 - smoothing) * wt + smoothing / c * weight_total),
-                weight, g * smoothing / c, grow)
-        # the target's entry again, in double: p_t - 1 cancels, so round once
-        grow[t] = <floating>(g * ((1.0 - smoothing) * wt * (exp((x_t - st.shift) - log_sum) - 1.0)
-                                  + smoothing / c * (weight_total * exp((x_t - st.shift) - log_sum)
-                                                     - wt)))
+                row_loss[i] = <floating>loss
+            loss_sum += loss
+            weight_sum += wt
+            # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
+            g = scale * _row_g(grad_rows, i)
+            if floating is float:
+                xent_kernels.row_softmax_grad_f32(
+                    row, c, st.shift, log_sum,
+                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                    g * smoothing / c, grow)
+            else:
+                xent_kernels.row_softmax_grad_f64(
+                    row, c, st.shift, log_sum,
+                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                    g * smoothing / c, grow)
+            # the target's entry again, in double: p_t - 1 cancels, so round once
+            p_t = exp((x_t - st.shift) - log_sum)
+            grow[t] = <floating>(g * ((1.0 - smoothing) * wt * (p_t - 1.0)
+                                      + smoothing / c * (weight_total * p_t - wt)))
+        g0 += SMALL_GROUP
     loss_out[0] = loss_sum
     weight_out[0] = weight_sum
 
@@ -633,32 +642,32 @@ def dist_rows(int kind, const floating[:, :] p, const floating[:, :] q, double[:
     (total = sum p log q) or DIST_KL (total = sum rel_entr(p, q)).
     """
     cdef Py_ssize_t n = p.shape[0], c = p.shape[1], i
-    cdef xent_dist_sums sums
+    cdef xent_dist_sums *sums
     if n == 0:
         return
+    if out.shape[1] * sizeof(double) != sizeof(xent_dist_sums):
+        raise ValueError("out must have one column per field of xent_dist_sums")
     with nogil:
         for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            # each row's kernel writes straight into its own row of out (the struct is five
+            # doubles): no variable shared between the threads
+            sums = <xent_dist_sums *>&out[i, 0]
             if kind == DIST_ENTROPY:
                 if floating is float:
-                    xent_kernels.row_entropy_f32(_row(p, i), c, &sums)
+                    xent_kernels.row_entropy_f32(_row(p, i), c, sums)
                 else:
-                    xent_kernels.row_entropy_f64(_row(p, i), c, &sums)
+                    xent_kernels.row_entropy_f64(_row(p, i), c, sums)
             elif kind == DIST_CROSS_ENTROPY:
                 if floating is float:
-                    xent_kernels.row_cross_entropy_f32(_row(p, i), _row(q, i), c, &sums)
+                    xent_kernels.row_cross_entropy_f32(_row(p, i), _row(q, i), c, sums)
                 else:
-                    xent_kernels.row_cross_entropy_f64(_row(p, i), _row(q, i), c, &sums)
+                    xent_kernels.row_cross_entropy_f64(_row(p, i), _row(q, i), c, sums)
             else:
                 if floating is float:
-                    xent_kernels.row_kl_f32(_row(p, i), _row(q, i), c, &sums)
+                    xent_kernels.row_kl_f32(_row(p, i), _row(q, i), c, sums)
                 else:
-                    xent_kernels.row_kl_f64(_row(p, i), _row(q, i), c, &sums)
-            out[i, 0] = sums.sum_p
-            out[i, 1] = sums.sum_q
-            out[i, 2] = sums.total
-            out[i, 3] = sums.min_p
-            out[i, 4] = sums.min_q
+                    xent_kernels.row_kl_f64(_row(p, i), _row(q, i), c, sums)
 
 
 def softmax_entropy_rows(const floating[:, :] x, floating[::1] out, int nthreads):

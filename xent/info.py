@@ -89,10 +89,9 @@ def _two_distributions(p, q, axis):
     if b.shape != a.shape:
         raise ValueError(f"q has shape {b.shape}, expected the shape of p {a.shape}")
     compute = np.result_type(_COMPUTE_DTYPE[a.dtype], _COMPUTE_DTYPE[b.dtype])
-    result = np.result_type(a.dtype, b.dtype)
     _, _, p_rows = _distributions(a, "p", axis, compute)
     _, _, q_rows = _distributions(b, "q", axis, compute)
-    return a, b, batch, p_rows, q_rows, result
+    return a, b, batch, p_rows, q_rows
 
 
 def _dist_sums(kind, p_rows, q_rows, threads):
@@ -153,12 +152,13 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     distributions; for the loss of logits against labels see :func:`xent.cross_entropy`.
     """
     scale = _base_scale(base)
-    a, _, batch, p_rows, q_rows, dtype = _two_distributions(p, q, axis)
+    a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
+    dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
     sum_p, sum_q, total, min_p, min_q = _dist_sums(_Dist.DIST_CROSS_ENTROPY, p_rows, q_rows,
                                                    threads)
-    _validate("p", sum_p, min_p, batch, dtype, normalize)
-    _validate("q", sum_q, min_q, batch, dtype, normalize)
+    _validate("p", sum_p, min_p, batch, a.dtype, normalize)
+    _validate("q", sum_q, min_q, batch, b.dtype, normalize)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_q) - total / sum_p) if normalize else -total
     result = _finish(h * scale, batch, dtype)
@@ -175,11 +175,12 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     Parameters as for :func:`cross_entropy`. Never negative for distributions, 0 for q = p.
     """
     scale = _base_scale(base)
-    a, _, batch, p_rows, q_rows, dtype = _two_distributions(p, q, axis)
+    a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
+    dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
     sum_p, sum_q, total, min_p, min_q = _dist_sums(_Dist.DIST_KL, p_rows, q_rows, threads)
-    _validate("p", sum_p, min_p, batch, dtype, normalize)
-    _validate("q", sum_q, min_q, batch, dtype, normalize)
+    _validate("p", sum_p, min_p, batch, a.dtype, normalize)
+    _validate("q", sum_q, min_q, batch, b.dtype, normalize)
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = (total / sum_p + np.log(sum_q / sum_p)) if normalize else total
     result = _finish(kl * scale, batch, dtype)
