@@ -58,8 +58,9 @@ def _first_outside_unit(name, a):
     """The message naming the first entry of ``a`` outside [0, 1] (NaN included)."""
     flat = np.asarray(a).reshape(-1)
     index = int(np.argmax(~((flat >= 0) & (flat <= 1))))
-    where = ", ".join(str(int(i)) for i in np.unravel_index(index, np.shape(a))) if np.ndim(a) else ""
-    return f"{name}[{where}] = {flat[index].item()!r} is outside [0, 1]"
+    if np.ndim(a):
+        name += "[" + ", ".join(str(int(i)) for i in np.unravel_index(index, np.shape(a))) + "]"
+    return f"{name} = {flat[index].item()!r} is outside [0, 1]"
 
 
 def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, check,
@@ -172,7 +173,8 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
     probs : array_like
         Probabilities in [0, 1], float16/float32/float64, any shape.
     target : array_like
-        Targets in [0, 1] (soft targets allowed), the shape of ``probs``.
+        Targets in [0, 1] (soft targets allowed), the shape of ``probs``; computed in the
+        dtype of ``probs`` (like every operand).
     weight : array_like, optional
         Rescaling weights, broadcast to the shape of ``probs``.
     reduction : {"mean", "sum", "none"}, optional
@@ -218,7 +220,8 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     logits : array_like
         Unnormalised scores, float16/float32/float64, any shape.
     target : array_like
-        Targets in [0, 1], the shape of ``logits``.
+        Targets in [0, 1], the shape of ``logits``; computed in the dtype of ``logits``
+        (like every operand).
     weight : array_like, optional
         Rescaling weights, broadcast to the shape of ``logits``.
     pos_weight : array_like, optional

@@ -15,6 +15,7 @@ import numpy as np
 from . import _check, _kernels
 from . import reference as _reference
 from ._api import (_COMPUTE_DTYPE, _axis, _check_flag, _float_array, _rows, cross_entropy)
+from ._binary import _first_outside_unit
 from ._threads import get_num_threads
 
 __all__ = ["self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
@@ -33,8 +34,8 @@ _loss_cross_entropy = cross_entropy  # the loss of logits; this module's cross_e
                                      # two distributions
 
 
-def _base_scale(base):
-    """The factor turning nats into the unit of ``base``."""
+def _log_base(base):
+    """The divisor turning nats into the unit of ``base``: log(base)."""
     if base is None:
         return 1.0
     if isinstance(base, bool) or not isinstance(base, numbers.Real):
@@ -42,7 +43,7 @@ def _base_scale(base):
     base = float(base)
     if not (base > 0 and base != 1 and np.isfinite(base)):
         raise ValueError(f"base must be positive, finite and not 1, got {base!r}")
-    return 1.0 / np.log(base)
+    return np.log(base)
 
 
 def _distributions(p, name, axis, dtype=None):
@@ -129,14 +130,14 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
     scalar or numpy.ndarray
         One entropy per distribution, in the dtype of ``p``.
     """
-    scale = _base_scale(base)
+    log_base = _log_base(base)
     a, batch, rows = _distributions(p, "p", axis)
     threads = get_num_threads(num_threads)
     sum_p, _, total, min_p, _ = _dist_sums(_Dist.DIST_ENTROPY, rows, None, threads)
     _validate("p", sum_p, min_p, batch, a.dtype, normalize)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_p) - total / sum_p) if normalize else -total
-    result = _finish(h * scale, batch, a.dtype)
+    result = _finish(h / log_base, batch, a.dtype)
     if _check_flag(check):
         _check_rows("info.entropy", result, batch, lambda s: _reference.entropy(
             rows[s], base=base, normalize=normalize), a.dtype)
@@ -151,7 +152,7 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     :func:`entropy`, with ``q`` of the shape of ``p``. This is the quantity between two
     distributions; for the loss of logits against labels see :func:`xent.cross_entropy`.
     """
-    scale = _base_scale(base)
+    log_base = _log_base(base)
     a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
     dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
@@ -161,7 +162,7 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     _validate("q", sum_q, min_q, batch, b.dtype, normalize)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_q) - total / sum_p) if normalize else -total
-    result = _finish(h * scale, batch, dtype)
+    result = _finish(h / log_base, batch, dtype)
     if _check_flag(check):
         _check_rows("info.cross_entropy", result, batch, lambda s: _reference.cross_entropy_dist(
             p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
@@ -174,7 +175,7 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     SciPy's ``rel_entr`` conventions per term: 0 where p = 0, +inf where p > 0 and q = 0.
     Parameters as for :func:`cross_entropy`. Never negative for distributions, 0 for q = p.
     """
-    scale = _base_scale(base)
+    log_base = _log_base(base)
     a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
     dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
@@ -183,7 +184,7 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     _validate("q", sum_q, min_q, batch, b.dtype, normalize)
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = (total / sum_p + np.log(sum_q / sum_p)) if normalize else total
-    result = _finish(kl * scale, batch, dtype)
+    result = _finish(kl / log_base, batch, dtype)
     if _check_flag(check):
         _check_rows("info.kl_divergence", result, batch, lambda s: _reference.kl_divergence(
             p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
@@ -191,20 +192,17 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
 
 
 def _elementwise(kind, name, p, base, num_threads):
-    scale = _base_scale(base)
+    log_base = _log_base(base)
     a = _float_array(p, "p", min_ndim=0)
     threads = get_num_threads(num_threads)
     compute = _COMPUTE_DTYPE[a.dtype]
     shaped = a.reshape(1) if a.ndim == 0 else a
     rows = _rows(shaped, compute)
     out = np.empty(rows.shape, dtype=compute)
-    _, bad = _kernels.elementwise(kind, rows, None, None, None, out, None, scale, None, threads)
+    _, bad = _kernels.elementwise(kind, rows, None, None, None, out, None, 1.0 / log_base, None,
+                                  threads)
     if bad:
-        flat = a.reshape(-1)
-        index = int(np.argmax(~((flat >= 0) & (flat <= 1))))
-        where = ", ".join(str(int(i)) for i in np.unravel_index(index, a.shape))
-        raise ValueError(f"{name}: p[{where}] = {flat[index].item()!r} is not a probability "
-                         f"(outside [0, 1])")
+        raise ValueError(f"{name}: {_first_outside_unit('p', a)}: not a probability")
     with np.errstate(over="ignore"):
         result = out.astype(a.dtype, copy=False).reshape(a.shape)
     return result[()] if result.ndim == 0 else result
@@ -247,12 +245,12 @@ def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=N
     The predictive entropy of a classifier: per row ``sum_k p_k (lse - x_k)`` with
     ``p = softmax(x)``; -inf logits contribute 0. Parameters as for :func:`entropy`.
     """
-    scale = _base_scale(base)
+    log_base = _log_base(base)
     a, batch, rows = _distributions(logits, "logits", axis)
     threads = get_num_threads(num_threads)
     out = np.empty(rows.shape[0], dtype=rows.dtype)
     _kernels.softmax_entropy_rows(rows, out, threads)
-    result = _finish(out * scale, batch, a.dtype)
+    result = _finish(out / log_base, batch, a.dtype)
     if _check_flag(check):
         _check_rows("info.entropy_from_logits", result, batch,
                     lambda s: _reference.entropy_from_logits(rows[s], base=base), a.dtype)
