@@ -54,7 +54,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import xent
-from xent import _kernels
 from xent import reference as ref
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -63,7 +62,6 @@ INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
                                     np.uint8, np.uint16, np.uint32, np.uint64)]
 REDUCTIONS = ["none", "mean", "sum"]
 SMOOTHINGS = [0.0, 0.1, 1.0]
-ISAS = ["avx512", "avx2", "baseline"]
 INF, NAN = math.inf, math.nan
 
 #: Huge but finite logits, exactly representable in their dtype.
@@ -80,19 +78,6 @@ HYPOTHESIS = settings(
     max_examples=30, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large])
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run the test with one kernel variant, then restore the one selected before."""
-    if not _kernels.isa_supported(request.param):
-        pytest.skip(f"{request.param} is not supported on this CPU/build")
-    previous = _kernels.current_isa()
-    _kernels.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _kernels.set_isa(previous)
 
 
 # ---- comparison helpers -----------------------------------------------------------------------

@@ -61,7 +61,7 @@ import scipy.stats
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import xent
-from xent import _kernels, info
+from xent import info
 from xent import reference as ref
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -69,7 +69,6 @@ FLOAT_DTYPES = [F32, F64]
 REDUCTIONS = ["none", "mean", "sum"]
 SMOOTHINGS = [0.0, 0.1, 1.0]
 BASES = [None, 2, 10]
-ISAS = ["avx512", "avx2", "baseline"]
 
 #: rtol of information quantities and losses (relative to the row's scale), and of gradients
 #: (relative to the row's gradient scale): see the module docstring.
@@ -86,19 +85,6 @@ HYPOTHESIS = settings(
     max_examples=25, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large])
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run the test with one kernel variant, then restore the one selected before."""
-    if not _kernels.isa_supported(request.param):
-        pytest.skip(f"{request.param} is not supported on this CPU/build")
-    previous = _kernels.current_isa()
-    _kernels.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _kernels.set_isa(previous)
 
 
 def _seed(*args):

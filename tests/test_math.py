@@ -11,18 +11,6 @@ import pytest
 
 from xent import _kernels
 
-VARIANTS = ["avx512", "avx2", "baseline"]
-
-
-@pytest.fixture(params=VARIANTS)
-def isa(request):
-    if not _kernels.isa_supported(request.param):
-        pytest.skip(f"{request.param} is not available on this CPU")
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa("auto")
-
-
 def ulp_error(got, exact, dtype):
     """|got - exact| in units of the spacing of `dtype` at the exact value."""
     spacing = np.spacing(exact.astype(dtype)).astype(np.float64)
