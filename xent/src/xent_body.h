@@ -415,18 +415,16 @@ static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 static void F(row_softmax_grad)(const T *x, ptrdiff_t n, double shift, double log_sum, double a,
                                 const double *w, double b, T *out)
 {
+    /* In T: the gradient needs no more than T's precision (the target's entry, where p - 1
+     * cancels, is recomputed in double by the caller), and float lanes are twice as many. */
+    const T sh = (T)shift, ls = (T)log_sum, ta = (T)a, tb = (T)b;
     if (w) {
 #pragma omp simd
-        for (ptrdiff_t k = 0; k < n; k++) {
-            T p = F(exp)((T)(((double)x[k] - shift) - log_sum));
-            out[k] = (T)(a * (double)p - b * w[k]);
-        }
+        for (ptrdiff_t k = 0; k < n; k++)
+            out[k] = ta * F(exp)((x[k] - sh) - ls) - tb * (T)w[k];
     } else {
 #pragma omp simd
-        for (ptrdiff_t k = 0; k < n; k++) {
-            T p = F(exp)((T)(((double)x[k] - shift) - log_sum));
-            out[k] = (T)(a * (double)p - b);
-        }
+        for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp)((x[k] - sh) - ls) - tb;
     }
 }
 
