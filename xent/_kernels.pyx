@@ -27,6 +27,7 @@ cdef extern from "xent_kernels.h" nogil:
         double shift
         double sum
     xent_lse_state xent_lse_init()
+    void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
     double xent_lse_value(const xent_lse_state *st)
     int xent_select_isa(const char *name)
     int xent_isa_supported(const char *name)
@@ -229,6 +230,13 @@ def logsumexp_rows(const floating[:, :] x, floating[::1] out, int nthreads):
     """out[i] = logsumexp(x[i]) for every row (x has at least one row)."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
     cdef xent_lse_state st
+    cdef xent_lse_state *states
+    if _split_rows(c):   # long rows: cut among the threads, as cross-entropy does
+        states = _split_lse(x, nthreads)
+        for i in range(n):
+            out[i] = <floating>xent_lse_value(&states[i])
+        free(states)
+        return
     with nogil:
         for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
@@ -343,16 +351,59 @@ cdef inline void _group_lse(const floating[:, :] x, Py_ssize_t r0, Py_ssize_t nr
                                             st + 8)
 
 
+cdef enum:
+    # Rows at least this long are cut into stretches of SPLIT_STRETCH entries, whose
+    # log-sum-exp states are computed in parallel and merged in order: one long row then uses
+    # every thread. Both lengths are fixed, so the result does not depend on the threads.
+    SPLIT_ROW = 262144
+    SPLIT_STRETCH = 65536
+
+
+cdef inline bint _split_rows(Py_ssize_t c) noexcept nogil:
+    return c >= SPLIT_ROW
+
+
+cdef xent_lse_state *_split_lse(const floating[:, :] x, int nthreads) except NULL:
+    """Log-sum-exp states of every row of x, long rows cut among the threads; free() them."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], item, i, s, start
+    cdef Py_ssize_t nstretch = (c + SPLIT_STRETCH - 1) // SPLIT_STRETCH
+    cdef xent_lse_state *parts = <xent_lse_state *>malloc(max(n * nstretch, 1) * sizeof(xent_lse_state))
+    cdef xent_lse_state *states = <xent_lse_state *>malloc(max(n, 1) * sizeof(xent_lse_state))
+    if parts == NULL or states == NULL:
+        free(parts)
+        free(states)
+        raise MemoryError("xent: cannot allocate log-sum-exp states")
+    with nogil:
+        for item in prange(n * nstretch, schedule="dynamic",
+                           num_threads=_threads_for(nthreads, n * nstretch)):
+            i = item // nstretch
+            start = (item % nstretch) * SPLIT_STRETCH
+            parts[item] = xent_lse_init()
+            if floating is float:
+                xent_kernels.row_lse_f32(_row(x, i) + start, min(SPLIT_STRETCH, c - start),
+                                         &parts[item])
+            else:
+                xent_kernels.row_lse_f64(_row(x, i) + start, min(SPLIT_STRETCH, c - start),
+                                         &parts[item])
+        for i in range(n):
+            states[i] = parts[i * nstretch]
+            for s in range(1, nstretch):
+                xent_lse_merge(&states[i], &parts[i * nstretch + s])
+    free(parts)
+    return states
+
+
 cdef void _index_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
                        intp_t ignore_index, double smoothing, bint log_probs,
-                       floating *row_loss, Py_ssize_t r0, Py_ssize_t r1, double *loss_out,
-                       double *weight_out, Py_ssize_t *bad_out) noexcept nogil:
+                       const xent_lse_state *states, floating *row_loss, Py_ssize_t r0,
+                       Py_ssize_t r1, double *loss_out, double *weight_out,
+                       Py_ssize_t *bad_out) noexcept nogil:
     cdef Py_ssize_t i, g0, c = x.shape[1]
     cdef intp_t t
     cdef const floating *row
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
-    cdef bint small = not log_probs and _small_rows(x)
+    cdef bint small = not log_probs and states == NULL and _small_rows(x)
     cdef double wt, loss, loss_sum = 0, weight_sum = 0
     bad_out[0] = -1
     g0 = r0
@@ -374,7 +425,12 @@ cdef void _index_block(const floating[:, :] x, const intp_t[::1] target, const d
             if log_probs:
                 loss = -wt * <double>row[t]
             else:
-                st = group[i - g0] if small else _row_lse(row, c)
+                if states != NULL:
+                    st = states[i]
+                elif small:
+                    st = group[i - g0]
+                else:
+                    st = _row_lse(row, c)
                 # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j with
                 # nll = -log_softmax; a term whose factor is exactly 0 is left out
                 # (0 * inf = NaN).
@@ -407,14 +463,20 @@ def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::
     cdef _Partials part = _Partials(nblocks)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    cdef xent_lse_state *states = NULL
     if n == 0:
         return 0.0, 0.0, -1
-    with nogil:
-        for b in prange(nblocks, schedule="dynamic",
-                        num_threads=_threads_for(nthreads, nblocks)):
-            _index_block(x, target, w, ignore_index, smoothing, log_probs, out, b * rows,
-                         min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
-                         &part.bad[b])
+    if not log_probs and _split_rows(c):
+        states = _split_lse(x, nthreads)
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="dynamic",
+                            num_threads=_threads_for(nthreads, nblocks)):
+                _index_block(x, target, w, ignore_index, smoothing, log_probs, states, out,
+                             b * rows, min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
+                             &part.bad[b])
+    finally:
+        free(states)
     return part.combine()
 
 
@@ -485,15 +547,17 @@ cdef inline double _row_g(const double[::1] grad_rows, Py_ssize_t i) noexcept no
 cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
                             const double *weight, double weight_total, intp_t ignore_index,
                             double smoothing, double scale, const double[::1] grad_rows,
-                            floating *row_loss, floating[:, :] grad, Py_ssize_t r0,
-                            Py_ssize_t r1, double *loss_out, double *weight_out) noexcept nogil:
+                            const xent_lse_state *states, floating *row_loss,
+                            floating[:, :] grad, Py_ssize_t r0, Py_ssize_t r1,
+                            double *loss_out, double *weight_out) noexcept nogil:
     cdef Py_ssize_t i, k, g0, c = x.shape[1]
     cdef intp_t t
     cdef const floating *row
     cdef floating *grow
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
-    cdef bint small = _small_rows(x)   # as _index_block does: the same losses, bit for bit
+    # as _index_block does, so that the losses are the same, bit for bit
+    cdef bint small = states == NULL and _small_rows(x)
     cdef double wt, x_t, g, p_t, loss, log_sum, loss_sum = 0, weight_sum = 0
     g0 = r0
     while g0 < r1:
@@ -511,7 +575,12 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
             row = _row(x, i)
             wt = weight[t] if weight != NULL else 1.0
             x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
-            st = group[i - g0] if small else _row_lse(row, c)
+            if states != NULL:
+                st = states[i]
+            elif small:
+                st = group[i - g0]
+            else:
+                st = _row_lse(row, c)
             log_sum = log(st.sum)
             loss = 0
             if smoothing != 1:
@@ -565,12 +634,16 @@ def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const doub
         weight_total = 0
         for b in range(c):
             weight_total += weight[b]
-    with nogil:
-        for b in prange(nblocks, schedule="dynamic",
-                        num_threads=_threads_for(nthreads, nblocks)):
-            _index_grad_block(x, target, w, weight_total, ignore_index, smoothing, scale,
-                              grad_rows, out, grad, b * rows, min(n, (b + 1) * rows),
-                              &part.loss[b], &part.weight[b])
+    cdef xent_lse_state *states = _split_lse(x, nthreads) if _split_rows(c) else NULL
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="dynamic",
+                            num_threads=_threads_for(nthreads, nblocks)):
+                _index_grad_block(x, target, w, weight_total, ignore_index, smoothing, scale,
+                                  grad_rows, states, out, grad, b * rows,
+                                  min(n, (b + 1) * rows), &part.loss[b], &part.weight[b])
+    finally:
+        free(states)
     loss, weight_sum, _ = part.combine()
     return loss, weight_sum
 

@@ -53,6 +53,23 @@ typedef struct {
     double min_p, min_q;   /* smallest entry, NaN if any entry is NaN */
 } xent_dist_sums;
 
+/*
+ * Fold the state of a later stretch of a row into the state of the stretch before it: the
+ * merge of the (max, sum-exp) pairs that lets one long row be cut among threads. Merging the
+ * stretches in their order gives the same bits on any number of threads.
+ */
+static inline void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
+{
+    double sum = part->sum;
+    if (part->shift > acc->shift) {
+        if (acc->sum != 0) acc->sum *= exp(acc->shift - part->shift);   /* NaN stays NaN */
+        acc->shift = part->shift;
+    } else if (sum != 0) {   /* an empty or all -inf stretch (sum 0) adds nothing */
+        sum *= exp(part->shift - acc->shift);
+    }
+    acc->sum += sum;
+}
+
 static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t chunk)
 {
     return n - start < chunk ? n - start : chunk;
