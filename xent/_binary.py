@@ -119,9 +119,9 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     total, bad = _kernels.elementwise(kind, x_rows, y_rows, w_rows, pw_rows, losses, buffer,
                                       scale, g_rows, threads)
     if bad:
-        if not logits and not np.all((x >= 0) & (x <= 1)):
-            raise ValueError(_first_outside_unit(input_name, x))
-        raise ValueError(_first_outside_unit("target", y))
+        if not logits:
+            _require_unit(input_name, x)
+        _require_unit("target", y)
     if with_grad and dest is None:
         np.copyto(grad, buffer.reshape(shape), casting="unsafe")
 
@@ -134,13 +134,12 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
             loss = x.dtype.type(np.float64(total) / np.float64(n_elements))
 
     if checking:
-        _check_binary(name, logits, reduction, loss, losses, grad, sample, saved, scale,
-                      x_rows.shape, x.dtype)
+        _check_binary(name, logits, losses, grad, sample, saved, scale, x_rows.shape, x.dtype)
     return (loss, grad) if with_grad else loss
 
 
-def _check_binary(name, logits, reduction, loss, losses, grad, sample, saved, scale,
-                  rows_shape, dtype):
+def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, dtype):
+    """Check mode: the sampled rows' losses (and gradients) against xent.reference."""
     xs, ys, ws, pws, gs = saved
     if logits:
         ref_loss = _reference.binary_cross_entropy_with_logits(xs, ys, weight=ws,
