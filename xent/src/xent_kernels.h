@@ -19,7 +19,7 @@
 #define XENT_CHUNK_BYTES 4096
 
 /* Rows up to this long go through rows_lse_small, several rows per vector. */
-#define XENT_SMALL_ROW 32
+#define XENT_SMALL_ROW 64
 
 /*
  * Online log-sum-exp of the entries seen so far: logsumexp = shift + log(sum).
