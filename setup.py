@@ -1,7 +1,8 @@
 """Build xent's Cython extension, with OpenMP when the compiler has it.
 
 OpenMP is detected by compiling and running a small probe. Without it the extension is built
-serially with a warning; set XENT_REQUIRE_OPENMP=1 to make that an error instead (CI does).
+serially with a warning; set XENT_REQUIRE_OPENMP=1 to make that an error instead (CI does),
+or XENT_DISABLE_OPENMP=1 to build the serial fallback on purpose.
 """
 
 import os
@@ -47,7 +48,9 @@ def openmp_flags(compiler):
             try:
                 objects = compiler.compile([source], output_dir=tmp, extra_postargs=cflags)
                 exe = os.path.join(tmp, "probe")
-                compiler.link_executable(objects, exe, extra_postargs=ldflags)
+                # LDFLAGS too: objects built with CFLAGS such as -fsanitize need them to link
+                compiler.link_executable(objects, exe, extra_postargs=ldflags + os.environ.get(
+                    "LDFLAGS", "").split())
                 subprocess.run([exe], check=True, capture_output=True, timeout=60)
                 return cflags, ldflags
             except Exception:  # any failure means: this flag set does not work here
@@ -57,9 +60,12 @@ def openmp_flags(compiler):
 
 class BuildExt(build_ext):
     def build_extensions(self):
-        flags = openmp_flags(self.compiler)
+        # XENT_DISABLE_OPENMP=1 builds the serial fallback on purpose (to test it).
+        disabled = os.environ.get("XENT_DISABLE_OPENMP", "") not in ("", "0")
+        flags = None if disabled else openmp_flags(self.compiler)
         if flags is None:
-            message = "xent: the C compiler has no working OpenMP; building without threads"
+            message = ("xent: building without threads (XENT_DISABLE_OPENMP is set)" if disabled
+                       else "xent: the C compiler has no working OpenMP; building without threads")
             if os.environ.get("XENT_REQUIRE_OPENMP", "") not in ("", "0"):
                 raise RuntimeError(message + " (XENT_REQUIRE_OPENMP is set)")
             print("WARNING: " + message, file=sys.stderr)

@@ -3,6 +3,7 @@
 ``xent`` (or ``xent demo``): evaluate the mean cross-entropy of a generated dataset with xent
 and with the numpy reference, and print both losses and times side by side.
 ``xent config``: print the kernel variant, threads and versions in use.
+``xent bench``: time xent against the reference and the installed peers (:mod:`xent.bench`).
 """
 
 import argparse
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import __version__, _check, _kernels
+from . import __version__, _check, _kernels, bench
 from . import reference
 from ._api import cross_entropy
 from ._config import show_config
@@ -147,10 +148,16 @@ def build_parser():
 
     config_parser = commands.add_parser("config", help="show kernel variant, threads, versions")
     config_parser.set_defaults(run=lambda args: show_config() or 0)
+
+    bench_parser = commands.add_parser(
+        "bench", help="time xent against the numpy reference, PyTorch, SciPy, scikit-learn "
+                      "and JAX (those installed)")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(run=bench.run)
     return parser
 
 
-COMMANDS = ("demo", "config")
+COMMANDS = ("demo", "config", "bench")
 
 
 def main(argv=None):
