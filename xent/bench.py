@@ -937,6 +937,7 @@ def _draw_scaling(ax, report):
                 label=f"{c['rows']}x{c['classes']} {c['dtype']}")
     ax.set_xticks(counts)
     ax.set_xlabel("threads")
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("Gelem/s")
     ax.set_title("xent thread scaling")
     ax.legend()
