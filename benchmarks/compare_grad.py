@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import xent
-from memory import peak_rss_rise  # benchmarks/memory.py, beside this script
+from xent.bench import peak_rss_rise
 
 
 def parse_shape(text):

@@ -3,51 +3,27 @@
     python benchmarks/memory.py [--shape 65536x1000 --shape 8192x32000]
 
 Two measures per call: the peak of Python/numpy allocations (tracemalloc, which numpy
-reports to) and the rise of the process's peak resident set (VmHWM, reset before each call
-through /proc/self/clear_refs; Linux only), which also sees PyTorch's allocator.
+reports to) and the rise of the process's peak resident set (xent.bench.peak_rss_rise:
+VmHWM reset through /proc/self/clear_refs after freed heap pages are handed back; Linux
+only), which also sees PyTorch's allocator.
 """
 
 import argparse
-import gc
 import tracemalloc
 
 import numpy as np
 
 import xent
-
-
-def _status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak_rss():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss_rise(fn):
-    """Rise of the peak resident set (bytes) during one call of fn()."""
-    gc.collect()
-    _reset_peak_rss()
-    before = _status("VmRSS")
-    fn()
-    return max(0, _status("VmHWM") - before)
+from xent.bench import peak_rss_rise
 
 
 def measure(fn):
     """(peak traced bytes, peak RSS rise in bytes) of one call of fn()."""
-    gc.collect()
-    _reset_peak_rss()
-    rss_before = _status("VmRSS")
     tracemalloc.start()
-    fn()
+    rss = peak_rss_rise(fn)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return traced_peak, max(0, _status("VmHWM") - rss_before)
+    return traced_peak, rss
 
 
 def parse_shape(text):
