@@ -91,7 +91,8 @@ def parse_shape(text):
     return rows, classes
 
 
-def _positive_int(text):
+def positive_int(text):
+    """argparse type: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -101,7 +102,8 @@ def _positive_int(text):
     return value
 
 
-def _thread_count(text):
+def thread_count(text):
+    """argparse type: a thread count that xent.get_num_threads accepts."""
     try:
         value = int(text)
     except ValueError:
@@ -144,10 +146,10 @@ def add_arguments(parser):
     parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
                         help="dtype of every shape (default: float32 for --shape; the default "
                              "shapes are float32 and one float64)")
-    parser.add_argument("--threads", type=_thread_count, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="threads for xent and PyTorch (default: all CPUs this process "
                              "may use)")
-    parser.add_argument("--repeat", type=_positive_int, default=5,
+    parser.add_argument("--repeat", type=positive_int, default=5,
                         help=f"timed runs per shape, medians reported (default 5; the numpy "
                              f"reference at most {REFERENCE_MAX_RUNS})")
     parser.add_argument("--no-grad", dest="grad", action="store_false",

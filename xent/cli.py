@@ -105,28 +105,6 @@ def demo(args):
     return 0 if agree else 1
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _thread_count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    try:
-        get_num_threads(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
-    return value
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="xent", description="Fast, exact cross-entropy on multicore CPUs.")
@@ -136,13 +114,13 @@ def build_parser():
     demo_parser = commands.add_parser(
         "demo", help="cross-entropy of a generated dataset, xent against the reference "
                      "(the default)")
-    demo_parser.add_argument("--rows", type=_positive_int, default=DEFAULT_ROWS)
-    demo_parser.add_argument("--classes", type=_positive_int, default=DEFAULT_CLASSES)
+    demo_parser.add_argument("--rows", type=bench.positive_int, default=DEFAULT_ROWS)
+    demo_parser.add_argument("--classes", type=bench.positive_int, default=DEFAULT_CLASSES)
     demo_parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    demo_parser.add_argument("--threads", type=_thread_count, default=None,
+    demo_parser.add_argument("--threads", type=bench.thread_count, default=None,
                              help="threads for xent (default: all CPUs this process may use)")
     demo_parser.add_argument("--seed", type=int, default=0)
-    demo_parser.add_argument("--repeat", type=_positive_int, default=5,
+    demo_parser.add_argument("--repeat", type=bench.positive_int, default=5,
                              help="xent runs to take the median of (default 5)")
     demo_parser.set_defaults(run=demo)
 
