@@ -85,7 +85,15 @@ extensions = [
         include_dirs=["xent/src", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         depends=["xent/src/xent_kernels.h", "xent/src/xent_body.h"],
-    )
+    ),
+    # The fused linear cross-entropy: tiles of logits from scipy's BLAS (cython_blas).
+    Extension(
+        "xent._linear",
+        ["xent/_linear.pyx"],
+        include_dirs=["xent/src", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        depends=["xent/src/xent_kernels.h", "xent/src/xent_body.h"],
+    ),
 ]
 
 setup(

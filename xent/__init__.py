@@ -13,6 +13,7 @@ from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
 from ._check import CheckError
 from ._config import show_config
 from ._threads import get_num_threads
+from .linear import linear_cross_entropy, linear_cross_entropy_with_grad
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,8 @@ __all__ = [
     "cross_entropy_with_grad",
     "get_num_threads",
     "info",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
     "nll_loss",

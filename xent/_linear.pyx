@@ -1,0 +1,420 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Cython drivers of the fused linear cross-entropy: logits computed tile by tile, never whole.
+
+A tile is the (rows x columns) block of ``hidden @ weight.T (+ bias)`` for ROW_BLOCK rows of
+hidden and VOCAB_TILE rows of weight. One single-threaded BLAS gemm computes it into a buffer
+owned by the thread, and the row kernels of xent_kernels.h fold it into each row's online
+log-sum-exp state (or turn it into the gradient's tile) while it is still in cache.
+
+The Python layer (xent/linear.py) has checked every argument and keeps the process's BLAS on
+one thread around these calls; the drivers trust what they are given.
+
+Determinism: the tiling (ROW_BLOCK, VOCAB_TILE) depends on nothing but the shapes, every tile
+is computed by one single-threaded gemm call on the same operands, and every sum runs over
+tiles in a fixed order. Which thread computes a tile never changes a bit of the result.
+
+- ``forward``: threads take blocks of rows; each row's (max, sum-exp) state folds the vocabulary
+  tiles in order.
+- ``grad_hidden``: threads take blocks of rows; a block's grad_hidden rows sum the vocabulary
+  tiles in order (gemm with beta = 1).
+- ``grad_weight``: threads take vocabulary tiles; a tile's grad_weight (and grad_bias) rows sum
+  the row blocks in order. No two threads ever write the same memory.
+"""
+
+cimport cython
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport exp, fabs, log, tanh
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from "xent_kernels.h" nogil:
+    ctypedef struct xent_lse_state:
+        double shift
+        double sum
+    xent_lse_state xent_lse_init()
+    double xent_lse_value(const xent_lse_state *st)
+    int xent_select_isa(const char *name)
+    const char *xent_current_isa()
+
+    ctypedef struct xent_kernel_table:
+        void (*row_lse_f32)(const float *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
+        void (*row_lse_f64)(const double *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
+        void (*exp_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*row_softmax_grad_f32)(const float *x, Py_ssize_t n, double shift, double log_sum,
+                                      double a, const double *w, double b,
+                                      float *out) noexcept nogil
+        void (*row_softmax_grad_f64)(const double *x, Py_ssize_t n, double shift, double log_sum,
+                                      double a, const double *w, double b,
+                                      double *out) noexcept nogil
+
+    # This extension's own copy of the table (the header's table is static per module).
+    xent_kernel_table xent_kernels
+
+ctypedef fused floating:
+    float
+    double
+
+cdef enum:
+    # Rows of hidden per block and vocabulary entries per tile: a float32 tile of logits is
+    # 256 x 512 x 4 = 512 KiB, which stays in a core's L2 between the gemm that writes it and
+    # the row kernels that read it. Fixed: the results depend on them, never on threads.
+    ROW_BLOCK = 256
+    VOCAB_TILE = 512
+
+
+def set_isa(str name):
+    """Select this extension's kernel variant; return 0, or -1 if it cannot run here."""
+    return xent_select_isa(name.encode())
+
+
+def current_isa():
+    """Name of the kernel variant this extension uses."""
+    return xent_current_isa().decode()
+
+
+def tiling():
+    """(rows per block, vocabulary entries per tile): the fixed tiling of every call."""
+    return ROW_BLOCK, VOCAB_TILE
+
+
+# ---- one tile of logits ---------------------------------------------------------------------
+
+cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating alpha,
+                       const floating *a, int lda, const floating *b, int ldb, floating beta,
+                       floating *c, int ldc) noexcept nogil:
+    """Column-major C = alpha op(A) op(B) + beta C (BLAS's own convention)."""
+    if floating is float:
+        sgemm(transa, transb, &m, &n, &k, &alpha, <float *>a, &lda, <float *>b, &ldb, &beta,
+              c, &ldc)
+    else:
+        dgemm(transa, transb, &m, &n, &k, &alpha, <double *>a, &lda, <double *>b, &ldb, &beta,
+              c, &ldc)
+
+
+cdef inline void _softcap_row(floating *z, Py_ssize_t n, double cap, floating *scratch,
+                              floating *slope) noexcept nogil:
+    """z = cap tanh(z / cap) in place; slope (if not NULL) = 1 - tanh^2, the derivative."""
+    cdef Py_ssize_t j
+    cdef floating y, t, e, y2
+    cdef floating inv = <floating>(1.0 / cap), c = <floating>cap
+    if floating is float:
+        # tanh from the vectorised exp: tanh|y| = (1 - e) / (1 + e), e = exp(-2|y|); below
+        # |y| = 1/16, where 1 - e would cancel, a Taylor series accurate to 1e-11.
+        for j in range(n):
+            scratch[j] = -2 * fabs(z[j] * inv)
+        xent_kernels.exp_array_f32(scratch, n, scratch)
+        for j in range(n):
+            y = z[j] * inv
+            e = scratch[j]
+            t = (1 - e) / (1 + e)
+            if y < 0:
+                t = -t
+            if fabs(y) < 0.0625:
+                y2 = y * y
+                t = y * (1 + y2 * (<float>(-1.0 / 3) + y2 * (<float>(2.0 / 15)
+                                                              + y2 * <float>(-17.0 / 315))))
+            if y != y:
+                t = y
+            z[j] = c * t
+            if slope != NULL:
+                slope[j] = 1 - t * t
+    else:
+        for j in range(n):
+            t = tanh(z[j] * inv)
+            z[j] = c * t
+            if slope != NULL:
+                slope[j] = 1 - t * t
+
+
+cdef void _logits_tile(const floating *hidden, Py_ssize_t ldh, const floating *weight,
+                       Py_ssize_t ldw, const floating *bias, Py_ssize_t hdim,
+                       Py_ssize_t r0, Py_ssize_t nrows, Py_ssize_t v0, Py_ssize_t ncols,
+                       double softcap, floating *tile, floating *scratch,
+                       floating *slope) noexcept nogil:
+    """tile[i, j] = logit of row r0 + i, class v0 + j (rows of ncols, contiguous)."""
+    cdef Py_ssize_t i
+    cdef floating beta = 0
+    if bias != NULL:
+        for i in range(nrows):
+            memcpy(tile + i * ncols, bias + v0, ncols * sizeof(floating))
+        beta = 1
+    # Row-major tile (nrows x ncols) = hidden_rows @ weight_rows.T is, column-major,
+    # tile^T (ncols x nrows) = weight_rows (as H x ncols, transposed) x hidden_rows^T.
+    _gemm(b"T", b"N", <int>ncols, <int>nrows, <int>hdim, <floating>1,
+          weight + v0 * ldw, <int>ldw, hidden + r0 * ldh, <int>ldh, beta, tile, <int>ncols)
+    if softcap > 0:
+        for i in range(nrows):
+            _softcap_row(tile + i * ncols, ncols, softcap, scratch,
+                         slope + i * ncols if slope != NULL else NULL)
+
+
+cdef inline void _row_lse(const floating *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil:
+    if floating is float:
+        xent_kernels.row_lse_f32(x, n, st)
+    else:
+        xent_kernels.row_lse_f64(x, n, st)
+
+
+cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef struct Problem:
+    # The operands, as raw pointers: hidden (n x hdim, row stride ldh), weight (vocab x hdim,
+    # row stride ldw), bias (vocab,) or NULL, target (n,), each row's statistics (n x 4).
+    const void *hidden
+    const void *weight
+    const void *bias
+    Py_ssize_t ldh, ldw, n, hdim, vocab
+    const Py_ssize_t *target
+    double softcap          # 0: none
+    bint want_sum           # forward: also sum each row's logits (label smoothing)
+    double *stats           # per row: shift, sum-exp, target logit, sum of logits
+    # gradient: per-row factor a_i (0 for ignored rows) and the smoothing share eps / V
+    const double *row_scale
+    double keep             # 1 - eps: the weight of the target's one-hot
+    double spread           # eps / V
+    void *grad_hidden       # n x hdim, contiguous
+    void *grad_weight       # vocab x hdim, contiguous
+    double *grad_bias       # vocab, or NULL
+
+
+cdef Problem _problem(const floating[:, :] hidden, const floating[:, :] weight, bias,
+                      const Py_ssize_t[::1] target, double softcap,
+                      double[:, ::1] row_stats) except *:
+    cdef Problem p
+    cdef const floating[::1] bias_view
+    memset(&p, 0, sizeof(Problem))
+    p.hidden = &hidden[0, 0]
+    p.weight = &weight[0, 0]
+    p.ldh = hidden.strides[0] // sizeof(floating)
+    p.ldw = weight.strides[0] // sizeof(floating)
+    p.n, p.hdim, p.vocab = hidden.shape[0], hidden.shape[1], weight.shape[0]
+    p.target = &target[0]
+    p.softcap = softcap
+    p.stats = &row_stats[0, 0]
+    if bias is not None:
+        bias_view = bias
+        p.bias = &bias_view[0]
+    return p
+
+
+cdef inline void _tile_of(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize_t v0,
+                          Py_ssize_t ncols, floating *tile, floating *scratch,
+                          floating *slope) noexcept nogil:
+    _logits_tile(<const floating *>p.hidden, p.ldh, <const floating *>p.weight, p.ldw,
+                 <const floating *>p.bias, p.hdim, r0, nrows, v0, ncols, p.softcap, tile,
+                 scratch, slope)
+
+
+# Per-thread scratch: a tile, a second tile for the softcap's slopes, a scratch row.
+cdef enum:
+    TILE = ROW_BLOCK * VOCAB_TILE
+    SCRATCH_PER_THREAD = 2 * TILE + VOCAB_TILE
+
+
+cdef void *_scratch(int threads, size_t itemsize) except NULL:
+    cdef void *buf = malloc(threads * SCRATCH_PER_THREAD * itemsize)
+    if buf == NULL:
+        raise MemoryError("linear_cross_entropy: no memory for the per-thread tiles")
+    return buf
+
+
+cdef inline int _threads_for(int nthreads, Py_ssize_t nwork) noexcept nogil:
+    if nwork < nthreads:
+        return <int>nwork if nwork > 0 else 1
+    return nthreads
+
+
+# ---- forward: per-row log-sum-exp, target logit and logit sum --------------------------------
+
+def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
+            const Py_ssize_t[::1] target, double softcap, bint want_sum,
+            double[:, ::1] row_stats, int nthreads):
+    """Per row i: row_stats[i] = (shift, sum-exp, target logit, sum of logits).
+
+    hidden (N, H) and weight (V, H) have contiguous rows and any row stride (at least H);
+    bias is None or a contiguous (V,) array. target[i] outside [0, V) picks up nothing (the
+    target logit stays NaN). The sum of logits is only computed when want_sum.
+    Memory: the per-thread tiles, nothing else.
+    """
+    cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
+    p.want_sum = want_sum
+    cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK, blk
+    cdef int threads = _threads_for(nthreads, nblocks)
+    cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
+    try:
+        with nogil:
+            for blk in prange(nblocks, num_threads=threads, schedule="dynamic"):
+                _forward_block(&p, blk, scratch + threadid() * SCRATCH_PER_THREAD)
+    finally:
+        free(scratch)
+
+
+cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexcept nogil:
+    cdef Py_ssize_t r0 = blk * ROW_BLOCK
+    cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
+    cdef Py_ssize_t i, j, v0, ncols, t, tile_index
+    cdef floating *tile = buf
+    cdef floating *row
+    cdef double *st
+    cdef double total
+    cdef xent_lse_state lse
+    for i in range(nrows):
+        st = p.stats + 4 * (r0 + i)
+        st[0], st[1], st[2], st[3] = -INFINITY_, 0.0, NAN_, 0.0
+    for tile_index in range((p.vocab + VOCAB_TILE - 1) // VOCAB_TILE):
+        v0 = tile_index * VOCAB_TILE
+        ncols = _min(VOCAB_TILE, p.vocab - v0)
+        _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, <floating *>NULL)
+        for i in range(nrows):
+            row = tile + i * ncols
+            st = p.stats + 4 * (r0 + i)
+            lse.shift, lse.sum = st[0], st[1]
+            _row_lse(row, ncols, &lse)
+            st[0], st[1] = lse.shift, lse.sum
+            t = p.target[r0 + i] - v0
+            if 0 <= t < ncols:
+                st[2] = row[t]
+            if p.want_sum:
+                total = 0
+                for j in range(ncols):
+                    total += row[j]
+                st[3] += total
+
+
+cdef extern from *:
+    """
+    #define XENT_LINEAR_INF ((double)INFINITY)
+    #define XENT_LINEAR_NAN ((double)NAN)
+    """
+    double INFINITY_ "XENT_LINEAR_INF"
+    double NAN_ "XENT_LINEAR_NAN"
+
+
+# ---- gradient: tiles of d loss / d logits, recomputed, multiplied into the two gradients -----
+
+cdef inline void _softmax_grad_row(const floating *x, Py_ssize_t n, double shift,
+                                   double log_sum, double a, double b,
+                                   floating *out) noexcept nogil:
+    if floating is float:
+        xent_kernels.row_softmax_grad_f32(x, n, shift, log_sum, a, NULL, b, out)
+    else:
+        xent_kernels.row_softmax_grad_f64(x, n, shift, log_sum, a, NULL, b, out)
+
+
+cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize_t v0,
+                     Py_ssize_t ncols, floating *buf) noexcept nogil:
+    """buf's first tile = d loss / d logits of rows r0.., classes v0.. (rows of ncols).
+
+    Row i: a_i (softmax - (1 - eps) onehot(t) - eps / V), times the softcap's slope. The
+    target's entry, where softmax - 1 cancels, is recomputed in double.
+    """
+    cdef floating *tile = buf
+    cdef floating *slope = buf + TILE if p.softcap > 0 else <floating *>NULL
+    cdef Py_ssize_t i, j, t
+    cdef floating *row
+    cdef const double *st
+    cdef double a, shift, log_sum, zt
+    _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, slope)
+    for i in range(nrows):
+        row = tile + i * ncols
+        a = p.row_scale[r0 + i]
+        if a == 0:
+            memset(row, 0, ncols * sizeof(floating))
+            continue
+        st = p.stats + 4 * (r0 + i)
+        shift, log_sum = st[0], log(st[1])
+        t = p.target[r0 + i] - v0
+        zt = row[t] if 0 <= t < ncols else 0
+        _softmax_grad_row(row, ncols, shift, log_sum, a, a * p.spread, row)
+        if 0 <= t < ncols:
+            row[t] = <floating>(a * ((exp((zt - shift) - log_sum) - p.keep) - p.spread))
+        if slope != NULL:
+            for j in range(ncols):
+                row[j] = row[j] * slope[i * ncols + j]
+
+
+def backward(const floating[:, :] hidden, const floating[:, :] weight, bias,
+             const Py_ssize_t[::1] target, double softcap, double[:, ::1] row_stats,
+             const double[::1] row_scale, double keep, double spread,
+             floating[:, ::1] grad_hidden, floating[:, ::1] grad_weight, grad_bias,
+             int nthreads):
+    """grad_hidden, grad_weight (and grad_bias, float64) from the forward's row statistics.
+
+    row_scale[i] multiplies row i's gradient (0 for ignored rows); keep = 1 - eps,
+    spread = eps / V. Two passes, each recomputing the tiles of logits: threads take blocks of
+    rows for grad_hidden, then vocabulary tiles for grad_weight, so every entry of a gradient
+    is written by one thread, summing its tiles in a fixed order.
+    """
+    cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
+    cdef double[::1] gb_view
+    p.row_scale = &row_scale[0]
+    p.keep, p.spread = keep, spread
+    p.grad_hidden = &grad_hidden[0, 0]
+    p.grad_weight = &grad_weight[0, 0]
+    if grad_bias is not None:
+        gb_view = grad_bias
+        p.grad_bias = &gb_view[0]
+    cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
+    cdef Py_ssize_t k
+    cdef int threads = _threads_for(nthreads, nblocks if nblocks > ntiles else ntiles)
+    cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
+    try:
+        with nogil:
+            for k in prange(nblocks, num_threads=_threads_for(threads, nblocks),
+                            schedule="dynamic"):
+                _grad_hidden_block(&p, k, scratch + threadid() * SCRATCH_PER_THREAD)
+            for k in prange(ntiles, num_threads=_threads_for(threads, ntiles),
+                            schedule="dynamic"):
+                _grad_weight_tile(&p, k, scratch + threadid() * SCRATCH_PER_THREAD)
+    finally:
+        free(scratch)
+
+
+cdef void _grad_hidden_block(const Problem *p, Py_ssize_t blk, floating *buf) noexcept nogil:
+    cdef Py_ssize_t r0 = blk * ROW_BLOCK
+    cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
+    cdef Py_ssize_t v0, ncols, tile_index
+    cdef floating *gh = <floating *>p.grad_hidden + r0 * p.hdim
+    for tile_index in range((p.vocab + VOCAB_TILE - 1) // VOCAB_TILE):
+        v0 = tile_index * VOCAB_TILE
+        ncols = _min(VOCAB_TILE, p.vocab - v0)
+        _grad_tile(p, r0, nrows, v0, ncols, buf)
+        # Row-major gh (nrows x H) += G (nrows x ncols) @ W_rows (ncols x H); column-major:
+        # gh^T (H x nrows) += W_rows^T (H x ncols) x G^T (ncols x nrows).
+        _gemm(b"N", b"N", <int>p.hdim, <int>nrows, <int>ncols, <floating>1,
+              <const floating *>p.weight + v0 * p.ldw, <int>p.ldw, buf, <int>ncols,
+              <floating>(0 if v0 == 0 else 1), gh, <int>p.hdim)
+
+
+cdef void _grad_weight_tile(const Problem *p, Py_ssize_t k, floating *buf) noexcept nogil:
+    cdef Py_ssize_t v0 = k * VOCAB_TILE
+    cdef Py_ssize_t ncols = _min(VOCAB_TILE, p.vocab - v0)
+    cdef Py_ssize_t r0, nrows, i, j, blk
+    cdef floating *gw = <floating *>p.grad_weight + v0 * p.hdim
+    cdef double *gb = p.grad_bias + v0 if p.grad_bias != NULL else NULL
+    if gb != NULL:
+        for j in range(ncols):
+            gb[j] = 0
+    for blk in range((p.n + ROW_BLOCK - 1) // ROW_BLOCK):
+        r0 = blk * ROW_BLOCK
+        nrows = _min(ROW_BLOCK, p.n - r0)
+        _grad_tile(p, r0, nrows, v0, ncols, buf)
+        # Row-major gw (ncols x H) += G^T (ncols x nrows) @ hidden_rows (nrows x H);
+        # column-major: gw^T (H x ncols) += hidden_rows^T (H x nrows) x G (nrows x ncols).
+        _gemm(b"N", b"T", <int>p.hdim, <int>ncols, <int>nrows, <floating>1,
+              <const floating *>p.hidden + r0 * p.ldh, <int>p.ldh, buf, <int>ncols,
+              <floating>(0 if r0 == 0 else 1), gw, <int>p.hdim)
+        if gb != NULL:
+            for i in range(nrows):
+                for j in range(ncols):
+                    gb[j] += buf[i * ncols + j]

@@ -1,0 +1,279 @@
+"""Fused linear cross-entropy: ``cross_entropy(hidden @ weight.T + bias, target)`` without the
+logits.
+
+A language model's loss over a vocabulary of 32 000 to 256 000 classes needs N x V logits
+(8192 tokens x 128 256 classes = 4 GiB of float32) that nobody keeps. These functions compute
+them tile by tile (xent/_linear.pyx): one single-threaded BLAS gemm per tile of 256 rows x 512
+classes into a buffer of the thread's own, folded into each row's online log-sum-exp while it
+is in cache. Beyond the inputs (and the gradients), a call holds O(N) numbers and one or two
+tiles per thread.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import _blas, _kernels, _linear
+from ._api import (_COMPUTE_DTYPE, _bad_label, _class_targets, _float_array, _grad_output,
+                   _ignore_index, _label_smoothing, _reduce, _reduction, _rows, _safe_divide)
+from ._threads import get_num_threads
+
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
+
+# BLAS takes 32-bit sizes and leading dimensions.
+_BLAS_INT_MAX = 2**31 - 1
+
+
+def _softcap(value):
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"softcap must be None or a positive float, got "
+                        f"{type(value).__name__} {value!r}")
+    value = float(value)
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"softcap must be a positive finite float, got {value!r}")
+    return value
+
+
+def _blas_rows(a, name):
+    """``a`` (2-d, last axis contiguous) as rows BLAS can read in place, or a copy of it."""
+    step = a.strides[0]
+    ok = (a.shape[1] >= 1 and step > 0 and step % a.itemsize == 0
+          and a.shape[1] <= step // a.itemsize <= _BLAS_INT_MAX)
+    if not ok or (a.shape[0] == 1 and step // a.itemsize < a.shape[1]):
+        a = np.ascontiguousarray(a)
+    if a.shape[1] > _BLAS_INT_MAX:
+        raise ValueError(f"{name} rows of {a.shape[1]} entries exceed BLAS's 32-bit sizes")
+    return a
+
+
+def _sync_isa():
+    """The tile kernels use the same instruction set as the rest of xent (XENT_ISA, set_isa)."""
+    isa = _kernels.current_isa()
+    if _linear.current_isa() != isa:
+        _linear.set_isa(isa)
+
+
+class _LinearInputs:
+    """The checked arguments of a linear cross-entropy call."""
+
+    def __init__(self, hidden, weight, target, bias, ignore_index, reduction,
+                 label_smoothing, softcap, num_threads):
+        h = _float_array(hidden, "hidden")
+        w = _float_array(weight, "weight")
+        if w.ndim != 2:
+            raise ValueError(f"weight must be 2-d (vocabulary, hidden), as a model's output "
+                             f"layer stores it, got shape {w.shape}")
+        vocab, width = w.shape
+        if h.shape[-1] != width:
+            raise ValueError(f"hidden has shape {h.shape} and weight {w.shape}: the last axis "
+                             f"of hidden must equal weight's second axis ({width})")
+        if vocab == 0:
+            raise ValueError(f"weight has shape {w.shape}: the vocabulary (first axis) is "
+                             f"empty")
+        self.dtype = np.result_type(h.dtype, w.dtype)
+        self.compute = compute = _COMPUTE_DTYPE[self.dtype]
+        self.batch, self.vocab, self.width = h.shape[:-1], vocab, width
+        self.hidden_shape, self.weight_shape = h.shape, w.shape
+        self.reduction = _reduction(reduction)
+        self.ignore_index = _ignore_index(ignore_index)
+        self.smoothing = _label_smoothing(label_smoothing)
+        self.softcap = _softcap(softcap)
+        self.threads = get_num_threads(num_threads)
+        t = np.asarray(target)
+        self.target = t
+        self.labels = _class_targets(t, self.batch, (*self.batch, vocab))
+        bad = (self.labels != self.ignore_index) & ((self.labels < 0) | (self.labels >= vocab))
+        if bad.any():
+            raise IndexError(_bad_label(t, int(np.argmax(bad)), vocab, self.ignore_index))
+        self.valid = self.labels != self.ignore_index
+        if bias is None:
+            self.bias = None
+        else:
+            b = _float_array(bias, "bias")
+            if b.shape != (vocab,):
+                raise ValueError(f"bias has shape {b.shape}, expected ({vocab},): one per "
+                                 f"row of weight")
+            with np.errstate(over="ignore"):
+                self.bias = np.ascontiguousarray(b, dtype=compute)
+        if width == 0:  # no features: every logit is the bias (or 0); BLAS wants k >= 1
+            h_rows = np.zeros((int(np.prod(self.batch, dtype=np.int64)), 1), dtype=compute)
+            w_rows = np.zeros((vocab, 1), dtype=compute)
+        else:
+            h_rows, w_rows = _rows(h, compute), _rows(w, compute)
+        self.hidden = _blas_rows(h_rows, "hidden")
+        self.weight = _blas_rows(w_rows, "weight")
+        self.n_rows = self.hidden.shape[0]
+
+    def row_stats(self):
+        """Per row (shift, sum-exp, target logit, sum of logits) from one tiled pass."""
+        stats = np.empty((self.n_rows, 4), dtype=np.float64)
+        if self.n_rows:
+            _sync_isa()
+            with _blas.single_threaded():
+                _linear.forward(self.hidden, self.weight, self.bias, self.labels,
+                                self.softcap, self.smoothing != 0, stats, self.threads)
+        return stats
+
+    def row_losses(self, stats):
+        """Per-row losses in float64 (0 for ignored rows), as PyTorch's cross_entropy."""
+        shift, sum_exp, target_logit, logit_sum = stats.T
+        eps = self.smoothing
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            log_sum = np.log(sum_exp)
+            loss = np.zeros(self.n_rows)
+            if eps != 1:
+                # -log_softmax at the target, as (shift - z_t) + log_sum: no rounding of lse
+                loss = loss + (1 - eps) * ((shift - target_logit) + log_sum)
+            if eps != 0:
+                loss = loss + eps * ((shift + log_sum) - logit_sum / self.vocab)
+        return np.where(self.valid, loss, 0.0)
+
+    def reduce(self, row_loss):
+        total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
+        return _reduce(total, int(np.count_nonzero(self.valid)), row_loss, self.reduction,
+                       self.batch, self.dtype)
+
+
+_COMMON_PARAMETERS = """hidden : array_like, shape (..., H)
+        Hidden states (float16/32/64), one per token; leading axes are batch axes.
+    weight : array_like, shape (V, H)
+        The output layer's weight as a model stores it (PyTorch's ``nn.Linear(H, V).weight``):
+        logits = ``hidden @ weight.T``.
+    target : array_like of int, shape (...)
+        Class indices in ``[0, V)``, any integer dtype; ``ignore_index`` marks rows to skip.
+    bias : array_like, shape (V,), optional
+        Added to the logits.
+    ignore_index : int, optional
+        Rows with this target count 0, and are left out of the mean (default -100).
+    reduction : {"mean", "sum", "none"}, optional
+        ``"none"``: per-row losses of shape ``(...)``; ``"mean"`` divides the sum by the
+        number of non-ignored rows (NaN if there is none).
+    label_smoothing : float, optional
+        In [0, 1], as PyTorch's ``F.cross_entropy``.
+    softcap : float, optional
+        Cap the logits as Gemma does: ``softcap * tanh(logits / softcap)``.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`."""
+
+_MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles of 256 rows x 512 classes, one
+    single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (1 MiB in
+    float32), and folded into each row's (max, sum-exp) state while the tile is in cache.
+    Beyond the inputs, a call allocates 48 bytes per row and two tiles per thread.
+
+    The tiling depends only on the shapes and every sum runs over the tiles in a fixed order,
+    so the result has the same bits on any number of threads. While the call runs, the
+    process's OpenBLAS is held to one thread (restored afterwards), so BLAS never starts
+    threads of its own inside xent's: no oversubscription. Mixed float32/float64 inputs are
+    computed in float64; float16 in float32."""
+
+
+def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, softcap=None,
+                         num_threads=None):
+    return _forward(hidden, weight, target, bias, ignore_index, reduction, label_smoothing,
+                    softcap, num_threads)
+
+
+linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight.T + bias``, without forming them.
+
+    Equal to ``F.cross_entropy(hidden @ weight.T + bias, target, ...)`` in PyTorch (with
+    ``softcap``: of ``softcap * tanh(logits / softcap)``), computed in the inputs' precision
+    with float64 accumulators.
+
+    Parameters
+    ----------
+    {_COMMON_PARAMETERS}
+
+    Returns
+    -------
+    scalar or numpy.ndarray
+        The loss in the inputs' dtype: a scalar, or per-row losses for ``reduction="none"``.
+
+    Raises
+    ------
+    IndexError
+        A target outside ``[0, V)`` that is not ``ignore_index`` (the first is named).
+
+    Notes
+    -----
+    {_MEMORY_AND_THREADS}
+    """
+
+
+def _forward(hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap,
+             num_threads):
+    problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
+                            label_smoothing, softcap, num_threads)
+    return problem.reduce(problem.row_losses(problem.row_stats()))
+
+
+def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
+                                   reduction="mean", label_smoothing=0.0, softcap=None,
+                                   grad_output=None, num_threads=None):
+    problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
+                            label_smoothing, softcap, num_threads)
+    factor, row_factors = _grad_output(grad_output, problem.reduction, problem.batch)
+    stats = problem.row_stats()
+    row_loss = problem.row_losses(stats)
+    loss = problem.reduce(row_loss)
+    if problem.reduction == "mean":
+        factor = _safe_divide(factor, np.count_nonzero(problem.valid))
+    scale = np.full(problem.n_rows, factor) if row_factors is None else factor * row_factors
+    row_scale = np.ascontiguousarray(np.where(problem.valid, scale, 0.0), dtype=np.float64)
+    compute = problem.compute
+    grad_hidden = np.empty((problem.n_rows, problem.hidden.shape[1]), dtype=compute)
+    grad_weight = np.empty(problem.weight.shape, dtype=compute)
+    grad_bias = None if problem.bias is None else np.empty(problem.vocab, dtype=np.float64)
+    if problem.n_rows:
+        _sync_isa()
+        with _blas.single_threaded():
+            _linear.backward(problem.hidden, problem.weight, problem.bias, problem.labels,
+                             problem.softcap, stats, row_scale, 1.0 - problem.smoothing,
+                             problem.smoothing / problem.vocab, grad_hidden, grad_weight,
+                             grad_bias, problem.threads)
+    else:
+        grad_weight[...] = 0
+        if grad_bias is not None:
+            grad_bias[...] = 0
+    dtype = problem.dtype
+    with np.errstate(over="ignore"):
+        grads = (grad_hidden[:, :problem.width].astype(dtype, copy=False)
+                 .reshape(problem.hidden_shape),
+                 grad_weight[:, :problem.width].astype(dtype, copy=False))
+        if grad_bias is not None:
+            grads += (grad_bias.astype(dtype),)
+    return (loss, *grads)
+
+
+linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradients, recomputing the logits instead of storing them.
+
+    Parameters
+    ----------
+    {_COMMON_PARAMETERS}
+    grad_output : scalar or array_like, optional
+        The gradient flowing into the loss: one value per row for ``reduction="none"``,
+        else a scalar (default 1).
+
+    Returns
+    -------
+    loss : scalar or numpy.ndarray
+        Exactly what :func:`linear_cross_entropy` returns.
+    grad_hidden : numpy.ndarray, shape of ``hidden``
+    grad_weight : numpy.ndarray, shape (V, H)
+    grad_bias : numpy.ndarray, shape (V,)
+        Only when ``bias`` is given. The gradients are PyTorch's autograd gradients of
+        ``F.cross_entropy(hidden @ weight.T + bias, target, ...)``; ignored rows contribute 0.
+
+    Notes
+    -----
+    {_MEMORY_AND_THREADS}
+
+    The gradient runs three tiled passes: the forward's (row statistics), then one where
+    threads take blocks of rows (``grad_hidden += G @ W_tile``), then one where they take
+    vocabulary tiles (``grad_weight_tile += G.T @ hidden_rows``), each recomputing the tiles
+    of logits and of ``G = d loss / d logits``. Every entry of a gradient is written by one
+    thread and summed over tiles in a fixed order: the same bits on any number of threads.
+    Beyond the gradients themselves it allocates O(N + V) numbers and three tiles per thread.
+    """
