@@ -282,3 +282,41 @@ def test_blas_starts_no_threads_inside_xents():
         pytest.skip("scipy's BLAS ran on one thread here: nothing to guard against")
     assert one == 1
     assert two <= 2
+
+
+# ---- xent bench's linear section -----------------------------------------------------------------
+
+def test_bench_linear_section(tmp_path, capsys):
+    import json
+
+    from xent import bench_linear, cli
+
+    path = tmp_path / "report.json"
+    assert cli.main(["bench", "--linear-only", "--linear-shape", "300x32x1000", "--repeat",
+                     "1", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Fused linear cross-entropy, N x H x V = 300 x 32 x 1000 float32" in out
+    report = json.loads(path.read_text())
+    assert report["cases"] == [] and report["grad"] is None
+    (linear,) = report["linear"]
+    assert all(linear["agree"].values()) and linear["reference_max_abs_difference"] < 1e-5
+    hidden, weight, target = bench_linear.make_linear_data(bench_linear.LinearCase(300, 32, 1000),
+                                                           seed=0)
+    assert linear["results"]["xent"] == pytest.approx(
+        bench_linear.reference_mean(hidden, weight, target), rel=1e-5)
+    assert {"xent", "numpy+xent"} <= set(linear["medians"])
+
+
+def test_bench_linear_shapes():
+    from xent import bench_linear, cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "--quick"])
+    assert bench_linear.select_linear_cases(args) == [bench_linear.LinearCase(256, 1024, 32000)]
+    args = parser.parse_args(["bench", "--shape", "10x3"])
+    assert bench_linear.select_linear_cases(args) == []
+    args = parser.parse_args(["bench", "--shape", "10x3", "--linear-large"])
+    assert bench_linear.select_linear_cases(args)[-1] == bench_linear.LinearCase(8192, 2048,
+                                                                                 128256)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--linear-shape", "10x3"])

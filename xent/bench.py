@@ -161,6 +161,9 @@ def add_arguments(parser):
                         help="write every timing, the medians and the configuration as JSON")
     parser.add_argument("--plot", type=_output_path(_PLOT_SUFFIXES), metavar="FILE.png",
                         help="draw the throughputs (and thread scaling) with matplotlib")
+    from . import bench_linear  # its own module: it imports this one
+
+    bench_linear.add_arguments(parser)
 
 
 # --------------------------------------------------------------------------------------------
@@ -812,6 +815,10 @@ def disagreements(report):
                     f"{name} gives {result['results'][name]!r} where xent gives "
                     f"{result['results']['xent']!r} on {shape}: relative difference "
                     f"{result['relative_difference'][name]:.2e} > {result['rtol']:.0e}")
+    if report.get("linear"):
+        from . import bench_linear
+
+        messages += bench_linear.disagreements(report["linear"])
     grad = report.get("grad")
     if grad:
         shape = f"{grad['rows']} x {grad['classes']} {grad['dtype']}"
@@ -1035,16 +1042,20 @@ def measure(args, cases, peers, skipped, threads):
         "skipped": skipped, "cases": [], "grad": None,
     }
     print_header(report, peers, skipped)
+    if getattr(args, "linear_only", False):
+        cases, args.grad = [], False
     peer_names = [peer.name for peer in peers]
-    table = forward_table(cases, peer_names)
+    table = forward_table(cases, peer_names) if cases else None
     for case in cases:
         _progress(f"measuring {case.label} {case.dtype} ...")
         result = run_case(case, peers, threads, args.repeat, args.seed, args.scaling)
         _clear_progress()
         report["cases"].append(result)
         table.row(forward_row(result, peer_names))
-    print("\nvs X: X's median time / xent's median time: above 1x xent is faster, below 1x "
-          "slower.\nmem: peak RSS rise of one call. !: the result disagrees with xent's.")
+    if cases:
+        print("\nvs X: X's median time / xent's median time: above 1x xent is faster, below "
+              "1x slower.\nmem: peak RSS rise of one call. !: the result disagrees with "
+              "xent's.")
     print_case_skips(report)
     if args.grad:
         grad_case = select_grad_case(args)
@@ -1052,6 +1063,9 @@ def measure(args, cases, peers, skipped, threads):
         report["grad"] = run_grad(grad_case, peers, threads, args.repeat, args.seed)
         _clear_progress()
         print_grad(report["grad"])
-    if args.scaling:
+    if args.scaling and cases:
         print_scaling(report)
+    from . import bench_linear
+
+    bench_linear.measure(args, peers, threads, report)
     return report
