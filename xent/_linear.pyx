@@ -16,8 +16,9 @@ tiles in a fixed order. Which thread computes a tile never changes a bit of the 
 
 - ``forward``: threads take blocks of rows; each row's (max, sum-exp) state folds the vocabulary
   tiles in order.
-- ``grad_hidden``: threads take blocks of rows; a block's grad_hidden rows sum the vocabulary
-  tiles in order (gemm with beta = 1).
+- ``forward`` with ``grad_hidden``: the same pass also accumulates each row's gradient
+  sum_j exp(z_j - shift) W_j over the tiles in order (gemm with beta = 1), rescaled when the
+  row's shift grows, as flash attention does.
 - ``grad_weight``: threads take vocabulary tiles; a tile's grad_weight (and grad_bias) rows sum
   the row blocks in order. No two threads ever write the same memory.
 """
@@ -182,6 +183,8 @@ cdef struct Problem:
     double keep             # 1 - eps: the weight of the target's one-hot
     double spread           # eps / V
     void *grad_hidden       # n x hdim, contiguous
+    void *smooth_sum        # n x hdim: sum_j slope_ij W_j per row (softcap + smoothing), or NULL
+    const double *weight_sum  # hdim: sum_j W_j (smoothing without softcap), or NULL
     void *grad_weight       # vocab x hdim, contiguous
     double *grad_bias       # vocab, or NULL
 
@@ -237,16 +240,38 @@ cdef inline int _threads_for(int nthreads, Py_ssize_t nwork) noexcept nogil:
 
 def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
             const Py_ssize_t[::1] target, double softcap, bint want_sum,
-            double[:, ::1] row_stats, int nthreads):
+            double[:, ::1] row_stats, int nthreads, row_scale=None, double keep=1,
+            double spread=0, grad_hidden=None, smooth_sum=None, weight_sum=None):
     """Per row i: row_stats[i] = (shift, sum-exp, target logit, sum of logits).
 
     hidden (N, H) and weight (V, H) have contiguous rows and any row stride (at least H);
     bias is None or a contiguous (V,) array. target[i] outside [0, V) picks up nothing (the
     target logit stays NaN). The sum of logits is only computed when want_sum.
+
+    With grad_hidden (N, H), the same pass also computes d loss / d hidden, as flash attention
+    does: each row accumulates sum_j exp(z_j - shift) slope_j W_j with gemm, rescaled when
+    the row's shift grows, and divides by the sum-exp at the end. row_scale[i] multiplies row
+    i's gradient (0: ignored), keep = 1 - eps and spread = eps / V weigh the one-hot and the
+    uniform part; the uniform part needs sum_j slope_j W_j: weight_sum (H,) when there is no
+    softcap, else smooth_sum (N, H), accumulated here.
     Memory: the per-thread tiles, nothing else.
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
+    cdef const double[::1] scale_view, wsum_view
+    cdef floating[:, ::1] gh_view, sm_view
     p.want_sum = want_sum
+    if grad_hidden is not None:
+        scale_view = row_scale
+        p.row_scale = &scale_view[0]
+        p.keep, p.spread = keep, spread
+        gh_view = grad_hidden
+        p.grad_hidden = &gh_view[0, 0]
+        if smooth_sum is not None:
+            sm_view = smooth_sum
+            p.smooth_sum = &sm_view[0, 0]
+        if weight_sum is not None:
+            wsum_view = weight_sum
+            p.weight_sum = &wsum_view[0]
     cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK, blk
     cdef int threads = _threads_for(nthreads, nblocks)
     cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
@@ -262,10 +287,15 @@ cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexce
     cdef Py_ssize_t r0 = blk * ROW_BLOCK
     cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
     cdef Py_ssize_t i, j, v0, ncols, t, tile_index
+    cdef bint grad = p.grad_hidden != NULL
     cdef floating *tile = buf
+    cdef floating *slope = buf + TILE if grad and p.softcap > 0 else <floating *>NULL
+    cdef floating *gh = <floating *>p.grad_hidden + r0 * p.hdim if grad else <floating *>NULL
+    cdef floating *sm = (<floating *>p.smooth_sum + r0 * p.hdim if p.smooth_sum != NULL
+                         else <floating *>NULL)
     cdef floating *row
     cdef double *st
-    cdef double total
+    cdef double total, shift_before
     cdef xent_lse_state lse
     for i in range(nrows):
         st = p.stats + 4 * (r0 + i)
@@ -273,10 +303,11 @@ cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexce
     for tile_index in range((p.vocab + VOCAB_TILE - 1) // VOCAB_TILE):
         v0 = tile_index * VOCAB_TILE
         ncols = _min(VOCAB_TILE, p.vocab - v0)
-        _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, <floating *>NULL)
+        _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, slope)
         for i in range(nrows):
             row = tile + i * ncols
             st = p.stats + 4 * (r0 + i)
+            shift_before = st[0]
             lse.shift, lse.sum = st[0], st[1]
             _row_lse(row, ncols, &lse)
             st[0], st[1] = lse.shift, lse.sum
@@ -288,6 +319,75 @@ cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexce
                 for j in range(ncols):
                     total += row[j]
                 st[3] += total
+            if grad:
+                if v0 > 0 and lse.shift > shift_before:
+                    _scale_row(gh + i * p.hdim, p.hdim, exp(shift_before - lse.shift))
+                # row = exp(z - shift) (times the softcap's slope): this tile's share of the
+                # softmax, up to the row's final 1 / sum-exp.
+                _softmax_grad_row(row, ncols, lse.shift, 0.0, 1.0, 0.0, row)
+                if slope != NULL:
+                    for j in range(ncols):
+                        row[j] = row[j] * slope[i * ncols + j]
+        if grad:
+            _add_product(p, v0, nrows, ncols, tile, gh, tile_index == 0)
+            if sm != NULL:
+                _add_product(p, v0, nrows, ncols, slope, sm, tile_index == 0)
+    if grad:
+        _finish_grad_hidden(p, r0, nrows, gh, sm)
+
+
+cdef inline void _scale_row(floating *x, Py_ssize_t n, double factor) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef floating f = <floating>factor
+    for k in range(n):
+        x[k] = x[k] * f
+
+
+cdef inline void _add_product(const Problem *p, Py_ssize_t v0, Py_ssize_t nrows,
+                              Py_ssize_t ncols, const floating *g, floating *out,
+                              bint first) noexcept nogil:
+    """out (nrows x H) (+)= g (nrows x ncols) @ weight[v0:v0 + ncols] (ncols x H)."""
+    # Column-major: out^T (H x nrows) = W_rows^T (H x ncols) x g^T (ncols x nrows).
+    _gemm(b"N", b"N", <int>p.hdim, <int>nrows, <int>ncols, <floating>1,
+          <const floating *>p.weight + v0 * p.ldw, <int>p.ldw, g, <int>ncols,
+          <floating>(0 if first else 1), out, <int>p.hdim)
+
+
+cdef void _finish_grad_hidden(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, floating *gh,
+                              const floating *sm) noexcept nogil:
+    """gh_i = a_i (acc_i / sum-exp_i - keep slope_t W_t - spread sum_j slope_j W_j)."""
+    cdef Py_ssize_t i, k, t
+    cdef double a, inv, target_share, y
+    cdef const double *st
+    cdef floating *row
+    cdef const floating *wt
+    cdef const floating *smooth_row
+    for i in range(nrows):
+        row = gh + i * p.hdim
+        a = p.row_scale[r0 + i]
+        if a == 0:
+            memset(row, 0, p.hdim * sizeof(floating))
+            continue
+        st = p.stats + 4 * (r0 + i)
+        inv = 1 / st[1]
+        t = p.target[r0 + i]
+        wt = <const floating *>p.weight + t * p.ldw
+        target_share = p.keep
+        if p.softcap > 0:
+            y = st[2] / p.softcap
+            target_share = p.keep * <floating>(1 - <floating>y * <floating>y)
+        if p.spread == 0:
+            for k in range(p.hdim):
+                row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]))
+        elif sm != NULL:
+            smooth_row = sm + i * p.hdim
+            for k in range(p.hdim):
+                row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
+                                         - p.spread * smooth_row[k]))
+        else:
+            for k in range(p.hdim):
+                row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
+                                         - p.spread * p.weight_sum[k]))
 
 
 cdef extern from *:
@@ -342,58 +442,34 @@ cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize
                 row[j] = row[j] * slope[i * ncols + j]
 
 
-def backward(const floating[:, :] hidden, const floating[:, :] weight, bias,
-             const Py_ssize_t[::1] target, double softcap, double[:, ::1] row_stats,
-             const double[::1] row_scale, double keep, double spread,
-             floating[:, ::1] grad_hidden, floating[:, ::1] grad_weight, grad_bias,
-             int nthreads):
-    """grad_hidden, grad_weight (and grad_bias, float64) from the forward's row statistics.
+def grad_weight(const floating[:, :] hidden, const floating[:, :] weight, bias,
+                const Py_ssize_t[::1] target, double softcap, double[:, ::1] row_stats,
+                const double[::1] row_scale, double keep, double spread,
+                floating[:, ::1] grad_weight, grad_bias, int nthreads):
+    """grad_weight (and grad_bias, float64) from the forward's row statistics.
 
     row_scale[i] multiplies row i's gradient (0 for ignored rows); keep = 1 - eps,
-    spread = eps / V. Two passes, each recomputing the tiles of logits: threads take blocks of
-    rows for grad_hidden, then vocabulary tiles for grad_weight, so every entry of a gradient
-    is written by one thread, summing its tiles in a fixed order.
+    spread = eps / V. Threads take vocabulary tiles; each recomputes its tiles of logits and
+    of G = d loss / d logits for every block of rows in order and adds G^T @ hidden_rows, so
+    every entry of the gradient is written by one thread, in a fixed order.
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
     cdef double[::1] gb_view
     p.row_scale = &row_scale[0]
     p.keep, p.spread = keep, spread
-    p.grad_hidden = &grad_hidden[0, 0]
     p.grad_weight = &grad_weight[0, 0]
     if grad_bias is not None:
         gb_view = grad_bias
         p.grad_bias = &gb_view[0]
-    cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK
-    cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
-    cdef Py_ssize_t k
-    cdef int threads = _threads_for(nthreads, nblocks if nblocks > ntiles else ntiles)
+    cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE, k
+    cdef int threads = _threads_for(nthreads, ntiles)
     cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
     try:
         with nogil:
-            for k in prange(nblocks, num_threads=_threads_for(threads, nblocks),
-                            schedule="dynamic"):
-                _grad_hidden_block(&p, k, scratch + threadid() * SCRATCH_PER_THREAD)
-            for k in prange(ntiles, num_threads=_threads_for(threads, ntiles),
-                            schedule="dynamic"):
+            for k in prange(ntiles, num_threads=threads, schedule="dynamic"):
                 _grad_weight_tile(&p, k, scratch + threadid() * SCRATCH_PER_THREAD)
     finally:
         free(scratch)
-
-
-cdef void _grad_hidden_block(const Problem *p, Py_ssize_t blk, floating *buf) noexcept nogil:
-    cdef Py_ssize_t r0 = blk * ROW_BLOCK
-    cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
-    cdef Py_ssize_t v0, ncols, tile_index
-    cdef floating *gh = <floating *>p.grad_hidden + r0 * p.hdim
-    for tile_index in range((p.vocab + VOCAB_TILE - 1) // VOCAB_TILE):
-        v0 = tile_index * VOCAB_TILE
-        ncols = _min(VOCAB_TILE, p.vocab - v0)
-        _grad_tile(p, r0, nrows, v0, ncols, buf)
-        # Row-major gh (nrows x H) += G (nrows x ncols) @ W_rows (ncols x H); column-major:
-        # gh^T (H x nrows) += W_rows^T (H x ncols) x G^T (ncols x nrows).
-        _gemm(b"N", b"N", <int>p.hdim, <int>nrows, <int>ncols, <floating>1,
-              <const floating *>p.weight + v0 * p.ldw, <int>p.ldw, buf, <int>ncols,
-              <floating>(0 if v0 == 0 else 1), gh, <int>p.hdim)
 
 
 cdef void _grad_weight_tile(const Problem *p, Py_ssize_t k, floating *buf) noexcept nogil:

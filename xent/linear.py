@@ -215,28 +215,34 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
                             label_smoothing, softcap, num_threads)
     factor, row_factors = _grad_output(grad_output, problem.reduction, problem.batch)
-    stats = problem.row_stats()
-    row_loss = problem.row_losses(stats)
-    loss = problem.reduce(row_loss)
     if problem.reduction == "mean":
         factor = _safe_divide(factor, np.count_nonzero(problem.valid))
     scale = np.full(problem.n_rows, factor) if row_factors is None else factor * row_factors
     row_scale = np.ascontiguousarray(np.where(problem.valid, scale, 0.0), dtype=np.float64)
-    compute = problem.compute
-    grad_hidden = np.empty((problem.n_rows, problem.hidden.shape[1]), dtype=compute)
-    grad_weight = np.empty(problem.weight.shape, dtype=compute)
-    grad_bias = None if problem.bias is None else np.empty(problem.vocab, dtype=np.float64)
+    compute, width = problem.compute, problem.hidden.shape[1]
+    keep, spread = 1.0 - problem.smoothing, problem.smoothing / problem.vocab
+    grad_hidden = np.empty((problem.n_rows, width), dtype=compute)
+    grad_weight = np.zeros(problem.weight.shape, dtype=compute)
+    grad_bias = None if problem.bias is None else np.zeros(problem.vocab, dtype=np.float64)
+    # The uniform (smoothing) part of grad_hidden is spread * sum_j slope_j W_j: the column
+    # sums of weight without softcap, else one more N x H accumulator.
+    smooth_sum = weight_sum = None
+    if spread and problem.softcap:
+        smooth_sum = np.empty((problem.n_rows, width), dtype=compute)
+    elif spread:
+        weight_sum = np.ascontiguousarray(problem.weight[:, :width].sum(axis=0,
+                                                                        dtype=np.float64))
+    stats = np.empty((problem.n_rows, 4), dtype=np.float64)
     if problem.n_rows:
         _sync_isa()
         with _blas.single_threaded():
-            _linear.backward(problem.hidden, problem.weight, problem.bias, problem.labels,
-                             problem.softcap, stats, row_scale, 1.0 - problem.smoothing,
-                             problem.smoothing / problem.vocab, grad_hidden, grad_weight,
-                             grad_bias, problem.threads)
-    else:
-        grad_weight[...] = 0
-        if grad_bias is not None:
-            grad_bias[...] = 0
+            _linear.forward(problem.hidden, problem.weight, problem.bias, problem.labels,
+                            problem.softcap, problem.smoothing != 0, stats, problem.threads,
+                            row_scale, keep, spread, grad_hidden, smooth_sum, weight_sum)
+            _linear.grad_weight(problem.hidden, problem.weight, problem.bias, problem.labels,
+                                problem.softcap, stats, row_scale, keep, spread, grad_weight,
+                                grad_bias, problem.threads)
+    loss = problem.reduce(problem.row_losses(stats))
     dtype = problem.dtype
     with np.errstate(over="ignore"):
         grads = (grad_hidden[:, :problem.width].astype(dtype, copy=False)
@@ -270,10 +276,14 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     -----
     {_MEMORY_AND_THREADS}
 
-    The gradient runs three tiled passes: the forward's (row statistics), then one where
-    threads take blocks of rows (``grad_hidden += G @ W_tile``), then one where they take
-    vocabulary tiles (``grad_weight_tile += G.T @ hidden_rows``), each recomputing the tiles
-    of logits and of ``G = d loss / d logits``. Every entry of a gradient is written by one
-    thread and summed over tiles in a fixed order: the same bits on any number of threads.
-    Beyond the gradients themselves it allocates O(N + V) numbers and three tiles per thread.
+    The gradient takes two tiled passes, four gemms per tile where PyTorch's forward and
+    backward take three in all. In the first, threads take blocks of rows: the forward's
+    pass also accumulates ``sum_j exp(z_j - max) W_j`` per row, rescaled when the row's
+    running max grows (as flash attention does), which gives ``grad_hidden`` at the end. In
+    the second, threads take vocabulary tiles and recompute the tiles of logits and of
+    ``G = d loss / d logits`` to add ``G.T @ hidden_rows`` to their rows of ``grad_weight``.
+    Every entry of a gradient is written by one thread and summed over tiles in a fixed
+    order: the same bits on any number of threads. Beyond the gradients it allocates O(N + V)
+    numbers and two tiles per thread (and an N x H accumulator when ``softcap`` and
+    ``label_smoothing`` are both given).
     """
