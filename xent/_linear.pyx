@@ -70,6 +70,11 @@ cdef enum:
     VOCAB_TILE = 512
 
 
+# Fill this module's kernel table now (xent.linear then follows xent's choice before each
+# call): a call with an empty table would jump to NULL.
+xent_select_isa(b"auto")
+
+
 def set_isa(str name):
     """Select this extension's kernel variant; return 0, or -1 if it cannot run here."""
     return xent_select_isa(name.encode())
