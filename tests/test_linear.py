@@ -74,6 +74,24 @@ def test_against_reference(shape, options, dtype):
         np.testing.assert_array_equal(before, after)  # inputs untouched
 
 
+@pytest.mark.parametrize("slope", [30.0, -30.0, 0.0])
+def test_few_rows_cut_along_the_vocabulary(slope):
+    """Few rows: the vocabulary is cut into stretches merged in order (largest logits in the
+    last, the first, or no stretch in particular), with the gradient's accumulators too."""
+    vocab = 9 * TILE + 7
+    assert _linear.vocab_chunks(40, vocab) == 10
+    hidden, weight, target, _ = _problem((40,), 12, vocab, np.float64, seed=6)
+    bias = np.linspace(0, slope, vocab)
+    for kw in ({"bias": bias}, {"bias": bias, "softcap": 20.0, "label_smoothing": 0.3}):
+        np.testing.assert_allclose(
+            xent.linear_cross_entropy(hidden, weight, target, reduction="none", **kw),
+            ref.linear_cross_entropy(hidden, weight, target, reduction="none", **kw),
+            rtol=1e-12)
+        got = xent.linear_cross_entropy_with_grad(hidden, weight, target, **kw)
+        for g, e in zip(got[1:], ref.linear_cross_entropy_grad(hidden, weight, target, **kw)):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12 * np.abs(e).max())
+
+
 def test_grad_output_weights_rows():
     hidden, weight, target, _ = _problem((40,), 8, 30, np.float64, seed=1)
     g = np.random.default_rng(2).standard_normal(40)

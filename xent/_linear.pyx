@@ -14,8 +14,10 @@ Determinism: the tiling (ROW_BLOCK, VOCAB_TILE) depends on nothing but the shape
 is computed by one single-threaded gemm call on the same operands, and every sum runs over
 tiles in a fixed order. Which thread computes a tile never changes a bit of the result.
 
-- ``forward``: threads take blocks of rows; each row's (max, sum-exp) state folds the vocabulary
-  tiles in order.
+- ``forward``: threads take pieces of work, a block of rows x a stretch of the vocabulary
+  (stretches only when there are fewer than 32 blocks: ``vocab_chunks``, a function of the
+  shapes). Each row's (max, sum-exp) state folds the stretch's tiles in order, and the
+  stretches' states are merged in order afterwards.
 - ``forward`` with ``grad_hidden``: the same pass also accumulates each row's gradient
   sum_j exp(z_j - shift) W_j over the tiles in order (gemm with beta = 1), rescaled when the
   row's shift grows, as flash attention does.
@@ -40,6 +42,7 @@ cdef extern from "xent_kernels.h" nogil:
         double shift
         double sum
     xent_lse_state xent_lse_init()
+    void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
     double xent_lse_value(const xent_lse_state *st)
     int xent_select_isa(const char *name)
     const char *xent_current_isa()
@@ -277,41 +280,115 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
         if weight_sum is not None:
             wsum_view = weight_sum
             p.weight_sum = &wsum_view[0]
-    cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK, blk
-    cdef int threads = _threads_for(nthreads, nblocks)
+    cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
+    cdef Py_ssize_t nchunks = _vocab_chunks(nblocks, ntiles), item, blk
+    cdef bint grad = p.grad_hidden != NULL
+    cdef int threads = _threads_for(nthreads, nblocks * nchunks)
+    cdef Pieces pieces
+    memset(&pieces, 0, sizeof(Pieces))
+    pieces.nchunks, pieces.ntiles = nchunks, ntiles
+    pieces.stats = p.stats
     cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
     try:
+        if nchunks > 1:
+            pieces.stats = <double *>_alloc(nchunks * p.n * 4 * sizeof(double))
+            if grad:
+                pieces.acc = _alloc((nchunks - 1) * p.n * p.hdim * sizeof(floating))
+            if p.smooth_sum != NULL:
+                pieces.smooth = _alloc((nchunks - 1) * p.n * p.hdim * sizeof(floating))
         with nogil:
-            for blk in prange(nblocks, num_threads=threads, schedule="dynamic"):
-                _forward_block(&p, blk, scratch + threadid() * SCRATCH_PER_THREAD)
+            for item in prange(nblocks * nchunks, num_threads=threads, schedule="dynamic"):
+                _forward_piece(&p, &pieces, item // nchunks, item % nchunks,
+                               scratch + threadid() * SCRATCH_PER_THREAD)
+            if nchunks > 1 or grad:
+                for blk in prange(nblocks, num_threads=_threads_for(threads, nblocks),
+                                  schedule="static"):
+                    _merge_block(&p, &pieces, blk, scratch)
     finally:
         free(scratch)
+        if nchunks > 1:
+            free(pieces.stats)
+            free(pieces.acc)
+            free(pieces.smooth)
 
 
-cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexcept nogil:
+cdef enum:
+    # A call is cut into at least this many pieces (a block of rows x a stretch of the
+    # vocabulary) when the vocabulary is long enough, so that few rows still keep many threads
+    # busy. Fixed: the cut depends on the shapes alone, never on the thread count.
+    MIN_PIECES = 32
+
+
+cdef inline Py_ssize_t _vocab_chunks(Py_ssize_t nblocks, Py_ssize_t ntiles) noexcept nogil:
+    """Stretches of the vocabulary each block of rows is cut into (a function of the shapes)."""
+    cdef Py_ssize_t chunks = (MIN_PIECES + nblocks - 1) // nblocks
+    return chunks if chunks < ntiles else ntiles
+
+
+def vocab_chunks(Py_ssize_t n, Py_ssize_t vocab):
+    """Stretches of the vocabulary the forward pass cuts each block of rows into."""
+    return _vocab_chunks((n + ROW_BLOCK - 1) // ROW_BLOCK, (vocab + VOCAB_TILE - 1) // VOCAB_TILE)
+
+
+cdef void *_alloc(size_t nbytes) except NULL:
+    cdef void *buf = malloc(nbytes if nbytes > 0 else 1)
+    if buf == NULL:
+        raise MemoryError(f"linear_cross_entropy: no memory for {nbytes} bytes of partials")
+    return buf
+
+
+cdef struct Pieces:
+    # The vocabulary is cut into nchunks stretches of whole tiles. Stretch c of row r keeps
+    # its own statistics (stats[(c n + r) 4 ...]) and, for the gradient, its own accumulators:
+    # stretch 0 in grad_hidden / smooth_sum themselves, stretch c > 0 in acc / smooth at
+    # ((c - 1) n + r) H. With one stretch, stats is the caller's row_stats.
+    Py_ssize_t nchunks, ntiles
+    double *stats
+    void *acc
+    void *smooth
+
+
+cdef inline void *_chunk_rows(const Problem *p, void *first, void *rest, Py_ssize_t c,
+                              Py_ssize_t r0, size_t itemsize) noexcept nogil:
+    """Row r0 of stretch c's accumulator (entries of itemsize bytes), or NULL if none."""
+    if first == NULL:
+        return NULL
+    if c == 0:
+        return <char *>first + r0 * p.hdim * itemsize
+    return <char *>rest + ((c - 1) * p.n + r0) * p.hdim * itemsize
+
+
+cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk, Py_ssize_t c,
+                         floating *buf) noexcept nogil:
+    """Rows blk * ROW_BLOCK.. against the tiles of stretch c: statistics and accumulators."""
     cdef Py_ssize_t r0 = blk * ROW_BLOCK
     cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
+    cdef Py_ssize_t first_tile = c * pieces.ntiles // pieces.nchunks
+    cdef Py_ssize_t end_tile = (c + 1) * pieces.ntiles // pieces.nchunks
     cdef Py_ssize_t i, j, v0, ncols, t, tile_index
     cdef bint grad = p.grad_hidden != NULL
     cdef floating *tile = buf
     cdef floating *slope = buf + TILE if grad and p.softcap > 0 else <floating *>NULL
-    cdef floating *gh = <floating *>p.grad_hidden + r0 * p.hdim if grad else <floating *>NULL
-    cdef floating *sm = (<floating *>p.smooth_sum + r0 * p.hdim if p.smooth_sum != NULL
-                         else <floating *>NULL)
+    cdef floating *gh = <floating *>_chunk_rows(p, p.grad_hidden, pieces.acc, c, r0,
+                                                sizeof(floating))
+    cdef floating *sm = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, c, r0,
+                                                sizeof(floating))
+    cdef double *stats = pieces.stats + 4 * (c * p.n + r0)
     cdef floating *row
     cdef double *st
     cdef double total, shift_before
     cdef xent_lse_state lse
     for i in range(nrows):
-        st = p.stats + 4 * (r0 + i)
+        st = stats + 4 * i
         st[0], st[1], st[2], st[3] = -INFINITY_, 0.0, NAN_, 0.0
-    for tile_index in range((p.vocab + VOCAB_TILE - 1) // VOCAB_TILE):
+    for tile_index in range(first_tile, end_tile):
         v0 = tile_index * VOCAB_TILE
         ncols = _min(VOCAB_TILE, p.vocab - v0)
         _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, slope)
         for i in range(nrows):
             row = tile + i * ncols
-            st = p.stats + 4 * (r0 + i)
+            st = stats + 4 * i
             shift_before = st[0]
             lse.shift, lse.sum = st[0], st[1]
             _row_lse(row, ncols, &lse)
@@ -325,7 +402,7 @@ cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexce
                     total += row[j]
                 st[3] += total
             if grad:
-                if v0 > 0 and lse.shift > shift_before:
+                if tile_index > first_tile and lse.shift > shift_before:
                     _scale_row(gh + i * p.hdim, p.hdim, exp(shift_before - lse.shift))
                 # row = exp(z - shift) (times the softcap's slope): this tile's share of the
                 # softmax, up to the row's final 1 / sum-exp.
@@ -334,11 +411,66 @@ cdef void _forward_block(const Problem *p, Py_ssize_t blk, floating *buf) noexce
                     for j in range(ncols):
                         row[j] = row[j] * slope[i * ncols + j]
         if grad:
-            _add_product(p, v0, nrows, ncols, tile, gh, tile_index == 0)
+            _add_product(p, v0, nrows, ncols, tile, gh, tile_index == first_tile)
             if sm != NULL:
-                _add_product(p, v0, nrows, ncols, slope, sm, tile_index == 0)
-    if grad:
-        _finish_grad_hidden(p, r0, nrows, gh, sm)
+                _add_product(p, v0, nrows, ncols, slope, sm, tile_index == first_tile)
+
+
+cdef void _merge_block(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
+                       const floating *dtype_only) noexcept nogil:
+    """Fold the stretches of each row, in stretch order, then finish its gradient."""
+    cdef Py_ssize_t r0 = blk * ROW_BLOCK
+    cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
+    cdef Py_ssize_t i, c, k, t
+    cdef double *st
+    cdef const double *part
+    cdef xent_lse_state acc, piece
+    cdef double total, factor
+    cdef floating f
+    cdef floating *gh
+    cdef floating *sm
+    cdef const floating *other
+    for i in range(nrows):
+        st = p.stats + 4 * (r0 + i)
+        gh = <floating *>_chunk_rows(p, p.grad_hidden, pieces.acc, 0, r0 + i, sizeof(floating))
+        sm = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, 0, r0 + i, sizeof(floating))
+        if pieces.nchunks > 1:
+            part = pieces.stats + 4 * (r0 + i)
+            acc.shift, acc.sum = part[0], part[1]
+            total = part[3]
+            t = p.target[r0 + i]
+            st[2] = NAN_
+            for c in range(1, pieces.nchunks):
+                part = pieces.stats + 4 * (c * p.n + r0 + i)
+                piece.shift, piece.sum = part[0], part[1]
+                xent_lse_merge(&acc, &piece)
+                total += part[3]
+            for c in range(pieces.nchunks):  # the target logit, from its stretch
+                part = pieces.stats + 4 * (c * p.n + r0 + i)
+                if part[2] == part[2]:
+                    st[2] = part[2]
+            if gh != NULL and p.row_scale[r0 + i] != 0:
+                # Every stretch's accumulator onto the common shift, added in stretch order.
+                part = pieces.stats + 4 * (r0 + i)
+                factor = exp(part[0] - acc.shift) if part[1] != 0 else 0.0
+                _scale_row(gh, p.hdim, factor)
+                for c in range(1, pieces.nchunks):
+                    part = pieces.stats + 4 * (c * p.n + r0 + i)
+                    if part[1] == 0:
+                        continue
+                    f = <floating>exp(part[0] - acc.shift)
+                    other = <floating *>_chunk_rows(p, p.grad_hidden, pieces.acc, c, r0 + i,
+                                                    sizeof(floating))
+                    for k in range(p.hdim):
+                        gh[k] += f * other[k]
+                    if sm != NULL:
+                        other = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, c, r0 + i,
+                                                        sizeof(floating))
+                        for k in range(p.hdim):
+                            sm[k] += other[k]
+            st[0], st[1], st[3] = acc.shift, acc.sum, total
+        if gh != NULL:
+            _finish_row(p, r0 + i, gh, sm)
 
 
 cdef inline void _scale_row(floating *x, Py_ssize_t n, double factor) noexcept nogil:
@@ -358,41 +490,34 @@ cdef inline void _add_product(const Problem *p, Py_ssize_t v0, Py_ssize_t nrows,
           <floating>(0 if first else 1), out, <int>p.hdim)
 
 
-cdef void _finish_grad_hidden(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, floating *gh,
-                              const floating *sm) noexcept nogil:
-    """gh_i = a_i (acc_i / sum-exp_i - keep slope_t W_t - spread sum_j slope_j W_j)."""
-    cdef Py_ssize_t i, k, t
-    cdef double a, inv, target_share, y
-    cdef const double *st
-    cdef floating *row
+cdef void _finish_row(const Problem *p, Py_ssize_t r, floating *row,
+                      const floating *smooth_row) noexcept nogil:
+    """row = a_r (acc_r / sum-exp_r - keep slope_t W_t - spread sum_j slope_j W_j)."""
+    cdef Py_ssize_t k, t
+    cdef double a = p.row_scale[r], inv, target_share, y
+    cdef const double *st = p.stats + 4 * r
     cdef const floating *wt
-    cdef const floating *smooth_row
-    for i in range(nrows):
-        row = gh + i * p.hdim
-        a = p.row_scale[r0 + i]
-        if a == 0:
-            memset(row, 0, p.hdim * sizeof(floating))
-            continue
-        st = p.stats + 4 * (r0 + i)
-        inv = 1 / st[1]
-        t = p.target[r0 + i]
-        wt = <const floating *>p.weight + t * p.ldw
-        target_share = p.keep
-        if p.softcap > 0:
-            y = st[2] / p.softcap
-            target_share = p.keep * <floating>(1 - <floating>y * <floating>y)
-        if p.spread == 0:
-            for k in range(p.hdim):
-                row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]))
-        elif sm != NULL:
-            smooth_row = sm + i * p.hdim
-            for k in range(p.hdim):
-                row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
-                                         - p.spread * smooth_row[k]))
-        else:
-            for k in range(p.hdim):
-                row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
-                                         - p.spread * p.weight_sum[k]))
+    if a == 0:
+        memset(row, 0, p.hdim * sizeof(floating))
+        return
+    inv = 1 / st[1]
+    t = p.target[r]
+    wt = <const floating *>p.weight + t * p.ldw
+    target_share = p.keep
+    if p.softcap > 0:
+        y = st[2] / p.softcap
+        target_share = p.keep * <floating>(1 - <floating>y * <floating>y)
+    if p.spread == 0:
+        for k in range(p.hdim):
+            row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]))
+    elif smooth_row != NULL:
+        for k in range(p.hdim):
+            row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
+                                     - p.spread * smooth_row[k]))
+    else:
+        for k in range(p.hdim):
+            row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
+                                     - p.spread * p.weight_sum[k]))
 
 
 cdef extern from *:

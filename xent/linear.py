@@ -160,7 +160,10 @@ _COMMON_PARAMETERS = """hidden : array_like, shape (..., H)
 _MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles of 256 rows x 512 classes, one
     single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (1 MiB in
     float32), and folded into each row's (max, sum-exp) state while the tile is in cache.
-    Beyond the inputs, a call allocates 48 bytes per row and two tiles per thread.
+    Threads take pieces of work: a block of 256 rows x a stretch of the vocabulary (with
+    fewer than 32 blocks the vocabulary is cut into stretches, so few rows still use every
+    thread), merged in a fixed order. Beyond the inputs, a call allocates at most 48 bytes
+    per row and piece and two tiles per thread.
 
     The tiling depends only on the shapes and every sum runs over the tiles in a fixed order,
     so the result has the same bits on any number of threads. While the call runs, the
@@ -284,6 +287,7 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     ``G = d loss / d logits`` to add ``G.T @ hidden_rows`` to their rows of ``grad_weight``.
     Every entry of a gradient is written by one thread and summed over tiles in a fixed
     order: the same bits on any number of threads. Beyond the gradients it allocates O(N + V)
-    numbers and two tiles per thread (and an N x H accumulator when ``softcap`` and
-    ``label_smoothing`` are both given).
+    numbers, two tiles per thread, an accumulator of H numbers per row and extra stretch of
+    the vocabulary (at most 8192 x H in all), and an N x H one more when ``softcap`` and
+    ``label_smoothing`` are both given.
     """
