@@ -347,3 +347,18 @@ def test_bench_linear_shapes():
                                                                                  128256)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--linear-shape", "10x3"])
+
+
+def test_blas_guard_falls_back_to_threadpoolctl(monkeypatch):
+    """Where no OpenBLAS is found by its symbols (MKL, Accelerate), threadpoolctl limits BLAS."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(_blas, "_controls", [])
+
+    def blas_counts():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    before = blas_counts()
+    with _blas.single_threaded():
+        assert blas_counts() and all(n == 1 for n in blas_counts())
+    assert blas_counts() == before
