@@ -8,12 +8,16 @@ Conventions shared by every function:
 * Classes lie on the last axis (``axis`` where a function takes one); all leading axes are
   batch axes. (PyTorch puts classes on axis 1 of a multi-dimensional input.)
 * float32 and float64 inputs are computed in their own precision with double accumulators;
-  float16 is computed in float32 and returned as float16. Other dtypes are refused.
+  float16 and bfloat16 (``ml_dtypes.bfloat16``) are computed in float32 and returned in their
+  own dtype. ``logsumexp`` and ``cross_entropy`` with class indices read them directly, a
+  block of rows at a time widened in cache (rows shorter than 262,144 classes); other
+  functions convert them to float32 first. Other dtypes are refused.
 * Any row stride is read in place, read-only arrays and memory maps included; an input whose
   class axis is not contiguous is copied once.
 * Inputs are never modified, unless passed as ``out=``.
 """
 
+import functools
 import numbers
 
 import numpy as np
@@ -33,13 +37,21 @@ _COMPUTE_DTYPE = {
 
 # ---- argument checking ----------------------------------------------------------------------
 
+def _is_bfloat16(dtype):
+    """Whether dtype is ml_dtypes' bfloat16 (known by name: ml_dtypes need not be imported)."""
+    return dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.type.__module__ == "ml_dtypes"
+
+
 def _float_array(x, name, min_ndim=1):
     """``x`` as an ndarray of a supported floating dtype, in native byte order."""
     a = np.asarray(x)
+    if _is_bfloat16(a.dtype) and a.dtype not in _COMPUTE_DTYPE:
+        _COMPUTE_DTYPE[a.dtype] = np.dtype(np.float32)
+        _check.TOLERANCES[a.dtype] = _check.BFLOAT16_TOLERANCE
     if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
         kind = "floating" if a.dtype.kind == "f" else "non-floating"
-        raise TypeError(f"{name} must be float16, float32 or float64, got {kind} dtype "
-                        f"{a.dtype}")
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {kind} "
+                        f"dtype {a.dtype}")
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim < min_ndim:
@@ -60,6 +72,18 @@ def _rows(a, dtype):
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         rows = np.ascontiguousarray(rows)
     return rows
+
+
+def _half_rows(a):
+    """(the float16 or bfloat16 bits of ``a`` as (N, C) uint16 rows, whether bfloat16), or None.
+
+    None for other dtypes, and for rows so long that their kernels split them among threads:
+    those are converted to float32 whole instead.
+    """
+    if a.dtype.itemsize != 2 or a.shape[-1] >= _kernels.split_row_length():
+        return None
+    rows = _rows(a, a.dtype)
+    return rows.view(np.uint16), _is_bfloat16(a.dtype)
 
 
 def _axis(axis, ndim):
@@ -176,7 +200,7 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, float32 or float64 values, at least 1-d.
+        float16, bfloat16, float32 or float64 values, at least 1-d.
     axis : int, optional
         Axis to reduce (default: the last).
     keepdims : bool, optional
@@ -205,11 +229,18 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     moved = np.moveaxis(a, ax, -1)
     batch, n_classes = moved.shape[:-1], moved.shape[-1]
     compute = _COMPUTE_DTYPE[a.dtype]
-    rows = _rows(moved, compute)
-    result = np.full(rows.shape[0], -np.inf, dtype=compute)
-    if rows.shape[0] and n_classes:
-        _kernels.logsumexp_rows(rows, result, threads)
+    half = _half_rows(moved) if n_classes else None
+    if half is not None:
+        result = np.empty(half[0].shape[0], dtype=compute)
+        if result.size:
+            _kernels.logsumexp_rows_half(*half, result, threads)
+    else:
+        rows = _rows(moved, compute)
+        result = np.full(rows.shape[0], -np.inf, dtype=compute)
+        if rows.shape[0] and n_classes:
+            _kernels.logsumexp_rows(rows, result, threads)
     if checking:
+        rows = _rows(moved, compute)
         sample = _check.sample_rows(rows.shape[0])
         _check.compare("logsumexp", result[sample], _reference.logsumexp(rows[sample]),
                        a.dtype, rows=sample)
@@ -278,7 +309,7 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, float32 or float64 values, at least 1-d.
+        float16, bfloat16, float32 or float64 values, at least 1-d.
     axis : int, optional
         Class axis (default: the last).
     out : numpy.ndarray, optional
@@ -311,7 +342,7 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, float32 or float64 values, at least 1-d.
+        float16, bfloat16, float32 or float64 values, at least 1-d.
     axis : int, optional
         Class axis (default: the last).
     out : numpy.ndarray, optional
@@ -376,7 +407,9 @@ class _CrossEntropyInputs:
         self.smoothing = _label_smoothing(label_smoothing)
         self.threads = get_num_threads(num_threads)
         self.compute = _COMPUTE_DTYPE[x.dtype]
-        self.rows = _rows(x, self.compute)
+        # float16 and bfloat16 logits are read as they are for class indices (rows is then
+        # made only if the gradient or check mode asks for it)
+        self.half = _half_rows(x) if t.dtype.kind in "iu" else None
         if t.dtype.kind == "f":
             if t.shape != x.shape:
                 raise ValueError(
@@ -394,6 +427,11 @@ class _CrossEntropyInputs:
             raise TypeError(f"target must hold integer class indices or floating "
                             f"probabilities, got dtype {t.dtype}")
 
+    @functools.cached_property
+    def rows(self):
+        """The logits as (N, C) rows in the compute dtype (a view unless converted)."""
+        return _rows(self.x, self.compute)
+
     @property
     def options(self):
         """The options, as xent.reference takes them."""
@@ -405,17 +443,19 @@ class _CrossEntropyInputs:
 
     def losses(self, sample=None):
         """(total, mean's denominator, row losses or None), over all rows or a sample."""
-        rows = self.rows if sample is None else self.rows[sample]
         target = self.target_rows if sample is None else self.target_rows[sample]
-        row_loss = np.empty(rows.shape[0], dtype=self.compute) if (
+        row_loss = np.empty(target.shape[0], dtype=self.compute) if (
             self.reduction == "none" or sample is not None) else None
-        if self.probabilities:
-            total = _kernels.probability_loss(rows, target, self.weight, self.smoothing,
-                                              row_loss, self.threads)
-            return total, rows.shape[0], row_loss
-        total, weight_sum, bad = _kernels.index_loss(rows, target, self.weight,
-                                                     self.ignore_index, self.smoothing, False,
-                                                     row_loss, self.threads)
+        options = (self.weight, self.ignore_index, self.smoothing, False, row_loss, self.threads)
+        if sample is None and self.half is not None:
+            total, weight_sum, bad = _kernels.index_loss_half(*self.half, target, *options)
+        else:
+            rows = self.rows if sample is None else self.rows[sample]
+            if self.probabilities:
+                total = _kernels.probability_loss(rows, target, self.weight, self.smoothing,
+                                                  row_loss, self.threads)
+                return total, rows.shape[0], row_loss
+            total, weight_sum, bad = _kernels.index_loss(rows, target, *options)
         if bad >= 0:
             self.raise_bad_label(bad)
         return total, weight_sum, row_loss
@@ -439,7 +479,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     Parameters
     ----------
     logits : array_like, shape (..., C)
-        Unnormalised scores, float16/float32/float64; classes on the last axis.
+        Unnormalised scores, float16/bfloat16/float32/float64; classes on the last axis.
     target : array_like
         Integer class indices of shape ``(...)`` (any integer dtype), or floating class
         probabilities of shape ``(..., C)``, computed in the logits' dtype (a nonzero

@@ -224,6 +224,39 @@ static void F(log1p_array)(const T *x, ptrdiff_t n, T *out)
 }
 
 /*
+ * out[i] = h[i] widened exactly to T, where h holds IEEE float16 (bfloat == 0) or bfloat16
+ * (bfloat == 1) bits. bfloat16 is the top half of a float. float16's exponent and mantissa,
+ * moved to a float's places, are off by the bias difference, 2^(127 - 15): one multiply puts
+ * normals and subnormals right; inf and NaN (payload kept) get the all-ones exponent instead.
+ * Branch-free, so it vectorises with or without F16C.
+ */
+static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
+{
+    if (bfloat) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            uint32_t b = (uint32_t)h[i] << 16;
+            float f;
+            memcpy(&f, &b, sizeof f);
+            out[i] = (T)f;
+        }
+        return;
+    }
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t v = h[i], magnitude = (v & 0x7fffu) << 13, bits;
+        float f;
+        memcpy(&f, &magnitude, sizeof f);
+        f *= 0x1p112f;
+        memcpy(&bits, &f, sizeof bits);
+        bits = magnitude >= (0x7c00u << 13) ? magnitude | 0x7f800000u : bits;
+        bits |= (v & 0x8000u) << 16;
+        memcpy(&f, &bits, sizeof f);
+        out[i] = (T)f;
+    }
+}
+
+/*
  * The row loops work on groups of XENT_LANES entries (64 bytes: one AVX-512 vector, two AVX2
  * vectors, four SSE vectors) with one accumulator per lane, so they vectorise whole at any
  * width; a row's last partial group is copied into a group padded with -inf, whose exp is 0.
