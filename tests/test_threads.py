@@ -95,3 +95,75 @@ def test_concurrent_python_threads_get_serial_results():
         th.join()
     for got, want in zip(results, expected):
         assert got.tobytes() == want.tobytes()
+
+
+def test_concurrent_calls_share_the_cpus(monkeypatch):
+    """While another thread is inside xent, a default call gets the CPUs divided by two."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpus = min(available_cpus(), _kernels.openmp_max_threads())
+    alone = xent.get_num_threads()
+    inside, seen = threading.Event(), []
+    x = np.random.default_rng(0).standard_normal((256, 512), dtype=np.float32)
+
+    def slow_target():
+        # a public call whose kernel stays busy until the main thread has looked
+        def hold(*_):
+            inside.set()
+            time.sleep(0.2)
+            return 0
+        with monkeypatch.context() as m:
+            m.setattr(xent._api._kernels, "index_loss", lambda *a: (hold(), 1.0, -1))
+            xent.cross_entropy(x, np.zeros(256, np.int64))
+
+    worker = threading.Thread(target=slow_target)
+    worker.start()
+    assert inside.wait(10)
+    seen.append(xent.get_num_threads())
+    worker.join()
+    assert alone == (cpus if _kernels.has_openmp() else 1)
+    assert seen == [max(1, alone // 2) if _kernels.has_openmp() else 1]
+    assert xent.get_num_threads() == alone
+    # an explicit count is left alone
+    assert xent.get_num_threads(1) == 1
+
+
+def test_nested_public_calls_count_once():
+    """perplexity calls cross_entropy: inside it, the call is counted once, not twice."""
+    from xent import _threads
+    seen = []
+    original = _threads.get_num_threads
+
+    def spy(num_threads=None):
+        seen.append(_threads.calls_in_flight())
+        return original(num_threads)
+
+    import xent.info as info
+    x = np.zeros((4, 3), np.float32)
+    try:
+        info.get_num_threads = spy
+        xent._api.get_num_threads = spy
+        info.perplexity(x, np.zeros(4, np.int64))
+    finally:
+        info.get_num_threads = original
+        xent._api.get_num_threads = original
+    assert seen and set(seen) == {1}
+    assert _threads.calls_in_flight() == 1   # outside any call: the one about to start
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ({}, "GOMP_SPINCOUNT=10000"),
+    ({"GOMP_SPINCOUNT": "300000"}, "GOMP_SPINCOUNT=300000"),
+    ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY=active"),
+])
+def test_openmp_spin_default_yields_to_the_caller_setting(tmp_path, preset, expected):
+    """import xent shortens OpenMP's spin only where the user set no wait policy."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(preset)
+    code = "import xent; print(xent._config.config()['openmp_wait'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

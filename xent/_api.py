@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -194,6 +194,7 @@ def _out_array(out, shape, dtype, name="out"):
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
 
+@shares_cpus
 def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     """Logarithm of the sum of exponentials along an axis.
 
@@ -303,6 +304,7 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
     return out
 
 
+@shares_cpus
 def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     """Logarithm of the softmax along an axis: ``x - logsumexp(x, axis, keepdims=True)``.
 
@@ -336,6 +338,7 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
                               _reference.log_softmax, x, axis, out, num_threads, check)
 
 
+@shares_cpus
 def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     """Softmax along an axis: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
@@ -472,6 +475,7 @@ class _CrossEntropyInputs:
             self.x.dtype)
 
 
+@shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0, num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
@@ -571,6 +575,7 @@ def _safe_divide(a, b):
         return float(np.float64(a) / np.float64(b))
 
 
+@shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                             reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
                             num_threads=None, check=None):
@@ -648,6 +653,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     return loss, grad
 
 
+@shares_cpus
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
              num_threads=None, check=None):
     """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.

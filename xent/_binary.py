@@ -11,7 +11,7 @@ from . import _check, _kernels
 from . import reference as _reference
 from ._api import (_COMPUTE_DTYPE, _check_flag, _float_array, _gradient_array, _grad_output,
                    _reduction, _safe_divide, _writable_rows)
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 _Element = _kernels.Element
 
@@ -163,6 +163,7 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
     _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample)
 
 
+@shares_cpus
 def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_threads=None,
                          check=None):
     """Binary cross-entropy between probabilities and targets, as PyTorch's.
@@ -198,6 +199,7 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
                    check)
 
 
+@shares_cpus
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
                                    grad_output=None, out=None, num_threads=None, check=None):
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``, in one pass.
@@ -210,6 +212,7 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
                    check, with_grad=True, grad_output=grad_output, out=out)
 
 
+@shares_cpus
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", num_threads=None, check=None):
     """Binary cross-entropy of logits, as PyTorch's: stable for logits of any magnitude.
@@ -248,6 +251,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                    num_threads, check)
 
 
+@shares_cpus
 def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
                                                reduction="mean", grad_output=None, out=None,
                                                num_threads=None, check=None):

@@ -16,7 +16,7 @@ from . import _check, _kernels
 from . import reference as _reference
 from ._api import (_COMPUTE_DTYPE, _axis, _check_flag, _float_array, _rows, cross_entropy)
 from ._binary import _first_outside_unit
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 __all__ = ["self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
            "entropy_from_logits", "perplexity", "SUM_TOLERANCE"]
@@ -107,6 +107,7 @@ def _check_rows(name, got, batch, reference_rows, dtype):
     _check.compare(name, got[sample], reference_rows(sample), dtype, rows=sample)
 
 
+@shares_cpus
 def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
     """Shannon entropy ``-sum p log p`` of distributions along ``axis``, with 0 log 0 = 0.
 
@@ -144,6 +145,7 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
     return result
 
 
+@shares_cpus
 def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
     """Cross-entropy ``H(p, q) = -sum p log q`` between distributions along ``axis``.
 
@@ -169,6 +171,7 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     return result
 
 
+@shares_cpus
 def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
     """Kullback-Leibler divergence ``sum p log(p / q)`` along ``axis``.
 
@@ -208,6 +211,7 @@ def _elementwise(kind, name, p, base, num_threads):
     return result[()] if result.ndim == 0 else result
 
 
+@shares_cpus
 def self_information(p, base=None, *, num_threads=None):
     """Surprisal ``-log p`` of each probability (``inf`` for p = 0).
 
@@ -229,6 +233,7 @@ def self_information(p, base=None, *, num_threads=None):
                         num_threads)
 
 
+@shares_cpus
 def binary_entropy(p, base=None, *, num_threads=None):
     """Entropy of a Bernoulli(p) variable, ``-p log p - (1 - p) log(1 - p)``, elementwise.
 
@@ -239,6 +244,7 @@ def binary_entropy(p, base=None, *, num_threads=None):
                         num_threads)
 
 
+@shares_cpus
 def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=None):
     """Entropy of ``softmax(logits)`` along ``axis``, without forming the probabilities.
 
@@ -257,6 +263,7 @@ def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=N
     return result
 
 
+@shares_cpus
 def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
                num_threads=None, check=None):
     """Perplexity ``exp(mean cross-entropy)`` of logits against targets.
