@@ -48,8 +48,10 @@ DEFAULT_CASES = [
 DEFAULT_GRAD_SHAPE = (8192, 32000)
 #: ``--quick`` divides the rows of every shape by this.
 QUICK_DIVISOR = 16
-#: Relative tolerance of the agreement check, per dtype.
-RTOL = {"float32": 1e-4, "float64": 1e-9}
+#: Relative tolerance of the agreement check, per dtype (a half dtype's result is rounded to
+#: it: a few of its ulps).
+RTOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 1e-4, "float64": 1e-9}
+DTYPES = tuple(RTOL)
 #: Rows of the gradients compared between xent and PyTorch.
 GRAD_CHECK_ROWS = 256
 
@@ -143,9 +145,9 @@ def add_arguments(parser):
     parser.add_argument("--shape", type=parse_shape, action="append", metavar="NxC",
                         help="rows x classes, e.g. 65536x1000 or 64x1M (repeatable; replaces "
                              "the default shapes; the first is also the gradient's shape)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="dtype of every shape (default: float32 for --shape; the default "
-                             "shapes are float32 and one float64)")
+                             "shapes are float32 and one float64; bfloat16 needs ml_dtypes)")
     parser.add_argument("--threads", type=thread_count, default=None,
                         help="threads for xent and PyTorch (default: all CPUs this process "
                              "may use)")
@@ -188,7 +190,18 @@ class Case:
     @property
     def nbytes(self):
         """Bytes of logits read by one call."""
-        return self.elements * np.dtype(self.dtype).itemsize
+        return self.elements * numpy_dtype(self.dtype).itemsize
+
+
+def numpy_dtype(name):
+    """The numpy dtype of a :data:`DTYPES` name (bfloat16 from ml_dtypes)."""
+    if name == "bfloat16":
+        try:
+            return np.dtype(_import("ml_dtypes").bfloat16)
+        except ImportError:
+            raise SystemExit("xent bench: --dtype bfloat16 needs ml_dtypes "
+                             "(pip install ml_dtypes)") from None
+    return np.dtype(name)
 
 
 def select_cases(args):
@@ -227,7 +240,7 @@ def make_data(case, seed):
     """Standard normal logits and uniform int64 labels for a case, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((case.rows, case.classes), dtype=np.float32)
-    logits = logits.astype(case.dtype, copy=False)
+    logits = logits.astype(numpy_dtype(case.dtype), copy=False)
     labels = rng.integers(0, case.classes, case.rows)
     return logits, labels
 
@@ -302,18 +315,26 @@ def load_torch(threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
 
+    def tensor(logits):
+        if logits.dtype.name == "bfloat16":   # no numpy bfloat16 in torch: share the bits
+            return torch.from_numpy(logits.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(logits)
+
     def prepare(logits, labels):
-        x, t = torch.from_numpy(logits), torch.from_numpy(labels)
+        x, t = tensor(logits), torch.from_numpy(labels)
         return lambda: float(functional.cross_entropy(x, t))
 
     def prepare_grad(logits, labels):
         t = torch.from_numpy(labels)
 
         def forward_backward():
-            x = torch.from_numpy(logits).requires_grad_(True)
+            x = tensor(logits).requires_grad_(True)
             loss = functional.cross_entropy(x, t)
             loss.backward()
-            return float(loss.detach()), x.grad.numpy()
+            grad = x.grad
+            if grad.dtype == torch.bfloat16:
+                return float(loss.detach()), grad.view(torch.int16).numpy().view(logits.dtype)
+            return float(loss.detach()), grad.numpy()
         return forward_backward
 
     return Peer("torch", "torch.nn.functional.cross_entropy", torch.__version__,
@@ -344,6 +365,8 @@ def load_sklearn(threads):
         raise PeerSkipped(f"its private API differs ({exc})")
 
     def prepare(logits, labels):
+        if logits.dtype.itemsize < 4:
+            raise PeerSkipped("float32 and float64 only")
         try:
             loss = loss_class(n_classes=logits.shape[1])
         except TypeError as exc:
