@@ -293,7 +293,7 @@ def test_errors_name_the_problem(call, error, message):
 def test_label_out_of_range_names_its_global_row():
     x, t = data(1000, 10)
     t[777] = 10
-    with pytest.raises(IndexError, match=r"labels\[777\] = 10"):
+    with pytest.raises(IndexError, match=r"labels\[777\] = 10 is out of range \(batch 1, row 277\)"):
         xent.evaluate(iter([(x[:500], t[:500]), (x[500:], t[500:])]), chunk_rows=100)
 
 

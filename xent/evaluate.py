@@ -295,7 +295,7 @@ def _open_pairs(pairs):
         x = _check_logits(open_array(bx, f"batch {i} logits"), f"batch {i} logits")
         y = _check_labels(open_array(by, f"batch {i} labels"), x.shape[:-1],
                           f"batch {i} labels", f"batch {i} logits")
-        yield x, y, f"batch {i} "
+        yield x, y, f"batch {i}, "
 
 
 def _progress_bar(progress, total):
@@ -327,8 +327,9 @@ class _Options:
         return self.weights[n_classes]
 
 
-def evaluate_chunk(rows, labels, row0, opts, name=""):
-    """Per-row values (n, fields) and ranks (n,) of one chunk of rows (global rows row0...).
+def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
+    """Per-row values (n, fields) and ranks (n,) of one chunk of rows (global rows row0...;
+    rows local0... of the batch called name, for error messages).
 
     ``rows`` is (n, C) in any float dtype and layout: converted here, one chunk at a time.
     """
@@ -341,7 +342,8 @@ def evaluate_chunk(rows, labels, row0, opts, name=""):
     bad = (t != opts.ignore_index) & ((t < 0) | (t >= c))
     if bad.any():
         i = int(np.argmax(bad))
-        raise IndexError(f"{name}labels[{row0 + i}] = {t[i]} is out of range: class indices "
+        where = f" ({name}row {local0 + i})" if name else ""
+        raise IndexError(f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
                          f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}")
     t = np.ascontiguousarray(t, dtype=np.intp)
     values = np.empty((n, _FIELDS))
@@ -424,7 +426,7 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
                     part = rows[start:start + step]
                     values, rank = evaluate_chunk(
                         part, y_flat[done + start:done + start + len(part)], acc.row, opts,
-                        name)
+                        name, done + start)
                     acc.add_values(values)
                     acc.add_ranks(rank)
                     if bar is not None:
