@@ -397,7 +397,7 @@ def build_parser():
     eval_parser.add_argument("--labels-dtype", type=np.dtype, default=np.dtype(np.int64),
                              help="dtype of raw binary label files (default int64)")
     eval_parser.add_argument("--chunk-rows", type=bench.positive_int, default=None,
-                             help="rows per chunk (default: about 32 MiB of logits)")
+                             help="rows per chunk (default: about 128 MiB of logits)")
     eval_parser.set_defaults(run=evaluate_files)
     return parser
 

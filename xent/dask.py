@@ -67,7 +67,7 @@ def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num
     opts = _ev._Options(requested, weight, ignore_index, num_threads)
     x = np.asarray(x)
     y = np.asarray(y).reshape(-1)
-    step = chunk_rows or max(1, _ev.CHUNK_BYTES // (x.shape[1] * 4))
+    step = chunk_rows or _ev._default_chunk_rows(x.shape[1], x.dtype)
     values, ranks = [], []
     for start in range(0, x.shape[0], step):
         v, r = _ev.evaluate_chunk(x[start:start + step], y[start:start + step], row0 + start,

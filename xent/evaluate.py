@@ -27,9 +27,14 @@ from ._threads import get_num_threads
 #: Rows per summation group (see the module docstring). Fixed: results depend on it.
 GROUP_ROWS = 4096
 
-#: Logits per chunk, in bytes of the compute dtype, when ``chunk_rows`` is None: a chunk takes
-#: milliseconds (so Ctrl-C is prompt) and its per-chunk buffers stay small.
-CHUNK_BYTES = 32 * 2**20
+#: Logits per chunk, in bytes of the compute dtype, when ``chunk_rows`` is None. A chunk's
+#: kernel takes tens of milliseconds (Ctrl-C is prompt), and each chunk is one parallel region:
+#: on a busy machine every region's end waits for a descheduled thread (measured: 12 ms per
+#: region at load 4 on 2 cores), so chunks of 8 MiB cost 3x; 128 MiB cost nothing.
+CHUNK_BYTES = 128 * 2**20
+
+#: At most this many rows per chunk (short rows): the per-row buffers stay at 32 MiB.
+MAX_CHUNK_ROWS = 2**20
 
 _FIELDS = _kernels.evaluate_fields()   # float64 columns per row: loss, weight, entropy
 _LOSS, _WEIGHT, _ENTROPY = 0, 1, 2
@@ -327,6 +332,11 @@ class _Options:
         return self.weights[n_classes]
 
 
+def _default_chunk_rows(n_classes, dtype):
+    itemsize = _COMPUTE_DTYPE[np.dtype(dtype).newbyteorder("=")].itemsize
+    return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // (n_classes * itemsize)))
+
+
 def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
     """Per-row values (n, fields) and ranks (n,) of one chunk of rows (global rows row0...;
     rows local0... of the batch called name, for error messages).
@@ -374,7 +384,8 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     ignore_index : int, optional
         Rows with this label are left out of every metric, and counted in ``ignored``.
     chunk_rows : int, optional
-        Rows per chunk (default: about 32 MiB of logits). Results do not depend on it.
+        Rows per chunk (default: about 128 MiB of logits, at most 2**20 rows). Results do
+        not depend on it.
     num_threads : int or None, optional
         Threads, see :func:`xent.get_num_threads`. Results do not depend on it.
     progress : bool, optional
@@ -417,8 +428,7 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
             elif c != opts.n_classes:
                 raise ValueError(f"{name}logits have {c} classes, earlier batches "
                                  f"{opts.n_classes}")
-            step = chunk or max(1, CHUNK_BYTES // (c * _COMPUTE_DTYPE[
-                x.dtype.newbyteorder("=")].itemsize))
+            step = chunk or _default_chunk_rows(c, x.dtype)
             y_flat = y.reshape(-1)
             done = 0
             for rows in _flat_rows(x):
