@@ -1,6 +1,8 @@
 """xent.dask on a real distributed.LocalCluster of worker processes: the same report as
 xent.evaluate in memory, bit for bit, and cross_entropy equal to xent.cross_entropy."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -14,11 +16,20 @@ xdask = pytest.importorskip("xent.dask")
 
 @pytest.fixture(scope="module")
 def client():
+    # distributed writes OMP_NUM_THREADS=1 (and more) into this process's environment for its
+    # workers: put it back, or every later test would see one thread
+    saved = dict(os.environ)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", dashboard_address=None)
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
+    os.environ.clear()
+    os.environ.update(saved)
+    try:
+        with distributed.Client(cluster) as c:
+            yield c
+    finally:
+        cluster.close()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def data(n=10000, c=30, seed=0):

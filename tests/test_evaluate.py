@@ -242,6 +242,7 @@ print(peak[0] - base)
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     rise_mib = int(proc.stdout.split()[-1]) / 1024
+    print(f"RssAnon rise {rise_mib:.1f} MiB")
     assert rise_mib < 24, f"RssAnon grew by {rise_mib:.1f} MiB over a 96 MiB file"
 
 
