@@ -3,7 +3,7 @@ peak anonymous memory.
 
     python benchmarks/evaluate_bigfile.py DIR [--gib 44] [--classes 1000] [--keep]
 
-Writes DIR/logits.npy (float32, written a chunk at a time by a generator) and DIR/labels.npy,
+Writes DIR/logits.npy (float32, written a chunk at a time from a generator) and DIR/labels.npy,
 then times ``cat FILE > /dev/null`` cold (after trying ``sync; echo 3 >
 /proc/sys/vm/drop_caches``) and warm, and ``xent eval --json --no-progress`` while sampling
 RssAnon from /proc/PID/status every 20 ms. Deletes the files at the end unless --keep.
@@ -67,25 +67,23 @@ def main():
     try:
         start = time.perf_counter()
         rng = np.random.default_rng(0)
-        out = np.lib.format.open_memmap(logits_path, mode="w+", dtype=np.float32, shape=(n, c))
-        labels = rng.integers(0, c, n)
-        step = 65536
-        for s in range(0, n, step):
-            block = rng.standard_normal((min(step, n - s), c), dtype=np.float32)
-            block[np.arange(len(block)), labels[s:s + step]] += 2
-            out[s:s + step] = block
-            if s % (step * 64) == 0:
-                out.flush()   # hand the dirty pages to the disk as we go
-        out.flush()
-        del out
+        # plain sequential writes after the .npy header: faster than a memory map's writeback
+        with open(logits_path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f4", "fortran_order": False, "shape": (n, c)})
+            labels = rng.integers(0, c, n)
+            step = 65536
+            for s in range(0, n, step):
+                block = rng.standard_normal((min(step, n - s), c), dtype=np.float32)
+                block[np.arange(len(block)), labels[s:s + step]] += 2
+                f.write(block.data)
         np.save(labels_path, labels)
         size = os.path.getsize(logits_path)
         print(f"wrote {logits_path}: {n:,} x {c:,} float32, {size / 2**30:.2f} GiB in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
 
         dropped = drop_caches()
-        cold, _, _ = timed(["cat", logits_path], False) if False else timed(
-            ["sh", "-c", f"cat {logits_path} > /dev/null"])
+        cold, _, _ = timed(["sh", "-c", f"cat {logits_path} > /dev/null"])
         warm, _, _ = timed(["sh", "-c", f"cat {logits_path} > /dev/null"])
         print(f"cat cold{'' if dropped else ' (caches not dropped)'}: {cold:.1f} s "
               f"({size / cold / 2**30:.2f} GiB/s); warm: {warm:.1f} s "
