@@ -24,6 +24,8 @@ from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
 from ._check import CheckError
 from ._config import show_config
 from ._threads import get_num_threads
+# xent.evaluate is the function; its module stays importable as sys.modules["xent.evaluate"]
+from .evaluate import EvaluationReport, evaluate
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,8 @@ __all__ = [
     "CheckError",
     "cross_entropy",
     "cross_entropy_with_grad",
+    "evaluate",
+    "EvaluationReport",
     "get_num_threads",
     "info",
     "log_softmax",
