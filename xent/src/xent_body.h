@@ -27,6 +27,7 @@ typedef uint32_t F(bits_t);
 #define XENT_LOG2E 0x1.715476p+0f
 #define XENT_LN2_HI 0x1.62ep-1f             /* 12 bits: k * LN2_HI is exact for |k| < 2^12 */
 #define XENT_LN2_LO 0x1.0bfbe8p-15f
+#define XENT_LN2 0x1.62e430p-1f                /* ln2 rounded: 1.9e-9 relative off */
 #define XENT_EXP_UNDER (-87.33654f)         /* below: exp is subnormal, returned as 0 */
 #define XENT_EXP_CLAMP 88.37f               /* k stays <= 127 */
 #define XENT_EXP_OVER 88.72284f             /* above: +inf */
@@ -43,6 +44,7 @@ typedef uint64_t F(bits_t);
 #define XENT_LOG2E 0x1.71547652b82fep+0
 #define XENT_LN2_HI 0x1.62e42fee00000p-1    /* 32 bits: k * LN2_HI is exact for |k| < 2^21 */
 #define XENT_LN2_LO 0x1.a39ef35793c76p-33
+#define XENT_LN2 0x1.62e42fefa39efp-1
 #define XENT_EXP_UNDER (-708.3964185322641)
 #define XENT_EXP_CLAMP 709.08
 #define XENT_EXP_OVER 709.782712893384
@@ -64,11 +66,13 @@ typedef uint64_t F(bits_t);
  * AVX-512) and 1.15 ulp without (baseline), 0.26 on average; double at most 1.0 ulp from
  * glibc's exp. (The Taylor polynomial of degree 7 this replaced gave 1.22 ulp.)
  */
-static inline T F(exp_poly)(T yc, T *scale)
+static inline T F(exp_poly)(T yc, T *scale, int exact_ln2)
 {
     T kr = yc * XENT_LOG2E + XENT_ROUND_MAGIC;        /* round(y / ln2), held in the low bits */
     T k = kr - XENT_ROUND_MAGIC;
-    T r = (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO;
+    /* k ln2 in two parts keeps r exact; with ln2 rounded to one T, r is off by |k| 1.9e-9
+     * (float), which a sum of terms exp(y) of size 2^k may well afford (see exp_term) */
+    T r = exact_ln2 ? (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO : yc - k * XENT_LN2;
     F(bits_t) kbits, magic_bits, scale_bits;
     T magic = XENT_ROUND_MAGIC;
     memcpy(&kbits, &kr, sizeof kbits);
@@ -106,23 +110,24 @@ static inline T F(exp)(T y)
 {
     T yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;   /* NaN passes both clamps */
     yc = yc > XENT_EXP_CLAMP ? XENT_EXP_CLAMP : yc;
-    T scale, e = F(exp_poly)(yc, &scale) * scale;
+    T scale, e = F(exp_poly)(yc, &scale, 1) * scale;
     e = y < XENT_EXP_UNDER ? 0 : e;
     e = y > XENT_EXP_OVER ? (T)INFINITY : e;
     return e;
 }
 
 /*
- * exp(y) as a term of a sum of exps: y <= 0 or NaN. Where exp(y) is subnormal (or y = -inf) it
- * returns a number no larger than the smallest normal T instead of 0: in a sum that holds
- * the max's exp(0) = 1 such a term rounds away, and skipping the clamps and selects of F(exp)
- * makes the log-sum-exp loops a quarter shorter, which is their speed (they are bound by exp,
- * not by memory).
+ * exp(y) as a term of a sum of exps: y <= 0 or NaN, and exp(0) exactly 1. Where exp(y) is
+ * subnormal (or y = -inf) it returns a number no larger than the smallest normal T instead of
+ * 0, which a sum holding the max's 1 rounds away; and it reduces y with ln2 in one part, so a
+ * term of size 2^k is off by |k| 1.9e-9 relative (float): at most 2e-9 of the sum. Skipping
+ * F(exp)'s clamps, selects and second reduction step makes the log-sum-exp loops a third
+ * shorter, which is their speed (they are bound by exp, not by memory).
  */
 static inline T F(exp_term)(T y)
 {
     T scale, yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;
-    return F(exp_poly)(yc, &scale) * scale;
+    return F(exp_poly)(yc, &scale, 0) * scale;
 }
 
 /* The bits of a T, and back, without aliasing trouble (compiles to nothing or a move). */
@@ -293,17 +298,26 @@ static inline T F(max_groups)(const T *x, ptrdiff_t n)
 }
 
 /*
- * Sum of exp(x[i] - shift) over the whole groups, in T lanes: a chunk is short enough. Every
- * x[i] <= shift (lse_chunk deals with +inf before).
+ * Sum of exp(x[i] - shift) over the whole groups, in T lanes (a chunk is short enough), and
+ * the count of entries equal to the shift, whose terms are exactly 1. Those are kept out of
+ * the lanes: a float lane holding 1 would round every small term added to it to a multiple
+ * of 2^-24, and in a confident row (the target the max, every other term small) the loss is
+ * log(1 + the small terms), so it would lose its relative accuracy. Every x[i] <= shift
+ * (lse_chunk deals with +inf before).
  */
-static inline double F(sum_exp_groups)(const T *x, ptrdiff_t n, T shift)
+static inline double F(sum_exp_groups)(const T *x, ptrdiff_t n, T shift, double *ties)
 {
-    T s[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = 0;
+    T s[XENT_LANES], c[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
     for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] += F(exp_term)(x[g + l] - shift);
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T tie = x[g + l] == shift ? 1 : 0;           /* then exp_term gives exactly 1 */
+            s[l] += F(exp_term)(x[g + l] - shift) - tie;
+            c[l] += tie;
+        }
     }
+    *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 }
 
@@ -343,9 +357,9 @@ static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
         st->sum += F(has_nan)(x, n) ? NAN : INFINITY;
         return;
     }
-    double sum = F(sum_exp_groups)(x, whole, (T)st->shift);
-    if (whole < n) sum += F(sum_exp_groups)(tail, XENT_LANES, (T)st->shift);
-    st->sum += sum;
+    double ties = 0, sum = F(sum_exp_groups)(x, whole, (T)st->shift, &ties);
+    if (whole < n) sum += F(sum_exp_groups)(tail, XENT_LANES, (T)st->shift, &ties);
+    st->sum += ties + sum;
 }
 
 #define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
