@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -93,6 +93,18 @@ def _ignore_index(value):
     if not info.min <= int(value) <= info.max:
         raise ValueError(f"ignore_index={value} does not fit in a {info.bits}-bit integer")
     return int(value)
+
+
+def _bool_option(value, name):
+    """A yes/no option as a bool: True, False (numpy's too) or the ints 1 and 0.
+
+    Anything else is refused rather than read by its truth value: ``normalize="no"`` would
+    otherwise mean yes.
+    """
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                               and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 def _check_flag(check):
@@ -170,6 +182,7 @@ def _out_array(out, shape, dtype, name="out"):
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
 
+@shares_cpus
 def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     """Logarithm of the sum of exponentials along an axis.
 
@@ -200,6 +213,7 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     """
     a = _float_array(x, "x")
     ax = _axis(axis, a.ndim)
+    keepdims = _bool_option(keepdims, "keepdims")
     threads = get_num_threads(num_threads)
     checking = _check_flag(check)
     moved = np.moveaxis(a, ax, -1)
@@ -263,7 +277,8 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
         if dest is None:
             buffer = np.empty(rows.shape, dtype=compute)
             kernel(rows, buffer, threads)
-            np.copyto(target, buffer.reshape(target.shape), casting="unsafe")
+            with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
+                np.copyto(target, buffer.reshape(target.shape), casting="unsafe")
         else:
             kernel(rows, dest, threads)
     if checking:
@@ -272,6 +287,7 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
     return out
 
 
+@shares_cpus
 def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     """Logarithm of the softmax along an axis: ``x - logsumexp(x, axis, keepdims=True)``.
 
@@ -305,6 +321,7 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
                               _reference.log_softmax, x, axis, out, num_threads, check)
 
 
+@shares_cpus
 def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     """Softmax along an axis: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
@@ -432,6 +449,7 @@ class _CrossEntropyInputs:
             self.x.dtype)
 
 
+@shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0, num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
@@ -531,6 +549,7 @@ def _safe_divide(a, b):
         return float(np.float64(a) / np.float64(b))
 
 
+@shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                             reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
                             num_threads=None, check=None):
@@ -589,7 +608,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
             rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
             scale, row_factors, row_loss, buffer, problem.threads)
     if dest is None and rows.size:
-        np.copyto(grad, buffer.reshape(x.shape), casting="unsafe")
+        with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
+            np.copyto(grad, buffer.reshape(x.shape), casting="unsafe")
     loss = _reduce(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
     if checking:
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
@@ -608,6 +628,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     return loss, grad
 
 
+@shares_cpus
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
              num_threads=None, check=None):
     """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.

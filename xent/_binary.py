@@ -11,7 +11,7 @@ from . import _check, _kernels
 from . import reference as _reference
 from ._api import (_COMPUTE_DTYPE, _check_flag, _float_array, _gradient_array, _grad_output,
                    _reduction, _safe_divide, _writable_rows)
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 _Element = _kernels.Element
 
@@ -123,7 +123,8 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
             _require_unit(input_name, x)
         _require_unit("target", y)
     if with_grad and dest is None:
-        np.copyto(grad, buffer.reshape(shape), casting="unsafe")
+        with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
+            np.copyto(grad, buffer.reshape(shape), casting="unsafe")
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "none":
@@ -163,6 +164,7 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
     _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample)
 
 
+@shares_cpus
 def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_threads=None,
                          check=None):
     """Binary cross-entropy between probabilities and targets, as PyTorch's.
@@ -198,6 +200,7 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
                    check)
 
 
+@shares_cpus
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
                                    grad_output=None, out=None, num_threads=None, check=None):
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``, in one pass.
@@ -210,6 +213,7 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
                    check, with_grad=True, grad_output=grad_output, out=out)
 
 
+@shares_cpus
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", num_threads=None, check=None):
     """Binary cross-entropy of logits, as PyTorch's: stable for logits of any magnitude.
@@ -248,6 +252,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                    num_threads, check)
 
 
+@shares_cpus
 def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
                                                reduction="mean", grad_output=None, out=None,
                                                num_threads=None, check=None):
