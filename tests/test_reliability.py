@@ -80,3 +80,72 @@ def test_more_than_2_31_elements_memmap(tmp_path):
     loss = xent.cross_entropy(x, labels, reduction="none")
     np.testing.assert_allclose(loss[-1], want[-1] - 30.0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loss[:-2], math.log(C), rtol=1e-6)
+
+
+# ---- what the fuzz suite found --------------------------------------------------------------
+
+@pytest.mark.parametrize("count", [2 ** 31, 2 ** 40, 4097])
+def test_huge_num_threads_is_a_value_error(count):
+    """Was OverflowError from the C int of the drivers."""
+    with pytest.raises(ValueError, match=f"num_threads={count}"):
+        xent.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=int), num_threads=count)
+    with pytest.raises(ValueError, match="num_threads"):
+        xent.get_num_threads(count)
+    assert xent.get_num_threads(1000) in (1000, 1)  # 1 in a serial build
+
+
+@pytest.mark.parametrize("p", [[1e308], [1e300, 3e300, 0.0], [5e-324, 5e-324],
+                               [1e-320, 3e-320, 0.0]])
+def test_normalize_far_from_one(p):
+    """Rows whose sum is huge or subnormal: sum p log p overflowed (-inf instead of 0) or
+    lost its digits; they are now divided by their sum first."""
+    p = np.array(p)
+    q = np.linspace(1, 2, p.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fn, rf, args in [(xent.info.entropy, ref.entropy, (p,)),
+                             (xent.info.cross_entropy, ref.cross_entropy_dist, (p, q)),
+                             (xent.info.kl_divergence, ref.kl_divergence, (p, q)),
+                             (xent.info.kl_divergence, ref.kl_divergence, (q, p))]:
+            np.testing.assert_allclose(fn(*args, normalize=True),
+                                       rf(*args, normalize=True), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("call", [
+    lambda v: xent.info.entropy([0.5, 0.5], normalize=v),
+    lambda v: xent.info.kl_divergence([0.5, 0.5], [0.5, 0.5], normalize=v),
+    lambda v: xent.logsumexp(np.ones((2, 3)), keepdims=v),
+], ids=["entropy", "kl_divergence", "logsumexp"])
+@pytest.mark.parametrize("value", ["no", 2, None, 0.5])
+def test_yes_no_options_refuse_non_booleans(call, value):
+    """normalize="no" used to mean yes (its truth value)."""
+    with pytest.raises(TypeError, match="(normalize|keepdims) must be True or False"):
+        call(value)
+
+
+def test_float16_results_beyond_65504_are_inf_without_warning():
+    x = np.array([[65504.0, -65504.0]], dtype=np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = xent.log_softmax(np.asfortranarray(x), out=np.asfortranarray(np.empty_like(x)))
+        _, grad = xent.binary_cross_entropy_with_grad(np.float16(0), np.float16(1))
+    assert got.tolist() == [[0.0, -np.inf]]
+    assert grad == -np.inf  # -1 / 1e-12
+
+
+@pytest.mark.parametrize("fn, reference", [
+    (xent.binary_cross_entropy_with_logits_with_grad, ref.binary_cross_entropy_with_logits_grad),
+    (xent.binary_cross_entropy_with_grad, ref.binary_cross_entropy_grad),
+])
+def test_binary_gradient_into_fortran_out(fn, reference):
+    """A Fortran-ordered out= (or input, in place) was reshaped with a copy: the gradient went
+    into the copy and out came back unchanged."""
+    rng = np.random.default_rng(3)
+    x = np.asfortranarray(rng.uniform(0.1, 0.9, (2, 3, 4)))
+    y = np.asfortranarray(rng.uniform(0, 1, x.shape))
+    want = reference(x, y)
+    out = np.asfortranarray(np.zeros_like(x))
+    assert fn(x, y, out=out)[1] is out
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    assert fn(x, y, out=x)[1] is x
+    np.testing.assert_allclose(x, want, rtol=1e-12)

@@ -103,7 +103,9 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
         scale = _safe_divide(factor, n_elements) if reduction == "mean" else factor
         grad = _gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
                                grad_output=grad_output)
-        dest = _writable_rows(_rows_of(grad), x_rows)
+        # not _rows_of(grad): reshaping a Fortran-ordered out copies it, and the gradient
+        # went into that copy
+        dest = _writable_rows(grad, x_rows)
         if dest is not None and np.may_share_memory(dest, x_rows):
             # In place: an invalid input must be found (and named) before the gradient
             # overwrites anything.
