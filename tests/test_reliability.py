@@ -149,3 +149,62 @@ def test_binary_gradient_into_fortran_out(fn, reference):
     np.testing.assert_allclose(out, want, rtol=1e-12)
     assert fn(x, y, out=x)[1] is x
     np.testing.assert_allclose(x, want, rtol=1e-12)
+
+
+# ---- memory: no leak on success or error paths ----------------------------------------------------
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _soak_calls():
+    """One round of calls: half succeed, half raise on some path (label, value, shape,
+    option, out), each on arrays allocated by the call."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 50)).astype(np.float32)
+    t = rng.integers(0, 50, 64)
+    bad_t = t.copy()
+    bad_t[40] = 50
+    p = np.full((64, 50), 1 / 50)
+    ok = [
+        lambda: xent.cross_entropy(x, t, reduction="none"),
+        lambda: xent.cross_entropy_with_grad(x, t, label_smoothing=0.1),
+        lambda: xent.log_softmax(x),
+        lambda: xent.binary_cross_entropy_with_logits_with_grad(x, np.abs(np.tanh(x))),
+        lambda: xent.info.kl_divergence(p, p, normalize=True),
+        lambda: xent.nll_loss(x, t, reduction="sum"),
+    ]
+    failing = [
+        lambda: xent.cross_entropy(x, bad_t),  # IndexError after the kernel ran
+        lambda: xent.cross_entropy_with_grad(x, bad_t),
+        lambda: xent.binary_cross_entropy(np.abs(x), np.zeros_like(x)),  # value > 1
+        lambda: xent.info.entropy(p * 2),  # not a distribution
+        lambda: xent.softmax(x, out=np.empty((3, 3), dtype=np.float32)),
+        lambda: xent.logsumexp(x, num_threads=0),
+    ]
+    for good, bad in zip(ok, failing):
+        good()
+        with pytest.raises((TypeError, ValueError, IndexError)):
+            bad()
+
+
+def test_thousands_of_calls_leave_memory_flat():
+    """3000 calls, half raising: traced Python allocations and RSS do not grow."""
+    for _ in range(20):  # warm caches, pytest's exception machinery, numpy's pools
+        _soak_calls()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        rss_before = _rss_bytes()
+        traced_before = tracemalloc.get_traced_memory()[0]
+        for _ in range(250):
+            _soak_calls()
+        gc.collect()
+        traced_growth = tracemalloc.get_traced_memory()[0] - traced_before
+        rss_growth = _rss_bytes() - rss_before
+    finally:
+        tracemalloc.stop()
+    # A leak of one small array per call would be 3000 x (>= 200 B): 600 kB.
+    assert traced_growth < 64 * 1024, traced_growth
+    assert rss_growth < 4 * 1024 * 1024, rss_growth

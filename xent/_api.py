@@ -249,8 +249,9 @@ def _writable_rows(out, rows):
         return None
     if view.shape[1] > 1 and view.strides[1] != view.itemsize:
         return None
-    same_rows = (view.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
-                 and view.strides == rows.strides)
+    # .ctypes.data, not __array_interface__: numpy caches the latter's dicts (traced
+    # memory grew by 2 MB over 60000 calls)
+    same_rows = view.ctypes.data == rows.ctypes.data and view.strides == rows.strides
     if not same_rows and np.may_share_memory(view, rows):
         return None
     return view
