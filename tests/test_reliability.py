@@ -2,6 +2,8 @@
 them raising), and regression tests for what tests/test_fuzz.py found."""
 
 import gc
+import pathlib
+import re
 import math
 import tracemalloc
 import warnings
@@ -208,3 +210,43 @@ def test_thousands_of_calls_leave_memory_flat():
     # A leak of one small array per call would be 3000 x (>= 200 B): 600 kB.
     assert traced_growth < 64 * 1024, traced_growth
     assert rss_growth < 4 * 1024 * 1024, rss_growth
+
+
+# ---- the table of non-finite, empty and all-ignored results (docs/nonfinite.md) -----------------
+
+TABLE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "nonfinite.md"
+ROW = re.compile(r"^\| `(?P<call>[^`]+)` \| `(?P<result>[^`]+)` \|$")
+#: xent name -> reference name, where they differ (the *_with_grad calls are checked on xent)
+REFERENCE_NAMES = {"xent.info.cross_entropy": "ref.cross_entropy_dist"}
+
+
+def _table_rows():
+    rows = [m.groupdict() for line in TABLE.read_text().splitlines()
+            if (m := ROW.match(line.strip()))]
+    assert len(rows) > 40, "the table in docs/nonfinite.md was not found"
+    return [pytest.param(r["call"], r["result"], id=r["call"]) for r in rows]
+
+
+def _assert_same(got, want):
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and len(got) == len(want)
+        for g, w in zip(got, want):
+            _assert_same(g, w)
+        return
+    np.testing.assert_array_equal(np.asarray(got, dtype=np.float64), np.asarray(want))
+
+
+@pytest.mark.parametrize("call, result", _table_rows())
+def test_nonfinite_table(call, result):
+    namespace = dict(np=np, xent=xent, ref=ref, inf=np.inf, nan=np.nan)
+    want = eval(result, namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = eval(call, namespace)
+    _assert_same(got, want)
+    name = call.split("(")[0]
+    if name.endswith("_with_grad"):
+        return
+    ref_name = REFERENCE_NAMES.get(name, name.replace("xent.info.", "ref.").replace("xent.", "ref."))
+    with np.errstate(all="ignore"):
+        _assert_same(eval(ref_name + call[len(name):], namespace), want)

@@ -18,7 +18,10 @@ _Element = _kernels.Element
 
 def _rows_of(a):
     """(N, C) view of an array whose last axis holds C entries (a 0-d array is one entry)."""
-    return a.reshape(1, 1) if a.ndim == 0 else a.reshape(-1, a.shape[-1])
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    # not reshape(-1, C): with C = 0 (an empty input) -1 is ambiguous and numpy refuses
+    return a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)), a.shape[-1])
 
 
 def _operand(value, name, shape, dtype):
