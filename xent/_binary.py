@@ -18,7 +18,10 @@ _Element = _kernels.Element
 
 def _rows_of(a):
     """(N, C) view of an array whose last axis holds C entries (a 0-d array is one entry)."""
-    return a.reshape(1, 1) if a.ndim == 0 else a.reshape(-1, a.shape[-1])
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    # not reshape(-1, C): with C = 0 (an empty input) -1 is ambiguous and numpy refuses
+    return a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)), a.shape[-1])
 
 
 def _operand(value, name, shape, dtype):
@@ -103,7 +106,9 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
         scale = _safe_divide(factor, n_elements) if reduction == "mean" else factor
         grad = _gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
                                grad_output=grad_output)
-        dest = _writable_rows(_rows_of(grad), x_rows)
+        # not _rows_of(grad): reshaping a Fortran-ordered out copies it, and the gradient
+        # went into that copy
+        dest = _writable_rows(grad, x_rows)
         if dest is not None and np.may_share_memory(dest, x_rows):
             # In place: an invalid input must be found (and named) before the gradient
             # overwrites anything.
@@ -123,7 +128,8 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
             _require_unit(input_name, x)
         _require_unit("target", y)
     if with_grad and dest is None:
-        np.copyto(grad, buffer.reshape(shape), casting="unsafe")
+        with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
+            np.copyto(grad, buffer.reshape(shape), casting="unsafe")
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "none":
