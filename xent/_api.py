@@ -42,13 +42,21 @@ def _is_bfloat16(dtype):
     return dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.type.__module__ == "ml_dtypes"
 
 
+def _compute_dtype(dtype):
+    """The dtype xent computes a float input of ``dtype`` in, or None if it takes no such input.
+
+    ml_dtypes' bfloat16 joins the table (and check mode's tolerances) when first seen.
+    """
+    if _is_bfloat16(dtype) and dtype not in _COMPUTE_DTYPE:
+        _COMPUTE_DTYPE[dtype] = np.dtype(np.float32)
+        _check.TOLERANCES[dtype] = _check.BFLOAT16_TOLERANCE
+    return _COMPUTE_DTYPE.get(dtype.newbyteorder("="))
+
+
 def _float_array(x, name, min_ndim=1):
     """``x`` as an ndarray of a supported floating dtype, in native byte order."""
     a = np.asarray(x)
-    if _is_bfloat16(a.dtype) and a.dtype not in _COMPUTE_DTYPE:
-        _COMPUTE_DTYPE[a.dtype] = np.dtype(np.float32)
-        _check.TOLERANCES[a.dtype] = _check.BFLOAT16_TOLERANCE
-    if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
+    if _compute_dtype(a.dtype) is None:
         kind = "floating" if a.dtype.kind == "f" else "non-floating"
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {kind} "
                         f"dtype {a.dtype}")

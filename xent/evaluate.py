@@ -21,8 +21,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import _kernels
-from ._api import _COMPUTE_DTYPE, _class_weights, _ignore_index
-from ._threads import get_num_threads
+from ._api import _COMPUTE_DTYPE, _class_weights, _compute_dtype, _ignore_index
+from ._threads import get_num_threads, shares_cpus
 
 #: Rows per summation group (see the module docstring). Fixed: results depend on it.
 GROUP_ROWS = 4096
@@ -236,8 +236,9 @@ def open_array(source, name):
 
 
 def _check_logits(x, name):
-    if x.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
-        raise TypeError(f"{name} must be float16, float32 or float64, got dtype {x.dtype}")
+    if _compute_dtype(x.dtype) is None:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
+                        f"{x.dtype}")
     if x.ndim < 1 or x.shape[-1] == 0:
         raise ValueError(f"{name} has shape {x.shape}: it needs a non-empty class axis (last)")
     return x
@@ -363,6 +364,7 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
     return values, rank
 
 
+@shares_cpus
 def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100,
              chunk_rows=None, num_threads=None, progress=False):
     """Loss, perplexity, accuracy, top-k accuracy and predictive entropy, in one pass.
