@@ -19,7 +19,8 @@ HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 def same_bits(a, b):
     a, b = np.atleast_1d(a), np.atleast_1d(b)
     assert a.dtype == b.dtype and a.shape == b.shape
-    return np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    return np.array_equal(np.ascontiguousarray(a).view(np.uint8),
+                          np.ascontiguousarray(b).view(np.uint8))
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
@@ -125,3 +126,36 @@ def test_input_is_not_modified():
     xent.cross_entropy(x, np.zeros(100, np.int64))
     xent.logsumexp(x)
     assert same_bits(x, before)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_rounding_to_half_matches_numpy_bit_for_bit(dtype):
+    """xent's float32 -> half rounding (for half outputs) gives numpy's / ml_dtypes' bits."""
+    rng = np.random.default_rng(5)
+    bits = np.concatenate([
+        rng.integers(0, 2 ** 32, 1_000_000, dtype=np.uint64).astype(np.uint32),
+        np.arange(0x33000000, 0x33000000 + 2 ** 20, dtype=np.uint32),   # float16 subnormals
+        np.arange(0x387f0000, 0x38810000, dtype=np.uint32),               # the normal boundary
+        np.arange(0x477fe000 - 2 ** 14, 0x477fe000 + 2 ** 14, dtype=np.uint32),   # near 65504
+        np.array([0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffffffff, 0, 0x80000000],
+                 dtype=np.uint32)])
+    x = bits.view(np.float32)
+    got = np.empty(x.size, np.uint16)
+    _kernels.narrow_half(x, dtype.name == "bfloat16", got, 2)
+    with np.errstate(all="ignore"):
+        assert np.array_equal(got, x.astype(dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("layout", ["c", "fortran"])
+def test_half_gradients_and_softmax_equal_rounded_float32(dtype, layout):
+    x = logits(dtype, (300, 40))
+    x = np.asfortranarray(x) if layout == "fortran" else x
+    target = np.random.default_rng(6).integers(0, 40, 300)
+    loss, grad = xent.cross_entropy_with_grad(x, target)
+    loss32, grad32 = xent.cross_entropy_with_grad(x.astype(np.float32), target)
+    assert grad.dtype == dtype and same_bits(grad, grad32.astype(dtype))
+    assert same_bits(xent.softmax(x), xent.softmax(x.astype(np.float32)).astype(dtype))
+    out = np.empty_like(x)
+    xent.log_softmax(x, out=out)
+    assert same_bits(out, xent.log_softmax(x.astype(np.float32)).astype(dtype))

@@ -75,11 +75,37 @@ def _rows(a, dtype):
     a dtype conversion makes a copy.
     """
     n_rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+    if a.dtype.itemsize == 2 and dtype == np.float32:   # float16, bfloat16: widened in parallel
+        half = _rows(a, a.dtype).view(np.uint16)
+        rows = np.empty(half.shape, dtype=dtype)
+        _kernels.widen_half_rows(half, _is_bfloat16(a.dtype), rows, get_num_threads())
+        return rows
     with np.errstate(over="ignore"):  # a value beyond the dtype's range rounds to inf
         rows = a.astype(dtype, copy=False).reshape(n_rows, a.shape[-1])
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         rows = np.ascontiguousarray(rows)
     return rows
+
+
+def _store(target, values, threads):
+    """Write ``values`` (a contiguous compute-dtype array holding ``target``'s entries in C
+    order) into ``target``, rounding to its dtype.
+
+    Half-precision targets are rounded by xent's own kernel, to the same bits: numpy's
+    conversion of subnormal float16 (small gradients are) is a hundred times slower.
+    """
+    if target.dtype.itemsize == 2 and values.dtype == np.float32 and values.size:
+        bfloat = _is_bfloat16(target.dtype)
+        if target.flags.c_contiguous and target.dtype.isnative:
+            _kernels.narrow_half(values.reshape(-1), bfloat,
+                                 target.reshape(-1).view(np.uint16), threads)
+            return
+        bits = np.empty(values.size, dtype=np.uint16)
+        _kernels.narrow_half(values.reshape(-1), bfloat, bits, threads)
+        np.copyto(target, bits.view(target.dtype.newbyteorder("=")).reshape(target.shape))
+        return
+    with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
+        np.copyto(target, values.reshape(target.shape), casting="unsafe")
 
 
 def _half_rows(a):
@@ -317,8 +343,7 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
         if dest is None:
             buffer = np.empty(rows.shape, dtype=compute)
             kernel(rows, buffer, threads)
-            with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
-                np.copyto(target, buffer.reshape(target.shape), casting="unsafe")
+            _store(target, buffer, threads)
         else:
             kernel(rows, dest, threads)
     if checking:
@@ -657,8 +682,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
             rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
             scale, row_factors, row_loss, buffer, problem.threads)
     if dest is None and rows.size:
-        with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
-            np.copyto(grad, buffer.reshape(x.shape), casting="unsafe")
+        _store(grad, buffer, problem.threads)
     loss = _reduce(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
     if checking:
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)

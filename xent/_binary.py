@@ -10,7 +10,7 @@ import numpy as np
 from . import _check, _kernels
 from . import reference as _reference
 from ._api import (_COMPUTE_DTYPE, _check_flag, _float_array, _gradient_array, _grad_output,
-                   _reduction, _safe_divide, _writable_rows)
+                   _reduction, _safe_divide, _store, _writable_rows)
 from ._threads import get_num_threads, shares_cpus
 
 _Element = _kernels.Element
@@ -128,8 +128,7 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
             _require_unit(input_name, x)
         _require_unit("target", y)
     if with_grad and dest is None:
-        with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
-            np.copyto(grad, buffer.reshape(shape), casting="unsafe")
+        _store(grad, buffer.reshape(shape), threads)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "none":

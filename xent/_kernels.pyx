@@ -59,6 +59,8 @@ cdef extern from "xent_kernels.h" nogil:
         void (*log1p_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*widen_half_f32)(const uint16_t *h, Py_ssize_t n, int bfloat,
                                   float *out) noexcept nogil
+        void (*narrow_half_f32)(const float *x, Py_ssize_t n, int bfloat,
+                                   uint16_t *out) noexcept nogil
         void (*row_softmax_grad_f32)(const float *x, Py_ssize_t n, double shift, double log_sum,
                                       double a, const double *w, double b,
                                       float *out) noexcept nogil
@@ -100,6 +102,8 @@ cdef extern from "xent_kernels.h" nogil:
         void (*log1p_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*widen_half_f64)(const uint16_t *h, Py_ssize_t n, int bfloat,
                                   double *out) noexcept nogil
+        void (*narrow_half_f64)(const double *x, Py_ssize_t n, int bfloat,
+                                   uint16_t *out) noexcept nogil
         void (*row_softmax_grad_f64)(const double *x, Py_ssize_t n, double shift, double log_sum,
                                       double a, const double *w, double b,
                                       double *out) noexcept nogil
@@ -582,6 +586,26 @@ def logsumexp_rows_half(const uint16_t[:, :] x, bint bfloat, float[::1] out, int
                     out[i] = <float>xent_lse_value(&st)
     finally:
         free(scratch)
+
+
+def widen_half_rows(const uint16_t[:, :] x, bint bfloat, float[:, ::1] out, int nthreads):
+    """out = float16 (or bfloat16) rows x, widened to float32, in parallel blocks of rows."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    if n == 0 or c == 0:
+        return
+    with nogil:
+        for b in prange(nblocks, schedule="static", num_threads=_threads_for(nthreads, nblocks)):
+            _widen_rows(x, bfloat, b * rows, min(n, (b + 1) * rows), &out[b * rows, 0])
+
+
+def narrow_half(const float[::1] x, bint bfloat, uint16_t[::1] out, int nthreads):
+    """out = float32 x rounded to float16 (or bfloat16) bits, in parallel segments."""
+    cdef Py_ssize_t n = x.shape[0], s, nseg = (n + SEGMENT - 1) // SEGMENT
+    with nogil:
+        for s in prange(nseg, schedule="static", num_threads=_threads_for(nthreads, nseg)):
+            xent_kernels.narrow_half_f32(&x[0] + s * SEGMENT, min(SEGMENT, n - s * SEGMENT),
+                                         bfloat, &out[0] + s * SEGMENT)
 
 
 def widen_half(const uint16_t[::1] h, bint bfloat, float[::1] out):

@@ -113,6 +113,7 @@ static inline xent_eval_state xent_eval_init(void)
     X(void, log_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
     X(void, log1p_array, S, (const T *x, ptrdiff_t n, T *out))                                   \
     X(void, widen_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, T *out))                 \
+    X(void, narrow_half, S, (const T *x, ptrdiff_t n, int bfloat, uint16_t *out))                \
     X(void, row_softmax_grad, S, (const T *x, ptrdiff_t n, double shift, double log_sum,        \
                                   double a, const double *w, double b, T *out))                 \
     X(void, row_softmax_grad_prob, S, (const T *x, const T *p, ptrdiff_t n, double shift,       \
