@@ -677,7 +677,19 @@ def evaluate_call(draw):
     a few rows (many chunks) or the default (one)."""
     batch = draw(batch_shapes())
     n_classes = draw(n_classes_strategy(batch))
-    x = draw(float_arrays(batch + (n_classes,)))
+    x = draw(float_arrays(batch + (n_classes,), layout=False))
+    offset = draw(st.sampled_from([None, None, None, 1e4, 1e30, 1e300, 1.7e308, -1e30,
+                                   -1.7e308]))
+    if offset is not None and x.size:  # huge logits: one class per row, some, or all
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        share = draw(st.sampled_from(["one", 0.2, 1.0]))
+        if share == "one":
+            moved = np.arange(n_classes) == rng.integers(0, n_classes, batch + (1,))
+        else:
+            moved = rng.uniform(size=x.shape) < share
+        with np.errstate(all="ignore"):
+            x = np.where(moved, f64(x) + offset, f64(x)).astype(x.dtype)
+    x = relayout(x, draw(st.sampled_from(LAYOUTS)))
     ignore = draw(st.sampled_from([-100, -100, -1, 0, n_classes - 1]))
     kw = dict(logits=x, labels=draw(class_labels(batch, n_classes, ignore)),
               num_threads=threads_option(draw))
