@@ -247,6 +247,9 @@ OPTION_VALUES = {
     "normalize": ["no", "yes", 2, None, 0.5],
     "keepdims": ["no", 2, None, 0.5],
     "check": ["yes", 2],
+    "topk": [0, -1, 2.5, "1", (), [], (1, 0), (3, -2), (1.0,), True, (1, True), None,
+             np.float64(2)],
+    "chunk_rows": [0, -1, 2.5, "2", True, np.float32(3), -2 ** 70],
 }
 
 
@@ -666,6 +669,114 @@ def expect_threads(kw, got):
         assert got == n
 
 
+# -- evaluate
+
+@st.composite
+def evaluate_call(draw):
+    """Arrays of any layout and label dtype; top-k tuples with k up to beyond C; chunks of
+    a few rows (many chunks) or the default (one)."""
+    batch = draw(batch_shapes())
+    n_classes = draw(n_classes_strategy(batch))
+    x = draw(float_arrays(batch + (n_classes,), layout=False))
+    offset = draw(st.sampled_from([None, None, None, 1e4, 1e30, 1e300, 1.7e308, -1e30,
+                                   -1.7e308]))
+    if offset is not None and x.size:  # huge logits: one class per row, some, or all
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        share = draw(st.sampled_from(["one", 0.2, 1.0]))
+        if share == "one":
+            moved = np.arange(n_classes) == rng.integers(0, n_classes, batch + (1,))
+        else:
+            moved = rng.uniform(size=x.shape) < share
+        with np.errstate(all="ignore"):
+            x = np.where(moved, f64(x) + offset, f64(x)).astype(x.dtype)
+    x = relayout(x, draw(st.sampled_from(LAYOUTS)))
+    ignore = draw(st.sampled_from([-100, -100, -1, 0, n_classes - 1]))
+    kw = dict(logits=x, labels=draw(class_labels(batch, n_classes, ignore)),
+              num_threads=threads_option(draw))
+    if ignore != -100 or draw(st.booleans()):
+        kw["ignore_index"] = ignore
+    k = st.integers(1, n_classes + 3)
+    topk = draw(st.one_of(st.none(), k, k.map(np.int64),
+                          st.lists(k, min_size=1, max_size=4).map(tuple),
+                          st.lists(k, min_size=1, max_size=3)))
+    if topk is not None:
+        kw["topk"] = topk
+    chunk = draw(st.sampled_from([None, None, "few", "some"]))
+    if chunk is not None:
+        kw["chunk_rows"] = draw(st.integers(1, 3) if chunk == "few" else st.integers(4, 300))
+    if draw(st.booleans()):
+        w = draw(st.sampled_from(["positive", "hostile", "int"]))
+        if w == "positive":
+            kw["weight"] = draw(float_arrays((n_classes,), unit=True, hostile=False)) * 3
+        elif w == "int":
+            kw["weight"] = np.arange(n_classes, dtype=np.int32) % 4
+        else:
+            kw["weight"] = draw(float_arrays((n_classes,)))
+    return kw
+
+
+def same_report(a, b):
+    """Two reports hold the same bits (NaN equal to NaN)."""
+    da, db = a.as_dict(), b.as_dict()
+    return da.keys() == db.keys() and all(
+        (x == y or (x != x and y != y)) and type(x) is type(y) for x, y in
+        zip(da.values(), db.values()))
+
+
+def expect_evaluate(kw, got):
+    x = kw["logits"]
+    dtype = COMPUTE[native(x.dtype)]  # metrics are float64 sums of rows computed in this
+    topk = kw.get("topk", (1, 5))
+    ks = tuple(sorted({int(k) for k in (np.atleast_1d(topk))}))
+    options = dict(weight=kw.get("weight"), ignore_index=kw.get("ignore_index", -100))
+    with np.errstate(all="ignore"):
+        want = ref.evaluate(f64(x), kw["labels"], topk=ks,
+                            weight=None if options["weight"] is None else f64(options["weight"]),
+                            ignore_index=options["ignore_index"])
+    assert isinstance(got, xent.EvaluationReport), type(got)
+    # counts and accuracies: ranks compare the same values (xent's compute dtype holds the
+    # input exactly), so they are exact
+    assert (got.count, got.ignored) == (want["count"], want["ignored"]), got
+    assert type(got.count) is int and type(got.ignored) is int
+    assert got.topks == ks, (got.topks, ks)
+    for name, value in [("accuracy", got.accuracy)] + [
+            (f"top{k}_accuracy", acc) for k, acc in got.topk_accuracy]:
+        assert value == want[name] or (math.isnan(value) and math.isnan(want[name])), (
+            f"{name}: got {value!r}, reference {want[name]!r}")
+    # loss: the weighted mean of the rows' losses, bounded as cross_entropy's mean
+    loss_kw = dict(options, logits=x, target=kw["labels"], reduction="mean")
+    rows, row_scale, denominator, _, _ = _loss_reference(loss_kw)
+    bound = reduce_bound("mean", row_scale, rows, denominator, dtype)
+    with np.errstate(all="ignore"):
+        assert_matches(np.float64(got.loss).astype(dtype), want["loss"], dtype, bound,
+                       what="loss")
+        # perplexity: exp of the float64 loss, compared with the reference as its log
+        assert same_value(got.perplexity, float(np.exp(np.float64(got.loss)))), got
+        log_ppl = np.log(np.float64(got.perplexity))
+    if got.perplexity in (0.0, INF) or want["perplexity"] in (0.0, INF):
+        # exp beyond float64 (a loss above 709.8 or below -745): within the loss's bound
+        # of that limit either side will do, so only the sign is checked
+        assert abs(want["loss"]) > 700 and (got.loss > 0) == (want["loss"] > 0) and (
+            got.perplexity != 0 or got.loss < 0), (got, want)
+    else:
+        assert_matches(log_ppl.astype(dtype), want["loss"], dtype, bound,
+                       what="log(perplexity)")
+    # entropy: mean over the counted rows of entropy_from_logits, within its bound
+    scale = max(1.0, math.log(np.shape(x)[-1] + 1)) * 4
+    with np.errstate(all="ignore"):
+        assert_matches(np.float64(got.entropy).astype(dtype), want["entropy"], dtype, scale,
+                       what="entropy")
+    # the chunking and thread count change no bit
+    other = dict(kw, chunk_rows=None if kw.get("chunk_rows") else 2, num_threads=1)
+    other = {k: v for k, v in other.items() if not k.startswith("_")}
+    again = xent.evaluate(other.pop("logits"), other.pop("labels"), **other)
+    assert same_report(got, again), (got, again)
+
+
+def same_value(a, b):
+    return a == b or (a != a and b != b)
+
+
 ROWWISE_HOSTILE = {"x": "float_array", "axis": "axis", "num_threads": "num_threads",
                    "out": "out", "check": "check"}
 LOSS_HOSTILE = {"logits": "float_array", "target": "labels", "weight": "weight",
@@ -731,6 +842,10 @@ SPECS = [
     Spec("info.perplexity", xent.info.perplexity, perplexity_call(), expect_perplexity,
          {k: v for k, v in LOSS_HOSTILE.items() if k != "reduction"},
          positional=("logits", "target")),
+    Spec("evaluate", xent.evaluate, evaluate_call(), expect_evaluate,
+         dict(logits="float_array", labels="labels", weight="weight", topk="topk",
+              ignore_index="ignore_index", chunk_rows="chunk_rows", num_threads="num_threads"),
+         positional=("logits", "labels")),
     Spec("get_num_threads", xent.get_num_threads, threads_call(), expect_threads,
          dict(num_threads="num_threads")),
 ]
@@ -760,7 +875,7 @@ def hostile_argument(draw, spec, kw):
         kw[name] = draw(st.sampled_from(OPTION_VALUES[kind]))
     elif kind == "float_array":
         kw[name] = draw(hostile_float_array(current))
-        accept |= {"target", "axis", "out", "weight"}  # its shape no longer fits theirs
+        accept |= {"target", "labels", "axis", "out", "weight"}  # its shape no longer fits
     elif kind in ("unit_array", "elementwise_array", "dist"):
         if kind != "elementwise_array" and draw(st.booleans()) and np.size(current):
             kw[name] = draw(hostile_same_shape(current, unit=True))
@@ -796,8 +911,8 @@ def hostile_argument(draw, spec, kw):
     return kw, accept
 
 
-ARRAY_ARGS = {"x", "logits", "log_probs", "probs", "p", "q", "target", "weight", "pos_weight",
-              "grad_output"}
+ARRAY_ARGS = {"x", "logits", "log_probs", "probs", "p", "q", "target", "labels", "weight",
+              "pos_weight", "grad_output"}
 
 
 def snapshot(kw):

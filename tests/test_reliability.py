@@ -153,6 +153,39 @@ def test_binary_gradient_into_fortran_out(fn, reference):
     np.testing.assert_allclose(x, want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("low, high", [(0.0, 1e308), (-1e308, 1e308), (-1e300, 1.7e308)])
+def test_evaluate_entropy_when_a_later_chunk_holds_a_huge_max(low, high):
+    """A float64 row's max ~1e308 above the running shift, past the kernel's first 4 KiB
+    chunk: the rescaled entropy sum computed (shift jump) * (sum of exps) first, which
+    overflowed (float32's jumps cannot), and 0 * inf made the entropy NaN (reference: 0)."""
+    dtype = np.float64
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 3000)).astype(dtype)
+    x[:, :700] = low
+    x[0, 2000] = x[1, 1100] = x[2, 2999] = high
+    t = np.array([2000, 3, 2999])
+    got = xent.evaluate(x, t, topk=(1, 2))
+    want = ref.evaluate(x.astype(np.float64), t, topk=(1, 2))
+    assert got.entropy == want["entropy"] == 0.0
+    np.testing.assert_allclose(got.loss, want["loss"], rtol=1e-6)
+    assert (got.accuracy, got.top(2)) == (want["accuracy"], want["top2_accuracy"])
+
+
+@pytest.mark.parametrize("weight", ["heavy", np.ones(3), np.full(2, 1j)])
+def test_evaluate_checks_weight_of_an_empty_batch(weight):
+    """A bad weight was only checked with the first chunk of rows: with no rows it passed."""
+    with pytest.raises((TypeError, ValueError), match="weight"):
+        xent.evaluate(np.empty((0, 2), dtype=np.float32), np.empty(0, dtype=np.int64),
+                      weight=weight)
+
+
+@pytest.mark.parametrize("topk", [(), []])
+def test_evaluate_refuses_an_empty_topk(topk):
+    """topk=() returned a report without top-k entries; `xent eval --topk ""` refuses it."""
+    with pytest.raises(ValueError, match="topk"):
+        xent.evaluate(np.zeros((2, 3)), np.zeros(2, dtype=np.int64), topk=topk)
+
+
 # ---- memory: no leak on success or error paths ----------------------------------------------------
 
 def _rss_bytes():

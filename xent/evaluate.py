@@ -205,6 +205,8 @@ def _topk(topk):
             raise TypeError(f"topk must hold ints, got {k!r}")
         if k < 1:
             raise ValueError(f"topk must hold positive ints, got {k}")
+    if not ks:   # as `xent eval --topk ""`: an empty request is a mistake, not "none"
+        raise ValueError("topk must hold at least one k (1 for top-1 accuracy alone)")
     return tuple(sorted({int(k) for k in ks}))
 
 
@@ -379,7 +381,7 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     labels : array_like, numpy.memmap or path
         Integer class indices, shape (...) (the logits' shape without the class axis).
     topk : int or sequence of int, optional
-        The k of each top-k accuracy reported (default (1, 5)).
+        The k of each top-k accuracy reported (default (1, 5)); at least one.
     weight : array_like, shape (C,), optional
         Class weights: the loss is the weighted mean, as :func:`xent.cross_entropy`.
         Accuracies and entropy stay unweighted means over the counted rows.
@@ -427,6 +429,7 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
             c = x.shape[-1]
             if opts.n_classes is None:
                 opts.n_classes = c
+                opts.class_weights(c)   # checked even if no row follows (an empty batch)
             elif c != opts.n_classes:
                 raise ValueError(f"{name}logits have {c} classes, earlier batches "
                                  f"{opts.n_classes}")

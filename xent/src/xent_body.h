@@ -710,9 +710,13 @@ static inline void F(evaluate_chunk)(const T *x, ptrdiff_t n, T target, xent_eva
     }
     T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
     if (shift > st->shift) {
-        if (st->sum != 0) {   /* sum e (x - s) = r (sum e' (x - s') + (s' - s) sum e') */
-            double r = exp(st->shift - (double)shift);
-            st->xlogit = r * (st->xlogit + (st->shift - (double)shift) * st->sum);
+        if (st->sum != 0) {   /* sum e (x - s) = r sum e' (x - s') + r (s' - s) sum e' */
+            /* r (s' - s) first: (s' - s) sum e' overflows for a jump of ~1e308 (and s' - s
+             * itself may be -inf), then r = 0 made it NaN. Where r is 0 the old terms are
+             * 0 against the new shift; NaN in the sums still spreads. */
+            double d = st->shift - (double)shift;
+            double r = exp(d);
+            st->xlogit = r * st->xlogit + (r == 0 ? 0.0 : r * d) * st->sum;
             st->sum *= r;
         }
         st->shift = shift;
