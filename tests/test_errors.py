@@ -19,7 +19,7 @@ T = np.array([0, 1, 2, 3, 0])
     (np.array([[1.0, None]], dtype=object), "object"),
 ])
 def test_rowwise_refuse_non_floating(fn, bad, kind):
-    with pytest.raises(TypeError, match=f"x must be float16, float32 or float64.*{kind}"):
+    with pytest.raises(TypeError, match=f"x must be float16, bfloat16, float32 or float64.*{kind}"):
         fn(bad)
 
 
@@ -34,7 +34,7 @@ def test_rowwise_zero_dim_and_axis(fn):
 
 
 def test_cross_entropy_logits_dtype_and_shape():
-    with pytest.raises(TypeError, match="logits must be float16, float32 or float64.*int64"):
+    with pytest.raises(TypeError, match="logits must be float16, bfloat16, float32 or float64.*int64"):
         xent.cross_entropy(np.ones((5, 4), dtype=np.int64), T)
     with pytest.raises(ValueError, match=r"logits has shape \(5, 0\): the class axis"):
         xent.cross_entropy(np.ones((5, 0), dtype=np.float32), T)

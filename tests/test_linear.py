@@ -137,6 +137,16 @@ def test_layouts_are_read_in_place_or_copied_right():
     half = xent.linear_cross_entropy(hidden.astype(np.float16), weight.astype(np.float16),
                                      target)
     assert half.dtype == np.float16
+    np.testing.assert_allclose(half, ref.linear_cross_entropy(hidden.astype(np.float16),
+                                                              weight.astype(np.float16), target),
+                               rtol=1e-3)
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = xent.linear_cross_entropy(hidden.astype(ml_dtypes.bfloat16),
+                                     weight.astype(ml_dtypes.bfloat16), target)
+    assert bf16.dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(float(bf16), ref.linear_cross_entropy(
+        hidden.astype(ml_dtypes.bfloat16).astype(np.float64),
+        weight.astype(ml_dtypes.bfloat16).astype(np.float64), target), rtol=1e-2)
 
 
 def test_empty_batch_and_no_features():

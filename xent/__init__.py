@@ -4,7 +4,18 @@ Every public function has a pure-numpy twin in :mod:`xent.reference`, and can ch
 against it (``check=True``, or ``XENT_CHECK=1``).
 """
 
-from . import info, reference
+import os as _os
+
+# GNU OpenMP threads spin for up to 300,000 rounds (about a millisecond) before they sleep, at
+# every barrier. On a machine whose cores are busy with other work a spinning thread takes the
+# core a descheduled one needs, and a call on two threads ran 3-4x slower than on one
+# (benchmarks/busy_callers.py). A short spin keeps the wake-up fast on an idle machine and
+# yields the core on a busy one. Only a default: set either variable to choose otherwise;
+# read once, when the OpenMP runtime loads (so not if another module loaded it first).
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
+
+from . import info, reference  # noqa: E402 (after the OpenMP default above)
 from ._api import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, nll_loss,
                    softmax)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
@@ -13,6 +24,8 @@ from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
 from ._check import CheckError
 from ._config import show_config
 from ._threads import get_num_threads
+# xent.evaluate is the function; its module stays importable as sys.modules["xent.evaluate"]
+from .evaluate import EvaluationReport, evaluate
 from .linear import linear_cross_entropy, linear_cross_entropy_with_grad
 
 __version__ = "0.1.0"
@@ -25,6 +38,8 @@ __all__ = [
     "CheckError",
     "cross_entropy",
     "cross_entropy_with_grad",
+    "evaluate",
+    "EvaluationReport",
     "get_num_threads",
     "info",
     "linear_cross_entropy",

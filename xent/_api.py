@@ -8,19 +8,23 @@ Conventions shared by every function:
 * Classes lie on the last axis (``axis`` where a function takes one); all leading axes are
   batch axes. (PyTorch puts classes on axis 1 of a multi-dimensional input.)
 * float32 and float64 inputs are computed in their own precision with double accumulators;
-  float16 is computed in float32 and returned as float16. Other dtypes are refused.
+  float16 and bfloat16 (``ml_dtypes.bfloat16``) are computed in float32 and returned in their
+  own dtype. ``logsumexp`` and ``cross_entropy`` with class indices read them directly, a
+  block of rows at a time widened in cache (rows shorter than 262,144 classes); other
+  functions convert them to float32 first. Other dtypes are refused.
 * Any row stride is read in place, read-only arrays and memory maps included; an input whose
   class axis is not contiguous is copied once.
 * Inputs are never modified, unless passed as ``out=``.
 """
 
+import functools
 import numbers
 
 import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -33,13 +37,29 @@ _COMPUTE_DTYPE = {
 
 # ---- argument checking ----------------------------------------------------------------------
 
+def _is_bfloat16(dtype):
+    """Whether dtype is ml_dtypes' bfloat16 (known by name: ml_dtypes need not be imported)."""
+    return dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.type.__module__ == "ml_dtypes"
+
+
+def _compute_dtype(dtype):
+    """The dtype xent computes a float input of ``dtype`` in, or None if it takes no such input.
+
+    ml_dtypes' bfloat16 joins the table (and check mode's tolerances) when first seen.
+    """
+    if _is_bfloat16(dtype) and dtype not in _COMPUTE_DTYPE:
+        _COMPUTE_DTYPE[dtype] = np.dtype(np.float32)
+        _check.TOLERANCES[dtype] = _check.BFLOAT16_TOLERANCE
+    return _COMPUTE_DTYPE.get(dtype.newbyteorder("="))
+
+
 def _float_array(x, name, min_ndim=1):
     """``x`` as an ndarray of a supported floating dtype, in native byte order."""
     a = np.asarray(x)
-    if a.dtype.newbyteorder("=") not in _COMPUTE_DTYPE:
+    if _compute_dtype(a.dtype) is None:
         kind = "floating" if a.dtype.kind == "f" else "non-floating"
-        raise TypeError(f"{name} must be float16, float32 or float64, got {kind} dtype "
-                        f"{a.dtype}")
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {kind} "
+                        f"dtype {a.dtype}")
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim < min_ndim:
@@ -55,11 +75,49 @@ def _rows(a, dtype):
     a dtype conversion makes a copy.
     """
     n_rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+    if a.dtype.itemsize == 2 and dtype == np.float32:   # float16, bfloat16: widened in parallel
+        half = _rows(a, a.dtype).view(np.uint16)
+        rows = np.empty(half.shape, dtype=dtype)
+        _kernels.widen_half_rows(half, _is_bfloat16(a.dtype), rows, get_num_threads())
+        return rows
     with np.errstate(over="ignore"):  # a value beyond the dtype's range rounds to inf
         rows = a.astype(dtype, copy=False).reshape(n_rows, a.shape[-1])
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         rows = np.ascontiguousarray(rows)
     return rows
+
+
+def _store(target, values, threads):
+    """Write ``values`` (a contiguous compute-dtype array holding ``target``'s entries in C
+    order) into ``target``, rounding to its dtype.
+
+    Half-precision targets are rounded by xent's own kernel, to the same bits: numpy's
+    conversion of subnormal float16 (small gradients are) is a hundred times slower.
+    """
+    if target.dtype.itemsize == 2 and values.dtype == np.float32 and values.size:
+        bfloat = _is_bfloat16(target.dtype)
+        if target.flags.c_contiguous and target.dtype.isnative:
+            _kernels.narrow_half(values.reshape(-1), bfloat,
+                                 target.reshape(-1).view(np.uint16), threads)
+            return
+        bits = np.empty(values.size, dtype=np.uint16)
+        _kernels.narrow_half(values.reshape(-1), bfloat, bits, threads)
+        np.copyto(target, bits.view(target.dtype.newbyteorder("=")).reshape(target.shape))
+        return
+    with np.errstate(over="ignore"):  # float16 out: inf beyond 65504
+        np.copyto(target, values.reshape(target.shape), casting="unsafe")
+
+
+def _half_rows(a):
+    """(the float16 or bfloat16 bits of ``a`` as (N, C) uint16 rows, whether bfloat16), or None.
+
+    None for other dtypes, and for rows so long that their kernels split them among threads:
+    those are converted to float32 whole instead.
+    """
+    if a.dtype.itemsize != 2 or a.shape[-1] >= _kernels.split_row_length():
+        return None
+    rows = _rows(a, a.dtype)
+    return rows.view(np.uint16), _is_bfloat16(a.dtype)
 
 
 def _axis(axis, ndim):
@@ -93,6 +151,18 @@ def _ignore_index(value):
     if not info.min <= int(value) <= info.max:
         raise ValueError(f"ignore_index={value} does not fit in a {info.bits}-bit integer")
     return int(value)
+
+
+def _bool_option(value, name):
+    """A yes/no option as a bool: True, False (numpy's too) or the ints 1 and 0.
+
+    Anything else is refused rather than read by its truth value: ``normalize="no"`` would
+    otherwise mean yes.
+    """
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                               and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 def _check_flag(check):
@@ -170,13 +240,14 @@ def _out_array(out, shape, dtype, name="out"):
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
 
+@shares_cpus
 def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     """Logarithm of the sum of exponentials along an axis.
 
     Parameters
     ----------
     x : array_like
-        float16, float32 or float64 values, at least 1-d.
+        float16, bfloat16, float32 or float64 values, at least 1-d.
     axis : int, optional
         Axis to reduce (default: the last).
     keepdims : bool, optional
@@ -200,16 +271,24 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     """
     a = _float_array(x, "x")
     ax = _axis(axis, a.ndim)
+    keepdims = _bool_option(keepdims, "keepdims")
     threads = get_num_threads(num_threads)
     checking = _check_flag(check)
     moved = np.moveaxis(a, ax, -1)
     batch, n_classes = moved.shape[:-1], moved.shape[-1]
     compute = _COMPUTE_DTYPE[a.dtype]
-    rows = _rows(moved, compute)
-    result = np.full(rows.shape[0], -np.inf, dtype=compute)
-    if rows.shape[0] and n_classes:
-        _kernels.logsumexp_rows(rows, result, threads)
+    half = _half_rows(moved) if n_classes else None
+    if half is not None:
+        result = np.empty(half[0].shape[0], dtype=compute)
+        if result.size:
+            _kernels.logsumexp_rows_half(*half, result, threads)
+    else:
+        rows = _rows(moved, compute)
+        result = np.full(rows.shape[0], -np.inf, dtype=compute)
+        if rows.shape[0] and n_classes:
+            _kernels.logsumexp_rows(rows, result, threads)
     if checking:
+        rows = _rows(moved, compute)
         sample = _check.sample_rows(rows.shape[0])
         _check.compare("logsumexp", result[sample], _reference.logsumexp(rows[sample]),
                        a.dtype, rows=sample)
@@ -235,8 +314,9 @@ def _writable_rows(out, rows):
         return None
     if view.shape[1] > 1 and view.strides[1] != view.itemsize:
         return None
-    same_rows = (view.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
-                 and view.strides == rows.strides)
+    # .ctypes.data, not __array_interface__: numpy caches the latter's dicts (traced
+    # memory grew by 2 MB over 60000 calls)
+    same_rows = view.ctypes.data == rows.ctypes.data and view.strides == rows.strides
     if not same_rows and np.may_share_memory(view, rows):
         return None
     return view
@@ -263,7 +343,7 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
         if dest is None:
             buffer = np.empty(rows.shape, dtype=compute)
             kernel(rows, buffer, threads)
-            np.copyto(target, buffer.reshape(target.shape), casting="unsafe")
+            _store(target, buffer, threads)
         else:
             kernel(rows, dest, threads)
     if checking:
@@ -272,13 +352,14 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
     return out
 
 
+@shares_cpus
 def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     """Logarithm of the softmax along an axis: ``x - logsumexp(x, axis, keepdims=True)``.
 
     Parameters
     ----------
     x : array_like
-        float16, float32 or float64 values, at least 1-d.
+        float16, bfloat16, float32 or float64 values, at least 1-d.
     axis : int, optional
         Class axis (default: the last).
     out : numpy.ndarray, optional
@@ -305,13 +386,14 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
                               _reference.log_softmax, x, axis, out, num_threads, check)
 
 
+@shares_cpus
 def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     """Softmax along an axis: ``exp(x - logsumexp(x, axis, keepdims=True))``.
 
     Parameters
     ----------
     x : array_like
-        float16, float32 or float64 values, at least 1-d.
+        float16, bfloat16, float32 or float64 values, at least 1-d.
     axis : int, optional
         Class axis (default: the last).
     out : numpy.ndarray, optional
@@ -376,7 +458,9 @@ class _CrossEntropyInputs:
         self.smoothing = _label_smoothing(label_smoothing)
         self.threads = get_num_threads(num_threads)
         self.compute = _COMPUTE_DTYPE[x.dtype]
-        self.rows = _rows(x, self.compute)
+        # float16 and bfloat16 logits are read as they are for class indices (rows is then
+        # made only if the gradient or check mode asks for it)
+        self.half = _half_rows(x) if t.dtype.kind in "iu" else None
         if t.dtype.kind == "f":
             if t.shape != x.shape:
                 raise ValueError(
@@ -394,6 +478,11 @@ class _CrossEntropyInputs:
             raise TypeError(f"target must hold integer class indices or floating "
                             f"probabilities, got dtype {t.dtype}")
 
+    @functools.cached_property
+    def rows(self):
+        """The logits as (N, C) rows in the compute dtype (a view unless converted)."""
+        return _rows(self.x, self.compute)
+
     @property
     def options(self):
         """The options, as xent.reference takes them."""
@@ -405,17 +494,19 @@ class _CrossEntropyInputs:
 
     def losses(self, sample=None):
         """(total, mean's denominator, row losses or None), over all rows or a sample."""
-        rows = self.rows if sample is None else self.rows[sample]
         target = self.target_rows if sample is None else self.target_rows[sample]
-        row_loss = np.empty(rows.shape[0], dtype=self.compute) if (
+        row_loss = np.empty(target.shape[0], dtype=self.compute) if (
             self.reduction == "none" or sample is not None) else None
-        if self.probabilities:
-            total = _kernels.probability_loss(rows, target, self.weight, self.smoothing,
-                                              row_loss, self.threads)
-            return total, rows.shape[0], row_loss
-        total, weight_sum, bad = _kernels.index_loss(rows, target, self.weight,
-                                                     self.ignore_index, self.smoothing, False,
-                                                     row_loss, self.threads)
+        options = (self.weight, self.ignore_index, self.smoothing, False, row_loss, self.threads)
+        if sample is None and self.half is not None:
+            total, weight_sum, bad = _kernels.index_loss_half(*self.half, target, *options)
+        else:
+            rows = self.rows if sample is None else self.rows[sample]
+            if self.probabilities:
+                total = _kernels.probability_loss(rows, target, self.weight, self.smoothing,
+                                                  row_loss, self.threads)
+                return total, rows.shape[0], row_loss
+            total, weight_sum, bad = _kernels.index_loss(rows, target, *options)
         if bad >= 0:
             self.raise_bad_label(bad)
         return total, weight_sum, row_loss
@@ -432,6 +523,7 @@ class _CrossEntropyInputs:
             self.x.dtype)
 
 
+@shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0, num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
@@ -439,7 +531,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     Parameters
     ----------
     logits : array_like, shape (..., C)
-        Unnormalised scores, float16/float32/float64; classes on the last axis.
+        Unnormalised scores, float16/bfloat16/float32/float64; classes on the last axis.
     target : array_like
         Integer class indices of shape ``(...)`` (any integer dtype), or floating class
         probabilities of shape ``(..., C)``, computed in the logits' dtype (a nonzero
@@ -531,6 +623,7 @@ def _safe_divide(a, b):
         return float(np.float64(a) / np.float64(b))
 
 
+@shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                             reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
                             num_threads=None, check=None):
@@ -589,7 +682,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
             rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
             scale, row_factors, row_loss, buffer, problem.threads)
     if dest is None and rows.size:
-        np.copyto(grad, buffer.reshape(x.shape), casting="unsafe")
+        _store(grad, buffer, problem.threads)
     loss = _reduce(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
     if checking:
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
@@ -608,6 +701,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     return loss, grad
 
 
+@shares_cpus
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
              num_threads=None, check=None):
     """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.

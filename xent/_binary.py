@@ -10,15 +10,18 @@ import numpy as np
 from . import _check, _kernels
 from . import reference as _reference
 from ._api import (_COMPUTE_DTYPE, _check_flag, _float_array, _gradient_array, _grad_output,
-                   _reduction, _safe_divide, _writable_rows)
-from ._threads import get_num_threads
+                   _reduction, _safe_divide, _store, _writable_rows)
+from ._threads import get_num_threads, shares_cpus
 
 _Element = _kernels.Element
 
 
 def _rows_of(a):
     """(N, C) view of an array whose last axis holds C entries (a 0-d array is one entry)."""
-    return a.reshape(1, 1) if a.ndim == 0 else a.reshape(-1, a.shape[-1])
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    # not reshape(-1, C): with C = 0 (an empty input) -1 is ambiguous and numpy refuses
+    return a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)), a.shape[-1])
 
 
 def _operand(value, name, shape, dtype):
@@ -103,7 +106,9 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
         scale = _safe_divide(factor, n_elements) if reduction == "mean" else factor
         grad = _gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
                                grad_output=grad_output)
-        dest = _writable_rows(_rows_of(grad), x_rows)
+        # not _rows_of(grad): reshaping a Fortran-ordered out copies it, and the gradient
+        # went into that copy
+        dest = _writable_rows(grad, x_rows)
         if dest is not None and np.may_share_memory(dest, x_rows):
             # In place: an invalid input must be found (and named) before the gradient
             # overwrites anything.
@@ -123,7 +128,7 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
             _require_unit(input_name, x)
         _require_unit("target", y)
     if with_grad and dest is None:
-        np.copyto(grad, buffer.reshape(shape), casting="unsafe")
+        _store(grad, buffer.reshape(shape), threads)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "none":
@@ -163,6 +168,7 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
     _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample)
 
 
+@shares_cpus
 def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_threads=None,
                          check=None):
     """Binary cross-entropy between probabilities and targets, as PyTorch's.
@@ -198,6 +204,7 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
                    check)
 
 
+@shares_cpus
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
                                    grad_output=None, out=None, num_threads=None, check=None):
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``, in one pass.
@@ -210,6 +217,7 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
                    check, with_grad=True, grad_output=grad_output, out=out)
 
 
+@shares_cpus
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", num_threads=None, check=None):
     """Binary cross-entropy of logits, as PyTorch's: stable for logits of any magnitude.
@@ -248,6 +256,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                    num_threads, check)
 
 
+@shares_cpus
 def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
                                                reduction="mean", grad_output=None, out=None,
                                                num_threads=None, check=None):

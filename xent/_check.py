@@ -20,6 +20,8 @@ TOLERANCES = {
     np.dtype(np.float32): (1e-5, 1e-5),
     np.dtype(np.float64): (1e-10, 1e-10),
 }
+#: bfloat16 keeps 8 significant bits (ml_dtypes' dtype joins TOLERANCES when first seen).
+BFLOAT16_TOLERANCE = (1.6e-2, 1.6e-2)
 
 
 class CheckError(AssertionError):

@@ -38,7 +38,17 @@ def config():
         "openmp": _kernels.has_openmp(),
         "cpus": available_cpus(),
         "threads": get_num_threads(),
+        "openmp_wait": _wait_policy(),
     }
+
+
+def _wait_policy():
+    """How OpenMP threads wait at barriers, as the environment sets it."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    if policy:
+        return f"OMP_WAIT_POLICY={policy}" + (f", GOMP_SPINCOUNT={spin}" if spin else "")
+    return f"GOMP_SPINCOUNT={spin}" if spin else "runtime default"
 
 
 def show_config(file=None):

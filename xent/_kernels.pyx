@@ -12,8 +12,9 @@ threads.
 """
 
 cimport cython
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport exp, log
+from libc.stdint cimport uint16_t
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -56,6 +57,10 @@ cdef extern from "xent_kernels.h" nogil:
         void (*exp_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*log_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
         void (*log1p_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
+        void (*widen_half_f32)(const uint16_t *h, Py_ssize_t n, int bfloat,
+                                  float *out) noexcept nogil
+        void (*narrow_half_f32)(const float *x, Py_ssize_t n, int bfloat,
+                                   uint16_t *out) noexcept nogil
         void (*row_softmax_grad_f32)(const float *x, Py_ssize_t n, double shift, double log_sum,
                                       double a, const double *w, double b,
                                       float *out) noexcept nogil
@@ -95,6 +100,10 @@ cdef extern from "xent_kernels.h" nogil:
         void (*exp_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*log_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
         void (*log1p_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
+        void (*widen_half_f64)(const uint16_t *h, Py_ssize_t n, int bfloat,
+                                  double *out) noexcept nogil
+        void (*narrow_half_f64)(const double *x, Py_ssize_t n, int bfloat,
+                                   uint16_t *out) noexcept nogil
         void (*row_softmax_grad_f64)(const double *x, Py_ssize_t n, double shift, double log_sum,
                                       double a, const double *w, double b,
                                       double *out) noexcept nogil
@@ -344,18 +353,19 @@ cdef inline bint _small_rows(const floating[:, :] x) noexcept nogil:
     return x.shape[1] <= XENT_SMALL_ROW and x.strides[0] % <Py_ssize_t>sizeof(floating) == 0
 
 
-cdef inline void _group_lse(const floating[:, :] x, Py_ssize_t r0, Py_ssize_t nrows,
-                            xent_lse_state *st) noexcept nogil:
-    """States of rows r0 .. r0 + nrows - 1 (nrows <= 64 bytes of lanes) by rows_lse_small."""
-    cdef Py_ssize_t stride = x.strides[0] // <Py_ssize_t>sizeof(floating)
+cdef inline void _group_lse(const floating *row0, Py_ssize_t stride, Py_ssize_t nrows,
+                            Py_ssize_t c, xent_lse_state *st) noexcept nogil:
+    """States of nrows rows (<= 64 bytes of lanes) from row0 on, by rows_lse_small.
+
+    stride: from one row to the next, in elements.
+    """
     if floating is float:
-        xent_kernels.rows_lse_small_f32(_row(x, r0), stride, nrows, x.shape[1], st)
+        xent_kernels.rows_lse_small_f32(row0, stride, nrows, c, st)
     else:
         # double lanes hold 8 rows: two calls
-        xent_kernels.rows_lse_small_f64(_row(x, r0), stride, min(nrows, 8), x.shape[1], st)
+        xent_kernels.rows_lse_small_f64(row0, stride, min(nrows, 8), c, st)
         if nrows > 8:
-            xent_kernels.rows_lse_small_f64(_row(x, r0 + 8), stride, nrows - 8, x.shape[1],
-                                            st + 8)
+            xent_kernels.rows_lse_small_f64(row0 + 8 * stride, stride, nrows - 8, c, st + 8)
 
 
 cdef enum:
@@ -400,23 +410,29 @@ cdef xent_lse_state *_split_lse(const floating[:, :] x, int nthreads) except NUL
     return states
 
 
-cdef void _index_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
+cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ssize_t first,
+                       bint small, const intp_t[::1] target, const double *weight,
                        intp_t ignore_index, double smoothing, bint log_probs,
                        const xent_lse_state *states, floating *row_loss, Py_ssize_t r0,
                        Py_ssize_t r1, double *loss_out, double *weight_out,
                        Py_ssize_t *bad_out) noexcept nogil:
-    cdef Py_ssize_t i, g0, c = x.shape[1]
+    """Losses of rows r0 .. r1 - 1; row i of c entries lies (i - first) * stride bytes after x0.
+
+    small: the states of rows come from rows_lse_small (stride a whole number of elements).
+    """
+    cdef Py_ssize_t i, g0
     cdef intp_t t
     cdef const floating *row
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
-    cdef bint small = not log_probs and states == NULL and _small_rows(x)
     cdef double wt, loss, loss_sum = 0, weight_sum = 0
     bad_out[0] = -1
     g0 = r0
     while g0 < r1:
         if small:   # short rows: their states a group at a time, several rows per vector
-            _group_lse(x, g0, min(SMALL_GROUP, r1 - g0), group)
+            _group_lse(<const floating *>(<const char *>x0 + (g0 - first) * stride),
+                       stride // <Py_ssize_t>sizeof(floating), min(SMALL_GROUP, r1 - g0), c,
+                       group)
         for i in range(g0, min(g0 + SMALL_GROUP, r1)):
             t = target[i]
             if t == ignore_index:
@@ -427,7 +443,7 @@ cdef void _index_block(const floating[:, :] x, const intp_t[::1] target, const d
                 if bad_out[0] < 0:
                     bad_out[0] = i
                 continue
-            row = _row(x, i)
+            row = <const floating *>(<const char *>x0 + (i - first) * stride)
             wt = weight[t] if weight != NULL else 1.0
             if log_probs:
                 loss = -wt * <double>row[t]
@@ -471,20 +487,230 @@ def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
     cdef xent_lse_state *states = NULL
+    cdef bint small
     if n == 0:
         return 0.0, 0.0, -1
     if not log_probs and _split_rows(c):
         states = _split_lse(x, nthreads)
+    small = not log_probs and states == NULL and _small_rows(x)
     try:
         with nogil:
             for b in prange(nblocks, schedule="dynamic",
                             num_threads=_threads_for(nthreads, nblocks)):
-                _index_block(x, target, w, ignore_index, smoothing, log_probs, states, out,
-                             b * rows, min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
+                _index_block(_row(x, 0), x.strides[0], c, 0, small, target, w, ignore_index,
+                             smoothing, log_probs, states, out, b * rows,
+                             min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
                              &part.bad[b])
     finally:
         free(states)
     return part.combine()
+
+
+# ---- float16 and bfloat16 logits ------------------------------------------------------------
+
+def split_row_length():
+    """Rows at least this long are split among threads; the half drivers take shorter ones."""
+    return SPLIT_ROW
+
+
+cdef float *_half_scratch(int nthreads, Py_ssize_t rows, Py_ssize_t c) except NULL:
+    """Room for one block of float32 rows per thread; free() it."""
+    cdef float *scratch = <float *>malloc(max(nthreads * rows * c, 1) * sizeof(float))
+    if scratch == NULL:
+        raise MemoryError("xent: cannot allocate the per-thread float32 scratch")
+    return scratch
+
+
+cdef inline void _widen_rows(const uint16_t[:, :] x, bint bfloat, Py_ssize_t r0, Py_ssize_t r1,
+                             float *buf) noexcept nogil:
+    """Rows r0 .. r1 - 1 of float16 (or bfloat16) bits, as float32 rows packed into buf."""
+    cdef Py_ssize_t i, c = x.shape[1]
+    for i in range(r0, r1):
+        xent_kernels.widen_half_f32(&x[i, 0], c, bfloat, buf + (i - r0) * c)
+
+
+def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] target,
+                    const double[::1] weight, intp_t ignore_index, double smoothing,
+                    bint log_probs, float[::1] row_loss, int nthreads):
+    """index_loss of float16 (or, with bfloat, bfloat16) logits given as their bits.
+
+    Each block of rows is widened into its thread's float32 scratch, where it stays in cache
+    for the float32 kernels: the same bits as index_loss of the logits converted to float32,
+    without that N x C copy. Rows shorter than split_row_length() only.
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b, r0, r1
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef int nt = _threads_for(nthreads, nblocks)
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef float *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    cdef float *scratch
+    cdef float *buf
+    if log_probs:
+        raise ValueError("index_loss_half reads logits, not log-probabilities")
+    if n == 0:
+        return 0.0, 0.0, -1
+    scratch = _half_scratch(nt, rows, c)
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="dynamic", num_threads=nt):
+                buf = scratch + threadid() * rows * c
+                r0 = b * rows
+                r1 = min(n, r0 + rows)
+                _widen_rows(x, bfloat, r0, r1, buf)
+                _index_block(<const float *>buf, c * sizeof(float), c, r0, c <= XENT_SMALL_ROW,
+                             target, w, ignore_index, smoothing, False, NULL, out, r0, r1,
+                             &part.loss[b], &part.weight[b], &part.bad[b])
+    finally:
+        free(scratch)
+    return part.combine()
+
+
+def logsumexp_rows_half(const uint16_t[:, :] x, bint bfloat, float[::1] out, int nthreads):
+    """logsumexp_rows of float16 (or bfloat16) bits, widened a block at a time (see above)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b, i, r0, r1
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef int nt = _threads_for(nthreads, nblocks)
+    cdef float *scratch = _half_scratch(nt, rows, c)
+    cdef float *buf
+    cdef xent_lse_state st
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="dynamic", num_threads=nt):
+                buf = scratch + threadid() * rows * c
+                r0 = b * rows
+                r1 = min(n, r0 + rows)
+                _widen_rows(x, bfloat, r0, r1, buf)
+                for i in range(r0, r1):
+                    st = _row_lse(<const float *>(buf + (i - r0) * c), c)
+                    out[i] = <float>xent_lse_value(&st)
+    finally:
+        free(scratch)
+
+
+def widen_half_rows(const uint16_t[:, :] x, bint bfloat, float[:, ::1] out, int nthreads):
+    """out = float16 (or bfloat16) rows x, widened to float32, in parallel blocks of rows."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    if n == 0 or c == 0:
+        return
+    with nogil:
+        for b in prange(nblocks, schedule="static", num_threads=_threads_for(nthreads, nblocks)):
+            _widen_rows(x, bfloat, b * rows, min(n, (b + 1) * rows), &out[b * rows, 0])
+
+
+def narrow_half(const float[::1] x, bint bfloat, uint16_t[::1] out, int nthreads):
+    """out = float32 x rounded to float16 (or bfloat16) bits, in parallel segments."""
+    cdef Py_ssize_t n = x.shape[0], s, nseg = (n + SEGMENT - 1) // SEGMENT
+    with nogil:
+        for s in prange(nseg, schedule="static", num_threads=_threads_for(nthreads, nseg)):
+            xent_kernels.narrow_half_f32(&x[0] + s * SEGMENT, min(SEGMENT, n - s * SEGMENT),
+                                         bfloat, &out[0] + s * SEGMENT)
+
+
+def widen_half(const uint16_t[::1] h, bint bfloat, float[::1] out):
+    """out = float16 (or bfloat16) bits h, widened to float32 (for tests)."""
+    with nogil:
+        xent_kernels.widen_half_f32(&h[0], h.shape[0], bfloat, &out[0])
+
+
+# ---- evaluation: loss, rank and entropy per row, summed in an order fixed by the row index ---
+
+cdef extern from "xent_kernels.h" nogil:
+    ctypedef struct xent_eval_state:
+        double shift
+        double sum
+        double xlogit
+        Py_ssize_t rank
+    xent_eval_state xent_eval_init()
+    # entries of the dispatch table, named through it (the table's own declaration above is
+    # left alone)
+    void _row_evaluate_f32 "xent_kernels.row_evaluate_f32"(
+        const float *x, Py_ssize_t n, float target, xent_eval_state *st) noexcept
+    void _row_evaluate_f64 "xent_kernels.row_evaluate_f64"(
+        const double *x, Py_ssize_t n, double target, xent_eval_state *st) noexcept
+
+cdef enum:
+    # columns of evaluate_rows' values: what evaluate sums in float64
+    EVAL_LOSS = 0       # w[t] * (-log_softmax(x)[t])
+    EVAL_WEIGHT = 1     # w[t]
+    EVAL_ENTROPY = 2    # entropy of softmax(x), nats
+    EVAL_FIELDS = 3
+
+
+def evaluate_fields():
+    """Number of float64 columns evaluate_rows writes per row."""
+    return EVAL_FIELDS
+
+
+def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
+                  intp_t ignore_index, double[:, ::1] values, intp_t[::1] rank, int nthreads):
+    """One read of each row: values[i] = (w[t] * loss, w[t], entropy), rank[i] = the count of
+    logits not <= the target's (strictly greater, or NaN).
+
+    Ignored rows get values 0 and rank -1. Labels must be in range (checked by the caller).
+    Each row's results depend on that row only, so they are the same on any thread count.
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    cdef intp_t t
+    cdef const floating *row
+    cdef xent_eval_state st
+    cdef double wt, log_sum
+    if n == 0:
+        return
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            t = target[i]
+            if t == ignore_index:
+                values[i, EVAL_LOSS] = 0
+                values[i, EVAL_WEIGHT] = 0
+                values[i, EVAL_ENTROPY] = 0
+                rank[i] = -1
+                continue
+            row = _row(x, i)
+            st = xent_eval_init()
+            if floating is float:
+                _row_evaluate_f32(row, c, row[t], &st)
+            else:
+                _row_evaluate_f64(row, c, row[t], &st)
+            wt = weight[t] if weight is not None else 1.0
+            log_sum = log(st.sum)
+            # as _index_block: (shift - x_t) + log(sum), so huge logits keep their differences
+            values[i, EVAL_LOSS] = wt * ((st.shift - <double>row[t]) + log_sum)
+            values[i, EVAL_WEIGHT] = wt
+            values[i, EVAL_ENTROPY] = log_sum - st.xlogit / st.sum
+            rank[i] = st.rank
+
+
+def group_sums(const double[:, ::1] values, Py_ssize_t row0, Py_ssize_t group,
+               double[::1] carry, double[:, ::1] out):
+    """Add rows row0, row0 + 1, ... (global indices) one by one into carry; at each multiple
+    of group, write carry out as one finished group sum and restart it at 0.
+
+    out needs len(values) // group + 1 rows; returns how many it filled. A group's sum is
+    thus always the sequential sum of its rows from 0, however its rows arrive split.
+    """
+    cdef Py_ssize_t n = values.shape[0], nf = values.shape[1], i, f, k = 0
+    with nogil:
+        for i in range(n):
+            for f in range(nf):
+                carry[f] += values[i, f]
+            if (row0 + i + 1) % group == 0:
+                for f in range(nf):
+                    out[k, f] = carry[f]
+                    carry[f] = 0
+                k += 1
+    return k
+
+
+def add_in_order(const double[:, ::1] rows, double[::1] total):
+    """total += rows[0], then rows[1], ...: one fixed order of addition."""
+    cdef Py_ssize_t i, f
+    with nogil:
+        for i in range(rows.shape[0]):
+            for f in range(rows.shape[1]):
+                total[f] += rows[i, f]
 
 
 cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
@@ -569,7 +795,8 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
     g0 = r0
     while g0 < r1:
         if small:
-            _group_lse(x, g0, min(SMALL_GROUP, r1 - g0), group)
+            _group_lse(_row(x, g0), x.strides[0] // <Py_ssize_t>sizeof(floating),
+                       min(SMALL_GROUP, r1 - g0), c, group)
         for i in range(g0, min(g0 + SMALL_GROUP, r1)):
             t = target[i]
             grow = _out_row(grad, i)

@@ -48,8 +48,10 @@ DEFAULT_CASES = [
 DEFAULT_GRAD_SHAPE = (8192, 32000)
 #: ``--quick`` divides the rows of every shape by this.
 QUICK_DIVISOR = 16
-#: Relative tolerance of the agreement check, per dtype.
-RTOL = {"float32": 1e-4, "float64": 1e-9}
+#: Relative tolerance of the agreement check, per dtype (a half dtype's result is rounded to
+#: it: a few of its ulps).
+RTOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 1e-4, "float64": 1e-9}
+DTYPES = tuple(RTOL)
 #: Rows of the gradients compared between xent and PyTorch.
 GRAD_CHECK_ROWS = 256
 
@@ -143,9 +145,9 @@ def add_arguments(parser):
     parser.add_argument("--shape", type=parse_shape, action="append", metavar="NxC",
                         help="rows x classes, e.g. 65536x1000 or 64x1M (repeatable; replaces "
                              "the default shapes; the first is also the gradient's shape)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="dtype of every shape (default: float32 for --shape; the default "
-                             "shapes are float32 and one float64)")
+                             "shapes are float32 and one float64; bfloat16 needs ml_dtypes)")
     parser.add_argument("--threads", type=thread_count, default=None,
                         help="threads for xent and PyTorch (default: all CPUs this process "
                              "may use)")
@@ -191,7 +193,18 @@ class Case:
     @property
     def nbytes(self):
         """Bytes of logits read by one call."""
-        return self.elements * np.dtype(self.dtype).itemsize
+        return self.elements * numpy_dtype(self.dtype).itemsize
+
+
+def numpy_dtype(name):
+    """The numpy dtype of a :data:`DTYPES` name (bfloat16 from ml_dtypes)."""
+    if name == "bfloat16":
+        try:
+            return np.dtype(_import("ml_dtypes").bfloat16)
+        except ImportError:
+            raise SystemExit("xent bench: --dtype bfloat16 needs ml_dtypes "
+                             "(pip install ml_dtypes)") from None
+    return np.dtype(name)
 
 
 def select_cases(args):
@@ -230,7 +243,7 @@ def make_data(case, seed):
     """Standard normal logits and uniform int64 labels for a case, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((case.rows, case.classes), dtype=np.float32)
-    logits = logits.astype(case.dtype, copy=False)
+    logits = logits.astype(numpy_dtype(case.dtype), copy=False)
     labels = rng.integers(0, case.classes, case.rows)
     return logits, labels
 
@@ -305,18 +318,26 @@ def load_torch(threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
 
+    def tensor(logits):
+        if logits.dtype.name == "bfloat16":   # no numpy bfloat16 in torch: share the bits
+            return torch.from_numpy(logits.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(logits)
+
     def prepare(logits, labels):
-        x, t = torch.from_numpy(logits), torch.from_numpy(labels)
+        x, t = tensor(logits), torch.from_numpy(labels)
         return lambda: float(functional.cross_entropy(x, t))
 
     def prepare_grad(logits, labels):
         t = torch.from_numpy(labels)
 
         def forward_backward():
-            x = torch.from_numpy(logits).requires_grad_(True)
+            x = tensor(logits).requires_grad_(True)
             loss = functional.cross_entropy(x, t)
             loss.backward()
-            return float(loss.detach()), x.grad.numpy()
+            grad = x.grad
+            if grad.dtype == torch.bfloat16:
+                return float(loss.detach()), grad.view(torch.int16).numpy().view(logits.dtype)
+            return float(loss.detach()), grad.numpy()
         return forward_backward
 
     return Peer("torch", "torch.nn.functional.cross_entropy", torch.__version__,
@@ -347,6 +368,8 @@ def load_sklearn(threads):
         raise PeerSkipped(f"its private API differs ({exc})")
 
     def prepare(logits, labels):
+        if logits.dtype.itemsize < 4:
+            raise PeerSkipped("float32 and float64 only")
         try:
             loss = loss_class(n_classes=logits.shape[1])
         except TypeError as exc:
@@ -641,9 +664,18 @@ def run_grad(case, peers, threads, repeat, seed):
         loss, grad = cross_entropy_with_grad(logits, labels, num_threads=threads)
         return float(loss), grad
 
+    # A training loop keeps one gradient buffer: out= skips the first touch of fresh pages,
+    # which costs the new-array call a quarter of a second per GB, and varies run to run.
+    buffer = np.empty_like(logits)
+
+    def run_xent_out():
+        loss, grad = cross_entropy_with_grad(logits, labels, num_threads=threads, out=buffer)
+        return float(loss), grad
+
     run_xent()  # warm-up
+    run_xent_out()
     peer_calls, skipped = _prepare_peers(peers, logits, labels, grad=True)
-    calls = {"xent": run_xent, **peer_calls}
+    calls = {"xent": run_xent, "xent_out": run_xent_out, **peer_calls}
     timings, results = time_interleaved(calls, repeat)
     medians = medians_of(timings)
     loss, grad = results["xent"]
@@ -844,14 +876,18 @@ def print_grad(grad, file=None):
     """The loss + gradient table."""
     print(f"\nLoss + gradient, {grad['rows']} x {grad['classes']} {grad['dtype']} "
           f"({format_bytes(grad['bytes'])} of logits):", file=file)
-    titles = {"xent": "xent.cross_entropy_with_grad", "torch": "torch forward + backward"}
-    table = Table(["who", "median", "xent speedup", "peak extra memory"],
-                  [max(len(t) for t in titles.values()), 9, 12, 17], file)
+    titles = {"xent": "xent.cross_entropy_with_grad",
+              "xent_out": "  same, out=a reused buffer",
+              "torch": "torch forward + backward"}
+    torch_median = grad["medians"].get("torch")
+    table = Table(["who", "median", "vs torch", "peak extra memory"],
+                  [max(len(t) for t in titles.values()), 9, 9, 17], file)
     for name, median in grad["medians"].items():
-        speedup = "-" if name == "xent" else format_ratio(grad["speedup"][name])
+        ratio = "-" if name == "torch" or torch_median is None else format_ratio(
+            torch_median / median)
         if name != "xent" and not grad["agree"][name]:
-            speedup += " !"
-        table.row([titles.get(name, name), format_time(median), speedup,
+            ratio += " !"
+        table.row([titles.get(name, name), format_time(median), ratio,
                    format_bytes(grad["peak_rss_rise"].get(name))])
     for name, why in grad["skipped"].items():
         print(f"  {name} skipped: {why}", file=file)

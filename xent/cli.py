@@ -4,9 +4,15 @@
 and with the numpy reference, and print both losses and times side by side.
 ``xent config``: print the kernel variant, threads and versions in use.
 ``xent bench``: time xent against the reference and the installed peers (:mod:`xent.bench`).
+``xent eval``: loss, perplexity, top-k accuracy and entropy of logits files (any size).
 """
 
 import argparse
+import glob
+import json
+import math
+import os
+import re
 import statistics
 import sys
 import time
@@ -17,6 +23,7 @@ from . import __version__, _check, _kernels, bench
 from . import reference
 from ._api import cross_entropy
 from ._config import show_config
+from .evaluate import evaluate
 from ._threads import get_num_threads
 
 # The default dataset: 65,536 rows of 1,024 float32 logits, 256 MiB.
@@ -105,6 +112,238 @@ def demo(args):
     return 0 if agree else 1
 
 
+# ---- xent eval: metrics of logits files --------------------------------------------------------
+
+class EvalInputError(Exception):
+    """A problem with the files given to ``xent eval``: printed as one line, exit status 1."""
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _natural_key(path):
+    """Sort shard_2 before shard_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def _expand(pattern):
+    """The files a command-line argument names: itself, or the matches of a glob, sorted."""
+    if glob.has_magic(pattern):
+        matches = sorted(glob.glob(pattern), key=_natural_key)
+        if not matches:
+            raise EvalInputError(f"no file matches {pattern!r}")
+        return matches
+    return [pattern]
+
+
+def _file_kind(path):
+    if not os.path.exists(path):
+        raise EvalInputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise EvalInputError(f"{path}: is a directory (give files, or a glob such as "
+                             f"'{os.path.join(path, '*.npy')}')")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == _NPY_MAGIC:
+        return "npy"
+    if head[:4] == _ZIP_MAGIC:
+        return "npz"
+    return "raw"
+
+
+def _open_npy(path):
+    """A read-only memory map of a .npy file, checked against its size (truncation)."""
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+        except ValueError as exc:
+            raise EvalInputError(f"{path}: not a valid .npy file ({exc})") from None
+        data_offset = f.tell()
+    if dtype.hasobject:
+        raise EvalInputError(f"{path}: holds Python objects, not numbers")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    held = os.path.getsize(path) - data_offset
+    if held < expected:
+        raise EvalInputError(f"{path}: truncated: its header says {shape} {dtype} "
+                             f"({expected:,} bytes of data), the file holds {held:,}")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _open_raw(path, dtype, shape, what):
+    """A read-only memory map of a raw binary file of ``dtype``; shape's -1 is inferred."""
+    itemsize = dtype.itemsize
+    size = os.path.getsize(path)
+    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64)) * itemsize
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise EvalInputError(f"{path}: {size:,} bytes is not a whole number of rows of "
+                                 f"{known:,} bytes ({what} {dtype}, shape {shape})")
+        shape = tuple(size // known if d == -1 else d for d in shape)
+    elif size != known:
+        kind = "truncated" if size < known else "too long"
+        raise EvalInputError(f"{path}: {kind}: shape {shape} of {dtype} needs {known:,} "
+                             f"bytes, the file holds {size:,}")
+    if size == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def _npz_arrays(path):
+    """(logits, labels) of a .npz holding arrays 'logits' and 'labels' (read whole: a zip
+    member cannot be memory-mapped)."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            if not {"logits", "labels"} <= names:
+                raise EvalInputError(f"{path}: a .npz must hold arrays named 'logits' and "
+                                     f"'labels', it holds {sorted(names)}")
+            return z["logits"], z["labels"]
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise EvalInputError(f"{path}: not a valid .npz file ({exc})") from None
+
+
+def _open_logits(path, args):
+    kind = _file_kind(path)
+    if kind == "npy":
+        return _open_npy(path)
+    if kind == "npz":
+        raise EvalInputError(f"{path}: a .npz file holds both logits and labels: give "
+                             f".npz files alone, without label files")
+    if args.dtype is None or args.shape is None:
+        raise EvalInputError(f"{path}: not a .npy or .npz file; to read raw binary logits "
+                             f"give --dtype and --shape (such as --shape 1000: rows from the size)")
+    return _open_raw(path, args.dtype, args.shape, "logits")
+
+
+def _open_labels(path, args):
+    kind = _file_kind(path)
+    if kind == "npy":
+        return _open_npy(path)
+    if kind == "npz":
+        raise EvalInputError(f"{path}: labels must be .npy or raw binary, not .npz")
+    return _open_raw(path, args.labels_dtype, (-1,), "labels")
+
+
+def _check_pair(x, y, xpath, ypath):
+    """The same checks as xent.evaluate, phrased with the file names."""
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
+        raise EvalInputError(f"{xpath}: logits must be float16, float32 or float64, got "
+                             f"{x.dtype}")
+    if y.dtype.kind not in "iu":
+        raise EvalInputError(f"{ypath}: labels must be integers, got {y.dtype}")
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise EvalInputError(f"{xpath}: logits of shape {x.shape} have no classes")
+    if y.size != int(np.prod(x.shape[:-1], dtype=np.int64)):
+        raise EvalInputError(f"{ypath}: {y.size:,} labels for {xpath}'s "
+                             f"{int(np.prod(x.shape[:-1], dtype=np.int64)):,} rows of logits "
+                             f"(shape {x.shape})")
+    return x, y.reshape(x.shape[:-1])
+
+
+def eval_sources(args):
+    """The list of (logits, labels) pairs ``xent eval`` reads, every file opened and checked."""
+    given = args.files
+    if len(given) == 2:
+        logit_files, label_files = _expand(given[0]), _expand(given[1])
+    else:
+        files = [f for g in given for f in _expand(g)]
+        if all(os.path.exists(f) and _file_kind(f) == "npz" for f in files):
+            pairs = []
+            for f in files:
+                x, y = _npz_arrays(f)
+                pairs.append(_check_pair(x, y, f, f))
+            return pairs
+        if len(given) % 2:
+            raise EvalInputError(f"{len(given)} files given: give the logits files, then as "
+                                 f"many label files (or .npz files holding both)")
+        half = len(given) // 2
+        logit_files = [f for g in given[:half] for f in _expand(g)]
+        label_files = [f for g in given[half:] for f in _expand(g)]
+    if len(logit_files) == 1 and len(label_files) == 1 and _file_kind(
+            logit_files[0]) == "npz" and _file_kind(label_files[0]) == "npz":
+        return [_check_pair(*_npz_arrays(f), f, f) for f in logit_files + label_files]
+    if len(logit_files) != len(label_files):
+        raise EvalInputError(f"{len(logit_files)} logits files but {len(label_files)} "
+                             f"label files: give one label file per logits file")
+    return [_check_pair(_open_logits(xf, args), _open_labels(yf, args), xf, yf)
+            for xf, yf in zip(logit_files, label_files)]
+
+
+def _topk_list(text):
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as 1,5, got {text!r}")
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,5, got {text!r}")
+    return ks
+
+
+def _shape(text):
+    """argparse type: "C" or "N,C" (N may be -1: from the file size) -> (N, C)."""
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape such as 1000000,1000, got {text!r}")
+    if len(shape) == 1:
+        shape = (-1,) + shape
+    if len(shape) != 2 or shape[1] < 1 or shape[0] < -1:
+        raise argparse.ArgumentTypeError(
+            f"expected CLASSES or ROWS,CLASSES such as 1000000,1000, got {text!r}")
+    return shape
+
+
+def _json_number(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def evaluate_files(args):
+    """``xent eval``: metrics of logits and labels files; returns the exit status."""
+    try:
+        pairs = eval_sources(args)
+    except (EvalInputError, ValueError, TypeError) as exc:
+        print(f"xent eval: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"xent eval: error: {exc.filename or ''}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    rows = sum(len(y.reshape(-1)) for _, y in pairs)
+    show = not args.no_progress and sys.stderr.isatty()
+    start = time.perf_counter()
+    try:
+        report = evaluate(pairs, topk=args.topk, ignore_index=args.ignore_index,
+                          num_threads=args.threads, chunk_rows=args.chunk_rows,
+                          progress=show)
+    except (ValueError, TypeError, IndexError, OSError) as exc:
+        print(f"xent eval: error: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    if args.json:
+        out = {k: _json_number(v) for k, v in report.as_dict().items()}
+        out.update(rows=rows, files=len(pairs), seconds=seconds)
+        print(json.dumps(out, indent=2))
+        return 0
+    classes = pairs[0][0].shape[-1] if pairs else 0
+    print(f"xent eval: {rows:,} rows x {classes:,} classes in {len(pairs)} file pair(s), "
+          f"{_format_time(seconds)} ({rows / max(seconds, 1e-9):,.0f} rows/s)")
+    table = [("loss", f"{report.loss:.6f}", "mean cross-entropy, nats"),
+             ("perplexity", f"{report.perplexity:.4f}", "exp(loss)"),
+             ("accuracy", f"{report.accuracy:.4%}", "top-1")]
+    table += [(f"top-{k}", f"{acc:.4%}", "") for k, acc in report.topk_accuracy if k != 1]
+    table += [("entropy", f"{report.entropy:.6f}", "mean predictive entropy, nats"),
+              ("count", f"{report.count:,}", "rows counted"),
+              ("ignored", f"{report.ignored:,}", f"label {args.ignore_index}")]
+    for name, value, note in table:
+        print(f"  {name:<11} {value:>16}   {note}".rstrip())
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="xent", description="Fast, exact cross-entropy on multicore CPUs.")
@@ -132,10 +371,38 @@ def build_parser():
                       "and JAX (those installed)")
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(run=bench.run)
+
+    eval_parser = commands.add_parser(
+        "eval", help="loss, perplexity, top-k accuracy and entropy of logits files",
+        description="Evaluate logits against labels in one pass, a chunk at a time (files "
+                    "larger than memory are fine). FILES: LOGITS LABELS, each a file or a "
+                    "quoted glob ('logits_*.npy'); or several logits files then as many "
+                    "label files; or .npz files holding arrays 'logits' and 'labels'. "
+                    ".npy files are memory-mapped; other files are raw binary "
+                    "(--dtype, --shape).")
+    eval_parser.add_argument("files", nargs="+", metavar="FILES")
+    eval_parser.add_argument("--topk", type=_topk_list, default=[1, 5],
+                             help="comma-separated k of the top-k accuracies (default 1,5)")
+    eval_parser.add_argument("--ignore-index", type=int, default=-100,
+                             help="label of rows to leave out (default -100)")
+    eval_parser.add_argument("--json", action="store_true", help="print JSON")
+    eval_parser.add_argument("--threads", type=bench.thread_count, default=None)
+    eval_parser.add_argument("--no-progress", action="store_true",
+                             help="no progress bar (there is none unless stderr is a terminal)")
+    eval_parser.add_argument("--dtype", type=np.dtype, default=None,
+                             help="dtype of raw binary logits files, such as float32")
+    eval_parser.add_argument("--shape", type=_shape, default=None,
+                             help="shape of raw binary logits files: ROWS,CLASSES, or CLASSES "
+                                  "alone (rows from the file size)")
+    eval_parser.add_argument("--labels-dtype", type=np.dtype, default=np.dtype(np.int64),
+                             help="dtype of raw binary label files (default int64)")
+    eval_parser.add_argument("--chunk-rows", type=bench.positive_int, default=None,
+                             help="rows per chunk (default: about 128 MiB of logits)")
+    eval_parser.set_defaults(run=evaluate_files)
     return parser
 
 
-COMMANDS = ("demo", "config", "bench")
+COMMANDS = ("demo", "config", "bench", "eval")
 
 
 def main(argv=None):

@@ -14,9 +14,10 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._api import (_COMPUTE_DTYPE, _axis, _check_flag, _float_array, _rows, cross_entropy)
+from ._api import (_COMPUTE_DTYPE, _axis, _bool_option, _check_flag, _float_array, _rows,
+                   cross_entropy)
 from ._binary import _first_outside_unit
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 __all__ = ["self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
            "entropy_from_logits", "perplexity", "SUM_TOLERANCE"]
@@ -101,12 +102,40 @@ def _dist_sums(kind, p_rows, q_rows, threads):
     return sums.T  # sum_p, sum_q, total, min_p, min_q
 
 
+#: With normalize=True, rows whose sum lies outside this range are divided by it before the
+#: kernel sums them: there ``sum p log p`` would overflow (p = [1e308]) or its subnormal terms
+#: lose their digits (p = [5e-324, 5e-324]).
+_SAFE_SUM = (2.0 ** -900, 2.0 ** 900)
+
+
+def _normalized_sums(kind, p_rows, q_rows, sums, threads):
+    """``sums`` (from :func:`_dist_sums`) with the far-scaled rows recomputed from the rows
+    divided by their sums; the normalising formulas give the same answer at any scale."""
+    lo, hi = _SAFE_SUM
+    with np.errstate(invalid="ignore"):
+        far = (sums[0] < lo) | (sums[0] > hi)
+        if q_rows is not None:
+            far |= (sums[1] < lo) | (sums[1] > hi)
+        far &= (sums[0] > 0) & np.isfinite(sums[0])
+        if q_rows is not None:
+            far &= (sums[1] > 0) & np.isfinite(sums[1])
+    if not far.any():
+        return sums
+    rows = np.flatnonzero(far)
+    p = p_rows[rows].astype(np.float64) / sums[0][rows, None]
+    q = None if q_rows is None else q_rows[rows].astype(np.float64) / sums[1][rows, None]
+    sums = sums.copy()
+    sums[:, rows] = _dist_sums(kind, p, q, threads)
+    return sums
+
+
 def _check_rows(name, got, batch, reference_rows, dtype):
     got = np.asarray(got, dtype=np.float64).reshape(-1)
     sample = _check.sample_rows(got.size)
     _check.compare(name, got[sample], reference_rows(sample), dtype, rows=sample)
 
 
+@shares_cpus
 def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
     """Shannon entropy ``-sum p log p`` of distributions along ``axis``, with 0 log 0 = 0.
 
@@ -131,10 +160,14 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
         One entropy per distribution, in the dtype of ``p``.
     """
     log_base = _log_base(base)
+    normalize = _bool_option(normalize, "normalize")
     a, batch, rows = _distributions(p, "p", axis)
     threads = get_num_threads(num_threads)
-    sum_p, _, total, min_p, _ = _dist_sums(_Dist.DIST_ENTROPY, rows, None, threads)
-    _validate("p", sum_p, min_p, batch, a.dtype, normalize)
+    sums = _dist_sums(_Dist.DIST_ENTROPY, rows, None, threads)
+    _validate("p", sums[0], sums[3], batch, a.dtype, normalize)
+    if normalize:
+        sums = _normalized_sums(_Dist.DIST_ENTROPY, rows, None, sums, threads)
+    sum_p, _, total, _, _ = sums
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_p) - total / sum_p) if normalize else -total
     result = _finish(h / log_base, batch, a.dtype)
@@ -144,6 +177,7 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
     return result
 
 
+@shares_cpus
 def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
     """Cross-entropy ``H(p, q) = -sum p log q`` between distributions along ``axis``.
 
@@ -153,13 +187,16 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     distributions; for the loss of logits against labels see :func:`xent.cross_entropy`.
     """
     log_base = _log_base(base)
+    normalize = _bool_option(normalize, "normalize")
     a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
     dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
-    sum_p, sum_q, total, min_p, min_q = _dist_sums(_Dist.DIST_CROSS_ENTROPY, p_rows, q_rows,
-                                                   threads)
-    _validate("p", sum_p, min_p, batch, a.dtype, normalize)
-    _validate("q", sum_q, min_q, batch, b.dtype, normalize)
+    sums = _dist_sums(_Dist.DIST_CROSS_ENTROPY, p_rows, q_rows, threads)
+    _validate("p", sums[0], sums[3], batch, a.dtype, normalize)
+    _validate("q", sums[1], sums[4], batch, b.dtype, normalize)
+    if normalize:
+        sums = _normalized_sums(_Dist.DIST_CROSS_ENTROPY, p_rows, q_rows, sums, threads)
+    sum_p, sum_q, total, _, _ = sums
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_q) - total / sum_p) if normalize else -total
     result = _finish(h / log_base, batch, dtype)
@@ -169,6 +206,7 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     return result
 
 
+@shares_cpus
 def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
     """Kullback-Leibler divergence ``sum p log(p / q)`` along ``axis``.
 
@@ -176,14 +214,18 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     Parameters as for :func:`cross_entropy`. Never negative for distributions, 0 for q = p.
     """
     log_base = _log_base(base)
+    normalize = _bool_option(normalize, "normalize")
     a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
     dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
-    sum_p, sum_q, total, min_p, min_q = _dist_sums(_Dist.DIST_KL, p_rows, q_rows, threads)
-    _validate("p", sum_p, min_p, batch, a.dtype, normalize)
-    _validate("q", sum_q, min_q, batch, b.dtype, normalize)
+    sums = _dist_sums(_Dist.DIST_KL, p_rows, q_rows, threads)
+    _validate("p", sums[0], sums[3], batch, a.dtype, normalize)
+    _validate("q", sums[1], sums[4], batch, b.dtype, normalize)
+    if normalize:
+        sums = _normalized_sums(_Dist.DIST_KL, p_rows, q_rows, sums, threads)
+    sum_p, sum_q, total, _, _ = sums
     with np.errstate(divide="ignore", invalid="ignore"):
-        kl = (total / sum_p + np.log(sum_q / sum_p)) if normalize else total
+        kl = (total / sum_p + np.log(sum_q) - np.log(sum_p)) if normalize else total
     result = _finish(kl / log_base, batch, dtype)
     if _check_flag(check):
         _check_rows("info.kl_divergence", result, batch, lambda s: _reference.kl_divergence(
@@ -208,6 +250,7 @@ def _elementwise(kind, name, p, base, num_threads):
     return result[()] if result.ndim == 0 else result
 
 
+@shares_cpus
 def self_information(p, base=None, *, num_threads=None):
     """Surprisal ``-log p`` of each probability (``inf`` for p = 0).
 
@@ -229,6 +272,7 @@ def self_information(p, base=None, *, num_threads=None):
                         num_threads)
 
 
+@shares_cpus
 def binary_entropy(p, base=None, *, num_threads=None):
     """Entropy of a Bernoulli(p) variable, ``-p log p - (1 - p) log(1 - p)``, elementwise.
 
@@ -239,6 +283,7 @@ def binary_entropy(p, base=None, *, num_threads=None):
                         num_threads)
 
 
+@shares_cpus
 def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=None):
     """Entropy of ``softmax(logits)`` along ``axis``, without forming the probabilities.
 
@@ -257,6 +302,7 @@ def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=N
     return result
 
 
+@shares_cpus
 def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
                num_threads=None, check=None):
     """Perplexity ``exp(mean cross-entropy)`` of logits against targets.

@@ -14,9 +14,9 @@ import numbers
 import numpy as np
 
 from . import _blas, _kernels, _linear
-from ._api import (_COMPUTE_DTYPE, _bad_label, _class_targets, _float_array, _grad_output,
+from ._api import (_bad_label, _class_targets, _compute_dtype, _float_array, _grad_output,
                    _ignore_index, _label_smoothing, _reduce, _reduction, _rows, _safe_divide)
-from ._threads import get_num_threads
+from ._threads import get_num_threads, shares_cpus
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
@@ -72,8 +72,10 @@ class _LinearInputs:
         if vocab == 0:
             raise ValueError(f"weight has shape {w.shape}: the vocabulary (first axis) is "
                              f"empty")
-        self.dtype = np.result_type(h.dtype, w.dtype)
-        self.compute = compute = _COMPUTE_DTYPE[self.dtype]
+        # Computed in the wider of the two compute dtypes, returned in the inputs' dtype when
+        # they share one (float16 and bfloat16 are computed in float32).
+        self.compute = compute = np.result_type(_compute_dtype(h.dtype), _compute_dtype(w.dtype))
+        self.dtype = h.dtype if h.dtype == w.dtype else compute
         self.batch, self.vocab, self.width = h.shape[:-1], vocab, width
         self.hidden_shape, self.weight_shape = h.shape, w.shape
         self.reduction = _reduction(reduction)
@@ -131,7 +133,8 @@ class _LinearInputs:
         return np.where(self.valid, loss, 0.0)
 
     def reduce(self, row_loss):
-        total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64's range
+            total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
         return _reduce(total, int(np.count_nonzero(self.valid)), row_loss, self.reduction,
                        self.batch, self.dtype)
 
@@ -169,9 +172,10 @@ _MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles
     so the result has the same bits on any number of threads. While the call runs, the
     process's OpenBLAS is held to one thread (restored afterwards), so BLAS never starts
     threads of its own inside xent's: no oversubscription. Mixed float32/float64 inputs are
-    computed in float64; float16 in float32."""
+    computed in float64; float16 and bfloat16 in float32."""
 
 
+@shares_cpus
 def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
                          reduction="mean", label_smoothing=0.0, softcap=None,
                          num_threads=None):
@@ -212,6 +216,7 @@ def _forward(hidden, weight, target, bias, ignore_index, reduction, label_smooth
     return problem.reduce(problem.row_losses(problem.row_stats()))
 
 
+@shares_cpus
 def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
                                    reduction="mean", label_smoothing=0.0, softcap=None,
                                    grad_output=None, num_threads=None):
@@ -220,7 +225,8 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     factor, row_factors = _grad_output(grad_output, problem.reduction, problem.batch)
     if problem.reduction == "mean":
         factor = _safe_divide(factor, np.count_nonzero(problem.valid))
-    scale = np.full(problem.n_rows, factor) if row_factors is None else factor * row_factors
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = np.full(problem.n_rows, factor) if row_factors is None else factor * row_factors
     row_scale = np.ascontiguousarray(np.where(problem.valid, scale, 0.0), dtype=np.float64)
     compute, width = problem.compute, problem.hidden.shape[1]
     keep, spread = 1.0 - problem.smoothing, problem.smoothing / problem.vocab
@@ -233,8 +239,9 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     if spread and problem.softcap:
         smooth_sum = np.empty((problem.n_rows, width), dtype=compute)
     elif spread:
-        weight_sum = np.ascontiguousarray(problem.weight[:, :width].sum(axis=0,
-                                                                        dtype=np.float64))
+        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf in a column is NaN
+            weight_sum = np.ascontiguousarray(problem.weight[:, :width].sum(axis=0,
+                                                                            dtype=np.float64))
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
     if problem.n_rows:
         _sync_isa()

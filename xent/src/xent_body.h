@@ -27,6 +27,7 @@ typedef uint32_t F(bits_t);
 #define XENT_LOG2E 0x1.715476p+0f
 #define XENT_LN2_HI 0x1.62ep-1f             /* 12 bits: k * LN2_HI is exact for |k| < 2^12 */
 #define XENT_LN2_LO 0x1.0bfbe8p-15f
+#define XENT_LN2 0x1.62e430p-1f                /* ln2 rounded: 1.9e-9 relative off */
 #define XENT_EXP_UNDER (-87.33654f)         /* below: exp is subnormal, returned as 0 */
 #define XENT_EXP_CLAMP 88.37f               /* k stays <= 127 */
 #define XENT_EXP_OVER 88.72284f             /* above: +inf */
@@ -43,6 +44,7 @@ typedef uint64_t F(bits_t);
 #define XENT_LOG2E 0x1.71547652b82fep+0
 #define XENT_LN2_HI 0x1.62e42fee00000p-1    /* 32 bits: k * LN2_HI is exact for |k| < 2^21 */
 #define XENT_LN2_LO 0x1.a39ef35793c76p-33
+#define XENT_LN2 0x1.62e42fefa39efp-1
 #define XENT_EXP_UNDER (-708.3964185322641)
 #define XENT_EXP_CLAMP 709.08
 #define XENT_EXP_OVER 709.782712893384
@@ -54,27 +56,35 @@ typedef uint64_t F(bits_t);
 #endif
 
 /*
- * exp(y), branch-free so that it vectorises: y = k ln2 + r with |r| <= ln2/2, exp(r) by its
- * Taylor polynomial (degree 7 in float, 13 in double: the truncation error is below a tenth of
- * an ulp), times 2^k built in the exponent bits. Returns 0 where exp(y) is subnormal, +inf
- * above the largest finite result, NaN for NaN. Valid for y <= 88.37 (float) or 709.08
- * (double); the kernels only call it with y <= 0. Measured error (tests/test_math.py, every
- * variant): float at most 1.22 ulp, 0.27 on average; double at most 1.0 ulp from glibc's exp.
+ * exp(y), branch-free so that it vectorises: y = k ln2 + r with |r| <= ln2/2, exp(r) by a
+ * polynomial, times 2^k built in the exponent bits. In float the polynomial is
+ * 1 + r + r^2 q(r) with q of degree 4, minimax for the relative error on |r| <= 0.3466
+ * (3.1e-9, a twentieth of an ulp; found by a Remez exchange in mpmath); in double it is the
+ * Taylor polynomial of degree 13 (truncation below a tenth of an ulp). exp(0) is exactly 1.
+ * Returns 0 where exp(y) is subnormal, +inf above the largest finite result, NaN for NaN.
+ * Measured error (tests/test_math.py, every variant): float at most 0.88 ulp with FMA (AVX2,
+ * AVX-512) and 1.15 ulp without (baseline), 0.26 on average; double at most 1.0 ulp from
+ * glibc's exp. (The Taylor polynomial of degree 7 this replaced gave 1.22 ulp.)
  */
-static inline T F(exp)(T y)
+static inline T F(exp_poly)(T yc, T *scale, int exact_ln2)
 {
-    T yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;   /* NaN passes both clamps */
-    yc = yc > XENT_EXP_CLAMP ? XENT_EXP_CLAMP : yc;
     T kr = yc * XENT_LOG2E + XENT_ROUND_MAGIC;        /* round(y / ln2), held in the low bits */
     T k = kr - XENT_ROUND_MAGIC;
-    T r = (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO;
+    /* k ln2 in two parts keeps r exact; with ln2 rounded to one T, r is off by |k| 1.9e-9
+     * (float), which a sum of terms exp(y) of size 2^k may well afford (see exp_term) */
+    T r = exact_ln2 ? (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO : yc - k * XENT_LN2;
+    F(bits_t) kbits, magic_bits, scale_bits;
+    T magic = XENT_ROUND_MAGIC;
+    memcpy(&kbits, &kr, sizeof kbits);
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    scale_bits = (kbits - magic_bits + XENT_EXP_BIAS) << XENT_MANT_BITS;   /* 2^k */
+    memcpy(scale, &scale_bits, sizeof *scale);
 #if XENT_F32
-    T p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
+    T p = 0x1.6a243ap-10f;                            /* 0.0013814602 */
+    p = p * r + 0x1.1239e0p-7f;                       /* 0.0083687152 */
+    p = p * r + 0x1.5558f2p-5f;                       /* 0.0416683879 */
+    p = p * r + 0x1.555492p-3f;                       /* 0.1666652065 */
+    p = p * r + 0x1.fffffcp-2f;                       /* 0.4999999345 */
     p = p * r + 1.0f;
     p = p * r + 1.0f;
 #else
@@ -93,16 +103,31 @@ static inline T F(exp)(T y)
     p = p * r + 1.0;
     p = p * r + 1.0;
 #endif
-    F(bits_t) kbits, magic_bits, scale_bits;
-    T magic = XENT_ROUND_MAGIC, scale;
-    memcpy(&kbits, &kr, sizeof kbits);
-    memcpy(&magic_bits, &magic, sizeof magic_bits);
-    scale_bits = (kbits - magic_bits + XENT_EXP_BIAS) << XENT_MANT_BITS;   /* 2^k */
-    memcpy(&scale, &scale_bits, sizeof scale);
-    T e = p * scale;
+    return p;
+}
+
+static inline T F(exp)(T y)
+{
+    T yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;   /* NaN passes both clamps */
+    yc = yc > XENT_EXP_CLAMP ? XENT_EXP_CLAMP : yc;
+    T scale, e = F(exp_poly)(yc, &scale, 1) * scale;
     e = y < XENT_EXP_UNDER ? 0 : e;
     e = y > XENT_EXP_OVER ? (T)INFINITY : e;
     return e;
+}
+
+/*
+ * exp(y) as a term of a sum of exps: y <= 0 or NaN, and exp(0) exactly 1. Where exp(y) is
+ * subnormal (or y = -inf) it returns a number no larger than the smallest normal T instead of
+ * 0, which a sum holding the max's 1 rounds away; and it reduces y with ln2 in one part, so a
+ * term of size 2^k is off by |k| 1.9e-9 relative (float): at most 2e-9 of the sum. Skipping
+ * F(exp)'s clamps, selects and second reduction step makes the log-sum-exp loops a third
+ * shorter, which is their speed (they are bound by exp, not by memory).
+ */
+static inline T F(exp_term)(T y)
+{
+    T scale, yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;
+    return F(exp_poly)(yc, &scale, 0) * scale;
 }
 
 /* The bits of a T, and back, without aliasing trouble (compiles to nothing or a move). */
@@ -204,6 +229,82 @@ static void F(log1p_array)(const T *x, ptrdiff_t n, T *out)
 }
 
 /*
+ * out[i] = h[i] widened exactly to T, where h holds IEEE float16 (bfloat == 0) or bfloat16
+ * (bfloat == 1) bits. bfloat16 is the top half of a float. float16's exponent and mantissa,
+ * moved to a float's places, are off by the bias difference, 2^(127 - 15): one multiply puts
+ * normals and subnormals right; inf and NaN (payload kept) get the all-ones exponent instead.
+ * Branch-free, so it vectorises with or without F16C.
+ */
+static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
+{
+    if (bfloat) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            uint32_t b = (uint32_t)h[i] << 16;
+            float f;
+            memcpy(&f, &b, sizeof f);
+            out[i] = (T)f;
+        }
+        return;
+    }
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t v = h[i], magnitude = (v & 0x7fffu) << 13, bits;
+        float f;
+        memcpy(&f, &magnitude, sizeof f);
+        f *= 0x1p112f;
+        memcpy(&bits, &f, sizeof bits);
+        bits = magnitude >= (0x7c00u << 13) ? magnitude | 0x7f800000u : bits;
+        bits |= (v & 0x8000u) << 16;
+        memcpy(&f, &bits, sizeof f);
+        out[i] = (T)f;
+    }
+}
+
+/*
+ * out[i] = x[i] (a float value) rounded to the nearest float16 (bfloat == 0) or bfloat16 bits,
+ * ties to even, as numpy and ml_dtypes round: beyond the largest finite value inf, subnormals
+ * kept, NaN a NaN of the same sign (float16 keeps the payload's top bits, as numpy does;
+ * bfloat16 gives the quiet NaN ml_dtypes gives). Branch-free, for numpy's conversion of
+ * subnormal float16 results is slower by two orders of magnitude (small gradients are).
+ */
+static void F(narrow_half)(const T *x, ptrdiff_t n, int bfloat, uint16_t *out)
+{
+    if (bfloat) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float f = (float)x[i];
+            uint32_t u;
+            memcpy(&u, &f, sizeof u);
+            uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+            uint32_t nan = (u >> 16 & 0x8000u) | 0x7fc0u;
+            out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+        }
+        return;
+    }
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float f = (float)x[i], magnitude, tiny;
+        uint32_t u, a, tiny_bits;
+        memcpy(&u, &f, sizeof u);
+        a = u & 0x7fffffffu;
+        memcpy(&magnitude, &a, sizeof magnitude);
+        /* below 2^-14: adding 0.5 lines the value up with the subnormal spacing 2^-24, and the
+         * hardware rounds it to even; its low bits are then the float16's */
+        tiny = magnitude + 0.5f;
+        memcpy(&tiny_bits, &tiny, sizeof tiny_bits);
+        uint32_t sub = tiny_bits - 0x3f000000u;
+        uint32_t normal = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13;   /* rebias */
+        uint32_t nan = 0x7c00u + ((a & 0x7fffffu) >> 13);
+        nan = nan == 0x7c00u ? 0x7c01u : nan;
+        uint32_t h = a < 0x38800000u ? sub : normal;
+        h = a >= 0x47800000u ? 0x7c00u : h;          /* 65520 and up round to inf */
+        h = a > 0x7f800000u ? nan : h;
+        out[i] = (uint16_t)(h | ((u >> 16) & 0x8000u));
+    }
+}
+
+/*
  * The row loops work on groups of XENT_LANES entries (64 bytes: one AVX-512 vector, two AVX2
  * vectors, four SSE vectors) with one accumulator per lane, so they vectorise whole at any
  * width; a row's last partial group is copied into a group padded with -inf, whose exp is 0.
@@ -239,15 +340,27 @@ static inline T F(max_groups)(const T *x, ptrdiff_t n)
     return F(lanes_max)(m);
 }
 
-/* Sum of exp(x[i] - shift) over the whole groups, in T lanes: a chunk is short enough. */
-static inline double F(sum_exp_groups)(const T *x, ptrdiff_t n, T shift)
+/*
+ * Sum of exp(x[i] - shift) over the whole groups, in T lanes (a chunk is short enough), and
+ * the count of entries equal to the shift, whose terms are exactly 1. Those are kept out of
+ * the lanes: a float lane holding 1 would round every small term added to it to a multiple
+ * of 2^-24, and in a confident row (the target the max, every other term small) the loss is
+ * log(1 + the small terms), so it would lose its relative accuracy. Every x[i] <= shift
+ * (lse_chunk deals with +inf before).
+ */
+static inline double F(sum_exp_groups)(const T *x, ptrdiff_t n, T shift, double *ties)
 {
-    T s[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = 0;
+    T s[XENT_LANES], c[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
     for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] += F(exp)(x[g + l] - shift);
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T tie = x[g + l] == shift ? 1 : 0;           /* then exp_term gives exactly 1 */
+            s[l] += F(exp_term)(x[g + l] - shift) - tie;
+            c[l] += tie;
+        }
     }
+    *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 }
 
@@ -283,9 +396,13 @@ static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
         if (st->sum != 0) st->sum *= exp(st->shift - (double)shift);   /* NaN stays NaN */
         st->shift = shift;
     }
-    double sum = F(sum_exp_groups)(x, whole, (T)st->shift);
-    if (whole < n) sum += F(sum_exp_groups)(tail, XENT_LANES, (T)st->shift);
-    st->sum += sum;
+    if (cmax > XENT_T_MAX) {   /* +inf: exp(inf - T_MAX) = inf, which exp_term does not give */
+        st->sum += F(has_nan)(x, n) ? NAN : INFINITY;
+        return;
+    }
+    double ties = 0, sum = F(sum_exp_groups)(x, whole, (T)st->shift, &ties);
+    if (whole < n) sum += F(sum_exp_groups)(tail, XENT_LANES, (T)st->shift, &ties);
+    st->sum += ties + sum;
 }
 
 #define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
@@ -536,6 +653,89 @@ static double F(row_softmax_entropy)(const T *x, ptrdiff_t n, double shift, doub
         acc += p == 0 ? 0.0 : term;
     }
     return acc;
+}
+
+/* ---- evaluation: loss, rank and entropy of a row in one read ---------------------------- */
+
+/*
+ * Sum of e = exp(x[i] - shift) over the whole groups, and in *xlogit the sum of e (x[i] - shift)
+ * (a term is 0 where e is 0, so -inf entries add nothing; NaN spreads). The same lanes and order as
+ * sum_exp_groups, with the entropy's sum alongside.
+ */
+static inline double F(sum_exp_xlogit_groups)(const T *x, ptrdiff_t n, T shift, double *xlogit)
+{
+    T s[XENT_LANES], b[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = b[l] = 0;
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T d = x[g + l] - shift;
+            T e = F(exp)(d);
+            /* where e is 0, d may be -inf: the clamp keeps 0 * d at 0 (a max, not a select
+             * on e, which gcc does not vectorise here) */
+            T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+            s[l] += e;
+            b[l] += e * dc;
+        }
+    }
+    *xlogit = F(lanes_sum)(b);
+    return F(lanes_sum)(s);
+}
+
+/* Entries of x[0..n) that are not <= target: strictly greater, or NaN (any, if target is). */
+static inline ptrdiff_t F(count_not_le)(const T *x, ptrdiff_t n, T target)
+{
+    int count = 0;   /* a chunk is short: int lanes are as wide as float lanes */
+#pragma omp simd reduction(+ : count)
+    for (ptrdiff_t i = 0; i < n; i++) count += !(x[i] <= target);
+    return count;
+}
+
+/* Fold one chunk (at most XENT_CHUNK entries) into the evaluation state. */
+static inline void F(evaluate_chunk)(const T *x, ptrdiff_t n, T target, xent_eval_state *st)
+{
+    ptrdiff_t whole = n - n % XENT_LANES;
+    T tail[XENT_LANES];
+    st->rank += F(count_not_le)(x, n, target);
+    T cmax = F(max_groups)(x, whole);
+    if (whole < n) {
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+            tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
+        T tmax = F(max_groups)(tail, XENT_LANES);
+        cmax = tmax > cmax ? tmax : cmax;
+    }
+    if (cmax == -(T)INFINITY) {   /* all -inf (contributes 0) or NaN */
+        if (F(has_nan)(x, n)) st->sum = st->xlogit = NAN;
+        return;
+    }
+    T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
+    if (shift > st->shift) {
+        if (st->sum != 0) {   /* sum e (x - s) = r sum e' (x - s') + r (s' - s) sum e' */
+            /* r (s' - s) first: (s' - s) sum e' overflows for a jump of ~1e308 (and s' - s
+             * itself may be -inf), then r = 0 made it NaN. Where r is 0 the old terms are
+             * 0 against the new shift; NaN in the sums still spreads. */
+            double d = st->shift - (double)shift;
+            double r = exp(d);
+            st->xlogit = r * st->xlogit + (r == 0 ? 0.0 : r * d) * st->sum;
+            st->sum *= r;
+        }
+        st->shift = shift;
+    }
+    double b, b_tail = 0;
+    double sum = F(sum_exp_xlogit_groups)(x, whole, (T)st->shift, &b);
+    if (whole < n) sum += F(sum_exp_xlogit_groups)(tail, XENT_LANES, (T)st->shift, &b_tail);
+    st->sum += sum;
+    st->xlogit += b + b_tail;
+}
+
+/*
+ * One read of a row: its log-sum-exp parts, the entropy's sum and the target's rank (start
+ * from xent_eval_init). Online over chunks of XENT_CHUNK_BYTES, so any length works.
+ */
+static void F(row_evaluate)(const T *x, ptrdiff_t n, T target, xent_eval_state *st)
+{
+    for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+        F(evaluate_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), target, st);
 }
 
 /* ---- elementwise: surprisal, binary entropy, binary cross-entropy ------------------------ */

@@ -76,6 +76,25 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
 }
 
 /*
+ * Online state of one row for xent.evaluate (row_evaluate): the log-sum-exp parts (shift,
+ * sum), xlogit = sum_j exp(x_j - shift) (x_j - shift) for the predictive entropy
+ * (H = log(sum) - xlogit / sum), and rank = the count of logits that are not <= the target's
+ * (strictly greater, or NaN). All are rescaled together when the shift grows.
+ */
+typedef struct {
+    double shift;
+    double sum;
+    double xlogit;
+    ptrdiff_t rank;
+} xent_eval_state;
+
+static inline xent_eval_state xent_eval_init(void)
+{
+    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0};
+    return st;
+}
+
+/*
  * Every kernel that is dispatched at run time, once per element type T (suffix S):
  * X(return type, name, S, (parameters)). This one list makes the table's fields, and each
  * copy of xent_body.h fills them with its own functions.
@@ -93,6 +112,8 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
     X(void, exp_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
     X(void, log_array, S, (const T *x, ptrdiff_t n, T *out))                                     \
     X(void, log1p_array, S, (const T *x, ptrdiff_t n, T *out))                                   \
+    X(void, widen_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, T *out))                 \
+    X(void, narrow_half, S, (const T *x, ptrdiff_t n, int bfloat, uint16_t *out))                \
     X(void, row_softmax_grad, S, (const T *x, ptrdiff_t n, double shift, double log_sum,        \
                                   double a, const double *w, double b, T *out))                 \
     X(void, row_softmax_grad_prob, S, (const T *x, const T *p, ptrdiff_t n, double shift,       \
@@ -102,6 +123,7 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
     X(void, row_cross_entropy, S, (const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out))    \
     X(void, row_kl, S, (const T *p, const T *q, ptrdiff_t n, xent_dist_sums *out))               \
     X(double, row_softmax_entropy, S, (const T *x, ptrdiff_t n, double shift, double log_sum))   \
+    X(void, row_evaluate, S, (const T *x, ptrdiff_t n, T target, xent_eval_state *st))        \
     X(ptrdiff_t, self_information_array, S, (const T *p, ptrdiff_t n, double scale, T *out))     \
     X(ptrdiff_t, binary_entropy_array, S, (const T *p, ptrdiff_t n, double scale, T *out))       \
     X(double, row_bce, S, (const T *x, const T *y, const T *w, ptrdiff_t n, T *loss, T *grad,   \

@@ -1,0 +1,161 @@
+"""float16 and bfloat16 logits, read directly and computed in float32.
+
+``logsumexp`` and ``cross_entropy`` with class indices widen one block of rows at a time into
+per-thread float32 scratch; they must give exactly what the float32 kernels give on the
+logits converted to float32 first (which is how every other function computes them), on every
+kernel variant and thread count.
+"""
+
+import numpy as np
+import pytest
+
+import xent
+from xent import _kernels
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+
+
+def same_bits(a, b):
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    return np.array_equal(np.ascontiguousarray(a).view(np.uint8),
+                          np.ascontiguousarray(b).view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_every_bit_pattern_widens_exactly(isa, dtype):
+    bits = np.arange(65536, dtype=np.uint16)
+    got = np.empty(bits.size, np.float32)
+    _kernels.widen_half(bits, dtype.name == "bfloat16", got)
+    expected = bits.view(dtype).astype(np.float32)
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(got), nan)
+    assert same_bits(got[~nan], expected[~nan])
+    # a NaN keeps its sign and payload
+    assert np.array_equal(got[nan].view(np.uint32) >> 13 << 13,
+                          expected[nan].view(np.uint32) >> 13 << 13)
+
+
+def logits(dtype, shape, seed=0, scale=3.0):
+    x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+    flat = x.reshape(-1)
+    flat[7::97] = np.array(-np.inf).astype(dtype)   # some -inf logits
+    return x
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("n, c", [(300, 1), (300, 10), (257, 64), (130, 1000), (5, 40000)])
+@pytest.mark.parametrize("options", [
+    {},
+    {"label_smoothing": 0.2},
+    {"weight": "w", "ignore_index": 2},
+], ids=["plain", "smoothing", "weight-ignore"])
+def test_cross_entropy_equals_float32_path(isa, dtype, n, c, options):
+    x = logits(dtype, (n, c))
+    target = np.random.default_rng(1).integers(0, c, n)
+    opts = dict(options)
+    if opts.get("weight") == "w":
+        opts["weight"] = np.random.default_rng(2).uniform(0.5, 2, c)
+    x32 = x.astype(np.float32)
+    for reduction in ("none", "mean", "sum"):
+        got = xent.cross_entropy(x, target, reduction=reduction, **opts)
+        want = np.asarray(xent.cross_entropy(x32, target, reduction=reduction, **opts))
+        assert np.asarray(got).dtype == dtype
+        assert same_bits(got, want.astype(dtype)), reduction
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("shape", [(300, 10), (4, 33, 100), (3, 40000)])
+def test_logsumexp_equals_float32_path(isa, dtype, shape):
+    x = logits(dtype, shape)
+    for axis in (-1, 0):
+        got = xent.logsumexp(x, axis=axis)
+        want = xent.logsumexp(x.astype(np.float32), axis=axis).astype(dtype)
+        assert same_bits(got, want)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_strided_and_threaded(dtype):
+    x = logits(dtype, (2000, 300))[::3, ::2]   # rows and classes both strided
+    target = np.random.default_rng(3).integers(0, 150, x.shape[0])
+    one = xent.cross_entropy(x, target, reduction="sum", num_threads=1)
+    two = xent.cross_entropy(x, target, reduction="sum", num_threads=2)
+    assert same_bits(one, two)
+    assert same_bits(one, xent.cross_entropy(x.astype(np.float32), target,
+                                             reduction="sum").astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_against_reference(dtype):
+    """Within the half dtype's rounding of the float64 reference, check mode included."""
+    x = logits(dtype, (64, 500), scale=5.0)
+    target = np.random.default_rng(4).integers(0, 500, 64)
+    got = xent.cross_entropy(x, target, reduction="none", check=True)
+    ref = xent.reference.cross_entropy(x.astype(np.float64), target, reduction="none")
+    rtol = 2.0 ** -8 if dtype.name == "bfloat16" else 2.0 ** -11   # half an ulp of the result
+    np.testing.assert_allclose(got.astype(np.float64), ref, rtol=rtol, atol=0)
+    lse = xent.logsumexp(x, check=True)
+    np.testing.assert_allclose(lse.astype(np.float64),
+                               xent.reference.logsumexp(x.astype(np.float64)), rtol=rtol)
+
+
+def test_bfloat16_everywhere_else_converts():
+    x = logits(np.dtype(ml_dtypes.bfloat16), (8, 20))
+    p = xent.softmax(x)
+    assert p.dtype == x.dtype
+    np.testing.assert_allclose(p.astype(np.float64),
+                               xent.reference.softmax(x.astype(np.float64)), rtol=2.0 ** -8,
+                               atol=1e-30)
+    loss, grad = xent.cross_entropy_with_grad(x, np.arange(8))
+    assert grad.dtype == x.dtype
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_bad_label_is_named(dtype):
+    x = logits(dtype, (50, 10))
+    target = np.zeros(50, np.int64)
+    target[31] = 10
+    with pytest.raises(IndexError, match=r"target\[31\] = 10 is out of range"):
+        xent.cross_entropy(x, target)
+
+
+def test_input_is_not_modified():
+    x = logits(np.dtype(np.float16), (100, 50))
+    before = x.copy()
+    xent.cross_entropy(x, np.zeros(100, np.int64))
+    xent.logsumexp(x)
+    assert same_bits(x, before)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_rounding_to_half_matches_numpy_bit_for_bit(dtype):
+    """xent's float32 -> half rounding (for half outputs) gives numpy's / ml_dtypes' bits."""
+    rng = np.random.default_rng(5)
+    bits = np.concatenate([
+        rng.integers(0, 2 ** 32, 1_000_000, dtype=np.uint64).astype(np.uint32),
+        np.arange(0x33000000, 0x33000000 + 2 ** 20, dtype=np.uint32),   # float16 subnormals
+        np.arange(0x387f0000, 0x38810000, dtype=np.uint32),               # the normal boundary
+        np.arange(0x477fe000 - 2 ** 14, 0x477fe000 + 2 ** 14, dtype=np.uint32),   # near 65504
+        np.array([0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffffffff, 0, 0x80000000],
+                 dtype=np.uint32)])
+    x = bits.view(np.float32)
+    got = np.empty(x.size, np.uint16)
+    _kernels.narrow_half(x, dtype.name == "bfloat16", got, 2)
+    with np.errstate(all="ignore"):
+        assert np.array_equal(got, x.astype(dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("layout", ["c", "fortran"])
+def test_half_gradients_and_softmax_equal_rounded_float32(dtype, layout):
+    x = logits(dtype, (300, 40))
+    x = np.asfortranarray(x) if layout == "fortran" else x
+    target = np.random.default_rng(6).integers(0, 40, 300)
+    loss, grad = xent.cross_entropy_with_grad(x, target)
+    loss32, grad32 = xent.cross_entropy_with_grad(x.astype(np.float32), target)
+    assert grad.dtype == dtype and same_bits(grad, grad32.astype(dtype))
+    assert same_bits(xent.softmax(x), xent.softmax(x.astype(np.float32)).astype(dtype))
+    out = np.empty_like(x)
+    xent.log_softmax(x, out=out)
+    assert same_bits(out, xent.log_softmax(x.astype(np.float32)).astype(dtype))
