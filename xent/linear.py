@@ -140,7 +140,7 @@ class _LinearInputs:
 
 
 _COMMON_PARAMETERS = """hidden : array_like, shape (..., H)
-        Hidden states (float16/32/64), one per token; leading axes are batch axes.
+        Hidden states (float16, bfloat16, float32, float64), one per token; leading axes are batch axes.
     weight : array_like, shape (V, H)
         The output layer's weight as a model stores it (PyTorch's ``nn.Linear(H, V).weight``):
         logits = ``hidden @ weight.T``.
@@ -161,12 +161,12 @@ _COMMON_PARAMETERS = """hidden : array_like, shape (..., H)
         Threads to use; see :func:`xent.get_num_threads`."""
 
 _MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles of 256 rows x 512 classes, one
-    single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (1 MiB in
+    single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (512 KiB in
     float32), and folded into each row's (max, sum-exp) state while the tile is in cache.
     Threads take pieces of work: a block of 256 rows x a stretch of the vocabulary (with
     fewer than 32 blocks the vocabulary is cut into stretches, so few rows still use every
-    thread), merged in a fixed order. Beyond the inputs, a call allocates at most 48 bytes
-    per row and piece and two tiles per thread.
+    thread), merged in a fixed order. Beyond the inputs, a call allocates about 50 bytes per
+    row, 32 more per row and extra stretch, and two tiles (1 MiB in float32) per thread.
 
     The tiling depends only on the shapes and every sum runs over the tiles in a fixed order,
     so the result has the same bits on any number of threads. While the call runs, the
