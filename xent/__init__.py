@@ -26,7 +26,19 @@ from ._config import show_config
 from ._threads import get_num_threads
 # xent.evaluate is the function; its module stays importable as sys.modules["xent.evaluate"]
 from .evaluate import EvaluationReport, evaluate
-from .linear import linear_cross_entropy, linear_cross_entropy_with_grad
+
+#: Loaded on first use: they need scipy's BLAS, whose import takes longer than all of xent's.
+_LAZY = {"linear_cross_entropy": "linear", "linear_cross_entropy_with_grad": "linear"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xent' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
