@@ -340,26 +340,60 @@ static inline T F(max_groups)(const T *x, ptrdiff_t n)
     return F(lanes_max)(m);
 }
 
+/* One group's maxima into the lane maxima m, NaN ignored. */
+static inline void F(max_group)(const T *g, T *m)
+{
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = g[l] > m[l] ? g[l] : m[l];
+}
+
 /*
- * Sum of exp(x[i] - shift) over the whole groups, in T lanes (a chunk is short enough), and
- * the count of entries equal to the shift, whose terms are exactly 1. Those are kept out of
- * the lanes: a float lane holding 1 would round every small term added to it to a multiple
- * of 2^-24, and in a confident row (the target the max, every other term small) the loss is
- * log(1 + the small terms), so it would lose its relative accuracy. Every x[i] <= shift
- * (lse_chunk deals with +inf before).
+ * Largest entry of a chunk: its whole groups x[0..whole) and, unless NULL, its last partial
+ * group padded with -inf. NaN ignored; -inf if there is none.
  */
-static inline double F(sum_exp_groups)(const T *x, ptrdiff_t n, T shift, double *ties)
+static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
+{
+    T m[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) F(max_group)(x + g, m);
+    if (tail) F(max_group)(tail, m);
+    return F(lanes_max)(m);
+}
+
+/*
+ * One group's exp(x - shift) into the lane sums s, and its entries equal to the shift into
+ * the lane counts c. Their terms are exactly 1 and are kept out of s: a float lane holding 1
+ * would round every small term added to it to a multiple of 2^-24, and in a confident row
+ * (the target the max, every other term small) the loss is log(1 + the small terms), so it
+ * would lose its relative accuracy. Every entry <= shift (lse_chunk deals with +inf before).
+ */
+static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c)
+{
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
+        s[l] += F(exp_term)(g[l] - shift) - tie;
+        c[l] += tie;
+    }
+}
+
+/*
+ * Sum of exp(x - shift) over a chunk (its whole groups and its padded tail group, as in
+ * max_chunk), in T lanes: a chunk is short enough. The count of entries equal to the shift
+ * is added to *ties. One loop for both parts, so the constants are set up once per chunk.
+ */
+static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail, T shift,
+                                      double *ties)
 {
     T s[XENT_LANES], c[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
-    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-            T tie = x[g + l] == shift ? 1 : 0;           /* then exp_term gives exactly 1 */
-            s[l] += F(exp_term)(x[g + l] - shift) - tie;
-            c[l] += tie;
-        }
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
+        /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
+         * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
+        __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);
+        F(sum_exp_group)(x + g, shift, s, c);
     }
+    if (tail) F(sum_exp_group)(tail, shift, s, c);
     *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 }
@@ -379,14 +413,13 @@ static inline int F(has_nan)(const T *x, ptrdiff_t n)
 static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
 {
     ptrdiff_t whole = n - n % XENT_LANES;
-    T tail[XENT_LANES];
-    T cmax = F(max_groups)(x, whole);
+    T tail_group[XENT_LANES], *tail = NULL;
     if (whole < n) {
+        tail = tail_group;
         for (ptrdiff_t l = 0; l < XENT_LANES; l++)
             tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
-        T tmax = F(max_groups)(tail, XENT_LANES);
-        cmax = tmax > cmax ? tmax : cmax;
     }
+    T cmax = F(max_chunk)(x, whole, tail);
     if (cmax == -(T)INFINITY) {   /* all -inf (contributes 0) or NaN */
         if (F(has_nan)(x, n)) st->sum = NAN;
         return;
@@ -400,8 +433,7 @@ static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
         st->sum += F(has_nan)(x, n) ? NAN : INFINITY;
         return;
     }
-    double ties = 0, sum = F(sum_exp_groups)(x, whole, (T)st->shift, &ties);
-    if (whole < n) sum += F(sum_exp_groups)(tail, XENT_LANES, (T)st->shift, &ties);
+    double ties = 0, sum = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties);
     st->sum += ties + sum;
 }
 
@@ -660,7 +692,7 @@ static double F(row_softmax_entropy)(const T *x, ptrdiff_t n, double shift, doub
 /*
  * Sum of e = exp(x[i] - shift) over the whole groups, and in *xlogit the sum of e (x[i] - shift)
  * (a term is 0 where e is 0, so -inf entries add nothing; NaN spreads). The same lanes and order as
- * sum_exp_groups, with the entropy's sum alongside.
+ * sum_exp_chunk, with the entropy's sum alongside.
  */
 static inline double F(sum_exp_xlogit_groups)(const T *x, ptrdiff_t n, T shift, double *xlogit)
 {
