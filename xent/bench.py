@@ -499,7 +499,8 @@ def time_interleaved(calls, repeat, max_runs=None):
     Parameters
     ----------
     calls : dict
-        Name -> function of no argument.
+        Name -> function of no argument, or a pair (setup, function): ``setup()`` runs
+        untimed before each run (an in-place call's input restored).
     repeat : int
         Number of rounds.
     max_runs : dict, optional
@@ -520,6 +521,9 @@ def time_interleaved(calls, repeat, max_runs=None):
             if round_index >= max_runs.get(name, repeat):
                 continue
             results[name] = None  # free the previous result before the next run
+            if isinstance(fn, tuple):
+                setup, fn = fn
+                setup()
             start = time.perf_counter()
             value = fn()
             timings[name].append(time.perf_counter() - start)
@@ -672,10 +676,18 @@ def run_grad(case, peers, threads, repeat, seed):
         loss, grad = cross_entropy_with_grad(logits, labels, num_threads=threads, out=buffer)
         return float(loss), grad
 
+    # In place (out=logits) the gradient overwrites its input, which is restored untimed.
+    work = logits.copy()
+
+    def run_xent_inplace():
+        loss, grad = cross_entropy_with_grad(work, labels, num_threads=threads, out=work)
+        return float(loss), grad
+
     run_xent()  # warm-up
     run_xent_out()
     peer_calls, skipped = _prepare_peers(peers, logits, labels, grad=True)
-    calls = {"xent": run_xent, "xent_out": run_xent_out, **peer_calls}
+    calls = {"xent": run_xent, "xent_out": run_xent_out,
+             "xent_inplace": (lambda: np.copyto(work, logits), run_xent_inplace), **peer_calls}
     timings, results = time_interleaved(calls, repeat)
     medians = medians_of(timings)
     loss, grad = results["xent"]
@@ -692,7 +704,8 @@ def run_grad(case, peers, threads, repeat, seed):
         agree[name] = bool(rel_loss[name] <= RTOL[case.dtype]
                            and rel_grad[name] <= RTOL[case.dtype])
     del results, grad, grad_rows
-    memory = {name: peak_rss_rise(fn) for name, fn in calls.items()}
+    memory = {name: peak_rss_rise(fn[1] if isinstance(fn, tuple) else fn)
+              for name, fn in calls.items()}
     return {"rows": case.rows, "classes": case.classes, "dtype": case.dtype,
             "elements": case.elements, "bytes": case.nbytes,
             "timings": timings, "medians": medians, "speedup": speedups_of(medians),
@@ -878,6 +891,7 @@ def print_grad(grad, file=None):
           f"({format_bytes(grad['bytes'])} of logits):", file=file)
     titles = {"xent": "xent.cross_entropy_with_grad",
               "xent_out": "  same, out=a reused buffer",
+              "xent_inplace": "  same, in place (out=logits)",
               "torch": "torch forward + backward"}
     torch_median = grad["medians"].get("torch")
     table = Table(["who", "median", "vs torch", "peak extra memory"],
