@@ -239,7 +239,7 @@ print(peak[0] - base)
 """
     np.save(tmp_path / "t.npy", labels)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rise_mib = int(proc.stdout.split()[-1]) / 1024
     print(f"RssAnon rise {rise_mib:.1f} MiB")
@@ -305,10 +305,10 @@ def test_inputs_not_modified(tmp_path):
     assert np.array_equal(x, x0) and np.array_equal(t, t0)
 
 
-def test_import_xent_imports_neither_dask_nor_tqdm_nor_scipy():
+def test_import_xent_imports_neither_dask_nor_tqdm_nor_scipy(tmp_path):
     code = ("import sys, xent; import numpy as np; "
             "xent.evaluate(np.zeros((3, 4), np.float32), np.zeros(3, int)); "
             "print([m for m in ('dask', 'distributed', 'tqdm', 'scipy') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=tmp_path).stdout
     assert out.strip() == "[]"

@@ -302,7 +302,7 @@ _CPU_PER_THREAD = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_blas_starts_no_threads_inside_xents():
+def test_blas_starts_no_threads_inside_xents(tmp_path):
     """Only xent's own threads work during a call, though scipy's BLAS runs threads of its own.
 
     Control: a plain scipy gemm keeps more than one thread busy (so the measure sees BLAS
@@ -312,7 +312,7 @@ def test_blas_starts_no_threads_inside_xents():
         pytest.skip("needs two CPUs and OpenMP")
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", _CPU_PER_THREAD], capture_output=True,
-                         text=True, env=env, timeout=300, check=True).stdout
+                         text=True, env=env, timeout=300, check=True, cwd=tmp_path).stdout
     scipy_busy, one, two = map(int, out.split())
     print("threads busy: scipy gemm", scipy_busy, "xent on 1", one, "xent on 2", two)
     if scipy_busy < 2:

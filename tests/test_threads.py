@@ -213,12 +213,12 @@ print("ok")
 """
 
 
-def test_fork_after_threads_does_not_hang_the_child():
+def test_fork_after_threads_does_not_hang_the_child(tmp_path):
     """GNU libgomp's pool does not survive fork: a child starting a parallel region after the
     parent ran one used to wait forever. Now the child runs serially (same bits)."""
     if not _kernels.has_openmp():
         pytest.skip("serial build")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
-                          timeout=120, env=env)
+                          timeout=120, env=env, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
