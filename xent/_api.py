@@ -53,8 +53,19 @@ def _compute_dtype(dtype):
     return _COMPUTE_DTYPE.get(dtype.newbyteorder("="))
 
 
+def _aligned(a):
+    """``a``, or an aligned copy of it.
+
+    A numpy array may start at any byte (``np.frombuffer`` at an offset, a buffer unpickled by
+    Dask); the kernels read whole elements, and in C a load from an address that is not a
+    multiple of the element's size is undefined behaviour (UBSan reports it; a vector load
+    may fault).
+    """
+    return a if a.flags.aligned else a.copy()
+
+
 def _float_array(x, name, min_ndim=1):
-    """``x`` as an ndarray of a supported floating dtype, in native byte order."""
+    """``x`` as an aligned ndarray of a supported floating dtype, in native byte order."""
     a = np.asarray(x)
     if _compute_dtype(a.dtype) is None:
         kind = "floating" if a.dtype.kind == "f" else "non-floating"
@@ -65,7 +76,7 @@ def _float_array(x, name, min_ndim=1):
     if a.ndim < min_ndim:
         raise ValueError(f"{name} must have at least one dimension (the class axis), "
                          f"got a 0-d array")
-    return a
+    return _aligned(a)
 
 
 def _rows(a, dtype):
@@ -182,7 +193,7 @@ def _class_weights(weight, n_classes):
     if w.shape != (n_classes,):
         raise ValueError(f"weight has shape {w.shape}, expected ({n_classes},): one weight "
                          f"per class")
-    return np.ascontiguousarray(w, dtype=np.float64)
+    return _aligned(np.ascontiguousarray(w, dtype=np.float64))
 
 
 def _class_targets(target, batch_shape, logits_shape):
@@ -197,7 +208,7 @@ def _class_targets(target, batch_shape, logits_shape):
     limit = np.iinfo(np.intp).max
     if flat.dtype.kind == "u" and flat.size and flat.max() > limit:
         raise IndexError(_bad_label(target, int(np.argmax(flat)), logits_shape[-1], None))
-    return np.ascontiguousarray(flat, dtype=np.intp)
+    return _aligned(np.ascontiguousarray(flat, dtype=np.intp))
 
 
 def _bad_label(target, row, n_classes, ignore_index):
@@ -596,7 +607,7 @@ def _grad_output(grad_output, reduction, batch_shape):
         if g.shape != batch_shape:
             raise ValueError(f"grad_output has shape {g.shape}, expected {batch_shape}: one "
                              f"value per row of the 'none' reduction")
-        return 1.0, np.ascontiguousarray(g.reshape(-1), dtype=np.float64)
+        return 1.0, _aligned(np.ascontiguousarray(g.reshape(-1), dtype=np.float64))
     if g.size != 1:
         raise ValueError(f"grad_output of a reduced loss must be a scalar, got shape {g.shape}")
     return float(g.reshape(())), None

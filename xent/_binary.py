@@ -9,8 +9,8 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._api import (_COMPUTE_DTYPE, _check_flag, _float_array, _gradient_array, _grad_output,
-                   _reduction, _safe_divide, _store, _writable_rows)
+from ._api import (_COMPUTE_DTYPE, _aligned, _check_flag, _float_array, _gradient_array,
+                   _grad_output, _reduction, _safe_divide, _store, _writable_rows)
 from ._threads import get_num_threads, shares_cpus
 
 _Element = _kernels.Element
@@ -38,7 +38,7 @@ def _operand(value, name, shape, dtype):
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
     try:
-        b = np.broadcast_to(a.astype(dtype, copy=False), shape)
+        b = np.broadcast_to(_aligned(a.astype(dtype, copy=False)), shape)
     except ValueError:
         raise ValueError(f"{name} of shape {a.shape} does not broadcast to the input's shape "
                          f"{shape}") from None

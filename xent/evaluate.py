@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import _kernels
-from ._api import _COMPUTE_DTYPE, _class_weights, _compute_dtype, _ignore_index
+from ._api import _COMPUTE_DTYPE, _aligned, _class_weights, _compute_dtype, _ignore_index
 from ._threads import get_num_threads, shares_cpus
 
 #: Rows per summation group (see the module docstring). Fixed: results depend on it.
@@ -351,6 +351,7 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
     if rows.dtype != compute or (c > 1 and rows.strides[1] != rows.itemsize):
         with np.errstate(over="ignore"):
             rows = np.ascontiguousarray(rows, dtype=compute)
+    rows = _aligned(rows)
     t = np.asarray(labels)
     bad = (t != opts.ignore_index) & ((t < 0) | (t >= c))
     if bad.any():
@@ -358,7 +359,7 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
         where = f" ({name}row {local0 + i})" if name else ""
         raise IndexError(f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
                          f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}")
-    t = np.ascontiguousarray(t, dtype=np.intp)
+    t = _aligned(np.ascontiguousarray(t, dtype=np.intp))
     values = np.empty((n, _FIELDS))
     rank = np.empty(n, dtype=np.intp)
     _kernels.evaluate_rows(rows, t, opts.class_weights(c), opts.ignore_index, values, rank,
