@@ -3,6 +3,7 @@ stderr with a non-zero status, and Ctrl-C as status 130 without a traceback."""
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -96,14 +97,14 @@ def write_bad(kind):
         np.save("tf.npy", np.zeros(3000))
         return ["x.npy", "tf.npy"]
     if kind == "truncated-npy":
-        data = open("x.npy", "rb").read()
-        open("xt.npy", "wb").write(data[:len(data) - 1000])
+        data = pathlib.Path("x.npy").read_bytes()
+        pathlib.Path("xt.npy").write_bytes(data[:len(data) - 1000])
         return ["xt.npy", "t.npy"]
     if kind == "truncated-raw":
-        open("xt.bin", "wb").write(open("x.bin", "rb").read()[:-4])
+        pathlib.Path("xt.bin").write_bytes(pathlib.Path("x.bin").read_bytes()[:-4])
         return ["xt.bin", "t.bin", "--dtype", "float32", "--shape", "3000,40"]
     if kind == "partial-row-raw":
-        open("xt.bin", "wb").write(open("x.bin", "rb").read()[:-4])
+        pathlib.Path("xt.bin").write_bytes(pathlib.Path("x.bin").read_bytes()[:-4])
         return ["xt.bin", "t.bin", "--dtype", "float32", "--shape", "40"]
     if kind == "raw-without-dtype":
         return ["x.bin", "t.npy"]
@@ -121,10 +122,10 @@ def write_bad(kind):
         np.savez("k.npz", a=np.zeros((3, 4)))
         return ["k.npz"]
     if kind == "npz-corrupt":
-        open("c.npz", "wb").write(b"PK\x03\x04" + bytes(rng.integers(0, 255, 100, np.uint8)))
+        pathlib.Path("c.npz").write_bytes(b"PK\x03\x04" + bytes(rng.integers(0, 255, 100, np.uint8)))
         return ["c.npz"]
     if kind == "bad-npy-header":
-        open("h.npy", "wb").write(b"\x93NUMPY\x01\x00garbage")
+        pathlib.Path("h.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
         return ["h.npy", "t.npy"]
     if kind == "classes-differ":
         np.save("x_1.npy", np.zeros((1000, 41), dtype=np.float32))

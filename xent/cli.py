@@ -197,7 +197,8 @@ def _npz_arrays(path):
     member cannot be memory-mapped)."""
     import zipfile
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # our own file object: np.load leaves the file it opened unclosed when the zip is bad
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             names = set(z.files)
             if not {"logits", "labels"} <= names:
                 raise EvalInputError(f"{path}: a .npz must hold arrays named 'logits' and "
