@@ -370,6 +370,10 @@ def count_nan_rows(pairs, ignore_index, chunk_rows=1 << 16):
     return count
 
 
+#: Seconds between redraws of the progress bar.
+PROGRESS_INTERVAL = 0.1
+
+
 def _stderr_is_terminal():
     return sys.stderr.isatty()
 
@@ -381,7 +385,8 @@ def _progress_bar(rows, args):
     from tqdm.auto import tqdm  # a dependency of xent
 
     return tqdm(total=rows, unit="rows", unit_scale=True, desc="xent eval",
-                dynamic_ncols=True, leave=False, smoothing=0.1, file=sys.stderr)
+                dynamic_ncols=True, leave=False, smoothing=0.1, file=sys.stderr,
+                mininterval=PROGRESS_INTERVAL)
 
 
 def evaluate_files(args):
@@ -435,7 +440,7 @@ def evaluate_files(args):
     table += [("entropy", f"{report.entropy:.6f}", "mean predictive entropy, nats"),
               ("count", f"{report.count:,}", "rows counted"),
               ("ignored", f"{report.ignored:,}", f"label {args.ignore_index}"),
-              ("nan rows", f"{nan_rows:,}",
+              ("NaN rows", f"{nan_rows:,}",
                "counted rows holding a NaN logit (their loss is NaN, so is the mean)"
                if nan_rows else "counted rows holding a NaN logit")]
     for name, value, note in table:
@@ -541,6 +546,11 @@ def main(argv=None):
         return 130
     except MemoryError as exc:
         print(f"xent: out of memory ({exc})", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # xent selftest | head: the reader has gone, say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 1
 
 
