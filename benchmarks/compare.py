@@ -9,20 +9,12 @@ otherwise need several times the input).
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import xent
+from xent.bench import medians_of, parse_shape, time_interleaved
 from xent.bench import reference_mean  # a block of rows at a time
-
-
-
-def parse_shape(text):
-    rows, cols = text.lower().split("x")
-    return int(rows), int(cols)
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,19 +43,12 @@ def main():
         if torch is not None:
             x, t = torch.from_numpy(logits), torch.from_numpy(labels)
             calls["torch"] = lambda: float(torch.nn.functional.cross_entropy(x, t))
-        times = {name: [] for name in calls}
-        results = {}
-        for i in range(args.repeat):
-            for name, fn in calls.items():
-                if name == "reference" and i >= args.reference_repeat:
-                    continue
-                start = time.perf_counter()
-                results[name] = fn()
-                times[name].append(time.perf_counter() - start)
+        times, results = time_interleaved(calls, args.repeat,
+                                          {"reference": args.reference_repeat})
         expected = results["reference"]
         for name, value in results.items():
             assert abs(float(value) - expected) <= 1e-5 * abs(expected), (name, value, expected)
-        med = {name: statistics.median(ts) for name, ts in times.items()}
+        med = medians_of(times)
         torch_time = f"{med['torch'] * 1e3:8.1f}ms" if "torch" in med else f"{'-':>10}"
         vs_torch = f"{med['torch'] / med['xent']:8.1f}x" if "torch" in med else f"{'-':>9}"
         print(f"{rows:>7}x{cols:<6} {med['xent'] * 1e3:8.1f}ms {med['reference'] * 1e3:8.1f}ms "

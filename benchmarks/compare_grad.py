@@ -9,19 +9,11 @@ of the logits is made before each of its runs, outside the timed region.
 """
 
 import argparse
-import gc
-import statistics
-import time
 
 import numpy as np
 
 import xent
-from xent.bench import peak_rss_rise
-
-
-def parse_shape(text):
-    rows, cols = text.lower().split("x")
-    return int(rows), int(cols)
+from xent.bench import medians_of, parse_shape, peak_rss_rise, time_interleaved
 
 
 def main():
@@ -49,24 +41,18 @@ def main():
         x = torch.from_numpy(logits).requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(x, t_labels)
         loss.backward()
-        return float(loss), x.grad
+        return float(loss.detach()), x.grad
 
-    calls = {"xent": run_xent, "xent in place": run_xent_in_place, "torch": run_torch}
-    times = {name: [] for name in calls}
+    def restore():  # the in-place call overwrote its input: untimed
+        np.copyto(scratch, logits)
+
+    calls = {"xent": run_xent, "xent in place": (restore, run_xent_in_place),
+             "torch": run_torch}
+    times, _ = time_interleaved(calls, args.repeat)
     memory = {}
-    results = {}
-    for i in range(args.repeat):
-        for name, fn in calls.items():
-            np.copyto(scratch, logits)
-            gc.collect()
-            start = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - start)
-            results[name] = None  # drop the gradient before the next call
-            if i == 0:
-                gc.collect()
-                np.copyto(scratch, logits)
-                memory[name] = peak_rss_rise(fn)
+    for name, fn in calls.items():
+        restore()
+        memory[name] = peak_rss_rise(fn[1] if isinstance(fn, tuple) else fn)
     loss_x, grad_x = run_xent()
     loss_t, grad_t = run_torch()
     assert abs(float(loss_x) - loss_t) <= 1e-5 * abs(loss_t)
@@ -77,9 +63,10 @@ def main():
     print(f"{'torch':>14}: {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(f"cross-entropy + gradient, {rows}x{cols} float32 "
           f"({logits.nbytes / 2**20:.0f} MiB of logits), medians of {args.repeat}")
-    base = statistics.median(times["torch"])
+    medians = medians_of(times)
+    base = medians["torch"]
     for name in calls:
-        med = statistics.median(times[name])
+        med = medians[name]
         print(f"{name:>14}: {med * 1e3:8.1f} ms  {rows * cols / med / 1e9:6.2f} Gelem/s  "
               f"{base / med:6.1f}x torch  peak memory added {memory[name] / 2**20:8.1f} MiB")
 

@@ -9,14 +9,12 @@ largest difference from the float64 reference over 256 rows.
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import xent
-from xent import bench_linear
-from xent.bench import peak_rss_rise
+from xent.bench import linear as bench_linear
+from xent.bench import medians_of, peak_rss_rise, time_interleaved, tracemalloc_peak
 
 
 def main():
@@ -54,15 +52,7 @@ def main():
         calls["torch grad"] = torch_grad
     print(f"{case.label} float32, {threads} threads, logits {case.logits_bytes / 2**20:.0f} "
           f"MiB, repeat {args.repeat}", flush=True)
-    times = {name: [] for name in calls}
-    results = {}
-    for _ in range(args.repeat):
-        for name, fn in calls.items():
-            results[name] = None
-            start = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - start)
-            print(f"  {name}: {times[name][-1]:.3f} s", flush=True)
+    times, results = time_interleaved(calls, args.repeat)
     worst_abs, worst_rel = bench_linear.check_rows(hidden, weight, target, threads)
     print(f"xent vs float64 reference on 256 rows: max abs {worst_abs:.2e}, max rel "
           f"{worst_rel:.2e}; xent {results['xent']!r} torch {results['torch']!r}")
@@ -73,13 +63,13 @@ def main():
               f"weight {np.abs(gw - ew.numpy()).max() / np.abs(ew.numpy()).max():.2e} "
               f"(relative to the largest entry)")
     results.clear()
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = medians_of(times)
     print(f"\n{'call':12} {'median':>9} {'torch / xent':>13} {'RSS rise':>10} {'tracemalloc':>12}")
     for name in calls:
         other = {"xent": "torch", "xent grad": "torch grad"}.get(name)
         ratio = f"{medians[other] / medians[name]:.2f}x" if other else "-"
         rss = peak_rss_rise(calls[name]) / 2**20
-        traced = bench_linear.tracemalloc_peak(calls[name]) / 2**20
+        traced = tracemalloc_peak(calls[name]) / 2**20
         print(f"{name:12} {medians[name]:8.3f}s {ratio:>13} {rss:9.1f}M {traced:11.1f}M",
               flush=True)
 

@@ -8,17 +8,11 @@ ratio; the aim is evaluate within 1.5x of cross_entropy at 65536x1000.
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import xent
-
-
-def parse_shape(text):
-    rows, cols = text.lower().split("x")
-    return int(rows), int(cols)
+from xent.bench import medians_of, parse_shape, time_interleaved
 
 
 def main():
@@ -33,15 +27,11 @@ def main():
         logits = rng.standard_normal(shape, dtype=np.float32)
         labels = rng.integers(0, shape[1], shape[0])
         for threads in (int(t) for t in args.threads.split(",")):
-            times = {"ce": [], "ev": []}
-            for _ in range(args.repeat):   # interleaved: both see the same machine load
-                start = time.perf_counter()
-                xent.cross_entropy(logits, labels, num_threads=threads)
-                times["ce"].append(time.perf_counter() - start)
-                start = time.perf_counter()
-                xent.evaluate(logits, labels, num_threads=threads)
-                times["ev"].append(time.perf_counter() - start)
-            ce, ev = statistics.median(times["ce"]), statistics.median(times["ev"])
+            times, _ = time_interleaved(   # interleaved: both see the same machine load
+                {"ce": lambda: xent.cross_entropy(logits, labels, num_threads=threads),
+                 "ev": lambda: xent.evaluate(logits, labels, num_threads=threads)},
+                args.repeat)
+            ce, ev = medians_of(times)["ce"], medians_of(times)["ev"]
             print(f"{shape[0]:>7}x{shape[1]:<6} {threads:>7} {ce * 1e3:>11.2f} ms "
                   f"{ev * 1e3:>7.2f} ms {ev / ce:>6.2f}")
 

@@ -14,7 +14,7 @@ import tracemalloc
 import numpy as np
 
 import xent
-from xent.bench import peak_rss_rise
+from xent.bench import parse_shape, peak_rss_rise
 
 
 def measure(fn):
@@ -24,11 +24,6 @@ def measure(fn):
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return traced_peak, rss
-
-
-def parse_shape(text):
-    rows, cols = text.lower().split("x")
-    return int(rows), int(cols)
 
 
 def main():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import xent
-from xent import bench_linear
-from xent.bench_linear import LinearCase
+from xent.bench import linear as bench_linear
+from xent.bench.linear import LinearCase
 
 CASES = [
     pytest.param(LinearCase(512, 256, 8000), id="512x256x8000-float32"),

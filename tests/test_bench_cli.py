@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from xent import bench, cli
+from xent.bench import command, plot
 
 SMALL = ["bench", "--shape", "2000x50", "--repeat", "2", "--no-grad"]
 
@@ -77,6 +78,34 @@ def test_absent_peer_is_skipped(module, tmp_path, capsys, monkeypatch):
     assert module not in report["cases"][0]["medians"]
     if module == "torch":
         assert "torch" not in report["cases"][0]["peak_rss_rise"]
+        assert "torch mem" not in out  # no column of dashes for a peer that is absent
+
+
+def test_no_empty_columns_without_torch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert cli.main(["bench", "--shape", "300x40", "--repeat", "1",
+                     "--linear-shape", "64x16x300"]) == 0
+    out = capsys.readouterr().out
+    grad_header = next(line for line in out.splitlines() if line.startswith("who"))
+    assert "vs torch" not in grad_header
+    linear_header = [line for line in out.splitlines() if line.startswith("who")][-1]
+    assert "vs numpy+xent" in linear_header
+    for line in out.splitlines():   # every table row has a value in every column
+        assert not re.search(r"\s-\s*$", line), line
+
+
+def test_one_heading_style(capsys):
+    pytest.importorskip("torch")
+    assert cli.main(["bench", "--shape", "300x40", "--repeat", "1",
+                     "--linear-shape", "64x16x300"]) == 0
+    out = capsys.readouterr().out
+    headers = [line for line in out.splitlines() if line.startswith(("shape", "who"))]
+    assert len(headers) == 3
+    for header in headers:
+        assert "vs torch" in header and "speedup" not in header
+    xent_row = next(line for line in out.splitlines()
+                    if line.startswith("xent.linear_cross_entropy "))
+    assert re.search(r"\s[0-9.]+x\s", xent_row)
 
 
 def test_disagreement_exits_1(capsys, monkeypatch):
@@ -112,6 +141,55 @@ def test_plot_written(tmp_path, capsys):
     assert "Thread scaling of xent" in capsys.readouterr().out
 
 
+def test_plot_draws_every_section_with_values(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    figures = []
+    real = plot.import_matplotlib_figure()
+
+    class Recording:
+        def Figure(*args, **kwargs):
+            figures.append(real.Figure(*args, **kwargs))
+            return figures[-1]
+    monkeypatch.setattr(command, "import_matplotlib_figure", lambda: Recording)
+    path = tmp_path / "b.png"
+    json_path = tmp_path / "b.json"
+    assert cli.main(["bench", "--quick", "--shape", "300x40", "--repeat", "1",
+                     "--linear-shape", "64x16x300", "--plot", str(path),
+                     "--json", str(json_path)]) == 0
+    (fig,) = figures
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert [t.split(",")[0].split(" (")[0] for t in titles] == [
+        "Mean cross-entropy throughput", "Loss + gradient", "Fused linear cross-entropy"]
+    report = json.loads(json_path.read_text())
+    throughput, grad, linear = [ax for ax in fig.axes if ax.get_visible()]
+    labels = {text.get_text() for text in throughput.texts}
+    case = report["cases"][0]
+    assert f"{case['elements'] / case['medians']['xent'] / 1e9:.3g}" in labels
+    assert bench.format_time(report["grad"]["medians"]["xent"]) in {
+        text.get_text() for text in grad.texts}
+    assert bench.format_time(report["linear"][0]["medians"]["xent"]) in {
+        text.get_text() for text in linear.texts}
+    assert "--quick" not in fig.get_suptitle()   # --shape replaced the quick shapes
+
+
+def test_plot_says_quick_shapes(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    figures = []
+    real = plot.import_matplotlib_figure()
+
+    class Recording:
+        def Figure(*args, **kwargs):
+            figures.append(real.Figure(*args, **kwargs))
+            return figures[-1]
+    report = {"cases": [], "grad": None, "linear": [], "quick": True, "arguments": {},
+              "threads": 2, "peers": {},
+              "config": {"xent": "0.1.0", "processor": "cpu", "isa": "avx2"}}
+    report["linear"] = [{"rows": 256, "hidden": 1024, "vocab": 32000, "dtype": "float32",
+                         "medians": {"xent": 0.1, "numpy+xent": 0.2}}]
+    plot.write_plot(report, str(tmp_path / "q.png"), Recording)
+    assert "--quick shapes" in figures[0].get_suptitle()
+
+
 def test_plot_without_matplotlib(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     path = tmp_path / "b.png"
@@ -128,7 +206,7 @@ def test_interrupt_exits_130_and_restores_torch_threads(capsys, monkeypatch):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(bench, "run_case", interrupted)
+    monkeypatch.setattr(command, "run_case", interrupted)
     assert cli.main(SMALL + ["--threads", "1"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert torch.get_num_threads() == before

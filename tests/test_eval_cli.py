@@ -3,6 +3,7 @@ stderr with a non-zero status, and Ctrl-C as status 130 without a traceback."""
 
 import json
 import os
+import re
 import pathlib
 import signal
 import subprocess
@@ -69,12 +70,14 @@ def test_human_readable_table(files, capsys):
     assert status == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].startswith("xent eval: 3,000 rows x 40 classes")
-    names = [line.split()[0] for line in lines[1:]]
-    assert names == ["loss", "perplexity", "accuracy", "top-5", "entropy", "count", "ignored"]
+    names = [line[:13].strip() for line in lines[1:]]
+    assert names == ["loss", "perplexity", "accuracy", "top-5", "entropy", "count", "ignored",
+                     "NaN rows"]
     loss = float(lines[1].split()[1])
     expected = reference.evaluate(np.load("x.npy"), np.load("t.npy"), ignore_index=-7)
     assert loss == pytest.approx(expected["loss"], abs=1e-6)
-    assert lines[-1].split()[1] == "300"   # ignored
+    assert lines[-2].split()[1] == "300"   # ignored
+    assert lines[-1].split()[2] == "0"     # NaN rows
 
 
 def write_bad(kind):
@@ -118,6 +121,19 @@ def write_bad(kind):
         t[1234] = 40
         np.save("tr.npy", t)
         return ["x.npy", "tr.npy", "--ignore-index", "-7"]
+    if kind == "label-range-shard":
+        t = np.load("t_1.npy")
+        t[234] = 40
+        np.save("t_1.npy", t)
+        return ["x_*.npy", "t_*.npy", "--ignore-index", "-7"]
+    if kind == "labels-n-by-1":
+        np.save("t1.npy", np.load("t.npy").reshape(-1, 1))
+        return ["x.npy", "t1.npy", "--ignore-index", "-7"]
+    if kind == "npz-labels-n-by-1":
+        np.savez("d1.npz", logits=np.load("x.npy"), labels=np.load("t.npy").reshape(-1, 1))
+        return ["d1.npz"]
+    if kind == "topk-above-classes":
+        return ["x.npy", "t.npy", "--topk", "1,1000"]
     if kind == "npz-keys":
         np.savez("k.npz", a=np.zeros((3, 4)))
         return ["k.npz"]
@@ -146,7 +162,12 @@ def write_bad(kind):
     ("raw-without-dtype", "give --dtype and --shape"),
     ("odd-count", "3 files given"),
     ("shard-counts", "3 logits files but 4 label files"),
-    ("label-range", r"labels\[1234\] = 40 is out of range \(batch 0, row 1234\)"),
+    ("label-range", r"^xent eval: error: tr.npy: label 40 at row 1,234 is out of range"),
+    ("label-range-shard", r"t_1.npy: label 40 at row 234 is out of range"),
+    ("labels-n-by-1", r"t1.npy: labels of shape \(3000, 1\) for x.npy's logits of shape "
+                      r"\(3000, 40\): expected shape \(3000,\)"),
+    ("npz-labels-n-by-1", r"d1.npz: labels of shape \(3000, 1\)"),
+    ("topk-above-classes", r"--topk 1000 is more than the 40 classes of x.npy"),
     ("npz-keys", "must hold arrays named 'logits' and 'labels'"),
     ("npz-corrupt", "not a valid .npz"),
     ("bad-npy-header", "not a valid .npy"),
@@ -205,3 +226,44 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert waited < 3, f"took {waited:.1f} s to stop"
+
+
+def test_dtype_and_shape_for_a_npy_warn(files, capsys):
+    x, t = files
+    status, out, err = run(["x.npy", "t.npy", "--dtype", "float64", "--shape", "40",
+                            "--ignore-index", "-7", "--json"], capsys)
+    assert status == 0
+    assert err.strip() == ("xent eval: warning: --dtype and --shape ignored for x.npy: a .npy "
+                           "or .npz file carries its own dtype and shape")
+    expected = reference.evaluate(x, t, ignore_index=-7)
+    assert json.loads(out)["loss"] == pytest.approx(expected["loss"], rel=2e-5)
+    # raw files take them without a word
+    status, out, err = run(["x.bin", "t.bin", "--dtype", "float32", "--shape", "40",
+                            "--ignore-index", "-7"], capsys)
+    assert status == 0 and err == ""
+
+
+def test_nan_rows_are_counted(files, capsys):
+    x, t = files
+    x = x.copy()
+    x[[5, 17, 2999], [0, 39, 3]] = np.nan
+    x[30, 1] = np.nan     # row 30's label is -7: ignored, so not counted
+    np.save("xn.npy", x)
+    report = json_report(["xn.npy", "t.npy", "--ignore-index", "-7"], capsys)
+    assert report["nan_rows"] == 3 and report["loss"] is None
+    status, out, err = run(["xn.npy", "t.npy", "--ignore-index", "-7"], capsys)
+    row = next(line for line in out.splitlines() if line.split()[:2] == ["NaN", "rows"])
+    assert row.split()[2] == "3" and "NaN" in row
+    assert json_report(["x.npy", "t.npy", "--ignore-index", "-7"], capsys)["nan_rows"] == 0
+
+
+def test_progress_bar_has_total_percentage_eta_and_name(files, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0)   # draw every chunk, however fast
+    assert cli.main(["eval", "x.npy", "t.npy", "--chunk-rows", "500", "--ignore-index",
+                     "-7"]) == 0
+    err = capsys.readouterr().err
+    assert "xent eval:" in err and "xent evaluate" not in err
+    # a chunk done: rows done of the total, the percentage, time spent < time left
+    assert re.search(r"xent eval: +[1-9]\d%\|.*\| [0-9.]+k?/3\.00k \[\d\d:\d\d<\d\d:\d\d,",
+                     err), err

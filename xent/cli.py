@@ -5,6 +5,7 @@ and with the numpy reference, and print both losses and times side by side.
 ``xent config``: print the kernel variant, threads and versions in use.
 ``xent bench``: time xent against the reference and the installed peers (:mod:`xent.bench`).
 ``xent eval``: loss, perplexity, top-k accuracy and entropy of logits files (any size).
+``xent selftest``: every public function against the reference on every kernel variant.
 """
 
 import argparse
@@ -13,18 +14,21 @@ import json
 import math
 import os
 import re
-import statistics
 import sys
 import time
 
 import numpy as np
 
-from . import __version__, _check, _kernels, bench
-from . import reference
+from . import __version__, _check, _kernels
 from ._api import cross_entropy
 from ._config import show_config
-from .evaluate import evaluate
+from ._selftest import selftest
 from ._threads import get_num_threads
+from .bench import command as bench_command
+from .bench.cases import positive_int, reference_mean, thread_count
+from .bench.measure import median_time
+from .bench.report import format_time
+from .evaluate import evaluate
 
 # The default dataset: 65,536 rows of 1,024 float32 logits, 256 MiB.
 DEFAULT_ROWS = 65536
@@ -46,17 +50,6 @@ def generate(rows, classes, dtype, seed):
     return logits, labels
 
 
-def reference_mean(logits, labels, progress):
-    """Mean cross-entropy by xent.reference, a block of rows at a time."""
-    total = 0.0
-    for start in range(0, len(labels), REFERENCE_ROWS):
-        stop = start + REFERENCE_ROWS
-        total += reference.cross_entropy(logits[start:stop], labels[start:stop],
-                                         reduction="sum")
-        progress(stop)
-    return total / len(labels)
-
-
 def _progress_printer(total, enabled):
     def show(done):
         if enabled:
@@ -65,14 +58,6 @@ def _progress_printer(total, enabled):
             if done >= total:
                 print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
     return show
-
-
-def _format_time(seconds):
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
 
 
 def demo(args):
@@ -85,22 +70,17 @@ def demo(args):
           f"classes, {dtype} ({size_mib:,.1f} MiB), generated with seed {args.seed}")
     print(f"kernels: {_kernels.current_isa()}, {threads} thread(s)")
 
-    times = []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        loss = cross_entropy(logits, labels, num_threads=threads)
-        times.append(time.perf_counter() - start)
-    xent_time = statistics.median(times)
-
-    start = time.perf_counter()
-    ref_loss = reference_mean(logits, labels, _progress_printer(args.rows, sys.stderr.isatty()))
-    ref_time = time.perf_counter() - start
+    xent_time, loss = median_time(
+        lambda: cross_entropy(logits, labels, num_threads=threads), args.repeat)
+    ref_time, ref_loss = median_time(
+        lambda: reference_mean(logits, labels, REFERENCE_ROWS,
+                               _progress_printer(args.rows, sys.stderr.isatty())), 1)
 
     elements = logits.size
     print(f"{'':10} {'loss':>14} {'time':>12} {'Gelem/s':>9}")
-    print(f"{'xent':10} {float(loss):14.8f} {_format_time(xent_time):>12} "
+    print(f"{'xent':10} {float(loss):14.8f} {format_time(xent_time):>12} "
           f"{elements / xent_time / 1e9:9.3f}   (median of {args.repeat})")
-    print(f"{'reference':10} {ref_loss:14.8f} {_format_time(ref_time):>12} "
+    print(f"{'reference':10} {ref_loss:14.8f} {format_time(ref_time):>12} "
           f"{elements / ref_time / 1e9:9.3f}")
     diff = abs(float(loss) - ref_loss)
     rtol, atol = _check.TOLERANCES[dtype]
@@ -243,11 +223,22 @@ def _check_pair(x, y, xpath, ypath):
         raise EvalInputError(f"{ypath}: {y.size:,} labels for {xpath}'s "
                              f"{int(np.prod(x.shape[:-1], dtype=np.int64)):,} rows of logits "
                              f"(shape {x.shape})")
+    # A raw label file has no shape: its labels take the logits'. A .npy or .npz one has
+    # its own, which must be the logits' without the class axis, as xent.evaluate requires
+    # ((N, 1) labels for (N, C) logits are a mistake upstream, not a layout to guess).
+    if y.shape != x.shape[:-1] and _file_kind(ypath) != "raw":
+        raise EvalInputError(f"{ypath}: labels of shape {y.shape} for {xpath}'s logits of "
+                             f"shape {x.shape}: expected shape {x.shape[:-1]} (the logits' "
+                             f"shape without the class axis)")
     return x, y.reshape(x.shape[:-1])
 
 
-def eval_sources(args):
-    """The list of (logits, labels) pairs ``xent eval`` reads, every file opened and checked."""
+def eval_sources(args, names=None):
+    """The list of (logits, labels) pairs ``xent eval`` reads, every file opened and checked.
+
+    ``names``, a list, receives the (logits file, labels file) of each pair.
+    """
+    names = [] if names is None else names
     given = args.files
     if len(given) == 2:
         logit_files, label_files = _expand(given[0]), _expand(given[1])
@@ -258,6 +249,7 @@ def eval_sources(args):
             for f in files:
                 x, y = _npz_arrays(f)
                 pairs.append(_check_pair(x, y, f, f))
+                names.append((f, f))
             return pairs
         if len(given) % 2:
             raise EvalInputError(f"{len(given)} files given: give the logits files, then as "
@@ -267,10 +259,12 @@ def eval_sources(args):
         label_files = [f for g in given[half:] for f in _expand(g)]
     if len(logit_files) == 1 and len(label_files) == 1 and _file_kind(
             logit_files[0]) == "npz" and _file_kind(label_files[0]) == "npz":
+        names.extend((f, f) for f in logit_files + label_files)
         return [_check_pair(*_npz_arrays(f), f, f) for f in logit_files + label_files]
     if len(logit_files) != len(label_files):
         raise EvalInputError(f"{len(logit_files)} logits files but {len(label_files)} "
                              f"label files: give one label file per logits file")
+    names.extend(zip(logit_files, label_files))
     return [_check_pair(_open_logits(xf, args), _open_labels(yf, args), xf, yf)
             for xf, yf in zip(logit_files, label_files)]
 
@@ -303,10 +297,109 @@ def _json_number(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def evaluate_files(args):
-    """``xent eval``: metrics of logits and labels files; returns the exit status."""
+#: ``xent eval``'s default chunk: about this many bytes of logits (as xent.evaluate's).
+EVAL_CHUNK_BYTES = 128 << 20
+
+
+def _check_sources(pairs, names, args):
+    """What xent.evaluate would refuse, or take silently, said with the file names."""
+    classes = pairs[0][0].shape[-1]
+    for (x, _), (xpath, _) in zip(pairs, names):
+        if x.shape[-1] != classes:
+            raise EvalInputError(f"{xpath}: logits of {x.shape[-1]} classes, {names[0][0]}'s "
+                                 f"have {classes}")
+    # The API takes k > C (every row is then correct); on the command line it is a typo.
+    if max(args.topk) > classes:
+        raise EvalInputError(f"--topk {max(args.topk)} is more than the {classes:,} classes "
+                             f"of {names[0][0]}: give k of at most {classes:,}")
+    own = [xpath for xpath, _ in names if _file_kind(xpath) in ("npy", "npz")]
+    given = [option for option, value in (("--dtype", args.dtype), ("--shape", args.shape))
+             if value is not None]
+    if own and given:
+        print(f"xent eval: warning: {' and '.join(given)} ignored for {own[0]}"
+              f"{f' and {len(own) - 1} more' if len(own) > 1 else ''}: a .npy or .npz file "
+              f"carries its own dtype and shape", file=sys.stderr)
+
+
+def _flat(x, y):
+    """(rows, classes) and (rows,) views of a pair, or None where no view can flatten it."""
     try:
-        pairs = eval_sources(args)
+        return (np.reshape(x, (-1, x.shape[-1]), copy=False),
+                np.reshape(y, (-1,), copy=False))
+    except ValueError:
+        return None
+
+
+def _chunks(pairs, names, args, bar):
+    """The pairs cut into chunks of rows for xent.evaluate, each chunk's labels checked
+    first (an out-of-range label is named with its file and row), the progress bar
+    advanced as each chunk is taken."""
+    for (x, y), (_, ypath) in zip(pairs, names):
+        classes = x.shape[-1]
+        step = args.chunk_rows or max(1, min(1 << 20,
+                                             EVAL_CHUNK_BYTES // (classes * x.dtype.itemsize)))
+        flat = _flat(x, y)
+        parts = ([(x, y)] if flat is None else
+                 [(flat[0][i:i + step], flat[1][i:i + step])
+                  for i in range(0, flat[0].shape[0], step)])
+        row = 0
+        for px, py in parts:
+            labels = np.asarray(py).reshape(-1)
+            bad = ((labels < 0) | (labels >= classes)) & (labels != args.ignore_index)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise EvalInputError(
+                    f"{ypath}: label {labels[i]} at row {row + i:,} is out of range: labels "
+                    f"must lie in [0, {classes:,}) or be --ignore-index "
+                    f"({args.ignore_index})")
+            yield px, py
+            row += labels.size
+            if bar is not None:
+                bar.update(labels.size)
+
+
+def count_nan_rows(pairs, ignore_index, chunk_rows=1 << 16):
+    """Counted rows (label not ``ignore_index``) whose logits hold a NaN."""
+    count = 0
+    for x, y in pairs:
+        flat = _flat(x, y)
+        xs, ys = flat if flat is not None else (x.reshape(-1, x.shape[-1]), y.reshape(-1))
+        for i in range(0, xs.shape[0], chunk_rows):
+            nan = np.isnan(xs[i:i + chunk_rows]).any(axis=1)
+            count += int(np.count_nonzero(nan & (ys[i:i + chunk_rows] != ignore_index)))
+    return count
+
+
+#: Seconds between redraws of the progress bar.
+PROGRESS_INTERVAL = 0.1
+
+
+def _stderr_is_terminal():
+    return sys.stderr.isatty()
+
+
+def _progress_bar(rows, args):
+    """A progress bar with the total, the percentage and the time left (None: no bar)."""
+    if args.no_progress or not _stderr_is_terminal():
+        return None
+    from tqdm.auto import tqdm  # a dependency of xent
+
+    return tqdm(total=rows, unit="rows", unit_scale=True, desc="xent eval",
+                dynamic_ncols=True, leave=False, smoothing=0.1, file=sys.stderr,
+                mininterval=PROGRESS_INTERVAL)
+
+
+def evaluate_files(args):
+    """``xent eval``: metrics of logits and labels files; returns the exit status.
+
+    The files are cut into chunks here, not in xent.evaluate, so that the progress bar knows
+    its total and a label error names its file.
+    """
+    names = []
+    try:
+        pairs = eval_sources(args, names)
+        if pairs:
+            _check_sources(pairs, names, args)
     except (EvalInputError, ValueError, TypeError) as exc:
         print(f"xent eval: error: {exc}", file=sys.stderr)
         return 1
@@ -315,63 +408,85 @@ def evaluate_files(args):
               file=sys.stderr)
         return 1
     rows = sum(len(y.reshape(-1)) for _, y in pairs)
-    show = not args.no_progress and sys.stderr.isatty()
+    bar = _progress_bar(rows, args)
     start = time.perf_counter()
     try:
-        report = evaluate(pairs, topk=args.topk, ignore_index=args.ignore_index,
-                          num_threads=args.threads, chunk_rows=args.chunk_rows,
-                          progress=show)
-    except (ValueError, TypeError, IndexError, OSError) as exc:
+        report = evaluate(_chunks(pairs, names, args, bar), topk=args.topk,
+                          ignore_index=args.ignore_index, num_threads=args.threads,
+                          chunk_rows=args.chunk_rows)
+        # A NaN logit makes its row's loss NaN, and so the mean: say how many rows did it.
+        nan_rows = (count_nan_rows(pairs, args.ignore_index)
+                    if not (math.isfinite(report.loss) and math.isfinite(report.entropy))
+                    else 0)
+    except (EvalInputError, ValueError, TypeError, IndexError, OSError) as exc:
         print(f"xent eval: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - start
     if args.json:
         out = {k: _json_number(v) for k, v in report.as_dict().items()}
-        out.update(rows=rows, files=len(pairs), seconds=seconds)
+        out.update(nan_rows=nan_rows, rows=rows, files=len(pairs), seconds=seconds)
         print(json.dumps(out, indent=2))
         return 0
     classes = pairs[0][0].shape[-1] if pairs else 0
     print(f"xent eval: {rows:,} rows x {classes:,} classes in {len(pairs)} file pair(s), "
-          f"{_format_time(seconds)} ({rows / max(seconds, 1e-9):,.0f} rows/s)")
+          f"{format_time(seconds)} ({rows / max(seconds, 1e-9):,.0f} rows/s)")
     table = [("loss", f"{report.loss:.6f}", "mean cross-entropy, nats"),
              ("perplexity", f"{report.perplexity:.4f}", "exp(loss)"),
              ("accuracy", f"{report.accuracy:.4%}", "top-1")]
     table += [(f"top-{k}", f"{acc:.4%}", "") for k, acc in report.topk_accuracy if k != 1]
     table += [("entropy", f"{report.entropy:.6f}", "mean predictive entropy, nats"),
               ("count", f"{report.count:,}", "rows counted"),
-              ("ignored", f"{report.ignored:,}", f"label {args.ignore_index}")]
+              ("ignored", f"{report.ignored:,}", f"label {args.ignore_index}"),
+              ("NaN rows", f"{nan_rows:,}",
+               "counted rows holding a NaN logit (their loss is NaN, so is the mean)"
+               if nan_rows else "counted rows holding a NaN logit")]
     for name, value, note in table:
         print(f"  {name:<11} {value:>16}   {note}".rstrip())
     return 0
 
 
 def build_parser():
+    """The ``xent`` command's argparse parser, every subcommand and option with its help."""
     parser = argparse.ArgumentParser(
-        prog="xent", description="Fast, exact cross-entropy on multicore CPUs.")
+        prog="xent", description="Fast, exact cross-entropy on multicore CPUs. Without a "
+        "command (or with only options), runs 'xent demo'.")
     parser.add_argument("--version", action="version", version=f"xent {__version__}")
-    commands = parser.add_subparsers(dest="command")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo_parser = commands.add_parser(
         "demo", help="cross-entropy of a generated dataset, xent against the reference "
-                     "(the default)")
-    demo_parser.add_argument("--rows", type=bench.positive_int, default=DEFAULT_ROWS)
-    demo_parser.add_argument("--classes", type=bench.positive_int, default=DEFAULT_CLASSES)
-    demo_parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    demo_parser.add_argument("--threads", type=bench.thread_count, default=None,
+                     "(the default)",
+        description="Mean cross-entropy of generated logits (standard normal, the label's "
+                    "logit raised by 2) by xent and by the numpy reference, with both times; "
+                    "exit status 1 if they disagree.")
+    demo_parser.add_argument("--rows", type=positive_int, default=DEFAULT_ROWS,
+                             help=f"rows of logits (default {DEFAULT_ROWS:,})")
+    demo_parser.add_argument("--classes", type=positive_int, default=DEFAULT_CLASSES,
+                             help=f"classes per row (default {DEFAULT_CLASSES:,})")
+    demo_parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                             help="dtype of the logits (default float32)")
+    demo_parser.add_argument("--threads", type=thread_count, default=None,
                              help="threads for xent (default: all CPUs this process may use)")
-    demo_parser.add_argument("--seed", type=int, default=0)
-    demo_parser.add_argument("--repeat", type=bench.positive_int, default=5,
+    demo_parser.add_argument("--seed", type=int, default=0,
+                             help="seed of the generated data (default 0)")
+    demo_parser.add_argument("--repeat", type=positive_int, default=5,
                              help="xent runs to take the median of (default 5)")
     demo_parser.set_defaults(run=demo)
 
-    config_parser = commands.add_parser("config", help="show kernel variant, threads, versions")
+    config_parser = commands.add_parser(
+        "config", help="show kernel variant, threads, versions",
+        description="Print the kernel variant in use, the thread count and the versions.")
     config_parser.set_defaults(run=lambda args: show_config() or 0)
 
     bench_parser = commands.add_parser(
         "bench", help="time xent against the numpy reference, PyTorch, SciPy, scikit-learn "
-                      "and JAX (those installed)")
-    bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(run=bench.run)
+                      "and JAX (those installed)",
+        description=bench_command.__doc__.split("\n\n")[1].replace("\n", " "))
+    bench_command.add_arguments(bench_parser)
+    bench_parser.set_defaults(run=bench_command.run)
 
     eval_parser = commands.add_parser(
         "eval", help="loss, perplexity, top-k accuracy and entropy of logits files",
@@ -381,36 +496,48 @@ def build_parser():
                     "label files; or .npz files holding arrays 'logits' and 'labels'. "
                     ".npy files are memory-mapped; other files are raw binary "
                     "(--dtype, --shape).")
-    eval_parser.add_argument("files", nargs="+", metavar="FILES")
+    eval_parser.add_argument("files", nargs="+", metavar="FILES",
+                             help="logits files then label files, or .npz files")
     eval_parser.add_argument("--topk", type=_topk_list, default=[1, 5],
-                             help="comma-separated k of the top-k accuracies (default 1,5)")
+                             help="comma-separated k of the top-k accuracies, each at most "
+                                  "the number of classes (default 1,5)")
     eval_parser.add_argument("--ignore-index", type=int, default=-100,
                              help="label of rows to leave out (default -100)")
     eval_parser.add_argument("--json", action="store_true", help="print JSON")
-    eval_parser.add_argument("--threads", type=bench.thread_count, default=None)
+    eval_parser.add_argument("--threads", type=thread_count, default=None,
+                             help="threads (default: all CPUs this process may use)")
     eval_parser.add_argument("--no-progress", action="store_true",
                              help="no progress bar (there is none unless stderr is a terminal)")
     eval_parser.add_argument("--dtype", type=np.dtype, default=None,
-                             help="dtype of raw binary logits files, such as float32")
+                             help="dtype of raw binary logits files, such as float32 (a .npy "
+                                  "file carries its own)")
     eval_parser.add_argument("--shape", type=_shape, default=None,
                              help="shape of raw binary logits files: ROWS,CLASSES, or CLASSES "
-                                  "alone (rows from the file size)")
+                                  "alone (rows from the file size; a .npy file carries its "
+                                  "own)")
     eval_parser.add_argument("--labels-dtype", type=np.dtype, default=np.dtype(np.int64),
                              help="dtype of raw binary label files (default int64)")
-    eval_parser.add_argument("--chunk-rows", type=bench.positive_int, default=None,
+    eval_parser.add_argument("--chunk-rows", type=positive_int, default=None,
                              help="rows per chunk (default: about 128 MiB of logits)")
     eval_parser.set_defaults(run=evaluate_files)
+
+    selftest_parser = commands.add_parser(
+        "selftest", help="check every function against the reference on every kernel variant",
+        description="Compare every public function of xent with xent.reference, on each "
+                    "kernel variant this CPU supports, at a few shapes and dtypes; print a "
+                    "table and exit with status 1 on any disagreement. Run it first on a new "
+                    "machine or after a build with other flags.")
+    selftest_parser.set_defaults(run=selftest)
     return parser
-
-
-COMMANDS = ("demo", "config", "bench", "eval")
 
 
 def main(argv=None):
     """Entry point of the ``xent`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["demo"] + argv  # the default job takes its options without naming it
+    # The default job takes its options without naming it (``xent --rows 1000``); anything
+    # else that is not an option is a command, and argparse says "invalid choice" if unknown.
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["demo"] + argv
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
@@ -419,6 +546,11 @@ def main(argv=None):
         return 130
     except MemoryError as exc:
         print(f"xent: out of memory ({exc})", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # xent selftest | head: the reader has gone, say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 1
 
 

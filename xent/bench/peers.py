@@ -1,0 +1,210 @@
+"""The libraries ``xent bench`` measures xent against, each behind one small adapter.
+
+Peers, each skipped with a note where it is not installed: PyTorch
+(``torch.nn.functional.cross_entropy``), SciPy (``scipy.special.logsumexp`` minus the target
+logit), scikit-learn (its private ``HalfMultinomialLoss``) and JAX with optax
+(``optax.softmax_cross_entropy_with_integer_labels``, jitted).
+"""
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+
+class PeerSkipped(Exception):
+    """A peer that cannot run here (or on one case); the message says why."""
+
+
+@dataclass
+class Peer:
+    """A library measured against xent.
+
+    Attributes
+    ----------
+    name : str
+        Short name, used as the key in the table and the JSON.
+    title : str
+        What is called, for the header.
+    version : str
+        The library's version.
+    threads : str
+        How many threads it runs, in words.
+    prepare : callable
+        ``prepare(logits, labels)`` returns a function of no argument computing the mean
+        loss as a float; raises :class:`PeerSkipped` if the case is out of its reach.
+    prepare_grad : callable or None
+        ``prepare_grad(logits, labels)`` returns a function computing ``(loss, gradient)``.
+    close : callable
+        Restores what loading changed (PyTorch's thread count).
+    """
+
+    name: str
+    title: str
+    version: str
+    threads: str
+    prepare: Callable
+    prepare_grad: Optional[Callable] = None
+    close: Callable = field(default=lambda: None)
+
+
+def import_chain(name):
+    """Import a module and each package above it (``a``, then ``a.b``), by name.
+
+    A module that is absent, or blocked with ``sys.modules[name] = None``, raises
+    ImportError even when a submodule of it was imported before.
+    """
+    parts = name.split(".")
+    module = None
+    for i in range(1, len(parts) + 1):
+        module = importlib.import_module(".".join(parts[:i]))
+    return module
+
+
+def load_torch(threads):
+    """PyTorch's ``F.cross_entropy``, on ``threads`` threads until ``close()``."""
+    torch = import_chain("torch")
+    functional = import_chain("torch.nn.functional")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def tensor(logits):
+        if logits.dtype.name == "bfloat16":   # no numpy bfloat16 in torch: share the bits
+            return torch.from_numpy(logits.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(logits)
+
+    def prepare(logits, labels):
+        x, t = tensor(logits), torch.from_numpy(labels)
+        return lambda: float(functional.cross_entropy(x, t))
+
+    def prepare_grad(logits, labels):
+        t = torch.from_numpy(labels)
+
+        def forward_backward():
+            x = tensor(logits).requires_grad_(True)
+            loss = functional.cross_entropy(x, t)
+            loss.backward()
+            grad = x.grad
+            if grad.dtype == torch.bfloat16:
+                return float(loss.detach()), grad.view(torch.int16).numpy().view(logits.dtype)
+            return float(loss.detach()), grad.numpy()
+        return forward_backward
+
+    return Peer("torch", "torch.nn.functional.cross_entropy", torch.__version__,
+                f"{threads} thread{'s' * (threads != 1)}", prepare, prepare_grad,
+                close=lambda: torch.set_num_threads(previous))
+
+
+def load_scipy(threads):
+    """SciPy: ``logsumexp(x, axis=1) - x[arange, y]``, mean (numpy, one thread)."""
+    scipy = import_chain("scipy")
+    special = import_chain("scipy.special")
+
+    def prepare(logits, labels):
+        rows = np.arange(len(labels))
+        return lambda: float(np.mean(special.logsumexp(logits, axis=1) - logits[rows, labels]))
+
+    return Peer("scipy", "scipy.special.logsumexp - target logit", scipy.__version__,
+                "1 thread", prepare)
+
+
+def load_sklearn(threads):
+    """scikit-learn's private ``HalfMultinomialLoss`` on ``threads`` threads."""
+    sklearn = import_chain("sklearn")
+    try:
+        loss_module = import_chain("sklearn._loss.loss")
+        loss_class = loss_module.HalfMultinomialLoss
+    except (ImportError, AttributeError) as exc:
+        raise PeerSkipped(f"its private API differs ({exc})")
+
+    def prepare(logits, labels):
+        if logits.dtype.itemsize < 4:
+            raise PeerSkipped("float32 and float64 only")
+        try:
+            loss = loss_class(n_classes=logits.shape[1])
+        except TypeError as exc:
+            raise PeerSkipped(f"its private API differs ({exc})")
+        y_true = labels.astype(logits.dtype)
+        return lambda: float(np.mean(loss.loss(y_true=y_true, raw_prediction=logits,
+                                               n_threads=threads)))
+
+    return Peer("sklearn", "sklearn._loss.loss.HalfMultinomialLoss", sklearn.__version__,
+                f"{threads} thread{'s' * (threads != 1)}", prepare)
+
+
+def load_jax(threads):
+    """JAX with optax: ``softmax_cross_entropy_with_integer_labels``, mean, jitted."""
+    jax = import_chain("jax")
+    optax = import_chain("optax")
+    mean_loss = jax.jit(
+        lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y).mean())
+
+    def prepare(logits, labels):
+        if logits.dtype == np.float64 and not jax.config.jax_enable_x64:
+            raise PeerSkipped("float64 needs JAX_ENABLE_X64=1")
+        x = jax.device_put(logits)
+        y = jax.device_put(labels.astype(np.int32))
+        return lambda: float(mean_loss(x, y))
+
+    return Peer("jax", "optax.softmax_cross_entropy_with_integer_labels (jit)",
+                f"{jax.__version__}, optax {optax.__version__}", "XLA's own pool", prepare)
+
+
+#: (name, loader) of every peer, in the table's order.
+PEER_LOADERS = [
+    ("torch", load_torch),
+    ("scipy", load_scipy),
+    ("sklearn", load_sklearn),
+    ("jax", load_jax),
+]
+
+
+def load_peers(threads):
+    """Load every installed peer.
+
+    Parameters
+    ----------
+    threads : int
+        Threads for the peers that take a count.
+
+    Returns
+    -------
+    peers : list of Peer
+        The peers that loaded.
+    skipped : dict
+        Peer name -> why it is skipped (``"not installed"``, or a note).
+    """
+    peers, skipped = [], {}
+    for name, loader in PEER_LOADERS:
+        try:
+            peers.append(loader(threads))
+        except ImportError:
+            skipped[name] = "not installed"
+        except PeerSkipped as exc:
+            skipped[name] = str(exc)
+        except Exception as exc:  # a broken install must not end the benchmark
+            skipped[name] = f"failed to load: {type(exc).__name__}: {exc}"
+    return peers, skipped
+
+
+def prepare_peers(peers, logits, labels, grad=False):
+    """Name -> call for each peer that runs on this data (after one untimed warm-up call).
+
+    Returns the calls and a dict name -> why a peer sits this case out.
+    """
+    calls, skipped = {}, {}
+    for peer in peers:
+        prepare = peer.prepare_grad if grad else peer.prepare
+        if prepare is None:
+            continue
+        try:
+            fn = prepare(logits, labels)
+            fn()  # warm-up: thread pools, allocator arenas, jit compilation
+        except PeerSkipped as exc:
+            skipped[peer.name] = str(exc)
+        except Exception as exc:  # e.g. MemoryError, or a private API that changed
+            skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
+        else:
+            calls[peer.name] = fn
+    return calls, skipped
