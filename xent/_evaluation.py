@@ -14,7 +14,6 @@ or Dask blocks carries its running sum across, so any chunking, batching or thre
 """
 
 import dataclasses
-import math
 from collections.abc import Iterable
 
 import numpy as np
