@@ -20,7 +20,8 @@ from ._validation import (as_rows, bad_label_message, check_ignore_index,
                           compute_dtype, float_array, grad_output_factors, reduce_loss,
                           safe_divide)
 
-__all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
+__all__ = ["LinearCrossEntropyGrads", "linear_cross_entropy",
+           "linear_cross_entropy_with_grad"]
 
 # BLAS takes 32-bit sizes and leading dimensions.
 _BLAS_INT_MAX = 2**31 - 1
@@ -55,6 +56,36 @@ def _sync_isa():
     isa = _kernels.current_isa()
     if _linear.current_isa() != isa:
         _linear.set_isa(isa)
+
+
+class LinearCrossEntropyGrads(tuple):
+    """What :func:`linear_cross_entropy_with_grad` returns: a tuple, with names.
+
+    ``(loss, grad_hidden, grad_weight)``, and ``grad_bias`` fourth when a bias was given, so
+    that ``loss, gh, gw = ...`` (no bias) and ``loss, gh, gw, gb = ...`` (bias) unpack as they
+    always have. Code written for either case reads the fields by name instead:
+    ``grad_bias`` is None when there is no bias.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, loss, grad_hidden, grad_weight, grad_bias=None):
+        tail = () if grad_bias is None else (grad_bias,)
+        return super().__new__(cls, (loss, grad_hidden, grad_weight, *tail))
+
+    def __getnewargs__(self):   # pickle and copy rebuild it through __new__
+        return tuple(self)
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(
+            ("loss", "grad_hidden", "grad_weight", "grad_bias"), self))
+        return f"{type(self).__name__}({fields})"
+
+    loss = property(lambda self: self[0], doc="The loss, as linear_cross_entropy returns it.")
+    grad_hidden = property(lambda self: self[1], doc="d loss / d hidden, hidden's shape.")
+    grad_weight = property(lambda self: self[2], doc="d loss / d weight, shape (V, H).")
+    grad_bias = property(lambda self: self[3] if len(self) > 3 else None,
+                         doc="d loss / d bias, shape (V,); None when no bias was given.")
 
 
 class _LinearInputs:
@@ -257,12 +288,11 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     loss = problem.reduce(problem.row_losses(stats))
     dtype = problem.dtype
     with np.errstate(over="ignore"):
-        grads = (grad_hidden[:, :problem.width].astype(dtype, copy=False)
-                 .reshape(problem.hidden_shape),
-                 grad_weight[:, :problem.width].astype(dtype, copy=False))
-        if grad_bias is not None:
-            grads += (grad_bias.astype(dtype),)
-    return (loss, *grads)
+        return LinearCrossEntropyGrads(
+            loss,
+            grad_hidden[:, :problem.width].astype(dtype, copy=False).reshape(problem.hidden_shape),
+            grad_weight[:, :problem.width].astype(dtype, copy=False),
+            None if grad_bias is None else grad_bias.astype(dtype))
 
 
 linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradients, recomputing the logits instead of storing them.
@@ -276,6 +306,10 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
 
     Returns
     -------
+    LinearCrossEntropyGrads
+        A tuple ``(loss, grad_hidden, grad_weight)``, with ``grad_bias`` fourth only when
+        ``bias`` is given; its fields are also attributes (``result.grad_bias`` is None
+        without a bias), for code that takes either case.
     loss : scalar or numpy.ndarray
         Exactly what :func:`linear_cross_entropy` returns.
     grad_hidden : numpy.ndarray, shape of ``hidden``
