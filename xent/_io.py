@@ -6,7 +6,6 @@ a truncated file is refused by name before any kernel reads past its end.
 """
 
 import os
-import zipfile
 
 import numpy as np
 
@@ -85,6 +84,8 @@ def open_raw(path, dtype, shape, what):
 def npz_arrays(path):
     """(logits, labels) of a .npz holding arrays 'logits' and 'labels' (read whole: a zip
     member cannot be memory-mapped)."""
+    import zipfile   # here, not at the top: it imports bz2, lzma and shutil, a third of xent's
+                     # own import time, for the command line's .npz files only
     try:
         # our own file object: np.load leaves the file it opened unclosed when the zip is bad
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
