@@ -300,15 +300,15 @@ def test_misaligned_inputs_are_read_right(dtype):
     """Arrays at odd addresses (as Dask's unpickled buffers can be) are copied aligned before
     any kernel reads them, and give the aligned bits. UBSan found the evaluate kernel loading
     misaligned labels and logits in Dask workers; tools/sanitize.sh runs this test under it."""
-    from xent import _api
+    from xent import _validation
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 37)).astype(dtype)
     t = rng.integers(0, 37, 300)
     w = rng.uniform(0.5, 2, 37)
     mx, mt, mw = _misaligned(x), _misaligned(t), _misaligned(w)
-    assert _api._float_array(mx, "x").flags.aligned
-    assert _api._class_targets(mt, (300,), x.shape).flags.aligned
-    assert _api._class_weights(mw, 37).flags.aligned
+    assert _validation.float_array(mx, "x").flags.aligned
+    assert _validation.class_targets(mt, (300,), x.shape).flags.aligned
+    assert _validation.class_weights(mw, 37).flags.aligned
     same = lambda a, b: np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
     assert same(xent.cross_entropy(mx, mt, weight=mw), xent.cross_entropy(x, t, weight=w))
     assert same(xent.logsumexp(mx), xent.logsumexp(x))

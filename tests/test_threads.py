@@ -116,11 +116,11 @@ def test_nested_public_calls_count_once():
     x = np.zeros((4, 3), np.float32)
     try:
         info.get_num_threads = spy
-        xent._api.get_num_threads = spy
+        xent._multiclass.get_num_threads = spy
         info.perplexity(x, np.zeros(4, np.int64))
     finally:
         info.get_num_threads = original
-        xent._api.get_num_threads = original
+        xent._multiclass.get_num_threads = original
     assert seen and set(seen) == {1}
     assert _threads.calls_in_flight() == 1   # outside any call: the one about to start
 

@@ -5,6 +5,7 @@ against it (``check=True``, or ``XENT_CHECK=1``).
 """
 
 import os as _os
+import sys as _sys
 
 # GNU OpenMP threads spin for up to 300,000 rounds (about a millisecond) before they sleep, at
 # every barrier. On a machine whose cores are busy with other work a spinning thread takes the
@@ -16,16 +17,20 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from . import info, reference  # noqa: E402 (after the OpenMP default above)
-from ._api import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, nll_loss,
-                   softmax)
+from ._multiclass import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp,
+                          nll_loss, softmax)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
                       binary_cross_entropy_with_logits,
                       binary_cross_entropy_with_logits_with_grad)
 from ._check import CheckError
 from ._config import show_config
 from ._threads import get_num_threads
-# xent.evaluate is the function; its module stays importable as sys.modules["xent.evaluate"]
-from .evaluate import EvaluationReport, evaluate
+from ._evaluation import EvaluationReport, evaluate
+
+# xent.evaluate is the function; its module is xent._evaluation. Code written when the module
+# was xent/evaluate.py (``import xent.evaluate``, ``from xent.evaluate import
+# EvaluationReport``) still finds it under the old name.
+_sys.modules[__name__ + ".evaluate"] = _sys.modules[__name__ + "._evaluation"]
 
 #: Loaded on first use: they need scipy's BLAS, whose import takes longer than all of xent's.
 _LAZY = {"linear_cross_entropy": "linear", "linear_cross_entropy_with_grad": "linear"}

@@ -9,9 +9,10 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._api import (_COMPUTE_DTYPE, _aligned, _check_flag, _float_array, _gradient_array,
-                   _grad_output, _reduction, _safe_divide, _store, _writable_rows)
 from ._threads import get_num_threads, shares_cpus
+from ._validation import (aligned, check_enabled, check_reduction, compute_dtype,
+                          first_outside_unit, float_array, grad_output_factors,
+                          gradient_array, safe_divide, store, writable_rows)
 
 _Element = _kernels.Element
 
@@ -38,7 +39,7 @@ def _operand(value, name, shape, dtype):
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
     try:
-        b = np.broadcast_to(_aligned(a.astype(dtype, copy=False)), shape)
+        b = np.broadcast_to(aligned(a.astype(dtype, copy=False)), shape)
     except ValueError:
         raise ValueError(f"{name} of shape {a.shape} does not broadcast to the input's shape "
                          f"{shape}") from None
@@ -54,16 +55,7 @@ def _require_unit(name, a, block=1 << 20):
     for start in range(0, flat.size, block):
         part = flat[start:start + block]
         if not np.all((part >= 0) & (part <= 1)):
-            raise ValueError(_first_outside_unit(name, a))
-
-
-def _first_outside_unit(name, a):
-    """The message naming the first entry of ``a`` outside [0, 1] (NaN included)."""
-    flat = np.asarray(a).reshape(-1)
-    index = int(np.argmax(~((flat >= 0) & (flat <= 1))))
-    if np.ndim(a):
-        name += "[" + ", ".join(str(int(i)) for i in np.unravel_index(index, np.shape(a))) + "]"
-    return f"{name} = {flat[index].item()!r} is outside [0, 1]"
+            raise ValueError(first_outside_unit(name, a))
 
 
 def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, check,
@@ -72,17 +64,17 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     input_name = "logits" if logits else "probs"
     name = "binary_cross_entropy" + ("_with_logits" if logits else "") + (
         "_with_grad" if with_grad else "")
-    x = _float_array(input, input_name, min_ndim=0)
+    x = float_array(input, input_name, min_ndim=0)
     y = np.asarray(target)
     if y.dtype.kind not in "fiu":
         raise TypeError(f"target must be real (probabilities in [0, 1]), got dtype {y.dtype}")
     if y.shape != x.shape:
         raise ValueError(f"target has shape {y.shape}, expected the {input_name}' shape "
                          f"{x.shape}")
-    reduction = _reduction(reduction)
+    reduction = check_reduction(reduction)
     threads = get_num_threads(num_threads)
-    checking = _check_flag(check)
-    compute = _COMPUTE_DTYPE[x.dtype]
+    checking = check_enabled(check)
+    compute = compute_dtype(x.dtype)
     shape = x.shape
     if pos_weight is not None and not logits:
         raise TypeError("pos_weight applies to binary_cross_entropy_with_logits only")
@@ -96,19 +88,20 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     grad = dest = None
     scale, g_rows = 1.0, _operand(None, "grad_output", shape, compute)
     if with_grad:
-        factor, _ = _grad_output(grad_output if reduction != "none" else None, reduction, ())
+        factor, _ = grad_output_factors(grad_output if reduction != "none" else None,
+                                        reduction, ())
         if reduction == "none" and grad_output is not None:
             g = np.asarray(grad_output)
             if g.shape != shape:
                 raise ValueError(f"grad_output has shape {g.shape}, expected {shape}: one "
                                  f"value per element of the 'none' reduction")
             g_rows = _operand(g, "grad_output", shape, compute)
-        scale = _safe_divide(factor, n_elements) if reduction == "mean" else factor
-        grad = _gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
+        scale = safe_divide(factor, n_elements) if reduction == "mean" else factor
+        grad = gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
                                grad_output=grad_output)
         # not _rows_of(grad): reshaping a Fortran-ordered out copies it, and the gradient
         # went into that copy
-        dest = _writable_rows(grad, x_rows)
+        dest = writable_rows(grad, x_rows)
         if dest is not None and np.may_share_memory(dest, x_rows):
             # In place: an invalid input must be found (and named) before the gradient
             # overwrites anything.
@@ -128,7 +121,7 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
             _require_unit(input_name, x)
         _require_unit("target", y)
     if with_grad and dest is None:
-        _store(grad, buffer.reshape(shape), threads)
+        store(grad, buffer.reshape(shape), threads)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "none":

@@ -9,19 +9,21 @@ import os
 
 import numpy as np
 
+from ._dtypes import DtypeTable
+
 #: Largest number of rows recomputed by the reference in one check.
 MAX_CHECK_ROWS = 2048
 
 #: (rtol, atol) per result dtype: the check fails where |got - ref| > atol + rtol * |ref|.
 #: The kernels compute in double from the given values, so float32 results are within a few
 #: float32 ulps; these bounds leave room for that and nothing more.
-TOLERANCES = {
+#: bfloat16 keeps 8 significant bits.
+BFLOAT16_TOLERANCE = (1.6e-2, 1.6e-2)
+TOLERANCES = DtypeTable({
     np.dtype(np.float16): (2e-3, 2e-3),
     np.dtype(np.float32): (1e-5, 1e-5),
     np.dtype(np.float64): (1e-10, 1e-10),
-}
-#: bfloat16 keeps 8 significant bits (ml_dtypes' dtype joins TOLERANCES when first seen).
-BFLOAT16_TOLERANCE = (1.6e-2, 1.6e-2)
+}, bfloat16=BFLOAT16_TOLERANCE)   # ml_dtypes' bfloat16 found by name, ml_dtypes not imported
 
 
 class CheckError(AssertionError):

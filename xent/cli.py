@@ -22,13 +22,18 @@ import numpy as np
 from . import __version__, _check, _kernels
 from ._api import cross_entropy
 from ._config import show_config
+from ._evaluation import evaluate
+from ._io import ArrayFileError
+from ._io import file_kind as _file_kind
+from ._io import npz_arrays as _npz_arrays
+from ._io import open_npy as _open_npy
+from ._io import open_raw as _open_raw
 from ._selftest import selftest
 from ._threads import get_num_threads
 from .bench import command as bench_command
 from .bench.cases import positive_int, reference_mean, thread_count
 from .bench.measure import median_time
 from .bench.report import format_time
-from .evaluate import evaluate
 
 # The default dataset: 65,536 rows of 1,024 float32 logits, 256 MiB.
 DEFAULT_ROWS = 65536
@@ -94,12 +99,9 @@ def demo(args):
 
 # ---- xent eval: metrics of logits files --------------------------------------------------------
 
-class EvalInputError(Exception):
-    """A problem with the files given to ``xent eval``: printed as one line, exit status 1."""
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = b"PK\x03\x04"
+# A problem with the files given to ``xent eval``: printed as one line, exit status 1. The
+# files are opened by xent._io, which xent.evaluate uses too.
+EvalInputError = ArrayFileError
 
 
 def _natural_key(path):
@@ -115,77 +117,6 @@ def _expand(pattern):
             raise EvalInputError(f"no file matches {pattern!r}")
         return matches
     return [pattern]
-
-
-def _file_kind(path):
-    if not os.path.exists(path):
-        raise EvalInputError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise EvalInputError(f"{path}: is a directory (give files, or a glob such as "
-                             f"'{os.path.join(path, '*.npy')}')")
-    with open(path, "rb") as f:
-        head = f.read(6)
-    if head == _NPY_MAGIC:
-        return "npy"
-    if head[:4] == _ZIP_MAGIC:
-        return "npz"
-    return "raw"
-
-
-def _open_npy(path):
-    """A read-only memory map of a .npy file, checked against its size (truncation)."""
-    with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
-        except ValueError as exc:
-            raise EvalInputError(f"{path}: not a valid .npy file ({exc})") from None
-        data_offset = f.tell()
-    if dtype.hasobject:
-        raise EvalInputError(f"{path}: holds Python objects, not numbers")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    held = os.path.getsize(path) - data_offset
-    if held < expected:
-        raise EvalInputError(f"{path}: truncated: its header says {shape} {dtype} "
-                             f"({expected:,} bytes of data), the file holds {held:,}")
-    return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
-def _open_raw(path, dtype, shape, what):
-    """A read-only memory map of a raw binary file of ``dtype``; shape's -1 is inferred."""
-    itemsize = dtype.itemsize
-    size = os.path.getsize(path)
-    known = int(np.prod([d for d in shape if d != -1], dtype=np.int64)) * itemsize
-    if -1 in shape:
-        if known == 0 or size % known:
-            raise EvalInputError(f"{path}: {size:,} bytes is not a whole number of rows of "
-                                 f"{known:,} bytes ({what} {dtype}, shape {shape})")
-        shape = tuple(size // known if d == -1 else d for d in shape)
-    elif size != known:
-        kind = "truncated" if size < known else "too long"
-        raise EvalInputError(f"{path}: {kind}: shape {shape} of {dtype} needs {known:,} "
-                             f"bytes, the file holds {size:,}")
-    if size == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
-
-
-def _npz_arrays(path):
-    """(logits, labels) of a .npz holding arrays 'logits' and 'labels' (read whole: a zip
-    member cannot be memory-mapped)."""
-    import zipfile
-    try:
-        # our own file object: np.load leaves the file it opened unclosed when the zip is bad
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            names = set(z.files)
-            if not {"logits", "labels"} <= names:
-                raise EvalInputError(f"{path}: a .npz must hold arrays named 'logits' and "
-                                     f"'labels', it holds {sorted(names)}")
-            return z["logits"], z["labels"]
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise EvalInputError(f"{path}: not a valid .npz file ({exc})") from None
 
 
 def _open_logits(path, args):

@@ -18,11 +18,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('xent.dask needs dask: pip install "xent[dask]"') from exc
 
-import importlib
-
 import numpy as np
 
-_ev = importlib.import_module("xent.evaluate")   # the module (xent.evaluate is the function)
+from . import _evaluation as _ev
+from ._validation import compute_dtype
 
 __all__ = ["evaluate", "cross_entropy"]
 
@@ -33,8 +32,8 @@ def _logits_rows(logits):
                         f"(use xent.evaluate for numpy arrays and files)")
     if logits.ndim < 1 or logits.shape[-1] == 0:
         raise ValueError(f"logits has shape {logits.shape}: it needs a non-empty class axis")
-    if np.dtype(logits.dtype).newbyteorder("=") not in _ev._COMPUTE_DTYPE:
-        raise TypeError(f"logits must be float16, float32 or float64, got dtype "
+    if compute_dtype(logits.dtype) is None:
+        raise TypeError(f"logits must be float16, bfloat16, float32 or float64, got dtype "
                         f"{logits.dtype}")
     if any(np.isnan(s) for s in logits.shape):
         raise ValueError("logits has unknown chunk sizes: call logits.compute_chunk_sizes()")
@@ -64,17 +63,17 @@ def _row_starts(x):
 def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num_threads,
                     group):
     """A worker's part: the BlockSummary of one row block."""
-    opts = _ev._Options(requested, weight, ignore_index, num_threads)
+    opts = _ev.EvaluationOptions(requested, weight, ignore_index, num_threads)
     x = np.asarray(x)
     y = np.asarray(y).reshape(-1)
-    step = chunk_rows or _ev._default_chunk_rows(x.shape[1], x.dtype)
+    step = chunk_rows or _ev.default_chunk_rows(x.shape[1], x.dtype)
     values, ranks = [], []
     for start in range(0, x.shape[0], step):
         v, r = _ev.evaluate_chunk(x[start:start + step], y[start:start + step], row0 + start,
                                   opts)
         values.append(v)
         ranks.append(r)
-    values = np.concatenate(values) if values else np.empty((0, _ev._FIELDS))
+    values = np.concatenate(values) if values else np.empty((0, _ev.FIELDS))
     ranks = np.concatenate(ranks) if ranks else np.empty(0, dtype=np.intp)
     return _ev.block_summary(values, ranks, row0, opts.topk, group)
 
@@ -108,9 +107,9 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
     y = _aligned(labels, x, "labels", per_class=False)
     if np.dtype(y.dtype).kind not in "iu":
         raise TypeError(f"labels must hold integer class indices, got dtype {y.dtype}")
-    opts = _ev._Options(topk, weight, ignore_index, num_threads)   # checked before any task
+    opts = _ev.EvaluationOptions(topk, weight, ignore_index, num_threads)  # checked first
     opts.class_weights(x.shape[1])
-    chunk = _ev._chunk_rows(chunk_rows)
+    chunk = _ev.check_chunk_rows(chunk_rows)
     weight = opts.weights[x.shape[1]]
     task = dask.delayed(_evaluate_block, pure=True)
     parts = [task(xb, yb, int(row0), opts.requested, weight, opts.ignore_index, chunk,
@@ -118,7 +117,7 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
              for xb, yb, row0 in zip(x.to_delayed().ravel(), y.to_delayed().ravel(),
                                      _row_starts(x))]
     summaries = dask.compute(*parts)
-    acc = _ev._Accumulator(opts.topk, opts.requested)
+    acc = _ev.Accumulator(opts.topk, opts.requested)
     for s in summaries:
         acc.merge(s)
     return acc.report()
@@ -126,9 +125,9 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
 
 def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
     """A worker's part of cross_entropy: (float64 sum of row losses, mean's denominator)."""
-    from ._api import _CrossEntropyInputs
+    from ._multiclass import CrossEntropyInputs
     try:
-        problem = _CrossEntropyInputs(np.asarray(x), np.asarray(t), weight, ignore_index,
+        problem = CrossEntropyInputs(np.asarray(x), np.asarray(t), weight, ignore_index,
                                       "sum", label_smoothing, num_threads)
         total, denominator, _ = problem.losses()
     except IndexError as exc:
@@ -137,7 +136,7 @@ def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
 
 
 def _none_block(x, t, weight, ignore_index, label_smoothing, num_threads):
-    from ._api import cross_entropy as ce
+    from ._multiclass import cross_entropy as ce
     return ce(x, t, weight=weight, ignore_index=ignore_index, reduction="none",
               label_smoothing=label_smoothing, num_threads=num_threads)
 

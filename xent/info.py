@@ -14,10 +14,10 @@ import numpy as np
 
 from . import _check, _kernels
 from . import reference as _reference
-from ._api import (_COMPUTE_DTYPE, _axis, _bool_option, _check_flag, _float_array, _rows,
-                   cross_entropy)
-from ._binary import _first_outside_unit
+from ._multiclass import cross_entropy
 from ._threads import get_num_threads, shares_cpus
+from ._validation import (as_rows, bool_option, check_axis, check_enabled, compute_dtype,
+                          first_outside_unit, float_array)
 
 __all__ = ["self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
            "entropy_from_logits", "perplexity", "SUM_TOLERANCE"]
@@ -49,12 +49,12 @@ def _log_base(base):
 
 def _distributions(p, name, axis, dtype=None):
     """(array, batch shape, (N, C) rows in the compute dtype) of distributions on ``axis``."""
-    a = _float_array(p, name)
-    moved = np.moveaxis(a, _axis(axis, a.ndim), -1)
+    a = float_array(p, name)
+    moved = np.moveaxis(a, check_axis(axis, a.ndim), -1)
     if moved.shape[-1] == 0:
         raise ValueError(f"{name} has shape {a.shape}: its distribution axis is empty")
-    compute = dtype or _COMPUTE_DTYPE[a.dtype]
-    return a, moved.shape[:-1], _rows(moved, compute)
+    compute = dtype or compute_dtype(a.dtype)
+    return a, moved.shape[:-1], as_rows(moved, compute)
 
 
 def _validate(name, sums, mins, batch, dtype, normalize):
@@ -87,10 +87,10 @@ def _finish(values, batch, dtype):
 
 def _two_distributions(p, q, axis):
     a, batch, _ = _distributions(p, "p", axis)
-    b = _float_array(q, "q")
+    b = float_array(q, "q")
     if b.shape != a.shape:
         raise ValueError(f"q has shape {b.shape}, expected the shape of p {a.shape}")
-    compute = np.result_type(_COMPUTE_DTYPE[a.dtype], _COMPUTE_DTYPE[b.dtype])
+    compute = np.result_type(compute_dtype(a.dtype), compute_dtype(b.dtype))
     _, _, p_rows = _distributions(a, "p", axis, compute)
     _, _, q_rows = _distributions(b, "q", axis, compute)
     return a, b, batch, p_rows, q_rows
@@ -160,7 +160,7 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
         One entropy per distribution, in the dtype of ``p``.
     """
     log_base = _log_base(base)
-    normalize = _bool_option(normalize, "normalize")
+    normalize = bool_option(normalize, "normalize")
     a, batch, rows = _distributions(p, "p", axis)
     threads = get_num_threads(num_threads)
     sums = _dist_sums(_Dist.DIST_ENTROPY, rows, None, threads)
@@ -171,7 +171,7 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_p) - total / sum_p) if normalize else -total
     result = _finish(h / log_base, batch, a.dtype)
-    if _check_flag(check):
+    if check_enabled(check):
         _check_rows("info.entropy", result, batch, lambda s: _reference.entropy(
             rows[s], base=base, normalize=normalize), a.dtype)
     return result
@@ -187,7 +187,7 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     distributions; for the loss of logits against labels see :func:`xent.cross_entropy`.
     """
     log_base = _log_base(base)
-    normalize = _bool_option(normalize, "normalize")
+    normalize = bool_option(normalize, "normalize")
     a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
     dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
@@ -200,7 +200,7 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     with np.errstate(divide="ignore", invalid="ignore"):
         h = (np.log(sum_q) - total / sum_p) if normalize else -total
     result = _finish(h / log_base, batch, dtype)
-    if _check_flag(check):
+    if check_enabled(check):
         _check_rows("info.cross_entropy", result, batch, lambda s: _reference.cross_entropy_dist(
             p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
     return result
@@ -214,7 +214,7 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     Parameters as for :func:`cross_entropy`. Never negative for distributions, 0 for q = p.
     """
     log_base = _log_base(base)
-    normalize = _bool_option(normalize, "normalize")
+    normalize = bool_option(normalize, "normalize")
     a, b, batch, p_rows, q_rows = _two_distributions(p, q, axis)
     dtype = np.result_type(a.dtype, b.dtype)
     threads = get_num_threads(num_threads)
@@ -227,7 +227,7 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = (total / sum_p + np.log(sum_q) - np.log(sum_p)) if normalize else total
     result = _finish(kl / log_base, batch, dtype)
-    if _check_flag(check):
+    if check_enabled(check):
         _check_rows("info.kl_divergence", result, batch, lambda s: _reference.kl_divergence(
             p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
     return result
@@ -235,16 +235,16 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
 
 def _elementwise(kind, name, p, base, num_threads):
     log_base = _log_base(base)
-    a = _float_array(p, "p", min_ndim=0)
+    a = float_array(p, "p", min_ndim=0)
     threads = get_num_threads(num_threads)
-    compute = _COMPUTE_DTYPE[a.dtype]
+    compute = compute_dtype(a.dtype)
     shaped = a.reshape(1) if a.ndim == 0 else a
-    rows = _rows(shaped, compute)
+    rows = as_rows(shaped, compute)
     out = np.empty(rows.shape, dtype=compute)
     _, bad = _kernels.elementwise(kind, rows, None, None, None, out, None, 1.0 / log_base, None,
                                   threads)
     if bad:
-        raise ValueError(f"{name}: {_first_outside_unit('p', a)}: not a probability")
+        raise ValueError(f"{name}: {first_outside_unit('p', a)}: not a probability")
     with np.errstate(over="ignore"):
         result = out.astype(a.dtype, copy=False).reshape(a.shape)
     return result[()] if result.ndim == 0 else result
@@ -296,7 +296,7 @@ def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=N
     out = np.empty(rows.shape[0], dtype=rows.dtype)
     _kernels.softmax_entropy_rows(rows, out, threads)
     result = _finish(out / log_base, batch, a.dtype)
-    if _check_flag(check):
+    if check_enabled(check):
         _check_rows("info.entropy_from_logits", result, batch,
                     lambda s: _reference.entropy_from_logits(rows[s], base=base), a.dtype)
     return result

@@ -14,11 +14,14 @@ import numbers
 import numpy as np
 
 from . import _blas, _kernels, _linear
-from ._api import (_bad_label, _class_targets, _compute_dtype, _float_array, _grad_output,
-                   _ignore_index, _label_smoothing, _reduce, _reduction, _rows, _safe_divide)
 from ._threads import get_num_threads, shares_cpus
+from ._validation import (as_rows, bad_label_message, check_ignore_index,
+                          check_label_smoothing, check_reduction, class_targets,
+                          compute_dtype, float_array, grad_output_factors, reduce_loss,
+                          safe_divide)
 
-__all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
+__all__ = ["LinearCrossEntropyGrads", "linear_cross_entropy",
+           "linear_cross_entropy_with_grad"]
 
 # BLAS takes 32-bit sizes and leading dimensions.
 _BLAS_INT_MAX = 2**31 - 1
@@ -55,13 +58,43 @@ def _sync_isa():
         _linear.set_isa(isa)
 
 
+class LinearCrossEntropyGrads(tuple):
+    """What :func:`linear_cross_entropy_with_grad` returns: a tuple, with names.
+
+    ``(loss, grad_hidden, grad_weight)``, and ``grad_bias`` fourth when a bias was given, so
+    that ``loss, gh, gw = ...`` (no bias) and ``loss, gh, gw, gb = ...`` (bias) unpack as they
+    always have. Code written for either case reads the fields by name instead:
+    ``grad_bias`` is None when there is no bias.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, loss, grad_hidden, grad_weight, grad_bias=None):
+        tail = () if grad_bias is None else (grad_bias,)
+        return super().__new__(cls, (loss, grad_hidden, grad_weight, *tail))
+
+    def __getnewargs__(self):   # pickle and copy rebuild it through __new__
+        return tuple(self)
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(
+            ("loss", "grad_hidden", "grad_weight", "grad_bias"), self))
+        return f"{type(self).__name__}({fields})"
+
+    loss = property(lambda self: self[0], doc="The loss, as linear_cross_entropy returns it.")
+    grad_hidden = property(lambda self: self[1], doc="d loss / d hidden, hidden's shape.")
+    grad_weight = property(lambda self: self[2], doc="d loss / d weight, shape (V, H).")
+    grad_bias = property(lambda self: self[3] if len(self) > 3 else None,
+                         doc="d loss / d bias, shape (V,); None when no bias was given.")
+
+
 class _LinearInputs:
     """The checked arguments of a linear cross-entropy call."""
 
     def __init__(self, hidden, weight, target, bias, ignore_index, reduction,
                  label_smoothing, softcap, num_threads):
-        h = _float_array(hidden, "hidden")
-        w = _float_array(weight, "weight")
+        h = float_array(hidden, "hidden")
+        w = float_array(weight, "weight")
         if w.ndim != 2:
             raise ValueError(f"weight must be 2-d (vocabulary, hidden), as a model's output "
                              f"layer stores it, got shape {w.shape}")
@@ -74,26 +107,26 @@ class _LinearInputs:
                              f"empty")
         # Computed in the wider of the two compute dtypes, returned in the inputs' dtype when
         # they share one (float16 and bfloat16 are computed in float32).
-        self.compute = compute = np.result_type(_compute_dtype(h.dtype), _compute_dtype(w.dtype))
+        self.compute = compute = np.result_type(compute_dtype(h.dtype), compute_dtype(w.dtype))
         self.dtype = h.dtype if h.dtype == w.dtype else compute
         self.batch, self.vocab, self.width = h.shape[:-1], vocab, width
         self.hidden_shape, self.weight_shape = h.shape, w.shape
-        self.reduction = _reduction(reduction)
-        self.ignore_index = _ignore_index(ignore_index)
-        self.smoothing = _label_smoothing(label_smoothing)
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.smoothing = check_label_smoothing(label_smoothing)
         self.softcap = _softcap(softcap)
         self.threads = get_num_threads(num_threads)
         t = np.asarray(target)
         self.target = t
-        self.labels = _class_targets(t, self.batch, (*self.batch, vocab))
+        self.labels = class_targets(t, self.batch, (*self.batch, vocab))
         bad = (self.labels != self.ignore_index) & ((self.labels < 0) | (self.labels >= vocab))
         if bad.any():
-            raise IndexError(_bad_label(t, int(np.argmax(bad)), vocab, self.ignore_index))
+            raise IndexError(bad_label_message(t, int(np.argmax(bad)), vocab, self.ignore_index))
         self.valid = self.labels != self.ignore_index
         if bias is None:
             self.bias = None
         else:
-            b = _float_array(bias, "bias")
+            b = float_array(bias, "bias")
             if b.shape != (vocab,):
                 raise ValueError(f"bias has shape {b.shape}, expected ({vocab},): one per "
                                  f"row of weight")
@@ -103,7 +136,7 @@ class _LinearInputs:
             h_rows = np.zeros((int(np.prod(self.batch, dtype=np.int64)), 1), dtype=compute)
             w_rows = np.zeros((vocab, 1), dtype=compute)
         else:
-            h_rows, w_rows = _rows(h, compute), _rows(w, compute)
+            h_rows, w_rows = as_rows(h, compute), as_rows(w, compute)
         self.hidden = _blas_rows(h_rows, "hidden")
         self.weight = _blas_rows(w_rows, "weight")
         self.n_rows = self.hidden.shape[0]
@@ -135,7 +168,7 @@ class _LinearInputs:
     def reduce(self, row_loss):
         with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64's range
             total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
-        return _reduce(total, int(np.count_nonzero(self.valid)), row_loss, self.reduction,
+        return reduce_loss(total, int(np.count_nonzero(self.valid)), row_loss, self.reduction,
                        self.batch, self.dtype)
 
 
@@ -222,9 +255,9 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
                                    grad_output=None, num_threads=None):
     problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
                             label_smoothing, softcap, num_threads)
-    factor, row_factors = _grad_output(grad_output, problem.reduction, problem.batch)
+    factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
     if problem.reduction == "mean":
-        factor = _safe_divide(factor, np.count_nonzero(problem.valid))
+        factor = safe_divide(factor, np.count_nonzero(problem.valid))
     with np.errstate(over="ignore", invalid="ignore"):
         scale = np.full(problem.n_rows, factor) if row_factors is None else factor * row_factors
     row_scale = np.ascontiguousarray(np.where(problem.valid, scale, 0.0), dtype=np.float64)
@@ -255,12 +288,11 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     loss = problem.reduce(problem.row_losses(stats))
     dtype = problem.dtype
     with np.errstate(over="ignore"):
-        grads = (grad_hidden[:, :problem.width].astype(dtype, copy=False)
-                 .reshape(problem.hidden_shape),
-                 grad_weight[:, :problem.width].astype(dtype, copy=False))
-        if grad_bias is not None:
-            grads += (grad_bias.astype(dtype),)
-    return (loss, *grads)
+        return LinearCrossEntropyGrads(
+            loss,
+            grad_hidden[:, :problem.width].astype(dtype, copy=False).reshape(problem.hidden_shape),
+            grad_weight[:, :problem.width].astype(dtype, copy=False),
+            None if grad_bias is None else grad_bias.astype(dtype))
 
 
 linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradients, recomputing the logits instead of storing them.
@@ -274,6 +306,10 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
 
     Returns
     -------
+    LinearCrossEntropyGrads
+        A tuple ``(loss, grad_hidden, grad_weight)``, with ``grad_bias`` fourth only when
+        ``bias`` is given; its fields are also attributes (``result.grad_bias`` is None
+        without a bias), for code that takes either case.
     loss : scalar or numpy.ndarray
         Exactly what :func:`linear_cross_entropy` returns.
     grad_hidden : numpy.ndarray, shape of ``hidden``

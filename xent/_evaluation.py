@@ -14,15 +14,14 @@ or Dask blocks carries its running sum across, so any chunking, batching or thre
 """
 
 import dataclasses
-import math
-import os
 from collections.abc import Iterable
 
 import numpy as np
 
 from . import _kernels
-from ._api import _COMPUTE_DTYPE, _aligned, _class_weights, _compute_dtype, _ignore_index
+from ._io import is_path, open_array
 from ._threads import get_num_threads, shares_cpus
+from ._validation import aligned, check_ignore_index, class_weights, compute_dtype
 
 #: Rows per summation group (see the module docstring). Fixed: results depend on it.
 GROUP_ROWS = 4096
@@ -36,7 +35,7 @@ CHUNK_BYTES = 128 * 2**20
 #: At most this many rows per chunk (short rows): the per-row buffers stay at 32 MiB.
 MAX_CHUNK_ROWS = 2**20
 
-_FIELDS = _kernels.evaluate_fields()   # float64 columns per row: loss, weight, entropy
+FIELDS = _kernels.evaluate_fields()   # float64 columns per row: loss, weight, entropy
 _LOSS, _WEIGHT, _ENTROPY = 0, 1, 2
 
 
@@ -96,7 +95,7 @@ class EvaluationReport:
 @dataclasses.dataclass
 class BlockSummary:
     """Partial sums of a run of consecutive rows starting at global row ``row0``, in a form
-    that merges into a :class:`_Accumulator` with the same bits as feeding the rows one by one.
+    that merges into a :class:`Accumulator` with the same bits as feeding the rows one by one.
 
     ``head`` holds the raw per-row values up to the first group boundary (they continue the
     previous run's open group); ``groups`` the sums of the whole groups after it; ``carry``
@@ -114,7 +113,7 @@ class BlockSummary:
     hits: np.ndarray
 
 
-class _Accumulator:
+class Accumulator:
     """Running totals of an evaluation, added in the order fixed by the global row index."""
 
     def __init__(self, topk, requested, group=GROUP_ROWS):
@@ -122,15 +121,15 @@ class _Accumulator:
         self.requested = requested    # the k reported in topk_accuracy
         self.group = group
         self.row = 0                       # global index of the next row
-        self.carry = np.zeros(_FIELDS)     # running sum of the open group
-        self.total = np.zeros(_FIELDS)     # sum of the finished groups, in order
+        self.carry = np.zeros(FIELDS)     # running sum of the open group
+        self.total = np.zeros(FIELDS)     # sum of the finished groups, in order
         self.count = 0
         self.ignored = 0
         self.hits = np.zeros(len(topk), dtype=np.int64)
 
     def add_values(self, values):
         """Feed per-row values of the next rows (global rows self.row, ...)."""
-        out = np.empty((len(values) // self.group + 1, _FIELDS))
+        out = np.empty((len(values) // self.group + 1, FIELDS))
         k = _kernels.group_sums(values, self.row, self.group, self.carry, out)
         _kernels.add_in_order(out[:k], self.total)
         self.row += len(values)
@@ -179,8 +178,8 @@ def block_summary(values, rank, row0, topk, group=GROUP_ROWS):
     n = len(values)
     head_len = min(n, (group - row0 % group) % group)
     rest = values[head_len:]
-    carry = np.zeros(_FIELDS)
-    out = np.empty((len(rest) // group + 1, _FIELDS))
+    carry = np.zeros(FIELDS)
+    out = np.empty((len(rest) // group + 1, FIELDS))
     k = _kernels.group_sums(np.ascontiguousarray(rest), row0 + head_len, group, carry, out)
     counted = rank[rank >= 0]
     return BlockSummary(
@@ -210,7 +209,7 @@ def _topk(topk):
     return tuple(sorted({int(k) for k in ks}))
 
 
-def _chunk_rows(chunk_rows):
+def check_chunk_rows(chunk_rows):
     if chunk_rows is None:
         return None
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)):
@@ -220,25 +219,8 @@ def _chunk_rows(chunk_rows):
     return int(chunk_rows)
 
 
-def _is_path(x):
-    return isinstance(x, (str, os.PathLike))
-
-
-def open_array(source, name):
-    """An ndarray for ``source``: a path to a ``.npy`` file is memory-mapped (read-only)."""
-    if _is_path(source):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{name}: no such file: {path}")
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{name}: cannot read {path} as a .npy file ({exc})") from None
-    return np.asarray(source)
-
-
 def _check_logits(x, name):
-    if _compute_dtype(x.dtype) is None:
+    if compute_dtype(x.dtype) is None:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
                         f"{x.dtype}")
     if x.ndim < 1 or x.shape[-1] == 0:
@@ -271,11 +253,11 @@ def _flat_rows(x):
 
 def _batches(logits, labels):
     """(total rows or None, iterator of (logits, labels, name) batches as ndarrays)."""
-    if _is_path(logits) or isinstance(logits, np.ndarray) or not isinstance(logits, Iterable):
+    if is_path(logits) or isinstance(logits, np.ndarray) or not isinstance(logits, Iterable):
         if labels is None:
             raise TypeError("labels is required unless logits is an iterable of "
                             "(logits, labels) batches")
-        if not (_is_path(labels) or isinstance(labels, np.ndarray)) and isinstance(
+        if not (is_path(labels) or isinstance(labels, np.ndarray)) and isinstance(
                 labels, Iterable) and not isinstance(labels, (list, tuple)):
             raise TypeError("labels is an iterable of batches but logits is one array: "
                             "give both as arrays, or an iterable of (logits, labels) pairs")
@@ -285,7 +267,7 @@ def _batches(logits, labels):
     if labels is None:
         pairs = logits
     else:
-        if _is_path(labels) or isinstance(labels, np.ndarray):
+        if is_path(labels) or isinstance(labels, np.ndarray):
             raise TypeError("logits is an iterable of batches but labels is one array: give "
                             "labels as an iterable of batches too, or pass (logits, labels) "
                             "pairs")
@@ -319,24 +301,24 @@ def _progress_bar(progress, total):
 
 # ---- the pass ---------------------------------------------------------------------------------
 
-class _Options:
+class EvaluationOptions:
     def __init__(self, topk, weight, ignore_index, num_threads):
         self.requested = _topk(topk)
         self.topk = tuple(sorted(set(self.requested) | {1}))
         self.weight_arg = weight
         self.weights = {}   # class count -> checked float64 weights
-        self.ignore_index = _ignore_index(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.threads = get_num_threads(num_threads)
         self.n_classes = None
 
     def class_weights(self, n_classes):
         if n_classes not in self.weights:
-            self.weights[n_classes] = _class_weights(self.weight_arg, n_classes)
+            self.weights[n_classes] = class_weights(self.weight_arg, n_classes)
         return self.weights[n_classes]
 
 
-def _default_chunk_rows(n_classes, dtype):
-    itemsize = _COMPUTE_DTYPE[np.dtype(dtype).newbyteorder("=")].itemsize
+def default_chunk_rows(n_classes, dtype):
+    itemsize = compute_dtype(np.dtype(dtype).newbyteorder("=")).itemsize
     return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // (n_classes * itemsize)))
 
 
@@ -347,11 +329,11 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
     ``rows`` is (n, C) in any float dtype and layout: converted here, one chunk at a time.
     """
     n, c = rows.shape
-    compute = _COMPUTE_DTYPE[rows.dtype.newbyteorder("=")]
+    compute = compute_dtype(rows.dtype.newbyteorder("="))
     if rows.dtype != compute or (c > 1 and rows.strides[1] != rows.itemsize):
         with np.errstate(over="ignore"):
             rows = np.ascontiguousarray(rows, dtype=compute)
-    rows = _aligned(rows)
+    rows = aligned(rows)
     t = np.asarray(labels)
     bad = (t != opts.ignore_index) & ((t < 0) | (t >= c))
     if bad.any():
@@ -359,8 +341,8 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
         where = f" ({name}row {local0 + i})" if name else ""
         raise IndexError(f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
                          f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}")
-    t = _aligned(np.ascontiguousarray(t, dtype=np.intp))
-    values = np.empty((n, _FIELDS))
+    t = aligned(np.ascontiguousarray(t, dtype=np.intp))
+    values = np.empty((n, FIELDS))
     rank = np.empty(n, dtype=np.intp)
     _kernels.evaluate_rows(rows, t, opts.class_weights(c), opts.ignore_index, values, rank,
                            opts.threads)
@@ -420,10 +402,10 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     row index, so any ``chunk_rows``, batching or thread count gives the same bits.
     Ctrl-C stops between chunks (within well under a second) with ``KeyboardInterrupt``.
     """
-    opts = _Options(topk, weight, ignore_index, num_threads)
-    chunk = _chunk_rows(chunk_rows)
+    opts = EvaluationOptions(topk, weight, ignore_index, num_threads)
+    chunk = check_chunk_rows(chunk_rows)
     total_rows, batches = _batches(logits, labels)
-    acc = _Accumulator(opts.topk, opts.requested)
+    acc = Accumulator(opts.topk, opts.requested)
     bar = _progress_bar(progress, total_rows)
     try:
         for x, y, name in batches:
@@ -434,7 +416,7 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
             elif c != opts.n_classes:
                 raise ValueError(f"{name}logits have {c} classes, earlier batches "
                                  f"{opts.n_classes}")
-            step = chunk or _default_chunk_rows(c, x.dtype)
+            step = chunk or default_chunk_rows(c, x.dtype)
             y_flat = y.reshape(-1)
             done = 0
             for rows in _flat_rows(x):

@@ -1,0 +1,84 @@
+"""Reference fused linear cross-entropy: the twin of :mod:`xent.linear`, logits formed whole.
+"""
+
+import numpy as np
+
+from ._multiclass import cross_entropy, cross_entropy_grad
+
+__all__ = [
+    "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
+]
+
+
+# ---- fused linear cross-entropy (xent.linear) -------------------------------------------------
+
+def _linear_logits(hidden, weight, bias, softcap):
+    """The logits ``hidden @ weight.T + bias`` (capped), materialised in float64."""
+    h = np.asarray(hidden, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    z = h @ w.T
+    if bias is not None:
+        z = z + np.asarray(bias, dtype=np.float64)
+    if softcap is not None:
+        z = softcap * np.tanh(z / softcap)
+    return h, w, z
+
+
+def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, softcap=None):
+    """:func:`cross_entropy` of the logits ``hidden @ weight.T + bias``, formed whole.
+
+    Parameters
+    ----------
+    hidden : array_like, shape (..., H)
+    weight : array_like, shape (V, H)
+    target : array_like of int, shape (...)
+    bias : array_like, shape (V,), optional
+    ignore_index, reduction, label_smoothing
+        As for :func:`cross_entropy`.
+    softcap : float, optional
+        Logits become ``softcap * tanh(logits / softcap)`` (Gemma's capping).
+
+    Returns
+    -------
+    numpy.ndarray or numpy.float64
+    """
+    _, _, z = _linear_logits(hidden, weight, bias, softcap)
+    return cross_entropy(z, target, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
+
+
+def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
+                              reduction="mean", label_smoothing=0.0, softcap=None,
+                              grad_output=None):
+    """Gradients of :func:`linear_cross_entropy`: ``(grad_hidden, grad_weight[, grad_bias])``.
+
+    By the chain rule through the materialised logits: with ``G`` the gradient of
+    :func:`cross_entropy` with respect to the (capped) logits, times ``1 - tanh^2`` when
+    capped, ``grad_hidden = G @ weight``, ``grad_weight = G.T @ hidden``,
+    ``grad_bias = G.sum(0)`` (batch axes flattened). PyTorch's autograd gives the same.
+    """
+    h, w, z = _linear_logits(hidden, weight, bias, softcap)
+    g = cross_entropy_grad(z, target, ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing, grad_output=grad_output)
+    if softcap is not None:
+        with np.errstate(invalid="ignore"):  # an entry of 0 stays 0 (ignored rows)
+            g = np.where(g == 0, 0.0, g * (1.0 - (z / softcap) ** 2))
+    n_rows = int(np.prod(g.shape[:-1], dtype=np.int64))
+    g2 = g.reshape(n_rows, w.shape[0])
+    grads = ((g2 @ w).reshape(h.shape), g2.T @ h.reshape(n_rows, w.shape[1]))
+    if bias is not None:
+        grads += (g2.sum(axis=0),)
+    return grads
+
+
+def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
+                                   reduction="mean", label_smoothing=0.0, softcap=None,
+                                   grad_output=None):
+    """``(loss, grad_hidden, grad_weight[, grad_bias])`` as
+    :func:`xent.linear_cross_entropy_with_grad` returns them."""
+    options = dict(bias=bias, ignore_index=ignore_index, reduction=reduction,
+                   label_smoothing=label_smoothing, softcap=softcap)
+    return (linear_cross_entropy(hidden, weight, target, **options),
+            *linear_cross_entropy_grad(hidden, weight, target, grad_output=grad_output,
+                                       **options))
