@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from . import __version__, _check, _kernels
-from ._api import cross_entropy
+from ._multiclass import cross_entropy
 from ._config import show_config
 from ._evaluation import evaluate
 from ._io import ArrayFileError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import reference
-from .._api import cross_entropy
+from .._multiclass import cross_entropy
 from ..linear import linear_cross_entropy
 from .cases import QUICK_DIVISOR, REFERENCE_ROWS, RTOL, parse_shape
 from .measure import (medians_of, peak_rss_rise, relative_difference, speedups_of,

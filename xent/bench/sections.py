@@ -5,7 +5,7 @@ import statistics
 
 import numpy as np
 
-from .._api import cross_entropy, cross_entropy_with_grad
+from .._multiclass import cross_entropy, cross_entropy_with_grad
 from .cases import (GRAD_CHECK_ROWS, REFERENCE_MAX_RUNS, RTOL, agrees, make_data,
                     reference_mean)
 from .measure import (medians_of, peak_rss_rise, relative_difference, speedups_of,
