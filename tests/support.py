@@ -262,24 +262,19 @@ def class_weight(rng, n_classes, weighted, dtype=F64):
     return rng.uniform(0.2, 2.0, size=n_classes).astype(dtype) if weighted else None
 
 
-def class_targets(rng, batch_shape, n_classes, ignore_index, *, ignore_every=3,
-                  keep_row_1=True):
+def class_targets(rng, batch_shape, n_classes, ignore_index):
     """int64 class indices in [0, n_classes) with some rows, not all, ignored.
 
-    Every ``ignore_every``-th row (from row 0) holds ``ignore_index``. With ``keep_row_1``,
-    row 1 holds a class other than ``ignore_index``, and a single row is never ignored (a test
-    of all rows ignored makes its own targets); without it, row 1 is changed only when
-    ``ignore_index`` is a class, so that the class next to it occurs too.
+    Every third row (from row 0) holds ``ignore_index``, and row 1 a class other than
+    ``ignore_index`` (so a class next to an ignored one occurs). A single row is never ignored:
+    a test of all rows ignored makes its own targets.
     """
     t = rng.integers(0, n_classes, size=batch_shape)
     flat = t.reshape(-1)  # a view: writes reach t
     if flat.size > 1:
-        flat[::ignore_every] = ignore_index
-        if keep_row_1:
-            flat[1] = (ignore_index + 1) % n_classes if ignore_index >= 0 else 0
-        elif ignore_index >= 0:
-            flat[1] = (ignore_index + 1) % n_classes
-    elif keep_row_1 and ignore_index >= 0:
+        flat[::3] = ignore_index
+        flat[1] = (ignore_index + 1) % n_classes if ignore_index >= 0 else 0
+    elif ignore_index >= 0:
         flat[0] = (ignore_index + 1) % n_classes
     return t
 

@@ -51,17 +51,14 @@ import math
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import xent
 from xent import reference as ref
 
-F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-FLOAT_DTYPES = [F32, F64]
-INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
-                                    np.uint8, np.uint16, np.uint32, np.uint64)]
-REDUCTIONS = ["none", "mean", "sum"]
-SMOOTHINGS = [0.0, 0.1, 1.0]
+from support import (F16, F32, F64, FLOAT_DTYPES, INT_DTYPES, LAYOUTS, REDUCTIONS, SMOOTHINGS,
+                     assert_close, assert_unchanged, hypothesis_settings, relayout, snapshot)
+
 INF, NAN = math.inf, math.nan
 
 #: Huge but finite logits, exactly representable in their dtype.
@@ -74,44 +71,10 @@ SOFTMAX_FLOOR = {F16: 1e-7, F32: 1e-37, F64: 1e-300}
 #: nll_loss sums: relative to sum |terms| (double accumulation in another order).
 SUM_RTOL = 1e-12
 
-HYPOTHESIS = settings(
-    max_examples=30, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                           HealthCheck.data_too_large])
+HYPOTHESIS = hypothesis_settings(30)
 
 
 # ---- comparison helpers -----------------------------------------------------------------------
-
-def assert_close(got, expected, dtype, rtol, atol=0.0):
-    """``got`` (a result of ``dtype``) against the float64 ``expected`` rounded to ``dtype``.
-
-    NaN must meet NaN and an infinity the same infinity; finite values must satisfy
-    ``|got - expected| <= atol + rtol * |expected|``, with ``atol`` a scalar or an array.
-    """
-    got = np.asarray(got)
-    assert got.dtype == dtype, f"result dtype {got.dtype}, expected {dtype}"
-    with np.errstate(over="ignore"):
-        want = np.asarray(expected, dtype=np.float64).astype(dtype)
-    assert got.shape == want.shape, f"result shape {got.shape}, expected {want.shape}"
-    got64, want64 = got.astype(np.float64), want.astype(np.float64)
-    if np.ndim(atol) == 0:
-        np.testing.assert_allclose(got64, want64, rtol=rtol, atol=float(atol), equal_nan=True)
-        return
-    finite = np.isfinite(want64)
-    np.testing.assert_array_equal(got64[~finite], want64[~finite],
-                                  err_msg="non-finite results differ")
-    g, w = got64[finite], want64[finite]
-    bound = np.broadcast_to(np.asarray(atol, dtype=np.float64), want.shape)[finite]
-    bound = bound + rtol * np.abs(w)
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(g - w) <= bound)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[np.argmax((np.abs(g - w) / bound)[bad])])
-        raise AssertionError(
-            f"{int(bad.sum())} of {bad.size} finite values differ beyond the tolerance; worst "
-            f"at finite position {i}: got {g[i]!r}, expected {w[i]!r}, |diff| "
-            f"{abs(g[i] - w[i]):.3g} > bound {bound[i]:.3g} (rtol={rtol:g})")
-
 
 def softmax_atol(x64, axis, dtype):
     """Per-element atol of softmax: the floor plus |p| * |log p| * (unit roundoff)."""
@@ -193,71 +156,7 @@ def nll_check(got, x, target, dtype, kwargs, weight=None):
                0.0 if reduction == "none" else SUM_RTOL * terms, denominator)
 
 
-def snapshot(*arrays):
-    """Bytes, dtype and shape of each array, to show later that it was not modified."""
-    return [None if a is None else (np.asarray(a).tobytes(), np.asarray(a).dtype,
-                                    np.shape(a)) for a in arrays]
-
-
-def assert_unchanged(arrays, before):
-    for a, b in zip(arrays, before):
-        if a is not None:
-            assert (np.asarray(a).tobytes(), np.asarray(a).dtype, np.shape(a)) == b, (
-                "xent modified an input")
-
-
 # ---- layouts --------------------------------------------------------------------------------
-
-LAYOUTS = ["c", "fortran", "row_step", "col_slice", "both_strided", "neg_rows", "neg_cols",
-           "byteswapped", "readonly"]
-
-
-def _pad_value(dtype):
-    """What the memory around a strided view holds: NaN, or an out-of-range label."""
-    return np.nan if dtype.kind == "f" else np.iinfo(dtype).max
-
-
-def relayout(a, kind):
-    """An array equal to ``a`` (shape, values, and dtype up to byte order) laid out in memory
-    as ``kind`` says.
-
-    Memory outside the view holds NaN / an out-of-range label, so reading it shows.
-    """
-    a = np.asarray(a)
-    if a.ndim == 0 or kind == "c":
-        return a.copy()
-    pad = _pad_value(a.dtype)
-    if kind == "fortran":
-        return np.asfortranarray(a)
-    if kind == "row_step":  # every other entry of the first axis
-        big = np.full((2 * a.shape[0],) + a.shape[1:], pad, dtype=a.dtype)
-        big[::2] = a
-        return big[::2]
-    if kind == "col_slice":  # x[..., 1:-1]: the row stride is not C
-        big = np.full(a.shape[:-1] + (a.shape[-1] + 2,), pad, dtype=a.dtype)
-        big[..., 1:-1] = a
-        return big[..., 1:-1]
-    if kind == "both_strided" and a.ndim == 1:  # a single row: stride 3 on the class axis
-        big = np.full(3 * a.shape[0], pad, dtype=a.dtype)
-        big[::3] = a
-        return big[::3]
-    if kind == "both_strided":
-        big = np.full((2 * a.shape[0],) + a.shape[1:-1] + (a.shape[-1] + 3,), pad,
-                      dtype=a.dtype)
-        big[::2, ..., 2:-1] = a
-        return big[::2, ..., 2:-1]
-    if kind == "neg_rows":
-        return np.ascontiguousarray(a[::-1])[::-1]
-    if kind == "neg_cols":
-        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
-    if kind == "byteswapped":  # non-native byte order (results are native)
-        return a.astype(a.dtype.newbyteorder())
-    if kind == "readonly":
-        b = a.copy()
-        b.flags.writeable = False
-        return b
-    raise AssertionError(kind)
-
 
 def test_relayout_keeps_values():
     a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
