@@ -4,8 +4,6 @@ batching that must not change a bit, memory maps and bounded memory."""
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest

@@ -17,8 +17,7 @@ import hypothesis.extra.numpy as hnp
 from xent import reference as ref
 
 from support import (REDUCTIONS, SMOOTHINGS, assert_allclose_nan, class_targets, class_weight,
-                     logits, no_warnings, prob_targets, seed_of, torch_cross_entropy,
-                     torch_nll_loss)
+                     logits, no_warnings, prob_targets, torch_cross_entropy, torch_nll_loss)
 
 INF = math.inf
 NAN = math.nan
@@ -143,10 +142,8 @@ def _check_result(actual, expected, reduction, batch_shape):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_class_indices_vs_torch(reduction, weight_kind,
                                               ignore_index, label_smoothing,
-                                              shape):
+                                              shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("ce-idx", reduction, weight_kind,
-                                      ignore_index, label_smoothing, shape))
     x = logits(rng, shape)
     w = class_weight(rng, C, weight_kind is not None)
     t = class_targets(rng, shape[:-1], C, ignore_index)
@@ -164,10 +161,8 @@ def test_cross_entropy_class_indices_vs_torch(reduction, weight_kind,
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_probabilities_vs_torch(reduction, weight_kind,
                                               label_smoothing, prob_kind,
-                                              shape):
+                                              shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("ce-prob", reduction, weight_kind,
-                                      label_smoothing, prob_kind, shape))
     x = logits(rng, shape)
     w = class_weight(rng, C, weight_kind is not None)
     p = prob_targets(rng, shape, prob_kind == "normalised")
@@ -184,10 +179,8 @@ def test_cross_entropy_probabilities_vs_torch(reduction, weight_kind,
 @pytest.mark.parametrize("ignore_index", [-100, 2])
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_nll_loss_vs_torch(reduction, weight_kind, ignore_index, shape):
+def test_nll_loss_vs_torch(reduction, weight_kind, ignore_index, shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("nll", reduction, weight_kind,
-                                      ignore_index, shape))
     lp = scipy.special.log_softmax(logits(rng, shape), axis=-1)
     w = class_weight(rng, C, weight_kind is not None)
     t = class_targets(rng, shape[:-1], C, ignore_index)
@@ -200,10 +193,8 @@ def test_nll_loss_vs_torch(reduction, weight_kind, ignore_index, shape):
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_all_rows_ignored_vs_torch(reduction, weight_kind, label_smoothing):
+def test_all_rows_ignored_vs_torch(reduction, weight_kind, label_smoothing, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("all-ign", reduction, weight_kind,
-                                      label_smoothing))
     x = logits(rng, (4, C))
     w = class_weight(rng, C, weight_kind is not None)
     t = np.full(4, -100, dtype=np.int64)

@@ -20,7 +20,7 @@ import hypothesis.extra.numpy as hnp
 from xent import reference as ref
 
 from support import (REDUCTIONS, SMOOTHINGS, assert_allclose_nan, class_targets, no_warnings,
-                     prob_targets, seed_of, torch_cross_entropy_with_grad)
+                     prob_targets, torch_cross_entropy_with_grad)
 
 INF = math.inf
 NAN = math.nan
@@ -335,9 +335,8 @@ def _t(torch, a):
 
 @pytest.mark.parametrize("weight_kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_binary_cross_entropy_vs_torch(reduction, weight_kind):
+def test_binary_cross_entropy_vs_torch(reduction, weight_kind, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("bce", reduction, weight_kind))
     x = _probs_with_ends(rng, BCE_SHAPE)
     y = _binary_targets(rng, BCE_SHAPE)
     w = _bce_weight(rng, weight_kind, BCE_SHAPE)
@@ -373,10 +372,8 @@ def test_binary_cross_entropy_clamp_hand_values():
 @pytest.mark.parametrize("weight_kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_cross_entropy_with_logits_vs_torch(reduction, weight_kind,
-                                                   pos_weight_kind):
+                                                   pos_weight_kind, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("bcel", reduction, weight_kind,
-                                      pos_weight_kind))
     x = _big_logits(rng, BCE_SHAPE)
     y = _binary_targets(rng, BCE_SHAPE)
     w = _bce_weight(rng, weight_kind, BCE_SHAPE)
@@ -450,11 +447,8 @@ def _assert_grad(actual, expected, shape):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_grad_class_indices_vs_torch(
         reduction, weight_kind, ignore_index, label_smoothing,
-        grad_output_kind, shape):
+        grad_output_kind, shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("ce-grad-idx", reduction, weight_kind,
-                                      ignore_index, label_smoothing,
-                                      grad_output_kind, shape))
     x = rng.standard_normal(shape) * 3.0
     w = None if weight_kind is None else rng.uniform(0.2, 2.0, size=C)
     t = class_targets(rng, shape[:-1], C, ignore_index)
@@ -482,11 +476,8 @@ def test_cross_entropy_grad_class_indices_vs_torch(
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_grad_probabilities_vs_torch(
         reduction, weight_kind, label_smoothing, prob_kind,
-        grad_output_kind, shape):
+        grad_output_kind, shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("ce-grad-prob", reduction, weight_kind,
-                                      label_smoothing, prob_kind,
-                                      grad_output_kind, shape))
     x = rng.standard_normal(shape) * 3.0
     w = None if weight_kind is None else rng.uniform(0.2, 2.0, size=C)
     p = prob_targets(rng, shape, prob_kind == "normalised")
@@ -508,10 +499,8 @@ def test_cross_entropy_grad_probabilities_vs_torch(
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_grad_all_rows_ignored_vs_torch(reduction, weight_kind,
-                                                      label_smoothing):
+                                                      label_smoothing, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("grad-all-ign", reduction, weight_kind,
-                                      label_smoothing))
     x = rng.standard_normal((4, C))
     w = None if weight_kind is None else rng.uniform(0.2, 2.0, size=C)
     t = np.full(4, -100, dtype=np.int64)
@@ -526,10 +515,8 @@ def test_cross_entropy_grad_all_rows_ignored_vs_torch(reduction, weight_kind,
 @pytest.mark.parametrize("weight_kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_cross_entropy_grad_vs_torch(reduction, weight_kind,
-                                            grad_output_kind):
+                                            grad_output_kind, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("bce-grad", reduction, weight_kind,
-                                      grad_output_kind))
     # Exact 0 and 1 included: PyTorch's formula divides by
     # max(x (1 - x), 1e-12) there, giving +-1e12 * (x - y), not the clamped
     # loss's derivative 0.
@@ -566,10 +553,8 @@ def test_binary_cross_entropy_grad_at_the_ends():
 @pytest.mark.parametrize("weight_kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_cross_entropy_with_logits_grad_vs_torch(
-        reduction, weight_kind, pos_weight_kind, grad_output_kind):
+        reduction, weight_kind, pos_weight_kind, grad_output_kind, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(seed_of("bcel-grad", reduction, weight_kind,
-                                      pos_weight_kind, grad_output_kind))
     x = _big_logits(rng, BCE_SHAPE)
     y = _binary_targets(rng, BCE_SHAPE)
     w = _bce_weight(rng, weight_kind, BCE_SHAPE)
@@ -634,8 +619,7 @@ CE_FD_CASES = [
 
 
 @pytest.mark.parametrize("case", CE_FD_CASES, ids=str)
-def test_cross_entropy_grad_finite_differences(case):
-    rng = np.random.default_rng(seed_of("ce-fd", sorted(case.items())))
+def test_cross_entropy_grad_finite_differences(case, rng):
     shape = (3, 4)
     x = rng.standard_normal(shape)
     w = rng.uniform(0.2, 2.0, size=4) if case["weight"] else None
@@ -661,9 +645,7 @@ def test_cross_entropy_grad_finite_differences(case):
 @pytest.mark.parametrize("weight_kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_cross_entropy_grad_finite_differences(reduction, weight_kind,
-                                                      grad_output_kind):
-    rng = np.random.default_rng(seed_of("bce-fd", reduction, weight_kind,
-                                      grad_output_kind))
+                                                      grad_output_kind, rng):
     shape = (3, 4)
     x = rng.uniform(0.05, 0.95, size=shape)
     y = _binary_targets(rng, shape)
@@ -684,9 +666,7 @@ def test_binary_cross_entropy_grad_finite_differences(reduction, weight_kind,
 @pytest.mark.parametrize("weight_kind", WEIGHT_KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_cross_entropy_with_logits_grad_finite_differences(
-        reduction, weight_kind, pos_weight_kind, grad_output_kind):
-    rng = np.random.default_rng(seed_of("bcel-fd", reduction, weight_kind,
-                                      pos_weight_kind, grad_output_kind))
+        reduction, weight_kind, pos_weight_kind, grad_output_kind, rng):
     shape = (3, 4)
     x = rng.standard_normal(shape) * 3.0
     y = _binary_targets(rng, shape)
