@@ -5,7 +5,7 @@ import pytest
 
 from xent import _kernels
 
-from support import seed_of
+from support import FLOAT_DTYPES, seed_of
 
 #: Every kernel variant a build carries; each CPU runs the ones it supports.
 ISAS = ["avx512", "avx2", "baseline"]
@@ -30,3 +30,11 @@ def rng(request):
     e.g. ``test_x[float32-(9, 6)]``): each parameter combination draws its own data, the same
     on every run and in every process, so a failure is reproduced by re-running that test."""
     return np.random.default_rng(seed_of(request.node.name))
+
+
+@pytest.fixture(params=FLOAT_DTYPES, ids=str)
+def dtype(request):
+    """The floating dtypes the kernels compute in, float32 and float64: a test taking
+    ``dtype`` runs once with each. A test needing other dtypes parametrizes ``dtype`` itself
+    (``@pytest.mark.parametrize("dtype", ...)`` overrides this fixture)."""
+    return request.param

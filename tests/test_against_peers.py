@@ -93,7 +93,6 @@ def test_scipy_softmax(dtype, data):
     assert_near_peer(xent.softmax(x, axis=axis), expected, dtype, SCIPY_SOFTMAX_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(2000, 3), (40, 1000), (3, 100_000), (5, 7, 11)], ids=str)
 def test_scipy_larger_arrays(dtype, shape):
     x = (np.random.default_rng(seed_of("scipy", shape)).standard_normal(shape) * 5).astype(dtype)
@@ -128,7 +127,6 @@ def _check_loss(got, expected, dtype, reduction, batch_shape):
     assert_near_peer(got, expected, dtype, TORCH_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("ignore_index", [None, -100, 2])  # None: the default (-100)
@@ -150,7 +148,6 @@ def test_torch_cross_entropy_class_indices(torch, reduction, weighted, ignore_in
         _check_loss(got, expected, dtype, reduction, shape[:-1])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("normalised", [True, False])
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
@@ -177,7 +174,6 @@ def test_torch_cross_entropy_probabilities(torch, reduction, weighted, label_smo
         xent.cross_entropy(x, p, weight=w, ignore_index=1, **kwargs)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("ignore_index", [None, -100, 2])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -195,7 +191,6 @@ def test_torch_nll_loss(torch, reduction, weighted, ignore_index, shape, dtype, 
         _check_loss(got, expected, dtype, reduction, shape[:-1])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -215,7 +210,6 @@ def test_torch_all_rows_ignored(torch, reduction, weighted, label_smoothing, dty
             assert np.isnan(ce) and np.isnan(nll)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_torch_many_rows_and_classes(torch, dtype, rng):
     """Larger inputs: reductions over many rows, rows over many chunks."""
     for shape in [(20_000, 8), (16, 3000)]:
@@ -238,7 +232,6 @@ def test_torch_many_rows_and_classes(torch, dtype, rng):
                         (n,))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 6), (2, 3, 4, 5), (8, 2000)], ids=str)
 def test_torch_logsumexp_log_softmax_softmax(torch, shape, dtype, rng):
     x = (rng.standard_normal(shape) * 5).astype(dtype)

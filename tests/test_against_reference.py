@@ -284,7 +284,6 @@ threads = st.sampled_from([None, 1, 2])
 
 # ---- logsumexp, log_softmax, softmax ----------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_logsumexp(isa, dtype, data):
@@ -299,7 +298,6 @@ def test_logsumexp(isa, dtype, data):
     assert_close(got, expected, dtype, *TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_log_softmax(isa, dtype, data):
@@ -311,7 +309,6 @@ def test_log_softmax(isa, dtype, data):
     assert_close(got, ref.log_softmax(x.astype(F64), axis=axis), dtype, *TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_softmax(isa, dtype, data):
@@ -326,7 +323,6 @@ def test_softmax(isa, dtype, data):
 
 # ---- cross_entropy, nll_loss ------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_cross_entropy_class_indices(isa, dtype, data):
@@ -342,7 +338,6 @@ def test_cross_entropy_class_indices(isa, dtype, data):
     ce_check(got, x, t, dtype, kwargs, weight=w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_cross_entropy_probabilities(isa, dtype, data):
@@ -359,7 +354,6 @@ def test_cross_entropy_probabilities(isa, dtype, data):
     ce_check(got, x, p, dtype, kwargs, weight=w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_nll_loss(isa, dtype, data):
@@ -385,7 +379,6 @@ def _special_rows(dtype):
     ]
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_special_rows(isa, dtype):
     """Hostile rows one at a time (1-d input), every function and option."""
     for row in _special_rows(dtype):
@@ -433,7 +426,6 @@ BIG_CLASSES = [513, 1024, 1025, 4099, 100_000]  # chunk boundaries: 512 doubles,
 
 
 @pytest.mark.parametrize("n_classes", BIG_CLASSES)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_many_classes(isa, dtype, n_classes):
     rng = np.random.default_rng(n_classes)
     x = _big_rows(dtype, n_classes, rng)
@@ -464,7 +456,6 @@ def test_many_classes(isa, dtype, n_classes):
                   dict(reduction=reduction), w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_finite_scales_many_rows(isa, dtype):
     """Random finite logits of several scales and shapes (rows spread over many blocks)."""
     rng = np.random.default_rng(1)
@@ -482,7 +473,6 @@ def test_finite_scales_many_rows(isa, dtype):
             ce_check(xent.cross_entropy(x, t, **kwargs), x, t, dtype, kwargs)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_huge_logits_many_rows(isa, dtype):
     """Logits up to +-1e30 (float32) / +-1e300 (float64) mixed with ordinary rows.
 
@@ -509,7 +499,6 @@ def test_huge_logits_many_rows(isa, dtype):
             ce_check(xent.cross_entropy(x, t, weight=w, **kwargs), x, t, dtype, kwargs, w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(0, 5), (3, 0, 5), (5,), (1, 1), (4, 1), (2, 3, 1)], ids=str)
 def test_edge_shapes(isa, dtype, shape):
     """No rows, one row, one class."""
@@ -535,7 +524,6 @@ def test_edge_shapes(isa, dtype, shape):
                   dict(reduction=reduction))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_empty_class_axis(dtype):
     """An empty class axis: logsumexp is -inf, log_softmax/softmax are empty."""
     x = np.zeros((3, 0), dtype=dtype)
@@ -547,7 +535,6 @@ def test_empty_class_axis(dtype):
     assert xent.log_softmax(x).shape == (3, 0) and xent.softmax(x).dtype == dtype
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -633,7 +620,6 @@ def test_tiny_float64_probability_is_not_rounded_away():
 
 # ---- memory layouts, read-only arrays, memory maps --------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_memmaps_and_read_only(isa, dtype, tmp_path):
     rng = np.random.default_rng(5)
     arrays = {
@@ -736,7 +722,6 @@ def test_out(isa, name, dtype, layout, axis):
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_out_is_byteswapped_x(name, dtype):
     """out=x is documented to work ("May be x itself"), for any x the function accepts.
 
@@ -790,7 +775,6 @@ def test_out_errors(name):
 
 # ---- determinism across thread counts ---------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(50_000, 10), (300, 5000), (70_000, 3)], ids=str)
 def test_same_bits_on_any_number_of_threads(isa, dtype, shape):
     rng = np.random.default_rng(9)

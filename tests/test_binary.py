@@ -109,7 +109,6 @@ def _unit(reduction, grad_output, n, shape, w):
     return np.abs(np.broadcast_to(g * w, shape))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("logits", [False, True], ids=["probs", "logits"])
 def test_binary_cross_entropy_against_reference(isa, dtype, shape, logits, rng):
@@ -154,7 +153,6 @@ def _torch_binary(torch, logits, x64, y, w, pw, reduction, g):
     return loss.detach().numpy(), xt.grad.numpy()
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("logits", [False, True], ids=["probs", "logits"])
 def test_binary_cross_entropy_against_torch(dtype, shape, logits, rng):
@@ -178,7 +176,6 @@ def test_binary_cross_entropy_against_torch(dtype, shape, logits, rng):
                                       dtype)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_binary_extremes(dtype):
     """probs exactly 0 and 1 (PyTorch's -100 clamp of the log, and its 1e-12 floor in the
     gradient); logits of magnitude 1e4 stay finite."""
@@ -254,7 +251,6 @@ def test_binary_errors(logits):
         grad_fn(x, y, out=y)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("logits", [False, True], ids=["probs", "logits"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_in_place(isa, dtype, logits, reduction):

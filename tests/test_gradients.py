@@ -129,7 +129,6 @@ def ce_problems(draw, dtype):
     return x, t, kw, g
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_cross_entropy_with_grad_against_reference(isa, dtype, data):
@@ -162,7 +161,6 @@ def test_cross_entropy_with_grad_against_reference(isa, dtype, data):
     np.testing.assert_array_equal(np.asarray(loss2), np.asarray(loss))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(7,), (9, 7), (2, 3, 7)], ids=str)
 @pytest.mark.parametrize("target_kind", ["index", "probability"])
 def test_cross_entropy_with_grad_against_torch(dtype, shape, target_kind, rng):
@@ -229,7 +227,6 @@ def test_all_rows_ignored(reduction, eps):
     np.testing.assert_array_equal(grad, t_grad)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(20_000, 11), (40, 3000)], ids=str)
 def test_same_bits_on_one_and_two_threads(isa, dtype, shape):
     rng = np.random.default_rng(3)
@@ -259,7 +256,6 @@ def test_same_bits_on_one_and_two_threads(isa, dtype, shape):
             assert one[1].tobytes() == two[1].tobytes()
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("target_kind", ["index", "probability"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_with_grad_in_place(isa, dtype, target_kind, reduction):

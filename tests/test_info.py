@@ -45,7 +45,7 @@ from hypothesis import given, strategies as st
 from xent import info
 from xent import reference as ref
 
-from support import (CE_LOSS_TOL, F64, FLOAT_DTYPES, SCALE_RTOL, SUBNORMAL_FLOOR,
+from support import (CE_LOSS_TOL, F64, SCALE_RTOL, SUBNORMAL_FLOOR,
                      assert_scalar_or_array, assert_within, hypothesis_settings)
 
 BASES = [None, 2, 10]
@@ -121,7 +121,6 @@ def distribution_problems(draw, dtype, with_q=True):
 
 # ---- xent.info: against SciPy and xent.reference --------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_entropy(dtype, data):
@@ -137,7 +136,6 @@ def test_entropy(dtype, data):
     assert_within(got, scipy_value, dtype, bound)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_cross_entropy_and_kl(dtype, data):
@@ -163,7 +161,6 @@ def test_cross_entropy_and_kl(dtype, data):
                                               axis=axis), dtype, bound)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_gibbs_inequality(dtype, data):
@@ -190,7 +187,6 @@ def test_gibbs_inequality(dtype, data):
     assert np.all(np.abs(kl_pp) <= tol_pp)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_entropy_from_logits(dtype, data):
@@ -214,7 +210,6 @@ def test_entropy_from_logits(dtype, data):
     assert_within(got, scipy_value, dtype, bound)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_self_information_and_binary_entropy(dtype, data):
@@ -241,7 +236,6 @@ def test_self_information_and_binary_entropy(dtype, data):
         assert_within(got, scipy_value, dtype, bound, shape=shape)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_perplexity(dtype):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
@@ -293,7 +287,6 @@ def test_zeros_and_infinities():
     assert info.entropy_from_logits(np.array([0.0, 0.0, -math.inf]), base=2) == 1.0
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_bits(dtype):
     uniform = np.full(8, 1 / 8, dtype=dtype)
     tol = 4 * float(np.finfo(dtype).eps)
@@ -371,7 +364,6 @@ INFO_MANY = ["entropy", "entropy_normalize", "cross_entropy", "kl_divergence", "
              "entropy_from_logits", "perplexity"]
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("name", INFO_MANY)
 def test_info_many_rows_on_two_threads(dtype, name):
     """20 000 rows, so that two threads share the work: every row still right, every time."""
@@ -380,7 +372,6 @@ def test_info_many_rows_on_two_threads(dtype, name):
         assert_within(call(num_threads=2), expected, dtype, SCALE_RTOL[dtype] * scale)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("name", INFO_MANY)
 def test_info_check_mode_and_threads(dtype, name):
     """check=True passes on correct results; 1 and 2 threads give the same bits."""
