@@ -1,8 +1,9 @@
 """Helpers shared by the test modules: seeds, comparisons with their tolerances, array
 layouts, input makers and the PyTorch oracles.
 
-pytest puts ``tests/`` on ``sys.path`` (rootdir-relative "rootdir" import mode), so a test
-module imports them as ``from support import relayout``. Fixtures live in ``conftest.py``.
+pytest's default import mode ("prepend") puts ``tests/`` on ``sys.path`` (it has no
+``__init__.py``), so a test module imports them as ``from support import relayout``. Fixtures
+live in ``conftest.py``; tests/README.md says which module tests what.
 
 Every comparison here takes its tolerance from the caller: the reason for a tolerance belongs
 to the test that measures it (see each module's docstring); what the helper documents is how
@@ -39,9 +40,10 @@ SUBNORMAL_FLOOR = {F32: 8 * float(np.finfo(F32).smallest_subnormal),
 
 
 def hypothesis_settings(max_examples):
-    """Hypothesis settings of the property tests: ``max_examples`` per test, no deadline (the
-    kernels' first call per ISA is slow), and no health check for function-scoped fixtures
-    (``isa`` is the same for every example), slow or large data."""
+    """Hypothesis settings of the property tests: ``max_examples`` per test, no deadline (an
+    example's time depends on its size and the machine's load, not on correctness), and no
+    health check for function-scoped fixtures (``isa`` and ``dtype`` hold for every example
+    of a test), slow or large data."""
     return settings(
         max_examples=max_examples, deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -289,6 +291,21 @@ def prob_targets(rng, shape, normalised, dtype=F64):
     else:
         p *= 3.0
     return p.astype(dtype)
+
+
+def classifier_outputs(n, c, dtype=np.float32, seed=0, *, scale=2.0, margin=1.5,
+                       ignore_every=0):
+    """``(logits, labels)`` of ``n`` rows and ``c`` classes as a classifier better than chance
+    would give: normal logits times ``scale``, the label's logit raised by ``margin`` (so the
+    accuracies and ranks are neither 0 nor 1), and every ``ignore_every``-th label -100
+    (ignored) when it is not 0."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c)) * scale).astype(dtype)
+    t = rng.integers(0, c, n)
+    x[np.arange(n), t] += margin
+    if ignore_every:
+        t[::ignore_every] = -100
+    return x, t
 
 
 # ---- PyTorch oracles ------------------------------------------------------------------------
