@@ -21,7 +21,6 @@ Tolerances
 """
 
 import itertools
-import zlib
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -31,12 +30,10 @@ from hypothesis import given, settings, strategies as st
 
 import xent
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
-FLOAT_DTYPES = [F32, F64]
-INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
-                                    np.uint8, np.uint16, np.uint32, np.uint64)]
-REDUCTIONS = ["none", "mean", "sum"]
-SMOOTHINGS = [0.0, 0.1, 1.0]
+from support import (F32, F64, FLOAT_DTYPES, INT_DTYPES, REDUCTIONS, SMOOTHINGS, assert_close,
+                     class_targets, class_weight, logits, prob_targets, seed_of,
+                     torch_cross_entropy, torch_nll_loss)
+
 C = 6
 SHAPES = [(C,), (9, C), (3, 4, C)]  # one row (0-d target), a batch, two leading axes
 
@@ -45,19 +42,10 @@ SCIPY_SOFTMAX_TOL = {F32: (6e-6, 1e-37), F64: (1e-12, 1e-300)}
 TORCH_TOL = {F32: (1e-5, 1e-5), F64: (1e-10, 1e-10)}
 
 
-def _seed(*parts):
-    """A reproducible seed per parameter combination (hash() is salted)."""
-    return zlib.crc32(repr(parts).encode())
-
-
-def assert_close(got, expected, dtype, tol):
-    rtol, atol = tol
-    got = np.asarray(got)
-    assert got.dtype == dtype, f"result dtype {got.dtype}, expected {dtype}"
-    expected = np.asarray(expected)
-    assert got.shape == expected.shape, f"shape {got.shape}, expected {expected.shape}"
-    np.testing.assert_allclose(got.astype(F64), expected.astype(F64), rtol=rtol, atol=atol,
-                               equal_nan=True)
+def assert_near_peer(got, expected, dtype, tol):
+    """``support.assert_close`` with ``tol = (rtol, atol)`` against a peer's result as it is
+    (not rounded again: SciPy's float64 result, or PyTorch's in ``dtype``)."""
+    assert_close(got, expected, dtype, *tol, round_expected=False)
 
 
 # ---- SciPy --------------------------------------------------------------------------------------
@@ -82,7 +70,7 @@ def test_scipy_logsumexp(dtype, data):
     assert np.ndim(got) == np.ndim(expected)
     # SciPy keeps float32 too.
     assert np.asarray(scipy.special.logsumexp(x, axis=axis)).dtype == dtype
-    assert_close(got, expected, dtype, SCIPY_TOL[dtype])
+    assert_near_peer(got, expected, dtype, SCIPY_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
@@ -92,7 +80,7 @@ def test_scipy_log_softmax(dtype, data):
     x, axis = data.draw(finite_arrays(dtype))
     expected = scipy.special.log_softmax(x.astype(F64), axis=axis)
     assert scipy.special.log_softmax(x, axis=axis).dtype == dtype
-    assert_close(xent.log_softmax(x, axis=axis), expected, dtype, SCIPY_TOL[dtype])
+    assert_near_peer(xent.log_softmax(x, axis=axis), expected, dtype, SCIPY_TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
@@ -102,20 +90,19 @@ def test_scipy_softmax(dtype, data):
     x, axis = data.draw(finite_arrays(dtype))
     expected = scipy.special.softmax(x.astype(F64), axis=axis)
     assert scipy.special.softmax(x, axis=axis).dtype == dtype
-    assert_close(xent.softmax(x, axis=axis), expected, dtype, SCIPY_SOFTMAX_TOL[dtype])
+    assert_near_peer(xent.softmax(x, axis=axis), expected, dtype, SCIPY_SOFTMAX_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(2000, 3), (40, 1000), (3, 100_000), (5, 7, 11)], ids=str)
 def test_scipy_larger_arrays(dtype, shape):
-    x = (np.random.default_rng(_seed("scipy", shape)).standard_normal(shape) * 5).astype(dtype)
+    x = (np.random.default_rng(seed_of("scipy", shape)).standard_normal(shape) * 5).astype(dtype)
     x64 = x.astype(F64)
     for axis in range(x.ndim):
-        assert_close(xent.logsumexp(x, axis=axis),
+        assert_near_peer(xent.logsumexp(x, axis=axis),
                      scipy.special.logsumexp(x64, axis=axis), dtype, SCIPY_TOL[dtype])
-        assert_close(xent.log_softmax(x, axis=axis),
+        assert_near_peer(xent.log_softmax(x, axis=axis),
                      scipy.special.log_softmax(x64, axis=axis), dtype, SCIPY_TOL[dtype])
-        assert_close(xent.softmax(x, axis=axis), scipy.special.softmax(x64, axis=axis), dtype,
+        assert_near_peer(xent.softmax(x, axis=axis), scipy.special.softmax(x64, axis=axis), dtype,
                      SCIPY_SOFTMAX_TOL[dtype])
 
 
@@ -124,58 +111,6 @@ def test_scipy_larger_arrays(dtype, shape):
 @pytest.fixture(scope="module")
 def torch():
     return pytest.importorskip("torch")
-
-
-def _logits(rng, shape, dtype):
-    return (rng.standard_normal(shape) * 3.0).astype(dtype)
-
-
-def _weight(rng, weighted, dtype):
-    return rng.uniform(0.2, 2.0, size=C).astype(dtype) if weighted else None
-
-
-def _class_targets(rng, batch_shape, ignore_index):
-    """int64 class indices with some rows (not all) equal to ignore_index (a single row: not
-    ignored; test_torch_all_rows_ignored covers that)."""
-    t = rng.integers(0, C, size=batch_shape)
-    flat = t.reshape(-1)
-    if flat.size > 1:
-        flat[::3] = ignore_index
-        flat[1] = (ignore_index + 1) % C if ignore_index >= 0 else 0
-    elif ignore_index >= 0:
-        flat[0] = (ignore_index + 1) % C
-    return t
-
-
-def _prob_targets(rng, shape, dtype, normalised):
-    p = rng.uniform(0.0, 1.0, size=shape)
-    p.reshape(-1, C)[::3, 1] = 0.0  # some exact zeros
-    if normalised:
-        p /= p.sum(axis=-1, keepdims=True)
-    else:
-        p *= 3.0
-    return p.astype(dtype)
-
-
-def _classes_to_dim1(torch, a):
-    """PyTorch puts classes on dim 1 of an input with more than 2 dims (dim 0 of a 1-d one)."""
-    return torch.movedim(torch.from_numpy(np.ascontiguousarray(a)), -1, 1) if a.ndim > 2 \
-        else torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _torch_ce(torch, x, target, weight, **kwargs):
-    tt = (_classes_to_dim1(torch, target) if target.dtype.kind == "f"
-          else torch.from_numpy(np.asarray(target, dtype=np.int64)))
-    wt = None if weight is None else torch.from_numpy(weight)
-    return torch.nn.functional.cross_entropy(_classes_to_dim1(torch, x), tt, weight=wt,
-                                             **kwargs).numpy()
-
-
-def _torch_nll(torch, lp, target, weight, **kwargs):
-    wt = None if weight is None else torch.from_numpy(weight)
-    return torch.nn.functional.nll_loss(
-        _classes_to_dim1(torch, lp), torch.from_numpy(np.asarray(target, dtype=np.int64)),
-        weight=wt, **kwargs).numpy()
 
 
 def _target_dtypes(t):
@@ -189,26 +124,23 @@ def _check_loss(got, expected, dtype, reduction, batch_shape):
         assert isinstance(got, np.ndarray) and got.shape == batch_shape
     else:
         assert isinstance(got, np.generic)
-    assert_close(got, expected, dtype, TORCH_TOL[dtype])
+    assert_near_peer(got, expected, dtype, TORCH_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("ignore_index", [None, -100, 2])  # None: the default (-100)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_torch_cross_entropy_class_indices(torch, reduction, weighted, ignore_index,
-                                           label_smoothing, shape, dtype):
-    rng = np.random.default_rng(_seed("ce", reduction, weighted, ignore_index,
-                                      label_smoothing, shape, str(dtype)))
-    x = _logits(rng, shape, dtype)
-    w = _weight(rng, weighted, dtype)
-    t = _class_targets(rng, shape[:-1], -100 if ignore_index is None else ignore_index)
+                                           label_smoothing, shape, dtype, rng):
+    x = logits(rng, shape, dtype)
+    w = class_weight(rng, C, weighted, dtype)
+    t = class_targets(rng, shape[:-1], C, -100 if ignore_index is None else ignore_index)
     kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
     if ignore_index is not None:
         kwargs["ignore_index"] = ignore_index
-    expected = _torch_ce(torch, x, t, w, **kwargs)
+    expected = torch_cross_entropy(torch, x, t, w, **kwargs)
     dtypes = _target_dtypes(t)
     assert len(dtypes) >= 4  # the signed ones at least; all 8 when no label is negative
     for target_dtype in dtypes:
@@ -216,80 +148,70 @@ def test_torch_cross_entropy_class_indices(torch, reduction, weighted, ignore_in
         _check_loss(got, expected, dtype, reduction, shape[:-1])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("normalised", [True, False])
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_torch_cross_entropy_probabilities(torch, reduction, weighted, label_smoothing,
-                                           normalised, shape, dtype):
-    rng = np.random.default_rng(_seed("ce-prob", reduction, weighted, label_smoothing,
-                                      normalised, shape, str(dtype)))
-    x = _logits(rng, shape, dtype)
-    w = _weight(rng, weighted, dtype)
-    p = _prob_targets(rng, shape, dtype, normalised)
+                                           normalised, shape, dtype, rng):
+    x = logits(rng, shape, dtype)
+    w = class_weight(rng, C, weighted, dtype)
+    p = prob_targets(rng, shape, normalised, dtype)
     kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
-    expected = _torch_ce(torch, x, p, w, **kwargs)
+    expected = torch_cross_entropy(torch, x, p, w, **kwargs)
     got = xent.cross_entropy(x, p, weight=w, **kwargs)
     _check_loss(got, expected, dtype, reduction, shape[:-1])
     # Like torch, a negative ignore_index is accepted and unused with probabilities, and a
     # non-negative one is refused.
     got = xent.cross_entropy(x, p, weight=w, ignore_index=-1, **kwargs)
     _check_loss(got, expected, dtype, reduction, shape[:-1])
-    assert float(_torch_ce(torch, x, p, w, ignore_index=-1, **kwargs).sum()) == pytest.approx(
-        float(np.sum(expected)))
+    unused_index = torch_cross_entropy(torch, x, p, w, ignore_index=-1, **kwargs)
+    assert float(unused_index.sum()) == pytest.approx(float(np.sum(expected)))
     with pytest.raises(RuntimeError, match="ignore_index is not supported"):
-        _torch_ce(torch, x, p, w, ignore_index=1, **kwargs)
+        torch_cross_entropy(torch, x, p, w, ignore_index=1, **kwargs)
     with pytest.raises(ValueError, match="ignore_index=1 is not supported with probability"):
         xent.cross_entropy(x, p, weight=w, ignore_index=1, **kwargs)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("ignore_index", [None, -100, 2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_torch_nll_loss(torch, reduction, weighted, ignore_index, shape, dtype):
-    rng = np.random.default_rng(_seed("nll", reduction, weighted, ignore_index, shape,
-                                      str(dtype)))
-    lp = scipy.special.log_softmax(_logits(rng, shape, F64), axis=-1).astype(dtype)
-    w = _weight(rng, weighted, dtype)
-    t = _class_targets(rng, shape[:-1], -100 if ignore_index is None else ignore_index)
+def test_torch_nll_loss(torch, reduction, weighted, ignore_index, shape, dtype, rng):
+    lp = scipy.special.log_softmax(logits(rng, shape, F64), axis=-1).astype(dtype)
+    w = class_weight(rng, C, weighted, dtype)
+    t = class_targets(rng, shape[:-1], C, -100 if ignore_index is None else ignore_index)
     kwargs = dict(reduction=reduction)
     if ignore_index is not None:
         kwargs["ignore_index"] = ignore_index
-    expected = _torch_nll(torch, lp, t, w, **kwargs)
+    expected = torch_nll_loss(torch, lp, t, w, **kwargs)
     for target_dtype in _target_dtypes(t):
         got = xent.nll_loss(lp, t.astype(target_dtype), weight=w, **kwargs)
         _check_loss(got, expected, dtype, reduction, shape[:-1])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_torch_all_rows_ignored(torch, reduction, weighted, label_smoothing, dtype):
-    rng = np.random.default_rng(_seed("all-ignored", reduction, weighted, label_smoothing))
-    x = _logits(rng, (2, 3, C), dtype)
-    w = _weight(rng, weighted, dtype)
+def test_torch_all_rows_ignored(torch, reduction, weighted, label_smoothing, dtype, rng):
+    x = logits(rng, (2, 3, C), dtype)
+    w = class_weight(rng, C, weighted, dtype)
     for t, extra in [(np.full((2, 3), -100), {}), (np.full((2, 3), 4), {"ignore_index": 4})]:
         ce = xent.cross_entropy(x, t, weight=w, reduction=reduction,
                                 label_smoothing=label_smoothing, **extra)
-        _check_loss(ce, _torch_ce(torch, x, t, w, reduction=reduction,
+        _check_loss(ce, torch_cross_entropy(torch, x, t, w, reduction=reduction,
                                   label_smoothing=label_smoothing, **extra),
                     dtype, reduction, (2, 3))
         nll = xent.nll_loss(x, t, weight=w, reduction=reduction, **extra)
-        _check_loss(nll, _torch_nll(torch, x, t, w, reduction=reduction, **extra), dtype,
+        _check_loss(nll, torch_nll_loss(torch, x, t, w, reduction=reduction, **extra), dtype,
                     reduction, (2, 3))
         if reduction == "mean":
             assert np.isnan(ce) and np.isnan(nll)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-def test_torch_many_rows_and_classes(torch, dtype):
+def test_torch_many_rows_and_classes(torch, dtype, rng):
     """Larger inputs: reductions over many rows, rows over many chunks."""
-    rng = np.random.default_rng(_seed("large", str(dtype)))
     for shape in [(20_000, 8), (16, 3000)]:
         n, c = shape
         x = (rng.standard_normal(shape) * 3.0).astype(dtype)
@@ -310,18 +232,16 @@ def test_torch_many_rows_and_classes(torch, dtype):
                         (n,))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 6), (2, 3, 4, 5), (8, 2000)], ids=str)
-def test_torch_logsumexp_log_softmax_softmax(torch, shape, dtype):
-    rng = np.random.default_rng(_seed("torch-lse", shape, str(dtype)))
+def test_torch_logsumexp_log_softmax_softmax(torch, shape, dtype, rng):
     x = (rng.standard_normal(shape) * 5).astype(dtype)
     xt = torch.from_numpy(x)
     for axis in range(-x.ndim, x.ndim):
         for keepdims in (False, True):
             expected = torch.logsumexp(xt, dim=axis, keepdim=keepdims).numpy()
-            assert_close(xent.logsumexp(x, axis=axis, keepdims=keepdims), expected, dtype,
+            assert_near_peer(xent.logsumexp(x, axis=axis, keepdims=keepdims), expected, dtype,
                          TORCH_TOL[dtype])
-        assert_close(xent.log_softmax(x, axis=axis), torch.log_softmax(xt, dim=axis).numpy(),
+        assert_near_peer(xent.log_softmax(x, axis=axis), torch.log_softmax(xt, dim=axis).numpy(),
                      dtype, TORCH_TOL[dtype])
-        assert_close(xent.softmax(x, axis=axis), torch.softmax(xt, dim=axis).numpy(), dtype,
+        assert_near_peer(xent.softmax(x, axis=axis), torch.softmax(xt, dim=axis).numpy(), dtype,
                      (TORCH_TOL[dtype][0], 1e-37 if dtype == F32 else 1e-300))

@@ -51,17 +51,14 @@ import math
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import xent
 from xent import reference as ref
 
-F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-FLOAT_DTYPES = [F32, F64]
-INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
-                                    np.uint8, np.uint16, np.uint32, np.uint64)]
-REDUCTIONS = ["none", "mean", "sum"]
-SMOOTHINGS = [0.0, 0.1, 1.0]
+from support import (F16, F32, F64, FLOAT_DTYPES, INT_DTYPES, LAYOUTS, REDUCTIONS, SMOOTHINGS,
+                     assert_close, assert_unchanged, hypothesis_settings, relayout, snapshot)
+
 INF, NAN = math.inf, math.nan
 
 #: Huge but finite logits, exactly representable in their dtype.
@@ -74,44 +71,10 @@ SOFTMAX_FLOOR = {F16: 1e-7, F32: 1e-37, F64: 1e-300}
 #: nll_loss sums: relative to sum |terms| (double accumulation in another order).
 SUM_RTOL = 1e-12
 
-HYPOTHESIS = settings(
-    max_examples=30, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                           HealthCheck.data_too_large])
+HYPOTHESIS = hypothesis_settings(30)
 
 
 # ---- comparison helpers -----------------------------------------------------------------------
-
-def assert_close(got, expected, dtype, rtol, atol=0.0):
-    """``got`` (a result of ``dtype``) against the float64 ``expected`` rounded to ``dtype``.
-
-    NaN must meet NaN and an infinity the same infinity; finite values must satisfy
-    ``|got - expected| <= atol + rtol * |expected|``, with ``atol`` a scalar or an array.
-    """
-    got = np.asarray(got)
-    assert got.dtype == dtype, f"result dtype {got.dtype}, expected {dtype}"
-    with np.errstate(over="ignore"):
-        want = np.asarray(expected, dtype=np.float64).astype(dtype)
-    assert got.shape == want.shape, f"result shape {got.shape}, expected {want.shape}"
-    got64, want64 = got.astype(np.float64), want.astype(np.float64)
-    if np.ndim(atol) == 0:
-        np.testing.assert_allclose(got64, want64, rtol=rtol, atol=float(atol), equal_nan=True)
-        return
-    finite = np.isfinite(want64)
-    np.testing.assert_array_equal(got64[~finite], want64[~finite],
-                                  err_msg="non-finite results differ")
-    g, w = got64[finite], want64[finite]
-    bound = np.broadcast_to(np.asarray(atol, dtype=np.float64), want.shape)[finite]
-    bound = bound + rtol * np.abs(w)
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(g - w) <= bound)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[np.argmax((np.abs(g - w) / bound)[bad])])
-        raise AssertionError(
-            f"{int(bad.sum())} of {bad.size} finite values differ beyond the tolerance; worst "
-            f"at finite position {i}: got {g[i]!r}, expected {w[i]!r}, |diff| "
-            f"{abs(g[i] - w[i]):.3g} > bound {bound[i]:.3g} (rtol={rtol:g})")
-
 
 def softmax_atol(x64, axis, dtype):
     """Per-element atol of softmax: the floor plus |p| * |log p| * (unit roundoff)."""
@@ -193,71 +156,7 @@ def nll_check(got, x, target, dtype, kwargs, weight=None):
                0.0 if reduction == "none" else SUM_RTOL * terms, denominator)
 
 
-def snapshot(*arrays):
-    """Bytes, dtype and shape of each array, to show later that it was not modified."""
-    return [None if a is None else (np.asarray(a).tobytes(), np.asarray(a).dtype,
-                                    np.shape(a)) for a in arrays]
-
-
-def assert_unchanged(arrays, before):
-    for a, b in zip(arrays, before):
-        if a is not None:
-            assert (np.asarray(a).tobytes(), np.asarray(a).dtype, np.shape(a)) == b, (
-                "xent modified an input")
-
-
 # ---- layouts --------------------------------------------------------------------------------
-
-LAYOUTS = ["c", "fortran", "row_step", "col_slice", "both_strided", "neg_rows", "neg_cols",
-           "byteswapped", "readonly"]
-
-
-def _pad_value(dtype):
-    """What the memory around a strided view holds: NaN, or an out-of-range label."""
-    return np.nan if dtype.kind == "f" else np.iinfo(dtype).max
-
-
-def relayout(a, kind):
-    """An array equal to ``a`` (shape, values, and dtype up to byte order) laid out in memory
-    as ``kind`` says.
-
-    Memory outside the view holds NaN / an out-of-range label, so reading it shows.
-    """
-    a = np.asarray(a)
-    if a.ndim == 0 or kind == "c":
-        return a.copy()
-    pad = _pad_value(a.dtype)
-    if kind == "fortran":
-        return np.asfortranarray(a)
-    if kind == "row_step":  # every other entry of the first axis
-        big = np.full((2 * a.shape[0],) + a.shape[1:], pad, dtype=a.dtype)
-        big[::2] = a
-        return big[::2]
-    if kind == "col_slice":  # x[..., 1:-1]: the row stride is not C
-        big = np.full(a.shape[:-1] + (a.shape[-1] + 2,), pad, dtype=a.dtype)
-        big[..., 1:-1] = a
-        return big[..., 1:-1]
-    if kind == "both_strided" and a.ndim == 1:  # a single row: stride 3 on the class axis
-        big = np.full(3 * a.shape[0], pad, dtype=a.dtype)
-        big[::3] = a
-        return big[::3]
-    if kind == "both_strided":
-        big = np.full((2 * a.shape[0],) + a.shape[1:-1] + (a.shape[-1] + 3,), pad,
-                      dtype=a.dtype)
-        big[::2, ..., 2:-1] = a
-        return big[::2, ..., 2:-1]
-    if kind == "neg_rows":
-        return np.ascontiguousarray(a[::-1])[::-1]
-    if kind == "neg_cols":
-        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
-    if kind == "byteswapped":  # non-native byte order (results are native)
-        return a.astype(a.dtype.newbyteorder())
-    if kind == "readonly":
-        b = a.copy()
-        b.flags.writeable = False
-        return b
-    raise AssertionError(kind)
-
 
 def test_relayout_keeps_values():
     a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
@@ -385,7 +284,6 @@ threads = st.sampled_from([None, 1, 2])
 
 # ---- logsumexp, log_softmax, softmax ----------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_logsumexp(isa, dtype, data):
@@ -400,7 +298,6 @@ def test_logsumexp(isa, dtype, data):
     assert_close(got, expected, dtype, *TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_log_softmax(isa, dtype, data):
@@ -412,7 +309,6 @@ def test_log_softmax(isa, dtype, data):
     assert_close(got, ref.log_softmax(x.astype(F64), axis=axis), dtype, *TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_softmax(isa, dtype, data):
@@ -427,7 +323,6 @@ def test_softmax(isa, dtype, data):
 
 # ---- cross_entropy, nll_loss ------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_cross_entropy_class_indices(isa, dtype, data):
@@ -443,7 +338,6 @@ def test_cross_entropy_class_indices(isa, dtype, data):
     ce_check(got, x, t, dtype, kwargs, weight=w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_cross_entropy_probabilities(isa, dtype, data):
@@ -460,7 +354,6 @@ def test_cross_entropy_probabilities(isa, dtype, data):
     ce_check(got, x, p, dtype, kwargs, weight=w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @HYPOTHESIS
 @given(data=st.data())
 def test_nll_loss(isa, dtype, data):
@@ -486,7 +379,6 @@ def _special_rows(dtype):
     ]
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_special_rows(isa, dtype):
     """Hostile rows one at a time (1-d input), every function and option."""
     for row in _special_rows(dtype):
@@ -534,7 +426,6 @@ BIG_CLASSES = [513, 1024, 1025, 4099, 100_000]  # chunk boundaries: 512 doubles,
 
 
 @pytest.mark.parametrize("n_classes", BIG_CLASSES)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_many_classes(isa, dtype, n_classes):
     rng = np.random.default_rng(n_classes)
     x = _big_rows(dtype, n_classes, rng)
@@ -565,7 +456,6 @@ def test_many_classes(isa, dtype, n_classes):
                   dict(reduction=reduction), w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_finite_scales_many_rows(isa, dtype):
     """Random finite logits of several scales and shapes (rows spread over many blocks)."""
     rng = np.random.default_rng(1)
@@ -583,7 +473,6 @@ def test_finite_scales_many_rows(isa, dtype):
             ce_check(xent.cross_entropy(x, t, **kwargs), x, t, dtype, kwargs)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_huge_logits_many_rows(isa, dtype):
     """Logits up to +-1e30 (float32) / +-1e300 (float64) mixed with ordinary rows.
 
@@ -610,7 +499,6 @@ def test_huge_logits_many_rows(isa, dtype):
             ce_check(xent.cross_entropy(x, t, weight=w, **kwargs), x, t, dtype, kwargs, w)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(0, 5), (3, 0, 5), (5,), (1, 1), (4, 1), (2, 3, 1)], ids=str)
 def test_edge_shapes(isa, dtype, shape):
     """No rows, one row, one class."""
@@ -636,7 +524,6 @@ def test_edge_shapes(isa, dtype, shape):
                   dict(reduction=reduction))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_empty_class_axis(dtype):
     """An empty class axis: logsumexp is -inf, log_softmax/softmax are empty."""
     x = np.zeros((3, 0), dtype=dtype)
@@ -648,7 +535,6 @@ def test_empty_class_axis(dtype):
     assert xent.log_softmax(x).shape == (3, 0) and xent.softmax(x).dtype == dtype
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -734,7 +620,6 @@ def test_tiny_float64_probability_is_not_rounded_away():
 
 # ---- memory layouts, read-only arrays, memory maps --------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_memmaps_and_read_only(isa, dtype, tmp_path):
     rng = np.random.default_rng(5)
     arrays = {
@@ -837,7 +722,6 @@ def test_out(isa, name, dtype, layout, axis):
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_out_is_byteswapped_x(name, dtype):
     """out=x is documented to work ("May be x itself"), for any x the function accepts.
 
@@ -891,7 +775,6 @@ def test_out_errors(name):
 
 # ---- determinism across thread counts ---------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(50_000, 10), (300, 5000), (70_000, 3)], ids=str)
 def test_same_bits_on_any_number_of_threads(isa, dtype, shape):
     rng = np.random.default_rng(9)

@@ -9,6 +9,8 @@ import pytest
 import xent
 from xent import reference
 
+from support import classifier_outputs
+
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 xdask = pytest.importorskip("xent.dask")
@@ -33,12 +35,8 @@ def client():
 
 
 def data(n=10000, c=30, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c), dtype=np.float32)
-    t = rng.integers(0, c, n)
-    x[np.arange(n), t] += 1.0
-    t[::13] = -100
-    return x, t
+    """float32 logits and labels, every 13th row ignored."""
+    return classifier_outputs(n, c, seed=seed, scale=1.0, margin=1.0, ignore_every=13)
 
 
 # irregular row blocks: groups of 4096 rows are split between blocks in many ways

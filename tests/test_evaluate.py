@@ -4,8 +4,6 @@ batching that must not change a bit, memory maps and bounded memory."""
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -13,20 +11,15 @@ import pytest
 import xent
 from xent import reference
 
+from support import classifier_outputs
+
 TOL = {np.float16: 2e-5, np.float32: 2e-5, np.float64: 1e-11}
 
 
-def data(n, c, dtype=np.float32, seed=0, ignore_every=0):
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, c)) * 2).astype(dtype)
-    t = rng.integers(0, c, n)
-    x[np.arange(n), t] += 1.5   # a classifier better than chance
-    if ignore_every:
-        t[::ignore_every] = -100
-    return x, t
-
-
 def assert_matches(report, expected, tol):
+    """The report's metrics are those of ``expected`` (a dict): the counts exactly, the
+    accuracies within 1e-12 (a ratio of counts), the rest within ``tol`` relative and
+    absolute (NaN meeting NaN)."""
     got = report.as_dict()
     assert set(got) == set(expected)
     for key, value in expected.items():
@@ -41,20 +34,20 @@ def assert_matches(report, expected, tol):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(300, 1), (1000, 5), (4100, 37), (600, 1000), (20, 5000)])
 def test_every_metric_against_reference(shape, dtype):
-    x, t = data(*shape, dtype=dtype, ignore_every=13)
+    x, t = classifier_outputs(*shape, dtype=dtype, ignore_every=13)
     expected = reference.evaluate(x, t, topk=(1, 2, 5))
     assert_matches(xent.evaluate(x, t, topk=(1, 2, 5)), expected, TOL[dtype])
 
 
 def test_every_kernel_variant(isa):
-    x, t = data(2000, 300, dtype=np.float32, seed=3)
+    x, t = classifier_outputs(2000, 300, dtype=np.float32, seed=3)
     assert_matches(xent.evaluate(x, t), reference.evaluate(x, t), TOL[np.float32])
     x64 = x.astype(np.float64)
     assert_matches(xent.evaluate(x64, t), reference.evaluate(x64, t), TOL[np.float64])
 
 
 def test_weights_weight_the_loss_only():
-    x, t = data(3000, 20, seed=1, ignore_every=7)
+    x, t = classifier_outputs(3000, 20, seed=1, ignore_every=7)
     w = np.random.default_rng(5).random(20) * 3
     report = xent.evaluate(x, t, weight=w, topk=(1, 3))
     assert_matches(report, reference.evaluate(x, t, weight=w, topk=(1, 3)), 2e-5)
@@ -67,7 +60,7 @@ def test_weights_weight_the_loss_only():
 
 
 def test_ignore_index_and_counts():
-    x, t = data(1000, 10, seed=2)
+    x, t = classifier_outputs(1000, 10, seed=2)
     t[:100] = 7
     report = xent.evaluate(x, t, ignore_index=7)
     assert report.ignored == 100 + int(np.sum(t[100:] == 7)) and report.count == 1000 - report.ignored
@@ -109,12 +102,12 @@ def test_huge_logits_keep_their_differences():
 
 
 def test_long_rows():
-    x, t = data(3, 1_000_003, dtype=np.float32, seed=4)
+    x, t = classifier_outputs(3, 1_000_003, dtype=np.float32, seed=4)
     assert_matches(xent.evaluate(x, t), reference.evaluate(x, t), 2e-5)
 
 
 def test_same_bits_for_any_chunking_batching_and_threads():
-    x, t = data(20000, 23, seed=6, ignore_every=11)
+    x, t = classifier_outputs(20000, 23, seed=6, ignore_every=11)
     w = np.random.default_rng(0).random(23)
     base = xent.evaluate(x, t, weight=w, num_threads=1)
     for chunk in (1, 3, 4095, 4096, 4097, 12345):
@@ -128,7 +121,7 @@ def test_same_bits_for_any_chunking_batching_and_threads():
 
 
 def test_iterables_of_batches(tmp_path):
-    x, t = data(5000, 50, seed=7, ignore_every=9)
+    x, t = classifier_outputs(5000, 50, seed=7, ignore_every=9)
     expected = xent.evaluate(x, t)
     assert_matches(expected, reference.evaluate(x, t), 2e-5)
 
@@ -147,7 +140,7 @@ def test_iterables_of_batches(tmp_path):
 
 
 def test_float16_memmap_converted_per_chunk(tmp_path):
-    x, t = data(3000, 40, dtype=np.float16, seed=8)
+    x, t = classifier_outputs(3000, 40, dtype=np.float16, seed=8)
     path = tmp_path / "x16.npy"
     np.save(path, x)
     got = xent.evaluate(str(path), t, chunk_rows=500)
@@ -248,12 +241,12 @@ print(peak[0] - base)
 
 def test_progress_bar(capsys):
     pytest.importorskip("tqdm")
-    x, t = data(3000, 10)
+    x, t = classifier_outputs(3000, 10)
     assert xent.evaluate(x, t, progress=True, chunk_rows=100) == xent.evaluate(x, t)
 
 
 def test_keyboard_interrupt_stops_between_chunks():
-    x, t = data(1000, 10)
+    x, t = classifier_outputs(1000, 10)
     seen = []
 
     def batches():
@@ -286,20 +279,20 @@ def test_keyboard_interrupt_stops_between_chunks():
     (lambda x, t: xent.evaluate(x, iter([t])), TypeError, "iterable of batches"),
 ])
 def test_errors_name_the_problem(call, error, message):
-    x, t = data(100, 10)
+    x, t = classifier_outputs(100, 10)
     with pytest.raises(error, match=message):
         call(x, t)
 
 
 def test_label_out_of_range_names_its_global_row():
-    x, t = data(1000, 10)
+    x, t = classifier_outputs(1000, 10)
     t[777] = 10
     with pytest.raises(IndexError, match=r"labels\[777\] = 10 is out of range \(batch 1, row 277\)"):
         xent.evaluate(iter([(x[:500], t[:500]), (x[500:], t[500:])]), chunk_rows=100)
 
 
 def test_inputs_not_modified(tmp_path):
-    x, t = data(500, 30, dtype=np.float16)
+    x, t = classifier_outputs(500, 30, dtype=np.float16)
     x0, t0 = x.copy(), t.copy()
     xent.evaluate(x, t)
     assert np.array_equal(x, x0) and np.array_equal(t, t0)

@@ -7,8 +7,6 @@ with ``math`` for the tiny examples and the deliberate differences.
 
 import itertools
 import math
-import warnings
-import zlib
 
 import numpy as np
 import pytest
@@ -17,6 +15,9 @@ from hypothesis import given, settings, strategies as st
 import hypothesis.extra.numpy as hnp
 
 from xent import reference as ref
+
+from support import (REDUCTIONS, SMOOTHINGS, assert_allclose_nan, class_targets, class_weight,
+                     logits, no_warnings, prob_targets, torch_cross_entropy, torch_nll_loss)
 
 INF = math.inf
 NAN = math.nan
@@ -45,18 +46,6 @@ def arrays_and_axis(min_side):
     return draw()
 
 
-def assert_close(actual, expected, rtol=1e-12):
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=0,
-                               equal_nan=True)
-
-
-def no_warnings(fn, *args, **kwargs):
-    """Call fn and fail on any warning it emits."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return fn(*args, **kwargs)
-
-
 # ---------------------------------------------------------------------------
 # logsumexp / log_softmax / softmax against SciPy
 # ---------------------------------------------------------------------------
@@ -70,7 +59,7 @@ def test_logsumexp_matches_scipy(x_axis, keepdims):
     expected = scipy.special.logsumexp(x, axis=axis, keepdims=keepdims)
     assert np.shape(actual) == np.shape(expected)
     assert np.asarray(actual).dtype == np.float64
-    assert_close(actual, expected)
+    assert_allclose_nan(actual, expected)
     np.testing.assert_array_equal(x, x_copy)
 
 
@@ -82,7 +71,7 @@ def test_log_softmax_matches_scipy(x_axis):
         expected = scipy.special.log_softmax(x, axis=axis)
     actual = no_warnings(ref.log_softmax, x, axis=axis)
     assert actual.shape == x.shape and actual.dtype == np.float64
-    assert_close(actual, expected)
+    assert_allclose_nan(actual, expected)
 
 
 @settings(max_examples=300, deadline=None)
@@ -98,7 +87,7 @@ def test_softmax_matches_scipy(x_axis):
     expected = np.where(has_pos_inf, via_log, expected)
     actual = no_warnings(ref.softmax, x, axis=axis)
     assert actual.shape == x.shape and actual.dtype == np.float64
-    assert_close(actual, expected)
+    assert_allclose_nan(actual, expected)
 
 
 def test_logsumexp_special_rows():
@@ -112,9 +101,9 @@ def test_logsumexp_special_rows():
     np.testing.assert_array_equal(ref.logsumexp(np.zeros((0, 4)), axis=0),
                                   [-INF] * 4)
     # Accurate: log(1 + e^-40) is not rounded to 0.
-    assert_close(ref.logsumexp([0.0, -40.0]), math.log1p(math.exp(-40.0)))
-    assert_close(ref.logsumexp([1e300, 1e300]), 1e300)
-    assert_close(ref.logsumexp([2.0, 2.0, 2.0]), 2.0 + math.log(3.0))
+    assert_allclose_nan(ref.logsumexp([0.0, -40.0]), math.log1p(math.exp(-40.0)))
+    assert_allclose_nan(ref.logsumexp([1e300, 1e300]), 1e300)
+    assert_allclose_nan(ref.logsumexp([2.0, 2.0, 2.0]), 2.0 + math.log(3.0))
     out = ref.logsumexp([1.0, 2.0])
     assert isinstance(out, np.float64)
     assert ref.logsumexp(np.zeros((2, 3)), keepdims=True).shape == (2, 1)
@@ -124,8 +113,8 @@ def test_log_softmax_and_softmax_special_rows():
     np.testing.assert_array_equal(ref.log_softmax([INF, 1.0]), [NAN, -INF])
     assert np.all(np.isnan(ref.log_softmax([-INF, -INF])))
     np.testing.assert_array_equal(ref.softmax([INF, 1.0]), [NAN, 0.0])
-    assert_close(ref.log_softmax([1000.0, 1.0]), [0.0, -999.0])
-    assert_close(ref.softmax([[1.0, 1.0], [0.0, math.log(3.0)]]),
+    assert_allclose_nan(ref.log_softmax([1000.0, 1.0]), [0.0, -999.0])
+    assert_allclose_nan(ref.softmax([[1.0, 1.0], [0.0, math.log(3.0)]]),
                  [[0.5, 0.5], [0.25, 0.75]])
 
 
@@ -135,60 +124,6 @@ def test_log_softmax_and_softmax_special_rows():
 
 C = 5
 SHAPES = [(7, C), (3, 4, C)]
-REDUCTIONS = ["none", "mean", "sum"]
-SMOOTHINGS = [0.0, 0.1, 1.0]
-
-
-def _seed(*parts):
-    """A reproducible seed per parameter combination (hash() is salted)."""
-    return zlib.crc32(repr(parts).encode())
-
-
-def _logits(rng, shape):
-    return rng.standard_normal(shape) * 3.0
-
-
-def _weight(rng, kind):
-    return None if kind is None else rng.uniform(0.2, 2.0, size=C)
-
-
-def _class_targets(rng, batch_shape, ignore_index):
-    t = rng.integers(0, C, size=batch_shape)
-    flat = t.reshape(-1)  # view
-    if ignore_index == -100:
-        flat[::3] = -100  # some rows ignored, not all
-    else:
-        flat[::4] = ignore_index  # make sure the ignored class occurs
-        flat[1] = (ignore_index + 1) % C
-    return t
-
-
-def _prob_targets(rng, shape, kind):
-    p = rng.uniform(0.0, 1.0, size=shape)
-    p.reshape(-1, C)[::3, 1] = 0.0  # some exact zeros
-    if kind == "normalised":
-        p /= p.sum(axis=-1, keepdims=True)
-    else:  # arbitrary non-negative, rows do not sum to 1
-        p *= 3.0
-    return p
-
-
-def _torch_ce(torch, x, target, weight, **kwargs):
-    xt = torch.movedim(torch.from_numpy(x), -1, 1)
-    tt = torch.from_numpy(target)
-    if np.issubdtype(target.dtype, np.floating):
-        tt = torch.movedim(tt, -1, 1)
-    wt = None if weight is None else torch.from_numpy(weight)
-    out = torch.nn.functional.cross_entropy(xt, tt, weight=wt, **kwargs)
-    return out.numpy()
-
-
-def _torch_nll(torch, lp, target, weight, **kwargs):
-    lpt = torch.movedim(torch.from_numpy(lp), -1, 1)
-    wt = None if weight is None else torch.from_numpy(weight)
-    out = torch.nn.functional.nll_loss(lpt, torch.from_numpy(target),
-                                       weight=wt, **kwargs)
-    return out.numpy()
 
 
 def _check_result(actual, expected, reduction, batch_shape):
@@ -197,7 +132,7 @@ def _check_result(actual, expected, reduction, batch_shape):
     else:
         assert isinstance(actual, np.float64)
     assert np.asarray(actual).dtype == np.float64
-    assert_close(actual, expected, rtol=1e-10)
+    assert_allclose_nan(actual, expected, rtol=1e-10)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -207,16 +142,14 @@ def _check_result(actual, expected, reduction, batch_shape):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_class_indices_vs_torch(reduction, weight_kind,
                                               ignore_index, label_smoothing,
-                                              shape):
+                                              shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(_seed("ce-idx", reduction, weight_kind,
-                                      ignore_index, label_smoothing, shape))
-    x = _logits(rng, shape)
-    w = _weight(rng, weight_kind)
-    t = _class_targets(rng, shape[:-1], ignore_index)
+    x = logits(rng, shape)
+    w = class_weight(rng, C, weight_kind is not None)
+    t = class_targets(rng, shape[:-1], C, ignore_index)
     kwargs = dict(ignore_index=ignore_index, reduction=reduction,
                   label_smoothing=label_smoothing)
-    expected = _torch_ce(torch, x, t, w, **kwargs)
+    expected = torch_cross_entropy(torch, x, t, w, **kwargs)
     actual = ref.cross_entropy(x, t, weight=w, **kwargs)
     _check_result(actual, expected, reduction, shape[:-1])
 
@@ -228,15 +161,13 @@ def test_cross_entropy_class_indices_vs_torch(reduction, weight_kind,
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_probabilities_vs_torch(reduction, weight_kind,
                                               label_smoothing, prob_kind,
-                                              shape):
+                                              shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(_seed("ce-prob", reduction, weight_kind,
-                                      label_smoothing, prob_kind, shape))
-    x = _logits(rng, shape)
-    w = _weight(rng, weight_kind)
-    p = _prob_targets(rng, shape, prob_kind)
+    x = logits(rng, shape)
+    w = class_weight(rng, C, weight_kind is not None)
+    p = prob_targets(rng, shape, prob_kind == "normalised")
     kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
-    expected = _torch_ce(torch, x, p, w, **kwargs)
+    expected = torch_cross_entropy(torch, x, p, w, **kwargs)
     actual = ref.cross_entropy(x, p, weight=w, **kwargs)
     _check_result(actual, expected, reduction, shape[:-1])
     # ignore_index does not apply to probability targets.
@@ -248,15 +179,13 @@ def test_cross_entropy_probabilities_vs_torch(reduction, weight_kind,
 @pytest.mark.parametrize("ignore_index", [-100, 2])
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_nll_loss_vs_torch(reduction, weight_kind, ignore_index, shape):
+def test_nll_loss_vs_torch(reduction, weight_kind, ignore_index, shape, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(_seed("nll", reduction, weight_kind,
-                                      ignore_index, shape))
-    lp = scipy.special.log_softmax(_logits(rng, shape), axis=-1)
-    w = _weight(rng, weight_kind)
-    t = _class_targets(rng, shape[:-1], ignore_index)
+    lp = scipy.special.log_softmax(logits(rng, shape), axis=-1)
+    w = class_weight(rng, C, weight_kind is not None)
+    t = class_targets(rng, shape[:-1], C, ignore_index)
     kwargs = dict(ignore_index=ignore_index, reduction=reduction)
-    expected = _torch_nll(torch, lp, t, w, **kwargs)
+    expected = torch_nll_loss(torch, lp, t, w, **kwargs)
     actual = ref.nll_loss(lp, t, weight=w, **kwargs)
     _check_result(actual, expected, reduction, shape[:-1])
 
@@ -264,20 +193,18 @@ def test_nll_loss_vs_torch(reduction, weight_kind, ignore_index, shape):
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_all_rows_ignored_vs_torch(reduction, weight_kind, label_smoothing):
+def test_all_rows_ignored_vs_torch(reduction, weight_kind, label_smoothing, rng):
     torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(_seed("all-ign", reduction, weight_kind,
-                                      label_smoothing))
-    x = _logits(rng, (4, C))
-    w = _weight(rng, weight_kind)
+    x = logits(rng, (4, C))
+    w = class_weight(rng, C, weight_kind is not None)
     t = np.full(4, -100, dtype=np.int64)
     kwargs = dict(reduction=reduction)
     ce = no_warnings(ref.cross_entropy, x, t, weight=w,
                      label_smoothing=label_smoothing, **kwargs)
     nll = no_warnings(ref.nll_loss, x, t, weight=w, **kwargs)
-    ce_torch = _torch_ce(torch, x, t, w, label_smoothing=label_smoothing,
+    ce_torch = torch_cross_entropy(torch, x, t, w, label_smoothing=label_smoothing,
                          **kwargs)
-    nll_torch = _torch_nll(torch, x, t, w, **kwargs)
+    nll_torch = torch_nll_loss(torch, x, t, w, **kwargs)
     _check_result(ce, ce_torch, reduction, (4,))
     _check_result(nll, nll_torch, reduction, (4,))
     if reduction == "mean":
@@ -335,13 +262,13 @@ def test_cross_entropy_hand_computed_weights_and_smoothing():
     x = np.array(logits)
     t = np.array(target)
     kwargs = dict(weight=np.array(w), label_smoothing=eps)
-    assert_close(ref.cross_entropy(x, t, reduction="none", **kwargs),
+    assert_allclose_nan(ref.cross_entropy(x, t, reduction="none", **kwargs),
                  expected_rows)
-    assert_close(ref.cross_entropy(x, t, reduction="sum", **kwargs), total)
-    assert_close(ref.cross_entropy(x, t, reduction="mean", **kwargs),
+    assert_allclose_nan(ref.cross_entropy(x, t, reduction="sum", **kwargs), total)
+    assert_allclose_nan(ref.cross_entropy(x, t, reduction="mean", **kwargs),
                  total / denom)
     # Ignoring the second row (its class as ignore_index) keeps the first.
-    assert_close(ref.cross_entropy(x, t, reduction="mean", ignore_index=2,
+    assert_allclose_nan(ref.cross_entropy(x, t, reduction="mean", ignore_index=2,
                                    **kwargs),
                  expected_rows[0] / w[0])
 
@@ -358,8 +285,8 @@ def test_cross_entropy_hand_computed_probabilities():
                         for j in range(3)))
     x, pt = np.array(logits), np.array(probs)
     kwargs = dict(weight=np.array(w), label_smoothing=eps)
-    assert_close(ref.cross_entropy(x, pt, reduction="none", **kwargs), rows)
-    assert_close(ref.cross_entropy(x, pt, reduction="mean", **kwargs),
+    assert_allclose_nan(ref.cross_entropy(x, pt, reduction="none", **kwargs), rows)
+    assert_allclose_nan(ref.cross_entropy(x, pt, reduction="mean", **kwargs),
                  sum(rows) / 2)
 
 
@@ -368,9 +295,9 @@ def test_nll_loss_hand_computed():
     t = np.array([1, 2, -100])
     w = np.array([0.5, 1.5, 3.0])
     rows = [1.5 * 2.0, 3.0 * 1.2, 0.0]
-    assert_close(ref.nll_loss(lp, t, weight=w, reduction="none"), rows)
-    assert_close(ref.nll_loss(lp, t, weight=w), (3.0 + 3.6) / (1.5 + 3.0))
-    assert_close(ref.nll_loss(lp, t), (2.0 + 1.2) / 2)
+    assert_allclose_nan(ref.nll_loss(lp, t, weight=w, reduction="none"), rows)
+    assert_allclose_nan(ref.nll_loss(lp, t, weight=w), (3.0 + 3.6) / (1.5 + 3.0))
+    assert_allclose_nan(ref.nll_loss(lp, t), (2.0 + 1.2) / 2)
 
 
 # ---------------------------------------------------------------------------
@@ -396,8 +323,8 @@ def test_zero_probability_on_neg_inf_logit_contributes_zero():
     lse = math.log(1.0 + math.e)
     expected = 0.5 * (lse - 0.0) + 0.5 * (lse - 1.0)
     out = no_warnings(ref.cross_entropy, x, p, reduction="none")
-    assert_close(out, [expected])
-    assert_close(ref.cross_entropy(x, p), expected)
+    assert_allclose_nan(out, [expected])
+    assert_allclose_nan(ref.cross_entropy(x, p), expected)
     # With smoothing every class gets p > 0, so the -inf logit costs +inf.
     assert ref.cross_entropy(x, p, label_smoothing=0.1) == INF
 

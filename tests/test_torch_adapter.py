@@ -11,7 +11,6 @@ import doctest
 import itertools
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +20,8 @@ F = torch.nn.functional
 
 import xent  # noqa: E402
 import xent.torch as xt  # noqa: E402
+
+from support import seed_of  # noqa: E402
 
 C = 5
 # input shape, in PyTorch's layout: one row (C,), (N, C), (N, C, d1), (N, C, d1, d2)
@@ -33,7 +34,7 @@ IGNORE = 3  # a valid class used as ignore_index
 
 def _generator(*parts):
     """A torch.Generator seeded per parameter combination (hash() is salted)."""
-    return torch.Generator().manual_seed(zlib.crc32(repr(parts).encode()))
+    return torch.Generator().manual_seed(seed_of(*parts))
 
 
 def _class_dim(shape):
@@ -71,7 +72,10 @@ def make_case(shape, kind, dtype, weighted, *, requires_grad=False):
     return x, t, w, ignore_index
 
 
-def assert_close(got, expected, dtype):
+def assert_tensor_close(got, expected, dtype):
+    """``got`` a tensor of ``dtype`` and of ``expected``'s shape, equal to it within ``TOL``
+    (``torch.testing.assert_close``: ``|got - expected| <= atol + rtol * |expected|``, NaN
+    meeting NaN)."""
     assert isinstance(got, torch.Tensor)
     assert got.dtype == expected.dtype == dtype, (got.dtype, expected.dtype)
     assert got.shape == expected.shape, (got.shape, expected.shape)
@@ -98,11 +102,11 @@ def test_forward_matches_torch(case):
                    label_smoothing=eps)
     got = xt.cross_entropy(x, t, **options)
     expected = F.cross_entropy(x, t, **options)
-    assert_close(got, expected, dtype)
+    assert_tensor_close(got, expected, dtype)
     assert got.grad_fn is None
     assert got.shape == (_batch_shape(shape) if reduction == "none" else ())
     module = xt.CrossEntropyLoss(**options)
-    assert_close(module(x, t), torch.nn.CrossEntropyLoss(**options)(x, t), dtype)
+    assert_tensor_close(module(x, t), torch.nn.CrossEntropyLoss(**options)(x, t), dtype)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -114,7 +118,7 @@ def test_gradient_matches_torch_autograd(case):
     got = xt.cross_entropy(x, t, **options)
     expected = F.cross_entropy(x, t, **options)
     assert got.requires_grad and got.grad_fn is not None
-    assert_close(got.detach(), expected.detach(), dtype)
+    assert_tensor_close(got.detach(), expected.detach(), dtype)
     # A non-uniform incoming gradient: per row for "none", a scalar other than 1 otherwise.
     g = _generator("grad_output", case)
     if reduction == "none":
@@ -123,10 +127,10 @@ def test_gradient_matches_torch_autograd(case):
         grad_output = torch.tensor(2.5, dtype=dtype)
     (got_grad,) = torch.autograd.grad(got, x, grad_output)
     (expected_grad,) = torch.autograd.grad(expected, x, grad_output)
-    assert_close(got_grad, expected_grad, dtype)
+    assert_tensor_close(got_grad, expected_grad, dtype)
     # The same through loss.backward(gradient=...), into x.grad.
     xt.cross_entropy(x, t, **options).backward(gradient=grad_output)
-    assert_close(x.grad, expected_grad, dtype)
+    assert_tensor_close(x.grad, expected_grad, dtype)
     assert x.grad.shape == x.shape
 
 
@@ -144,7 +148,7 @@ def test_plain_backward_matches_torch(shape, kind, reduction):
     x.grad = None
     expected = F.cross_entropy(x, t, **options)
     (expected if reduction != "none" else expected.sum()).backward()
-    assert_close(got, x.grad, torch.float64)
+    assert_tensor_close(got, x.grad, torch.float64)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -162,7 +166,7 @@ def test_probability_target_and_weight_gradients_match_torch(reduction, weighted
     got = torch.autograd.grad(xt.cross_entropy(x, t, **options), leaves, grad_output)
     expected = torch.autograd.grad(F.cross_entropy(x, t, **options), leaves, grad_output)
     for a, b in zip(got, expected):
-        assert_close(a, b, torch.float64)
+        assert_tensor_close(a, b, torch.float64)
 
 
 def test_all_rows_ignored_gives_nan_mean_and_zero_gradient_like_torch():
@@ -173,7 +177,7 @@ def test_all_rows_ignored_gives_nan_mean_and_zero_gradient_like_torch():
     assert torch.isnan(got) and torch.isnan(expected)
     (g_got,) = torch.autograd.grad(got, x)
     (g_expected,) = torch.autograd.grad(expected, x)
-    assert_close(g_got, g_expected, torch.float64)
+    assert_tensor_close(g_got, g_expected, torch.float64)
     assert not g_got.any()
 
 
@@ -182,7 +186,7 @@ def test_empty_batch_like_torch():
     t = torch.zeros(0, dtype=torch.long)
     for reduction in REDUCTIONS:
         got = xt.cross_entropy(x, t, reduction=reduction)
-        assert_close(got.detach(), F.cross_entropy(x, t, reduction=reduction).detach(),
+        assert_tensor_close(got.detach(), F.cross_entropy(x, t, reduction=reduction).detach(),
                      torch.float32)
     xt.cross_entropy(x, t, reduction="sum").backward()
     assert x.grad.shape == (0, C)
@@ -245,7 +249,7 @@ def test_no_double_backward():
     with pytest.raises(RuntimeError, match="differentiable once only"):
         torch.autograd.grad(loss, x, create_graph=True)
     (grad,) = torch.autograd.grad(loss, x)  # the graph is still usable once
-    assert_close(grad, torch.autograd.grad(F.cross_entropy(x, t), x)[0], torch.float64)
+    assert_tensor_close(grad, torch.autograd.grad(F.cross_entropy(x, t), x)[0], torch.float64)
 
 
 # ---- no copies --------------------------------------------------------------------------------
@@ -268,7 +272,7 @@ def test_forward_reads_the_tensor_in_place(monkeypatch):
     _record(monkeypatch, "cross_entropy", x, seen)
     loss = xt.cross_entropy(x, t)
     assert seen == [True]
-    assert_close(loss, F.cross_entropy(x, t), torch.float32)
+    assert_tensor_close(loss, F.cross_entropy(x, t), torch.float32)
 
 
 def test_gradient_pass_reads_the_tensor_in_place(monkeypatch):
@@ -290,9 +294,9 @@ def test_channels_last_input_is_read_in_place(monkeypatch):
     loss.backward()
     x_ref = x.detach().clone().requires_grad_(True)
     F.cross_entropy(x_ref, t, reduction="sum").backward()
-    assert_close(loss.detach(), F.cross_entropy(x_ref, t, reduction="sum").detach(),
+    assert_tensor_close(loss.detach(), F.cross_entropy(x_ref, t, reduction="sum").detach(),
                  torch.float32)
-    assert_close(x.grad, x_ref.grad, torch.float32)
+    assert_tensor_close(x.grad, x_ref.grad, torch.float32)
 
 
 LAYOUTS = {
@@ -322,7 +326,7 @@ def test_strided_layouts_match_torch(layout, kind, reduction):
         loss = fn(leaf, t, **options)
         results.append((loss.detach(), torch.autograd.grad(loss.sum(), leaf)[0]))
     for got, expected in zip(*results):
-        assert_close(got, expected, torch.float64)
+        assert_tensor_close(got, expected, torch.float64)
 
 
 def test_input_is_not_modified():
