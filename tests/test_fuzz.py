@@ -210,7 +210,8 @@ def hostile_labels(draw, t, n_classes):
         bad.reshape(-1)[draw(st.integers(0, t.size - 1))] = value
         return bad
     if choice == "uint_huge" and t.size:
-        bad = t.astype(np.uint64)
+        with np.errstate(invalid="ignore"):  # hostile labels may be inf or NaN floats
+            bad = t.astype(np.uint64)
         bad.reshape(-1)[-1] = 2 ** 63 + 5
         return bad
     if choice == "float":
@@ -1029,7 +1030,8 @@ def hostile_argument(draw, spec, kw):
             kw[name] = draw(hostile_same_shape(current, unit=True))
         else:
             kw[name] = draw(hostile_float_array(current, allow_0d=kind != "dist"))
-        accept |= {"target", "q", "p", "axis", "weight", "pos_weight"}
+        # its dtype may no longer fit out= (a list is float64)
+        accept |= {"target", "q", "p", "axis", "weight", "pos_weight", "out"}
         accept.discard("weight") if kind == "dist" else None
     elif kind == "labels":
         x = kw.get("logits", kw.get("log_probs"))
