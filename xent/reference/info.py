@@ -25,9 +25,16 @@ def _in_base(values, base):
 
 
 def _normalized(p, axis):
-    """``p / sum(p, axis)``; a zero sum gives NaN (no warning)."""
+    """``p / sum(p, axis)``; a zero sum gives NaN (no warning).
+
+    A positive entry stays positive where the division underflows (it becomes the smallest
+    subnormal): the exact quotient is positive, so the support of the distribution, and with it
+    whether ``p log q`` meets ``log 0``, is the caller's, not the rounding's.
+    """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return p / np.sum(p, axis=axis, keepdims=True)
+        scaled = p / np.sum(p, axis=axis, keepdims=True)
+    tiny = np.finfo(np.float64).smallest_subnormal
+    return np.where((scaled == 0) & (p > 0), tiny, scaled)
 
 
 def _xlogy(x, y):
