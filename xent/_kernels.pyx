@@ -12,6 +12,7 @@ threads.
 """
 
 cimport cython
+from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport exp, log
 from libc.stdint cimport uint16_t
@@ -23,119 +24,18 @@ cnp.import_array()
 
 ctypedef cnp.intp_t intp_t
 
-cdef extern from "xent_kernels.h" nogil:
-    ctypedef struct xent_lse_state:
-        double shift
-        double sum
-    xent_lse_state xent_lse_init()
-    void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
-    double xent_lse_value(const xent_lse_state *st)
-    int xent_select_isa(const char *name)
-    int xent_isa_supported(const char *name)
-    const char *xent_current_isa()
-    int XENT_OPENMP
-    int XENT_SMALL_ROW
-    int xent_omp_max_threads()
+from xent cimport _kernel_api as kern
+from xent._kernel_types cimport (XENT_OPENMP, XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
+                                 xent_eval_state, xent_lse_init, xent_lse_merge, xent_lse_state,
+                                 xent_lse_value, xent_omp_max_threads)
+from xent._table cimport kernel_table
 
-    ctypedef struct xent_dist_sums:
-        double sum_p
-        double sum_q
-        double total
-        double min_p
-        double min_q
-    ctypedef struct xent_kernel_table:
-        void (*row_lse_f32)(const float *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
-        void (*rows_lse_small_f32)(const float *x, Py_ssize_t stride, Py_ssize_t nrows,
-                                    Py_ssize_t n, xent_lse_state *st) noexcept nogil
-        double (*row_nll_sum_f32)(const float *x, Py_ssize_t n, const double *w, double shift,
-                                  double log_sum) noexcept nogil
-        double (*row_nll_dot_f32)(const float *x, const float *p, Py_ssize_t n,
-                                  const double *w, double a, double b, double shift,
-                                  double log_sum, double *mass) noexcept nogil
-        void (*row_log_softmax_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
-        void (*row_softmax_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
-        void (*exp_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
-        void (*log_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
-        void (*log1p_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
-        void (*widen_half_f32)(const uint16_t *h, Py_ssize_t n, int bfloat,
-                                  float *out) noexcept nogil
-        void (*narrow_half_f32)(const float *x, Py_ssize_t n, int bfloat,
-                                   uint16_t *out) noexcept nogil
-        void (*row_softmax_grad_f32)(const float *x, Py_ssize_t n, double shift, double log_sum,
-                                      double a, const double *w, double b,
-                                      float *out) noexcept nogil
-        void (*row_softmax_grad_prob_f32)(const float *x, const float *p, Py_ssize_t n,
-                                           double shift, double log_sum, double mass, double g,
-                                           double qa, double qb, const double *w,
-                                           float *out) noexcept nogil
-        void (*row_entropy_f32)(const float *p, Py_ssize_t n, xent_dist_sums *out) noexcept nogil
-        void (*row_cross_entropy_f32)(const float *p, const float *q, Py_ssize_t n,
-                                       xent_dist_sums *out) noexcept nogil
-        void (*row_kl_f32)(const float *p, const float *q, Py_ssize_t n,
-                            xent_dist_sums *out) noexcept nogil
-        double (*row_softmax_entropy_f32)(const float *x, Py_ssize_t n, double shift,
-                                           double log_sum) noexcept nogil
-        Py_ssize_t (*self_information_array_f32)(const float *p, Py_ssize_t n, double scale,
-                                                  float *out) noexcept nogil
-        Py_ssize_t (*binary_entropy_array_f32)(const float *p, Py_ssize_t n, double scale,
-                                                float *out) noexcept nogil
-        double (*row_bce_f32)(const float *x, const float *y, const float *w, Py_ssize_t n,
-                               float *loss, float *grad, double scale, const float *gout,
-                               Py_ssize_t *bad) noexcept nogil
-        double (*row_bce_logits_f32)(const float *x, const float *y, const float *w,
-                                      const float *pw, Py_ssize_t n, float *loss, float *grad,
-                                      double scale, const float *gout,
-                                      Py_ssize_t *bad) noexcept nogil
+# The instruction set is chosen by xent._table (which owns the one compiled copy of the
+# kernels) and xent._dispatch; they stay importable from here as before.
+from xent._table import current_isa, isa_supported, set_isa
 
-        void (*row_lse_f64)(const double *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
-        void (*rows_lse_small_f64)(const double *x, Py_ssize_t stride, Py_ssize_t nrows,
-                                    Py_ssize_t n, xent_lse_state *st) noexcept nogil
-        double (*row_nll_sum_f64)(const double *x, Py_ssize_t n, const double *w, double shift,
-                                  double log_sum) noexcept nogil
-        double (*row_nll_dot_f64)(const double *x, const double *p, Py_ssize_t n,
-                                  const double *w, double a, double b, double shift,
-                                  double log_sum, double *mass) noexcept nogil
-        void (*row_log_softmax_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
-        void (*row_softmax_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
-        void (*exp_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
-        void (*log_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
-        void (*log1p_array_f64)(const double *x, Py_ssize_t n, double *out) noexcept nogil
-        void (*widen_half_f64)(const uint16_t *h, Py_ssize_t n, int bfloat,
-                                  double *out) noexcept nogil
-        void (*narrow_half_f64)(const double *x, Py_ssize_t n, int bfloat,
-                                   uint16_t *out) noexcept nogil
-        void (*row_softmax_grad_f64)(const double *x, Py_ssize_t n, double shift, double log_sum,
-                                      double a, const double *w, double b,
-                                      double *out) noexcept nogil
-        void (*row_softmax_grad_prob_f64)(const double *x, const double *p, Py_ssize_t n,
-                                           double shift, double log_sum, double mass, double g,
-                                           double qa, double qb, const double *w,
-                                           double *out) noexcept nogil
-        void (*row_entropy_f64)(const double *p, Py_ssize_t n, xent_dist_sums *out) noexcept nogil
-        void (*row_cross_entropy_f64)(const double *p, const double *q, Py_ssize_t n,
-                                       xent_dist_sums *out) noexcept nogil
-        void (*row_kl_f64)(const double *p, const double *q, Py_ssize_t n,
-                            xent_dist_sums *out) noexcept nogil
-        double (*row_softmax_entropy_f64)(const double *x, Py_ssize_t n, double shift,
-                                           double log_sum) noexcept nogil
-        Py_ssize_t (*self_information_array_f64)(const double *p, Py_ssize_t n, double scale,
-                                                  double *out) noexcept nogil
-        Py_ssize_t (*binary_entropy_array_f64)(const double *p, Py_ssize_t n, double scale,
-                                                double *out) noexcept nogil
-        double (*row_bce_f64)(const double *x, const double *y, const double *w, Py_ssize_t n,
-                               double *loss, double *grad, double scale, const double *gout,
-                               Py_ssize_t *bad) noexcept nogil
-        double (*row_bce_logits_f64)(const double *x, const double *y, const double *w,
-                                      const double *pw, Py_ssize_t n, double *loss, double *grad,
-                                      double scale, const double *gout,
-                                      Py_ssize_t *bad) noexcept nogil
-
-    # The kernels of the selected instruction set.
-    xent_kernel_table xent_kernels
-
-ctypedef fused floating:
-    float
-    double
+# This extension's pointer to the one kernel table, set before any driver can run.
+kern.xent_bind_table(kernel_table())
 
 cdef enum:
     # A block holds about this many logits (or one row, if rows are longer).
@@ -143,27 +43,6 @@ cdef enum:
 
 
 # ---- ISA selection and build facts ----------------------------------------------------------
-
-def set_isa(str name):
-    """Select the kernel variant ("auto", "avx512", "avx2", "baseline"); return its name.
-
-    Raises ValueError if this build or this CPU cannot run it. Not thread-safe: meant for
-    tests and benchmarks, between calls.
-    """
-    if xent_select_isa(name.encode()) != 0:
-        raise ValueError(f"instruction set {name!r} is not available on this CPU/build")
-    return current_isa()
-
-
-def current_isa():
-    """Name of the kernel variant in use."""
-    return xent_current_isa().decode()
-
-
-def isa_supported(str name):
-    """Whether this CPU and build can run the named kernel variant."""
-    return bool(xent_isa_supported(name.encode()))
-
 
 def openmp_max_threads():
     """omp_get_max_threads(): what the OpenMP runtime would use (threadpoolctl changes it)."""
@@ -216,28 +95,19 @@ cdef inline xent_lse_state _row_lse(const floating *row, Py_ssize_t n) noexcept 
     # logsumexp(row) = st.shift + log(st.sum). Losses use the two parts, (shift - x_j) and
     # log(sum), rather than their rounded total, so huge logits keep their small differences.
     cdef xent_lse_state st = xent_lse_init()
-    if floating is float:
-        xent_kernels.row_lse_f32(row, n, &st)
-    else:
-        xent_kernels.row_lse_f64(row, n, &st)
+    kern.row_lse(row, n, &st)
     return st
 
 
 cdef inline double _row_nll_sum(const floating *row, Py_ssize_t n, const double *w,
                                 xent_lse_state st) noexcept nogil:
-    if floating is float:
-        return xent_kernels.row_nll_sum_f32(row, n, w, st.shift, log(st.sum))
-    else:
-        return xent_kernels.row_nll_sum_f64(row, n, w, st.shift, log(st.sum))
+    return kern.row_nll_sum(row, n, w, st.shift, log(st.sum))
 
 
 cdef inline double _row_nll_dot(const floating *row, const floating *p, Py_ssize_t n,
                                 const double *w, double a, double b, xent_lse_state st,
                                 double *mass) noexcept nogil:
-    if floating is float:
-        return xent_kernels.row_nll_dot_f32(row, p, n, w, a, b, st.shift, log(st.sum), mass)
-    else:
-        return xent_kernels.row_nll_dot_f64(row, p, n, w, a, b, st.shift, log(st.sum), mass)
+    return kern.row_nll_dot(row, p, n, w, a, b, st.shift, log(st.sum), mass)
 
 
 # ---- drivers ---------------------------------------------------------------------------------
@@ -266,10 +136,7 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
     with nogil:
         for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
-            if floating is float:
-                xent_kernels.row_log_softmax_f32(_row(x, i), c, _out_row(out, i))
-            else:
-                xent_kernels.row_log_softmax_f64(_row(x, i), c, _out_row(out, i))
+            kern.row_log_softmax(_row(x, i), c, _out_row(out, i))
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
@@ -278,37 +145,25 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
     with nogil:
         for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
-            if floating is float:
-                xent_kernels.row_softmax_f32(_row(x, i), c, _out_row(out, i))
-            else:
-                xent_kernels.row_softmax_f64(_row(x, i), c, _out_row(out, i))
+            kern.row_softmax(_row(x, i), c, _out_row(out, i))
 
 
 def exp_array(const floating[::1] x, floating[::1] out):
     """out = exp(x) with the kernels' own vectorised exp (for its accuracy test)."""
     if x.shape[0]:
-        if floating is float:
-            xent_kernels.exp_array_f32(&x[0], x.shape[0], &out[0])
-        else:
-            xent_kernels.exp_array_f64(&x[0], x.shape[0], &out[0])
+        kern.exp_array(&x[0], x.shape[0], &out[0])
 
 
 def log_array(const floating[::1] x, floating[::1] out):
     """out = log(x) with the kernels' own vectorised log (for its accuracy test)."""
     if x.shape[0]:
-        if floating is float:
-            xent_kernels.log_array_f32(&x[0], x.shape[0], &out[0])
-        else:
-            xent_kernels.log_array_f64(&x[0], x.shape[0], &out[0])
+        kern.log_array(&x[0], x.shape[0], &out[0])
 
 
 def log1p_array(const floating[::1] x, floating[::1] out):
     """out = log1p(x) with the kernels' own vectorised log1p (for its accuracy test)."""
     if x.shape[0]:
-        if floating is float:
-            xent_kernels.log1p_array_f32(&x[0], x.shape[0], &out[0])
-        else:
-            xent_kernels.log1p_array_f64(&x[0], x.shape[0], &out[0])
+        kern.log1p_array(&x[0], x.shape[0], &out[0])
 
 
 cdef class _Partials:
@@ -360,12 +215,12 @@ cdef inline void _group_lse(const floating *row0, Py_ssize_t stride, Py_ssize_t 
     stride: from one row to the next, in elements.
     """
     if floating is float:
-        xent_kernels.rows_lse_small_f32(row0, stride, nrows, c, st)
+        kern.rows_lse_small(row0, stride, nrows, c, st)
     else:
         # double lanes hold 8 rows: two calls
-        xent_kernels.rows_lse_small_f64(row0, stride, min(nrows, 8), c, st)
+        kern.rows_lse_small(row0, stride, min(nrows, 8), c, st)
         if nrows > 8:
-            xent_kernels.rows_lse_small_f64(row0 + 8 * stride, stride, nrows - 8, c, st + 8)
+            kern.rows_lse_small(row0 + 8 * stride, stride, nrows - 8, c, st + 8)
 
 
 cdef enum:
@@ -396,12 +251,8 @@ cdef xent_lse_state *_split_lse(const floating[:, :] x, int nthreads) except NUL
             i = item // nstretch
             start = (item % nstretch) * SPLIT_STRETCH
             parts[item] = xent_lse_init()
-            if floating is float:
-                xent_kernels.row_lse_f32(_row(x, i) + start, min(SPLIT_STRETCH, c - start),
-                                         &parts[item])
-            else:
-                xent_kernels.row_lse_f64(_row(x, i) + start, min(SPLIT_STRETCH, c - start),
-                                         &parts[item])
+            kern.row_lse(_row(x, i) + start, min(SPLIT_STRETCH, c - start),
+                                     &parts[item])
         for i in range(n):
             states[i] = parts[i * nstretch]
             for s in range(1, nstretch):
@@ -526,7 +377,7 @@ cdef inline void _widen_rows(const uint16_t[:, :] x, bint bfloat, Py_ssize_t r0,
     """Rows r0 .. r1 - 1 of float16 (or bfloat16) bits, as float32 rows packed into buf."""
     cdef Py_ssize_t i, c = x.shape[1]
     for i in range(r0, r1):
-        xent_kernels.widen_half_f32(&x[i, 0], c, bfloat, buf + (i - r0) * c)
+        kern.widen_half(&x[i, 0], c, bfloat, buf + (i - r0) * c)
 
 
 def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] target,
@@ -604,31 +455,17 @@ def narrow_half(const float[::1] x, bint bfloat, uint16_t[::1] out, int nthreads
     cdef Py_ssize_t n = x.shape[0], s, nseg = (n + SEGMENT - 1) // SEGMENT
     with nogil:
         for s in prange(nseg, schedule="static", num_threads=_threads_for(nthreads, nseg)):
-            xent_kernels.narrow_half_f32(&x[0] + s * SEGMENT, min(SEGMENT, n - s * SEGMENT),
-                                         bfloat, &out[0] + s * SEGMENT)
+            kern.narrow_half(&x[0] + s * SEGMENT, min(SEGMENT, n - s * SEGMENT), bfloat,
+                             &out[0] + s * SEGMENT)
 
 
 def widen_half(const uint16_t[::1] h, bint bfloat, float[::1] out):
     """out = float16 (or bfloat16) bits h, widened to float32 (for tests)."""
     with nogil:
-        xent_kernels.widen_half_f32(&h[0], h.shape[0], bfloat, &out[0])
+        kern.widen_half(&h[0], h.shape[0], bfloat, &out[0])
 
 
 # ---- evaluation: loss, rank and entropy per row, summed in an order fixed by the row index ---
-
-cdef extern from "xent_kernels.h" nogil:
-    ctypedef struct xent_eval_state:
-        double shift
-        double sum
-        double xlogit
-        Py_ssize_t rank
-    xent_eval_state xent_eval_init()
-    # entries of the dispatch table, named through it (the table's own declaration above is
-    # left alone)
-    void _row_evaluate_f32 "xent_kernels.row_evaluate_f32"(
-        const float *x, Py_ssize_t n, float target, xent_eval_state *st) noexcept
-    void _row_evaluate_f64 "xent_kernels.row_evaluate_f64"(
-        const double *x, Py_ssize_t n, double target, xent_eval_state *st) noexcept
 
 cdef enum:
     # columns of evaluate_rows' values: what evaluate sums in float64
@@ -670,10 +507,7 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
                 continue
             row = _row(x, i)
             st = xent_eval_init()
-            if floating is float:
-                _row_evaluate_f32(row, c, row[t], &st)
-            else:
-                _row_evaluate_f64(row, c, row[t], &st)
+            kern.row_evaluate(row, c, row[t], &st)
             wt = weight[t] if weight is not None else 1.0
             log_sum = log(st.sum)
             # as _index_block: (shift - x_t) + log(sum), so huge logits keep their differences
@@ -827,16 +661,10 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
             weight_sum += wt
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
-            if floating is float:
-                xent_kernels.row_softmax_grad_f32(
-                    row, c, st.shift, log_sum,
-                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
-                    g * smoothing / c, grow)
-            else:
-                xent_kernels.row_softmax_grad_f64(
-                    row, c, st.shift, log_sum,
-                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
-                    g * smoothing / c, grow)
+            kern.row_softmax_grad(
+                row, c, st.shift, log_sum,
+                g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                g * smoothing / c, grow)
             # the target's entry again, in double: p_t - 1 cancels, so round once
             p_t = exp((x_t - st.shift) - log_sum)
             grow[t] = <floating>(g * ((1.0 - smoothing) * wt * (p_t - 1.0)
@@ -901,14 +729,9 @@ cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const
         loss_sum += loss
         # d loss / d x_k = g (sum_j w_j q_j p_k - w_k q_k)
         g = scale * _row_g(grad_rows, i)
-        if floating is float:
-            xent_kernels.row_softmax_grad_prob_f32(row, prow, c, st.shift, log(st.sum), g * mass,
-                                                   g, 1.0 - smoothing, smoothing / c, weight,
-                                                   _out_row(grad, i))
-        else:
-            xent_kernels.row_softmax_grad_prob_f64(row, prow, c, st.shift, log(st.sum), g * mass,
-                                                   g, 1.0 - smoothing, smoothing / c, weight,
-                                                   _out_row(grad, i))
+        kern.row_softmax_grad_prob(row, prow, c, st.shift, log(st.sum), g * mass,
+                                               g, 1.0 - smoothing, smoothing / c, weight,
+                                               _out_row(grad, i))
     loss_out[0] = loss_sum
 
 
@@ -961,20 +784,11 @@ def dist_rows(int kind, const floating[:, :] p, const floating[:, :] q, double[:
             # doubles): no variable shared between the threads
             sums = <xent_dist_sums *>&out[i, 0]
             if kind == DIST_ENTROPY:
-                if floating is float:
-                    xent_kernels.row_entropy_f32(_row(p, i), c, sums)
-                else:
-                    xent_kernels.row_entropy_f64(_row(p, i), c, sums)
+                kern.row_entropy(_row(p, i), c, sums)
             elif kind == DIST_CROSS_ENTROPY:
-                if floating is float:
-                    xent_kernels.row_cross_entropy_f32(_row(p, i), _row(q, i), c, sums)
-                else:
-                    xent_kernels.row_cross_entropy_f64(_row(p, i), _row(q, i), c, sums)
+                kern.row_cross_entropy(_row(p, i), _row(q, i), c, sums)
             else:
-                if floating is float:
-                    xent_kernels.row_kl_f32(_row(p, i), _row(q, i), c, sums)
-                else:
-                    xent_kernels.row_kl_f64(_row(p, i), _row(q, i), c, sums)
+                kern.row_kl(_row(p, i), _row(q, i), c, sums)
 
 
 def softmax_entropy_rows(const floating[:, :] x, floating[::1] out, int nthreads):
@@ -989,12 +803,8 @@ def softmax_entropy_rows(const floating[:, :] x, floating[::1] out, int nthreads
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
             row = _row(x, i)
             st = _row_lse(row, c)
-            if floating is float:
-                out[i] = <floating>xent_kernels.row_softmax_entropy_f32(row, c, st.shift,
-                                                                        log(st.sum))
-            else:
-                out[i] = <floating>xent_kernels.row_softmax_entropy_f64(row, c, st.shift,
-                                                                        log(st.sum))
+            out[i] = <floating>kern.row_softmax_entropy(row, c, st.shift,
+                                                                    log(st.sum))
 
 
 # ---- elementwise functions over (N, C) arrays -----------------------------------------------
@@ -1032,31 +842,16 @@ cdef void _elementwise_item(int kind, const floating[:, :] x, const floating[:, 
         gr = _out_row(grad, i) + c0 if grad is not None else NULL
         bad = 0
         if kind == ELEMENT_SELF_INFORMATION:
-            if floating is float:
-                bad = xent_kernels.self_information_array_f32(_seg(x, i, c0), n, scale, o)
-            else:
-                bad = xent_kernels.self_information_array_f64(_seg(x, i, c0), n, scale, o)
+            bad = kern.self_information_array(_seg(x, i, c0), n, scale, o)
         elif kind == ELEMENT_BINARY_ENTROPY:
-            if floating is float:
-                bad = xent_kernels.binary_entropy_array_f32(_seg(x, i, c0), n, scale, o)
-            else:
-                bad = xent_kernels.binary_entropy_array_f64(_seg(x, i, c0), n, scale, o)
+            bad = kern.binary_entropy_array(_seg(x, i, c0), n, scale, o)
         elif kind == ELEMENT_BCE:
-            if floating is float:
-                total += xent_kernels.row_bce_f32(_seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0),
-                                                  n, o, gr, scale, _seg(gout, i, c0), &bad)
-            else:
-                total += xent_kernels.row_bce_f64(_seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0),
-                                                  n, o, gr, scale, _seg(gout, i, c0), &bad)
+            total += kern.row_bce(_seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0),
+                                              n, o, gr, scale, _seg(gout, i, c0), &bad)
         else:
-            if floating is float:
-                total += xent_kernels.row_bce_logits_f32(
-                    _seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0), _seg(pw, i, c0), n, o, gr,
-                    scale, _seg(gout, i, c0), &bad)
-            else:
-                total += xent_kernels.row_bce_logits_f64(
-                    _seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0), _seg(pw, i, c0), n, o, gr,
-                    scale, _seg(gout, i, c0), &bad)
+            total += kern.row_bce_logits(
+                _seg(x, i, c0), _seg(y, i, c0), _seg(w, i, c0), _seg(pw, i, c0), n, o, gr,
+                scale, _seg(gout, i, c0), &bad)
         bad_total += bad
     sum_out[0] = total
     bad_out[0] = bad_total
