@@ -25,14 +25,14 @@ cnp.import_array()
 ctypedef cnp.intp_t intp_t
 
 from xent cimport _kernel_api as kern
-from xent._kernel_types cimport (XENT_OPENMP, XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
+from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
                                  xent_eval_state, xent_lse_init, xent_lse_merge, xent_lse_state,
-                                 xent_lse_value, xent_omp_max_threads)
+                                 xent_lse_value)
 from xent._table cimport kernel_table
 
 # The instruction set is chosen by xent._table (which owns the one compiled copy of the
 # kernels) and xent._dispatch; they stay importable from here as before.
-from xent._table import current_isa, isa_supported, set_isa
+from xent._table import current_isa, has_openmp, isa_supported, openmp_max_threads, set_isa
 
 # This extension's pointer to the one kernel table, set before any driver can run.
 kern.xent_bind_table(kernel_table())
@@ -42,17 +42,7 @@ cdef enum:
     BLOCK_ELEMENTS = 32768
 
 
-# ---- ISA selection and build facts ----------------------------------------------------------
-
-def openmp_max_threads():
-    """omp_get_max_threads(): what the OpenMP runtime would use (threadpoolctl changes it)."""
-    return xent_omp_max_threads()
-
-
-def has_openmp():
-    """Whether this build runs its loops in parallel."""
-    return bool(XENT_OPENMP)
-
+# ---- blocks of rows ------------------------------------------------------------------------
 
 def block_rows(Py_ssize_t ncols):
     """Rows per block for rows of ncols entries (depends on nothing else)."""

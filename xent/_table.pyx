@@ -19,6 +19,8 @@ cdef extern from "xent_kernels.h" nogil:
     int xent_select_isa(const char *name)
     int xent_isa_supported(const char *name)
     const char *xent_current_isa()
+    int XENT_OPENMP
+    int xent_omp_max_threads()
 
 
 cdef const xent_kernel_table *kernel_table() noexcept nogil:
@@ -44,6 +46,16 @@ def current_isa():
 def isa_supported(str name):
     """Whether this CPU and build can run the named kernel variant."""
     return bool(xent_isa_supported(name.encode()))
+
+
+def has_openmp():
+    """Whether this build runs its loops in parallel (every extension is built alike)."""
+    return bool(XENT_OPENMP)
+
+
+def openmp_max_threads():
+    """omp_get_max_threads(): what the OpenMP runtime would use (threadpoolctl changes it)."""
+    return xent_omp_max_threads()
 
 
 def kernel_names():
