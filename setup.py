@@ -11,6 +11,7 @@ serially with a warning; set XENT_REQUIRE_OPENMP=1 to make that an error instead
 or XENT_DISABLE_OPENMP=1 to build the serial fallback on purpose.
 """
 
+import glob
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -145,7 +146,8 @@ extensions = [
         **COMMON,
     ),
     # The row drivers: loops over blocks of rows, calling the kernels through the table.
-    Extension("xent._kernels", ["xent/_kernels.pyx"], depends=KERNEL_HEADERS, **COMMON),
+    Extension("xent._kernels", ["xent/_kernels.pyx"],
+              depends=KERNEL_HEADERS + glob.glob("xent/_kernels_*.pxi"), **COMMON),
     # The fused linear cross-entropy: tiles of logits from scipy's BLAS (cython_blas).
     Extension("xent._linear", ["xent/_linear.pyx"], depends=KERNEL_HEADERS, **COMMON),
 ]
