@@ -42,8 +42,9 @@ from xent cimport _kernel_api as kern
 from xent._kernel_types cimport xent_lse_init, xent_lse_merge, xent_lse_state, xent_lse_value
 from xent._table cimport kernel_table
 
-# The instruction set in use: xent._table's, which this extension shares (no copy to sync).
-from xent._table import current_isa
+# The instruction set in use: xent._table's, which this extension shares (no copy to sync);
+# set_isa stays importable from here for old callers, and switches every extension.
+from xent._table import current_isa, set_isa
 
 # This extension's pointer to the one kernel table (it compiles no kernel of its own).
 kern.xent_bind_table(kernel_table())
