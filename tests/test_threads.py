@@ -137,7 +137,7 @@ def test_openmp_spin_default_yields_to_the_caller_setting(tmp_path, preset, expe
     import sys
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update(preset)
-    code = "import xent; print(xent._config.config()['openmp_wait'])"
+    code = "import xent; print(xent._dispatch.config()['openmp_wait'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -23,7 +23,7 @@ from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
                       binary_cross_entropy_with_logits,
                       binary_cross_entropy_with_logits_with_grad)
 from ._check import CheckError
-from ._config import show_config
+from ._dispatch import show_config
 from ._threads import get_num_threads
 from ._evaluation import EvaluationReport, evaluate
 

@@ -4,7 +4,7 @@
 
 A tile is the (rows x columns) block of ``hidden @ weight.T (+ bias)`` for ROW_BLOCK rows of
 hidden and VOCAB_TILE rows of weight. One single-threaded BLAS gemm computes it into a buffer
-owned by the thread, and the row kernels of xent_kernels.h fold it into each row's online
+owned by the thread, and the row kernels (xent/src) fold it into each row's online
 log-sum-exp state (or turn it into the gradient's tile) while it is still in cache.
 
 The Python layer (xent/linear.py) has checked every argument and keeps the process's BLAS on
@@ -26,6 +26,7 @@ tiles in a fixed order. Which thread computes a tile never changes a bit of the 
 """
 
 cimport cython
+from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, fabs, log, tanh
 from libc.stdlib cimport free, malloc
@@ -37,33 +38,16 @@ cnp.import_array()
 
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-cdef extern from "xent_kernels.h" nogil:
-    ctypedef struct xent_lse_state:
-        double shift
-        double sum
-    xent_lse_state xent_lse_init()
-    void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
-    double xent_lse_value(const xent_lse_state *st)
-    int xent_select_isa(const char *name)
-    const char *xent_current_isa()
+from xent cimport _kernel_api as kern
+from xent._kernel_types cimport xent_lse_init, xent_lse_merge, xent_lse_state, xent_lse_value
+from xent._table cimport kernel_table
 
-    ctypedef struct xent_kernel_table:
-        void (*row_lse_f32)(const float *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
-        void (*row_lse_f64)(const double *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil
-        void (*exp_array_f32)(const float *x, Py_ssize_t n, float *out) noexcept nogil
-        void (*row_softmax_grad_f32)(const float *x, Py_ssize_t n, double shift, double log_sum,
-                                      double a, const double *w, double b,
-                                      float *out) noexcept nogil
-        void (*row_softmax_grad_f64)(const double *x, Py_ssize_t n, double shift, double log_sum,
-                                      double a, const double *w, double b,
-                                      double *out) noexcept nogil
+# The instruction set in use: xent._table's, which this extension shares (no copy to sync);
+# set_isa stays importable from here for old callers, and switches every extension.
+from xent._table import current_isa, set_isa
 
-    # This extension's own copy of the table (the header's table is static per module).
-    xent_kernel_table xent_kernels
-
-ctypedef fused floating:
-    float
-    double
+# This extension's pointer to the one kernel table (it compiles no kernel of its own).
+kern.xent_bind_table(kernel_table())
 
 cdef enum:
     # Rows of hidden per block and vocabulary entries per tile: a float32 tile of logits is
@@ -71,21 +55,6 @@ cdef enum:
     # the row kernels that read it. Fixed: the results depend on them, never on threads.
     ROW_BLOCK = 256
     VOCAB_TILE = 512
-
-
-# Fill this module's kernel table now (xent.linear then follows xent's choice before each
-# call): a call with an empty table would jump to NULL.
-xent_select_isa(b"auto")
-
-
-def set_isa(str name):
-    """Select this extension's kernel variant; return 0, or -1 if it cannot run here."""
-    return xent_select_isa(name.encode())
-
-
-def current_isa():
-    """Name of the kernel variant this extension uses."""
-    return xent_current_isa().decode()
 
 
 def tiling():
@@ -118,7 +87,7 @@ cdef inline void _softcap_row(floating *z, Py_ssize_t n, double cap, floating *s
         # |y| = 1/16, where 1 - e would cancel, a Taylor series accurate to 1e-11.
         for j in range(n):
             scratch[j] = -2 * fabs(z[j] * inv)
-        xent_kernels.exp_array_f32(scratch, n, scratch)
+        kern.exp_array(scratch, n, scratch)
         for j in range(n):
             y = z[j] * inv
             e = scratch[j]
@@ -165,10 +134,7 @@ cdef void _logits_tile(const floating *hidden, Py_ssize_t ldh, const floating *w
 
 
 cdef inline void _row_lse(const floating *x, Py_ssize_t n, xent_lse_state *st) noexcept nogil:
-    if floating is float:
-        xent_kernels.row_lse_f32(x, n, st)
-    else:
-        xent_kernels.row_lse_f64(x, n, st)
+    kern.row_lse(x, n, st)
 
 
 cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -534,10 +500,7 @@ cdef extern from *:
 cdef inline void _softmax_grad_row(const floating *x, Py_ssize_t n, double shift,
                                    double log_sum, double a, double b,
                                    floating *out) noexcept nogil:
-    if floating is float:
-        xent_kernels.row_softmax_grad_f32(x, n, shift, log_sum, a, NULL, b, out)
-    else:
-        xent_kernels.row_softmax_grad_f64(x, n, shift, log_sum, a, NULL, b, out)
+    kern.row_softmax_grad(x, n, shift, log_sum, a, NULL, b, out)
 
 
 cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize_t v0,

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels, info, reference
+from . import _dispatch, info, reference
 from ._check import TOLERANCES
 
 #: Kernel variants, best first; each that this CPU and build support is tested.
@@ -203,7 +203,7 @@ def worst_error(pairs, dtype):
 
 def supported_isas():
     """The kernel variants of :data:`ISAS` this CPU and build can run."""
-    return [isa for isa in ISAS if _kernels.isa_supported(isa)]
+    return [isa for isa in ISAS if _dispatch.isa_supported(isa)]
 
 
 def run_checks(isas=None, seed=0):
@@ -215,11 +215,11 @@ def run_checks(isas=None, seed=0):
         ``(function, isa, dtype, worst relative error, tolerance, ok, note)``, one per
         function, variant and dtype (the worst over the shapes).
     """
-    previous = _kernels.current_isa()
+    previous = _dispatch.current_isa()
     rows = []
     try:
         for isa in isas or supported_isas():
-            _kernels.set_isa(isa)
+            _dispatch.set_isa(isa)
             for name, check, dtypes in CHECKS:
                 for dtype in dtypes:
                     rng = np.random.default_rng(seed)
@@ -234,7 +234,7 @@ def run_checks(isas=None, seed=0):
                             break
                     rows.append((name, isa, dtype, worst, tolerance, worst <= tolerance, note))
     finally:
-        _kernels.set_isa(previous)
+        _dispatch.set_isa(previous)
     return rows
 
 
@@ -243,7 +243,7 @@ def selftest(args=None, file=None):
     file = file or sys.stdout
     isas = supported_isas()
     print(f"xent selftest: {len(CHECKS)} functions against xent.reference on kernel variants "
-          f"{', '.join(isas)} (in use: {_kernels.current_isa()}), shapes "
+          f"{', '.join(isas)} (in use: {_dispatch.current_isa()}), shapes "
           f"{', '.join(f'{r}x{c}' for r, c in SHAPES)}", file=file)
     rows = run_checks(isas)
     width = max(len(row[0]) for row in rows)

@@ -5,7 +5,7 @@ import numbers
 import os
 import threading
 
-from . import _kernels
+from . import _table
 
 #: The most threads one call may ask for: far beyond any machine, and within the C int the
 #: OpenMP runtime takes (a larger count used to escape as OverflowError).
@@ -108,7 +108,7 @@ def get_num_threads(num_threads=None):
     """
     if num_threads is None:
         n = _env_threads() or available_cpus()
-        n = min(n, max(1, _kernels.openmp_max_threads()))
+        n = min(n, max(1, _table.openmp_max_threads()))
         n = max(1, n // calls_in_flight())
     else:
         if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
@@ -127,7 +127,7 @@ def get_num_threads(num_threads=None):
             if cpus + 1 + n < 1:
                 raise ValueError(f"num_threads={n} leaves no thread on {cpus} CPUs")
             n = cpus + 1 + n
-    if n == 1 or not _kernels.has_openmp() or _state["serial_child"]:
+    if n == 1 or not _table.has_openmp() or _state["serial_child"]:
         return 1
     _state["threaded"] = True
     return n

@@ -19,15 +19,15 @@ import time
 
 import numpy as np
 
-from . import __version__, _check, _kernels
-from ._multiclass import cross_entropy
-from ._config import show_config
+from . import __version__, _check, _dispatch
+from ._dispatch import show_config
 from ._evaluation import evaluate
 from ._io import ArrayFileError
 from ._io import file_kind as _file_kind
 from ._io import npz_arrays as _npz_arrays
 from ._io import open_npy as _open_npy
 from ._io import open_raw as _open_raw
+from ._multiclass import cross_entropy
 from ._selftest import selftest
 from ._threads import get_num_threads
 from .bench import command as bench_command
@@ -73,7 +73,7 @@ def demo(args):
     size_mib = logits.nbytes / 2**20
     print(f"xent {__version__}: mean cross-entropy of {args.rows:,} rows x {args.classes:,} "
           f"classes, {dtype} ({size_mib:,.1f} MiB), generated with seed {args.seed}")
-    print(f"kernels: {_kernels.current_isa()}, {threads} thread(s)")
+    print(f"kernels: {_dispatch.current_isa()}, {threads} thread(s)")
 
     xent_time, loss = median_time(
         lambda: cross_entropy(logits, labels, num_threads=threads), args.repeat)

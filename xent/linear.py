@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from . import _blas, _kernels, _linear
+from . import _blas, _linear
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (as_rows, bad_label_message, check_ignore_index,
                           check_label_smoothing, check_reduction, class_targets,
@@ -49,13 +49,6 @@ def _blas_rows(a, name):
     if a.shape[1] > _BLAS_INT_MAX:
         raise ValueError(f"{name} rows of {a.shape[1]} entries exceed BLAS's 32-bit sizes")
     return a
-
-
-def _sync_isa():
-    """The tile kernels use the same instruction set as the rest of xent (XENT_ISA, set_isa)."""
-    isa = _kernels.current_isa()
-    if _linear.current_isa() != isa:
-        _linear.set_isa(isa)
 
 
 class LinearCrossEntropyGrads(tuple):
@@ -145,7 +138,6 @@ class _LinearInputs:
         """Per row (shift, sum-exp, target logit, sum of logits) from one tiled pass."""
         stats = np.empty((self.n_rows, 4), dtype=np.float64)
         if self.n_rows:
-            _sync_isa()
             with _blas.single_threaded():
                 _linear.forward(self.hidden, self.weight, self.bias, self.labels,
                                 self.softcap, self.smoothing != 0, stats, self.threads)
@@ -277,7 +269,6 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
                                                                             dtype=np.float64))
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
     if problem.n_rows:
-        _sync_isa()
         with _blas.single_threaded():
             _linear.forward(problem.hidden, problem.weight, problem.bias, problem.labels,
                             problem.softcap, problem.smoothing != 0, stats, problem.threads,

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .._config import config
+from .._dispatch import config
 from .._threads import get_num_threads
 from . import linear
 from .cases import (DTYPES, QUICK_DIVISOR, REFERENCE_MAX_RUNS, REFERENCE_ROWS, parse_shape,

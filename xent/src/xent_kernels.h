@@ -1,9 +1,14 @@
 /*
- * xent's C row kernels: log-sum-exp, its fused companions, log-softmax and softmax over one
- * contiguous row, for float and double, with run-time selection of the instruction set.
+ * The interface of xent's C row kernels: the state types they share, the one list of every
+ * dispatched kernel (XENT_KERNELS), the table of function pointers made from it, and the
+ * run-time choice of instruction set.
  *
- * The Cython drivers (xent/_kernels.pyx) call them once per row, without the GIL, through
- * the table xent_kernels of function pointers, which xent_select_isa() fills.
+ * The bodies live in rooms by concern (xent_rooms.h lists them) and are compiled once per
+ * instruction set (xent_isa_*.c through xent_instantiate.h), into the extension xent._table
+ * only. xent_dispatch.c owns the one table, xent_table. The Cython drivers reach it through
+ * a pointer (xent_table_ref.h) and the declarations xent/src/gen_kernel_api.py generates from
+ * XENT_KERNELS at build time (xent/_kernel_api.pxd): this header is the only place a
+ * kernel's signature is written.
  */
 #ifndef XENT_KERNELS_H
 #define XENT_KERNELS_H
@@ -96,8 +101,11 @@ static inline xent_eval_state xent_eval_init(void)
 
 /*
  * Every kernel that is dispatched at run time, once per element type T (suffix S):
- * X(return type, name, S, (parameters)). This one list makes the table's fields, and each
- * copy of xent_body.h fills them with its own functions.
+ * X(return type, name, S, (parameters)). This one list makes the table's fields (below), the
+ * names xent_kernel_names (xent_dispatch.c), each instruction set's fill function
+ * (xent_instantiate.h) and the Cython declarations and dtype-generic wrappers
+ * (gen_kernel_api.py). Add a kernel here, its body in its room, and its driver: nothing else.
+ * Keep one entry per line group, in the form X(ret, name, S, (params)): the generator parses it.
  */
 #define XENT_KERNELS(X, T, S)                                                                   \
     X(void, row_lse, S, (const T *x, ptrdiff_t n, xent_lse_state *st))                         \
@@ -139,149 +147,32 @@ typedef struct {
 } xent_kernel_table;
 #undef XENT_TABLE_FIELD
 
-/* ---- one copy of the kernels per instruction set ------------------------------------- */
-
-#define XENT_F32 1
-#define XENT_T float
-#define XENT_SFX f32
-#define XENT_NAME(n) n##_f32_baseline
-#include "xent_body.h"
-#undef XENT_NAME
-#undef XENT_T
-#undef XENT_SFX
-#undef XENT_F32
-#define XENT_F32 0
-#define XENT_T double
-#define XENT_SFX f64
-#define XENT_NAME(n) n##_f64_baseline
-#include "xent_body.h"
-#undef XENT_NAME
-#undef XENT_T
-#undef XENT_SFX
-#undef XENT_F32
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define XENT_HAVE_X86_VARIANTS 1
-
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
-#define XENT_F32 1
-#define XENT_T float
-#define XENT_SFX f32
-#define XENT_NAME(n) n##_f32_avx2
-#include "xent_body.h"
-#undef XENT_NAME
-#undef XENT_T
-#undef XENT_SFX
-#undef XENT_F32
-#define XENT_F32 0
-#define XENT_T double
-#define XENT_SFX f64
-#define XENT_NAME(n) n##_f64_avx2
-#include "xent_body.h"
-#undef XENT_NAME
-#undef XENT_T
-#undef XENT_SFX
-#undef XENT_F32
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-/* gcc otherwise keeps to 256-bit vectors on some tunings; the kernels want all 512 bits. */
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512")
-#endif
-#define XENT_F32 1
-#define XENT_T float
-#define XENT_SFX f32
-#define XENT_NAME(n) n##_f32_avx512
-#include "xent_body.h"
-#undef XENT_NAME
-#undef XENT_T
-#undef XENT_SFX
-#undef XENT_F32
-#define XENT_F32 0
-#define XENT_T double
-#define XENT_SFX f64
-#define XENT_NAME(n) n##_f64_avx512
-#include "xent_body.h"
-#undef XENT_NAME
-#undef XENT_T
-#undef XENT_SFX
-#undef XENT_F32
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-
 #else
 #define XENT_HAVE_X86_VARIANTS 0
 #endif
 
-/* ---- run-time dispatch ---------------------------------------------------------------- */
+/* ---- what xent._table compiles (xent_isa_*.c, xent_dispatch.c) ---------------------------- */
 
-static xent_kernel_table xent_kernels;
-static const char *xent_isa = "none";
-
-/* 1 if this CPU (and its OS) can run the named variant. */
-static int xent_isa_supported(const char *name)
-{
-    if (strcmp(name, "baseline") == 0) return 1;
+/* Point the table's float (f32) or double (f64) fields at one instruction set's kernels. */
+void xent_fill_table_f32_baseline(xent_kernel_table *tab);
+void xent_fill_table_f64_baseline(xent_kernel_table *tab);
 #if XENT_HAVE_X86_VARIANTS
-    __builtin_cpu_init();
-    if (strcmp(name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(name, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+void xent_fill_table_f32_avx2(xent_kernel_table *tab);
+void xent_fill_table_f64_avx2(xent_kernel_table *tab);
+void xent_fill_table_f32_avx512(xent_kernel_table *tab);
+void xent_fill_table_f64_avx512(xent_kernel_table *tab);
 #endif
-    return 0;
-}
 
-/*
- * Point the kernel table at a variant: "avx512", "avx2", "baseline", or "auto" (the best this
- * CPU runs). Returns 0, or -1 for a name this build does not know or this CPU cannot run.
- * Not thread-safe: called at import, and by tests between calls.
- */
-static int xent_select_isa(const char *name)
-{
-    if (strcmp(name, "auto") == 0) {
-        if (xent_isa_supported("avx512")) name = "avx512";
-        else if (xent_isa_supported("avx2")) name = "avx2";
-        else name = "baseline";
-    }
-    if (!xent_isa_supported(name)) return -1;
-    if (strcmp(name, "baseline") == 0) {
-        fill_table_f32_baseline(&xent_kernels);
-        fill_table_f64_baseline(&xent_kernels);
-        xent_isa = "baseline";
-    }
-#if XENT_HAVE_X86_VARIANTS
-    else if (strcmp(name, "avx2") == 0) {
-        fill_table_f32_avx2(&xent_kernels);
-        fill_table_f64_avx2(&xent_kernels);
-        xent_isa = "avx2";
-    } else {
-        fill_table_f32_avx512(&xent_kernels);
-        fill_table_f64_avx512(&xent_kernels);
-        xent_isa = "avx512";
-    }
-#endif
-    return 0;
-}
-
-static inline const char *xent_current_isa(void) { return xent_isa; }
+/* The one table (never holding a NULL pointer once xent._table is imported). */
+extern xent_kernel_table xent_table;
+/* The table's field names, in its order ("row_lse_f32", ...), and how many there are. */
+extern const char *const xent_kernel_names[];
+extern const int xent_kernel_count;
+int xent_isa_supported(const char *name);
+int xent_select_isa(const char *name);
+const char *xent_current_isa(void);
 
 /* Whether the build has OpenMP, and how many threads its runtime would use by default
  * (OMP_NUM_THREADS, or a limit set through omp_set_num_threads by threadpoolctl). */

@@ -1,0 +1,33 @@
+"""The C types and small inline helpers the kernels share (xent/src/xent_kernels.h).
+
+The kernel table itself and its wrappers are generated: see _kernel_api.pxd.
+"""
+
+cdef extern from "xent_kernels.h" nogil:
+    # Online log-sum-exp of the entries seen so far: logsumexp = shift + log(sum).
+    ctypedef struct xent_lse_state:
+        double shift
+        double sum
+    xent_lse_state xent_lse_init()
+    void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
+    double xent_lse_value(const xent_lse_state *st)
+
+    # Sums over one row of a distribution p (and q), for entropy, cross-entropy and KL.
+    ctypedef struct xent_dist_sums:
+        double sum_p
+        double sum_q
+        double total
+        double min_p
+        double min_q
+
+    # Online state of one row for evaluate: log-sum-exp parts, entropy term, target's rank.
+    ctypedef struct xent_eval_state:
+        double shift
+        double sum
+        double xlogit
+        Py_ssize_t rank
+    xent_eval_state xent_eval_init()
+
+    int XENT_SMALL_ROW
+    int XENT_OPENMP
+    int xent_omp_max_threads()

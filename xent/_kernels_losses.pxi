@@ -1,0 +1,308 @@
+# Part of xent/_kernels.pyx (included there): cross-entropy with class indices or probabilities,
+# and its gradients.
+# The shared helpers (_row, _block_rows, _Partials, kern, ...) are defined in _kernels.pyx.
+
+cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ssize_t first,
+                       bint small, const intp_t[::1] target, const double *weight,
+                       intp_t ignore_index, double smoothing, bint log_probs,
+                       const xent_lse_state *states, floating *row_loss, Py_ssize_t r0,
+                       Py_ssize_t r1, double *loss_out, double *weight_out,
+                       Py_ssize_t *bad_out) noexcept nogil:
+    """Losses of rows r0 .. r1 - 1; row i of c entries lies (i - first) * stride bytes after x0.
+
+    small: the states of rows come from rows_lse_small (stride a whole number of elements).
+    """
+    cdef Py_ssize_t i, g0
+    cdef intp_t t
+    cdef const floating *row
+    cdef xent_lse_state st
+    cdef xent_lse_state group[SMALL_GROUP]
+    cdef double wt, loss, loss_sum = 0, weight_sum = 0
+    bad_out[0] = -1
+    g0 = r0
+    while g0 < r1:
+        if small:   # short rows: their states a group at a time, several rows per vector
+            _group_lse(<const floating *>(<const char *>x0 + (g0 - first) * stride),
+                       stride // <Py_ssize_t>sizeof(floating), min(SMALL_GROUP, r1 - g0), c,
+                       group)
+        for i in range(g0, min(g0 + SMALL_GROUP, r1)):
+            t = target[i]
+            if t == ignore_index:
+                if row_loss != NULL:
+                    row_loss[i] = 0
+                continue
+            if t < 0 or t >= c:
+                if bad_out[0] < 0:
+                    bad_out[0] = i
+                continue
+            row = <const floating *>(<const char *>x0 + (i - first) * stride)
+            wt = weight[t] if weight != NULL else 1.0
+            if log_probs:
+                loss = -wt * <double>row[t]
+            else:
+                if states != NULL:
+                    st = states[i]
+                elif small:
+                    st = group[i - g0]
+                else:
+                    st = _row_lse(row, c)
+                # PyTorch: (1 - eps) * w_t * nll_t + eps / C * sum_j w_j * nll_j with
+                # nll = -log_softmax; a term whose factor is exactly 0 is left out
+                # (0 * inf = NaN).
+                loss = 0
+                if smoothing != 1:
+                    loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
+                if smoothing != 0:
+                    loss += smoothing / c * _row_nll_sum(row, c, weight, st)
+            if row_loss != NULL:
+                row_loss[i] = <floating>loss
+            loss_sum += loss
+            weight_sum += wt
+        g0 += SMALL_GROUP
+    loss_out[0] = loss_sum
+    weight_out[0] = weight_sum
+
+
+def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
+               intp_t ignore_index, double smoothing, bint log_probs, floating[::1] row_loss,
+               int nthreads):
+    """Cross-entropy of logits (or, with log_probs, NLL of log-probabilities) and class indices.
+
+    Returns (sum of row losses, sum of the weights of the non-ignored rows, first row whose
+    label is out of range or -1). Fills row_loss (ignored rows 0) unless it is None.
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    # An NLL row costs one load: count its blocks in rows, not in logits.
+    cdef Py_ssize_t rows = BLOCK_ELEMENTS if log_probs else _block_rows(c)
+    cdef Py_ssize_t nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    cdef xent_lse_state *states = NULL
+    cdef bint small
+    if n == 0:
+        return 0.0, 0.0, -1
+    if not log_probs and _split_rows(c):
+        states = _split_lse(x, nthreads)
+    small = not log_probs and states == NULL and _small_rows(x)
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="dynamic",
+                            num_threads=_threads_for(nthreads, nblocks)):
+                _index_block(_row(x, 0), x.strides[0], c, 0, small, target, w, ignore_index,
+                             smoothing, log_probs, states, out, b * rows,
+                             min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
+                             &part.bad[b])
+    finally:
+        free(states)
+    return part.combine()
+
+
+
+
+cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
+                         double smoothing, floating *row_loss, Py_ssize_t r0, Py_ssize_t r1,
+                         double *loss_out) noexcept nogil:
+    cdef Py_ssize_t i, c = x.shape[1]
+    cdef const floating *row
+    cdef xent_lse_state st
+    cdef double loss, mass, loss_sum = 0
+    for i in range(r0, r1):
+        row = _row(x, i)
+        st = _row_lse(row, c)
+        loss = _row_nll_dot(row, _row(p, i), c, weight, 1.0 - smoothing, smoothing / c, st,
+                            &mass)
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+    loss_out[0] = loss_sum
+
+
+def probability_loss(const floating[:, :] x, const floating[:, :] p,
+                       const double[::1] weight, double smoothing, floating[::1] row_loss,
+                       int nthreads):
+    """Cross-entropy with probability targets; returns the sum of the row losses."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    if n == 0:
+        return 0.0
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _ce_prob_block(x, p, w, smoothing, out, b * rows, min(n, (b + 1) * rows),
+                           &part.loss[b])
+    return part.combine()[0]
+
+
+# ---- gradients of the cross-entropy ----------------------------------------------------------
+
+def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_t ignore_index,
+                       Py_ssize_t n_classes):
+    """(sum of w[t] over the non-ignored rows, first out-of-range row or -1), in row order.
+
+    The mean's denominator, needed before a gradient pass can scale its rows.
+    """
+    cdef Py_ssize_t i, bad = -1
+    cdef intp_t t
+    cdef double total = 0
+    with nogil:
+        for i in range(target.shape[0]):
+            t = target[i]
+            if t == ignore_index:
+                continue
+            if t < 0 or t >= n_classes:
+                bad = i
+                break
+            total += weight[t] if weight is not None else 1.0
+    return total, bad
+
+
+cdef inline double _row_g(const double[::1] grad_rows, Py_ssize_t i) noexcept nogil:
+    return grad_rows[i] if grad_rows is not None else 1.0
+
+
+cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
+                            const double *weight, double weight_total, intp_t ignore_index,
+                            double smoothing, double scale, const double[::1] grad_rows,
+                            const xent_lse_state *states, floating *row_loss,
+                            floating[:, :] grad, Py_ssize_t r0, Py_ssize_t r1,
+                            double *loss_out, double *weight_out) noexcept nogil:
+    cdef Py_ssize_t i, k, g0, c = x.shape[1]
+    cdef intp_t t
+    cdef const floating *row
+    cdef floating *grow
+    cdef xent_lse_state st
+    cdef xent_lse_state group[SMALL_GROUP]
+    # as _index_block does, so that the losses are the same, bit for bit
+    cdef bint small = states == NULL and _small_rows(x)
+    cdef double wt, x_t, g, p_t, loss, log_sum, loss_sum = 0, weight_sum = 0
+    g0 = r0
+    while g0 < r1:
+        if small:
+            _group_lse(_row(x, g0), x.strides[0] // <Py_ssize_t>sizeof(floating),
+                       min(SMALL_GROUP, r1 - g0), c, group)
+        for i in range(g0, min(g0 + SMALL_GROUP, r1)):
+            t = target[i]
+            grow = _out_row(grad, i)
+            if t == ignore_index or t < 0 or t >= c:   # out of range: raised by the caller
+                for k in range(c):
+                    grow[k] = 0
+                if row_loss != NULL:
+                    row_loss[i] = 0
+                continue
+            row = _row(x, i)
+            wt = weight[t] if weight != NULL else 1.0
+            x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
+            if states != NULL:
+                st = states[i]
+            elif small:
+                st = group[i - g0]
+            else:
+                st = _row_lse(row, c)
+            log_sum = log(st.sum)
+            loss = 0
+            if smoothing != 1:
+                loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
+            if smoothing != 0:
+                loss += smoothing / c * _row_nll_sum(row, c, weight, st)
+            if row_loss != NULL:
+                row_loss[i] = <floating>loss
+            loss_sum += loss
+            weight_sum += wt
+            # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
+            g = scale * _row_g(grad_rows, i)
+            kern.row_softmax_grad(
+                row, c, st.shift, log_sum,
+                g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                g * smoothing / c, grow)
+            # the target's entry again, in double: p_t - 1 cancels, so round once
+            p_t = exp((x_t - st.shift) - log_sum)
+            grow[t] = <floating>(g * ((1.0 - smoothing) * wt * (p_t - 1.0)
+                                      + smoothing / c * (weight_total * p_t - wt)))
+        g0 += SMALL_GROUP
+    loss_out[0] = loss_sum
+    weight_out[0] = weight_sum
+
+
+def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
+                    intp_t ignore_index, double smoothing, double scale,
+                    const double[::1] grad_rows, floating[::1] row_loss, floating[:, :] grad,
+                    int nthreads):
+    """Cross-entropy with class indices and its gradient with respect to the logits.
+
+    grad (N, C) may be x itself. Row i's gradient is scaled by scale * grad_rows[i]
+    (grad_rows None: 1). Labels must have been checked (index_weight_total). Returns
+    (sum of row losses, sum of the weights of the non-ignored rows).
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    cdef double weight_total = c
+    if n == 0:
+        return 0.0, 0.0
+    if weight is not None:
+        weight_total = 0
+        for b in range(c):
+            weight_total += weight[b]
+    cdef xent_lse_state *states = _split_lse(x, nthreads) if _split_rows(c) else NULL
+    try:
+        with nogil:
+            for b in prange(nblocks, schedule="dynamic",
+                            num_threads=_threads_for(nthreads, nblocks)):
+                _index_grad_block(x, target, w, weight_total, ignore_index, smoothing, scale,
+                                  grad_rows, states, out, grad, b * rows,
+                                  min(n, (b + 1) * rows), &part.loss[b], &part.weight[b])
+    finally:
+        free(states)
+    loss, weight_sum, _ = part.combine()
+    return loss, weight_sum
+
+
+cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
+                           double smoothing, double scale, const double[::1] grad_rows,
+                           floating *row_loss, floating[:, :] grad, Py_ssize_t r0,
+                           Py_ssize_t r1, double *loss_out) noexcept nogil:
+    cdef Py_ssize_t i, c = x.shape[1]
+    cdef const floating *row
+    cdef const floating *prow
+    cdef xent_lse_state st
+    cdef double loss, mass, g, loss_sum = 0
+    for i in range(r0, r1):
+        row = _row(x, i)
+        prow = _row(p, i)
+        st = _row_lse(row, c)
+        loss = _row_nll_dot(row, prow, c, weight, 1.0 - smoothing, smoothing / c, st, &mass)
+        if row_loss != NULL:
+            row_loss[i] = <floating>loss
+        loss_sum += loss
+        # d loss / d x_k = g (sum_j w_j q_j p_k - w_k q_k)
+        g = scale * _row_g(grad_rows, i)
+        kern.row_softmax_grad_prob(row, prow, c, st.shift, log(st.sum), g * mass,
+                                   g, 1.0 - smoothing, smoothing / c, weight,
+                                   _out_row(grad, i))
+    loss_out[0] = loss_sum
+
+
+def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
+                          const double[::1] weight, double smoothing, double scale,
+                          const double[::1] grad_rows, floating[::1] row_loss,
+                          floating[:, :] grad, int nthreads):
+    """Cross-entropy with probability targets and its gradient; grad may be x (never p)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef _Partials part = _Partials(nblocks)
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
+    if n == 0:
+        return 0.0
+    with nogil:
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _prob_grad_block(x, p, w, smoothing, scale, grad_rows, out, grad, b * rows,
+                             min(n, (b + 1) * rows), &part.loss[b])
+    return part.combine()[0]

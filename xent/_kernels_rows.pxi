@@ -1,0 +1,58 @@
+# Part of xent/_kernels.pyx (included there): row transforms (log-sum-exp, log-softmax,
+# softmax) and the vectorised exp, log and log1p.
+# The shared helpers (_row, _block_rows, _Partials, kern, ...) are defined in _kernels.pyx.
+
+# ---- row transforms --------------------------------------------------------------------------
+
+def logsumexp_rows(const floating[:, :] x, floating[::1] out, int nthreads):
+    """out[i] = logsumexp(x[i]) for every row (x has at least one row)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    cdef xent_lse_state st
+    cdef xent_lse_state *states
+    if _split_rows(c):   # long rows: cut among the threads, as cross-entropy does
+        states = _split_lse(x, nthreads)
+        for i in range(n):
+            out[i] = <floating>xent_lse_value(&states[i])
+        free(states)
+        return
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            st = _row_lse(_row(x, i), c)
+            out[i] = <floating>xent_lse_value(&st)
+
+
+def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
+    """out[i] = x[i] - logsumexp(x[i]); out may be x itself."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            kern.row_log_softmax(_row(x, i), c, _out_row(out, i))
+
+
+def softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
+    """out[i] = exp(x[i] - logsumexp(x[i])); out may be x itself."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            kern.row_softmax(_row(x, i), c, _out_row(out, i))
+
+
+def exp_array(const floating[::1] x, floating[::1] out):
+    """out = exp(x) with the kernels' own vectorised exp (for its accuracy test)."""
+    if x.shape[0]:
+        kern.exp_array(&x[0], x.shape[0], &out[0])
+
+
+def log_array(const floating[::1] x, floating[::1] out):
+    """out = log(x) with the kernels' own vectorised log (for its accuracy test)."""
+    if x.shape[0]:
+        kern.log_array(&x[0], x.shape[0], &out[0])
+
+
+def log1p_array(const floating[::1] x, floating[::1] out):
+    """out = log1p(x) with the kernels' own vectorised log1p (for its accuracy test)."""
+    if x.shape[0]:
+        kern.log1p_array(&x[0], x.shape[0], &out[0])

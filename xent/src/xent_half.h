@@ -1,0 +1,80 @@
+/*
+ * float16 and bfloat16 bits to and from T, exactly and branch-free.
+ * Part of one instantiation (see xent_instantiate.h).
+ */
+
+/*
+ * out[i] = h[i] widened exactly to T, where h holds IEEE float16 (bfloat == 0) or bfloat16
+ * (bfloat == 1) bits. bfloat16 is the top half of a float. float16's exponent and mantissa,
+ * moved to a float's places, are off by the bias difference, 2^(127 - 15): one multiply puts
+ * normals and subnormals right; inf and NaN (payload kept) get the all-ones exponent instead.
+ * Branch-free, so it vectorises with or without F16C.
+ */
+static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
+{
+    if (bfloat) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            uint32_t b = (uint32_t)h[i] << 16;
+            float f;
+            memcpy(&f, &b, sizeof f);
+            out[i] = (T)f;
+        }
+        return;
+    }
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t v = h[i], magnitude = (v & 0x7fffu) << 13, bits;
+        float f;
+        memcpy(&f, &magnitude, sizeof f);
+        f *= 0x1p112f;
+        memcpy(&bits, &f, sizeof bits);
+        bits = magnitude >= (0x7c00u << 13) ? magnitude | 0x7f800000u : bits;
+        bits |= (v & 0x8000u) << 16;
+        memcpy(&f, &bits, sizeof f);
+        out[i] = (T)f;
+    }
+}
+
+/*
+ * out[i] = x[i] (a float value) rounded to the nearest float16 (bfloat == 0) or bfloat16 bits,
+ * ties to even, as numpy and ml_dtypes round: beyond the largest finite value inf, subnormals
+ * kept, NaN a NaN of the same sign (float16 keeps the payload's top bits, as numpy does;
+ * bfloat16 gives the quiet NaN ml_dtypes gives). Branch-free, for numpy's conversion of
+ * subnormal float16 results is slower by two orders of magnitude (small gradients are).
+ */
+static void F(narrow_half)(const T *x, ptrdiff_t n, int bfloat, uint16_t *out)
+{
+    if (bfloat) {
+#pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float f = (float)x[i];
+            uint32_t u;
+            memcpy(&u, &f, sizeof u);
+            uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+            uint32_t nan = (u >> 16 & 0x8000u) | 0x7fc0u;
+            out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+        }
+        return;
+    }
+#pragma omp simd
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float f = (float)x[i], magnitude, tiny;
+        uint32_t u, a, tiny_bits;
+        memcpy(&u, &f, sizeof u);
+        a = u & 0x7fffffffu;
+        memcpy(&magnitude, &a, sizeof magnitude);
+        /* below 2^-14: adding 0.5 lines the value up with the subnormal spacing 2^-24, and the
+         * hardware rounds it to even; its low bits are then the float16's */
+        tiny = magnitude + 0.5f;
+        memcpy(&tiny_bits, &tiny, sizeof tiny_bits);
+        uint32_t sub = tiny_bits - 0x3f000000u;
+        uint32_t normal = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13;   /* rebias */
+        uint32_t nan = 0x7c00u + ((a & 0x7fffffu) >> 13);
+        nan = nan == 0x7c00u ? 0x7c01u : nan;
+        uint32_t h = a < 0x38800000u ? sub : normal;
+        h = a >= 0x47800000u ? 0x7c00u : h;          /* 65520 and up round to inf */
+        h = a > 0x7f800000u ? nan : h;
+        out[i] = (uint16_t)(h | ((u >> 16) & 0x8000u));
+    }
+}

@@ -1,0 +1,205 @@
+/*
+ * Log-sum-exp of a row, the lane groups and chunks it is computed in, and the row transforms
+ * built on it: log-softmax and softmax.
+ * Part of one instantiation (see xent_instantiate.h).
+ */
+
+/*
+ * The row loops work on groups of XENT_LANES entries (64 bytes: one AVX-512 vector, two AVX2
+ * vectors, four SSE vectors) with one accumulator per lane, so they vectorise whole at any
+ * width; a row's last partial group is copied into a group padded with -inf, whose exp is 0.
+ * This keeps short rows (C = 10) off a scalar remainder loop, and fixes the order of every
+ * sum whatever the vector width.
+ */
+#define XENT_LANES ((ptrdiff_t)(64 / sizeof(T)))
+
+/* Max and sum across the lanes, by halving: a few vector steps, not a serial chain. */
+static inline T F(lanes_max)(T *m)
+{
+    for (ptrdiff_t width = XENT_LANES / 2; width > 0; width /= 2)
+        for (ptrdiff_t l = 0; l < width; l++) m[l] = m[l + width] > m[l] ? m[l + width] : m[l];
+    return m[0];
+}
+
+static inline T F(lanes_sum)(T *s)
+{
+    for (ptrdiff_t width = XENT_LANES / 2; width > 0; width /= 2)
+        for (ptrdiff_t l = 0; l < width; l++) s[l] += s[l + width];
+    return s[0];
+}
+
+/* Largest entry of the whole groups in x[0..n), NaN ignored; -inf if there are none. */
+static inline T F(max_groups)(const T *x, ptrdiff_t n)
+{
+    T m[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = x[g + l] > m[l] ? x[g + l] : m[l];
+    }
+    return F(lanes_max)(m);
+}
+
+/* One group's maxima into the lane maxima m, NaN ignored. */
+static inline void F(max_group)(const T *g, T *m)
+{
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = g[l] > m[l] ? g[l] : m[l];
+}
+
+/*
+ * Largest entry of a chunk: its whole groups x[0..whole) and, unless NULL, its last partial
+ * group padded with -inf. NaN ignored; -inf if there is none.
+ */
+static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
+{
+    T m[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) F(max_group)(x + g, m);
+    if (tail) F(max_group)(tail, m);
+    return F(lanes_max)(m);
+}
+
+/*
+ * One group's exp(x - shift) into the lane sums s, and its entries equal to the shift into
+ * the lane counts c. Their terms are exactly 1 and are kept out of s: a float lane holding 1
+ * would round every small term added to it to a multiple of 2^-24, and in a confident row
+ * (the target the max, every other term small) the loss is log(1 + the small terms), so it
+ * would lose its relative accuracy. Every entry <= shift (lse_chunk deals with +inf before).
+ */
+static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c)
+{
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
+        s[l] += F(exp_term)(g[l] - shift) - tie;
+        c[l] += tie;
+    }
+}
+
+/*
+ * Sum of exp(x - shift) over a chunk (its whole groups and its padded tail group, as in
+ * max_chunk), in T lanes: a chunk is short enough. The count of entries equal to the shift
+ * is added to *ties. One loop for both parts, so the constants are set up once per chunk.
+ */
+static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail, T shift,
+                                      double *ties)
+{
+    T s[XENT_LANES], c[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
+        /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
+         * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
+        __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);
+        F(sum_exp_group)(x + g, shift, s, c);
+    }
+    if (tail) F(sum_exp_group)(tail, shift, s, c);
+    *ties += F(lanes_sum)(c);
+    return F(lanes_sum)(s);
+}
+
+static inline int F(has_nan)(const T *x, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (x[i] != x[i]) return 1;
+    return 0;
+}
+
+/*
+ * Fold one chunk into the online log-sum-exp state. The shift is the largest finite entry
+ * seen so far (a +inf entry shifts by T_MAX instead, so its exp and the sum become +inf); the
+ * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN.
+ */
+static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
+{
+    ptrdiff_t whole = n - n % XENT_LANES;
+    T tail_group[XENT_LANES], *tail = NULL;
+    if (whole < n) {
+        tail = tail_group;
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+            tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
+    }
+    T cmax = F(max_chunk)(x, whole, tail);
+    if (cmax == -(T)INFINITY) {   /* all -inf (contributes 0) or NaN */
+        if (F(has_nan)(x, n)) st->sum = NAN;
+        return;
+    }
+    T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
+    if (shift > st->shift) {
+        if (st->sum != 0) st->sum *= exp(st->shift - (double)shift);   /* NaN stays NaN */
+        st->shift = shift;
+    }
+    if (cmax > XENT_T_MAX) {   /* +inf: exp(inf - T_MAX) = inf, which exp_term does not give */
+        st->sum += F(has_nan)(x, n) ? NAN : INFINITY;
+        return;
+    }
+    double ties = 0, sum = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties);
+    st->sum += ties + sum;
+}
+
+#define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
+
+/* Log-sum-exp state of one row (start from xent_lse_init). */
+static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
+{
+    for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+        F(lse_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), st);
+}
+
+/*
+ * Log-sum-exp states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one
+ * row per vector lane: a row of 10 logits fills less than one vector, so across rows is the
+ * way to vectorise. The rows (stride in elements) are copied transposed into a small buffer,
+ * then max and exp-sum run over the entries with every lane busy. Same rules as row_lse:
+ * shift -inf and sum 0 for an all -inf row, a +inf entry shifts by T_MAX, NaN spreads.
+ */
+static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
+                              xent_lse_state *st)
+{
+    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES];
+    double s[XENT_LANES];
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++)
+        for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = r < nrows ? x[r * stride + j] : 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = buf[j][l] > m[l] ? buf[j][l] : m[l];
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        shift[l] = m[l] > XENT_T_MAX ? XENT_T_MAX : m[l];
+        shift[l] = m[l] == -(T)INFINITY ? 0 : shift[l];   /* exp(-inf - 0) = 0 */
+        s[l] = 0;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] += (double)F(exp)(buf[j][l] - shift[l]);
+    }
+    for (ptrdiff_t r = 0; r < nrows; r++) {
+        st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
+        st[r].sum = s[r];
+    }
+}
+
+/*
+ * out[j] = x[j] - logsumexp(x), rounded once from double. out may be x itself: the row is
+ * read in full before it is written.
+ */
+static void F(row_log_softmax)(const T *x, ptrdiff_t n, T *out)
+{
+    xent_lse_state st = xent_lse_init();
+    F(row_lse)(x, n, &st);
+    double shift = st.shift, log_sum = log(st.sum);
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = (T)(((double)x[j] - shift) - log_sum);
+}
+
+/* out[j] = exp(x[j] - logsumexp(x)). out may be x itself. */
+static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
+{
+    xent_lse_state st = xent_lse_init();
+    F(row_lse)(x, n, &st);
+    double shift = st.shift, log_sum = log(st.sum);
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp)((T)(((double)x[j] - shift) - log_sum));
+}

@@ -1,0 +1,12 @@
+/*
+ * Every room of kernel bodies, in the order they build on each other, for one element type T
+ * (included by xent_instantiate.h; no include guard: it is included once per type and ISA).
+ * A new kernel's body goes into the room of its concern.
+ */
+#include "xent_math.h"      /* exp, log, log1p; the element type's constants */
+#include "xent_half.h"      /* float16 / bfloat16 conversion */
+#include "xent_lse.h"       /* log-sum-exp, log-softmax, softmax */
+#include "xent_losses.h"    /* cross-entropy of a row, its gradients */
+#include "xent_info.h"      /* entropy, cross-entropy, KL of distributions */
+#include "xent_evaluate.h"  /* loss, rank and entropy in one read */
+#include "xent_binary.h"    /* elementwise: surprisal, binary entropy, BCE */
