@@ -45,7 +45,9 @@ html_title = f"xent {release}"
 html_theme_options = {
     "description": "Fast, exact cross-entropy and its relatives on multicore CPUs",
     "fixed_sidebar": True,
-    "page_width": "1100px",
+    "page_width": "1320px",      # room for 100-column code blocks beside the sidebar
+    "body_max_width": "none",
+    "code_font_size": "0.8em",
     "sidebar_width": "240px",
 }
 html_static_path = []
