@@ -16,7 +16,6 @@ import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 import sys
-import sysconfig
 import tempfile
 
 import numpy as np
@@ -43,7 +42,9 @@ int main(void) {
 # the compiler vectorise selects and skip errno; -ffp-contract=fast lets it fuse a*b+c into
 # one FMA (ISO modes such as -std=c11 forbid that, which costs the exp a third of its speed).
 # Results stay IEEE.
-BASE_FLAGS = ["-O3", "-std=gnu11", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math"]
+# -g0: no debug information in what users install (Python's own CFLAGS ask for -g).
+BASE_FLAGS = ["-O3", "-g0", "-std=gnu11", "-ffp-contract=fast", "-fno-math-errno",
+              "-fno-trapping-math"]
 
 
 def openmp_flags(compiler):

@@ -309,7 +309,9 @@ def test_misaligned_inputs_are_read_right(dtype):
     assert _validation.float_array(mx, "x").flags.aligned
     assert _validation.class_targets(mt, (300,), x.shape).flags.aligned
     assert _validation.class_weights(mw, 37).flags.aligned
-    same = lambda a, b: np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+    def same(a, b):
+        return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+
     assert same(xent.cross_entropy(mx, mt, weight=mw), xent.cross_entropy(x, t, weight=w))
     assert same(xent.logsumexp(mx), xent.logsumexp(x))
     assert same(xent.softmax(mx), xent.softmax(x))

@@ -345,7 +345,7 @@ def test_training_step_reduces_the_loss():
     reference = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     losses = []
-    for step in range(5):
+    for _ in range(5):
         optimizer.zero_grad()
         loss = criterion(model(features), labels)
         loss.backward()

@@ -45,7 +45,7 @@ def __getattr__(name):
         return value
     raise AttributeError(f"module 'xent' has no attribute {name!r}")
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "binary_cross_entropy",

@@ -238,7 +238,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     -------
     scalar or numpy.ndarray
         ``w ((1 - y) x + L log(1 + exp(-x)))`` with ``L = 1 + (pos_weight - 1) y``, computed
-        as ``log1p(exp(-|x|)) + max(-x, 0)`` so that no |x| overflows, or its reduction.
+        as ``log1p(exp(-|x|)) + max(-x, 0)`` so that no ``|x|`` overflows, or its reduction.
 
     Raises
     ------

@@ -204,7 +204,7 @@ def _topk_list(text):
     try:
         ks = [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers such as 1,5, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected integers such as 1,5, got {text!r}") from None
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers such as 1,5, got {text!r}")
     return ks
@@ -215,7 +215,7 @@ def _shape(text):
     try:
         shape = tuple(int(d) for d in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a shape such as 1000000,1000, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a shape such as 1000000,1000, got {text!r}") from None
     if len(shape) == 1:
         shape = (-1,) + shape
     if len(shape) != 2 or shape[1] < 1 or shape[0] < -1:

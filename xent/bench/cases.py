@@ -79,7 +79,7 @@ def positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
@@ -91,7 +91,7 @@ def thread_count(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value == 0:
         raise argparse.ArgumentTypeError(
             "must not be 0: give a count (4), a count back from all CPUs (-1: all of them, "
@@ -99,7 +99,8 @@ def thread_count(text):
     try:
         get_num_threads(value)
     except ValueError as exc:  # phrased for the API: name the option instead
-        raise argparse.ArgumentTypeError(str(exc).replace("num_threads=", "--threads "))
+        raise argparse.ArgumentTypeError(
+            str(exc).replace("num_threads=", "--threads ")) from None
     return value
 
 

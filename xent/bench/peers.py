@@ -8,7 +8,7 @@ logit), scikit-learn (its private ``HalfMultinomialLoss``) and JAX with optax
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Peer:
     version: str
     threads: str
     prepare: Callable
-    prepare_grad: Optional[Callable] = None
+    prepare_grad: Callable | None = None
     close: Callable = field(default=lambda: None)
 
 
@@ -116,7 +116,7 @@ def load_sklearn(threads):
         loss_module = import_chain("sklearn._loss.loss")
         loss_class = loss_module.HalfMultinomialLoss
     except (ImportError, AttributeError) as exc:
-        raise PeerSkipped(f"its private API differs ({exc})")
+        raise PeerSkipped(f"its private API differs ({exc})") from exc
 
     def prepare(logits, labels):
         if logits.dtype.itemsize < 4:
@@ -124,7 +124,7 @@ def load_sklearn(threads):
         try:
             loss = loss_class(n_classes=logits.shape[1])
         except TypeError as exc:
-            raise PeerSkipped(f"its private API differs ({exc})")
+            raise PeerSkipped(f"its private API differs ({exc})") from exc
         y_true = labels.astype(logits.dtype)
         return lambda: float(np.mean(loss.loss(y_true=y_true, raw_prediction=logits,
                                                n_threads=threads)))

@@ -119,9 +119,9 @@ def render(entries):
             "",
             "",
             f"cdef inline {_cython_type(ret, 'floating')} {name}({generic}) noexcept nogil:",
-            f"    if floating is float:",
+            "    if floating is float:",
             f"        {give}xent_k.{name}_f32({call})",
-            f"    else:",
+            "    else:",
             f"        {give}xent_k.{name}_f64({call})",
         ]
     return "\n".join(out) + "\n"
