@@ -38,8 +38,9 @@ def _operand(value, name, shape, dtype):
     a = input_array(value, name)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
+    a = fit_dtype(a, dtype, name)
     try:
-        b = np.broadcast_to(aligned(fit_dtype(a, dtype, name)), shape)
+        b = np.broadcast_to(aligned(a), shape)
     except ValueError:
         raise ValueError(f"{name} of shape {a.shape} does not broadcast to the input's shape "
                          f"{shape}") from None

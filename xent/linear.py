@@ -43,7 +43,7 @@ def _softcap(value, compute):
     if not (value > 0 and np.isfinite(value)):
         raise ValueError(f"softcap must be a positive finite float, got {value!r}")
     info = np.finfo(compute)
-    if not info.tiny <= value <= info.max:
+    if not float(info.tiny) <= value <= float(info.max):   # Python floats: no numpy cast
         raise ValueError(f"softcap={value!r} is outside the range of {info.dtype.name} the "
                          f"inputs are computed in ([{info.tiny:.6g}, {info.max:.6g}]); give "
                          f"float64 inputs, or softcap=None for no cap")
