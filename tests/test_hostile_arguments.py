@@ -7,7 +7,6 @@ import pytest
 
 import xent
 from xent import _check, reference
-from xent._validation import out_overlaps_itself
 
 
 # ---- out= whose elements overlap each other ----------------------------------------------
@@ -65,10 +64,10 @@ def test_out_partially_overlapping_the_input_gives_the_answer_of_the_input():
     (lambda: np.zeros((1, 4)), False),
 ])
 def test_internal_overlap_agrees_with_numpy(make, overlaps):
+    from xent._validation import out_overlaps_itself
     a = make()
     assert out_overlaps_itself(a) is overlaps
-    # numpy's ufuncs copy such an out first: the result it gives is the one to expect
-    assert overlaps == (np.add(a, 0, out=a.copy()) is not None and not _distinct(a))
+    assert bool(_distinct(a)) is not overlaps   # the same answer by brute force
 
 
 def _distinct(a):
