@@ -49,6 +49,28 @@ NPZ_RATIO_FREE = 64 * 2**20
 _READ_STEP = 1 << 30
 
 
+#: Reads of at least this many bytes are split among threads (see :func:`_parallel_reads`).
+_PARALLEL_READ_BYTES = 16 << 20
+
+
+def _parallel_reads():
+    """Threads that copy one large read: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def _split(n_bytes, readers):
+    """[(lo, hi)] byte ranges of one read for ``readers`` threads (one range when small)."""
+    if n_bytes < _PARALLEL_READ_BYTES or readers == 1:
+        return [(0, n_bytes)]
+    step = -(-n_bytes // readers)
+    step += -step % 4096   # page-aligned pieces
+    return [(lo, min(n_bytes, lo + step)) for lo in range(0, n_bytes, step)]
+
+
 class ArrayFileError(ValueError):
     """A file that does not hold the array it should (its message starts with the path)."""
 
@@ -213,20 +235,45 @@ class FileArray:
             if (info.st_dev, info.st_ino) != self._identity:
                 raise ArrayFileError(f"{self.path}: the file was replaced while it was read")
             position = self.offset + start * row_bytes
-            done = 0
-            while done < want:
-                got = os.preadv(fd, [view[done:done + min(_READ_STEP, want - done)]],
-                                position + done)
-                if got == 0:
-                    size = os.fstat(fd).st_size
-                    raise ArrayFileError(
-                        f"{self.path}: the file shrank to {size:,} bytes while it was read "
-                        f"(rows {start:,} to {stop:,} need bytes up to "
-                        f"{position + want:,}): was it overwritten during the evaluation?")
-                done += got
+            parts = _split(want, _parallel_reads())
+            if len(parts) == 1:
+                self._pread(fd, view, position, 0, want, start, stop)
+            else:   # a copy by one core is slower than the kernels' pass: several readers
+                import threading
+                failures = []
+
+                def read_part(lo, hi):
+                    try:
+                        self._pread(fd, view, position, lo, hi, start, stop)
+                    except BaseException as exc:   # raised in the calling thread below
+                        failures.append(exc)
+
+                threads = [threading.Thread(target=read_part, args=part, name="xent-read")
+                           for part in parts[1:]]
+                for t in threads:
+                    t.start()
+                read_part(*parts[0])
+                for t in threads:
+                    t.join()
+                if failures:
+                    raise failures[0]
         finally:
             os.close(fd)
         return out
+
+    def _pread(self, fd, view, position, lo, hi, start, stop):
+        """Fill view[lo:hi] from the file at position + lo, or raise if the file ends first."""
+        done = lo
+        while done < hi:
+            got = os.preadv(fd, [view[done:done + min(_READ_STEP, hi - done)]],
+                            position + done)
+            if got == 0:
+                size = os.fstat(fd).st_size
+                raise ArrayFileError(
+                    f"{self.path}: the file shrank to {size:,} bytes while it was read "
+                    f"(rows {start:,} to {stop:,} need bytes up to at least "
+                    f"{position + hi:,}): was it overwritten during the evaluation?")
+            done += got
 
 
 def open_npy(path):
