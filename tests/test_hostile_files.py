@@ -114,8 +114,12 @@ TRUNCATE_AFTER_FIRST_CHUNK = """
 """
 
 
-def test_file_truncated_during_evaluate_raises_naming_it(data, tmp_path):
-    code = TRUNCATE_AFTER_FIRST_CHUNK + """
+@pytest.mark.parametrize("readers", ["one reader", "parallel readers"])
+def test_file_truncated_during_evaluate_raises_naming_it(data, tmp_path, readers):
+    code = TRUNCATE_AFTER_FIRST_CHUNK + f"""
+    from xent import _io
+    if {readers == "parallel readers"}:
+        _io._PARALLEL_READ_BYTES = 4096   # a chunk of 60 kB is read by several threads
     try:
         xent.evaluate("x.npy", "t.npy", chunk_rows=500)
     except ValueError as exc:
