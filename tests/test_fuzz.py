@@ -1029,7 +1029,8 @@ def hostile_argument(draw, spec, kw):
             kw[name] = draw(hostile_same_shape(current, unit=True))
         else:
             kw[name] = draw(hostile_float_array(current, allow_0d=kind != "dist"))
-        accept |= {"target", "q", "p", "axis", "weight", "pos_weight"}
+        # out too: a list in place of a float16 array is read as float64, which out is not
+        accept |= {"target", "q", "p", "axis", "weight", "pos_weight", "out"}
         accept.discard("weight") if kind == "dist" else None
     elif kind == "labels":
         x = kw.get("logits", kw.get("log_probs"))
