@@ -209,3 +209,12 @@ def test_check_mode_still_catches_a_wrong_gradient():
                        unit=np.full(4, 1e-5))
     _check.compare("g", (expected + 5e-8) * 1e5, expected * 1e5, np.float16,
                    unit=np.full(4, 1e-5))
+
+
+def test_dask_refuses_a_masked_target():
+    da = pytest.importorskip("dask.array")
+    import xent.dask
+    x = da.from_array(np.zeros((4, 3)), chunks=2)
+    with pytest.raises(TypeError, match="target is a numpy masked array"):
+        xent.dask.cross_entropy(x, np.ma.array([0, 1, 2, 0], mask=[0, 1, 0, 0]))
+    assert xent.dask.cross_entropy(x, np.array([0, 1, 2, 0])) == pytest.approx(np.log(3))
