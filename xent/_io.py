@@ -323,9 +323,10 @@ class NpzMember:
     read one after another holds one shard in memory at a time.
     """
 
-    def __init__(self, path, name, shape, dtype, fortran):
+    def __init__(self, path, name, shape, dtype, fortran, source=None, order="C"):
         self.path, self.name = path, name
         self.shape, self.dtype, self.fortran = shape, dtype, fortran
+        self._source, self._order = source, order   # a reshape of source (in order)
         self._array = None
 
     ndim = property(lambda self: len(self.shape))
@@ -352,17 +353,14 @@ class NpzMember:
             if copy is False:
                 raise
             fortran = False   # numpy's copy is C-ordered
-        member = NpzMember(self.path, self.name, shape, self.dtype, fortran)
-        member._source, member._order = self, order
-        return member
+        return NpzMember(self.path, self.name, shape, self.dtype, fortran, self, order)
 
     def load(self):
         """The whole member as an ndarray (inflated now, or the one kept)."""
         if self._array is None:
-            source = getattr(self, "_source", None)
-            if source is not None:
-                self._array = source.load().reshape(self.shape, order=self._order)
-                source._array = None
+            if self._source is not None:
+                self._array = self._source.load().reshape(self.shape, order=self._order)
+                self._source._array = None
             else:
                 self._array = _inflate(self.path, self.name)
         return self._array
