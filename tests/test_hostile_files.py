@@ -275,3 +275,27 @@ def test_hundreds_of_shards_under_a_small_open_file_limit(tmp_path):
     status, out, err = run_python(code, tmp_path)
     assert status == 0, err
     assert "statuses 0 0 6000" in out, err
+
+
+def test_fortran_ordered_files_give_the_reference_answer(data, capsys):
+    x, t = data
+    np.save("xf.npy", np.asfortranarray(x))
+    np.savez("f.npz", logits=np.asfortranarray(x), labels=t)
+    assert xent.evaluate("xf.npy", "t.npy", chunk_rows=300).loss == pytest.approx(
+        expected_loss(x, t), rel=1e-6)
+    import json
+    assert cli.main(["eval", "--no-progress", "--json", "--chunk-rows", "300", "f.npz"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["loss"] == pytest.approx(expected_loss(x, t), rel=1e-6)
+    assert report["rows"] == len(t)
+
+
+def test_raw_files_are_read_by_chunks(data, capsys):
+    x, t = data
+    x.tofile("x.bin")
+    t.tofile("t.bin")
+    import json
+    assert cli.main(["eval", "--no-progress", "--json", "--chunk-rows", "300", "--dtype",
+                     "float32", "--shape", "30", "x.bin", "t.bin"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["loss"] == pytest.approx(expected_loss(x, t), rel=1e-6)
