@@ -1030,7 +1030,7 @@ def hostile_argument(draw, spec, kw):
             kw[name] = draw(hostile_same_shape(current, unit=True))
         else:
             kw[name] = draw(hostile_float_array(current, allow_0d=kind != "dist"))
-        # its dtype may no longer fit out= (a list is float64)
+        # out too: a list in place of a float16 array is read as float64, which out is not
         accept |= {"target", "q", "p", "axis", "weight", "pos_weight", "out"}
         accept.discard("weight") if kind == "dist" else None
     elif kind == "labels":
@@ -1130,3 +1130,115 @@ def test_fuzz(spec):
         spec.expect(kw, got)
 
     run()
+
+
+# ---- a second thread writes the inputs during the calls -----------------------------------------
+#
+# The caller's arrays may change while xent reads them (another thread of theirs writes them
+# while the GIL is released). The promise: an error, or a result of some state of the inputs,
+# never a crash. Every spec's valid calls run while a thread rewrites every input array (not
+# out=) between its drawn values and a mutant: floats with NaN, infinities and 1e308 sprinkled
+# in; integer labels shuffled (still valid) or, in the second run, set out of range after
+# they were checked. The calls run in a child interpreter: a crash ends it with a signal, and
+# the test reports which (with the Python stack, from faulthandler).
+
+CONCURRENT_EXAMPLES = int(os.environ.get("XENT_FUZZ_CONCURRENT_EXAMPLES", "25"))
+
+
+def concurrent_mutant(a, rng, labels_out_of_range):
+    if a.dtype.kind == "f" or a.dtype.name == "bfloat16":
+        m = np.array(a, copy=True)
+        flat = m.reshape(-1)
+        if flat.size:
+            idx = rng.integers(0, flat.size, max(1, flat.size // 3))
+            flat[idx] = rng.choice(np.array([NAN, INF, -INF, 1e308, -1e308, 0.0]),
+                                   len(idx)).astype(m.dtype)
+        return m
+    if a.dtype.kind in "iu":
+        if labels_out_of_range:
+            info = np.iinfo(a.dtype)
+            return np.where(rng.random(a.shape) < 0.5, info.max, info.min).astype(a.dtype)
+        return rng.permutation(a.reshape(-1)).reshape(a.shape).astype(a.dtype)
+    return None
+
+
+def run_concurrent_writers(labels_out_of_range, examples=CONCURRENT_EXAMPLES):
+    """Every spec's valid calls while a thread rewrites their inputs; AssertionError on an
+    outcome that is neither a result nor a clear error (a crash ends the process)."""
+    import sys
+    import threading
+
+    sys.setswitchinterval(1e-6)   # switch threads as often as possible: between the checks
+    outcomes = collections.Counter()
+    for spec in SPECS:
+        if spec.name != "get_num_threads":
+            concurrent_spec(spec, examples, labels_out_of_range, outcomes, threading)
+    return outcomes
+
+
+def concurrent_spec(spec, examples, labels_out_of_range, outcomes, threading):
+    """Run one spec's calls under a concurrent writer (see run_concurrent_writers)."""
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def run(data):
+        kw = data.draw(spec.draw, label="valid call")
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        pairs = []
+        for name, value in kw.items():
+            if (name != "out" and isinstance(value, np.ndarray) and value.flags.writeable
+                    and value is not kw.get("out")):
+                mutant = concurrent_mutant(value, rng, labels_out_of_range)
+                if mutant is not None:
+                    pairs.append((value, np.array(value, copy=True), mutant))
+        stop = threading.Event()
+
+        def write():
+            while not stop.is_set():
+                for target, original, mutant in pairs:
+                    np.copyto(target, mutant)
+                    np.copyto(target, original)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # mutated values warn where they warn
+                for _ in range(3):
+                    try:
+                        spec.call(kw)
+                        outcomes[f"{spec.name}: returned"] += 1
+                    except ERRORS as e:
+                        outcomes[f"{spec.name}: raised {type(e).__name__}"] += 1
+        finally:
+            stop.set()
+            writer.join()
+
+    run()
+
+
+@pytest.mark.parametrize("labels", ["in range", "out of range"])
+def test_fuzz_concurrent_writer(labels):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--concurrent", labels],
+        capture_output=True, text=True, timeout=900, cwd=os.path.dirname(__file__))
+    if proc.returncode < 0:
+        raise AssertionError(f"the child died of {signal.Signals(-proc.returncode).name} with "
+                             f"a writer thread changing the inputs ({labels} labels):\n"
+                             f"{proc.stderr[-4000:]}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "returned" in proc.stdout, proc.stdout
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--concurrent"]:
+        import faulthandler
+        faulthandler.enable()   # the Python stack of a crash, on stderr
+        counts = run_concurrent_writers(labels_out_of_range=sys.argv[2] == "out of range")
+        print(json.dumps(dict(sorted(counts.items())), indent=1))

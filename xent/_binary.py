@@ -11,8 +11,8 @@ from . import _check, _kernels
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (aligned, check_enabled, check_reduction, compute_dtype,
-                          first_outside_unit, float_array, grad_output_factors,
-                          gradient_array, safe_divide, store, writable_rows)
+                          first_outside_unit, fit_dtype, float_array, grad_output_factors,
+                          gradient_array, input_array, safe_divide, store, writable_rows)
 
 _Element = _kernels.Element
 
@@ -35,11 +35,12 @@ def _operand(value, name, shape, dtype):
     if value is None:
         ones = np.ones(n_cols, dtype=dtype)
         return np.broadcast_to(ones, (int(np.prod(shape[:-1], dtype=np.int64)), n_cols))
-    a = np.asarray(value)
+    a = input_array(value, name)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
+    a = fit_dtype(a, dtype, name)
     try:
-        b = np.broadcast_to(aligned(a.astype(dtype, copy=False)), shape)
+        b = np.broadcast_to(aligned(a), shape)
     except ValueError:
         raise ValueError(f"{name} of shape {a.shape} does not broadcast to the input's shape "
                          f"{shape}") from None
@@ -65,7 +66,7 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     name = "binary_cross_entropy" + ("_with_logits" if logits else "") + (
         "_with_grad" if with_grad else "")
     x = float_array(input, input_name, min_ndim=0)
-    y = np.asarray(target)
+    y = input_array(target, "target")
     if y.dtype.kind not in "fiu":
         raise TypeError(f"target must be real (probabilities in [0, 1]), got dtype {y.dtype}")
     if y.shape != x.shape:
@@ -91,7 +92,7 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
         factor, _ = grad_output_factors(grad_output if reduction != "none" else None,
                                         reduction, ())
         if reduction == "none" and grad_output is not None:
-            g = np.asarray(grad_output)
+            g = input_array(grad_output, "grad_output")
             if g.shape != shape:
                 raise ValueError(f"grad_output has shape {g.shape}, expected {shape}: one "
                                  f"value per element of the 'none' reduction")
@@ -158,7 +159,8 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
         expected = _reference.binary_cross_entropy_grad(xs, ys, weight=ws, reduction="none",
                                                         grad_output=g)
     got = np.asarray(grad).reshape(rows_shape)[sample]
-    _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample)
+    _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample,
+                   unit=unit)
 
 
 @shares_cpus

@@ -45,24 +45,44 @@ def sample_rows(n_rows, seed=0):
     return np.sort(rng.choice(n_rows, size=MAX_CHECK_ROWS, replace=False))
 
 
-def compare(name, got, expected, dtype, rows=None):
+def resolution(dtype):
+    """The absolute resolution of ``dtype`` near zero: its smallest subnormal step.
+
+    A result stored in ``dtype`` is rounded to a multiple of it, whatever its size, so no
+    relative tolerance covers a value that is subnormal in ``dtype`` (float16's step is 6e-8,
+    where a gradient of a mean over many rows lies).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return float(np.finfo(dtype).smallest_subnormal)
+    return 2.0 ** -133   # bfloat16 (ml_dtypes, found by name): float32's exponent, 7 bits
+
+
+def compare(name, got, expected, dtype, rows=None, unit=None):
     """Raise CheckError if ``got`` and ``expected`` differ beyond the tolerance of ``dtype``.
 
     NaN must meet NaN, and an infinity the same infinity. Values are per row (1-d) or per
     row and class (2-d); ``rows`` maps their first axis to the input rows, for the message.
+
+    Besides ``atol + rtol * |expected|``, a difference of one step of the resolution of
+    ``dtype`` (:func:`resolution`) is always allowed: the result was rounded to it. When the
+    caller compares values divided by a scale (a gradient per unit of its incoming gradient),
+    ``unit`` (broadcasting against ``got``) is that scale, and the step is divided by it too.
     """
     rtol, atol = TOLERANCES[np.dtype(dtype)]
+    step = resolution(dtype)
+    if unit is not None:
+        step = step / np.asarray(unit, dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(got - expected)
-        bad = ~((err <= atol + rtol * np.abs(expected)) | (got == expected)
-                | (np.isnan(got) & np.isnan(expected)))
+        allowed = atol + rtol * np.abs(expected) + step
+        bad = ~((err <= allowed) | (got == expected) | (np.isnan(got) & np.isnan(expected)))
     if not bad.any():
         return
     with np.errstate(invalid="ignore", divide="ignore"):
-        excess = np.where(bad, np.nan_to_num(err / (atol + rtol * np.abs(expected)),
-                                             nan=np.inf), -1.0)
+        excess = np.where(bad, np.nan_to_num(err / allowed, nan=np.inf), -1.0)
     worst = np.unravel_index(int(np.argmax(excess)), got.shape)
     if got.ndim == 0:
         where = "value"

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import _kernels
-from ._io import is_path, open_array
+from ._io import FileArray, is_path, open_array, row_chunks
 from ._threads import get_num_threads, shares_cpus
 from ._validation import aligned, check_ignore_index, class_weights, compute_dtype
 
@@ -253,11 +253,15 @@ def _flat_rows(x):
 
 def _batches(logits, labels):
     """(total rows or None, iterator of (logits, labels, name) batches as ndarrays)."""
-    if is_path(logits) or isinstance(logits, np.ndarray) or not isinstance(logits, Iterable):
+    # one array: a path, an ndarray, or anything numpy reads as one (a tensor is iterable, but
+    # it is one array of logits, not a sequence of batches)
+    if (is_path(logits) or isinstance(logits, (np.ndarray, FileArray))
+            or hasattr(logits, "__array__") or not isinstance(logits, Iterable)):
         if labels is None:
             raise TypeError("labels is required unless logits is an iterable of "
                             "(logits, labels) batches")
-        if not (is_path(labels) or isinstance(labels, np.ndarray)) and isinstance(
+        if not (is_path(labels) or isinstance(labels, (np.ndarray, FileArray))
+                or hasattr(labels, "__array__")) and isinstance(
                 labels, Iterable) and not isinstance(labels, (list, tuple)):
             raise TypeError("labels is an iterable of batches but logits is one array: "
                             "give both as arrays, or an iterable of (logits, labels) pairs")
@@ -358,7 +362,8 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     ----------
     logits : array_like, numpy.memmap, path, or iterable
         Shape (..., C), float16/float32/float64, classes last. A path to a ``.npy`` file is
-        memory-mapped. An iterable yields ``(logits, labels)`` batches (arrays or ``.npy``
+        read a chunk of rows at a time (not memory-mapped: a file truncated meanwhile raises
+        an error naming it, see docs/robustness.md). An iterable yields ``(logits, labels)`` batches (arrays or ``.npy``
         paths; shards, or a model's outputs), then ``labels`` is None (or an iterable of
         label batches, taken in step).
     labels : array_like, numpy.memmap or path
@@ -420,8 +425,7 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
             y_flat = y.reshape(-1)
             done = 0
             for rows in _flat_rows(x):
-                for start in range(0, rows.shape[0], step):
-                    part = rows[start:start + step]
+                for start, part in row_chunks(rows, step):
                     values, rank = evaluate_chunk(
                         part, y_flat[done + start:done + start + len(part)], acc.row, opts,
                         name, done + start)

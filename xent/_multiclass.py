@@ -28,7 +28,7 @@ from ._validation import (as_rows, bad_label_message, bool_option, check_axis, c
                           check_ignore_index, check_label_smoothing, check_loss,
                           check_reduction, class_targets, class_weights, compute_dtype,
                           float_array, grad_output_factors, gradient_array, half_rows,
-                          out_array, probability_rows, reduce_loss, safe_divide, store,
+                          input_array, out_array, probability_rows, reduce_loss, safe_divide, store,
                           writable_rows)
 
 __all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_with_grad", "log_softmax",
@@ -204,7 +204,7 @@ class CrossEntropyInputs:
         if n_classes == 0:
             raise ValueError(f"logits has shape {x.shape}: the class axis (last) is empty")
         self.x, self.batch, self.n_classes = x, x.shape[:-1], n_classes
-        self.target = t = np.asarray(target)
+        self.target = t = input_array(target, "target")
         self.weight = class_weights(weight, n_classes)
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
@@ -413,7 +413,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                                                  grad_output=row_scale, **problem.options)
         _check.compare("cross_entropy_with_grad (gradient)",
                        grad.reshape(rows.shape)[sample] / unit, expected / unit, x.dtype,
-                       rows=sample)
+                       rows=sample, unit=unit)
     return loss, grad
 
 
@@ -455,7 +455,7 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     if n_classes == 0:
         raise ValueError(f"log_probs has shape {x.shape}: the class axis (last) is empty")
     batch = x.shape[:-1]
-    t = np.asarray(target)
+    t = input_array(target, "target")
     if t.dtype.kind not in "iu":
         raise TypeError(f"nll_loss takes integer class indices as target, got dtype {t.dtype}")
     labels = class_targets(t, batch, x.shape)

@@ -12,6 +12,7 @@ part of xent's public API.
 """
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ._dtypes import compute_dtype, is_bfloat16
 from ._threads import get_num_threads
 
 __all__ = [
-    "REDUCTIONS", "aligned", "as_rows", "bad_label_message", "bool_option", "check_axis",
+    "REDUCTIONS", "aligned", "as_rows", "fit_dtype", "input_array", "out_overlaps_itself", "bad_label_message", "bool_option", "check_axis",
     "check_enabled", "check_ignore_index", "check_label_smoothing", "check_loss",
     "check_reduction", "class_targets", "class_weights", "compute_dtype", "first_outside_unit",
     "float_array", "grad_output_factors", "gradient_array", "half_rows", "is_bfloat16",
@@ -43,9 +44,60 @@ def aligned(a):
     return a if a.flags.aligned else a.copy()
 
 
+def input_array(x, name):
+    """``x`` as a plain ndarray, refusing objects whose meaning the conversion would drop.
+
+    - A masked array: ``np.asarray`` keeps the data under the mask and drops the mask, so
+      ``logsumexp([0, 0, masked 1e20])`` would be 1e20. Refused: the caller says what a masked
+      entry means (``.filled(value)``) or drops them (``.compressed()``).
+    - ``np.matrix``: it is always 2-d and ``*`` means a matrix product; a reduction over an
+      axis keeps two dimensions. Refused: ``np.asarray(m)`` states the intent.
+    - A tensor that requires grad (duck-typed: torch is never imported here): numpy cannot
+      read it and its own error names no argument; the gradient would be lost anyway.
+
+    Any other ndarray subclass is read as its base ndarray (its data, nothing else), as are
+    memory maps.
+    """
+    if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+        masked = sys.modules.get("numpy.ma")   # no masked array exists unless numpy.ma is loaded
+        if masked is not None and isinstance(x, masked.MaskedArray):
+            raise TypeError(f"{name} is a numpy masked array: xent does not apply masks. Pass "
+                            f"{name}.filled(value) to give masked entries a value, or "
+                            f"{name}.compressed() to drop them (1-d)")
+        if isinstance(x, np.matrix):
+            raise TypeError(f"{name} is a numpy.matrix, whose axes and products follow matrix "
+                            f"rules: pass np.asarray({name})")
+    elif getattr(x, "requires_grad", False) is True and callable(getattr(x, "detach", None)):
+        raise TypeError(f"{name} is a tensor that requires grad: pass {name}.detach() (and "
+                        f"call .cpu() for a tensor on another device), or use xent.torch for "
+                        f"gradients")
+    return np.asarray(x)
+
+
+def fit_dtype(a, dtype, name):
+    """``a`` converted to ``dtype``, refusing finite values the dtype cannot hold.
+
+    A value beyond the dtype's range would become inf and turn the result into inf or NaN
+    without a word (a float64 weight of 1e39 on float32 inputs).
+    """
+    a = np.asarray(a)
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore", invalid="ignore"):
+        b = a.astype(dtype)
+    if a.dtype.kind == "f" and b.size:
+        lost = np.isinf(b) & np.isfinite(a)
+        if lost.any():
+            value = a.reshape(-1)[int(np.argmax(lost.reshape(-1)))]
+            raise ValueError(f"{name} holds {value.item()!r}, beyond the largest "
+                             f"{np.dtype(dtype).name} ({np.finfo(dtype).max:.6g}) the inputs "
+                             f"are computed in")
+    return b
+
+
 def float_array(x, name, min_ndim=1):
     """``x`` as an aligned ndarray of a supported floating dtype, in native byte order."""
-    a = np.asarray(x)
+    a = input_array(x, name)
     if compute_dtype(a.dtype) is None:
         kind = "floating" if a.dtype.kind == "f" else "non-floating"
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {kind} "
@@ -169,14 +221,14 @@ def class_weights(weight, n_classes):
     """Per-class weights as contiguous float64, or None."""
     if weight is None:
         return None
-    w = np.asarray(weight)
+    w = input_array(weight, "weight")
     if w.dtype.kind not in "fiu":
         raise TypeError(f"weight must be a real (floating or integer) array, got dtype "
                         f"{w.dtype}")
     if w.shape != (n_classes,):
         raise ValueError(f"weight has shape {w.shape}, expected ({n_classes},): one weight "
                          f"per class")
-    return aligned(np.ascontiguousarray(w, dtype=np.float64))
+    return aligned(np.ascontiguousarray(fit_dtype(w, np.float64, "weight")))
 
 
 def class_targets(target, batch_shape, logits_shape):
@@ -231,7 +283,31 @@ def out_array(out, shape, dtype, name="out"):
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if out_overlaps_itself(out):
+        raise ValueError(f"{name} has elements that share memory with each other (a view such "
+                         f"as np.lib.stride_tricks.as_strided with overlapping rows, or a zero "
+                         f"stride): results would overwrite each other; pass an array whose "
+                         f"elements are distinct, such as a copy")
     return out
+
+
+def out_overlaps_itself(a):
+    """Whether two elements of ``a`` may share bytes (numpy calls it internal overlap).
+
+    The test numpy's ufuncs start with: sorted by |stride|, every axis of length > 1 must step
+    past the whole extent of the axes with smaller strides. Layouts that fail it without
+    actually overlapping (interleaved views) are counted as overlapping: ``out=`` is then
+    refused, never written wrong.
+    """
+    if a.size <= 1:
+        return False
+    extent = a.itemsize   # bytes spanned by one element of the axes taken so far
+    for length, stride in sorted(((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1),
+                                 key=lambda axis: axis[1]):
+        if stride < extent:
+            return True
+        extent = stride * (length - 1) + extent
+    return False
 
 
 def writable_rows(out, rows):
@@ -282,17 +358,18 @@ def grad_output_factors(grad_output, reduction, batch_shape):
     """(scalar factor, per-row float64 factors or None) of a loss's incoming gradient."""
     if grad_output is None:
         return 1.0, None
-    g = np.asarray(grad_output)
+    g = input_array(grad_output, "grad_output")
     if g.dtype.kind not in "fiu":
         raise TypeError(f"grad_output must be real, got dtype {g.dtype}")
     if reduction == "none":
         if g.shape != batch_shape:
             raise ValueError(f"grad_output has shape {g.shape}, expected {batch_shape}: one "
                              f"value per row of the 'none' reduction")
-        return 1.0, aligned(np.ascontiguousarray(g.reshape(-1), dtype=np.float64))
+        return 1.0, aligned(np.ascontiguousarray(
+            fit_dtype(g.reshape(-1), np.float64, "grad_output")))
     if g.size != 1:
         raise ValueError(f"grad_output of a reduced loss must be a scalar, got shape {g.shape}")
-    return float(g.reshape(())), None
+    return float(fit_dtype(g.reshape(()), np.float64, "grad_output")), None
 
 
 def gradient_array(out, x, **read):

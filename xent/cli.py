@@ -27,6 +27,7 @@ from ._io import file_kind as _file_kind
 from ._io import npz_arrays as _npz_arrays
 from ._io import open_npy as _open_npy
 from ._io import open_raw as _open_raw
+from ._io import row_chunks as _row_chunks
 from ._multiclass import cross_entropy
 from ._selftest import selftest
 from ._threads import get_num_threads
@@ -270,9 +271,9 @@ def _chunks(pairs, names, args, bar):
         step = args.chunk_rows or max(1, min(1 << 20,
                                              EVAL_CHUNK_BYTES // (classes * x.dtype.itemsize)))
         flat = _flat(x, y)
+        # a generator, not a list: a file's chunks are read one at a time, when evaluated
         parts = ([(x, y)] if flat is None else
-                 [(flat[0][i:i + step], flat[1][i:i + step])
-                  for i in range(0, flat[0].shape[0], step)])
+                 ((part, flat[1][i:i + len(part)]) for i, part in _row_chunks(flat[0], step)))
         row = 0
         for px, py in parts:
             labels = np.asarray(py).reshape(-1)
@@ -425,7 +426,7 @@ def build_parser():
                     "larger than memory are fine). FILES: LOGITS LABELS, each a file or a "
                     "quoted glob ('logits_*.npy'); or several logits files then as many "
                     "label files; or .npz files holding arrays 'logits' and 'labels'. "
-                    ".npy files are memory-mapped; other files are raw binary "
+                    ".npy files are read a chunk at a time; other files are raw binary "
                     "(--dtype, --shape).")
     eval_parser.add_argument("files", nargs="+", metavar="FILES",
                              help="logits files then label files, or .npz files")

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import numpy as np
 
 from . import _evaluation as _ev
-from ._validation import compute_dtype
+from ._validation import compute_dtype, input_array
 
 __all__ = ["evaluate", "cross_entropy"]
 
@@ -45,7 +45,7 @@ def _logits_rows(logits):
 
 def _aligned(target, x, name, per_class):
     """target as a dask array with x's row chunks (x's chunks too, if per_class)."""
-    t = target if isinstance(target, da.Array) else da.from_array(np.asarray(target))
+    t = target if isinstance(target, da.Array) else da.from_array(input_array(target, name))
     if per_class:
         if t.shape != x.shape:
             raise ValueError(f"{name} has shape {t.shape}, expected {x.shape}")
@@ -167,7 +167,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     """
     x = _logits_rows(logits)
     batch_shape = logits.shape[:-1]
-    t_raw = target if isinstance(target, da.Array) else np.asarray(target)
+    t_raw = target if isinstance(target, da.Array) else input_array(target, "target")
     per_class = np.dtype(t_raw.dtype).kind == "f"
     if per_class:
         t_raw = t_raw.reshape(x.shape) if t_raw.ndim != 2 and t_raw.shape == logits.shape \

@@ -17,8 +17,8 @@ from . import _blas, _linear
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (as_rows, bad_label_message, check_ignore_index,
                           check_label_smoothing, check_reduction, class_targets,
-                          compute_dtype, float_array, grad_output_factors, reduce_loss,
-                          safe_divide)
+                          compute_dtype, fit_dtype, float_array, grad_output_factors,
+                          input_array, reduce_loss, safe_divide)
 
 __all__ = ["LinearCrossEntropyGrads", "linear_cross_entropy",
            "linear_cross_entropy_with_grad"]
@@ -27,7 +27,13 @@ __all__ = ["LinearCrossEntropyGrads", "linear_cross_entropy",
 _BLAS_INT_MAX = 2**31 - 1
 
 
-def _softcap(value):
+def _softcap(value, compute):
+    """The checked softcap (0.0 for none), a normal number of the compute dtype.
+
+    The tile kernels compute ``softcap * tanh(z / softcap)`` in the compute dtype: a cap beyond
+    its range becomes inf (inf * tanh(0) is NaN: every loss NaN), one below its smallest
+    normal loses precision and at 0 divides by zero.
+    """
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -36,6 +42,11 @@ def _softcap(value):
     value = float(value)
     if not (value > 0 and np.isfinite(value)):
         raise ValueError(f"softcap must be a positive finite float, got {value!r}")
+    info = np.finfo(compute)
+    if not float(info.tiny) <= value <= float(info.max):   # Python floats: no numpy cast
+        raise ValueError(f"softcap={value!r} is outside the range of {info.dtype.name} the "
+                         f"inputs are computed in ([{info.tiny:.6g}, {info.max:.6g}]); give "
+                         f"float64 inputs, or softcap=None for no cap")
     return value
 
 
@@ -107,9 +118,9 @@ class _LinearInputs:
         self.reduction = check_reduction(reduction)
         self.ignore_index = check_ignore_index(ignore_index)
         self.smoothing = check_label_smoothing(label_smoothing)
-        self.softcap = _softcap(softcap)
+        self.softcap = _softcap(softcap, compute)
         self.threads = get_num_threads(num_threads)
-        t = np.asarray(target)
+        t = input_array(target, "target")
         self.target = t
         self.labels = class_targets(t, self.batch, (*self.batch, vocab))
         bad = (self.labels != self.ignore_index) & ((self.labels < 0) | (self.labels >= vocab))
@@ -123,8 +134,7 @@ class _LinearInputs:
             if b.shape != (vocab,):
                 raise ValueError(f"bias has shape {b.shape}, expected ({vocab},): one per "
                                  f"row of weight")
-            with np.errstate(over="ignore"):
-                self.bias = np.ascontiguousarray(b, dtype=compute)
+            self.bias = np.ascontiguousarray(fit_dtype(b, compute, "bias"))
         if width == 0:  # no features: every logit is the bias (or 0); BLAS wants k >= 1
             h_rows = np.zeros((int(np.prod(self.batch, dtype=np.int64)), 1), dtype=compute)
             w_rows = np.zeros((vocab, 1), dtype=compute)
