@@ -163,21 +163,50 @@ def _refuse_double_backward(name):
         raise RuntimeError(_NO_DOUBLE_BACKWARD.format(name=name))
 
 
-def _loop_vmap(op, n_outputs):
+def _loop_vmap(op, n_outputs=None):
     """A vmap rule for ``op``: one call per mapped slice, outputs stacked on dim 0.
 
     xent's operators see one problem at a time; a mapped dim is a batch of problems (each
     with its own mean), so mapping is a loop. Correct for every operator, not fast.
+    ``n_outputs``: the number of tensors ``op`` returns as a tuple, None for one tensor.
     """
     def rule(info, in_dims, *args):
         results = []
         for i in range(info.batch_size):
             call = [a.select(d, i) if d is not None else a for a, d in zip(args, in_dims)]
-            results.append(op(*call))
-        outputs = tuple(torch.stack([r[k] for r in results]) if results
-                        else torch.empty(0) for k in range(n_outputs))
+            result = op(*call)
+            results.append((result,) if n_outputs is None else result)
+        outputs = tuple(torch.stack([r[k] for r in results])
+                        for k in range(n_outputs or 1))
+        if n_outputs is None:
+            return outputs[0], 0
         return outputs, (0,) * n_outputs
     return rule
+
+
+_NO_FUNC_TRANSFORMS = (
+    "xent.torch.{name} does not support torch.func.grad, jvp, jacrev or jacfwd (PyTorch runs "
+    "a custom operator's autograd formula under autograd only): use loss.backward() or "
+    "torch.autograd.grad, or torch.nn.functional.{name} inside torch.func transforms "
+    "(torch.func.vmap alone works)")
+
+
+def _call(op, name, *args):
+    """``op(*args)``, with PyTorch's error for torch.func.grad & co. made specific."""
+    if torch.compiler.is_compiling():
+        return op(*args)
+    try:
+        return op(*args)
+    except RuntimeError as exc:
+        if "functorch transforms" in str(exc):
+            raise RuntimeError(_NO_FUNC_TRANSFORMS.format(name=name)) from None
+        raise
+
+
+def _check_saved(grad, shape, name):
+    if grad.shape != shape:  # the placeholder of with_grad=False
+        raise RuntimeError(f"torch.ops.xent.{name} was called with with_grad=False, so it has "
+                           f"no gradient to give: call xent.torch.{name}, which sets it")
 
 
 def _backward_scale(grad_loss, reduction, unsqueeze_dim=None):
@@ -234,6 +263,7 @@ def _(input, target, weight, ignore_index, reduction, label_smoothing, num_threa
 def _cross_entropy_setup(ctx, inputs, output):
     input, target, weight, ignore_index, reduction, label_smoothing, _, _ = inputs
     ctx.class_dim = 1 if input.ndim >= 2 else 0
+    ctx.input_shape = input.shape
     ctx.reduction, ctx.label_smoothing = reduction, label_smoothing
     ctx.n_rows = input.numel() // max(input.shape[ctx.class_dim], 1)
     ctx.weight_dtype = None if weight is None else weight.dtype
@@ -251,6 +281,7 @@ def _cross_entropy_backward(ctx, grad_loss, _):
     row_scale = _backward_scale(grad_loss, reduction, class_dim)
     grad_input = grad_target = grad_weight = None
     if ctx.needs_input_grad[0]:
+        _check_saved(grad, ctx.input_shape, "cross_entropy")
         grad_input = _scaled(grad, grad_loss, row_scale)
     if logits is not None:
         # loss per row = -sum_j w_j q_j log_softmax(x)_j, q = (1 - eps) p + eps / C
@@ -405,8 +436,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if _wants_grad(weight) and not probabilities:
         raise ValueError("the cross-entropy of class indices is not differentiable with "
                          "respect to weight (as in PyTorch): pass weight.detach()")
-    loss, _ = _cross_entropy_op(input, target, weight, ignore_index, reduction,
-                                label_smoothing, num_threads, _wants_grad(input))
+    loss, _ = _call(_cross_entropy_op, "cross_entropy", input, target, weight, ignore_index,
+                    reduction, label_smoothing, num_threads, _wants_grad(input))
     return loss
 
 
@@ -518,7 +549,7 @@ def _nll_backward(ctx, grad_loss):
 
 
 _nll_loss_op.register_autograd(_nll_backward, setup_context=_nll_setup)
-_nll_loss_op.register_vmap(_loop_vmap(lambda *a: (_nll_loss_op(*a),), 1))
+_nll_loss_op.register_vmap(_loop_vmap(_nll_loss_op))
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -560,7 +591,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if _wants_grad(weight):
         raise ValueError("nll_loss is not differentiable with respect to weight (as in "
                          "PyTorch): pass weight.detach()")
-    return _nll_loss_op(input, target, weight, ignore_index, reduction, num_threads)
+    return _call(_nll_loss_op, "nll_loss", input, target, weight, ignore_index, reduction,
+                 num_threads)
 
 
 def _legacy_reduction(size_average, reduce, reduction):
@@ -606,6 +638,17 @@ class NLLLoss(torch.nn.Module):
 
 # ---- binary cross-entropy --------------------------------------------------------------------
 
+def _operand(tensor):
+    """An operand of a binary loss as numpy: xent's binary losses take no bfloat16 array, so
+    a bfloat16 one is widened to float32 (exactly; the result is rounded back to bfloat16),
+    the precision xent computes bfloat16 in."""
+    if tensor is None:
+        return None
+    if tensor.dtype == torch.bfloat16:
+        return tensor.detach().float().numpy()
+    return _numpy(tensor)
+
+
 @torch.library.custom_op("xent::binary_cross_entropy", mutates_args=())
 def _binary_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
                pos_weight: Optional[torch.Tensor], logits: bool, reduction: str,
@@ -613,11 +656,10 @@ def _binary_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch
                ) -> tuple[torch.Tensor, torch.Tensor]:
     # with_grad: d loss / d input for an incoming gradient of 1 (per element for "none"),
     # which the backward scales by the real one: the loss is elementwise.
-    options = dict(weight=None if weight is None else _numpy(weight), reduction=reduction,
-                   num_threads=num_threads)
+    options = dict(weight=_operand(weight), reduction=reduction, num_threads=num_threads)
     if logits:
-        options["pos_weight"] = None if pos_weight is None else _numpy(pos_weight)
-    x, y = _numpy(input), _numpy(target)
+        options["pos_weight"] = _operand(pos_weight)
+    x, y = _operand(input), _operand(target)
     if with_grad:
         function = (_xent.binary_cross_entropy_with_logits_with_grad if logits
                     else _xent.binary_cross_entropy_with_grad)
@@ -640,6 +682,7 @@ def _(input, target, weight, pos_weight, logits, reduction, num_threads, with_gr
 def _binary_setup(ctx, inputs, output):
     input, target, weight, pos_weight, logits, reduction, _, _ = inputs
     ctx.logits, ctx.reduction, ctx.numel = logits, reduction, input.numel()
+    ctx.input_shape = input.shape
     keep = target.requires_grad
     ctx.save_for_backward(output[1], input if keep else None, weight if keep else None,
                           pos_weight if keep else None)
@@ -650,6 +693,7 @@ def _binary_backward(ctx, grad_loss, _):
     grad, input, weight, pos_weight = ctx.saved_tensors
     grad_input = grad_target = None
     if ctx.needs_input_grad[0]:
+        _check_saved(grad, ctx.input_shape, "binary_cross_entropy")
         grad_input = _scaled(grad, grad_loss, grad_loss)
     if ctx.needs_input_grad[1]:
         # d loss / d target, from the saved input (PyTorch's formulas, clamps included)
@@ -690,8 +734,8 @@ def _binary(input, target, weight, pos_weight, reduction, num_threads, logits):
                 raise ValueError(f"xent.torch.{name} is not differentiable with respect to "
                                  f"{label}: pass {label}.detach()")
     _check_reduction(reduction)
-    loss, _ = _binary_op(input, target, weight, pos_weight, logits, reduction, num_threads,
-                         _wants_grad(input))
+    loss, _ = _call(_binary_op, name, input, target, weight, pos_weight, logits, reduction,
+                    num_threads, _wants_grad(input))
     return loss
 
 
@@ -862,7 +906,7 @@ def _linear_op(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.T
         grads = _linear_grads(grads, input, linear_weight, linear_bias)
     else:
         loss = _xent.linear_cross_entropy(h, w, t, **options)
-        grads = (_empty(input.dtype),) * 3
+        grads = tuple(_empty(input.dtype) for _ in range(3))  # distinct: no aliasing
     return (_tensor(loss, input.dtype), *grads)
 
 
@@ -1017,8 +1061,9 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     _check_index_target(input, target, input.ndim - 1)
     with_grad = reduction != "none" and any(
         _wants_grad(t) for t in (input, linear_weight, linear_bias))
-    loss, *_ = _linear_op(input, linear_weight, target, linear_bias, ignore_index, reduction,
-                          label_smoothing, softcap, num_threads, with_grad)
+    loss, *_ = _call(_linear_op, "linear_cross_entropy", input, linear_weight, target,
+                     linear_bias, ignore_index, reduction, label_smoothing, softcap,
+                     num_threads, with_grad)
     return loss
 
 
