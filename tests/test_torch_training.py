@@ -160,3 +160,21 @@ if __name__ == "__main__":
             curve, largest = run(dtype)
             print(f"{name:15s} {str(dtype):14s} loss {curve[0]:.4f} -> {curve[-1]:.4f}  "
                   f"largest |xent - torch| over {STEPS} steps: {largest:.3g}")
+
+
+def test_the_training_step_benchmark_runs_and_its_methods_agree(tmp_path):
+    """benchmarks/train_step.py at a tiny shape: every method prints a time and one loss."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+    result = subprocess.run([sys.executable, str(script), "--shape", "64x16x300", "--repeat",
+                             "1", "--no-compile", "--dtype", "float64", "--threads", "1"],
+                            cwd=tmp_path, capture_output=True, text=True, check=True)
+    methods = {"xent", "torch eager", "torch chunked"}
+    rows = {line[:15].strip(): line.split() for line in result.stdout.splitlines()
+            if line[:15].strip() in methods}
+    assert set(rows) == methods, result.stdout
+    losses = [float(fields[-1]) for fields in rows.values()]
+    assert max(losses) - min(losses) < 1e-6, result.stdout

@@ -4,15 +4,13 @@ Each function takes PyTorch's arguments and layout (classes on dim 1 of an input
 ``(N, C, d1, ...)``) and returns what its namesake in ``torch.nn.functional`` returns,
 computed by xent on CPU tensors:
 
-==========================================  ==================================================
-:func:`cross_entropy`, :class:`CrossEntropyLoss`          ``F.cross_entropy``
-:func:`nll_loss`, :class:`NLLLoss`                        ``F.nll_loss``
-:func:`binary_cross_entropy`, :class:`BCELoss`            ``F.binary_cross_entropy``
-:func:`binary_cross_entropy_with_logits`,
-:class:`BCEWithLogitsLoss`                                ``F.binary_cross_entropy_with_logits``
-:func:`linear_cross_entropy`,
-:class:`LinearCrossEntropyLoss`                           ``F.linear_cross_entropy`` (+ softcap)
-==========================================  ==================================================
+- :func:`cross_entropy`, :class:`CrossEntropyLoss`: ``F.cross_entropy``
+- :func:`nll_loss`, :class:`NLLLoss`: ``F.nll_loss``
+- :func:`binary_cross_entropy`, :class:`BCELoss`: ``F.binary_cross_entropy``
+- :func:`binary_cross_entropy_with_logits`, :class:`BCEWithLogitsLoss`:
+  ``F.binary_cross_entropy_with_logits``
+- :func:`linear_cross_entropy`, :class:`LinearCrossEntropyLoss`: ``F.linear_cross_entropy``,
+  plus ``softcap``
 
 Every loss is a ``torch.library`` custom operator (``torch.ops.xent.*``) with a fake
 implementation and an autograd formula, so ``torch.compile(fullgraph=True)`` traces it
@@ -58,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 from typing import Optional
 
 import numpy as np
+from torch._subclasses.fake_tensor import is_fake as _is_fake
 
 import xent as _xent
 
@@ -145,8 +144,7 @@ def _empty(dtype):
 
 def _is_plain(tensor):
     """Whether ``tensor`` is a real tensor with values (not traced by compile or func)."""
-    from torch._subclasses.fake_tensor import is_fake
-    return (type(tensor) is torch.Tensor and not is_fake(tensor)
+    return (type(tensor) is torch.Tensor and not _is_fake(tensor)
             and not torch._C._functorch.is_functorch_wrapped_tensor(tensor))
 
 
