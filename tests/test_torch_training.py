@@ -162,19 +162,29 @@ if __name__ == "__main__":
                   f"largest |xent - torch| over {STEPS} steps: {largest:.3g}")
 
 
-def test_the_training_step_benchmark_runs_and_its_methods_agree(tmp_path):
-    """benchmarks/train_step.py at a tiny shape: every method prints a time and one loss."""
+def test_the_training_step_benchmark_runs_and_its_methods_agree(capsys):
+    """benchmarks/train_step.py at a tiny shape: every method prints a time and one loss.
+
+    Run in this process (its main() with arguments): a new process would spend seconds
+    importing PyTorch again.
+    """
+    import importlib.util
     import pathlib
-    import subprocess
-    import sys
 
     script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
-    result = subprocess.run([sys.executable, str(script), "--shape", "64x16x300", "--repeat",
-                             "1", "--no-compile", "--dtype", "float64", "--threads", "1"],
-                            cwd=tmp_path, capture_output=True, text=True, check=True)
+    spec = importlib.util.spec_from_file_location("train_step", script)
+    train_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_step)
+    threads = torch.get_num_threads()
+    try:
+        assert train_step.main(["--shape", "64x16x300", "--repeat", "1", "--no-compile",
+                                "--dtype", "float64", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
     methods = {"xent", "torch eager", "torch chunked"}
-    rows = {line[:15].strip(): line.split() for line in result.stdout.splitlines()
+    rows = {line[:15].strip(): line.split() for line in out.splitlines()
             if line[:15].strip() in methods}
-    assert set(rows) == methods, result.stdout
+    assert set(rows) == methods, out
     losses = [float(fields[-1]) for fields in rows.values()]
-    assert max(losses) - min(losses) < 1e-6, result.stdout
+    assert max(losses) - min(losses) < 1e-12, out
