@@ -680,7 +680,7 @@ def _(input, target, weight, pos_weight, logits, reduction, num_threads, with_gr
 def _binary_setup(ctx, inputs, output):
     input, target, weight, pos_weight, logits, reduction, _, _ = inputs
     ctx.logits, ctx.reduction, ctx.numel = logits, reduction, input.numel()
-    ctx.input_shape = input.shape
+    ctx.input_shape, ctx.target_dtype = input.shape, target.dtype
     keep = target.requires_grad
     ctx.save_for_backward(output[1], input if keep else None, weight if keep else None,
                           pos_weight if keep else None)
@@ -706,7 +706,7 @@ def _binary_backward(ctx, grad_loss, _):
         if weight is not None:
             slope = slope * weight.detach().to(compute)
         scale = grad_loss.to(compute) / ctx.numel if ctx.reduction == "mean" else grad_loss
-        grad_target = (slope * scale).to(grad.dtype if grad.numel() else input.dtype)
+        grad_target = (slope * scale).to(ctx.target_dtype)
         grad_target = grad_target.expand(input.shape)
     return grad_input, grad_target, None, None, None, None, None, None
 
