@@ -487,3 +487,50 @@ def test_modules_register_their_tensors_as_buffers():
         name.endswith("Loss") or name.endswith("entropy") or name == "nll_loss"
         or name.endswith("logits"))}
 
+
+
+def test_bfloat16_without_ml_dtypes_is_widened_and_gives_the_same_values(monkeypatch):
+    g = _generator("bf16 widened")
+    x = torch.randn(12, 6, generator=g).to(torch.bfloat16).requires_grad_(True)
+    t = torch.randint(0, 6, (12,), generator=g)
+    in_place = xt.cross_entropy(x, t, reduction="none")
+    (grad_in_place,) = torch.autograd.grad(in_place.sum(), x)
+    monkeypatch.setattr(xt, "_ml_dtypes", None)
+    widened = xt.cross_entropy(x, t, reduction="none")
+    (grad_widened,) = torch.autograd.grad(widened.sum(), x)
+    assert widened.dtype == grad_widened.dtype == torch.bfloat16
+    assert torch.equal(widened, in_place) and torch.equal(grad_widened, grad_in_place)
+
+
+def test_binary_target_gradient_has_the_targets_dtype():
+    x = torch.randn(5, dtype=torch.float32, requires_grad=True)
+    y = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    xt.binary_cross_entropy_with_logits(x, y).backward()
+    x_ref, y_ref = x.detach().requires_grad_(True), y.detach().requires_grad_(True)
+    F.binary_cross_entropy_with_logits(x_ref, y_ref.float()).backward()
+    assert y.grad.dtype == torch.float64 and x.grad.dtype == torch.float32
+    torch.testing.assert_close(y.grad, y_ref.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_weights_and_probability_targets_are_taken():
+    """xent's numpy API takes bfloat16 logits only: the adapter widens the other operands."""
+    g = _generator("bf16 operands")
+    b = torch.bfloat16
+    x = torch.randn(6, 5, generator=g).to(b).requires_grad_(True)
+    p = torch.softmax(torch.randn(6, 5, generator=g), 1).to(b)
+    w = (0.5 + torch.rand(5, generator=g)).to(b)
+    t = torch.randint(0, 5, (6,), generator=g)
+    x32 = x.detach().float().requires_grad_(True)
+    for ours, theirs in [(lambda x: xt.cross_entropy(x, p, weight=w),
+                          lambda x: F.cross_entropy(x, p.float(), weight=w.float())),
+                         (lambda x: xt.cross_entropy(x, t, weight=w),
+                          lambda x: F.cross_entropy(x, t, weight=w.float())),
+                         (lambda x: xt.nll_loss(x, t, weight=w),
+                          lambda x: F.nll_loss(x, t, weight=w.float()))]:
+        got, expected = ours(x), theirs(x32)
+        assert got.dtype == b
+        assert_close(got.detach().float(), expected.detach(), b)
+        got_grad, expected_grad = _grads(got, x, None)[0], _grads(expected, x32, None)[0]
+        assert got_grad.dtype == b
+        assert_close(got_grad.float(), expected_grad, b)

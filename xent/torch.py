@@ -121,6 +121,16 @@ def _numpy(tensor):
     return tensor.numpy()
 
 
+def _operand(tensor):
+    """A weight (or a binary loss's operand) as numpy: xent takes no bfloat16 array there, so
+    a bfloat16 one is widened to float32 (exactly), the precision xent computes bfloat16 in."""
+    if tensor is None:
+        return None
+    if tensor.dtype == torch.bfloat16:
+        return tensor.detach().float().numpy()
+    return _numpy(tensor)
+
+
 def _tensor(array, dtype):
     """A numpy result as a tensor of ``dtype`` (shares memory unless a cast is needed)."""
     array = np.asarray(array)
@@ -237,8 +247,9 @@ def _cross_entropy_op(input: torch.Tensor, target: torch.Tensor, weight: Optiona
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     class_dim = 1 if input.ndim >= 2 else 0
     x = _class_last(input, class_dim)
-    t = _class_last(target, class_dim) if target.dtype.is_floating_point else _numpy(target)
-    options = dict(weight=None if weight is None else _numpy(weight), ignore_index=ignore_index,
+    t = (_operand(torch.movedim(target, class_dim, -1)) if target.dtype.is_floating_point
+         else _numpy(target))
+    options = dict(weight=_operand(weight), ignore_index=ignore_index,
                    reduction=reduction, label_smoothing=label_smoothing,
                    num_threads=num_threads)
     if with_grad:
@@ -499,7 +510,7 @@ def _nll_loss_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[tor
                  ignore_index: int, reduction: str, num_threads: Optional[int]) -> torch.Tensor:
     class_dim = 1 if input.ndim >= 2 else 0
     loss = _xent.nll_loss(_class_last(input, class_dim), _numpy(target),
-                          weight=None if weight is None else _numpy(weight),
+                          weight=_operand(weight),
                           ignore_index=ignore_index, reduction=reduction,
                           num_threads=num_threads)
     return _tensor(loss, input.dtype)
@@ -635,17 +646,6 @@ class NLLLoss(torch.nn.Module):
 
 
 # ---- binary cross-entropy --------------------------------------------------------------------
-
-def _operand(tensor):
-    """An operand of a binary loss as numpy: xent's binary losses take no bfloat16 array, so
-    a bfloat16 one is widened to float32 (exactly; the result is rounded back to bfloat16),
-    the precision xent computes bfloat16 in."""
-    if tensor is None:
-        return None
-    if tensor.dtype == torch.bfloat16:
-        return tensor.detach().float().numpy()
-    return _numpy(tensor)
-
 
 @torch.library.custom_op("xent::binary_cross_entropy", mutates_args=())
 def _binary_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
