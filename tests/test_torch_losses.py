@@ -345,7 +345,7 @@ def test_non_contiguous_inputs_match_torch():
     assert_close(xt.linear_cross_entropy(h, w, t), _reference_linear(h, w, t))
 
 
-# ---- torch.compile and torch.func -----------------------------------------------------------------
+# ---- torch.compile and torch.func ----------------------------------------------------------
 
 def _every_loss(x, t, p, y, h, w):
     """One training objective calling each of xent.torch's losses."""
@@ -435,7 +435,7 @@ def test_torch_func_grad_raises_a_clear_error():
         torch.func.grad(lambda x: xt.cross_entropy(x, t))(x)
 
 
-# ---- errors ---------------------------------------------------------------------------------------
+# ---- errors ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: xt.nll_loss(torch.zeros(3, 4, device="meta"), torch.zeros(3, dtype=torch.long)),
@@ -534,3 +534,16 @@ def test_bfloat16_weights_and_probability_targets_are_taken():
         got_grad, expected_grad = _grads(got, x, None)[0], _grads(expected, x32, None)[0]
         assert got_grad.dtype == b
         assert_close(got_grad.float(), expected_grad, b)
+
+
+def test_eager_calls_skip_the_operators_dispatch_and_give_the_operators_bits():
+    g = _generator("eager path")
+    x = torch.randn(8, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 5, (8, 3), generator=g)
+    eager = xt.cross_entropy(x, t, reduction="none", label_smoothing=0.1)
+    assert type(eager.grad_fn).__name__ == "_EagerOpBackward"
+    through_op, _ = torch.ops.xent.cross_entropy(x, t, None, -100, "none", 0.1, None, True)
+    assert "xent_cross_entropy" in type(through_op.grad_fn).__name__
+    grad_output = torch.rand(8, 3, generator=g, dtype=torch.float64)
+    assert torch.equal(eager, through_op)
+    assert torch.equal(_grads(eager, x, grad_output)[0], _grads(through_op, x, grad_output)[0])

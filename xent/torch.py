@@ -14,7 +14,9 @@ computed by xent on CPU tensors:
 
 Every loss is a ``torch.library`` custom operator (``torch.ops.xent.*``) with a fake
 implementation and an autograd formula, so ``torch.compile(fullgraph=True)`` traces it
-without a graph break, and ``torch.func.vmap`` maps it (one call per mapped slice). The
+without a graph break, and ``torch.func.vmap`` maps it (one call per mapped slice); in plain
+eager mode the same implementation and formula run as a ``torch.autograd.Function``, without
+the operator's dispatch. The
 gradient comes from xent's fused kernels: the forward pass computes the loss and
 ``d loss / d input`` together when the input requires grad, and the backward pass only
 scales the saved gradient by the incoming one. :func:`linear_cross_entropy` never forms the
@@ -53,10 +55,11 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("xent.torch needs PyTorch: pip install torch") from exc
 
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from torch._subclasses.fake_tensor import is_fake as _is_fake
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 import xent as _xent
 
@@ -199,12 +202,57 @@ _NO_FUNC_TRANSFORMS = (
     "(torch.func.vmap alone works)")
 
 
-def _call(op, name, *args):
-    """``op(*args)``, with PyTorch's error for torch.func.grad & co. made specific."""
+class _Op(NamedTuple):
+    """A loss's custom operator and the parts it was made of."""
+
+    op: object  # torch.library.CustomOpDef
+    impl: Callable
+    setup: Callable
+    backward: Callable
+    returns_tuple: bool
+
+
+class _EagerOp(torch.autograd.Function):
+    """A custom operator's implementation and autograd formula called directly, on plain
+    tensors in eager mode: the same computation as the operator without PyTorch's dispatch of
+    a Python custom operator, which costs about 70 us a call (a forward and backward pass of
+    64 x 10 logits took 335 us through the operator, 265 us this way)."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        *inputs, spec = args  # spec last: ctx.needs_input_grad keeps the operator's indices
+        outputs = spec.impl(*inputs)
+        spec.setup(ctx, tuple(inputs), outputs)
+        ctx.spec = spec
+        if spec.returns_tuple:
+            ctx.mark_non_differentiable(*outputs[1:])  # the saved gradients
+        return outputs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (*ctx.spec.backward(ctx, *grads), None)
+
+
+def _plain_eager(args):
+    """Whether the call runs eagerly on plain tensors: no compile, tracing, torch.func
+    transform or dispatch mode that needs the registered operator."""
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch._C._are_functorch_transforms_active()
+            and _current_dispatch_mode() is None
+            and all(type(a) is torch.Tensor for a in args if isinstance(a, torch.Tensor)))
+
+
+def _call(spec, name, *args):
+    """The operator of ``spec`` on ``args``, the eager way where it can.
+
+    PyTorch's error for torch.func.grad & co. is made specific.
+    """
     if torch.compiler.is_compiling():
-        return op(*args)
+        return spec.op(*args)
+    if _plain_eager(args):
+        return _EagerOp.apply(*args, spec)
     try:
-        return op(*args)
+        return spec.op(*args)
     except RuntimeError as exc:
         if "functorch transforms" in str(exc):
             raise RuntimeError(_NO_FUNC_TRANSFORMS.format(name=name)) from None
@@ -215,13 +263,6 @@ def _check_saved(grad, shape, name):
     if grad.shape != shape:  # the placeholder of with_grad=False
         raise RuntimeError(f"torch.ops.xent.{name} was called with with_grad=False, so it has "
                            f"no gradient to give: call xent.torch.{name}, which sets it")
-
-
-def _backward_scale(grad_loss, reduction, unsqueeze_dim=None):
-    """The incoming gradient shaped to multiply a saved gradient (per row for 'none')."""
-    if reduction == "none" and unsqueeze_dim is not None:
-        return grad_loss.unsqueeze(unsqueeze_dim)
-    return grad_loss
 
 
 def _scaled(grad, grad_loss, scale):
@@ -240,11 +281,10 @@ def _grad_like(logits, class_dim):
     return torch.movedim(empty, -1, class_dim) if class_dim != logits.ndim - 1 else empty
 
 
-@torch.library.custom_op("xent::cross_entropy", mutates_args=())
-def _cross_entropy_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
-                      ignore_index: int, reduction: str, label_smoothing: float,
-                      num_threads: Optional[int], with_grad: bool
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def _cross_entropy_impl(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+                        ignore_index: int, reduction: str, label_smoothing: float,
+                        num_threads: Optional[int], with_grad: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     class_dim = 1 if input.ndim >= 2 else 0
     x = _class_last(input, class_dim)
     t = (_operand(torch.movedim(target, class_dim, -1)) if target.dtype.is_floating_point
@@ -258,6 +298,10 @@ def _cross_entropy_op(input: torch.Tensor, target: torch.Tensor, weight: Optiona
     else:
         loss, grad = _xent.cross_entropy(x, t, **options), _empty(input.dtype)
     return _tensor(loss, input.dtype), grad
+
+
+_cross_entropy_op = torch.library.custom_op("xent::cross_entropy",
+                                            mutates_args=())(_cross_entropy_impl)
 
 
 @_cross_entropy_op.register_fake
@@ -287,7 +331,8 @@ def _cross_entropy_backward(ctx, grad_loss, _):
     _refuse_double_backward("cross_entropy")
     grad, logits, target, weight = ctx.saved_tensors
     class_dim, reduction = ctx.class_dim, ctx.reduction
-    row_scale = _backward_scale(grad_loss, reduction, class_dim)
+    # the incoming gradient per row, broadcast along the class dim
+    row_scale = grad_loss.unsqueeze(class_dim) if reduction == "none" else grad_loss
     grad_input = grad_target = grad_weight = None
     if ctx.needs_input_grad[0]:
         _check_saved(grad, ctx.input_shape, "cross_entropy")
@@ -320,6 +365,8 @@ def _along(weight, class_dim, ndim):
 
 
 _cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
+_CROSS_ENTROPY = _Op(_cross_entropy_op, _cross_entropy_impl, _cross_entropy_setup,
+                     _cross_entropy_backward, True)
 _cross_entropy_op.register_vmap(_loop_vmap(_cross_entropy_op, 2))
 
 
@@ -445,7 +492,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if _wants_grad(weight) and not probabilities:
         raise ValueError("the cross-entropy of class indices is not differentiable with "
                          "respect to weight (as in PyTorch): pass weight.detach()")
-    loss, _ = _call(_cross_entropy_op, "cross_entropy", input, target, weight, ignore_index,
+    loss, _ = _call(_CROSS_ENTROPY, "cross_entropy", input, target, weight, ignore_index,
                     reduction, label_smoothing, num_threads, _wants_grad(input))
     return loss
 
@@ -505,15 +552,17 @@ class CrossEntropyLoss(torch.nn.Module):
 
 # ---- nll_loss --------------------------------------------------------------------------------
 
-@torch.library.custom_op("xent::nll_loss", mutates_args=())
-def _nll_loss_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
-                 ignore_index: int, reduction: str, num_threads: Optional[int]) -> torch.Tensor:
+def _nll_loss_impl(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+                   ignore_index: int, reduction: str, num_threads: Optional[int]) -> torch.Tensor:
     class_dim = 1 if input.ndim >= 2 else 0
     loss = _xent.nll_loss(_class_last(input, class_dim), _numpy(target),
                           weight=_operand(weight),
                           ignore_index=ignore_index, reduction=reduction,
                           num_threads=num_threads)
     return _tensor(loss, input.dtype)
+
+
+_nll_loss_op = torch.library.custom_op("xent::nll_loss", mutates_args=())(_nll_loss_impl)
 
 
 @_nll_loss_op.register_fake
@@ -558,6 +607,7 @@ def _nll_backward(ctx, grad_loss):
 
 
 _nll_loss_op.register_autograd(_nll_backward, setup_context=_nll_setup)
+_NLL_LOSS = _Op(_nll_loss_op, _nll_loss_impl, _nll_setup, _nll_backward, False)
 _nll_loss_op.register_vmap(_loop_vmap(_nll_loss_op))
 
 
@@ -600,7 +650,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if _wants_grad(weight):
         raise ValueError("nll_loss is not differentiable with respect to weight (as in "
                          "PyTorch): pass weight.detach()")
-    return _call(_nll_loss_op, "nll_loss", input, target, weight, ignore_index, reduction,
+    return _call(_NLL_LOSS, "nll_loss", input, target, weight, ignore_index, reduction,
                  num_threads)
 
 
@@ -647,11 +697,10 @@ class NLLLoss(torch.nn.Module):
 
 # ---- binary cross-entropy --------------------------------------------------------------------
 
-@torch.library.custom_op("xent::binary_cross_entropy", mutates_args=())
-def _binary_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
-               pos_weight: Optional[torch.Tensor], logits: bool, reduction: str,
-               num_threads: Optional[int], with_grad: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _binary_impl(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+                 pos_weight: Optional[torch.Tensor], logits: bool, reduction: str,
+                 num_threads: Optional[int], with_grad: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     # with_grad: d loss / d input for an incoming gradient of 1 (per element for "none"),
     # which the backward scales by the real one: the loss is elementwise.
     options = dict(weight=_operand(weight), reduction=reduction, num_threads=num_threads)
@@ -668,6 +717,9 @@ def _binary_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch
                     else _xent.binary_cross_entropy)
         loss, grad = function(x, y, **options), _empty(input.dtype)
     return _tensor(loss, input.dtype), grad
+
+
+_binary_op = torch.library.custom_op("xent::binary_cross_entropy", mutates_args=())(_binary_impl)
 
 
 @_binary_op.register_fake
@@ -700,7 +752,8 @@ def _binary_backward(ctx, grad_loss, _):
         if ctx.logits:
             slope = -x
             if pos_weight is not None:
-                slope = slope - (pos_weight.detach().to(compute) - 1) * torch.nn.functional.logsigmoid(x)
+                positive = pos_weight.detach().to(compute) - 1
+                slope = slope - positive * torch.nn.functional.logsigmoid(x)
         else:
             slope = torch.log1p(-x).clamp(min=-100) - torch.log(x).clamp(min=-100)
         if weight is not None:
@@ -712,6 +765,7 @@ def _binary_backward(ctx, grad_loss, _):
 
 
 _binary_op.register_autograd(_binary_backward, setup_context=_binary_setup)
+_BINARY = _Op(_binary_op, _binary_impl, _binary_setup, _binary_backward, True)
 _binary_op.register_vmap(_loop_vmap(_binary_op, 2))
 
 
@@ -732,7 +786,7 @@ def _binary(input, target, weight, pos_weight, reduction, num_threads, logits):
                 raise ValueError(f"xent.torch.{name} is not differentiable with respect to "
                                  f"{label}: pass {label}.detach()")
     _check_reduction(reduction)
-    loss, _ = _call(_binary_op, name, input, target, weight, pos_weight, logits, reduction,
+    loss, _ = _call(_BINARY, name, input, target, weight, pos_weight, logits, reduction,
                     num_threads, _wants_grad(input))
     return loss
 
@@ -888,12 +942,11 @@ def _linear_grads(grads, input, linear_weight, linear_bias):
     return _tensor(grads[0], input.dtype), _tensor(grads[1], linear_weight.dtype), grad_bias
 
 
-@torch.library.custom_op("xent::linear_cross_entropy", mutates_args=())
-def _linear_op(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
-               linear_bias: Optional[torch.Tensor], ignore_index: int, reduction: str,
-               label_smoothing: float, softcap: Optional[float], num_threads: Optional[int],
-               with_grad: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear_impl(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
+                 linear_bias: Optional[torch.Tensor], ignore_index: int, reduction: str,
+                 label_smoothing: float, softcap: Optional[float], num_threads: Optional[int],
+                 with_grad: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     # with_grad (reduced losses only): the gradients for an incoming gradient of 1, from the
     # same tiled pass as the loss; the backward scales them.
     h, w, t, b = _linear_arrays(input, linear_weight, target, linear_bias)
@@ -906,6 +959,9 @@ def _linear_op(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.T
         loss = _xent.linear_cross_entropy(h, w, t, **options)
         grads = tuple(_empty(input.dtype) for _ in range(3))  # distinct: no aliasing
     return (_tensor(loss, input.dtype), *grads)
+
+
+_linear_op = torch.library.custom_op("xent::linear_cross_entropy", mutates_args=())(_linear_impl)
 
 
 @_linear_op.register_fake
@@ -968,6 +1024,7 @@ def _linear_backward(ctx, grad_loss, *_):
 
 
 _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
+_LINEAR = _Op(_linear_op, _linear_impl, _linear_setup, _linear_backward, True)
 _linear_op.register_vmap(_loop_vmap(_linear_op, 4))
 _linear_backward_op.register_vmap(_loop_vmap(_linear_backward_op, 3))
 
@@ -1059,7 +1116,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     _check_index_target(input, target, input.ndim - 1)
     with_grad = reduction != "none" and any(
         _wants_grad(t) for t in (input, linear_weight, linear_bias))
-    loss, *_ = _call(_linear_op, "linear_cross_entropy", input, linear_weight, target,
+    loss, *_ = _call(_LINEAR, "linear_cross_entropy", input, linear_weight, target,
                      linear_bias, ignore_index, reduction, label_smoothing, softcap,
                      num_threads, with_grad)
     return loss
