@@ -31,6 +31,7 @@ def test_the_readme_has_python_blocks():
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(page, tmp_path, monkeypatch, capsys):
     pytest.importorskip("distributed") if "xent.dask" in page.read_text() else None
+    pytest.importorskip("torch") if "xent.torch" in page.read_text() else None
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__docs__"}
     for line, source in python_blocks(page):

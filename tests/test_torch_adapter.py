@@ -364,7 +364,7 @@ def test_module_registers_weight_as_buffer_and_has_a_repr():
     module = xt.CrossEntropyLoss(weight=w, ignore_index=2, reduction="sum")
     assert torch.equal(module.state_dict()["weight"], w)
     assert "ignore_index=2" in repr(module) and "'sum'" in repr(module)
-    assert set(xt.__all__) == {"cross_entropy", "CrossEntropyLoss"}
+    assert {"cross_entropy", "CrossEntropyLoss"} <= set(xt.__all__)
 
 
 # ---- imports ----------------------------------------------------------------------------------
@@ -404,9 +404,7 @@ LONG3 = dict(dtype=torch.long)
     (lambda: (torch.zeros(3, 4), torch.zeros(3, device="meta", **LONG3)), ValueError,
      "target is on device meta"),
     (lambda: (torch.zeros(3, 4, **LONG3), torch.zeros(3, **LONG3)), TypeError,
-     "input must be float16, float32 or float64, got torch.int64"),
-    (lambda: (torch.zeros(3, 4, dtype=torch.bfloat16), torch.zeros(3, **LONG3)), TypeError,
-     "got torch.bfloat16"),
+     "input must be float16, bfloat16, float32 or float64, got torch.int64"),
     (lambda: (np.zeros((3, 4)), torch.zeros(3, **LONG3)), TypeError,
      "input must be a torch.Tensor"),
     (lambda: (torch.zeros(3, 4).to_sparse(), torch.zeros(3, **LONG3)), TypeError,
