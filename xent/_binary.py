@@ -194,6 +194,22 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
     ------
     ValueError
         An entry of ``probs`` or ``target`` outside [0, 1] (or NaN), named by its index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> probs = np.array([0.9, 0.2, 0.6])
+    >>> target = np.array([1.0, 0.0, 1.0])
+    >>> round(float(xent.binary_cross_entropy(probs, target)), 4)
+    0.2798
+    >>> np.round(xent.binary_cross_entropy(probs, target, reduction="none"), 4)
+    array([0.1054, 0.2231, 0.5108])
+
+    Each log is clamped at -100 as in PyTorch, so a confident wrong answer costs 100, not inf:
+
+    >>> print(xent.binary_cross_entropy(np.array([0.0]), np.array([1.0]), reduction="sum"))
+    100.0
     """
     return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
                    check)
@@ -207,6 +223,25 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
     The gradient is PyTorch's: ``g w (x - y) / max(x (1 - x), 1e-12)``. ``grad_output`` is
     a scalar, or for ``reduction="none"`` an array of the input's shape; ``out`` (the input's
     shape and dtype) may be ``probs`` itself. Returns ``(loss, grad)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> probs = np.array([0.9, 0.2, 0.6])
+    >>> target = np.array([1.0, 0.0, 1.0])
+    >>> loss, grad = xent.binary_cross_entropy_with_grad(probs, target)
+    >>> round(float(loss), 4)
+    0.2798
+    >>> np.round(grad, 4)  # (x - y) / (x (1 - x)) / 3 elements
+    array([-0.3704,  0.4167, -0.5556])
+
+    With ``reduction="none"``, ``grad_output`` holds one incoming gradient per element:
+
+    >>> loss, grad = xent.binary_cross_entropy_with_grad(
+    ...     probs, target, reduction="none", grad_output=np.array([1.0, 0.0, 2.0]))
+    >>> np.round(grad, 4)
+    array([-1.1111,  0.    , -3.3333])
     """
     return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
                    check, with_grad=True, grad_output=grad_output, out=out)
@@ -246,6 +281,24 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     ------
     ValueError
         A target outside [0, 1] (or NaN), named by its index.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, -1.0], [0.5, 40.0]])
+    >>> target = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> round(float(xent.binary_cross_entropy_with_logits(logits, target)), 4)
+    0.3536
+
+    ``pos_weight`` (one per class, on the last axis) weighs the positive term, as for an
+    imbalanced label:
+
+    >>> pos_weight = np.array([3.0, 1.0])
+    >>> np.round(xent.binary_cross_entropy_with_logits(
+    ...     logits, target, pos_weight=pos_weight, reduction="none"), 4)
+    array([[0.3808, 0.3133],
+           [0.9741, 0.    ]])
     """
     return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
                    num_threads, check)
@@ -260,6 +313,27 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, p
     The gradient is ``g w (L sigmoid(x) - pos_weight y)``; ``grad_output`` and ``out`` as for
     :func:`binary_cross_entropy_with_grad` (``out`` may be ``logits`` itself). Returns
     ``(loss, grad)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([2.0, -1.0, 0.5])
+    >>> target = np.array([1.0, 0.0, 0.0])
+    >>> loss, grad = xent.binary_cross_entropy_with_logits_with_grad(logits, target,
+    ...                                                               reduction="sum")
+    >>> round(float(loss), 4)
+    1.4143
+    >>> np.round(grad, 4)  # sigmoid(logits) - target
+    array([-0.1192,  0.2689,  0.6225])
+
+    ``out=logits`` writes the gradient over the logits:
+
+    >>> _, grad = xent.binary_cross_entropy_with_logits_with_grad(logits, target, out=logits)
+    >>> grad is logits
+    True
+    >>> np.round(logits, 4)
+    array([-0.0397,  0.0896,  0.2075])
     """
     return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
                    num_threads, check, with_grad=True, grad_output=grad_output, out=out)

@@ -112,6 +112,20 @@ def show_config(file=None):
     ----------
     file : file-like, optional
         Where to print (default: standard output).
+
+    Examples
+    --------
+    >>> import xent
+    >>> xent.show_config()  # doctest: +ELLIPSIS
+              xent: ...
+    ...
+               isa: ...
+    ...
+           threads: ...
+    ...
+
+    ``XENT_ISA``, set in the environment before xent is imported, chooses one of the kernel
+    variants listed under ``isa_available`` instead of the fastest one (``auto``).
     """
     for key, value in config().items():
         if isinstance(value, list):

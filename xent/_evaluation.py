@@ -60,6 +60,17 @@ class EvaluationReport:
         Rows counted (label not ``ignore_index``).
     ignored : int
         Rows whose label is ``ignore_index``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
+    >>> report = xent.evaluate(logits, np.array([0, 2, 0, -100]), topk=(1, 2))
+    >>> round(report.loss, 4), round(report.perplexity, 4), round(report.entropy, 4)
+    (0.485, 1.6242, 0.6599)
+    >>> round(report.accuracy, 4), report.topk_accuracy[1], report.count, report.ignored
+    (0.6667, (2, 1.0), 3, 1)
     """
 
     loss: float
@@ -71,7 +82,21 @@ class EvaluationReport:
     ignored: int
 
     def top(self, k):
-        """Top-k accuracy for a k that was requested."""
+        """Top-k accuracy for a k that was requested.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xent
+        >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0]])
+        >>> report = xent.evaluate(logits, np.array([0, 2, 0]), topk=(1, 2))
+        >>> round(report.top(1), 4), report.top(2)
+        (0.6667, 1.0)
+        >>> report.top(5)
+        Traceback (most recent call last):
+            ...
+        KeyError: 'top-5 accuracy was not requested (topk=(1, 2))'
+        """
         for kk, acc in self.topk_accuracy:
             if kk == k:
                 return acc
@@ -82,7 +107,25 @@ class EvaluationReport:
         return tuple(k for k, _ in self.topk_accuracy)
 
     def as_dict(self):
-        """Flat dict: loss, perplexity, accuracy, top{k}_accuracy..., entropy, count, ignored."""
+        """Flat dict: loss, perplexity, accuracy, top{k}_accuracy..., entropy, count, ignored.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xent
+        >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0]])
+        >>> report = xent.evaluate(logits, np.array([0, 2, 0]), topk=(1, 2))
+        >>> for name, value in report.as_dict().items():
+        ...     print(f"{name:>14}: {value:.4g}")
+                  loss: 0.485
+            perplexity: 1.624
+              accuracy: 0.6667
+         top1_accuracy: 0.6667
+         top2_accuracy: 1
+               entropy: 0.6599
+                 count: 3
+               ignored: 0
+        """
         out = {"loss": self.loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
         for k, acc in self.topk_accuracy:
             out[f"top{k}_accuracy"] = acc
@@ -406,6 +449,26 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     chunk at a time), never copied whole. Sums are float64 in an order fixed by the global
     row index, so any ``chunk_rows``, batching or thread count gives the same bits.
     Ctrl-C stops between chunks (within well under a second) with ``KeyboardInterrupt``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
+    >>> labels = np.array([0, 2, 0, -100])  # the last row is padding
+    >>> report = xent.evaluate(logits, labels, topk=(1, 2))
+    >>> print(f"loss {report.loss:.4f}, perplexity {report.perplexity:.4f}, "
+    ...       f"top-1 {report.accuracy:.4f}, top-2 {report.top(2):.4f}")
+    loss 0.4850, perplexity 1.6242, top-1 0.6667, top-2 1.0000
+    >>> report.count, report.ignored
+    (3, 1)
+
+    Batches from an iterable (shards on disk, or a model's outputs) give the same report, bit
+    for bit, as the rows in one array:
+
+    >>> batches = [(logits[:3], labels[:3]), (logits[3:], labels[3:])]
+    >>> xent.evaluate(batches, topk=(1, 2)) == report
+    True
     """
     opts = EvaluationOptions(topk, weight, ignore_index, num_threads)
     chunk = check_chunk_rows(chunk_rows)

@@ -65,6 +65,23 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     -----
     SciPy's rules: a row containing +inf gives +inf, a row of all -inf (or an empty axis)
     gives -inf, and a NaN anywhere in the row gives NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> x = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, 1000.0]])
+    >>> np.round(xent.logsumexp(x), 4)  # one value per row; 1000 does not overflow
+    array([   3.4076, 1001.0986])
+    >>> xent.logsumexp(x, keepdims=True).shape
+    (2, 1)
+    >>> np.round(xent.logsumexp(x, axis=0), 4)
+    array([1000., 1000., 1000.])
+
+    A row of all -inf gives -inf, as SciPy's:
+
+    >>> print(xent.logsumexp(np.array([-np.inf, -np.inf])))
+    -inf
     """
     a = float_array(x, "x")
     ax = check_axis(axis, a.ndim)
@@ -155,6 +172,22 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Computed as ``(x - m) - log(sum(exp(x - m)))`` in double and rounded once. SciPy's rules:
     a row ``[inf, 1]`` gives ``[nan, -inf]``, a row of all -inf gives NaN, NaN spreads to
     the whole row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    >>> np.round(xent.log_softmax(x), 4)
+    array([[-2.4076, -1.4076, -0.4076],
+           [-1.0986, -1.0986, -1.0986]], dtype=float32)
+
+    With ``out=x`` the result overwrites the input, allocating nothing:
+
+    >>> xent.log_softmax(x, out=x) is x
+    True
+    >>> np.round(x[1], 4)
+    array([-1.0986, -1.0986, -1.0986], dtype=float32)
     """
     return _rowwise_transform("log_softmax", _kernels.log_softmax_rows,
                               _reference.log_softmax, x, axis, out, num_threads, check)
@@ -187,6 +220,24 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     -----
     Defined as ``exp(log_softmax(x))``: a row ``[inf, 1]`` gives ``[nan, 0]`` (SciPy gives
     ``[nan, nan]``), a row of all -inf gives NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    >>> p = xent.softmax(x)
+    >>> np.round(p, 4)
+    array([[0.09  , 0.2447, 0.6652],
+           [0.3333, 0.3333, 0.3333]])
+    >>> np.round(p.sum(axis=-1), 12)
+    array([1., 1.])
+
+    Classes on another axis, here the first:
+
+    >>> np.round(xent.softmax(x, axis=0), 4)
+    array([[0.7311, 0.8808, 0.9526],
+           [0.2689, 0.1192, 0.0474]])
     """
     return _rowwise_transform("softmax", _kernels.softmax_rows, _reference.softmax, x, axis,
                               out, num_threads, check)
@@ -328,6 +379,31 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     formula: +inf when the target logit is finite, NaN when it is +inf. A row of all -inf
     gives NaN. A probability of exactly 0 contributes 0 even against a -inf logit (PyTorch:
     NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]])
+    >>> target = np.array([0, 2, 1])
+    >>> round(float(xent.cross_entropy(logits, target)), 4)
+    0.4832
+    >>> np.round(xent.cross_entropy(logits, target, reduction="none"), 4)
+    array([0.2413, 0.1096, 1.0986])
+
+    Rows whose target is ``ignore_index`` count for nothing, not even in the mean:
+
+    >>> padded = np.array([0, 2, -100])
+    >>> round(float(xent.cross_entropy(logits, padded)), 4)
+    0.1755
+    >>> round(float(xent.cross_entropy(logits, target, label_smoothing=0.1)), 4)
+    0.5965
+
+    Probabilities as targets (soft labels), in the logits' shape:
+
+    >>> soft = np.array([[0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [1/3, 1/3, 1/3]])
+    >>> round(float(xent.cross_entropy(logits, soft)), 4)
+    0.5332
     """
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
@@ -367,6 +443,28 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         d loss / d logits (``out`` if given): PyTorch's autograd gradient of
         ``F.cross_entropy`` with the same options. Ignored rows get 0. A mean over no
         (non-ignored) row gives a NaN loss and a zero gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> target = np.array([0, 2])
+    >>> loss, grad = xent.cross_entropy_with_grad(logits, target)
+    >>> round(float(loss), 4)
+    0.1755
+    >>> np.round(grad, 4)  # (softmax(logits) - one_hot(target)) / 2 rows
+    array([[-0.1072,  0.0876,  0.0196],
+           [ 0.0247,  0.0272, -0.0519]])
+
+    The gradient may overwrite the logits (``out=logits``), which a training step no longer
+    needs, so the call allocates no second array of the logits' size:
+
+    >>> loss, grad = xent.cross_entropy_with_grad(logits, target, reduction="sum", out=logits)
+    >>> grad is logits
+    True
+    >>> np.round(logits[0], 4)
+    array([-0.2144,  0.1753,  0.0391])
     """
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
@@ -449,6 +547,23 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     ------
     IndexError
         A class index outside ``[0, C)`` that is not ``ignore_index``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> log_probs = xent.log_softmax(np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]]))
+    >>> target = np.array([0, 2])
+    >>> round(float(xent.nll_loss(log_probs, target)), 4)  # the mean of -log_probs[i, target[i]]
+    0.1755
+
+    Class weights make the mean a weighted one:
+
+    >>> weight = np.array([1.0, 1.0, 3.0])
+    >>> np.round(xent.nll_loss(log_probs, target, weight=weight, reduction="none"), 4)
+    array([0.2413, 0.3288])
+    >>> round(float(xent.nll_loss(log_probs, target, weight=weight)), 4)
+    0.1425
     """
     x = float_array(log_probs, "log_probs")
     n_classes = x.shape[-1]

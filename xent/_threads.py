@@ -105,6 +105,23 @@ def get_num_threads(num_threads=None):
         If ``num_threads`` is not an int (or is a bool).
     ValueError
         If it is 0, above :data:`MAX_THREADS`, or negative beyond the number of CPUs.
+
+    Examples
+    --------
+    >>> import xent
+    >>> xent.get_num_threads(3)
+    3
+    >>> xent.get_num_threads() >= 1  # the default: the CPUs this process may use, shared
+    True
+    >>> xent.get_num_threads(-1) >= xent.get_num_threads()  # -1: every CPU this process may use
+    True
+
+    Every function takes ``num_threads``; the results have the same bits on any count:
+
+    >>> import numpy as np
+    >>> x = np.linspace(-3.0, 3.0, 4000).reshape(400, 10)
+    >>> bool((xent.logsumexp(x, num_threads=1) == xent.logsumexp(x, num_threads=2)).all())
+    True
     """
     if num_threads is None:
         n = _env_threads() or available_cpus()

@@ -102,6 +102,21 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
     Computes at once on dask's current scheduler (a ``distributed.Client`` if one exists).
     Only small summaries come back: per block, the whole-group sums and at most one group's
     raw per-row values.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import xent
+    >>> import xent.dask
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
+    >>> labels = np.array([0, 2, 0, -100])
+    >>> blocks = da.from_array(logits, chunks=(2, 3))  # two blocks of two rows
+    >>> report = xent.dask.evaluate(blocks, da.from_array(labels, chunks=2), topk=(1, 2))
+    >>> round(report.loss, 4), round(report.accuracy, 4), report.count
+    (0.485, 0.6667, 3)
+    >>> report == xent.evaluate(logits, labels, topk=(1, 2))  # bit for bit
+    True
     """
     x = _logits_rows(logits)
     y = _aligned(labels, x, "labels", per_class=False)
@@ -164,6 +179,26 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         :func:`xent.cross_entropy` in one machine's memory to float64 rounding (about
         1e-15 relative, as sums group differently), not bit for bit; use :func:`evaluate`
         for results that are.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import xent.dask
+    >>> logits = da.from_array(np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]]),
+    ...                        chunks=(2, 3))
+    >>> target = np.array([0, 2, 1])
+    >>> round(float(xent.dask.cross_entropy(logits, target)), 4)
+    0.4832
+
+    The sum, with label smoothing, as :func:`xent.cross_entropy` gives it on the whole array:
+
+    >>> round(float(xent.dask.cross_entropy(logits, target, reduction="sum",
+    ...                                     label_smoothing=0.1)), 4)
+    1.7895
+    >>> round(float(xent.cross_entropy(logits.compute(), target, reduction="sum",
+    ...                                label_smoothing=0.1)), 4)
+    1.7895
     """
     x = _logits_rows(logits)
     batch_shape = logits.shape[:-1]

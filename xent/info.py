@@ -158,6 +158,22 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
     -------
     scalar or numpy.ndarray
         One entropy per distribution, in the dtype of ``p``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent.info
+    >>> p = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    >>> np.round(xent.info.entropy(p, base=2), 4)  # bits; 0 log 0 counts 0
+    array([1., 2.])
+    >>> np.round(xent.info.entropy(p), 4)  # nats
+    array([0.6931, 1.3863])
+
+    Counts instead of probabilities, with ``normalize=True``:
+
+    >>> counts = np.array([2.0, 1.0, 1.0])
+    >>> round(float(xent.info.entropy(counts, base=2, normalize=True)), 4)
+    1.5
     """
     log_base = _log_base(base)
     normalize = bool_option(normalize, "normalize")
@@ -185,6 +201,17 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
     Infinite where q = 0 and p > 0; terms with p = 0 count 0. Parameters as for
     :func:`entropy`, with ``q`` of the shape of ``p``. This is the quantity between two
     distributions; for the loss of logits against labels see :func:`xent.cross_entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent.info
+    >>> p = np.array([0.5, 0.5, 0.0])
+    >>> q = np.array([0.25, 0.25, 0.5])
+    >>> round(float(xent.info.cross_entropy(p, q, base=2)), 4)  # H(p) = 1 bit, D(p || q) = 1
+    2.0
+    >>> print(xent.info.cross_entropy(q, p, base=2))  # q puts mass where p has none
+    inf
     """
     log_base = _log_base(base)
     normalize = bool_option(normalize, "normalize")
@@ -212,6 +239,17 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
 
     SciPy's ``rel_entr`` conventions per term: 0 where p = 0, +inf where p > 0 and q = 0.
     Parameters as for :func:`cross_entropy`. Never negative for distributions, 0 for q = p.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent.info
+    >>> p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    >>> q = np.array([[0.25, 0.25, 0.5], [0.2, 0.3, 0.5]])
+    >>> np.round(xent.info.kl_divergence(p, q, base=2), 4)
+    array([1., 0.])
+    >>> round(float(xent.info.kl_divergence(p[0], q[0])), 4)  # nats: log 2
+    0.6931
     """
     log_base = _log_base(base)
     normalize = bool_option(normalize, "normalize")
@@ -267,6 +305,16 @@ def self_information(p, base=None, *, num_threads=None):
     -------
     scalar or numpy.ndarray
         The shape and dtype of ``p``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent.info
+    >>> p = np.array([0.5, 0.25, 0.125, 0.0])
+    >>> np.round(xent.info.self_information(p, base=2), 4)  # in bits
+    array([ 1.,  2.,  3., inf])
+    >>> np.round(xent.info.self_information(p), 4)  # in nats
+    array([0.6931, 1.3863, 2.0794,    inf])
     """
     return _elementwise(_Element.ELEMENT_SELF_INFORMATION, "self_information", p, base,
                         num_threads)
@@ -278,6 +326,14 @@ def binary_entropy(p, base=None, *, num_threads=None):
 
     Parameters and returns as for :func:`self_information`; 0 at p = 0 and p = 1, and
     exactly 1 bit at p = 1/2 with ``base=2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent.info
+    >>> p = np.array([0.0, 0.1, 0.5, 1.0])
+    >>> np.round(xent.info.binary_entropy(p, base=2), 4)
+    array([0.   , 0.469, 1.   , 0.   ])
     """
     return _elementwise(_Element.ELEMENT_BINARY_ENTROPY, "binary_entropy", p, base,
                         num_threads)
@@ -289,6 +345,18 @@ def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=N
 
     The predictive entropy of a classifier: per row ``sum_k p_k (lse - x_k)`` with
     ``p = softmax(x)``; -inf logits contribute 0. Parameters as for :func:`entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> import xent.info
+    >>> logits = np.array([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, -np.inf]])
+    >>> np.round(xent.info.entropy_from_logits(logits, base=2), 4)  # uniform: 2 bits
+    array([2.    , 0.9602])
+    >>> row = xent.softmax(logits[1])
+    >>> print(np.allclose(xent.info.entropy_from_logits(logits[1]), xent.info.entropy(row)))
+    True
     """
     log_base = _log_base(base)
     a, batch, rows = _distributions(logits, "logits", axis)
@@ -309,6 +377,23 @@ def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothin
 
     Arguments as for :func:`xent.cross_entropy` (whose mean it exponentiates); returns a
     scalar in the logits' dtype (NaN when every row is ignored).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent.info
+    >>> logits = np.zeros((3, 10))  # a uniform guess among 10 classes
+    >>> target = np.array([1, 4, 7])
+    >>> round(float(xent.info.perplexity(logits, target)), 6)
+    10.0
+
+    Ignored rows (padding) are left out, as in :func:`xent.cross_entropy`:
+
+    >>> logits[0, 1] = 5.0
+    >>> round(float(xent.info.perplexity(logits, target)), 4)
+    4.7336
+    >>> round(float(xent.info.perplexity(logits, np.array([-100, 4, 7]))), 4)
+    10.0
     """
     loss = _loss_cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                                reduction="mean", label_smoothing=label_smoothing,

@@ -69,6 +69,21 @@ class LinearCrossEntropyGrads(tuple):
     that ``loss, gh, gw = ...`` (no bias) and ``loss, gh, gw, gb = ...`` (bias) unpack as they
     always have. Code written for either case reads the fields by name instead:
     ``grad_bias`` is None when there is no bias.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])
+    >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
+    >>> target = np.array([2, 1, 0])
+    >>> result = xent.linear_cross_entropy_with_grad(hidden, weight, target)
+    >>> loss, grad_hidden, grad_weight = result  # three without a bias
+    >>> result.grad_bias is None
+    True
+    >>> result = xent.linear_cross_entropy_with_grad(hidden, weight, target, bias=np.zeros(3))
+    >>> len(result), np.round(result.grad_bias, 4)  # four with one
+    (4, array([ 0.0294, -0.1167,  0.0874]))
     """
 
     __slots__ = ()
@@ -241,6 +256,28 @@ linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight
     Notes
     -----
     {_MEMORY_AND_THREADS}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])  # 3 tokens, H = 2
+    >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])  # V = 3 classes
+    >>> target = np.array([2, 1, 0])
+    >>> round(float(xent.linear_cross_entropy(hidden, weight, target)), 4)
+    0.4461
+    >>> round(float(xent.cross_entropy(hidden @ weight.T, target)), 4)  # the same, with logits
+    0.4461
+
+    Per-row losses, a bias, and Gemma's logit soft-capping:
+
+    >>> bias = np.array([0.0, 0.5, -0.5])
+    >>> np.round(xent.linear_cross_entropy(hidden, weight, target, bias=bias,
+    ...                                     reduction="none"), 4)
+    array([0.6803, 0.3064, 0.2258])
+    >>> np.round(xent.linear_cross_entropy(hidden, weight, target, softcap=1.0,
+    ...                                     reduction="none"), 4)
+    array([0.7876, 0.7107, 0.6741])
     """
 
 
@@ -334,4 +371,32 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     numbers, two tiles per thread, an accumulator of H numbers per row and extra stretch of
     the vocabulary (at most 8192 x H in all), and an N x H one more when ``softcap`` and
     ``label_smoothing`` are both given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])
+    >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
+    >>> target = np.array([2, 1, -100])  # the last token is padding
+    >>> loss, grad_hidden, grad_weight = xent.linear_cross_entropy_with_grad(hidden, weight,
+    ...                                                                      target)
+    >>> round(float(loss), 4)
+    0.5059
+    >>> np.round(grad_hidden, 4)  # the padding row gets 0
+    array([[-0.2124, -0.0063],
+           [ 0.3925,  0.3706],
+           [ 0.    ,  0.    ]])
+    >>> np.round(grad_weight, 4)
+    array([[ 0.1529, -0.061 ],
+           [-0.0683,  0.2267],
+           [-0.0845, -0.1657]])
+
+    They are the gradients of the logits' cross-entropy, carried through ``hidden @ weight.T``:
+
+    >>> _, grad_logits = xent.cross_entropy_with_grad(hidden @ weight.T, target)
+    >>> bool(np.allclose(grad_hidden, grad_logits @ weight))
+    True
+    >>> bool(np.allclose(grad_weight, grad_logits.T @ hidden))
+    True
     """

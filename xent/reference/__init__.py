@@ -67,6 +67,14 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     """``(loss, grad)`` as :func:`xent.cross_entropy_with_grad` returns them.
 
     :func:`cross_entropy` and :func:`cross_entropy_grad` of the same arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> loss, grad = reference.cross_entropy_with_grad(np.array([[2.0, 0.5, -1.0]]), np.array([0]))
+    >>> round(float(loss), 4), np.round(grad, 4)
+    (0.2413, array([[-0.2144,  0.1753,  0.0391]]))
     """
     options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
                    label_smoothing=label_smoothing)
@@ -76,7 +84,17 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
 
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
                                    grad_output=None):
-    """``(loss, grad)`` as :func:`xent.binary_cross_entropy_with_grad` returns them."""
+    """``(loss, grad)`` as :func:`xent.binary_cross_entropy_with_grad` returns them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> loss, grad = reference.binary_cross_entropy_with_grad(np.array([0.9, 0.2]),
+    ...                                                       np.array([1.0, 0.0]), reduction="sum")
+    >>> round(float(loss), 4), np.round(grad, 4)
+    (0.3285, array([-1.1111,  1.25  ]))
+    """
     options = dict(weight=weight, reduction=reduction)
     return (binary_cross_entropy(probs, target, **options),
             binary_cross_entropy_grad(probs, target, grad_output=grad_output, **options))
@@ -85,7 +103,17 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
 def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
                                                reduction="mean", grad_output=None):
     """``(loss, grad)`` as :func:`xent.binary_cross_entropy_with_logits_with_grad` returns
-    them."""
+    them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> loss, grad = reference.binary_cross_entropy_with_logits_with_grad(
+    ...     np.array([2.0, -1.0]), np.array([1.0, 0.0]), reduction="sum")
+    >>> round(float(loss), 4), np.round(grad, 4)
+    (0.4402, array([-0.1192,  0.2689]))
+    """
     options = dict(weight=weight, pos_weight=pos_weight, reduction=reduction)
     return (binary_cross_entropy_with_logits(logits, target, **options),
             binary_cross_entropy_with_logits_grad(logits, target, grad_output=grad_output,

@@ -61,6 +61,17 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
     -----
     As in PyTorch each log is clamped at -100, so ``x = 0`` or ``x = 1``
     gives a finite loss (``100 * y`` at ``x = 0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> probs, target = np.array([0.9, 0.2, 0.0]), np.array([1.0, 0.0, 1.0])
+    >>> np.round(reference.binary_cross_entropy(probs, target, reduction="none"), 4)
+    array([  0.1054,   0.2231, 100.    ])
+    >>> weight = np.array([1.0, 1.0, 0.0])
+    >>> round(float(reference.binary_cross_entropy(probs, target, weight=weight)), 4)
+    0.1095
     """
     check_reduction(reduction)
     x, y = _binary_inputs(probs, target)
@@ -114,6 +125,17 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None,
     For very negative ``x`` with ``y = 0`` the two terms cancel, so the
     small result has an absolute (not relative) error of a few ulps of
     ``|x|``, as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits, target = np.array([2.0, -1.0, 40.0]), np.array([1.0, 0.0, 0.0])
+    >>> np.round(reference.binary_cross_entropy_with_logits(logits, target, reduction="none"), 4)
+    array([ 0.1269,  0.3133, 40.    ])
+    >>> np.round(reference.binary_cross_entropy_with_logits(
+    ...     logits, target, pos_weight=np.array([2.0, 2.0, 2.0]), reduction="none"), 4)
+    array([ 0.2539,  0.3133, 40.    ])
     """
     check_reduction(reduction)
     x, y = _binary_inputs(logits, target)
@@ -160,6 +182,16 @@ def binary_cross_entropy_grad(probs, target, *, weight=None,
     ``g * w``, e.g. about -1e12 for ``x = 0, y = 1`` and 0 for ``x = y``.
     As in PyTorch the floor is the float32 ``1e-12``, which is
     ``9.999999960041972e-13`` (so ``1 / floor = 1000000003995.8029``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> probs, target = np.array([0.9, 0.2, 0.6]), np.array([1.0, 0.0, 1.0])
+    >>> np.round(reference.binary_cross_entropy_grad(probs, target), 4)
+    array([-0.3704,  0.4167, -0.5556])
+    >>> np.round(reference.binary_cross_entropy_grad(probs, target, reduction="sum"), 4)
+    array([-1.1111,  1.25  , -1.6667])
     """
     check_reduction(reduction)
     x, y = _binary_inputs(probs, target)
@@ -196,6 +228,18 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
         ``g * w * (L * sigmoid(x) - pos_weight * y)`` with
         ``L = 1 + (pos_weight - 1) * y`` (``pos_weight = 1`` when None, so
         ``sigmoid(x) - y``), shape of `logits`; PyTorch's formula.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits, target = np.array([2.0, -1.0, 0.5]), np.array([1.0, 0.0, 0.0])
+    >>> np.round(reference.binary_cross_entropy_with_logits_grad(logits, target,
+    ...                                                          reduction="sum"), 4)
+    array([-0.1192,  0.2689,  0.6225])
+    >>> np.round(reference.binary_cross_entropy_with_logits_grad(
+    ...     logits, target, pos_weight=np.array([3.0, 1.0, 1.0]), reduction="sum"), 4)
+    array([-0.3576,  0.2689,  0.6225])
     """
     check_reduction(reduction)
     x, y = _binary_inputs(logits, target)

@@ -28,6 +28,14 @@ def target_rank(logits, target):
         target's, plus the NaN ones. Ties do not count (a target tied for the
         largest logit has rank 0, so top-1 counts it correct); a NaN target
         has rank C (never correct for any k <= C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
+    >>> reference.target_rank(logits, np.array([0, 0, 1]))  # a tie with the largest is rank 0
+    array([0, 2, 0])
     """
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(target).astype(np.int64)
@@ -62,6 +70,17 @@ def evaluate(logits, target, *, topk=(1, 5), weight=None, ignore_index=-100):
         ``entropy``: mean of :func:`entropy_from_logits` (nats) over counted
         rows; ``count``: rows counted; ``ignored``: rows equal to
         ``ignore_index``. With no row counted the means are NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
+    >>> report = reference.evaluate(logits, np.array([0, 2, 0, -100]), topk=(1, 2))
+    >>> round(report["loss"], 4), round(report["accuracy"], 4), report["top2_accuracy"]
+    (0.485, 0.6667, 1.0)
+    >>> report["count"], report["ignored"]
+    (3, 1)
     """
     x = np.asarray(logits, dtype=np.float64)
     n_classes = x.shape[-1]

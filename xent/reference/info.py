@@ -79,6 +79,13 @@ def self_information(p, base=None):
     numpy.ndarray or numpy.float64
         ``-log(p) / log(base)``, same shape as `p`; ``p == 0`` gives +inf,
         negative `p` gives NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> np.round(reference.self_information(np.array([0.5, 0.25, 0.0]), base=2), 4)
+    array([ 1.,  2., inf])
     """
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -107,6 +114,15 @@ def entropy(p, axis=-1, base=None, normalize=False):
         ``-sum(p * log(p), axis)`` with ``0 log 0 = 0``, i.e. the sum of
         ``scipy.special.entr(p)``, divided by ``log(base)``.  A zero-length
         axis gives 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> np.round(reference.entropy(np.array([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]]), base=2), 4)
+    array([1. , 1.5])
+    >>> round(float(reference.entropy(np.array([2.0, 1.0, 1.0]), base=2, normalize=True)), 4)
+    1.5
     """
     p = np.asarray(p, dtype=np.float64)
     if normalize:
@@ -140,6 +156,16 @@ def cross_entropy_dist(p, q, axis=-1, base=None, normalize=False):
     See Also
     --------
     cross_entropy : the loss on logits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> p, q = np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])
+    >>> round(float(reference.cross_entropy_dist(p, q, base=2)), 4)
+    2.0
+    >>> float(reference.cross_entropy_dist(q, p))
+    inf
     """
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
@@ -180,6 +206,16 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False):
     the log is ``log1p((p - q) / q)`` when ``p / q`` is in (0.5, 2), so
     nearly equal distributions keep their tiny divergence accurately, and
     ``log(p) - log(q)`` when ``p / q`` underflows or overflows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> p, q = np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])
+    >>> round(float(reference.kl_divergence(p, q, base=2)), 4)
+    1.0
+    >>> round(float(reference.kl_divergence(p, p)), 4)
+    0.0
     """
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
@@ -206,6 +242,13 @@ def binary_entropy(p, base=None):
     numpy.ndarray or numpy.float64
         ``-p log(p) - (1 - p) log1p(-p)`` with ``0 log 0 = 0`` (so 0 at
         ``p = 0`` and ``p = 1``), divided by ``log(base)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> np.round(reference.binary_entropy(np.array([0.0, 0.1, 0.5]), base=2), 4)
+    array([0.   , 0.469, 1.   ])
     """
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -233,6 +276,14 @@ def entropy_from_logits(logits, axis=-1, base=None):
         a term being 0 where the softmax is exactly 0 (so -inf logits
         contribute nothing).  Rows that :func:`log_softmax` makes NaN (all
         -inf, or containing +inf) give NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.array([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, -np.inf]])
+    >>> np.round(reference.entropy_from_logits(logits, base=2), 4)
+    array([2.    , 0.9602])
     """
     x = np.asarray(logits, dtype=np.float64)
     ls = log_softmax(x, axis=axis)
@@ -257,6 +308,17 @@ def perplexity(logits, target, *, weight=None, ignore_index=-100,
     numpy.float64
         ``exp(xent.reference.cross_entropy(logits, target, ..., reduction="mean"))``; NaN
         when the mean is NaN (e.g. every row ignored).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.zeros((3, 10))
+    >>> round(float(reference.perplexity(logits, np.array([1, 4, 7]))), 4)
+    10.0
+    >>> logits[0, 1] = 5.0
+    >>> round(float(reference.perplexity(logits, np.array([1, 4, -100]))), 4)
+    3.2567
     """
     loss = loss_cross_entropy(logits, target, weight=weight,
                               ignore_index=ignore_index, reduction="mean",

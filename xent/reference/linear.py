@@ -42,6 +42,19 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     Returns
     -------
     numpy.ndarray or numpy.float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])
+    >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
+    >>> target = np.array([2, 1, 0])
+    >>> round(float(reference.linear_cross_entropy(hidden, weight, target)), 4)
+    0.4461
+    >>> np.round(reference.linear_cross_entropy(hidden, weight, target, softcap=1.0,
+    ...                                         reduction="none"), 4)
+    array([0.7876, 0.7107, 0.6741])
     """
     _, _, z = _linear_logits(hidden, weight, bias, softcap)
     return cross_entropy(z, target, ignore_index=ignore_index, reduction=reduction,
@@ -57,6 +70,19 @@ def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index
     :func:`cross_entropy` with respect to the (capped) logits, times ``1 - tanh^2`` when
     capped, ``grad_hidden = G @ weight``, ``grad_weight = G.T @ hidden``,
     ``grad_bias = G.sum(0)`` (batch axes flattened). PyTorch's autograd gives the same.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])
+    >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
+    >>> grad_hidden, grad_weight = reference.linear_cross_entropy_grad(hidden, weight,
+    ...                                                                np.array([2, 1, -100]))
+    >>> np.round(grad_hidden, 4)
+    array([[-0.2124, -0.0063],
+           [ 0.3925,  0.3706],
+           [ 0.    ,  0.    ]])
     """
     h, w, z = _linear_logits(hidden, weight, bias, softcap)
     g = cross_entropy_grad(z, target, ignore_index=ignore_index, reduction=reduction,
@@ -76,7 +102,19 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
                                    reduction="mean", label_smoothing=0.0, softcap=None,
                                    grad_output=None):
     """``(loss, grad_hidden, grad_weight[, grad_bias])`` as
-    :func:`xent.linear_cross_entropy_with_grad` returns them."""
+    :func:`xent.linear_cross_entropy_with_grad` returns them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0]])
+    >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
+    >>> result = reference.linear_cross_entropy_with_grad(hidden, weight, np.array([2, 1]),
+    ...                                                   bias=np.zeros(3))
+    >>> len(result), round(float(result[0]), 4), np.round(result[-1], 4)  # loss ... grad_bias
+    (4, 0.5059, array([ 0.1833, -0.1817, -0.0016]))
+    """
     options = dict(bias=bias, ignore_index=ignore_index, reduction=reduction,
                    label_smoothing=label_smoothing, softcap=softcap)
     return (linear_cross_entropy(hidden, weight, target, **options),
