@@ -112,3 +112,16 @@ def test_errors(client):
         xdask.cross_entropy(da.from_array(x, chunks=(200, 5)), bad)
     with pytest.raises(ValueError, match="reduction"):
         xdask.cross_entropy(da.from_array(x), t, reduction="avg")
+
+
+def test_cross_entropy_none_with_class_targets_over_several_blocks():
+    """reduction="none" with a class per row, the rows cut into blocks: each block's losses
+    are its own rows' (a 1-d target used to be lined up with the logits' class axis)."""
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((10, 3))
+    target = rng.integers(0, 3, 10)
+    x = da.from_array(logits, chunks=(4, 3))
+    for t in (da.from_array(target, chunks=4), target):
+        got = xdask.cross_entropy(x, t, reduction="none", label_smoothing=0.1).compute()
+        want = xent.cross_entropy(logits, target, reduction="none", label_smoothing=0.1)
+        np.testing.assert_array_equal(got, want)

@@ -213,9 +213,12 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
                          f"{reduction!r}")
     dtype = np.dtype(logits.dtype)
     if reduction == "none":
-        losses = da.map_blocks(_none_block, x, t, weight, ignore_index, label_smoothing,
-                               num_threads, dtype=dtype, drop_axis=1,
-                               chunks=(x.chunks[0],))
+        # blockwise with explicit indices: rows ("i") line up with the target's rows whether
+        # it holds a class per row ("i") or a probability per class ("ij"); map_blocks would
+        # line a 1-d target up with the logits' last axis instead
+        losses = da.blockwise(_none_block, "i", x, "ij", t, "ij" if per_class else "i",
+                              weight, None, ignore_index, None, label_smoothing, None,
+                              num_threads, None, dtype=dtype, concatenate=True)
         return losses.reshape(batch_shape) if len(batch_shape) != 1 else losses
     task = dask.delayed(_loss_block, pure=True)
     parts = [task(xb, tb, int(row0), weight, ignore_index, label_smoothing, num_threads)
