@@ -64,9 +64,10 @@ from . import _common
 from ._binary import (
     BCELoss, BCEWithLogitsLoss, binary_cross_entropy, binary_cross_entropy_with_logits,
 )
-from ._common import _ml_dtypes  # noqa: F401 - the switch _Package forwards, below
 from ._linear import LinearCrossEntropyLoss, linear_cross_entropy
 from ._multiclass import CrossEntropyLoss, NLLLoss, cross_entropy, nll_loss
+
+_ml_dtypes = _common._ml_dtypes  # the switch _Package forwards, below
 
 __all__ = [
     "BCELoss",

@@ -6,9 +6,9 @@ import torch
 import xent as _xent
 
 from ._common import (
-    _FLOAT_DTYPES, _FLOAT_NAMES, _Op, _call, _check_float, _check_reduction, _check_saved,
-    _check_tensor, _empty, _legacy_reduction, _loop_vmap, _operand, _refuse_double_backward,
-    _scaled, _tensor, _wants_grad,
+    FLOAT_DTYPES, FLOAT_NAMES, LossOp, call_op, check_float, check_reduction, check_saved,
+    check_tensor, empty_grad, legacy_reduction, loop_vmap, operand_array, refuse_double_backward,
+    scaled, to_tensor, wants_grad,
 )
 
 
@@ -18,20 +18,20 @@ def _binary_impl(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     # with_grad: d loss / d input for an incoming gradient of 1 (per element for "none"),
     # which the backward scales by the real one: the loss is elementwise.
-    options = dict(weight=_operand(weight), reduction=reduction, num_threads=num_threads)
+    options = dict(weight=operand_array(weight), reduction=reduction, num_threads=num_threads)
     if logits:
-        options["pos_weight"] = _operand(pos_weight)
-    x, y = _operand(input), _operand(target)
+        options["pos_weight"] = operand_array(pos_weight)
+    x, y = operand_array(input), operand_array(target)
     if with_grad:
         function = (_xent.binary_cross_entropy_with_logits_with_grad if logits
                     else _xent.binary_cross_entropy_with_grad)
         loss, grad = function(x, y, **options)
-        grad = _tensor(grad, input.dtype)
+        grad = to_tensor(grad, input.dtype)
     else:
         function = (_xent.binary_cross_entropy_with_logits if logits
                     else _xent.binary_cross_entropy)
-        loss, grad = function(x, y, **options), _empty(input.dtype)
-    return _tensor(loss, input.dtype), grad
+        loss, grad = function(x, y, **options), empty_grad(input.dtype)
+    return to_tensor(loss, input.dtype), grad
 
 
 _binary_op = torch.library.custom_op("xent::binary_cross_entropy", mutates_args=())(_binary_impl)
@@ -54,12 +54,12 @@ def _binary_setup(ctx, inputs, output):
 
 
 def _binary_backward(ctx, grad_loss, _):
-    _refuse_double_backward("binary_cross_entropy" + ("_with_logits" if ctx.logits else ""))
+    refuse_double_backward("binary_cross_entropy" + ("_with_logits" if ctx.logits else ""))
     grad, input, weight, pos_weight = ctx.saved_tensors
     grad_input = grad_target = None
     if ctx.needs_input_grad[0]:
-        _check_saved(grad, ctx.input_shape, "binary_cross_entropy")
-        grad_input = _scaled(grad, grad_loss, grad_loss)
+        check_saved(grad, ctx.input_shape, "binary_cross_entropy")
+        grad_input = scaled(grad, grad_loss, grad_loss)
     if ctx.needs_input_grad[1]:
         # d loss / d target, from the saved input (PyTorch's formulas, clamps included)
         compute = torch.promote_types(input.dtype, torch.float32)
@@ -80,29 +80,29 @@ def _binary_backward(ctx, grad_loss, _):
 
 
 _binary_op.register_autograd(_binary_backward, setup_context=_binary_setup)
-_BINARY = _Op(_binary_op, _binary_impl, _binary_setup, _binary_backward, True)
-_binary_op.register_vmap(_loop_vmap(_binary_op, 2))
+_BINARY = LossOp(_binary_op, _binary_impl, _binary_setup, _binary_backward, True)
+_binary_op.register_vmap(loop_vmap(_binary_op, 2))
 
 
 def _binary(input, target, weight, pos_weight, reduction, num_threads, logits):
     name = "binary_cross_entropy" + ("_with_logits" if logits else "")
-    _check_float(input, "input")
-    _check_tensor(target, "target")
-    if target.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"target must be {_FLOAT_NAMES} (probabilities in [0, 1]), got "
+    check_float(input, "input")
+    check_tensor(target, "target")
+    if target.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"target must be {FLOAT_NAMES} (probabilities in [0, 1]), got "
                         f"{target.dtype}")
     if target.shape != input.shape:
         raise ValueError(f"target has shape {tuple(target.shape)}, expected the input's shape "
                          f"{tuple(input.shape)}")
     for value, label in ((weight, "weight"), (pos_weight, "pos_weight")):
         if value is not None:
-            _check_float(value, label)
-            if _wants_grad(value):
+            check_float(value, label)
+            if wants_grad(value):
                 raise ValueError(f"xent.torch.{name} is not differentiable with respect to "
                                  f"{label}: pass {label}.detach()")
-    _check_reduction(reduction)
-    loss, _ = _call(_BINARY, name, input, target, weight, pos_weight, logits, reduction,
-                    num_threads, _wants_grad(input))
+    check_reduction(reduction)
+    loss, _ = call_op(_BINARY, name, input, target, weight, pos_weight, logits, reduction,
+                      num_threads, wants_grad(input))
     return loss
 
 
@@ -139,7 +139,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         tensor not on the CPU.
     """
     return _binary(input, target, weight, None,
-                   _legacy_reduction(size_average, reduce, reduction), num_threads, False)
+                   legacy_reduction(size_average, reduce, reduction), num_threads, False)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
@@ -172,7 +172,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         any magnitude.
     """
     return _binary(input, target, weight, pos_weight,
-                   _legacy_reduction(size_average, reduce, reduction), num_threads, True)
+                   legacy_reduction(size_average, reduce, reduction), num_threads, True)
 
 
 class BCELoss(torch.nn.Module):
@@ -194,7 +194,7 @@ class BCELoss(torch.nn.Module):
                  num_threads=None):
         super().__init__()
         self.register_buffer("weight", weight)
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
         self.num_threads = num_threads
 
     def forward(self, input, target):
@@ -229,7 +229,7 @@ class BCEWithLogitsLoss(torch.nn.Module):
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
         self.num_threads = num_threads
 
     def forward(self, input, target):

@@ -18,15 +18,15 @@ try:  # bfloat16 in place; without it bfloat16 tensors are widened to float32 fi
 except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
     _ml_dtypes = None
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_FLOAT_NAMES = "float16, bfloat16, float32 or float64"
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 _INDEX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 # ---- checking and conversion -----------------------------------------------------------------
 
-def _check_tensor(value, name):
+def check_tensor(value, name):
     """Refuse what xent cannot read: non-tensors, non-CPU (meta included), non-strided."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -38,18 +38,18 @@ def _check_tensor(value, name):
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
 
 
-def _check_float(value, name):
-    _check_tensor(value, name)
-    if value.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be {_FLOAT_NAMES}, got {value.dtype}")
+def check_float(value, name):
+    check_tensor(value, name)
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be {FLOAT_NAMES}, got {value.dtype}")
 
 
-def _check_reduction(reduction):
+def check_reduction(reduction):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
 
 
-def _numpy(tensor):
+def as_numpy(tensor):
     """The tensor's memory as a numpy array: never a copy, except bfloat16 without ml_dtypes
     (widened to float32)."""
     tensor = tensor.detach()
@@ -61,17 +61,17 @@ def _numpy(tensor):
     return tensor.numpy()
 
 
-def _operand(tensor):
+def operand_array(tensor):
     """A weight (or a binary loss's operand) as numpy: xent takes no bfloat16 array there, so
     a bfloat16 one is widened to float32 (exactly), the precision xent computes bfloat16 in."""
     if tensor is None:
         return None
     if tensor.dtype == torch.bfloat16:
         return tensor.detach().float().numpy()
-    return _numpy(tensor)
+    return as_numpy(tensor)
 
 
-def _tensor(array, dtype):
+def to_tensor(array, dtype):
     """A numpy result as a tensor of ``dtype`` (shares memory unless a cast is needed)."""
     array = np.asarray(array)
     if _ml_dtypes is not None and array.dtype == _ml_dtypes.bfloat16:
@@ -81,13 +81,13 @@ def _tensor(array, dtype):
     return result if result.dtype == dtype else result.to(dtype)
 
 
-def _class_last(tensor, class_dim):
+def class_last(tensor, class_dim):
     """``tensor`` with its class dim moved last (a view), as numpy."""
-    return _numpy(torch.movedim(tensor, class_dim, -1) if class_dim != tensor.ndim - 1
-                  else tensor)
+    return as_numpy(torch.movedim(tensor, class_dim, -1) if class_dim != tensor.ndim - 1
+                    else tensor)
 
 
-def _empty(dtype):
+def empty_grad(dtype):
     """The placeholder of a gradient that was not asked for (operators return tensors only)."""
     return torch.empty(0, dtype=dtype)
 
@@ -106,14 +106,14 @@ _NO_DOUBLE_BACKWARD = (
     "supported; use torch.nn.functional.{name} for that")
 
 
-def _refuse_double_backward(name):
+def refuse_double_backward(name):
     # create_graph=True: the backward below scales a saved gradient, whose own derivative
     # autograd would silently take as zero. Refuse instead of answering wrongly.
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         raise RuntimeError(_NO_DOUBLE_BACKWARD.format(name=name))
 
 
-def _loop_vmap(op, n_outputs=None):
+def loop_vmap(op, n_outputs=None):
     """A vmap rule for ``op``: one call per mapped slice, outputs stacked on dim 0.
 
     xent's operators see one problem at a time; a mapped dim is a batch of problems (each
@@ -141,7 +141,7 @@ _NO_FUNC_TRANSFORMS = (
     "(torch.func.vmap alone works)")
 
 
-class _Op(NamedTuple):
+class LossOp(NamedTuple):
     """A loss's custom operator and the parts it was made of."""
 
     op: object  # torch.library.CustomOpDef
@@ -181,7 +181,7 @@ def _plain_eager(args):
             and all(type(a) is torch.Tensor for a in args if isinstance(a, torch.Tensor)))
 
 
-def _call(spec, name, *args):
+def call_op(spec, name, *args):
     """The operator of ``spec`` on ``args``, the eager way where it can.
 
     PyTorch's error for torch.func.grad & co. is made specific.
@@ -198,13 +198,13 @@ def _call(spec, name, *args):
         raise
 
 
-def _check_saved(grad, shape, name):
+def check_saved(grad, shape, name):
     if grad.shape != shape:  # the placeholder of with_grad=False
         raise RuntimeError(f"torch.ops.xent.{name} was called with with_grad=False, so it has "
                            f"no gradient to give: call xent.torch.{name}, which sets it")
 
 
-def _scaled(grad, grad_loss, scale):
+def scaled(grad, grad_loss, scale):
     """``grad * scale``, or ``grad`` itself for ``loss.backward()`` on a reduced loss."""
     if grad_loss.ndim == 0 and _is_plain(grad_loss) and grad_loss.item() == 1.0:
         return grad  # the saved gradient is the answer: no N x C multiplication
@@ -213,10 +213,10 @@ def _scaled(grad, grad_loss, scale):
 
 # ---- checks shared by the losses -------------------------------------------------------------
 
-def _class_problem(input, target, name="input"):
+def class_problem(input, target, name="input"):
     """Check a classification input and target in PyTorch's layout; return the class dim."""
-    _check_float(input, name)
-    _check_tensor(target, "target")
+    check_float(input, name)
+    check_tensor(target, "target")
     if input.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the classes), got a 0-d "
                          f"tensor")
@@ -227,7 +227,7 @@ def _class_problem(input, target, name="input"):
     return class_dim
 
 
-def _check_index_target(input, target, class_dim, name="input"):
+def check_index_target(input, target, class_dim, name="input"):
     if target.dtype not in _INDEX_DTYPES:
         raise TypeError(f"target must hold class indices (an integer dtype) or "
                         f"probabilities (a floating dtype), got {target.dtype}")
@@ -238,20 +238,20 @@ def _check_index_target(input, target, class_dim, name="input"):
                          f"{tuple(input.shape)} without its class dim {class_dim}")
 
 
-def _check_class_weight(weight, n_classes):
+def check_class_weight(weight, n_classes):
     if weight is not None:
-        _check_float(weight, "weight")
+        check_float(weight, "weight")
         if weight.shape != (n_classes,):
             raise ValueError(f"weight has shape {tuple(weight.shape)}, expected "
                              f"({n_classes},): one weight per class")
 
 
-def _wants_grad(tensor):
+def wants_grad(tensor):
     return tensor is not None and torch.is_grad_enabled() and tensor.requires_grad
 
 
 
-def _legacy_reduction(size_average, reduce, reduction):
+def legacy_reduction(size_average, reduce, reduction):
     if size_average is not None or reduce is not None:
         return torch.nn._reduction.legacy_get_string(size_average, reduce)
     return reduction

@@ -6,22 +6,22 @@ import torch
 import xent as _xent
 
 from ._common import (
-    _Op, _call, _check_float, _check_index_target, _check_reduction, _check_tensor, _empty,
-    _loop_vmap, _numpy, _refuse_double_backward, _scaled, _tensor, _wants_grad,
+    LossOp, call_op, check_float, check_index_target, check_reduction, check_tensor, empty_grad,
+    loop_vmap, as_numpy, refuse_double_backward, scaled, to_tensor, wants_grad,
 )
 from ._multiclass import cross_entropy
 
 
 def _linear_arrays(input, linear_weight, target, linear_bias):
-    return (_numpy(input), _numpy(linear_weight), _numpy(target),
-            None if linear_bias is None else _numpy(linear_bias))
+    return (as_numpy(input), as_numpy(linear_weight), as_numpy(target),
+            None if linear_bias is None else as_numpy(linear_bias))
 
 
 def _linear_grads(grads, input, linear_weight, linear_bias):
     """xent's (grad_hidden, grad_weight[, grad_bias]) as tensors of the inputs' dtypes."""
-    grad_bias = (_tensor(grads[2], linear_bias.dtype) if linear_bias is not None
-                 else _empty(input.dtype))
-    return _tensor(grads[0], input.dtype), _tensor(grads[1], linear_weight.dtype), grad_bias
+    grad_bias = (to_tensor(grads[2], linear_bias.dtype) if linear_bias is not None
+                 else empty_grad(input.dtype))
+    return to_tensor(grads[0], input.dtype), to_tensor(grads[1], linear_weight.dtype), grad_bias
 
 
 def _linear_impl(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
@@ -39,8 +39,8 @@ def _linear_impl(input: torch.Tensor, linear_weight: torch.Tensor, target: torch
         grads = _linear_grads(grads, input, linear_weight, linear_bias)
     else:
         loss = _xent.linear_cross_entropy(h, w, t, **options)
-        grads = tuple(_empty(input.dtype) for _ in range(3))  # distinct: no aliasing
-    return (_tensor(loss, input.dtype), *grads)
+        grads = tuple(empty_grad(input.dtype) for _ in range(3))  # distinct: no aliasing
+    return (to_tensor(loss, input.dtype), *grads)
 
 
 _linear_op = torch.library.custom_op("xent::linear_cross_entropy", mutates_args=())(_linear_impl)
@@ -93,22 +93,22 @@ def _linear_setup(ctx, inputs, output):
 
 
 def _linear_backward(ctx, grad_loss, *_):
-    _refuse_double_backward("linear_cross_entropy")
+    refuse_double_backward("linear_cross_entropy")
     if ctx.reduction == "none":
         input, linear_weight, target, linear_bias = ctx.saved_tensors
         grads = _linear_backward_op(input, linear_weight, target, linear_bias, *ctx.options,
                                     grad_loss)
     else:
-        grads = [_scaled(g, grad_loss, grad_loss) for g in ctx.saved_tensors]
+        grads = [scaled(g, grad_loss, grad_loss) for g in ctx.saved_tensors]
     needs = ctx.needs_input_grad
     return (grads[0] if needs[0] else None, grads[1] if needs[1] else None, None,
             grads[2] if needs[3] else None, None, None, None, None, None, None)
 
 
 _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
-_LINEAR = _Op(_linear_op, _linear_impl, _linear_setup, _linear_backward, True)
-_linear_op.register_vmap(_loop_vmap(_linear_op, 4))
-_linear_backward_op.register_vmap(_loop_vmap(_linear_backward_op, 3))
+_LINEAR = LossOp(_linear_op, _linear_impl, _linear_setup, _linear_backward, True)
+_linear_op.register_vmap(loop_vmap(_linear_op, 4))
+_linear_backward_op.register_vmap(loop_vmap(_linear_backward_op, 3))
 
 
 def _capped(logits, softcap):
@@ -164,13 +164,13 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     scales them; for ``"none"`` the backward runs the tiled pass again with each row's
     incoming gradient. The N x V logits are never stored. First derivatives only.
     """
-    _check_float(input, "input")
-    _check_float(linear_weight, "linear_weight")
-    _check_tensor(target, "target")
+    check_float(input, "input")
+    check_float(linear_weight, "linear_weight")
+    check_tensor(target, "target")
     if linear_bias is not None:
-        _check_float(linear_bias, "linear_bias")
+        check_float(linear_bias, "linear_bias")
     if weight is not None:
-        _check_tensor(weight, "weight")
+        check_tensor(weight, "weight")
     if input.ndim == 0:
         raise ValueError("input must have at least one dimension (the features), got a 0-d "
                          "tensor")
@@ -181,7 +181,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         if other is not None and other.dtype != input.dtype:
             raise TypeError(f"{label} has dtype {other.dtype}, input {input.dtype}: they "
                             f"must match, as in torch.nn.functional.linear")
-    _check_reduction(reduction)
+    check_reduction(reduction)
     ignore_index = -100 if ignore_index is None else ignore_index
     fused = (linear_weight.ndim == 2 and weight is None and not target.dtype.is_floating_point
              and (linear_bias is None or linear_bias.ndim == 1))
@@ -195,12 +195,12 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         return cross_entropy(_capped(logits, softcap), target, weight=weight,
                              ignore_index=ignore_index, reduction=reduction,
                              label_smoothing=label_smoothing, num_threads=num_threads)
-    _check_index_target(input, target, input.ndim - 1)
+    check_index_target(input, target, input.ndim - 1)
     with_grad = reduction != "none" and any(
-        _wants_grad(t) for t in (input, linear_weight, linear_bias))
-    loss, *_ = _call(_LINEAR, "linear_cross_entropy", input, linear_weight, target,
-                     linear_bias, ignore_index, reduction, label_smoothing, softcap,
-                     num_threads, with_grad)
+        wants_grad(t) for t in (input, linear_weight, linear_bias))
+    loss, *_ = call_op(_LINEAR, "linear_cross_entropy", input, linear_weight, target,
+                       linear_bias, ignore_index, reduction, label_smoothing, softcap,
+                       num_threads, with_grad)
     return loss
 
 

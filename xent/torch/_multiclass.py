@@ -6,9 +6,9 @@ import torch
 import xent as _xent
 
 from ._common import (
-    _FLOAT_DTYPES, _FLOAT_NAMES, _Op, _call, _check_class_weight, _check_index_target,
-    _check_saved, _class_last, _class_problem, _empty, _legacy_reduction, _loop_vmap, _numpy,
-    _operand, _refuse_double_backward, _scaled, _tensor, _wants_grad,
+    FLOAT_DTYPES, FLOAT_NAMES, LossOp, call_op, check_class_weight, check_index_target,
+    check_saved, class_last, class_problem, empty_grad, legacy_reduction, loop_vmap, as_numpy,
+    operand_array, refuse_double_backward, scaled, to_tensor, wants_grad,
 )
 
 
@@ -26,18 +26,18 @@ def _cross_entropy_impl(input: torch.Tensor, target: torch.Tensor, weight: torch
                         num_threads: int | None, with_grad: bool
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     class_dim = 1 if input.ndim >= 2 else 0
-    x = _class_last(input, class_dim)
-    t = (_operand(torch.movedim(target, class_dim, -1)) if target.dtype.is_floating_point
-         else _numpy(target))
-    options = dict(weight=_operand(weight), ignore_index=ignore_index,
+    x = class_last(input, class_dim)
+    t = (operand_array(torch.movedim(target, class_dim, -1)) if target.dtype.is_floating_point
+         else as_numpy(target))
+    options = dict(weight=operand_array(weight), ignore_index=ignore_index,
                    reduction=reduction, label_smoothing=label_smoothing,
                    num_threads=num_threads)
     if with_grad:
         loss, grad = _xent.cross_entropy_with_grad(x, t, **options)
-        grad = torch.movedim(_tensor(grad, input.dtype), -1, class_dim)
+        grad = torch.movedim(to_tensor(grad, input.dtype), -1, class_dim)
     else:
-        loss, grad = _xent.cross_entropy(x, t, **options), _empty(input.dtype)
-    return _tensor(loss, input.dtype), grad
+        loss, grad = _xent.cross_entropy(x, t, **options), empty_grad(input.dtype)
+    return to_tensor(loss, input.dtype), grad
 
 
 _cross_entropy_op = torch.library.custom_op("xent::cross_entropy",
@@ -68,15 +68,15 @@ def _cross_entropy_setup(ctx, inputs, output):
 
 
 def _cross_entropy_backward(ctx, grad_loss, _):
-    _refuse_double_backward("cross_entropy")
+    refuse_double_backward("cross_entropy")
     grad, logits, target, weight = ctx.saved_tensors
     class_dim, reduction = ctx.class_dim, ctx.reduction
     # the incoming gradient per row, broadcast along the class dim
     row_scale = grad_loss.unsqueeze(class_dim) if reduction == "none" else grad_loss
     grad_input = grad_target = grad_weight = None
     if ctx.needs_input_grad[0]:
-        _check_saved(grad, ctx.input_shape, "cross_entropy")
-        grad_input = _scaled(grad, grad_loss, row_scale)
+        check_saved(grad, ctx.input_shape, "cross_entropy")
+        grad_input = scaled(grad, grad_loss, row_scale)
     if logits is not None:
         # loss per row = -sum_j w_j q_j log_softmax(x)_j, q = (1 - eps) p + eps / C
         compute = torch.promote_types(logits.dtype, torch.float32)
@@ -105,9 +105,9 @@ def _along(weight, class_dim, ndim):
 
 
 _cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
-_CROSS_ENTROPY = _Op(_cross_entropy_op, _cross_entropy_impl, _cross_entropy_setup,
-                     _cross_entropy_backward, True)
-_cross_entropy_op.register_vmap(_loop_vmap(_cross_entropy_op, 2))
+_CROSS_ENTROPY = LossOp(_cross_entropy_op, _cross_entropy_impl, _cross_entropy_setup,
+                        _cross_entropy_backward, True)
+_cross_entropy_op.register_vmap(loop_vmap(_cross_entropy_op, 2))
 
 
 
@@ -180,24 +180,24 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     PyTorch's (non-finite logits, a zero probability against a -inf logit) see
     :func:`xent.cross_entropy`.
     """
-    class_dim = _class_problem(input, target)
+    class_dim = class_problem(input, target)
     n_classes = input.shape[class_dim]
     probabilities = target.dtype.is_floating_point
     if probabilities:
-        if target.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"probability target must be {_FLOAT_NAMES}, got {target.dtype}")
+        if target.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"probability target must be {FLOAT_NAMES}, got {target.dtype}")
         if target.shape != input.shape:
             raise ValueError(f"probability target has shape {tuple(target.shape)}, expected "
                              f"the input's shape {tuple(input.shape)} (for class indices "
                              f"use an integer dtype)")
     else:
-        _check_index_target(input, target, class_dim)
-    _check_class_weight(weight, n_classes)
-    if _wants_grad(weight) and not probabilities:
+        check_index_target(input, target, class_dim)
+    check_class_weight(weight, n_classes)
+    if wants_grad(weight) and not probabilities:
         raise ValueError("the cross-entropy of class indices is not differentiable with "
                          "respect to weight (as in PyTorch): pass weight.detach()")
-    loss, _ = _call(_CROSS_ENTROPY, "cross_entropy", input, target, weight, ignore_index,
-                    reduction, label_smoothing, num_threads, _wants_grad(input))
+    loss, _ = call_op(_CROSS_ENTROPY, "cross_entropy", input, target, weight, ignore_index,
+                      reduction, label_smoothing, num_threads, wants_grad(input))
     return loss
 
 
@@ -259,11 +259,11 @@ class CrossEntropyLoss(torch.nn.Module):
 def _nll_loss_impl(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                    ignore_index: int, reduction: str, num_threads: int | None) -> torch.Tensor:
     class_dim = 1 if input.ndim >= 2 else 0
-    loss = _xent.nll_loss(_class_last(input, class_dim), _numpy(target),
-                          weight=_operand(weight),
+    loss = _xent.nll_loss(class_last(input, class_dim), as_numpy(target),
+                          weight=operand_array(weight),
                           ignore_index=ignore_index, reduction=reduction,
                           num_threads=num_threads)
-    return _tensor(loss, input.dtype)
+    return to_tensor(loss, input.dtype)
 
 
 _nll_loss_op = torch.library.custom_op("xent::nll_loss", mutates_args=())(_nll_loss_impl)
@@ -287,7 +287,7 @@ def _nll_setup(ctx, inputs, output):
 def _nll_backward(ctx, grad_loss):
     # d loss / d input is -w[t] (times the incoming gradient, over the total weight for a
     # mean) at each row's target class, 0 elsewhere: O(N) work, built here from the labels.
-    _refuse_double_backward("nll_loss")
+    refuse_double_backward("nll_loss")
     target, weight = ctx.saved_tensors
     if not ctx.needs_input_grad[0]:
         return None, None, None, None, None, None
@@ -311,8 +311,8 @@ def _nll_backward(ctx, grad_loss):
 
 
 _nll_loss_op.register_autograd(_nll_backward, setup_context=_nll_setup)
-_NLL_LOSS = _Op(_nll_loss_op, _nll_loss_impl, _nll_setup, _nll_backward, False)
-_nll_loss_op.register_vmap(_loop_vmap(_nll_loss_op))
+_NLL_LOSS = LossOp(_nll_loss_op, _nll_loss_impl, _nll_setup, _nll_backward, False)
+_nll_loss_op.register_vmap(loop_vmap(_nll_loss_op))
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -347,15 +347,15 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     TypeError, ValueError, IndexError
         As :func:`cross_entropy`.
     """
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    class_dim = _class_problem(input, target)
-    _check_index_target(input, target, class_dim)
-    _check_class_weight(weight, input.shape[class_dim])
-    if _wants_grad(weight):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    class_dim = class_problem(input, target)
+    check_index_target(input, target, class_dim)
+    check_class_weight(weight, input.shape[class_dim])
+    if wants_grad(weight):
         raise ValueError("nll_loss is not differentiable with respect to weight (as in "
                          "PyTorch): pass weight.detach()")
-    return _call(_NLL_LOSS, "nll_loss", input, target, weight, ignore_index, reduction,
-                 num_threads)
+    return call_op(_NLL_LOSS, "nll_loss", input, target, weight, ignore_index, reduction,
+                   num_threads)
 
 
 class NLLLoss(torch.nn.Module):
@@ -380,7 +380,7 @@ class NLLLoss(torch.nn.Module):
         super().__init__()
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        self.reduction = legacy_reduction(size_average, reduce, reduction)
         self.num_threads = num_threads
 
     def forward(self, input, target):
