@@ -104,8 +104,7 @@ def _binary_case(shape, dtype, weighted, pos, g):
     last = shape[-1:] if shape else ()
     w = 0.5 + torch.rand(last, generator=g, dtype=torch.float64) if weighted else None
     pw = 0.5 + 2 * torch.rand(last, generator=g, dtype=torch.float64) if pos else None
-    cast = (lambda a: None if a is None else a.to(dtype))
-    return cast(x), cast(y), cast(w), cast(pw)
+    return tuple(None if a is None else a.to(dtype) for a in (x, y, w, pw))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -495,7 +494,7 @@ def test_bfloat16_without_ml_dtypes_is_widened_and_gives_the_same_values(monkeyp
     t = torch.randint(0, 6, (12,), generator=g)
     in_place = xt.cross_entropy(x, t, reduction="none")
     (grad_in_place,) = torch.autograd.grad(in_place.sum(), x)
-    monkeypatch.setattr(xt, "_ml_dtypes", None)
+    monkeypatch.setattr(xt._common, "_ml_dtypes", None)  # as without ml_dtypes
     widened = xt.cross_entropy(x, t, reduction="none")
     (grad_widened,) = torch.autograd.grad(widened.sum(), x)
     assert widened.dtype == grad_widened.dtype == torch.bfloat16

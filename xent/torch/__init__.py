@@ -55,19 +55,14 @@ try:  # first, for a clear error without PyTorch (the submodules import it too)
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("xent.torch needs PyTorch: pip install torch") from exc
 
-import sys
-import types
 
 # One file per concern: _common (checking, conversion, the custom-operator machinery), then
 # one per family of losses, each registering its torch.ops.xent operators when imported.
-from . import _common
 from ._binary import (
     BCELoss, BCEWithLogitsLoss, binary_cross_entropy, binary_cross_entropy_with_logits,
 )
 from ._linear import LinearCrossEntropyLoss, linear_cross_entropy
 from ._multiclass import CrossEntropyLoss, NLLLoss, cross_entropy, nll_loss
-
-_ml_dtypes = _common._ml_dtypes  # the switch _Package forwards, below
 
 __all__ = [
     "BCELoss",
@@ -88,16 +83,3 @@ __all__ = [
 for _name in __all__:
     globals()[_name].__module__ = __name__
 del _name
-
-
-class _Package(types.ModuleType):
-    """xent.torch itself, whose ``_ml_dtypes`` is the one the conversions read: setting it to
-    None here (as an environment without ml_dtypes has it) sets it in ``_common``."""
-
-    def __setattr__(self, name, value):
-        if name == "_ml_dtypes":
-            _common._ml_dtypes = value
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
