@@ -186,6 +186,11 @@ def get_num_threads(num_threads=None):
     n = threads_within_limits(n)
     if n == 1:
         return 1
+    if _address_limited():
+        # The call allocates its outputs after this check; were its team started after
+        # that, the stacks might no longer fit. Start the team now, while they do: the
+        # runtime keeps its threads for the call's regions.
+        _start_team(n)
     _state["threaded"] = True
     if getattr(_local, "depth", 0):
         _local.largest_team = max(getattr(_local, "largest_team", 1), n)
@@ -364,21 +369,24 @@ def threads_within_limits(n):
 # a later num_threads=2 call, still 78 after a num_threads=1 call. A call that was allowed
 # more threads than CPUs therefore ends with a two-thread region on a small fixed input.
 
-_shrink_input = {}
+def _address_limited():
+    return _soft_limit("RLIMIT_AS") is not None or _soft_limit("RLIMIT_DATA") is not None
 
 
-def _shrink_team():
-    if not _table.has_openmp() or _state["serial_child"]:
-        return
+def _start_team(n):
+    """Run a region of exactly ``n`` threads (the runtime then keeps n - 1 in its pool)."""
     import numpy as np
 
     from . import _kernels
 
-    if "rows" not in _shrink_input:
-        # Rows of one block each, enough blocks that the kernel (which gives each thread
-        # at least 4) starts a team of exactly two: 512 KiB of float32, about 0.1 ms.
-        width = int(_kernels.block_rows(1))
-        _shrink_input["rows"] = np.zeros((4, width), dtype=np.float32)
-        _shrink_input["out"] = np.empty(4, dtype=np.float32)
-    _kernels.logsumexp_rows(_shrink_input["rows"], _shrink_input["out"],
-                            threads_within_limits(2))
+    # Rows of one block each, enough blocks that the kernel (which gives each thread at
+    # least 4) starts n threads; one zero row seen 4n times: 128 KiB of memory, about
+    # 0.05 ms of work per thread.
+    row = np.zeros(int(_kernels.block_rows(1)), dtype=np.float32)
+    rows = np.broadcast_to(row, (4 * (n - 1) + 1, row.size))
+    _kernels.logsumexp_rows(rows, np.empty(rows.shape[0], dtype=np.float32), n)
+
+
+def _shrink_team():
+    if _table.has_openmp() and not _state["serial_child"]:
+        _start_team(threads_within_limits(2))
