@@ -669,7 +669,7 @@ def expect_threads(kw, got):
     n = kw["num_threads"]
     assert isinstance(got, int) and got >= 1
     if xent._kernels.has_openmp() and n is not None and n > 0:
-        assert got == n
+        assert got == min(n, xent._threads.available_cpus())  # above the CPUs: lowered
 
 
 # -- evaluate

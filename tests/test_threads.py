@@ -13,7 +13,8 @@ import pytest
 
 import xent
 from xent import _kernels
-from xent._threads import available_cpus, shares_cpus
+from xent import _threads
+from xent._threads import available_cpus, oversubscribe, shares_cpus
 
 
 def test_default_follows_omp_num_threads(monkeypatch):
@@ -30,7 +31,9 @@ def test_explicit_and_negative_counts():
     if not _kernels.has_openmp():
         pytest.skip("serial build: every count resolves to 1")
     cpus = available_cpus()
-    assert xent.get_num_threads(3) == 3
+    assert xent.get_num_threads(3) == min(3, cpus)
+    with oversubscribe():
+        assert xent.get_num_threads(3) == 3
     assert xent.get_num_threads(-1) == cpus
     if cpus > 1:
         assert xent.get_num_threads(-2) == cpus - 1
@@ -222,3 +225,156 @@ def test_fork_after_threads_does_not_hang_the_child(tmp_path):
     done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
                           timeout=120, env=env, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# ---- counts above the CPUs, and the limits of the process ------------------------------------
+
+def test_counts_above_the_cpus_are_lowered_unless_allowed(monkeypatch):
+    if not _kernels.has_openmp():
+        pytest.skip("serial build: every count resolves to 1")
+    cpus = available_cpus()
+    monkeypatch.delenv("XENT_ALLOW_OVERSUBSCRIBE", raising=False)
+    assert xent.get_num_threads(cpus + 1) == cpus
+    assert xent.get_num_threads(1000) == cpus
+    with oversubscribe():
+        assert xent.get_num_threads(cpus + 1) == cpus + 1
+        with oversubscribe(False):
+            assert xent.get_num_threads(cpus + 1) == cpus
+    monkeypatch.setenv("XENT_ALLOW_OVERSUBSCRIBE", "1")
+    assert xent.get_num_threads(1000) == 1000
+    with oversubscribe(False):
+        assert xent.get_num_threads(1000) == cpus
+    with pytest.raises(ValueError, match="more than the 4096"):
+        xent.get_num_threads(4097)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("512", 512 << 10), ("4M", 4 << 20), ("4 m", 4 << 20), ("1G", 1 << 30), ("100B", 100),
+    ("", None), ("x", None), ("-4M", None)])
+def test_stack_size_follows_omp_stacksize(monkeypatch, text, expected):
+    assert _threads._parse_stacksize(text) == expected
+    monkeypatch.delenv("GOMP_STACKSIZE", raising=False)
+    monkeypatch.setenv("OMP_STACKSIZE", text)
+    if expected:
+        assert _threads.thread_stack_bytes() == expected + 4096
+    else:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        default = (2 << 20) if soft == resource.RLIM_INFINITY else soft
+        assert _threads.thread_stack_bytes() == default + 4096
+
+
+def test_teams_are_lowered_to_what_the_limits_hold(monkeypatch):
+    """The arithmetic of threads_within_limits on made-up limits and usage."""
+    limits = {"RLIMIT_AS": None, "RLIMIT_DATA": None, "RLIMIT_NPROC": None}
+    monkeypatch.setattr(_threads, "_soft_limit", limits.get)
+    monkeypatch.setattr(_threads, "_cgroup_pids_headroom", lambda: None)
+    monkeypatch.setattr(_threads, "thread_stack_bytes", lambda: 8 << 20)
+    monkeypatch.setattr(_threads, "_proc_status_bytes",
+                        lambda *fields: {"VmSize": 1 << 30, "VmData": 1 << 29})
+    assert _threads.threads_within_limits(1) == 1
+    assert _threads.threads_within_limits(64) == 64
+    # 1 GiB used, 64 MiB kept for the call, 80 MiB free: ten stacks of 8 MiB
+    limits["RLIMIT_AS"] = (1 << 30) + (64 << 20) + (80 << 20)
+    assert _threads.threads_within_limits(64) == 11
+    assert _threads.threads_within_limits(4) == 4
+    limits["RLIMIT_DATA"] = (1 << 29) + (64 << 20) + (20 << 20)  # two stacks
+    assert _threads.threads_within_limits(64) == 3
+    limits["RLIMIT_AS"] = 1 << 29  # already beyond: no thread at all
+    assert _threads.threads_within_limits(64) == 1
+    limits.update(RLIMIT_AS=None, RLIMIT_DATA=None, RLIMIT_NPROC=100)
+    monkeypatch.setattr(_threads.os, "getuid", lambda: 1234)
+    monkeypatch.setattr(_threads, "_tasks_on_system", lambda: 50)  # far below: not counted
+    monkeypatch.setattr(_threads, "_tasks_of_user", lambda uid: pytest.fail("counted"))
+    assert _threads.threads_within_limits(8) == 8
+    monkeypatch.setattr(_threads, "_tasks_on_system", lambda: 99)
+    monkeypatch.setattr(_threads, "_tasks_of_user", lambda uid: 95 if uid == 1234 else 0)
+    assert _threads.threads_within_limits(8) == 4  # 100 - 95 - 2 kept free: 3 new threads
+    monkeypatch.setattr(_threads, "_tasks_of_user", lambda uid: 99)
+    assert _threads.threads_within_limits(8) == 1
+    monkeypatch.setattr(_threads.os, "getuid", lambda: 0)  # root: the kernel ignores it
+    assert _threads.threads_within_limits(8) == 8
+    monkeypatch.setattr(_threads, "_cgroup_pids_headroom", lambda: 4)
+    assert _threads.threads_within_limits(8) == 3
+
+
+def test_the_counters_read_this_system():
+    assert _threads._tasks_of_user(os.getuid()) >= threading.active_count()
+    assert _threads._tasks_on_system() >= _threads._tasks_of_user(os.getuid())
+    used = _threads._proc_status_bytes("VmSize", "VmData")
+    assert used["VmData"] > 0 and used["VmSize"] >= used["VmData"]
+
+
+# The crash tests: each child sets a limit, then asks for a team the limit cannot hold. Before
+# the limits were checked, libgomp printed "Thread creation failed" and ended the process.
+LIMIT_SCRIPT = r"""
+import os, resource, sys, numpy as np, xent
+kind, threads = sys.argv[1], int(sys.argv[2])
+x = np.random.default_rng(0).standard_normal((300000, 8)).astype(np.float32)
+t = np.random.default_rng(1).integers(0, 8, 300000)
+expected = xent.cross_entropy(x, t, num_threads=1)
+def status(field):
+    return int(dict(l.split(":", 1) for l in open("/proc/self/status"))[field].split()[0])
+if kind == "as":  # address space for the process as it is, plus 48 MiB: five 8 MiB stacks
+    resource.setrlimit(resource.RLIMIT_STACK, (8 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+    limit = (status("VmSize") << 10) + (48 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+else:  # tasks: the threads this user runs now, and no more
+    if os.getuid() == 0:
+        os.setgid(65534); os.setuid(65534)  # RLIMIT_NPROC does not apply to root
+    limit = status("Threads")
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+got = xent.cross_entropy(x, t, num_threads=threads)
+assert got == expected, (got, expected)
+print("ok", xent.get_num_threads(threads))
+"""
+
+
+def _run_limited(tmp_path, *args, **env):
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env)
+    environ.pop("OMP_STACKSIZE", None)
+    environ.pop("GOMP_STACKSIZE", None)
+    return subprocess.run([sys.executable, "-c", LIMIT_SCRIPT, *args], capture_output=True,
+                          text=True, timeout=120, env=environ, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("kind, threads, fits", [("as", 64, 4), ("nproc", 2, 1)])
+def test_a_team_beyond_the_limits_falls_back_instead_of_ending_the_process(
+        tmp_path, kind, threads, fits):
+    if not _kernels.has_openmp():
+        pytest.skip("serial build")
+    os.chmod(tmp_path, 0o755)  # the child may run as another user (see LIMIT_SCRIPT)
+    done = _run_limited(tmp_path, kind, str(threads), XENT_ALLOW_OVERSUBSCRIBE="1")
+    assert "Thread creation failed" not in done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]
+    word, team = done.stdout.split()
+    assert word == "ok" and 1 <= int(team) <= fits
+
+
+POOL_SCRIPT = r"""
+import time, numpy as np, xent
+def threads():
+    return int(dict(l.split(":", 1) for l in open("/proc/self/status"))["Threads"])
+x = np.random.default_rng(0).standard_normal((200000, 50))
+t = np.zeros(200000, dtype=np.int64)
+before = threads()
+xent.cross_entropy(x, t, num_threads=1000)
+deadline = time.monotonic() + 5
+while threads() > before + 1 and time.monotonic() < deadline:
+    time.sleep(0.01)  # the released threads exit on their own, just after the call
+print(before, threads())
+"""
+
+
+@pytest.mark.parametrize("allowed", ["0", "1"])
+def test_a_large_team_does_not_outlive_its_call(tmp_path, allowed):
+    """num_threads=1000 used to leave ~80 idle threads (8 MiB of stack each) in the process."""
+    if not _kernels.has_openmp():
+        pytest.skip("serial build")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path),
+               XENT_ALLOW_OVERSUBSCRIBE=allowed)
+    done = subprocess.run([sys.executable, "-c", POOL_SCRIPT], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = map(int, done.stdout.split())
+    assert after <= before + available_cpus() - 1, (before, after)
