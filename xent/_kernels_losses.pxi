@@ -141,13 +141,15 @@ def probability_loss(const floating[:, :] x, const floating[:, :] p,
 
 def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_t ignore_index,
                        Py_ssize_t n_classes):
-    """(sum of w[t] over the non-ignored rows, first out-of-range row or -1), in row order.
+    """(sum of w[t] over the non-ignored rows, first out-of-range row or -1).
 
-    The mean's denominator, needed before a gradient pass can scale its rows.
+    The mean's denominator, needed before a gradient pass can scale its rows: summed exactly
+    and rounded once, the same bits as the denominator the loss pass returns.
     """
     cdef Py_ssize_t i, bad = -1
     cdef intp_t t
-    cdef double total = 0
+    cdef xent_exact_sum total
+    xent_exact_init(&total)
     with nogil:
         for i in range(target.shape[0]):
             t = target[i]
@@ -156,8 +158,8 @@ def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_
             if t < 0 or t >= n_classes:
                 bad = i
                 break
-            total += weight[t] if weight is not None else 1.0
-    return total, bad
+            xent_exact_add(&total, weight[t] if weight is not None else 1.0)
+    return xent_exact_round(&total), bad
 
 
 cdef inline double _row_g(const double[::1] grad_rows, Py_ssize_t i) noexcept nogil:
@@ -309,3 +311,14 @@ def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
             _prob_grad_block(x, p, w, smoothing, scale, grad_rows, out, grad, b * rows,
                              min(n, (b + 1) * rows), &part.exact_loss[b])
     return part.combine()[0]
+
+
+def exact_sum(const double[::1] values):
+    """The exact sum of values rounded once to a double, by the kernels' superaccumulator
+    (xent/src/xent_exactsum.h): what the reductions of the losses use (for its tests)."""
+    cdef xent_exact_sum acc
+    cdef Py_ssize_t i
+    xent_exact_init(&acc)
+    for i in range(values.shape[0]):
+        xent_exact_add(&acc, values[i])
+    return xent_exact_round(&acc)

@@ -35,20 +35,73 @@ __all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_with_grad", "lo
            "logsumexp", "nll_loss", "softmax"]
 
 
+# ---- SciPy's conventions: any array-like, integers promoted, several axes ------------------
+
+def scipy_array(x, name, promote_to=None):
+    """x as a float array the kernels take, as SciPy's special functions accept it: Python
+    scalars and lists, integers and bools promoted to float64 (to promote_to if given); 0-d
+    allowed. Complex input is refused with a TypeError naming the argument."""
+    a = np.asarray(x)
+    if a.dtype.kind == "c":
+        raise TypeError(f"{name} is complex ({a.dtype}): xent computes with real values only "
+                        f"(pass {name}.real, or use scipy for complex log-sum-exp)")
+    if a.dtype.kind in "iub":
+        a = a.astype(promote_to if promote_to is not None else np.float64)
+    return float_array(a, name, min_ndim=0)
+
+
+def check_axes(axis, ndim):
+    """The sorted tuple of axes to reduce: axis None (all), an int, or a tuple of ints."""
+    if ndim == 0:   # a 0-d input reduces as a 1-element vector
+        if axis is None or axis == () or axis in (0, -1) or axis in ((0,), (-1,)):
+            return ()
+        raise np.exceptions.AxisError(axis if isinstance(axis, int) else str(axis), 0, "axis")
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, tuple):
+        axes = tuple(check_axis(ax, ndim) for ax in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"axis {axis!r} repeats an axis")
+        return tuple(sorted(axes))
+    return (check_axis(axis, ndim),)
+
+
+def reduce_axes_last(a, axes):
+    """(array, axis): a's axes to reduce as one axis, for a one-axis kernel. A single axis
+    stays in place (the fast path moves it itself); several are moved last and reshaped
+    into one (a copy where their layout needs it); a 0-d a becomes a 1-element vector."""
+    if a.ndim == 0:
+        return a.reshape(1), 0
+    if len(axes) == 1:
+        return a, axes[0]
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    return moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,)), -1
+
+
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
 
 @shares_cpus
-def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
-    """Logarithm of the sum of exponentials along an axis.
+def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False, *, num_threads=None,
+              check=None):
+    """Logarithm of the sum of exponentials along an axis, as ``scipy.special.logsumexp``.
 
     Parameters
     ----------
     x : array_like
-        float16, bfloat16, float32 or float64 values, at least 1-d.
-    axis : int, optional
-        Axis to reduce (default: the last).
+        float16, bfloat16, float32 or float64 values; integers and bools are promoted to
+        float64, Python scalars and lists accepted. Complex input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        Axis or axes to reduce (default: the last, xent's class axis; ``None``: all, SciPy's
+        default). A single axis is the fast path; several are moved last and reshaped once.
+    b : array_like, optional
+        Weights broadcast against ``x``: ``log(sum(b * exp(x)))``. Negative weights need
+        ``return_sign=True`` when the sum is negative (without it the result is NaN, as
+        SciPy's). Entries with ``b == 0`` are left out, even where ``x`` is +inf.
     keepdims : bool, optional
-        Keep the reduced axis with length 1.
+        Keep the reduced axes with length 1. (Passed positionally as the third argument, a
+        bool is taken as ``keepdims``, xent's earlier signature.)
+    return_sign : bool, optional
+        Also return the sign of the sum (+1, -1, or 0 for a sum of exactly 0).
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -57,20 +110,83 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
 
     Returns
     -------
-    numpy.ndarray or scalar
-        ``log(sum(exp(x), axis))`` in the dtype of ``x``; a scalar for 1-d input without
-        ``keepdims``.
+    numpy.ndarray or scalar (and the sign, with ``return_sign``)
+        In the dtype of ``x`` (of ``x`` and ``b`` together when ``b`` is given); a scalar
+        when every axis is reduced without ``keepdims``.
 
     Notes
     -----
     SciPy's rules: a row containing +inf gives +inf, a row of all -inf (or an empty axis)
-    gives -inf, and a NaN anywhere in the row gives NaN.
+    gives -inf, and a NaN anywhere in the row gives NaN. The row's maximum's own terms are
+    summed apart from the others, so a result near 0 keeps its relative accuracy:
+    ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, the positive and negative
+    weights are reduced apart, ``p = logsumexp(x + log b)`` and ``n`` likewise, and the
+    result is ``max(p, n) + log1p(-exp(-|p - n|))``.
     """
-    a = float_array(x, "x")
-    ax = check_axis(axis, a.ndim)
+    if isinstance(b, (bool, np.bool_)):
+        b, keepdims = None, bool(b)   # xent's earlier logsumexp(x, axis, keepdims)
+    a = scipy_array(x, "x")
     keepdims = bool_option(keepdims, "keepdims")
+    return_sign = bool_option(return_sign, "return_sign")
     threads = get_num_threads(num_threads)
     checking = check_enabled(check)
+    if b is not None:
+        return _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking)
+    shape = a.shape
+    axes = check_axes(axis, a.ndim)
+    rows, ax = reduce_axes_last(a, axes)
+    result = _logsumexp_axis(rows, ax, False, threads, checking)
+    result = _keep_dims(result, shape, axes, keepdims)
+    if return_sign:
+        sign = np.where(np.isnan(result), np.nan, np.where(result == -np.inf, 0.0, 1.0))
+        sign = sign.astype(np.asarray(result).dtype)
+        return result, (sign[()] if sign.ndim == 0 else sign)
+    return result
+
+
+def _keep_dims(result, shape, axes, keepdims):
+    """A reduction's result with its reduced axes back (length 1) if keepdims; 0-d: a scalar."""
+    result = np.asarray(result)
+    if keepdims:
+        result = result.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return result[()] if result.ndim == 0 else result
+
+
+def _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking):
+    """logsumexp(a, b=b): the positive and negative weights' sums apart, then combined."""
+    b = scipy_array(b, "b", promote_to=a.dtype)
+    dtype = np.result_type(compute_dtype(a.dtype), compute_dtype(b.dtype))
+    try:
+        a, b = np.broadcast_arrays(a.astype(dtype), b.astype(dtype))
+    except ValueError:
+        raise ValueError(f"b of shape {b.shape} does not broadcast against x of shape "
+                         f"{a.shape}") from None
+    shape = a.shape
+    axes = check_axes(axis, a.ndim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.where(b > 0, a + np.log(np.where(b > 0, b, 1)), -np.inf)
+        neg = np.where(b < 0, a + np.log(np.where(b < 0, -b, 1)), -np.inf)
+        pos = np.where(np.isnan(b), np.nan, pos).astype(dtype)
+        neg = neg.astype(dtype)
+    lp = _logsumexp_axis(*reduce_axes_last(pos, axes), False, threads, checking)
+    ln = _logsumexp_axis(*reduce_axes_last(neg, axes), False, threads, checking)
+    lp, ln = np.asarray(lp, dtype=np.float64), np.asarray(ln, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        big, small = np.maximum(lp, ln), np.minimum(lp, ln)
+        result = np.where(small == -np.inf, big, big + np.log1p(-np.exp(small - big)))
+        result = np.where(np.isnan(lp) | np.isnan(ln), np.nan, result)
+        sign = np.where(lp > ln, 1.0, np.where(ln > lp, -1.0, 0.0))
+        sign = np.where(np.isnan(result), np.nan, sign)
+        if not return_sign:
+            result = np.where(sign < 0, np.nan, result)
+    result = _keep_dims(result.astype(dtype), shape, axes, keepdims)
+    if return_sign:
+        return result, _keep_dims(sign.astype(dtype), shape, axes, keepdims)
+    return result
+
+
+def _logsumexp_axis(a, ax, keepdims, threads, checking):
+    """logsumexp of the checked float array a along the one axis ax (the fast path)."""
     moved = np.moveaxis(a, ax, -1)
     batch, n_classes = moved.shape[:-1], moved.shape[-1]
     compute = compute_dtype(a.dtype)
@@ -98,8 +214,20 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
 
 def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, check):
     """Shared body of log_softmax and softmax: one kernel call per row, written to ``out``."""
-    a = float_array(x, "x")
-    ax = check_axis(axis, a.ndim)
+    a = scipy_array(x, "x")
+    axes = check_axes(axis, a.ndim)
+    if a.ndim == 0 or len(axes) != 1:   # SciPy's axis=None, tuples, 0-d: as one axis, once
+        rows, _ = reduce_axes_last(a, axes)
+        moved_shape = rows.shape[:-1] + tuple(a.shape[i] for i in axes)
+        result = _rowwise_transform(name, kernel, reference_fn, rows, -1, None, num_threads,
+                                    check).reshape(moved_shape)
+        result = np.moveaxis(result, tuple(range(a.ndim - len(axes), a.ndim)), axes)
+        if out is None:
+            return result[()] if result.ndim == 0 else result
+        out_array(out, a.shape, a.dtype)
+        out[...] = result
+        return out
+    ax = axes[0]
     threads = get_num_threads(num_threads)
     checking = check_enabled(check)
     if out is None:
@@ -133,9 +261,13 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, bfloat16, float32 or float64 values, at least 1-d.
-    axis : int, optional
-        Class axis (default: the last).
+        float16, bfloat16, float32 or float64 values; integers and bools are promoted to
+        float64, Python scalars, lists and 0-d arrays accepted (SciPy's rules); complex
+        input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        Class axis (default: the last). As SciPy's: ``None`` normalises over every entry, a
+        tuple over those axes together (moved last and reshaped once: the one-axis case is
+        the fast path).
     out : numpy.ndarray, optional
         Where to write the result: same shape and dtype as ``x``, writeable. May be ``x``
         itself for an in-place computation.
@@ -167,9 +299,13 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, bfloat16, float32 or float64 values, at least 1-d.
-    axis : int, optional
-        Class axis (default: the last).
+        float16, bfloat16, float32 or float64 values; integers and bools are promoted to
+        float64, Python scalars, lists and 0-d arrays accepted (SciPy's rules); complex
+        input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        Class axis (default: the last). As SciPy's: ``None`` normalises over every entry, a
+        tuple over those axes together (moved last and reshaped once: the one-axis case is
+        the fast path).
     out : numpy.ndarray, optional
         Where to write the result: same shape and dtype as ``x``; may be ``x`` itself.
     num_threads : int or None, optional
