@@ -101,3 +101,20 @@ def test_complex_and_bad_axes_refused():
 
 def test_earlier_positional_keepdims_still_works():
     assert xent.logsumexp(A, -1, True).shape == (3, 4, 1)
+
+
+def test_info_entropy_like_scipy_stats():
+    import scipy.stats
+
+    pk = RNG.random((4, 6)) + 0.01
+    qk = RNG.random((4, 6)) + 0.01
+    # SciPy's positional form and defaults (axis 0, normalised)
+    same(xent.info.entropy(pk, qk), scipy.stats.entropy(pk, qk), rtol=1e-13)
+    same(xent.info.entropy(pk, qk, 2.0, 1), scipy.stats.entropy(pk, qk, 2.0, 1), rtol=1e-13)
+    # keywords, broadcasting pk (one distribution) against several qk
+    same(xent.info.entropy(pk[0], qk=qk, axis=-1, normalize=True),
+         scipy.stats.entropy(pk[0], qk, axis=-1), rtol=1e-13)
+    same(xent.info.entropy(pk, axis=-1, normalize=True), scipy.stats.entropy(pk, axis=-1),
+         rtol=1e-13)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        xent.info.entropy(pk, qk=np.ones(5))

@@ -22,6 +22,7 @@ import functools
 import numpy as np
 
 from . import _check, _kernels
+from . import _sample_weight as _sw
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (as_rows, bad_label_message, bool_option, check_axis, check_enabled,
@@ -31,8 +32,8 @@ from ._validation import (as_rows, bad_label_message, bool_option, check_axis, c
                           out_array, probability_rows, reduce_loss, safe_divide, store,
                           writable_rows)
 
-__all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_with_grad", "log_softmax",
-           "logsumexp", "nll_loss", "softmax"]
+__all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_grad_hess",
+           "cross_entropy_with_grad", "log_softmax", "logsumexp", "nll_loss", "softmax"]
 
 
 # ---- SciPy's conventions: any array-like, integers promoted, several axes ------------------
@@ -415,7 +416,7 @@ class CrossEntropyInputs:
 
 @shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, num_threads=None, check=None):
+                  label_smoothing=0.0, sample_weight=None, num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
 
     Parameters
@@ -438,6 +439,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         every row is ignored); with probabilities, divided by the number of rows.
     label_smoothing : float, optional
         In [0, 1]: the target is mixed with the uniform distribution, as in PyTorch.
+    sample_weight : array_like, shape (...), optional
+        One weight per row, scikit-learn's: ``"none"`` returns ``s_i l_i``, ``"sum"`` their
+        sum, ``"mean"`` that sum divided by ``sum_i s_i w[t_i]`` over the non-ignored rows
+        (``sum_i s_i`` without class weights or with probabilities), summed exactly.
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -447,8 +452,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     Returns
     -------
     scalar or numpy.ndarray
-        In the dtype of ``logits``. Sums are accumulated in float64 in a fixed order, so
-        the result has the same bits on any number of threads.
+        In the dtype of ``logits``. Sums are the exact sums of the per-row float64 losses
+        (and weights), rounded once: the same bits on any number of threads and for any
+        order of the rows.
 
     Raises
     ------
@@ -465,6 +471,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     gives NaN. A probability of exactly 0 contributes 0 even against a -inf logit (PyTorch:
     NaN).
     """
+    if sample_weight is not None:
+        rows = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                             reduction="none", label_smoothing=label_smoothing,
+                             num_threads=num_threads, check=check)
+        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index,
+                                               sample_weight)
+        return _sw.reduce_weighted(rows, sw, denominators, check_reduction(reduction),
+                                   np.asarray(rows).dtype)
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     total, denominator, row_loss = problem.losses()
@@ -478,13 +492,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
 @shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                             reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
-                            num_threads=None, check=None):
+                            sample_weight=None, num_threads=None, check=None):
     """Cross-entropy and its gradient with respect to the logits, in one pass.
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
-        As for :func:`cross_entropy`.
+    logits, target, weight, ignore_index, reduction, label_smoothing, sample_weight, num_threads
+        As for :func:`cross_entropy` (with ``sample_weight``, row i's gradient is scaled by
+        its weight, and for a mean divided by the weighted mean's denominator).
     grad_output : scalar or array_like, optional
         The gradient flowing into the loss: for ``reduction="none"`` one value per row
         (shape of the batch), else a scalar (default 1).
@@ -504,6 +519,17 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         ``F.cross_entropy`` with the same options. Ignored rows get 0. A mean over no
         (non-ignored) row gives a NaN loss and a zero gradient.
     """
+    if sample_weight is not None:
+        reduction = check_reduction(reduction)
+        batch = np.shape(logits)[:-1]
+        sw = _sw.sample_weights(sample_weight, batch)
+        denominators = _sample_denominators(target, weight, ignore_index, sw)
+        rows, grad = cross_entropy_with_grad(
+            logits, target, weight=weight, ignore_index=ignore_index, reduction="none",
+            label_smoothing=label_smoothing, out=out, num_threads=num_threads, check=check,
+            grad_output=_sw.row_grad_output(reduction, grad_output, sw, denominators))
+        return _sw.reduce_weighted(rows, sw, denominators, reduction,
+                                   np.asarray(rows).dtype), grad
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
@@ -555,7 +581,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
 
 @shares_cpus
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
-             num_threads=None, check=None):
+             sample_weight=None, num_threads=None, check=None):
     """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.
 
     Parameters
@@ -570,6 +596,10 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
         Rows with this target contribute 0 to the loss and to the mean's denominator.
     reduction : {"mean", "sum", "none"}, optional
         ``"mean"`` divides by the total weight of the non-ignored rows (NaN if none).
+    sample_weight : array_like, shape (...), optional
+        One weight per row, scikit-learn's: ``"none"`` returns ``s_i l_i``, ``"sum"`` their
+        sum, ``"mean"`` that sum divided by ``sum_i s_i w[t_i]`` over the non-ignored rows,
+        summed exactly.
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -586,6 +616,13 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     IndexError
         A class index outside ``[0, C)`` that is not ``ignore_index``.
     """
+    if sample_weight is not None:
+        rows = nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
+                        reduction="none", num_threads=num_threads, check=check)
+        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index,
+                                               sample_weight)
+        return _sw.reduce_weighted(rows, sw, denominators, check_reduction(reduction),
+                                   np.asarray(rows).dtype)
     x = float_array(log_probs, "log_probs")
     n_classes = x.shape[-1]
     if n_classes == 0:
@@ -625,3 +662,111 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
             lambda: _reference.nll_loss(rows, labels, reduction=reduction, **options),
             x.dtype)
     return result
+
+
+def _sample_denominators(target, weight, ignore_index, sw):
+    """Each row's weight in a sample-weighted mean: s_i w[t_i] (0 if ignored), or s_i for
+    probability targets."""
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        return sw * _sw.class_row_weights(t, weight, ignore_index)
+    return sw
+
+
+def _sample_weight_rows(rows, target, weight, ignore_index, sample_weight):
+    """(sample weights of the rows, the mean's per-row denominators)."""
+    sw = _sw.sample_weights(sample_weight, np.shape(rows))
+    return sw, _sample_denominators(target, weight, ignore_index, sw)
+
+
+# ---- gradient and diagonal Hessian per row, for gradient boosting ----------------------------
+
+GRAD_HESS_NOTES = """
+    Relation to scikit-learn and gradient boosting: the per-row loss is the cross-entropy
+    ``lse(x) - x_t``, which is scikit-learn's ``HalfMultinomialLoss`` (half the multinomial
+    deviance: the same function), so ``(grad, hess)`` equal its
+    ``gradient_hessian(y_true, raw_prediction, sample_weight)``: ``s w[t] (p - onehot(t))``
+    and ``s w[t] p (1 - p)``, the diagonal of the Hessian (its usual stand-in in boosting).
+    XGBoost's and LightGBM's custom multiclass objectives take exactly these, row-major::
+
+        def objective(predt, dtrain):          # xgboost: obj=objective
+            labels = dtrain.get_label().astype(np.int64)
+            w = dtrain.get_weight()
+            return xent.cross_entropy_grad_hess(predt.reshape(len(labels), -1), labels,
+                                                sample_weight=w if w.size else None)
+
+
+cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES
+
+    (LightGBM's ``objective(preds, train_data)`` likewise, with ``train_data.get_label()``.)
+"""
+
+
+@shares_cpus
+def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
+                            sample_weight=None, num_threads=None, check=None):
+    """Gradient and diagonal Hessian of each row's cross-entropy, in one pass over the logits.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C)
+        Unnormalised scores, classes on the last axis.
+    target : array_like of int, shape (...)
+        Class indices.
+    weight : array_like, shape (C,), optional
+        Per-class weights: row i is scaled by ``weight[t_i]``.
+    ignore_index : int, optional
+        Rows with this target get zero gradient and Hessian.
+    sample_weight : array_like, shape (...), optional
+        Per-row weights: row i is scaled by ``sample_weight[i]``.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` and raise :class:`xent.CheckError` on
+        disagreement.
+
+    Returns
+    -------
+    grad, hess : numpy.ndarray
+        Of the logits' shape and dtype: ``c (p - onehot(t))`` and ``c p (1 - p)`` with
+        ``p = softmax(x)`` and ``c = sample_weight[i] weight[t_i]`` (the losses are not
+        reduced: no mean's ``1/N``).
+
+    Notes
+    -----
+    Computed from ``log_softmax`` (one kernel pass): ``p = exp(ls)`` and
+    ``1 - p = -expm1(ls)``, so the target's ``p_t - 1`` of a confident row and every
+    ``1 - p`` keep their relative accuracy.
+    """
+    problem = CrossEntropyInputs(logits, target, weight, ignore_index, "none", 0.0,
+                                  num_threads)
+    if problem.probabilities:
+        raise TypeError("cross_entropy_grad_hess takes integer class indices as target")
+    _, bad = _kernels.index_weight_total(problem.target_rows, problem.weight,
+                                         problem.ignore_index, problem.n_classes)
+    if bad >= 0:
+        problem.raise_bad_label(bad)
+    x = problem.x
+    ls = log_softmax(x, num_threads=num_threads).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p, q = np.exp(ls), -np.expm1(ls)
+    row_w = _sw.class_row_weights(problem.target, weight, ignore_index)
+    if sample_weight is not None:
+        row_w = row_w * _sw.sample_weights(sample_weight, problem.batch)
+    c = row_w[..., None]
+    t = np.where(np.asarray(problem.target) == ignore_index, 0, problem.target)[..., None]
+    is_target = np.arange(x.shape[-1]) == t
+    with np.errstate(invalid="ignore", over="ignore"):
+        grad = c * np.where(is_target, -q, p)
+        hess = c * p * q
+    grad, hess = grad.astype(x.dtype), hess.astype(x.dtype)
+    if check_enabled(check):
+        want = _reference.cross_entropy_grad_hess(x, problem.target, weight=weight,
+                                                  ignore_index=ignore_index,
+                                                  sample_weight=sample_weight)
+        _check.compare("cross_entropy_grad_hess (grad)", grad, want[0], x.dtype)
+        _check.compare("cross_entropy_grad_hess (hess)", hess, want[1], x.dtype)
+    return grad, hess
+
+
+cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES

@@ -7,7 +7,7 @@ from ._common import check_reduction, grad_scale, reduce_losses, result
 
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy_grad",
-    "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy_with_logits_grad", "binary_cross_entropy_with_logits_grad_hess",
 ]
 
 
@@ -216,3 +216,28 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
             np.asarray(pos_weight, dtype=np.float64), x.shape)
         d = (1.0 - y) * sig - pw * y * sig_neg
         return np.asarray(g * w * d, dtype=np.float64)
+
+
+def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None,
+                                               pos_weight=None, sample_weight=None):
+    """Per-element gradient and second derivative of the BCE with logits (no reduction).
+
+    Returns
+    -------
+    grad, hess : numpy.ndarray
+        ``c * (L * sigmoid(x) - pos_weight * y)`` and ``c * L * sigmoid(x) * sigmoid(-x)``
+        with ``L = 1 + (pos_weight - 1) * y`` and ``c = weight * sample_weight``;
+        scikit-learn's ``HalfBinomialLoss.gradient_hessian`` without the weights.
+    """
+    x, y = _binary_inputs(logits, target)
+    c = _elementwise_weight(weight, x.shape)
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        c = c * sw.reshape(sw.shape + (1,) * (x.ndim - sw.ndim))
+    pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    sig, sig_neg = _sigmoid(x), _sigmoid(-x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        big_l = 1.0 + (pw - 1.0) * y
+        grad = c * ((1.0 - y) * sig - pw * y * sig_neg)
+        hess = c * big_l * sig * sig_neg
+    return np.asarray(grad, dtype=np.float64), np.asarray(hess, dtype=np.float64)
