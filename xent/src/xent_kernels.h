@@ -58,12 +58,27 @@ static inline void xent_lse_add_rest(xent_lse_state *st, double v)
     st->rest = s;
 }
 
+/*
+ * log1p(r) for r >= 0 (or inf, NaN) by Goldberg's correction of log(1 + r): with u = 1 + r
+ * rounded, log(u) - ((u - 1) - r) / u; r itself where u rounds to 1. Within about 1 ulp, and
+ * about twice as fast as glibc's log1p, which once per row of 10 logits showed in the time.
+ */
+static inline double xent_log1p_pos(double r)
+{
+    double u = 1.0 + r;
+    /* r >= 1 (most rows of a C = 10 classifier): log(u) >= log 2, so u's rounding costs it
+     * at most 0.7 ulp; the correction's division is then not worth its time. Also inf, NaN. */
+    if (!(r < 1.0)) return log(u);
+    if (u == 1.0) return r;
+    return log(u) - ((u - 1.0) - r) / u;
+}
+
 /* log(sum) of a state, in the form that keeps its relative accuracy (see xent_lse_state). */
 static inline double xent_lse_log_sum(const xent_lse_state *st)
 {
     double rest = st->rest + st->rest_err;
-    if (st->ties == 1) return log1p(rest);
-    if (st->ties > 1) return log(st->ties) + log1p(rest / st->ties);
+    if (st->ties == 1) return xent_log1p_pos(rest);
+    if (st->ties > 1) return log(st->ties) + xent_log1p_pos(rest / st->ties);
     return log(st->sum);   /* no tie: an all -inf row (sum 0), or NaN */
 }
 

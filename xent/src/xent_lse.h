@@ -171,8 +171,8 @@ static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
                               xent_lse_state *st)
 {
-    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES];
-    double s[XENT_LANES], c[XENT_LANES];
+    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    double s[XENT_LANES];
     for (ptrdiff_t r = 0; r < XENT_LANES; r++)
         for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = r < nrows ? x[r * stride + j] : 0;
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
@@ -189,17 +189,17 @@ static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptr
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {   /* the max's terms apart, as row_lse */
-            double tie = buf[j][l] == shift[l] ? 1.0 : 0.0;
-            s[l] += (double)F(exp)(buf[j][l] - shift[l]) - tie;
+            T tie = buf[j][l] == shift[l] ? 1 : 0;      /* in T: the select stays in T lanes */
+            s[l] += (double)(F(exp)(buf[j][l] - shift[l]) - tie);
             c[l] += tie;
         }
     }
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
-        st[r].ties = c[r];
+        st[r].ties = (double)c[r];
         st[r].rest = s[r];
         st[r].rest_err = 0;
-        st[r].sum = c[r] + s[r];
+        st[r].sum = (double)c[r] + s[r];
     }
 }
 
