@@ -2,6 +2,7 @@
 rounded once, so they do not depend on the order of the rows, the blocks or the threads."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -17,11 +18,12 @@ from support import hypothesis_settings
 @hypothesis_settings(300)
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=40))
 def test_exact_sum_is_fsum(values):
-    """The superaccumulator against math.fsum (Shewchuk's exact, correctly rounded sum)."""
+    """The superaccumulator against the exact rational sum, rounded once by float()."""
+    exact = sum(Fraction(v) for v in values)   # exact rationals: fsum overflows early
     try:
-        want = math.fsum(values)
-    except OverflowError:   # the exact sum is beyond the largest double
-        want = math.copysign(math.inf, sum(values))
+        want = float(exact)
+    except OverflowError:   # beyond the largest double: rounds to an infinity
+        want = math.inf if exact > 0 else -math.inf
     got = _kernels.exact_sum(np.array(values, dtype=np.float64))
     assert got == want or (math.isnan(got) and math.isnan(want)), (values, got, want)
 

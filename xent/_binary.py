@@ -327,17 +327,17 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, p
                       num_threads, check, with_grad=True, sample_weight=sample_weight)
     x = np.asarray(grad.dtype.type(0) + np.asarray(logits, dtype=grad.dtype), dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
-    c = np.ones(x.shape) if weight is None else np.broadcast_to(
-        np.asarray(weight, dtype=np.float64), x.shape)
-    if sample_weight is not None:
-        c = c * _sw.sample_weights(sample_weight, x.shape)
-    pw = 1.0 if pos_weight is None else np.broadcast_to(
-        np.asarray(pos_weight, dtype=np.float64), x.shape)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):   # huge weights: inf, unwarned
+        c = np.ones(x.shape) if weight is None else np.broadcast_to(
+            np.asarray(weight, dtype=np.float64), x.shape)
+        if sample_weight is not None:
+            c = c * _sw.sample_weights(sample_weight, x.shape)
+        pw = 1.0 if pos_weight is None else np.broadcast_to(
+            np.asarray(pos_weight, dtype=np.float64), x.shape)
         e = np.exp(-np.abs(x))
         sig_big, sig_small = 1.0 / (1.0 + e), e / (1.0 + e)
         hess = c * (1.0 + (pw - 1.0) * y) * sig_big * sig_small
-    hess = np.asarray(hess).astype(grad.dtype)
+        hess = np.asarray(hess).astype(grad.dtype)
     if check_enabled(check):
         want = _reference.binary_cross_entropy_with_logits_grad_hess(
             x, y, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight)

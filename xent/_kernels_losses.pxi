@@ -18,6 +18,8 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
     cdef double wt, loss
+    # without class weights the weight sum is a count: added once, exactly, at the end
+    cdef Py_ssize_t kept = 0
     bad_out[0] = -1
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
@@ -59,8 +61,12 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
             if row_loss != NULL:
                 row_loss[i] = <floating>loss
             xent_exact_add(loss_out, loss)
-            xent_exact_add(weight_out, wt)
+            if weight != NULL:
+                xent_exact_add(weight_out, wt)
+            else:
+                kept += 1
         g0 += SMALL_GROUP
+    xent_exact_add(weight_out, <double>kept)
 
 
 def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
@@ -181,6 +187,7 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
     # as _index_block does, so that the losses are the same, bit for bit
     cdef bint small = states == NULL and _small_rows(x)
     cdef double wt, x_t, g, p_t, p_t_minus_1, loss, log_sum
+    cdef Py_ssize_t kept = 0   # as _index_block
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
     g0 = r0
@@ -215,7 +222,10 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
             if row_loss != NULL:
                 row_loss[i] = <floating>loss
             xent_exact_add(loss_out, loss)
-            xent_exact_add(weight_out, wt)
+            if weight != NULL:
+                xent_exact_add(weight_out, wt)
+            else:
+                kept += 1
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
             kern.row_softmax_grad(
@@ -229,6 +239,7 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
             grow[t] = <floating>(g * ((1.0 - smoothing) * wt * p_t_minus_1
                                       + smoothing / c * (weight_total * p_t - wt)))
         g0 += SMALL_GROUP
+    xent_exact_add(weight_out, <double>kept)
 
 
 def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,

@@ -751,15 +751,15 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
     with np.errstate(over="ignore", invalid="ignore"):
         p, q = np.exp(ls), -np.expm1(ls)
     row_w = _sw.class_row_weights(problem.target, weight, ignore_index)
-    if sample_weight is not None:
-        row_w = row_w * _sw.sample_weights(sample_weight, problem.batch)
-    c = row_w[..., None]
+    sw = None if sample_weight is None else _sw.sample_weights(sample_weight, problem.batch)
     t = np.where(np.asarray(problem.target) == ignore_index, 0, problem.target)[..., None]
     is_target = np.arange(x.shape[-1]) == t
+    # huge weights overflow to inf, as the losses do, unwarned
     with np.errstate(invalid="ignore", over="ignore"):
+        c = (row_w if sw is None else row_w * sw)[..., None]
         grad = c * np.where(is_target, -q, p)
         hess = c * p * q
-    grad, hess = grad.astype(x.dtype), hess.astype(x.dtype)
+        grad, hess = grad.astype(x.dtype), hess.astype(x.dtype)
     if check_enabled(check):
         want = _reference.cross_entropy_grad_hess(x, problem.target, weight=weight,
                                                   ignore_index=ignore_index,

@@ -47,7 +47,7 @@ def mean_scale(reduction, denominators):
     """The factor of each row's gradient: 1 / (the weighted mean's denominator) for "mean"."""
     if reduction != "mean":
         return 1.0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return float(np.float64(1.0) / np.float64(exact_total(denominators)))
 
 
@@ -67,8 +67,9 @@ def row_grad_output(reduction, grad_output, sw, denominators):
     """The per-row (per-element) grad_output that makes a reduction="none" gradient the
     gradient of the sample-weighted reduction."""
     reduction = check_reduction(reduction)
-    if reduction == "none":
-        g = 1.0 if grad_output is None else np.asarray(grad_output, dtype=np.float64)
-        return np.broadcast_to(g, sw.shape) * sw
-    g = 1.0 if grad_output is None else float(np.asarray(grad_output, dtype=np.float64))
-    return g * mean_scale(reduction, denominators) * sw
+    with np.errstate(over="ignore", invalid="ignore"):   # huge weights: inf, as the losses
+        if reduction == "none":
+            g = 1.0 if grad_output is None else np.asarray(grad_output, dtype=np.float64)
+            return np.broadcast_to(g, sw.shape) * sw
+        g = 1.0 if grad_output is None else float(np.asarray(grad_output, dtype=np.float64))
+        return g * mean_scale(reduction, denominators) * sw

@@ -167,25 +167,22 @@ def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None
     scalar or numpy.ndarray
         One entropy per distribution, in the dtype of ``p``.
     """
-    if axis is not None and not isinstance(axis, numbers.Integral) and qk is None:
+    scipy_form = (qk is None and axis is not None and not isinstance(axis, numbers.Integral)
+                  and np.ndim(axis) >= 1)
+    if scipy_form:
         # SciPy's entropy(pk, qk, base, axis): shift the positional arguments, and take
         # SciPy's defaults with them (axis 0, pk and qk normalised)
         qk, base, axis = axis, base, (normalize if not isinstance(normalize, bool) else 0)
         normalize = True
     if qk is not None:
-        pk, qk = np.asarray(p), np.asarray(qk)
-        if pk.dtype.kind in "iub":
-            pk = pk.astype(np.float64)
-        if qk.dtype.kind in "iub":
-            qk = qk.astype(np.float64)
         try:
-            pk, qk = np.broadcast_arrays(pk, qk)
-        except ValueError:
-            raise ValueError(f"qk of shape {qk.shape} does not broadcast against p of shape "
-                             f"{pk.shape}") from None
-        return kl_divergence(pk, qk, axis, base, normalize, num_threads=num_threads,
-                             check=check)
+            return _relative_entropy(p, qk, axis, base, normalize, num_threads, check)
+        except (TypeError, ValueError) as e:
+            if scipy_form:   # name the argument the caller passed
+                raise type(e)(f"axis (an array there is SciPy's qk): {e}") from None
+            raise
     log_base = _log_base(base)
+
     normalize = bool_option(normalize, "normalize")
     a, batch, rows = _distributions(p, "p", axis)
     threads = get_num_threads(num_threads)
@@ -201,6 +198,21 @@ def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None
         _check_rows("info.entropy", result, batch, lambda s: _reference.entropy(
             rows[s], base=base, normalize=normalize), a.dtype)
     return result
+
+
+def _relative_entropy(p, qk, axis, base, normalize, num_threads, check):
+    """entropy(p, qk=qk): kl_divergence of p and qk broadcast against each other."""
+    pk, qk = np.asarray(p), np.asarray(qk)
+    if pk.dtype.kind in "iub":
+        pk = pk.astype(np.float64)
+    if qk.dtype.kind in "iub":
+        qk = qk.astype(np.float64)
+    try:
+        pk, qk = np.broadcast_arrays(pk, qk)
+    except ValueError:
+        raise ValueError(f"qk of shape {qk.shape} does not broadcast against p of shape "
+                         f"{pk.shape}") from None
+    return kl_divergence(pk, qk, axis, base, normalize, num_threads=num_threads, check=check)
 
 
 @shares_cpus

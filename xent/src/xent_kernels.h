@@ -52,6 +52,10 @@ static inline xent_lse_state xent_lse_init(void)
  * million equal terms adds thousands of equal chunk sums, whose roundings would pile up. */
 static inline void xent_lse_add_rest(xent_lse_state *st, double v)
 {
+    if (st->rest == 0) {   /* the first addition (a row of one chunk): exact, and no chain */
+        st->rest = v;
+        return;
+    }
     double a = st->rest, s = a + v, bv = s - a;
     double err = (a - (s - bv)) + (v - bv);
     st->rest_err += err == err ? err : 0.0;   /* an inf or NaN rest carries itself */
