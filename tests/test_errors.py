@@ -12,9 +12,6 @@ T = np.array([0, 1, 2, 3, 0])
 
 @pytest.mark.parametrize("fn", [xent.logsumexp, xent.log_softmax, xent.softmax])
 @pytest.mark.parametrize("bad, kind", [
-    (np.ones((2, 3), dtype=np.int64), "int64"),
-    (np.ones((2, 3), dtype=bool), "bool"),
-    (np.ones((2, 3), dtype=np.complex64), "complex64"),
     (np.array([["a", "b"]]), "<U1"),
     (np.array([[1.0, None]], dtype=object), "object"),
 ])
@@ -24,9 +21,16 @@ def test_rowwise_refuse_non_floating(fn, bad, kind):
 
 
 @pytest.mark.parametrize("fn", [xent.logsumexp, xent.log_softmax, xent.softmax])
+def test_rowwise_complex_refused(fn):
+    # integers, bools and 0-d input are taken as SciPy takes them (tests/test_scipy_dropin.py)
+    with pytest.raises(TypeError, match="x is complex.*complex64"):
+        fn(np.ones((2, 3), dtype=np.complex64))
+
+
+@pytest.mark.parametrize("fn", [xent.logsumexp, xent.log_softmax, xent.softmax])
 def test_rowwise_zero_dim_and_axis(fn):
-    with pytest.raises(ValueError, match="at least one dimension"):
-        fn(np.float32(1.0))
+    with pytest.raises(np.exceptions.AxisError):
+        fn(np.float32(1.0), axis=1)
     with pytest.raises(np.exceptions.AxisError):
         fn(X, axis=2)
     with pytest.raises(TypeError, match="axis must be an int"):

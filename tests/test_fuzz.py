@@ -391,15 +391,21 @@ def axis_call(draw, with_out=False, keepdims=False):
     return kw
 
 
+def scipy_dtype(x):
+    """The result dtype of logsumexp, softmax, log_softmax: SciPy's, integers and bools
+    promoted to float64."""
+    return np.dtype(np.float64) if x.dtype.kind in "iub" else native(x.dtype)
+
+
 def expect_logsumexp(kw, got):
     want = ref.logsumexp(f64(kw["x"]), axis=kw["axis"], keepdims=bool(kw["keepdims"]))
-    assert_matches(got, want, native(kw["x"].dtype))
+    assert_matches(got, want, scipy_dtype(kw["x"]))
 
 
 def rowwise_expect(reference_fn):
     def expect(kw, got):
         x = kw["x"]
-        assert_matches(got, reference_fn(f64(x), axis=kw["axis"]), native(x.dtype))
+        assert_matches(got, reference_fn(f64(x), axis=kw["axis"]), scipy_dtype(x))
     return expect
 
 
@@ -511,6 +517,57 @@ def expect_loss_grad(kw, got):
         scale = unit * np.maximum(np.asarray(row_scale)[..., None], 1.0) * 2
     assert grad is kw["out"] if kw.get("out") is not None else True
     assert_matches(grad, want, native(before.dtype), scale, what="gradient")
+
+
+# -- per-row gradient and diagonal Hessian (gradient boosting)
+
+def grad_hess_call(binary):
+    """A valid call of cross_entropy_grad_hess (class indices) or of
+    binary_cross_entropy_with_logits_grad_hess: a loss call without reduction or smoothing,
+    with a sample_weight sometimes."""
+    draw_call = binary_call(True) if binary else loss_call(probabilities=False)
+
+    @st.composite
+    def call(draw):
+        kw = draw(draw_call)
+        for k in ("reduction", "label_smoothing"):
+            kw.pop(k, None)
+        x = kw["logits"]
+        batch = np.shape(x)[:1] if binary else np.shape(x)[:-1]
+        if draw(st.booleans()) and (not binary or np.ndim(x)):
+            kw["sample_weight"] = draw(float_arrays(batch, hostile=False, dtype=F64))
+        return kw
+    return call()
+
+
+def grad_hess_expect(binary):
+    def expect(kw, got):
+        x = kw["_before"]
+        dtype = native(x.dtype)
+        with np.errstate(all="ignore"):
+            if binary:
+                ops = {k: f64(in_compute(kw[k], dtype)) for k in ("weight", "pos_weight")
+                       if kw.get(k) is not None}
+                want = ref.binary_cross_entropy_with_logits_grad_hess(
+                    f64(x), f64(in_compute(kw["target"], dtype)),
+                    sample_weight=kw.get("sample_weight"), **ops)
+                scale = np.abs(ops.get("weight", 1.0)) * np.maximum(
+                    np.abs(ops.get("pos_weight", 1.0)), 1)
+            else:
+                weight = None if kw.get("weight") is None else f64(kw["weight"])
+                want = ref.cross_entropy_grad_hess(
+                    f64(x), np.asarray(kw["target"]).astype(np.int64), weight=weight,
+                    ignore_index=kw.get("ignore_index", -100),
+                    sample_weight=kw.get("sample_weight"))
+                scale = np.max(np.abs(weight)) if weight is not None and weight.size else 1.0
+            if kw.get("sample_weight") is not None:
+                sw = np.abs(f64(kw["sample_weight"]))
+                sw = sw.reshape(sw.shape + (1,) * (np.ndim(x) - sw.ndim))
+                scale = scale * sw
+            scale = np.broadcast_to(scale, np.shape(x)) * 2
+        assert_matches(got[0], want[0], dtype, scale, what="gradient")
+        assert_matches(got[1], want[1], dtype, scale, what="hessian")
+    return expect
 
 
 # -- binary cross-entropy
@@ -963,6 +1020,16 @@ SPECS = [
          binary_expect(True, grad=True),
          dict(BINARY_HOSTILE, logits="elementwise_array", pos_weight="operand",
               grad_output="grad_output", out="grad_out"), positional=("logits", "target")),
+    Spec("cross_entropy_grad_hess", xent.cross_entropy_grad_hess, grad_hess_call(False),
+         grad_hess_expect(False),
+         {k: v for k, v in LOSS_HOSTILE.items() if k not in ("reduction", "label_smoothing")},
+         positional=("logits", "target")),
+    Spec("binary_cross_entropy_with_logits_grad_hess",
+         xent.binary_cross_entropy_with_logits_grad_hess, grad_hess_call(True),
+         grad_hess_expect(True),
+         {**{k: v for k, v in BINARY_HOSTILE.items() if k != "reduction"},
+          "logits": "elementwise_array", "pos_weight": "operand"},
+         positional=("logits", "target")),
     Spec("info.entropy", xent.info.entropy, dist_call(), dist_expect(ref.entropy),
          DIST_HOSTILE, positional=("p",)),
     Spec("info.cross_entropy", xent.info.cross_entropy, dist_call(two=True),

@@ -17,10 +17,11 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from . import info, reference  # noqa: E402 (after the OpenMP default above)
-from ._multiclass import (cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp,
-                          nll_loss, softmax)
+from ._multiclass import (cross_entropy, cross_entropy_grad_hess, cross_entropy_with_grad,
+                          log_softmax, logsumexp, nll_loss, softmax)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
                       binary_cross_entropy_with_logits,
+                      binary_cross_entropy_with_logits_grad_hess,
                       binary_cross_entropy_with_logits_with_grad)
 from ._check import CheckError
 from ._dispatch import show_config
@@ -51,9 +52,11 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad_hess",
     "binary_cross_entropy_with_logits_with_grad",
     "CheckError",
     "cross_entropy",
+    "cross_entropy_grad_hess",
     "cross_entropy_with_grad",
     "evaluate",
     "EvaluationReport",

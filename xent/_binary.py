@@ -8,6 +8,7 @@ broadcast to it. The kernels read every operand in place where its last axis is 
 import numpy as np
 
 from . import _check, _kernels
+from . import _sample_weight as _sw
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (aligned, check_enabled, check_reduction, compute_dtype,
@@ -60,7 +61,17 @@ def _require_unit(name, a, block=1 << 20):
 
 
 def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, check,
-            with_grad=False, grad_output=None, out=None):
+            with_grad=False, grad_output=None, out=None, sample_weight=None):
+    if sample_weight is not None:   # the elementwise losses, then scikit-learn's weighted mean
+        reduction = check_reduction(reduction)
+        sw = _sw.sample_weights(sample_weight, np.shape(input))
+        if with_grad:
+            rows, grad = _binary(kind, input, target, weight, pos_weight, "none", num_threads,
+                                 check, True, _sw.row_grad_output(reduction, grad_output, sw,
+                                                                  sw), out)
+            return _sw.reduce_weighted(rows, sw, sw, reduction, np.asarray(rows).dtype), grad
+        rows = _binary(kind, input, target, weight, pos_weight, "none", num_threads, check)
+        return _sw.reduce_weighted(rows, sw, sw, reduction, np.asarray(rows).dtype)
     logits = kind == _Element.ELEMENT_BCE_LOGITS
     input_name = "logits" if logits else "probs"
     name = "binary_cross_entropy" + ("_with_logits" if logits else "") + (
@@ -164,8 +175,8 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
 
 
 @shares_cpus
-def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_threads=None,
-                         check=None):
+def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", sample_weight=None,
+                         num_threads=None, check=None):
     """Binary cross-entropy between probabilities and targets, as PyTorch's.
 
     Parameters
@@ -179,6 +190,11 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
         Rescaling weights, broadcast to the shape of ``probs``.
     reduction : {"mean", "sum", "none"}, optional
         ``"mean"`` divides by the number of elements (NaN for none).
+    sample_weight : array_like, optional
+        One weight per sample (its shape the leading axes of the input's), scikit-learn's
+        rule: ``"none"`` gives ``s l``, ``"sum"`` their sum, ``"mean"`` that sum divided by
+        ``sum s`` over every element (exact sums). Combines with ``weight``, which scales
+        the losses without entering the mean's denominator (PyTorch's).
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -212,12 +228,13 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", num_th
     100.0
     """
     return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
-                   check)
+                   check, sample_weight=sample_weight)
 
 
 @shares_cpus
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
-                                   grad_output=None, out=None, num_threads=None, check=None):
+                                   grad_output=None, out=None, sample_weight=None,
+                                   num_threads=None, check=None):
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``, in one pass.
 
     The gradient is PyTorch's: ``g w (x - y) / max(x (1 - x), 1e-12)``. ``grad_output`` is
@@ -244,12 +261,14 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
     array([-1.1111,  0.    , -3.3333])
     """
     return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
-                   check, with_grad=True, grad_output=grad_output, out=out)
+                   check, with_grad=True, grad_output=grad_output, out=out,
+                   sample_weight=sample_weight)
 
 
 @shares_cpus
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean", num_threads=None, check=None):
+                                     reduction="mean", sample_weight=None, num_threads=None,
+                                     check=None):
     """Binary cross-entropy of logits, as PyTorch's: stable for logits of any magnitude.
 
     Parameters
@@ -266,6 +285,11 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
         class, on the last axis).
     reduction : {"mean", "sum", "none"}, optional
         ``"mean"`` divides by the number of elements.
+    sample_weight : array_like, optional
+        One weight per sample (its shape the leading axes of the input's), scikit-learn's
+        rule: ``"none"`` gives ``s l``, ``"sum"`` their sum, ``"mean"`` that sum divided by
+        ``sum s`` over every element (exact sums). Combines with ``weight``, which scales
+        the losses without entering the mean's denominator (PyTorch's).
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -301,13 +325,14 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
            [0.9741, 0.    ]])
     """
     return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
-                   num_threads, check)
+                   num_threads, check, sample_weight=sample_weight)
 
 
 @shares_cpus
 def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
                                                reduction="mean", grad_output=None, out=None,
-                                               num_threads=None, check=None):
+                                               sample_weight=None, num_threads=None,
+                                               check=None):
     """:func:`binary_cross_entropy_with_logits` and its gradient, in one pass.
 
     The gradient is ``g w (L sigmoid(x) - pos_weight y)``; ``grad_output`` and ``out`` as for
@@ -336,4 +361,62 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, p
     array([-0.0397,  0.0896,  0.2075])
     """
     return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
-                   num_threads, check, with_grad=True, grad_output=grad_output, out=out)
+                   num_threads, check, with_grad=True, grad_output=grad_output, out=out,
+                   sample_weight=sample_weight)
+
+
+@shares_cpus
+def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, pos_weight=None,
+                                               sample_weight=None, num_threads=None,
+                                               check=None):
+    """Gradient and second derivative of each element's BCE with logits, in one pass.
+
+    Parameters
+    ----------
+    logits, target, weight, pos_weight, sample_weight, num_threads, check
+        As for :func:`binary_cross_entropy_with_logits` (``sample_weight`` scales each
+        sample's elements).
+
+    Returns
+    -------
+    grad, hess : numpy.ndarray
+        Of the logits' shape and dtype, not reduced: ``c (L sigmoid(x) - pw y)`` and
+        ``c L sigmoid(x) sigmoid(-x)`` with ``L = 1 + (pw - 1) y`` and ``c = weight *
+        sample_weight``. The gradient is the kernel's (``(1 - y) sigmoid(x) - pw y
+        sigmoid(-x)``, accurate where sigmoid(x) is near 1); sigmoid(x) and sigmoid(-x) both
+        come from ``exp(-|x|)``, so the Hessian keeps its relative accuracy at any |x|.
+
+    Notes
+    -----
+    The loss is scikit-learn's ``HalfBinomialLoss`` (``log(1 + e^x) - y x``: half the
+    binomial deviance, the same function as PyTorch's BCE with logits), so with no
+    ``weight`` and ``pos_weight`` the result equals its ``gradient_hessian``. For XGBoost
+    (``obj=``) or LightGBM (``objective=``) a binary custom objective is::
+
+        def objective(predt, dtrain):
+            w = dtrain.get_weight()
+            return xent.binary_cross_entropy_with_logits_grad_hess(
+                predt, dtrain.get_label().astype(predt.dtype),
+                sample_weight=w if w.size else None)
+    """
+    _, grad = _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, "none",
+                      num_threads, check, with_grad=True, sample_weight=sample_weight)
+    x = np.asarray(grad.dtype.type(0) + np.asarray(logits, dtype=grad.dtype), dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):   # huge weights: inf, unwarned
+        c = np.ones(x.shape) if weight is None else np.broadcast_to(
+            np.asarray(weight, dtype=np.float64), x.shape)
+        if sample_weight is not None:
+            c = c * _sw.sample_weights(sample_weight, x.shape)
+        pw = 1.0 if pos_weight is None else np.broadcast_to(
+            np.asarray(pos_weight, dtype=np.float64), x.shape)
+        e = np.exp(-np.abs(x))
+        sig_big, sig_small = 1.0 / (1.0 + e), e / (1.0 + e)
+        hess = c * (1.0 + (pw - 1.0) * y) * sig_big * sig_small
+        hess = np.asarray(hess).astype(grad.dtype)
+    if check_enabled(check):
+        want = _reference.binary_cross_entropy_with_logits_grad_hess(
+            x, y, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight)
+        _check.compare("binary_cross_entropy_with_logits_grad_hess (hess)", hess, want[1],
+                       grad.dtype)
+    return grad, hess

@@ -4,13 +4,18 @@ The kernel table itself and its wrappers are generated: see _kernel_api.pxd.
 """
 
 cdef extern from "xent_kernels.h" nogil:
-    # Online log-sum-exp of the entries seen so far: logsumexp = shift + log(sum).
+    # Online log-sum-exp of the entries seen so far: logsumexp = shift + log(sum), sum =
+    # ties + rest (the terms equal to the shift counted apart: see xent_lse_log_sum).
     ctypedef struct xent_lse_state:
         double shift
         double sum
+        double ties
+        double rest
+        double rest_err
     xent_lse_state xent_lse_init()
     void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
     double xent_lse_value(const xent_lse_state *st)
+    double xent_lse_log_sum(const xent_lse_state *st)
 
     # Sums over one row of a distribution p (and q), for entropy, cross-entropy and KL.
     ctypedef struct xent_dist_sums:

@@ -14,7 +14,7 @@ threads.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, log
+from libc.math cimport exp, expm1, log
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport free, malloc
 
@@ -26,8 +26,8 @@ ctypedef cnp.intp_t intp_t
 
 from xent cimport _kernel_api as kern
 from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
-                                 xent_eval_state, xent_lse_init, xent_lse_merge, xent_lse_state,
-                                 xent_lse_value)
+                                 xent_eval_state, xent_lse_init, xent_lse_log_sum, xent_lse_merge,
+                                 xent_lse_state, xent_lse_value)
 from xent._table cimport kernel_table
 
 # The instruction set is chosen by xent._table (which owns the one compiled copy of the
@@ -82,7 +82,7 @@ cdef inline floating *_out_row(floating[:, :] out, Py_ssize_t i) noexcept nogil:
 
 
 cdef inline xent_lse_state _row_lse(const floating *row, Py_ssize_t n) noexcept nogil:
-    # logsumexp(row) = st.shift + log(st.sum). Losses use the two parts, (shift - x_j) and
+    # logsumexp(row) = st.shift + xent_lse_log_sum(&st). Losses use the two parts, (shift - x_j) and
     # log(sum), rather than their rounded total, so huge logits keep their small differences.
     cdef xent_lse_state st = xent_lse_init()
     kern.row_lse(row, n, &st)
@@ -91,44 +91,81 @@ cdef inline xent_lse_state _row_lse(const floating *row, Py_ssize_t n) noexcept 
 
 cdef inline double _row_nll_sum(const floating *row, Py_ssize_t n, const double *w,
                                 xent_lse_state st) noexcept nogil:
-    return kern.row_nll_sum(row, n, w, st.shift, log(st.sum))
+    return kern.row_nll_sum(row, n, w, st.shift, xent_lse_log_sum(&st))
 
 
 cdef inline double _row_nll_dot(const floating *row, const floating *p, Py_ssize_t n,
                                 const double *w, double a, double b, xent_lse_state st,
                                 double *mass) noexcept nogil:
-    return kern.row_nll_dot(row, p, n, w, a, b, st.shift, log(st.sum), mass)
+    return kern.row_nll_dot(row, p, n, w, a, b, st.shift, xent_lse_log_sum(&st), mass)
+
+
+cdef extern from "xent_exactsum.h" nogil:
+    # A sum of doubles held exactly (a small superaccumulator): see xent/src/xent_exactsum.h.
+    ctypedef struct xent_exact_sum:
+        pass
+    void xent_exact_init(xent_exact_sum *acc)
+    void xent_exact_add(xent_exact_sum *acc, double v)
+    void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *part)
+    double xent_exact_round(xent_exact_sum *acc)
 
 
 cdef class _Partials:
-    """Per-block partial sums (loss, weight) and the first bad row of each block."""
+    """Per-block partial sums (loss, weight) and the first bad row of each block.
+
+    With exact=True the blocks fill exact_loss and exact_weight (exact sums of their rows'
+    values), and combine() returns the exact totals rounded once: the same bits however the
+    rows are split into blocks, threads or calls. Otherwise the blocks fill loss and weight,
+    added in block order.
+    """
     cdef double *loss
     cdef double *weight
+    cdef xent_exact_sum *exact_loss
+    cdef xent_exact_sum *exact_weight
     cdef Py_ssize_t *bad
     cdef Py_ssize_t nblocks
+    cdef bint exact
 
-    def __cinit__(self, Py_ssize_t nblocks):
+    def __cinit__(self, Py_ssize_t nblocks, bint exact=False):
         self.nblocks = nblocks
+        self.exact = exact
         self.loss = <double *>malloc(max(nblocks, 1) * sizeof(double))
         self.weight = <double *>malloc(max(nblocks, 1) * sizeof(double))
         self.bad = <Py_ssize_t *>malloc(max(nblocks, 1) * sizeof(Py_ssize_t))
-        if self.loss == NULL or self.weight == NULL or self.bad == NULL:
+        if exact:
+            self.exact_loss = <xent_exact_sum *>malloc(max(nblocks, 1) * sizeof(xent_exact_sum))
+            self.exact_weight = <xent_exact_sum *>malloc(
+                max(nblocks, 1) * sizeof(xent_exact_sum))
+        if (self.loss == NULL or self.weight == NULL or self.bad == NULL
+                or exact and (self.exact_loss == NULL or self.exact_weight == NULL)):
             raise MemoryError("xent: cannot allocate per-block partial sums")
 
     def __dealloc__(self):
         free(self.loss)
         free(self.weight)
         free(self.bad)
+        free(self.exact_loss)
+        free(self.exact_weight)
 
     cdef tuple combine(self):
         """(sum of losses, sum of weights, first bad row or -1), added in block order."""
         cdef double loss = 0, weight = 0
         cdef Py_ssize_t b, bad = -1
+        cdef xent_exact_sum *total_loss
+        cdef xent_exact_sum *total_weight
+        for b in range(self.nblocks):
+            if bad < 0 and self.bad[b] >= 0:
+                bad = self.bad[b]
+        if self.exact:
+            total_loss = &self.exact_loss[0]
+            total_weight = &self.exact_weight[0]
+            for b in range(1, self.nblocks):
+                xent_exact_merge(total_loss, &self.exact_loss[b])
+                xent_exact_merge(total_weight, &self.exact_weight[b])
+            return xent_exact_round(total_loss), xent_exact_round(total_weight), bad
         for b in range(self.nblocks):
             loss += self.loss[b]
             weight += self.weight[b]
-            if bad < 0 and self.bad[b] >= 0:
-                bad = self.bad[b]
         return loss, weight, bad
 
 

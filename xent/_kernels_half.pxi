@@ -37,7 +37,7 @@ def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] targe
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b, r0, r1
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
     cdef int nt = _threads_for(nthreads, nblocks)
-    cdef _Partials part = _Partials(nblocks)
+    cdef _Partials part = _Partials(nblocks, True)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef float *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
     cdef float *scratch
@@ -56,7 +56,7 @@ def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] targe
                 _widen_rows(x, bfloat, r0, r1, buf)
                 _index_block(<const float *>buf, c * sizeof(float), c, r0, c <= XENT_SMALL_ROW,
                              target, w, ignore_index, smoothing, False, NULL, out, r0, r1,
-                             &part.loss[b], &part.weight[b], &part.bad[b])
+                             &part.exact_loss[b], &part.exact_weight[b], &part.bad[b])
     finally:
         free(scratch)
     return part.combine()

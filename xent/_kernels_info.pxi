@@ -51,7 +51,7 @@ def softmax_entropy_rows(const floating[:, :] x, floating[::1] out, int nthreads
             row = _row(x, i)
             st = _row_lse(row, c)
             out[i] = <floating>kern.row_softmax_entropy(row, c, st.shift,
-                                                        log(st.sum))
+                                                        xent_lse_log_sum(&st))
 
 
 # ---- elementwise functions over (N, C) arrays -----------------------------------------------

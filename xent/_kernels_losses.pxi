@@ -6,7 +6,7 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
                        bint small, const intp_t[::1] target, const double *weight,
                        intp_t ignore_index, double smoothing, bint log_probs,
                        const xent_lse_state *states, floating *row_loss, Py_ssize_t r0,
-                       Py_ssize_t r1, double *loss_out, double *weight_out,
+                       Py_ssize_t r1, xent_exact_sum *loss_out, xent_exact_sum *weight_out,
                        Py_ssize_t *bad_out) noexcept nogil:
     """Losses of rows r0 .. r1 - 1; row i of c entries lies (i - first) * stride bytes after x0.
 
@@ -17,8 +17,12 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
     cdef const floating *row
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
-    cdef double wt, loss, loss_sum = 0, weight_sum = 0
+    cdef double wt, loss
+    # without class weights the weight sum is a count: added once, exactly, at the end
+    cdef Py_ssize_t kept = 0
     bad_out[0] = -1
+    xent_exact_init(loss_out)
+    xent_exact_init(weight_out)
     g0 = r0
     while g0 < r1:
         if small:   # short rows: their states a group at a time, several rows per vector
@@ -51,16 +55,18 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
                 # (0 * inf = NaN).
                 loss = 0
                 if smoothing != 1:
-                    loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + log(st.sum))
+                    loss = (1.0 - smoothing) * wt * ((st.shift - <double>row[t]) + xent_lse_log_sum(&st))
                 if smoothing != 0:
                     loss += smoothing / c * _row_nll_sum(row, c, weight, st)
             if row_loss != NULL:
                 row_loss[i] = <floating>loss
-            loss_sum += loss
-            weight_sum += wt
+            xent_exact_add(loss_out, loss)
+            if weight != NULL:
+                xent_exact_add(weight_out, wt)
+            else:
+                kept += 1
         g0 += SMALL_GROUP
-    loss_out[0] = loss_sum
-    weight_out[0] = weight_sum
+    xent_exact_add(weight_out, <double>kept)
 
 
 def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
@@ -75,7 +81,7 @@ def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::
     # An NLL row costs one load: count its blocks in rows, not in logits.
     cdef Py_ssize_t rows = BLOCK_ELEMENTS if log_probs else _block_rows(c)
     cdef Py_ssize_t nblocks = (n + rows - 1) // rows
-    cdef _Partials part = _Partials(nblocks)
+    cdef _Partials part = _Partials(nblocks, True)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
     cdef xent_lse_state *states = NULL
@@ -91,8 +97,8 @@ def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::
                             num_threads=_threads_for(nthreads, nblocks)):
                 _index_block(_row(x, 0), x.strides[0], c, 0, small, target, w, ignore_index,
                              smoothing, log_probs, states, out, b * rows,
-                             min(n, (b + 1) * rows), &part.loss[b], &part.weight[b],
-                             &part.bad[b])
+                             min(n, (b + 1) * rows), &part.exact_loss[b],
+                             &part.exact_weight[b], &part.bad[b])
     finally:
         free(states)
     return part.combine()
@@ -102,11 +108,12 @@ def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::
 
 cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
                          double smoothing, floating *row_loss, Py_ssize_t r0, Py_ssize_t r1,
-                         double *loss_out) noexcept nogil:
+                         xent_exact_sum *loss_out) noexcept nogil:
     cdef Py_ssize_t i, c = x.shape[1]
     cdef const floating *row
     cdef xent_lse_state st
-    cdef double loss, mass, loss_sum = 0
+    cdef double loss, mass
+    xent_exact_init(loss_out)
     for i in range(r0, r1):
         row = _row(x, i)
         st = _row_lse(row, c)
@@ -114,8 +121,7 @@ cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const d
                             &mass)
         if row_loss != NULL:
             row_loss[i] = <floating>loss
-        loss_sum += loss
-    loss_out[0] = loss_sum
+        xent_exact_add(loss_out, loss)
 
 
 def probability_loss(const floating[:, :] x, const floating[:, :] p,
@@ -124,7 +130,7 @@ def probability_loss(const floating[:, :] x, const floating[:, :] p,
     """Cross-entropy with probability targets; returns the sum of the row losses."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
-    cdef _Partials part = _Partials(nblocks)
+    cdef _Partials part = _Partials(nblocks, True)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
     if n == 0:
@@ -133,7 +139,7 @@ def probability_loss(const floating[:, :] x, const floating[:, :] p,
         for b in prange(nblocks, schedule="dynamic",
                         num_threads=_threads_for(nthreads, nblocks)):
             _ce_prob_block(x, p, w, smoothing, out, b * rows, min(n, (b + 1) * rows),
-                           &part.loss[b])
+                           &part.exact_loss[b])
     return part.combine()[0]
 
 
@@ -141,13 +147,15 @@ def probability_loss(const floating[:, :] x, const floating[:, :] p,
 
 def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_t ignore_index,
                        Py_ssize_t n_classes):
-    """(sum of w[t] over the non-ignored rows, first out-of-range row or -1), in row order.
+    """(sum of w[t] over the non-ignored rows, first out-of-range row or -1).
 
-    The mean's denominator, needed before a gradient pass can scale its rows.
+    The mean's denominator, needed before a gradient pass can scale its rows: summed exactly
+    and rounded once, the same bits as the denominator the loss pass returns.
     """
     cdef Py_ssize_t i, bad = -1
     cdef intp_t t
-    cdef double total = 0
+    cdef xent_exact_sum total
+    xent_exact_init(&total)
     with nogil:
         for i in range(target.shape[0]):
             t = target[i]
@@ -156,8 +164,8 @@ def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_
             if t < 0 or t >= n_classes:
                 bad = i
                 break
-            total += weight[t] if weight is not None else 1.0
-    return total, bad
+            xent_exact_add(&total, weight[t] if weight is not None else 1.0)
+    return xent_exact_round(&total), bad
 
 
 cdef inline double _row_g(const double[::1] grad_rows, Py_ssize_t i) noexcept nogil:
@@ -169,7 +177,7 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
                             double smoothing, double scale, const double[::1] grad_rows,
                             const xent_lse_state *states, floating *row_loss,
                             floating[:, :] grad, Py_ssize_t r0, Py_ssize_t r1,
-                            double *loss_out, double *weight_out) noexcept nogil:
+                            xent_exact_sum *loss_out, xent_exact_sum *weight_out) noexcept nogil:
     cdef Py_ssize_t i, k, g0, c = x.shape[1]
     cdef intp_t t
     cdef const floating *row
@@ -178,7 +186,10 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
     cdef xent_lse_state group[SMALL_GROUP]
     # as _index_block does, so that the losses are the same, bit for bit
     cdef bint small = states == NULL and _small_rows(x)
-    cdef double wt, x_t, g, p_t, loss, log_sum, loss_sum = 0, weight_sum = 0
+    cdef double wt, x_t, g, p_t, p_t_minus_1, loss, log_sum
+    cdef Py_ssize_t kept = 0   # as _index_block
+    xent_exact_init(loss_out)
+    xent_exact_init(weight_out)
     g0 = r0
     while g0 < r1:
         if small:
@@ -202,7 +213,7 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
                 st = group[i - g0]
             else:
                 st = _row_lse(row, c)
-            log_sum = log(st.sum)
+            log_sum = xent_lse_log_sum(&st)
             loss = 0
             if smoothing != 1:
                 loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
@@ -210,21 +221,25 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
                 loss += smoothing / c * _row_nll_sum(row, c, weight, st)
             if row_loss != NULL:
                 row_loss[i] = <floating>loss
-            loss_sum += loss
-            weight_sum += wt
+            xent_exact_add(loss_out, loss)
+            if weight != NULL:
+                xent_exact_add(weight_out, wt)
+            else:
+                kept += 1
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
             kern.row_softmax_grad(
                 row, c, st.shift, log_sum,
                 g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
                 g * smoothing / c, grow)
-            # the target's entry again, in double: p_t - 1 cancels, so round once
-            p_t = exp((x_t - st.shift) - log_sum)
-            grow[t] = <floating>(g * ((1.0 - smoothing) * wt * (p_t - 1.0)
+            # the target's entry again, in double: p_t - 1 cancels, so it is expm1 of the
+            # log-softmax (for the max's entry, -rest / (1 + rest) to the last bits)
+            p_t_minus_1 = expm1((x_t - st.shift) - log_sum)
+            p_t = p_t_minus_1 + 1.0
+            grow[t] = <floating>(g * ((1.0 - smoothing) * wt * p_t_minus_1
                                       + smoothing / c * (weight_total * p_t - wt)))
         g0 += SMALL_GROUP
-    loss_out[0] = loss_sum
-    weight_out[0] = weight_sum
+    xent_exact_add(weight_out, <double>kept)
 
 
 def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
@@ -239,7 +254,7 @@ def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const doub
     """
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
-    cdef _Partials part = _Partials(nblocks)
+    cdef _Partials part = _Partials(nblocks, True)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
     cdef double weight_total = c
@@ -256,7 +271,8 @@ def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const doub
                             num_threads=_threads_for(nthreads, nblocks)):
                 _index_grad_block(x, target, w, weight_total, ignore_index, smoothing, scale,
                                   grad_rows, states, out, grad, b * rows,
-                                  min(n, (b + 1) * rows), &part.loss[b], &part.weight[b])
+                                  min(n, (b + 1) * rows), &part.exact_loss[b],
+                                  &part.exact_weight[b])
     finally:
         free(states)
     loss, weight_sum, _ = part.combine()
@@ -266,12 +282,13 @@ def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const doub
 cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const double *weight,
                            double smoothing, double scale, const double[::1] grad_rows,
                            floating *row_loss, floating[:, :] grad, Py_ssize_t r0,
-                           Py_ssize_t r1, double *loss_out) noexcept nogil:
+                           Py_ssize_t r1, xent_exact_sum *loss_out) noexcept nogil:
     cdef Py_ssize_t i, c = x.shape[1]
     cdef const floating *row
     cdef const floating *prow
     cdef xent_lse_state st
-    cdef double loss, mass, g, loss_sum = 0
+    cdef double loss, mass, g
+    xent_exact_init(loss_out)
     for i in range(r0, r1):
         row = _row(x, i)
         prow = _row(p, i)
@@ -279,13 +296,12 @@ cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const
         loss = _row_nll_dot(row, prow, c, weight, 1.0 - smoothing, smoothing / c, st, &mass)
         if row_loss != NULL:
             row_loss[i] = <floating>loss
-        loss_sum += loss
+        xent_exact_add(loss_out, loss)
         # d loss / d x_k = g (sum_j w_j q_j p_k - w_k q_k)
         g = scale * _row_g(grad_rows, i)
-        kern.row_softmax_grad_prob(row, prow, c, st.shift, log(st.sum), g * mass,
+        kern.row_softmax_grad_prob(row, prow, c, st.shift, xent_lse_log_sum(&st), g * mass,
                                    g, 1.0 - smoothing, smoothing / c, weight,
                                    _out_row(grad, i))
-    loss_out[0] = loss_sum
 
 
 def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
@@ -295,7 +311,7 @@ def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
     """Cross-entropy with probability targets and its gradient; grad may be x (never p)."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
-    cdef _Partials part = _Partials(nblocks)
+    cdef _Partials part = _Partials(nblocks, True)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
     if n == 0:
@@ -304,5 +320,16 @@ def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
         for b in prange(nblocks, schedule="dynamic",
                         num_threads=_threads_for(nthreads, nblocks)):
             _prob_grad_block(x, p, w, smoothing, scale, grad_rows, out, grad, b * rows,
-                             min(n, (b + 1) * rows), &part.loss[b])
+                             min(n, (b + 1) * rows), &part.exact_loss[b])
     return part.combine()[0]
+
+
+def exact_sum(const double[::1] values):
+    """The exact sum of values rounded once to a double, by the kernels' superaccumulator
+    (xent/src/xent_exactsum.h): what the reductions of the losses use (for its tests)."""
+    cdef xent_exact_sum acc
+    cdef Py_ssize_t i
+    xent_exact_init(&acc)
+    for i in range(values.shape[0]):
+        xent_exact_add(&acc, values[i])
+    return xent_exact_round(&acc)

@@ -356,7 +356,8 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
             row = tile + i * ncols
             st = stats + 4 * i
             shift_before = st[0]
-            lse.shift, lse.sum = st[0], st[1]
+            # the stats keep (shift, sum) only: carried as all rest, no ties, as before
+            lse.shift, lse.sum, lse.ties, lse.rest, lse.rest_err = st[0], st[1], 0.0, st[1], 0.0
             _row_lse(row, ncols, &lse)
             st[0], st[1] = lse.shift, lse.sum
             t = p.target[r0 + i] - v0
@@ -402,13 +403,15 @@ cdef void _merge_block(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
         sm = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, 0, r0 + i, sizeof(floating))
         if pieces.nchunks > 1:
             part = pieces.stats + 4 * (r0 + i)
-            acc.shift, acc.sum = part[0], part[1]
+            acc = xent_lse_init()
+            acc.shift, acc.sum, acc.rest = part[0], part[1], part[1]
             total = part[3]
             t = p.target[r0 + i]
             st[2] = NAN_
             for c in range(1, pieces.nchunks):
                 part = pieces.stats + 4 * (c * p.n + r0 + i)
-                piece.shift, piece.sum = part[0], part[1]
+                piece = xent_lse_init()
+                piece.shift, piece.sum, piece.rest = part[0], part[1], part[1]
                 xent_lse_merge(&acc, &piece)
                 total += part[3]
             for c in range(pieces.nchunks):  # the target logit, from its stretch

@@ -22,6 +22,7 @@ import functools
 import numpy as np
 
 from . import _check, _kernels
+from . import _sample_weight as _sw
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (as_rows, bad_label_message, bool_option, check_axis, check_enabled,
@@ -31,24 +32,77 @@ from ._validation import (as_rows, bad_label_message, bool_option, check_axis, c
                           input_array, out_array, probability_rows, reduce_loss, safe_divide, store,
                           writable_rows)
 
-__all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_with_grad", "log_softmax",
-           "logsumexp", "nll_loss", "softmax"]
+__all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_grad_hess",
+           "cross_entropy_with_grad", "log_softmax", "logsumexp", "nll_loss", "softmax"]
+
+
+# ---- SciPy's conventions: any array-like, integers promoted, several axes ------------------
+
+def scipy_array(x, name, promote_to=None):
+    """x as a float array the kernels take, as SciPy's special functions accept it: Python
+    scalars and lists, integers and bools promoted to float64 (to promote_to if given); 0-d
+    allowed. Complex input is refused with a TypeError naming the argument."""
+    a = np.asarray(x)
+    if a.dtype.kind == "c":
+        raise TypeError(f"{name} is complex ({a.dtype}): xent computes with real values only "
+                        f"(pass {name}.real, or use scipy for complex log-sum-exp)")
+    if a.dtype.kind in "iub":
+        a = a.astype(promote_to if promote_to is not None else np.float64)
+    return float_array(a, name, min_ndim=0)
+
+
+def check_axes(axis, ndim):
+    """The sorted tuple of axes to reduce: axis None (all), an int, or a tuple of ints."""
+    if ndim == 0:   # a 0-d input reduces as a 1-element vector
+        if axis is None or axis == () or axis in (0, -1) or axis in ((0,), (-1,)):
+            return ()
+        raise np.exceptions.AxisError(axis if isinstance(axis, int) else str(axis), 0, "axis")
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, tuple):
+        axes = tuple(check_axis(ax, ndim) for ax in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"axis {axis!r} repeats an axis")
+        return tuple(sorted(axes))
+    return (check_axis(axis, ndim),)
+
+
+def reduce_axes_last(a, axes):
+    """(array, axis): a's axes to reduce as one axis, for a one-axis kernel. A single axis
+    stays in place (the fast path moves it itself); several are moved last and reshaped
+    into one (a copy where their layout needs it); a 0-d a becomes a 1-element vector."""
+    if a.ndim == 0:
+        return a.reshape(1), 0
+    if len(axes) == 1:
+        return a, axes[0]
+    moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    return moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,)), -1
 
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
 
 @shares_cpus
-def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
-    """Logarithm of the sum of exponentials along an axis.
+def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False, *, num_threads=None,
+              check=None):
+    """Logarithm of the sum of exponentials along an axis, as ``scipy.special.logsumexp``.
 
     Parameters
     ----------
     x : array_like
-        float16, bfloat16, float32 or float64 values, at least 1-d.
-    axis : int, optional
-        Axis to reduce (default: the last).
+        float16, bfloat16, float32 or float64 values; integers and bools are promoted to
+        float64, Python scalars and lists accepted. Complex input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        Axis or axes to reduce (default: the last, xent's class axis; ``None``: all, SciPy's
+        default). A single axis is the fast path; several are moved last and reshaped once.
+    b : array_like, optional
+        Weights broadcast against ``x``: ``log(sum(b * exp(x)))``. Negative weights need
+        ``return_sign=True`` when the sum is negative (without it the result is NaN, as
+        SciPy's). Entries with ``b == 0`` are left out, even where ``x`` is +inf.
     keepdims : bool, optional
-        Keep the reduced axis with length 1.
+        Keep the reduced axes with length 1. (Passed positionally as the third argument, a
+        bool is taken as ``keepdims``, xent's earlier signature.)
+    return_sign : bool, optional
+        Also return the sign of the sum (+1, -1, or 0 for a sum of exactly 0).
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -57,14 +111,18 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
 
     Returns
     -------
-    numpy.ndarray or scalar
-        ``log(sum(exp(x), axis))`` in the dtype of ``x``; a scalar for 1-d input without
-        ``keepdims``.
+    numpy.ndarray or scalar (and the sign, with ``return_sign``)
+        In the dtype of ``x`` (of ``x`` and ``b`` together when ``b`` is given); a scalar
+        when every axis is reduced without ``keepdims``.
 
     Notes
     -----
     SciPy's rules: a row containing +inf gives +inf, a row of all -inf (or an empty axis)
-    gives -inf, and a NaN anywhere in the row gives NaN.
+    gives -inf, and a NaN anywhere in the row gives NaN. The row's maximum's own terms are
+    summed apart from the others, so a result near 0 keeps its relative accuracy:
+    ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, the positive and negative
+    weights are reduced apart, ``p = logsumexp(x + log b)`` and ``n`` likewise, and the
+    result is ``max(p, n) + log1p(-exp(-|p - n|))``.
 
     Examples
     --------
@@ -83,11 +141,70 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
     >>> print(xent.logsumexp(np.array([-np.inf, -np.inf])))
     -inf
     """
-    a = float_array(x, "x")
-    ax = check_axis(axis, a.ndim)
+    if isinstance(b, (bool, np.bool_)):
+        b, keepdims = None, bool(b)   # xent's earlier logsumexp(x, axis, keepdims)
+    a = scipy_array(x, "x")
     keepdims = bool_option(keepdims, "keepdims")
+    return_sign = bool_option(return_sign, "return_sign")
     threads = get_num_threads(num_threads)
     checking = check_enabled(check)
+    if b is not None:
+        return _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking)
+    shape = a.shape
+    axes = check_axes(axis, a.ndim)
+    rows, ax = reduce_axes_last(a, axes)
+    result = _logsumexp_axis(rows, ax, False, threads, checking)
+    result = _keep_dims(result, shape, axes, keepdims)
+    if return_sign:
+        sign = np.where(np.isnan(result), np.nan, np.where(result == -np.inf, 0.0, 1.0))
+        sign = sign.astype(np.asarray(result).dtype)
+        return result, (sign[()] if sign.ndim == 0 else sign)
+    return result
+
+
+def _keep_dims(result, shape, axes, keepdims):
+    """A reduction's result with its reduced axes back (length 1) if keepdims; 0-d: a scalar."""
+    result = np.asarray(result)
+    if keepdims:
+        result = result.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return result[()] if result.ndim == 0 else result
+
+
+def _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking):
+    """logsumexp(a, b=b): the positive and negative weights' sums apart, then combined."""
+    b = scipy_array(b, "b", promote_to=a.dtype)
+    dtype = np.result_type(compute_dtype(a.dtype), compute_dtype(b.dtype))
+    try:
+        a, b = np.broadcast_arrays(a.astype(dtype), b.astype(dtype))
+    except ValueError:
+        raise ValueError(f"b of shape {b.shape} does not broadcast against x of shape "
+                         f"{a.shape}") from None
+    shape = a.shape
+    axes = check_axes(axis, a.ndim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.where(b > 0, a + np.log(np.where(b > 0, b, 1)), -np.inf)
+        neg = np.where(b < 0, a + np.log(np.where(b < 0, -b, 1)), -np.inf)
+        pos = np.where(np.isnan(b), np.nan, pos).astype(dtype)
+        neg = neg.astype(dtype)
+    lp = _logsumexp_axis(*reduce_axes_last(pos, axes), False, threads, checking)
+    ln = _logsumexp_axis(*reduce_axes_last(neg, axes), False, threads, checking)
+    lp, ln = np.asarray(lp, dtype=np.float64), np.asarray(ln, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        big, small = np.maximum(lp, ln), np.minimum(lp, ln)
+        result = np.where(small == -np.inf, big, big + np.log1p(-np.exp(small - big)))
+        result = np.where(np.isnan(lp) | np.isnan(ln), np.nan, result)
+        sign = np.where(lp > ln, 1.0, np.where(ln > lp, -1.0, 0.0))
+        sign = np.where(np.isnan(result), np.nan, sign)
+        if not return_sign:
+            result = np.where(sign < 0, np.nan, result)
+    result = _keep_dims(result.astype(dtype), shape, axes, keepdims)
+    if return_sign:
+        return result, _keep_dims(sign.astype(dtype), shape, axes, keepdims)
+    return result
+
+
+def _logsumexp_axis(a, ax, keepdims, threads, checking):
+    """logsumexp of the checked float array a along the one axis ax (the fast path)."""
     moved = np.moveaxis(a, ax, -1)
     batch, n_classes = moved.shape[:-1], moved.shape[-1]
     compute = compute_dtype(a.dtype)
@@ -115,8 +232,20 @@ def logsumexp(x, axis=-1, keepdims=False, *, num_threads=None, check=None):
 
 def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, check):
     """Shared body of log_softmax and softmax: one kernel call per row, written to ``out``."""
-    a = float_array(x, "x")
-    ax = check_axis(axis, a.ndim)
+    a = scipy_array(x, "x")
+    axes = check_axes(axis, a.ndim)
+    if a.ndim == 0 or len(axes) != 1:   # SciPy's axis=None, tuples, 0-d: as one axis, once
+        rows, _ = reduce_axes_last(a, axes)
+        moved_shape = rows.shape[:-1] + tuple(a.shape[i] for i in axes)
+        result = _rowwise_transform(name, kernel, reference_fn, rows, -1, None, num_threads,
+                                    check).reshape(moved_shape)
+        result = np.moveaxis(result, tuple(range(a.ndim - len(axes), a.ndim)), axes)
+        if out is None:
+            return result[()] if result.ndim == 0 else result
+        out_array(out, a.shape, a.dtype)
+        out[...] = result
+        return out
+    ax = axes[0]
     threads = get_num_threads(num_threads)
     checking = check_enabled(check)
     if out is None:
@@ -150,9 +279,13 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, bfloat16, float32 or float64 values, at least 1-d.
-    axis : int, optional
-        Class axis (default: the last).
+        float16, bfloat16, float32 or float64 values; integers and bools are promoted to
+        float64, Python scalars, lists and 0-d arrays accepted (SciPy's rules); complex
+        input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        Class axis (default: the last). As SciPy's: ``None`` normalises over every entry, a
+        tuple over those axes together (moved last and reshaped once: the one-axis case is
+        the fast path).
     out : numpy.ndarray, optional
         Where to write the result: same shape and dtype as ``x``, writeable. May be ``x``
         itself for an in-place computation.
@@ -200,9 +333,13 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     Parameters
     ----------
     x : array_like
-        float16, bfloat16, float32 or float64 values, at least 1-d.
-    axis : int, optional
-        Class axis (default: the last).
+        float16, bfloat16, float32 or float64 values; integers and bools are promoted to
+        float64, Python scalars, lists and 0-d arrays accepted (SciPy's rules); complex
+        input raises TypeError.
+    axis : int, tuple of ints or None, optional
+        Class axis (default: the last). As SciPy's: ``None`` normalises over every entry, a
+        tuple over those axes together (moved last and reshaped once: the one-axis case is
+        the fast path).
     out : numpy.ndarray, optional
         Where to write the result: same shape and dtype as ``x``; may be ``x`` itself.
     num_threads : int or None, optional
@@ -330,7 +467,7 @@ class CrossEntropyInputs:
 
 @shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, num_threads=None, check=None):
+                  label_smoothing=0.0, sample_weight=None, num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
 
     Parameters
@@ -353,6 +490,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         every row is ignored); with probabilities, divided by the number of rows.
     label_smoothing : float, optional
         In [0, 1]: the target is mixed with the uniform distribution, as in PyTorch.
+    sample_weight : array_like, shape (...), optional
+        One weight per row, scikit-learn's: ``"none"`` returns ``s_i l_i``, ``"sum"`` their
+        sum, ``"mean"`` that sum divided by ``sum_i s_i w[t_i]`` over the non-ignored rows
+        (``sum_i s_i`` without class weights or with probabilities), summed exactly.
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -362,8 +503,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     Returns
     -------
     scalar or numpy.ndarray
-        In the dtype of ``logits``. Sums are accumulated in float64 in a fixed order, so
-        the result has the same bits on any number of threads.
+        In the dtype of ``logits``. Sums are the exact sums of the per-row float64 losses
+        (and weights), rounded once: the same bits on any number of threads and for any
+        order of the rows.
 
     Raises
     ------
@@ -405,6 +547,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     >>> round(float(xent.cross_entropy(logits, soft)), 4)
     0.5332
     """
+    if sample_weight is not None:
+        rows = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                             reduction="none", label_smoothing=label_smoothing,
+                             num_threads=num_threads, check=check)
+        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index,
+                                               sample_weight)
+        return _sw.reduce_weighted(rows, sw, denominators, check_reduction(reduction),
+                                   np.asarray(rows).dtype)
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     total, denominator, row_loss = problem.losses()
@@ -418,13 +568,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
 @shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                             reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
-                            num_threads=None, check=None):
+                            sample_weight=None, num_threads=None, check=None):
     """Cross-entropy and its gradient with respect to the logits, in one pass.
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
-        As for :func:`cross_entropy`.
+    logits, target, weight, ignore_index, reduction, label_smoothing, sample_weight, num_threads
+        As for :func:`cross_entropy` (with ``sample_weight``, row i's gradient is scaled by
+        its weight, and for a mean divided by the weighted mean's denominator).
     grad_output : scalar or array_like, optional
         The gradient flowing into the loss: for ``reduction="none"`` one value per row
         (shape of the batch), else a scalar (default 1).
@@ -466,6 +617,17 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     >>> np.round(logits[0], 4)
     array([-0.2144,  0.1753,  0.0391])
     """
+    if sample_weight is not None:
+        reduction = check_reduction(reduction)
+        batch = np.shape(logits)[:-1]
+        sw = _sw.sample_weights(sample_weight, batch)
+        denominators = _sample_denominators(target, weight, ignore_index, sw)
+        rows, grad = cross_entropy_with_grad(
+            logits, target, weight=weight, ignore_index=ignore_index, reduction="none",
+            label_smoothing=label_smoothing, out=out, num_threads=num_threads, check=check,
+            grad_output=_sw.row_grad_output(reduction, grad_output, sw, denominators))
+        return _sw.reduce_weighted(rows, sw, denominators, reduction,
+                                   np.asarray(rows).dtype), grad
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
@@ -517,7 +679,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
 
 @shares_cpus
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
-             num_threads=None, check=None):
+             sample_weight=None, num_threads=None, check=None):
     """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.
 
     Parameters
@@ -532,6 +694,10 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
         Rows with this target contribute 0 to the loss and to the mean's denominator.
     reduction : {"mean", "sum", "none"}, optional
         ``"mean"`` divides by the total weight of the non-ignored rows (NaN if none).
+    sample_weight : array_like, shape (...), optional
+        One weight per row, scikit-learn's: ``"none"`` returns ``s_i l_i``, ``"sum"`` their
+        sum, ``"mean"`` that sum divided by ``sum_i s_i w[t_i]`` over the non-ignored rows,
+        summed exactly.
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -565,6 +731,13 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     >>> round(float(xent.nll_loss(log_probs, target, weight=weight)), 4)
     0.1425
     """
+    if sample_weight is not None:
+        rows = nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
+                        reduction="none", num_threads=num_threads, check=check)
+        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index,
+                                               sample_weight)
+        return _sw.reduce_weighted(rows, sw, denominators, check_reduction(reduction),
+                                   np.asarray(rows).dtype)
     x = float_array(log_probs, "log_probs")
     n_classes = x.shape[-1]
     if n_classes == 0:
@@ -604,3 +777,111 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
             lambda: _reference.nll_loss(rows, labels, reduction=reduction, **options),
             x.dtype)
     return result
+
+
+def _sample_denominators(target, weight, ignore_index, sw):
+    """Each row's weight in a sample-weighted mean: s_i w[t_i] (0 if ignored), or s_i for
+    probability targets."""
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        return sw * _sw.class_row_weights(t, weight, ignore_index)
+    return sw
+
+
+def _sample_weight_rows(rows, target, weight, ignore_index, sample_weight):
+    """(sample weights of the rows, the mean's per-row denominators)."""
+    sw = _sw.sample_weights(sample_weight, np.shape(rows))
+    return sw, _sample_denominators(target, weight, ignore_index, sw)
+
+
+# ---- gradient and diagonal Hessian per row, for gradient boosting ----------------------------
+
+GRAD_HESS_NOTES = """
+    Relation to scikit-learn and gradient boosting: the per-row loss is the cross-entropy
+    ``lse(x) - x_t``, which is scikit-learn's ``HalfMultinomialLoss`` (half the multinomial
+    deviance: the same function), so ``(grad, hess)`` equal its
+    ``gradient_hessian(y_true, raw_prediction, sample_weight)``: ``s w[t] (p - onehot(t))``
+    and ``s w[t] p (1 - p)``, the diagonal of the Hessian (its usual stand-in in boosting).
+    XGBoost's and LightGBM's custom multiclass objectives take exactly these, row-major::
+
+        def objective(predt, dtrain):          # xgboost: obj=objective
+            labels = dtrain.get_label().astype(np.int64)
+            w = dtrain.get_weight()
+            return xent.cross_entropy_grad_hess(predt.reshape(len(labels), -1), labels,
+                                                sample_weight=w if w.size else None)
+
+
+cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES
+
+    (LightGBM's ``objective(preds, train_data)`` likewise, with ``train_data.get_label()``.)
+"""
+
+
+@shares_cpus
+def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
+                            sample_weight=None, num_threads=None, check=None):
+    """Gradient and diagonal Hessian of each row's cross-entropy, in one pass over the logits.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C)
+        Unnormalised scores, classes on the last axis.
+    target : array_like of int, shape (...)
+        Class indices.
+    weight : array_like, shape (C,), optional
+        Per-class weights: row i is scaled by ``weight[t_i]``.
+    ignore_index : int, optional
+        Rows with this target get zero gradient and Hessian.
+    sample_weight : array_like, shape (...), optional
+        Per-row weights: row i is scaled by ``sample_weight[i]``.
+    num_threads : int or None, optional
+        Threads to use; see :func:`xent.get_num_threads`.
+    check : bool or None, optional
+        Recompute with :mod:`xent.reference` and raise :class:`xent.CheckError` on
+        disagreement.
+
+    Returns
+    -------
+    grad, hess : numpy.ndarray
+        Of the logits' shape and dtype: ``c (p - onehot(t))`` and ``c p (1 - p)`` with
+        ``p = softmax(x)`` and ``c = sample_weight[i] weight[t_i]`` (the losses are not
+        reduced: no mean's ``1/N``).
+
+    Notes
+    -----
+    Computed from ``log_softmax`` (one kernel pass): ``p = exp(ls)`` and
+    ``1 - p = -expm1(ls)``, so the target's ``p_t - 1`` of a confident row and every
+    ``1 - p`` keep their relative accuracy.
+    """
+    problem = CrossEntropyInputs(logits, target, weight, ignore_index, "none", 0.0,
+                                  num_threads)
+    if problem.probabilities:
+        raise TypeError("cross_entropy_grad_hess takes integer class indices as target")
+    _, bad = _kernels.index_weight_total(problem.target_rows, problem.weight,
+                                         problem.ignore_index, problem.n_classes)
+    if bad >= 0:
+        problem.raise_bad_label(bad)
+    x = problem.x
+    ls = log_softmax(x, num_threads=num_threads).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p, q = np.exp(ls), -np.expm1(ls)
+    row_w = _sw.class_row_weights(problem.target, weight, ignore_index)
+    sw = None if sample_weight is None else _sw.sample_weights(sample_weight, problem.batch)
+    t = np.where(np.asarray(problem.target) == ignore_index, 0, problem.target)[..., None]
+    is_target = np.arange(x.shape[-1]) == t
+    # huge weights overflow to inf, as the losses do, unwarned
+    with np.errstate(invalid="ignore", over="ignore"):
+        c = (row_w if sw is None else row_w * sw)[..., None]
+        grad = c * np.where(is_target, -q, p)
+        hess = c * p * q
+        grad, hess = grad.astype(x.dtype), hess.astype(x.dtype)
+    if check_enabled(check):
+        want = _reference.cross_entropy_grad_hess(x, problem.target, weight=weight,
+                                                  ignore_index=ignore_index,
+                                                  sample_weight=sample_weight)
+        _check.compare("cross_entropy_grad_hess (grad)", grad, want[0], x.dtype)
+        _check.compare("cross_entropy_grad_hess (hess)", hess, want[1], x.dtype)
+    return grad, hess
+
+
+cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES

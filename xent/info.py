@@ -136,13 +136,21 @@ def _check_rows(name, got, batch, reference_rows, dtype):
 
 
 @shares_cpus
-def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=None):
+def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None, check=None):
     """Shannon entropy ``-sum p log p`` of distributions along ``axis``, with 0 log 0 = 0.
+
+    With ``qk``, the relative entropy ``sum p log(p / qk)`` instead, as
+    ``scipy.stats.entropy(pk, qk)``: ``p`` and ``qk`` are broadcast against each other and
+    the result is :func:`kl_divergence`'s. SciPy's positional form ``entropy(pk, qk, base,
+    axis)`` is recognised (an array where ``axis`` is expected is ``qk``), with SciPy's
+    defaults then (axis 0, both normalised). Called with keywords, xent's defaults hold
+    (the last axis, no normalisation): pass ``normalize=True`` for SciPy's numbers on
+    unnormalised input.
 
     Parameters
     ----------
     p : array_like
-        Probabilities, float16/float32/float64.
+        Probabilities, float16/float32/float64 (integers promoted to float64).
     axis : int, optional
         The distribution axis (default: the last).
     base : float, optional
@@ -175,7 +183,22 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
     >>> round(float(xent.info.entropy(counts, base=2, normalize=True)), 4)
     1.5
     """
+    scipy_form = (qk is None and axis is not None and not isinstance(axis, numbers.Integral)
+                  and np.ndim(axis) >= 1)
+    if scipy_form:
+        # SciPy's entropy(pk, qk, base, axis): shift the positional arguments, and take
+        # SciPy's defaults with them (axis 0, pk and qk normalised)
+        qk, base, axis = axis, base, (normalize if not isinstance(normalize, bool) else 0)
+        normalize = True
+    if qk is not None:
+        try:
+            return _relative_entropy(p, qk, axis, base, normalize, num_threads, check)
+        except (TypeError, ValueError) as e:
+            if scipy_form:   # name the argument the caller passed
+                raise type(e)(f"axis (an array there is SciPy's qk): {e}") from None
+            raise
     log_base = _log_base(base)
+
     normalize = bool_option(normalize, "normalize")
     a, batch, rows = _distributions(p, "p", axis)
     threads = get_num_threads(num_threads)
@@ -191,6 +214,21 @@ def entropy(p, axis=-1, base=None, normalize=False, *, num_threads=None, check=N
         _check_rows("info.entropy", result, batch, lambda s: _reference.entropy(
             rows[s], base=base, normalize=normalize), a.dtype)
     return result
+
+
+def _relative_entropy(p, qk, axis, base, normalize, num_threads, check):
+    """entropy(p, qk=qk): kl_divergence of p and qk broadcast against each other."""
+    pk, qk = np.asarray(p), np.asarray(qk)
+    if pk.dtype.kind in "iub":
+        pk = pk.astype(np.float64)
+    if qk.dtype.kind in "iub":
+        qk = qk.astype(np.float64)
+    try:
+        pk, qk = np.broadcast_arrays(pk, qk)
+    except ValueError:
+        raise ValueError(f"qk of shape {qk.shape} does not broadcast against p of shape "
+                         f"{pk.shape}") from None
+    return kl_divergence(pk, qk, axis, base, normalize, num_threads=num_threads, check=check)
 
 
 @shares_cpus

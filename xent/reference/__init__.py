@@ -33,10 +33,11 @@ differences for non-finite logits documented on each function.
 
 from . import info, linear  # noqa: F401 (xent.reference.info mirrors xent.info)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_grad,
-                      binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad)
+                      binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
+                      binary_cross_entropy_with_logits_grad_hess)
 from ._evaluation import evaluate, target_rank
-from ._multiclass import (cross_entropy, cross_entropy_grad, log_softmax, logsumexp, nll_loss,
-                          softmax)
+from ._multiclass import (cross_entropy, cross_entropy_grad, cross_entropy_grad_hess,
+                          log_softmax, logsumexp, nll_loss, softmax)
 from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
                    kl_divergence, perplexity, self_information)
 from .linear import (linear_cross_entropy, linear_cross_entropy_grad,
@@ -55,6 +56,8 @@ __all__ = [
     # Losses with their gradients, as the public functions return them.
     "cross_entropy_with_grad", "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits_with_grad",
+    # Gradients and diagonal Hessians per row, for gradient boosting.
+    "cross_entropy_grad_hess", "binary_cross_entropy_with_logits_grad_hess",
     # Fused linear cross-entropy.
     "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
     # Evaluation.

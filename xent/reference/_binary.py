@@ -7,7 +7,7 @@ from ._common import check_reduction, grad_scale, reduce_losses, result
 
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy_grad",
-    "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy_with_logits_grad", "binary_cross_entropy_with_logits_grad_hess",
 ]
 
 
@@ -117,14 +117,15 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None,
 
     Notes
     -----
-    Evaluated as PyTorch does, without overflow for any finite ``x``::
+    Evaluated without overflow for any finite ``x``, and with the linear
+    parts gathered so that nothing cancels::
 
-        (1 - y) * x + L * (log1p(exp(-|x|)) + max(-x, 0)),
+        L * log1p(exp(-|x|)) + ((1 - y) * x if x >= 0 else -pos_weight * y * x),
         L = 1 + (pos_weight - 1) * y.
 
-    For very negative ``x`` with ``y = 0`` the two terms cancel, so the
-    small result has an absolute (not relative) error of a few ulps of
-    ``|x|``, as in PyTorch.
+    This equals PyTorch's ``(1 - y) * x + L * (log1p(exp(-|x|)) + max(-x, 0))``
+    but keeps the relative accuracy of a small loss (very negative ``x`` with
+    ``y = 0``), which PyTorch's form loses to the cancellation.
 
     Examples
     --------
@@ -142,10 +143,16 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None,
     w = _elementwise_weight(weight, x.shape)
     big_l = _log_weight(pos_weight, y)
     with np.errstate(invalid="ignore", over="ignore"):
-        softplus_neg = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0.0)
+        # (1 - y) x + L softplus(-x) with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0): the
+        # linear parts gathered first, (1 - y) x for x >= 0 and -pos_weight y x below, never
+        # cancel, so a confident logit's small loss keeps its relative accuracy
+        log_term = np.log1p(np.exp(-np.abs(x)))
+        pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+        linear = np.where(x >= 0, (1.0 - y) * x, -pw * y * x)
+        linear = np.where(x == -np.inf, np.nan, linear)   # PyTorch's -inf + inf
         if big_l is not None:
-            softplus_neg = big_l * softplus_neg
-        losses = w * ((1.0 - y) * x + softplus_neg)
+            log_term = big_l * log_term
+        losses = w * (log_term + linear)
     return _elementwise_reduce(losses, reduction)
 
 
@@ -245,12 +252,36 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
     x, y = _binary_inputs(logits, target)
     w = _elementwise_weight(weight, x.shape)
     g = grad_scale(reduction, x.size, grad_output, x.shape)
-    sig = _sigmoid(x)
+    sig, sig_neg = _sigmoid(x), _sigmoid(-x)
     with np.errstate(invalid="ignore", over="ignore"):
-        if pos_weight is None:
-            d = sig - y
-        else:
-            pw = np.broadcast_to(np.asarray(pos_weight, dtype=np.float64),
-                                 x.shape)
-            d = _log_weight(pos_weight, y) * sig - pw * y
+        # L sigmoid(x) - pw y = (1 - y) sigmoid(x) - pw y sigmoid(-x): 1 - sigmoid(x) is never
+        # formed, so sigmoid(20) - 1 = -2.06e-9 survives
+        pw = 1.0 if pos_weight is None else np.broadcast_to(
+            np.asarray(pos_weight, dtype=np.float64), x.shape)
+        d = (1.0 - y) * sig - pw * y * sig_neg
         return np.asarray(g * w * d, dtype=np.float64)
+
+
+def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None,
+                                               pos_weight=None, sample_weight=None):
+    """Per-element gradient and second derivative of the BCE with logits (no reduction).
+
+    Returns
+    -------
+    grad, hess : numpy.ndarray
+        ``c * (L * sigmoid(x) - pos_weight * y)`` and ``c * L * sigmoid(x) * sigmoid(-x)``
+        with ``L = 1 + (pos_weight - 1) * y`` and ``c = weight * sample_weight``;
+        scikit-learn's ``HalfBinomialLoss.gradient_hessian`` without the weights.
+    """
+    x, y = _binary_inputs(logits, target)
+    c = _elementwise_weight(weight, x.shape)
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        c = c * sw.reshape(sw.shape + (1,) * (x.ndim - sw.ndim))
+    pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    sig, sig_neg = _sigmoid(x), _sigmoid(-x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        big_l = 1.0 + (pw - 1.0) * y
+        grad = c * ((1.0 - y) * sig - pw * y * sig_neg)
+        hess = c * big_l * sig * sig_neg
+    return np.asarray(grad, dtype=np.float64), np.asarray(hess, dtype=np.float64)

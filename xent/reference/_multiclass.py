@@ -9,6 +9,7 @@ from ._common import (check_reduction, class_index_rows, class_weights, gather, 
 
 __all__ = [
     "logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss", "cross_entropy_grad",
+    "cross_entropy_grad_hess",
 ]
 
 
@@ -389,3 +390,26 @@ def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
         grad = np.asarray(g)[..., None] * rows
         grad = np.where(ignored[..., None], 0.0, grad)
     return grad
+
+
+def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
+                            sample_weight=None):
+    """Per-row gradient and diagonal Hessian of the cross-entropy (no reduction).
+
+    Returns
+    -------
+    grad, hess : numpy.ndarray
+        ``c * (p - onehot(t))`` and ``c * p * (1 - p)`` with ``p = softmax(logits)`` and
+        ``c = sample_weight[i] * weight[t_i]`` (0 for rows whose target is
+        ``ignore_index``); scikit-learn's ``HalfMultinomialLoss.gradient_hessian``.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    w = class_weights(weight, x.shape[-1])
+    safe_t, ignored, _ = class_index_rows(np.asarray(target), ignore_index, w)
+    c = np.where(ignored, 0.0, w[safe_t])
+    if sample_weight is not None:
+        c = c * np.asarray(sample_weight, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = softmax(x)
+        onehot = np.arange(x.shape[-1]) == safe_t[..., None]
+        return c[..., None] * (p - onehot), c[..., None] * p * (1.0 - p)

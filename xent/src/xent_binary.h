@@ -69,9 +69,15 @@ static double F(row_bce)(const T *x, const T *y, const T *w, ptrdiff_t n, T *los
 
 /*
  * Binary cross-entropy of logits x, stable at any |x|: with L = 1 + (pw - 1) y,
- * w ((1 - y) x + L (log1p(exp(-|x|)) + max(-x, 0))). Writes loss (unless NULL) and, unless
- * grad is NULL, grad = g w (L sigmoid(x) - pw y). Returns the sum; *bad counts y outside
- * [0, 1]. grad may be x.
+ * w ((1 - y) x + L softplus(-x)). softplus(-x) = log1p(exp(-|x|)) + max(-x, 0), and the
+ * linear parts are gathered first, (1 - y) x + L max(-x, 0) = x >= 0 ? (1 - y) x : -pw y x,
+ * which never cancel: the loss is w (L log1p(exp(-|x|)) + that), so a confident logit's
+ * small loss keeps its digits (x = -15, y = 0: 3.06e-7 in float, where adding
+ * log1p(exp(-15)) to 15 first gave 0). x = -inf gives NaN, as PyTorch's form does. Writes loss (unless NULL) and, unless grad is NULL,
+ * grad = g w (L sigmoid(x) - pw y) = g w ((1 - y) sigmoid(x) - pw y sigmoid(-x)), with
+ * sigmoid(x) and sigmoid(-x) both from e = exp(-|x|) (1 / (1 + e) and e / (1 + e)), so
+ * sigmoid(x) - 1 near x = 20 is -2.06e-9, not 1 - 1 = 0. Returns the sum; *bad counts y
+ * outside [0, 1]. grad may be x.
  */
 static double F(row_bce_logits)(const T *x, const T *y, const T *w, const T *pw, ptrdiff_t n,
                                 T *loss, T *grad, double scale, const T *gout, ptrdiff_t *bad)
@@ -81,9 +87,12 @@ static double F(row_bce_logits)(const T *x, const T *y, const T *w, const T *pw,
 #pragma omp simd reduction(+ : total)
     for (ptrdiff_t i = 0; i < n; i++) {
         T ax = x[i] < 0 ? -x[i] : x[i];
-        T softplus = F(log1p)(F(exp)(-ax)) + (x[i] < 0 ? -x[i] : 0);   /* log(1 + e^-x) */
-        double big_l = 1.0 + ((double)pw[i] - 1.0) * (double)y[i];
-        double l = (double)w[i] * ((1.0 - (double)y[i]) * (double)x[i] + big_l * softplus);
+        double log_term = (double)F(log1p)(F(exp)(-ax));   /* log1p(exp(-|x|)) */
+        double xi = (double)x[i], yi = (double)y[i], pwi = (double)pw[i];
+        double big_l = 1.0 + (pwi - 1.0) * yi;
+        double linear = xi >= 0 ? (1.0 - yi) * xi : -pwi * yi * xi;
+        linear = xi == -INFINITY ? NAN : linear;   /* PyTorch's -inf + inf, whatever y */
+        double l = (double)w[i] * (big_l * log_term + linear);
         total += l;
         if (loss) loss[i] = (T)l;
     }
@@ -92,10 +101,12 @@ static double F(row_bce_logits)(const T *x, const T *y, const T *w, const T *pw,
         for (ptrdiff_t i = 0; i < n; i++) {
             T ax = x[i] < 0 ? -x[i] : x[i];
             T e = F(exp)(-ax);
-            T sig = x[i] >= 0 ? 1 / (1 + e) : e / (1 + e);
-            double big_l = 1.0 + ((double)pw[i] - 1.0) * (double)y[i];
+            T sig_big = 1 / (1 + e), sig_small = e / (1 + e);   /* sigmoid(|x|), sigmoid(-|x|) */
+            double sig = (double)(x[i] >= 0 ? sig_big : sig_small);
+            double sig_neg = (double)(x[i] >= 0 ? sig_small : sig_big);   /* 1 - sig */
+            double yi = (double)y[i];
             grad[i] = (T)(scale * (double)gout[i] * (double)w[i] *
-                          (big_l * (double)sig - (double)pw[i] * (double)y[i]));
+                          ((1.0 - yi) * sig - (double)pw[i] * yi * sig_neg));
         }
     }
     return total;

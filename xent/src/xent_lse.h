@@ -67,12 +67,22 @@ static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
  * (the target the max, every other term small) the loss is log(1 + the small terms), so it
  * would lose its relative accuracy. Every entry <= shift (lse_chunk deals with +inf before).
  */
-static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c)
+static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
 {
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
-        s[l] += F(exp_term)(g[l] - shift) - tie;
+        T term = F(exp_term)(g[l] - shift) - tie;
+#if XENT_F32
+        (void)comp;
+        s[l] += term;   /* float results need 1e-6: the lanes' roundings are far below */
+#else
+        /* Kahan's compensated sum: a double result is held to 4 ulp, and 64 equal terms in a
+         * lane round the same way each time (4 ulp for a chunk, hundreds for 1M entries) */
+        T y = term - comp[l], t = s[l] + y;
+        comp[l] = (t - s[l]) - y;
+        s[l] = t;
+#endif
         c[l] += tie;
     }
 }
@@ -85,17 +95,22 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c)
 static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail, T shift,
                                       double *ties)
 {
-    T s[XENT_LANES], c[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
+    T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = 0;
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
          * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
         __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);
-        F(sum_exp_group)(x + g, shift, s, c);
+        F(sum_exp_group)(x + g, shift, s, c, comp);
     }
-    if (tail) F(sum_exp_group)(tail, shift, s, c);
+    if (tail) F(sum_exp_group)(tail, shift, s, c, comp);
     *ties += F(lanes_sum)(c);
+#if XENT_F32
     return F(lanes_sum)(s);
+#else
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] -= comp[l];
+    return F(lanes_sum)(s);
+#endif
 }
 
 static inline int F(has_nan)(const T *x, ptrdiff_t n)
@@ -121,20 +136,20 @@ static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
     }
     T cmax = F(max_chunk)(x, whole, tail);
     if (cmax == -(T)INFINITY) {   /* all -inf (contributes 0) or NaN */
-        if (F(has_nan)(x, n)) st->sum = NAN;
+        if (F(has_nan)(x, n)) st->sum = st->rest = NAN;
         return;
     }
     T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
-    if (shift > st->shift) {
-        if (st->sum != 0) st->sum *= exp(st->shift - (double)shift);   /* NaN stays NaN */
-        st->shift = shift;
-    }
+    if (shift > st->shift) xent_lse_rescale(st, shift);
     if (cmax > XENT_T_MAX) {   /* +inf: exp(inf - T_MAX) = inf, which exp_term does not give */
-        st->sum += F(has_nan)(x, n) ? NAN : INFINITY;
+        st->rest += F(has_nan)(x, n) ? NAN : INFINITY;   /* rest_err stays finite */
+        st->sum = st->ties + st->rest;
         return;
     }
-    double ties = 0, sum = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties);
-    st->sum += ties + sum;
+    double ties = 0, rest = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties);
+    st->ties += ties;
+    xent_lse_add_rest(st, rest);
+    st->sum = st->ties + st->rest;
 }
 
 #define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
@@ -156,7 +171,7 @@ static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
                               xent_lse_state *st)
 {
-    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES];
+    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
     double s[XENT_LANES];
     for (ptrdiff_t r = 0; r < XENT_LANES; r++)
         for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = r < nrows ? x[r * stride + j] : 0;
@@ -169,15 +184,22 @@ static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptr
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         shift[l] = m[l] > XENT_T_MAX ? XENT_T_MAX : m[l];
         shift[l] = m[l] == -(T)INFINITY ? 0 : shift[l];   /* exp(-inf - 0) = 0 */
-        s[l] = 0;
+        s[l] = c[l] = 0;
     }
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] += (double)F(exp)(buf[j][l] - shift[l]);
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {   /* the max's terms apart, as row_lse */
+            T tie = buf[j][l] == shift[l] ? 1 : 0;      /* in T: the select stays in T lanes */
+            s[l] += (double)(F(exp)(buf[j][l] - shift[l]) - tie);
+            c[l] += tie;
+        }
     }
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
-        st[r].sum = s[r];
+        st[r].ties = (double)c[r];
+        st[r].rest = s[r];
+        st[r].rest_err = 0;
+        st[r].sum = (double)c[r] + s[r];
     }
 }
 
@@ -189,7 +211,7 @@ static void F(row_log_softmax)(const T *x, ptrdiff_t n, T *out)
 {
     xent_lse_state st = xent_lse_init();
     F(row_lse)(x, n, &st);
-    double shift = st.shift, log_sum = log(st.sum);
+    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
 #pragma omp simd
     for (ptrdiff_t j = 0; j < n; j++) out[j] = (T)(((double)x[j] - shift) - log_sum);
 }
@@ -199,7 +221,7 @@ static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 {
     xent_lse_state st = xent_lse_init();
     F(row_lse)(x, n, &st);
-    double shift = st.shift, log_sum = log(st.sum);
+    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
 #pragma omp simd
     for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp)((T)(((double)x[j] - shift) - log_sum));
 }

@@ -57,7 +57,13 @@ static inline T F(exp_poly)(T yc, T *scale, int exact_ln2)
     T k = kr - XENT_ROUND_MAGIC;
     /* k ln2 in two parts keeps r exact; with ln2 rounded to one T, r is off by |k| 1.9e-9
      * (float), which a sum of terms exp(y) of size 2^k may well afford (see exp_term) */
-    T r = exact_ln2 ? (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO : yc - k * XENT_LN2;
+#if defined(__FMA__)
+    T r = exact_ln2 ? (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO : yc - k * XENT_LN2;   /* fused */
+#else
+    /* without FMA, k * ln2 rounded to T would put 2^-20 into r (float): always two parts */
+    (void)exact_ln2;
+    T r = (yc - k * XENT_LN2_HI) - k * XENT_LN2_LO;
+#endif
     F(bits_t) kbits, magic_bits, scale_bits;
     T magic = XENT_ROUND_MAGIC;
     memcpy(&kbits, &kr, sizeof kbits);
@@ -102,19 +108,22 @@ static inline T F(exp)(T y)
 }
 
 /*
- * exp(y) as a term of a sum of exps: y <= 0 or NaN, and exp(0) exactly 1. Where exp(y) is
- * subnormal (or y = -inf) it returns a number no larger than the smallest normal T instead of
- * 0, which a sum holding the max's 1 rounds away; and it reduces y with ln2 in one part, so a
- * term of size 2^k is off by |k| 1.9e-9 relative (float). Terms far below the max (large |k|)
- * weigh in only when there are about 2^|k| of them: a row of a million terms is off by at most
- * 20 x 1.9e-9 = 4e-8 of its sum, well inside the 1e-6 the losses are held to. Skipping
- * F(exp)'s clamps, selects and second reduction step makes the log-sum-exp loops a third
- * shorter, which is their speed (they are bound by exp, not by memory).
+ * exp(y) as a term of a sum of exps: y <= 0 or NaN, and exp(0) exactly 1; 0 where exp(y) is
+ * subnormal (or y = -inf). Since the max's own terms are summed apart (see sum_exp_group),
+ * the other terms may make up a tiny result on their own (logsumexp([0, -80]) = 1.8e-35), so a
+ * term below the normal range must be 0, never rounded up to one near the smallest normal.
+ * In float it reduces y with ln2 in one part, so a term of size 2^k is off by |k| 1.9e-9
+ * relative: at most 2.4e-7 for a term near the smallest normal, inside the 1e-6 float
+ * results are held to; skipping F(exp)'s upper clamp and its second reduction step makes the
+ * log-sum-exp loops a third shorter, which is their speed (they are bound by exp, not by
+ * memory). In double the one-part reduction would be off by |k| 1.1e-16 relative (~100 ulp
+ * for a result near 1e-300), so the reduction is exact there.
  */
 static inline T F(exp_term)(T y)
 {
     T scale, yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;
-    return F(exp_poly)(yc, &scale, 0) * scale;
+    T e = F(exp_poly)(yc, &scale, !XENT_F32) * scale;
+    return y < XENT_EXP_UNDER ? 0 : e;
 }
 
 /* The bits of a T, and back, without aliasing trouble (compiles to nothing or a move). */

@@ -1,0 +1,168 @@
+"""Accuracy of small and large results against mpmath at 200 bits, on every kernel variant.
+
+Rows are built from a few distinct values with multiplicities (a max repeated ``ties`` times
+and others ``gap`` below it), so a row of a million entries has an exact value mpmath computes
+in microseconds, and the gaps reach the edge of each dtype's range: logsumexp([0, -700]) is
+1e-304, a confident row's loss log1p(sum of the others' exps) as small as the smallest normal.
+
+Bounds (the issue's goals): float64 within 4 ulp of the exact value for results from 1e-300 to
+1e4; float32 within 1e-6 relative down to the smallest normal. Checked: logsumexp, the loss
+of a row whose target is its max (tiny) and of one whose target is another entry (large),
+log-softmax of every entry, the target's gradient entry p_t - 1, and binary cross-entropy with
+logits and its gradient.
+"""
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import xent
+
+from support import hypothesis_settings
+
+mpmath.mp.prec = 200
+
+F32, F64 = np.float32, np.float64
+#: The magnitudes of results the bounds hold for.
+RANGE = {F64: (1e-300, 1e4), F32: (float(np.finfo(F32).tiny), 1e4)}
+#: The largest gap below the max whose exp is still a normal number.
+MAX_GAP = {F64: 700.0, F32: 86.0}
+
+
+def error(got, exact, dtype):
+    """Error of got against exact (an mpf): in ulps of exact for float64, relative for
+    float32 (the unit of each dtype's bound)."""
+    diff = abs(mpmath.mpf(float(got)) - exact)
+    if dtype == F64:
+        return float(diff / mpmath.mpf(float(np.spacing(abs(float(exact))))))
+    return float(diff / abs(exact))
+
+
+BOUND = {F64: 4.0, F32: 1e-6}
+
+
+def in_range(exact, dtype):
+    low, high = RANGE[dtype]
+    return low <= abs(exact) <= high
+
+
+def check(got, exact, dtype, what, spread=0.0):
+    """spread: the largest difference of the row's entries from its max. float32 kernels
+    subtract the max in float32 lanes (as PyTorch does), which rounds a difference d by up to
+    d 2^-24: exp(d) is off by that much relative, so a float32 bound grows by spread 2^-24
+    (at most 5e-6, for a term near the smallest normal)."""
+    if in_range(exact, dtype):
+        err = error(got, exact, dtype)
+        bound = BOUND[dtype] + (spread * 2.0**-24 if dtype == F32 else 0.0)
+        assert err <= bound, (
+            f"{what}: got {float(got)!r}, exact {mpmath.nstr(exact, 20)}, error {err:.3g} "
+            f"({'ulp' if dtype == F64 else 'relative'}, bound {bound:.3g})")
+
+
+def build_row(top, ties, gaps, counts, dtype, order_seed):
+    """The row (shuffled) and its exact log-sum-exp of the dtype's own entries."""
+    values = [dtype(top)] * ties
+    for gap, count in zip(gaps, counts):
+        values += [dtype(dtype(top) - dtype(gap))] * count
+    row = np.array(values, dtype=dtype)
+    np.random.default_rng(order_seed).shuffle(row)
+    distinct, mult = np.unique(row, return_counts=True)
+    shift = mpmath.mpf(float(distinct[-1]))
+    rest = mpmath.fsum(int(k) * mpmath.exp(mpmath.mpf(float(v)) - shift)
+                       for v, k in zip(distinct[:-1], mult[:-1]))
+    ties = int(mult[-1])
+    # log(ties + rest) without forming 1 + rest, which would cancel at any precision
+    return row, shift, mpmath.log(ties) + mpmath.log1p(rest / ties)
+
+
+def rows(dtype, max_count=3):
+    """Rows whose results are tiny (big gaps) or huge (a huge max, a target far below)."""
+    gap = st.one_of(st.floats(0, 4), st.floats(0, MAX_GAP[dtype]),
+                    st.floats(MAX_GAP[dtype] * 0.8, MAX_GAP[dtype]))
+    top = st.one_of(st.just(0.0), st.floats(-1e3, 1e3), st.floats(1e3, 9e3))
+    return st.tuples(top, st.integers(1, 3), st.lists(gap, min_size=0, max_size=6),
+                     st.lists(st.integers(1, max_count), min_size=6, max_size=6),
+                     st.integers(0, 2**32 - 1))
+
+
+def _check_row(dtype, top, ties, gaps, counts, order_seed):
+    row, shift, log_sum = build_row(top, ties, gaps, counts, dtype, order_seed)
+    x = row[None, :]
+    c = row.size
+    spread = float(np.max(row)) - float(np.min(row))
+    # logsumexp: shift + log_sum (a max >= 0 adds without cancelling)
+    if shift >= 0:
+        check(xent.logsumexp(x)[0], shift + log_sum, dtype, f"logsumexp of {row!r}", spread)
+    # loss of the max (tiny) and of the lowest entry (large)
+    targets = [int(np.argmax(row)), int(np.argmin(row))]
+    losses = xent.cross_entropy(x.repeat(2, axis=0), np.array(targets), reduction="none")
+    log_softmax = xent.log_softmax(x)[0]
+    for t, got in zip(targets, losses):
+        exact = shift - mpmath.mpf(float(row[t])) + log_sum
+        check(got, exact, dtype, f"loss of class {t} of {row!r}", spread)
+    for j in range(c):
+        exact = mpmath.mpf(float(row[j])) - shift - log_sum
+        check(log_softmax[j], exact, dtype, f"log_softmax[{j}] of {row!r}", spread)
+    # the target's gradient entry p_t - 1 = expm1(log_softmax[t]) (reduction="sum": g = 1)
+    _, grad = xent.cross_entropy_with_grad(x, np.array([targets[0]]), reduction="sum")
+    exact = mpmath.expm1(mpmath.mpf(float(row[targets[0]])) - shift - log_sum)
+    check(grad[0, targets[0]], exact, dtype, f"gradient of the max of {row!r}", spread)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@hypothesis_settings(60)
+@given(data=st.data())
+def test_rows_against_mpmath(isa, dtype, data):
+    _check_row(dtype, *data.draw(rows(dtype)))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("classes", [1, 2, 1000, 100_000, 1 << 20])
+def test_long_confident_rows(isa, dtype, classes):
+    """C up to 1M: the max once, every other entry far below it, the loss down to tiny."""
+    gap = MAX_GAP[dtype] * 0.95
+    row = np.full(classes, -gap, dtype=dtype)
+    row[classes // 3] = 0
+    exact_sum = (classes - 1) * mpmath.exp(mpmath.mpf(float(dtype(-gap))))
+    losses = xent.cross_entropy(row[None, :], np.array([classes // 3]), reduction="none")
+    if classes > 1:
+        check(losses[0], mpmath.log1p(exact_sum), dtype, f"C={classes}")
+    else:
+        assert losses[0] == 0
+    check(xent.logsumexp(row[None, :])[0], mpmath.log1p(exact_sum), dtype, f"lse C={classes}")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_issue_examples(isa, dtype):
+    if dtype == F64:
+        assert xent.logsumexp(np.array([[0.0, -40.0]]))[0] == 4.248354255291589e-18
+        loss = xent.cross_entropy(np.array([[0.0, -30.0]]), np.array([0]), reduction="none")
+        check(loss[0], mpmath.log1p(mpmath.exp(-30)), dtype, "cross_entropy([[0, -30]], [0])")
+    x = np.array([-10.0, -15.0, 20.0], dtype=dtype)
+    y = np.array([0.0, 0.0, 1.0], dtype=dtype)
+    loss, grad = xent.binary_cross_entropy_with_logits_with_grad(x, y, reduction="none")
+    for xi, li in zip([-10, -15, 20], loss):
+        check(li, mpmath.log1p(mpmath.exp(-abs(xi))), dtype, f"BCE logits {xi}")
+    check(grad[2], -1 / (1 + mpmath.exp(20)), dtype, "BCE gradient at 20")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@hypothesis_settings(80)
+@given(data=st.data())
+def test_bce_with_logits_against_mpmath(isa, dtype, data):
+    limit = 700.0 if dtype == F64 else 85.0
+    x = dtype(data.draw(st.floats(-limit, limit)))
+    y = dtype(data.draw(st.sampled_from([0.0, 1.0, 0.25])))
+    pw = dtype(data.draw(st.sampled_from([1.0, 3.0])))
+    loss, grad = xent.binary_cross_entropy_with_logits_with_grad(
+        np.array([x]), np.array([y]), pos_weight=np.array([pw]), reduction="sum")
+    mx, my, mpw = (mpmath.mpf(float(v)) for v in (x, y, pw))
+    softplus = lambda v: mpmath.log1p(mpmath.exp(v))  # noqa: E731
+    exact = mpw * my * softplus(-mx) + (1 - my) * softplus(mx)
+    check(loss, exact, dtype, f"BCE logits x={x!r} y={y!r} pw={pw!r}")
+    sig, sig_neg = 1 / (1 + mpmath.exp(-mx)), 1 / (1 + mpmath.exp(mx))   # no 1 - sig: it cancels
+    exact_grad = (1 - my) * sig - mpw * my * sig_neg
+    if y != dtype(0.25):   # a soft label's gradient cancels where sigmoid(x) = y: ill-posed
+        check(grad[0], exact_grad, dtype, f"BCE gradient x={x!r} y={y!r} pw={pw!r}")

@@ -1,0 +1,120 @@
+"""xent's logsumexp, softmax and log_softmax called as SciPy's: same arguments, same numbers.
+
+The cases are the behaviours SciPy's own tests pin down (weights b, negative ones with
+return_sign, several axes, 0-d input, lists and integers), checked against scipy.special
+on the same inputs.
+"""
+
+import numpy as np
+import pytest
+import scipy.special as sc
+
+import xent
+
+RNG = np.random.default_rng(13)
+A = RNG.standard_normal((3, 4, 5)) * 3
+
+
+def same(got, want, rtol=1e-14):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2), (2, 0), (0, 1, 2), ()])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_axes_like_scipy(axis, keepdims):
+    same(xent.logsumexp(A, axis=axis, keepdims=keepdims),
+         sc.logsumexp(A, axis=axis, keepdims=keepdims))
+    if axis != ():
+        same(xent.softmax(A, axis=axis), sc.softmax(A, axis=axis))
+        same(xent.log_softmax(A, axis=axis), sc.log_softmax(A, axis=axis), rtol=1e-13)
+
+
+@pytest.mark.parametrize("x", [3.0, [1.0, 2.0, 3.0], [[1, 2], [3, 4]], np.int32(5),
+                               np.arange(6).reshape(2, 3)])
+def test_scalars_lists_and_integers(x):
+    got = xent.logsumexp(x, axis=None)
+    want = sc.logsumexp(x)
+    same(got, want)
+    assert np.asarray(got).dtype == np.float64
+    same(xent.softmax(x, axis=None), sc.softmax(x))
+    same(xent.log_softmax(x, axis=None), sc.log_softmax(x))
+
+
+def test_zero_d_keeps_its_dtype():
+    assert xent.logsumexp(np.float32(2.5)) == np.float32(2.5)
+    assert xent.softmax(np.float32(2.5)) == 1
+    assert xent.log_softmax(np.float64(2.5)) == 0
+
+
+@pytest.mark.parametrize("b", [
+    np.array([1.0, 2.0, 0.5, 3.0, 1.0]),
+    np.array([1.0, -2.0, 0.5, 3.0, -1.0]),
+    np.array([0.0, 0.0, 1.0, 0.0, 0.0]),
+    np.array([[1.0], [-1.0], [2.0]])[:, :, None],   # broadcast over the last axes
+])
+@pytest.mark.parametrize("axis", [None, -1, (0, 2)])
+def test_weights_and_sign_like_scipy(b, axis):
+    got, got_sign = xent.logsumexp(A, axis=axis, b=b, return_sign=True)
+    want, want_sign = sc.logsumexp(A, axis=axis, b=b, return_sign=True)
+    same(got, want, rtol=1e-13)
+    same(got_sign, want_sign)
+    with np.errstate(invalid="ignore"):
+        want_plain = sc.logsumexp(A, axis=axis, b=b)
+    same(xent.logsumexp(A, axis=axis, b=b), want_plain, rtol=1e-13)
+
+
+@pytest.mark.parametrize("a, b", [
+    ([1.0, 1.0], [1.0, -1.0]),          # an exact cancellation: -inf, sign 0
+    ([np.inf, 1.0], [0.0, 1.0]),         # b = 0 leaves the inf out
+    ([np.inf, 1.0], [1.0, 1.0]),
+    ([np.inf, np.inf], [1.0, -1.0]),     # inf - inf
+    ([np.nan, 1.0], [1.0, 1.0]),
+    ([-np.inf, -np.inf], [1.0, 1.0]),
+    ([0.0, -40.0], [1.0, -1.0]),         # log(1 - e^-40), to the last bit
+])
+def test_weight_edges_like_scipy(a, b):
+    got = xent.logsumexp(np.array(a), b=np.array(b), return_sign=True)
+    want = sc.logsumexp(np.array(a), b=np.array(b), return_sign=True)
+    same(got[0], want[0])
+    same(got[1], want[1])
+
+
+def test_small_results_beat_nothing():
+    """Where SciPy is exact, so is xent: logsumexp([0, -40])."""
+    assert xent.logsumexp([0.0, -40.0], axis=None) == sc.logsumexp([0.0, -40.0])
+
+
+def test_complex_and_bad_axes_refused():
+    with pytest.raises(TypeError, match="x is complex"):
+        xent.logsumexp(np.ones(3, dtype=complex))
+    with pytest.raises(TypeError, match="b is complex"):
+        xent.logsumexp(np.ones(3), b=np.ones(3, dtype=complex))
+    with pytest.raises(ValueError, match="repeats an axis"):
+        xent.logsumexp(A, axis=(0, 0))
+    with pytest.raises(np.exceptions.AxisError):
+        xent.softmax(A, axis=(0, 3))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        xent.logsumexp(A, b=np.ones(4))
+
+
+def test_earlier_positional_keepdims_still_works():
+    assert xent.logsumexp(A, -1, True).shape == (3, 4, 1)
+
+
+def test_info_entropy_like_scipy_stats():
+    import scipy.stats
+
+    pk = RNG.random((4, 6)) + 0.01
+    qk = RNG.random((4, 6)) + 0.01
+    # SciPy's positional form and defaults (axis 0, normalised)
+    same(xent.info.entropy(pk, qk), scipy.stats.entropy(pk, qk), rtol=1e-13)
+    same(xent.info.entropy(pk, qk, 2.0, 1), scipy.stats.entropy(pk, qk, 2.0, 1), rtol=1e-13)
+    # keywords, broadcasting pk (one distribution) against several qk
+    same(xent.info.entropy(pk[0], qk=qk, axis=-1, normalize=True),
+         scipy.stats.entropy(pk[0], qk, axis=-1), rtol=1e-13)
+    same(xent.info.entropy(pk, axis=-1, normalize=True), scipy.stats.entropy(pk, axis=-1),
+         rtol=1e-13)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        xent.info.entropy(pk, qk=np.ones(5))

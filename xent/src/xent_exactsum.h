@@ -1,0 +1,145 @@
+/*
+ * Exact sums of doubles: a small superaccumulator, so that a reduced loss is the exact sum of
+ * the per-row values rounded once, whatever the blocks, threads or chunks it was added in.
+ *
+ * Every finite double is an integer multiple of 2^-1074 below 2^1024: a sum of them is held
+ * exactly as signed 32-bit digits in int64 words, word i weighing 2^(32 i - 1074) (68 words
+ * cover 2^-1074 .. 2^1102: every double, with room for carries). Adding a double adds its 53-bit mantissa,
+ * shifted into place, to the two words it straddles (three at a word's edge); a word has 31
+ * spare bits, so 2^30 additions go by before carries need propagating (xent_exact_add counts
+ * them). Adding two accumulators is adding their words: exact and associative, so any
+ * partition of the rows into blocks, threads or chunks gives the same accumulator. Inf and NaN
+ * are kept apart, with IEEE's rules (inf + -inf = NaN).
+ *
+ * Cost: a handful of integer operations per value, against the ~10 logits' exps of the row
+ * that produced it (measured in the report of the change: see git log).
+ */
+#ifndef XENT_EXACTSUM_H
+#define XENT_EXACTSUM_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define XENT_EXACT_WORDS 68
+#define XENT_EXACT_CARRY_EVERY (1 << 30)
+
+typedef struct {
+    int64_t word[XENT_EXACT_WORDS];
+    int64_t pending;   /* additions since the last carry propagation */
+    int64_t pos_inf, neg_inf, nan;
+} xent_exact_sum;
+
+static inline void xent_exact_init(xent_exact_sum *acc) { memset(acc, 0, sizeof *acc); }
+
+/* Bring every word but the top one into [0, 2^32): the value is unchanged. */
+static inline void xent_exact_carry(xent_exact_sum *acc)
+{
+    for (int i = 0; i < XENT_EXACT_WORDS - 1; i++) {
+        int64_t w = acc->word[i];
+        int64_t carry = w >> 32;   /* arithmetic shift: floor(w / 2^32) */
+        acc->word[i] = w - carry * ((int64_t)1 << 32);
+        acc->word[i + 1] += carry;
+    }
+    acc->pending = 0;
+}
+
+static inline void xent_exact_add(xent_exact_sum *acc, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int biased = (int)((bits >> 52) & 0x7ff);
+    uint64_t mant = bits & (((uint64_t)1 << 52) - 1);
+    if (biased == 0x7ff) {   /* inf or NaN */
+        if (mant) acc->nan++;
+        else if (bits >> 63) acc->neg_inf++;
+        else acc->pos_inf++;
+        return;
+    }
+    if (biased) mant |= (uint64_t)1 << 52;   /* normal: the implicit bit */
+    else biased = 1;                          /* subnormal: same scale as the smallest normal */
+    if (!mant) return;
+    /* v = +-mant * 2^(biased - 1075) = +-mant * 2^(pos) units of 2^-1074 */
+    int pos = biased - 1;
+    int word = pos >> 5, shift = pos & 31;
+    /* mant << shift has at most 53 + 31 = 84 bits: split it into 32-bit digits */
+    uint64_t low = (mant << shift) & 0xffffffffu;
+    uint64_t mid = (shift ? mant >> (32 - shift) : mant >> 32) & 0xffffffffu;
+    uint64_t high = shift ? mant >> (64 - shift) : 0;
+    int64_t sign = (bits >> 63) ? -1 : 1;
+    acc->word[word] += sign * (int64_t)low;
+    acc->word[word + 1] += sign * (int64_t)mid;
+    acc->word[word + 2] += sign * (int64_t)high;
+    if (++acc->pending >= XENT_EXACT_CARRY_EVERY) xent_exact_carry(acc);
+}
+
+/* acc += part, exactly (part unchanged). */
+static inline void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *part)
+{
+    if (acc->pending + part->pending >= XENT_EXACT_CARRY_EVERY) xent_exact_carry(acc);
+    for (int i = 0; i < XENT_EXACT_WORDS; i++) acc->word[i] += part->word[i];
+    acc->pending += part->pending;
+    if (acc->pending >= XENT_EXACT_CARRY_EVERY) xent_exact_carry(acc);
+    acc->pos_inf += part->pos_inf;
+    acc->neg_inf += part->neg_inf;
+    acc->nan += part->nan;
+}
+
+/* NaN, +inf or -inf if the sum has one of them (then *special is 1), else 0. */
+static inline double xent_exact_special(const xent_exact_sum *acc, int *special)
+{
+    *special = 1;
+    if (acc->nan || (acc->pos_inf && acc->neg_inf)) return NAN;
+    if (acc->pos_inf) return INFINITY;
+    if (acc->neg_inf) return -INFINITY;
+    *special = 0;
+    return 0;
+}
+
+/*
+ * The exact sum rounded once to the nearest double (ties to even); +-inf beyond the largest
+ * finite double. acc is left carried (same value).
+ */
+static inline double xent_exact_round(xent_exact_sum *acc)
+{
+    int special;
+    double s = xent_exact_special(acc, &special);
+    if (special) return s;
+    xent_exact_carry(acc);
+    /* sign: the top word's; the magnitude's digits, negated in two's complement if < 0 */
+    uint64_t digit[XENT_EXACT_WORDS];
+    int negative = acc->word[XENT_EXACT_WORDS - 1] < 0;
+    if (negative) {
+        /* -(value): negate the multi-word number (each word in [0, 2^32), top signed) */
+        int64_t borrow = 0;
+        for (int i = 0; i < XENT_EXACT_WORDS; i++) {
+            int64_t w = -acc->word[i] - borrow;
+            borrow = 0;
+            if (i < XENT_EXACT_WORDS - 1 && w < 0) {
+                w += (int64_t)1 << 32;
+                borrow = 1;
+            }
+            digit[i] = (uint64_t)w;
+        }
+    } else {
+        for (int i = 0; i < XENT_EXACT_WORDS; i++) digit[i] = (uint64_t)acc->word[i];
+    }
+    int top = XENT_EXACT_WORDS - 1;
+    while (top >= 0 && digit[top] == 0) top--;
+    if (top < 0) return 0.0;
+    /* the top three digits (>= 65 significant bits) as an integer, and a sticky bit for any
+     * nonzero digit below: rounding the 96-bit integer with the sticky bit in its lowest
+     * place rounds as the whole number would */
+    unsigned __int128 head = 0;
+    int lowest = top - 2 < 0 ? 0 : top - 2;
+    for (int i = top; i >= lowest; i--) head = (head << 32) | digit[i];
+    int sticky = 0;
+    for (int i = lowest - 1; i >= 0; i--) sticky |= digit[i] != 0;
+    /* the top digit is below 2^32 too once carried, so head has at most 97 bits; a sum in
+     * the subnormal range may be rounded twice here (by the conversion and by ldexp) */
+    head = (head << 1) | (unsigned)sticky;
+    double r = ldexp((double)head, 32 * lowest - 1074 - 1);
+    return negative ? -r : r;
+}
+
+#endif /* XENT_EXACTSUM_H */
