@@ -31,7 +31,7 @@ from ._validation import (as_rows, bad_label_message, bool_option, check_axis, c
                           out_array, probability_rows, reduce_loss, safe_divide, store,
                           writable_rows)
 
-__all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_with_grad", "log_softmax",
+__all__ = ["CrossEntropyInputs", "add_z_loss", "check_z_loss", "cross_entropy", "cross_entropy_with_grad", "log_softmax",
            "logsumexp", "nll_loss", "softmax"]
 
 
@@ -279,7 +279,8 @@ class CrossEntropyInputs:
 
 @shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, num_threads=None, check=None):
+                  label_smoothing=0.0, z_loss=0.0, return_lse=False, num_threads=None,
+                  check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
 
     Parameters
@@ -302,6 +303,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         every row is ignored); with probabilities, divided by the number of rows.
     label_smoothing : float, optional
         In [0, 1]: the target is mixed with the uniform distribution, as in PyTorch.
+    z_loss : float, optional
+        Adds ``z_loss * lse**2`` per row, ``lse = logsumexp(logits_row)`` (PaLM's auxiliary
+        loss, which keeps the log-normaliser near 0), unweighted by class weights. Ignored
+        rows add nothing; with ``"mean"`` the z-loss terms are divided by the number of rows
+        not ignored (the cross-entropy part keeps its own denominator, the total weight), as
+        Liger-Kernel does. Default 0: none.
+    return_lse : bool, optional
+        Also return the per-row log-sum-exp (shape ``(...)``, the logits' dtype).
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -312,7 +321,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     -------
     scalar or numpy.ndarray
         In the dtype of ``logits``. Sums are accumulated in float64 in a fixed order, so
-        the result has the same bits on any number of threads.
+        the result has the same bits on any number of threads. With ``return_lse``, the
+        pair ``(loss, lse)``.
 
     Raises
     ------
@@ -329,6 +339,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     gives NaN. A probability of exactly 0 contributes 0 even against a -inf logit (PyTorch:
     NaN).
     """
+    z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     total, denominator, row_loss = problem.losses()
@@ -336,19 +347,30 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
                      problem.x.dtype)
     if check_enabled(check):
         problem.check_loss("cross_entropy", result)
+    if z_loss or return_lse:  # the z-loss and log-sum-exp options, combined last
+        lse = row_logsumexp(problem)
+        if z_loss:
+            result = add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+        if return_lse:
+            return result, lse_result(problem, lse)
     return result
 
 
 @shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
-                            num_threads=None, check=None):
+                            reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            return_lse=False, grad_output=None, out=None, num_threads=None,
+                            check=None):
     """Cross-entropy and its gradient with respect to the logits, in one pass.
 
     Parameters
     ----------
-    logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
-        As for :func:`cross_entropy`.
+    logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, num_threads
+        As for :func:`cross_entropy`; the z-loss's gradient, ``2 z_loss lse softmax(x)`` per
+        row, is added to the gradient (with ``out=logits`` that costs one copy of the
+        logits, which the z-loss's gradient reads after the cross-entropy's overwrote them).
+    return_lse : bool, optional
+        Also return the per-row log-sum-exp, as a third element.
     grad_output : scalar or array_like, optional
         The gradient flowing into the loss: for ``reduction="none"`` one value per row
         (shape of the batch), else a scalar (default 1).
@@ -368,9 +390,12 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         ``F.cross_entropy`` with the same options. Ignored rows get 0. A mean over no
         (non-ignored) row gives a NaN loss and a zero gradient.
     """
+    z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
+    # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
+    lse = row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
     grad = gradient_array(out, x, target=problem.target, weight=weight,
@@ -382,6 +407,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         problem.reduction == "none" or checking) else None
     dest = writable_rows(grad, rows)
     buffer = dest if dest is not None else np.empty(rows.shape, dtype=problem.compute)
+    z_rows = (rows.copy() if z_loss and np.may_share_memory(buffer, rows) else rows) \
+        if z_loss else None
     if problem.probabilities:
         scale = safe_divide(factor, n_rows) if problem.reduction == "mean" else factor
         total = _kernels.probability_loss_grad(
@@ -397,10 +424,12 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         total, denominator = _kernels.index_loss_grad(
             rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
             scale, row_factors, row_loss, buffer, problem.threads)
+    if z_loss:
+        add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
     if dest is None and rows.size:
         store(grad, buffer, problem.threads)
     loss = reduce_loss(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
-    if checking:
+    if checking and not z_loss:
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
         row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64), sample.shape)
         _check.compare("cross_entropy_with_grad (loss)", row_loss[sample],
@@ -414,6 +443,10 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         _check.compare("cross_entropy_with_grad (gradient)",
                        grad.reshape(rows.shape)[sample] / unit, expected / unit, x.dtype,
                        rows=sample)
+    if z_loss:
+        loss = add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+    if return_lse:
+        return loss, grad, lse_result(problem, lse)
     return loss, grad
 
 
@@ -489,3 +522,70 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
             lambda: _reference.nll_loss(rows, labels, reduction=reduction, **options),
             x.dtype)
     return result
+
+
+# ---- z-loss and the per-row log-sum-exp (cross_entropy's z_loss= and return_lse=) -----------
+
+def check_z_loss(value):
+    """The z-loss coefficient as a float, or a ValueError naming the argument."""
+    z = float(value)
+    if not (np.isfinite(z) and z >= 0):
+        raise ValueError(f"z_loss must be a finite number >= 0, got {value!r}")
+    return z
+
+
+def row_logsumexp(problem):
+    """logsumexp of every logits row of a CrossEntropyInputs, float64 (one more read)."""
+    n = int(np.prod(problem.batch, dtype=np.int64))
+    lse = np.empty(n, dtype=problem.compute)
+    if n:
+        if problem.half is not None:
+            _kernels.logsumexp_rows_half(*problem.half, lse, problem.threads)
+        else:
+            _kernels.logsumexp_rows(problem.rows, lse, problem.threads)
+    return lse.astype(np.float64)
+
+
+def lse_result(problem, lse):
+    with np.errstate(over="ignore"):
+        return lse.astype(problem.x.dtype).reshape(problem.batch)
+
+
+def _z_rows(problem):
+    """Which rows carry a z-loss (not ignored), and how many."""
+    if problem.probabilities:
+        kept = np.ones(problem.target_rows.shape[0], dtype=bool)
+    else:
+        kept = problem.target_rows != problem.ignore_index
+    return kept, int(np.count_nonzero(kept))
+
+
+def add_z_loss(problem, total, denominator, row_loss, lse, z_loss):
+    """The loss with ``z_loss * lse**2`` added per row not ignored, reduced as the issue of
+    PaLM's z-loss wants: its mean over the rows kept, beside the cross-entropy's mean."""
+    kept, count = _z_rows(problem)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z_rows = np.where(kept, z_loss * lse * lse, 0.0)
+        dtype = problem.x.dtype
+        if problem.reduction == "none":
+            return (row_loss.astype(np.float64) + z_rows).astype(dtype).reshape(problem.batch)
+        z_total = np.sum(z_rows)
+        if problem.reduction == "sum":
+            return dtype.type(np.float64(total) + z_total)
+        with np.errstate(divide="ignore"):
+            return dtype.type(np.float64(total) / np.float64(denominator)
+                              + z_total / np.float64(count))
+
+
+def add_z_loss_grad(problem, rows, lse, z_loss, factor, row_factors, buffer):
+    """buffer += d (z-loss) / d logits = 2 z_loss lse softmax(x) times each row's incoming
+    gradient; rows must still hold the logits (and not share memory with buffer)."""
+    kept, count = _z_rows(problem)
+    scale = factor / count if problem.reduction == "mean" and count else factor
+    coef = 2.0 * z_loss * lse * scale
+    if row_factors is not None:
+        coef = coef * row_factors
+    coef = np.where(kept & np.isfinite(lse), coef, 0.0)
+    if problem.reduction == "mean" and not count:
+        coef[:] = 0.0
+    _kernels.add_scaled_softmax(rows, lse, np.ascontiguousarray(coef), buffer, problem.threads)

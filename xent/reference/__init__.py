@@ -39,6 +39,10 @@ from ._multiclass import (cross_entropy, cross_entropy_grad, log_softmax, logsum
                           softmax)
 from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
                    kl_divergence, perplexity, self_information)
+from . import divergence  # noqa: F401 (xent.reference.divergence mirrors xent.divergence)
+from .divergence import (js_divergence_logits, js_divergence_logits_with_grad,
+                         kl_divergence_logits, kl_divergence_logits_with_grad,
+                         tv_distance_logits, tv_distance_logits_with_grad)
 from .linear import (linear_cross_entropy, linear_cross_entropy_grad,
                      linear_cross_entropy_with_grad)
 
@@ -57,6 +61,9 @@ __all__ = [
     "binary_cross_entropy_with_logits_with_grad",
     # Fused linear cross-entropy.
     "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
+    # Divergences between two sets of logits (distillation).
+    "kl_divergence_logits", "kl_divergence_logits_with_grad", "js_divergence_logits",
+    "js_divergence_logits_with_grad", "tv_distance_logits", "tv_distance_logits_with_grad",
     # Evaluation.
     "evaluate", "target_rank",
 ]
