@@ -35,8 +35,8 @@ from . import info, linear  # noqa: F401 (xent.reference.info mirrors xent.info)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_grad,
                       binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad)
 from ._evaluation import evaluate, target_rank
-from ._multiclass import (cross_entropy, cross_entropy_grad, log_softmax, logsumexp, nll_loss,
-                          softmax)
+from ._multiclass import log_softmax, logsumexp, nll_loss, softmax
+from ._z_loss import cross_entropy, cross_entropy_grad  # with z_loss= and return_lse=
 from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
                    kl_divergence, perplexity, self_information)
 from . import divergence  # noqa: F401 (xent.reference.divergence mirrors xent.divergence)
@@ -70,15 +70,18 @@ __all__ = [
 
 
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, grad_output=None):
-    """``(loss, grad)`` as :func:`xent.cross_entropy_with_grad` returns them.
+                            reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            return_lse=False, grad_output=None):
+    """``(loss, grad)`` as :func:`xent.cross_entropy_with_grad` returns them (and the
+    per-row log-sum-exp third with ``return_lse``).
 
     :func:`cross_entropy` and :func:`cross_entropy_grad` of the same arguments.
     """
     options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing)
-    return (cross_entropy(logits, target, **options),
-            cross_entropy_grad(logits, target, grad_output=grad_output, **options))
+                   label_smoothing=label_smoothing, z_loss=z_loss)
+    loss = cross_entropy(logits, target, return_lse=return_lse, **options)
+    grad = cross_entropy_grad(logits, target, grad_output=grad_output, **options)
+    return (loss[0], grad, loss[1]) if return_lse else (loss, grad)
 
 
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
