@@ -174,3 +174,25 @@ static void F(row_divergence_grad)(const T *s, const T *t, ptrdiff_t n, T scale,
         }
     }
 }
+
+/*
+ * Sum over a row of exp(x_j - shift) (x_j - shift) (0 for -inf entries), for the entropy of
+ * softmax(x) = log-sum-exp - this / sum-exp (shift the row's, its sum-exp taken at the same
+ * shift): the linear head's return_stats, which folds its tiles' rows one at a time.
+ */
+static double F(row_xlogit)(const T *x, ptrdiff_t n, double shift)
+{
+    double total = 0;
+    for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK) {
+        ptrdiff_t m = xent_chunk_len(n, start, XENT_CHUNK), whole = m - m % XENT_LANES;
+        T group[XENT_LANES];
+        double part;
+        F(sum_exp_xlogit_groups)(x + start, whole, (T)shift, &part);
+        total += part;
+        if (F(padded_tail)(x + start, m, whole, group)) {
+            F(sum_exp_xlogit_groups)(group, XENT_LANES, (T)shift, &part);
+            total += part;
+        }
+    }
+    return total;
+}

@@ -144,7 +144,8 @@ static inline xent_eval_state xent_eval_init(void)
                                   double lse_t, int kind, double beta, double *qg))             \
     X(void, row_divergence_grad, S, (const T *s, const T *t, ptrdiff_t n, T scale,              \
                                      double lse_s, double lse_t, int kind, double beta,         \
-                                     double qg, double coef, T *out))
+                                     double qg, double coef, T *out))                          \
+    X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
