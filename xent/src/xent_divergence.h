@@ -84,59 +84,108 @@ static void F(row_kl_logits)(const T *p, const T *q, ptrdiff_t n, T scale, doubl
 }
 
 /*
- * Per entry: log Q = scale s - lse_s (student), log P = scale t - lse_t (teacher), for one
- * group; the JSD's log M = log(beta P + (1 - beta) Q) is taken as a log-add-exp of the two
- * logs, so it keeps its accuracy where P and Q are far below 1.
- * loss: the divergence's terms; g: d divergence / d Q (the gradient's per-entry factor, up
- * to a constant the softmax's Jacobian removes).
+ * Per entry, from log Q = scale s - lse_s (student) and log P = scale t - lse_t (teacher): the
+ * divergence's term and g = d divergence / d Q (up to a constant the softmax's Jacobian
+ * removes). One function per kind, so that each loop calling one vectorises whole. The JSD's
+ * log M = log(beta P + (1 - beta) Q) is a log-add-exp of the two logs (lb = log beta,
+ * l1b = log(1 - beta)), accurate where P and Q are far below 1.
  */
-static inline void F(div_terms)(T lq, T lp, int kind, T lb, T l1b, T beta, T *loss, T *g)
+static inline T F(jsd_term)(T lq, T lp, T lb, T l1b, T beta, T *g)
 {
     T q = F(exp)(lq), p = F(exp)(lp);
-    if (kind == XENT_DIV_JSD) {
-        T u = lb + lp, v = l1b + lq;
-        T hi = u > v ? u : v, lo = u > v ? v : u;
-        T lm = hi == -(T)INFINITY ? hi : hi + F(log1p)(F(exp)(lo - hi));
-        T tp = p > 0 ? beta * p * (lp - lm) : 0;
-        T tq = q > 0 ? (1 - beta) * q * (lq - lm) : 0;
-        *loss = tp + tq;
-        *g = q > 0 ? (1 - beta) * (lq - lm) : 0;
-    } else if (kind == XENT_DIV_TV) {
-        T d = p - q;
-        *loss = (d < 0 ? -d : d) / 2;
-        *g = q > p ? (T)0.5 : (q < p ? (T)-0.5 : 0);
-    } else {   /* reverse KL: sum Q (log Q - log P) */
-        *loss = q > 0 ? q * (lq - lp) : 0;
-        *g = q > 0 ? lq - lp : 0;
+    T u = lb + lp, v = l1b + lq;
+    T hi = u > v ? u : v, lo = u > v ? v : u;
+    T lm = hi + F(log1p)(F(exp)(lo - hi));
+    lm = hi == -(T)INFINITY ? hi : lm;
+    T tp = p > 0 ? beta * p * (lp - lm) : 0;
+    T tq = q > 0 ? (1 - beta) * q * (lq - lm) : 0;
+    *g = q > 0 ? (1 - beta) * (lq - lm) : 0;
+    return tp + tq;
+}
+
+static inline T F(tv_term)(T lq, T lp, T *g)
+{
+    T q = F(exp)(lq), p = F(exp)(lp), d = p - q;
+    *g = q > p ? (T)0.5 : (q < p ? (T)-0.5 : 0);
+    return (d < 0 ? -d : d) / 2;
+}
+
+static inline T F(reverse_kl_term)(T lq, T lp, T *g)
+{
+    T q = F(exp)(lq);
+    *g = q > 0 ? lq - lp : 0;
+    return q > 0 ? q * (lq - lp) : 0;
+}
+
+/* The constants of a kind's terms, set up once per row. */
+typedef struct {
+    T scale, ls, lt, beta, lb, l1b;
+    int kind;
+} F(div_consts);
+
+static inline F(div_consts) F(div_setup)(T scale, double lse_s, double lse_t, int kind,
+                                         double beta)
+{
+    F(div_consts) k;
+    k.scale = scale;
+    k.ls = (T)lse_s;
+    k.lt = (T)lse_t;
+    k.beta = (T)beta;
+    k.lb = beta > 0 ? (T)log(beta) : -(T)INFINITY;
+    k.l1b = beta < 1 ? (T)log1p(-beta) : -(T)INFINITY;
+    k.kind = kind;
+    return k;
+}
+
+/* One group's terms into the lane sums al (divergence) and ag (Q g). */
+static inline void F(div_group)(const T *s, const T *t, const F(div_consts) *k, T *al, T *ag)
+{
+    const T scale = k->scale, ls = k->ls, lt = k->lt;
+    if (k->kind == XENT_DIV_JSD) {
+        const T lb = k->lb, l1b = k->l1b, beta = k->beta;
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T lq = s[l] * scale - ls, g;
+            al[l] += F(jsd_term)(lq, t[l] * scale - lt, lb, l1b, beta, &g);
+            ag[l] += g * F(exp)(lq);
+        }
+    } else if (k->kind == XENT_DIV_TV) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T lq = s[l] * scale - ls, g;
+            al[l] += F(tv_term)(lq, t[l] * scale - lt, &g);
+            ag[l] += g * F(exp)(lq);
+        }
+    } else {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T lq = s[l] * scale - ls, g;
+            al[l] += F(reverse_kl_term)(lq, t[l] * scale - lt, &g);
+            ag[l] += g * F(exp)(lq);
+        }
     }
 }
 
 /*
  * The second read of a row pair, for JSD, total variation and reverse KL: returns the sum of
  * the divergence's terms and writes to *qg the sum of Q g (what the gradient subtracts).
+ * Whole groups, then the last partial group padded with -inf (terms 0), in lanes of T per
+ * chunk, added in double.
  */
 static double F(row_divergence)(const T *s, const T *t, ptrdiff_t n, T scale, double lse_s,
                                 double lse_t, int kind, double beta, double *qg)
 {
-    T ls = (T)lse_s, lt = (T)lse_t, b = (T)beta;
-    T lb = beta > 0 ? (T)log(beta) : -(T)INFINITY;
-    T l1b = beta < 1 ? (T)log1p(-beta) : -(T)INFINITY;
+    F(div_consts) k = F(div_setup)(scale, lse_s, lse_t, kind, beta);
     double loss = 0, dot = 0;
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK) {
-        ptrdiff_t m = xent_chunk_len(n, start, XENT_CHUNK);
-        T al[XENT_LANES], ag[XENT_LANES];
+        ptrdiff_t m = xent_chunk_len(n, start, XENT_CHUNK), whole = m - m % XENT_LANES;
+        T al[XENT_LANES], ag[XENT_LANES], ps[XENT_LANES], pt[XENT_LANES];
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) al[l] = ag[l] = 0;
-        for (ptrdiff_t g = 0; g < m; g += XENT_LANES) {
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-                ptrdiff_t j = start + g + l;
-                T lq = j < n ? s[j] * scale - ls : -(T)INFINITY;
-                T lp = j < n ? t[j] * scale - lt : -(T)INFINITY;
-                T term, gj;
-                F(div_terms)(lq, lp, kind, lb, l1b, b, &term, &gj);
-                al[l] += term;
-                ag[l] += gj * F(exp)(lq);
-            }
+        for (ptrdiff_t g = 0; g < whole; g += XENT_LANES)
+            F(div_group)(s + start + g, t + start + g, &k, al, ag);
+        if (F(padded_tail)(s + start, m, whole, ps)) {
+            F(padded_tail)(t + start, m, whole, pt);
+            F(div_group)(ps, pt, &k, al, ag);
         }
         loss += F(lanes_sum)(al);
         dot += F(lanes_sum)(ag);
@@ -165,11 +214,25 @@ static void F(row_divergence_grad)(const T *s, const T *t, ptrdiff_t n, T scale,
     } else if (kind == XENT_DIV_SOFTMAX) {
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) out[j] = c * F(exp)(s[j] * scale - ls);
+    } else if (kind == XENT_DIV_JSD) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++) {
+            T lq = s[j] * scale - ls, gj;
+            F(jsd_term)(lq, t[j] * scale - lt, lb, l1b, b, &gj);
+            out[j] = c * F(exp)(lq) * (gj - sub);
+        }
+    } else if (kind == XENT_DIV_TV) {
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < n; j++) {
+            T lq = s[j] * scale - ls, gj;
+            F(tv_term)(lq, t[j] * scale - lt, &gj);
+            out[j] = c * F(exp)(lq) * (gj - sub);
+        }
     } else {
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) {
-            T lq = s[j] * scale - ls, lp = t[j] * scale - lt, term, gj;
-            F(div_terms)(lq, lp, kind, lb, l1b, b, &term, &gj);
+            T lq = s[j] * scale - ls, gj;
+            F(reverse_kl_term)(lq, t[j] * scale - lt, &gj);
             out[j] = c * F(exp)(lq) * (gj - sub);
         }
     }
