@@ -240,3 +240,18 @@ def test_threads_do_not_change_bits(rng):
         one = FUNCTIONS[family][1](s, t, num_threads=1, **extra)
         two = FUNCTIONS[family][1](s, t, num_threads=2, **extra)
         assert one[0] == two[0] and np.array_equal(one[1], two[1])
+
+
+def test_check_mode(rng):
+    """check=True recomputes with the reference, and passes on a correct result."""
+    s, t = pair(rng, (20, 30), np.float32)
+    for family, extra in CASES:
+        loss_fn, grad_fn = FUNCTIONS[family][:2]
+        assert loss_fn(s, t, check=True, **extra) == loss_fn(s, t, **extra)
+        loss, grad = grad_fn(s, t, check=True, temperature=1.5, **extra)
+        assert np.array_equal(grad, grad_fn(s, t, temperature=1.5, **extra)[1])
+    lp = reference.log_softmax(t.astype(np.float64))
+    index = np.argsort(-lp, axis=1)[:, :4]
+    topk = (index, np.take_along_axis(lp, index, 1))
+    loss, grad = xent.js_divergence_logits_with_grad(s, teacher_topk=topk, check=True)
+    assert np.isfinite(loss) and grad.shape == s.shape

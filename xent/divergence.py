@@ -213,8 +213,9 @@ def _loss(kind, student, teacher, teacher_topk, temperature, beta, reduction, ig
 
 
 def _reference_call(name, problem, student, teacher, teacher_topk, beta, scaled, ignore_mask,
-                    grad_output):
-    fn = getattr(_reference, name)
+                    grad_output, with_grad=False):
+    """The reference's result for the same call (its *_with_grad with with_grad)."""
+    fn = getattr(_reference, name + ("_with_grad" if with_grad else ""))
     options = dict(teacher_topk=teacher_topk, temperature=problem.temperature,
                    reduction=problem.reduction, ignore_mask=ignore_mask,
                    scale_by_temperature_squared=scaled)
@@ -223,7 +224,7 @@ def _reference_call(name, problem, student, teacher, teacher_topk, beta, scaled,
             "forward"
     if name.startswith("js"):
         options["beta"] = beta
-    if grad_output is not None:
+    if with_grad:
         options["grad_output"] = grad_output
     return fn(student, teacher, **options)
 
@@ -271,7 +272,7 @@ def _with_grad(kind, student, teacher, teacher_topk, temperature, beta, reductio
     if checking:
         expected_loss, expected_grad = _reference_call(
             name, problem, saved, teacher, teacher_topk, beta, scale_by_temperature_squared,
-            ignore_mask, grad_output)
+            ignore_mask, grad_output, with_grad=True)
         _check.compare(f"{name} (loss)", loss, expected_loss, s.dtype)
         _check.compare(f"{name} (gradient)", grad, expected_grad, s.dtype)
     return loss, grad
