@@ -162,8 +162,8 @@ class _Problem:
 
     def sparse_losses(self, lse_s, s_k):
         """Against a top-k teacher, over k + 1 outcomes (the k classes and the tail): per-row
-        divergence, G = d divergence / d Q per outcome, qg = sum Q G, and the student's
-        top-k probabilities."""
+        divergence, and the gradient's parts (the factor of the student's probability
+        outside the top k, the values at the top k; see reference.divergence)."""
         lp_k, p_tail = self.topk[1], self.topk[2]
         lq_k = s_k / self.temperature - lse_s[:, None]
         with np.errstate(under="ignore"):
@@ -180,7 +180,7 @@ class _Problem:
         with np.errstate(invalid="ignore", under="ignore"):
             q = np.exp(lq)
             qg = np.where(q > 0, q * g, 0.0).sum(axis=1)
-        return loss, g, qg, np.exp(lq_k)
+        return loss, _reference.divergence._bucket_grad(self.kind, lp, lq, g, qg)
 
     def reduce(self, row_loss):
         per_row = row_loss * self.factor
@@ -258,12 +258,11 @@ def _with_grad(kind, student, teacher, teacher_topk, temperature, beta, reductio
         index = problem.topk[0]
         s_k = problem.student_topk()  # read before the gradient may overwrite the student
         _, lse = problem.run("softmax", None, None, want_lse=True)
-        row_loss, g, qg, q_k = problem.sparse_losses(lse[:, 0], s_k)
-        # outside the top k: Q_i (G_tail - qg); inside: Q_i (G_i - qg)
-        problem.run("softmax", coef * (g[:, -1] - qg), buffer)
-        np.put_along_axis(buffer, index,
-                          (coef[:, None] * q_k * (g[:, :-1] - qg[:, None])).astype(buffer.dtype),
-                          axis=1)
+        row_loss, (tail, top) = problem.sparse_losses(lse[:, 0], s_k)
+        # outside the top k: coef q_i tail; at the top k: coef top
+        problem.run("softmax", coef * tail, buffer)
+        with np.errstate(over="ignore"):
+            np.put_along_axis(buffer, index, (coef[:, None] * top).astype(buffer.dtype), axis=1)
         if problem.skip is not None:
             buffer[problem.skip.view(bool)] = 0
     if dest is None and n and c:

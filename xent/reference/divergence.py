@@ -45,6 +45,19 @@ def _bucket_terms(lp, lq, kind, beta):
     return loss, g
 
 
+def _bucket_grad(kind, lp, lq, g, qg):
+    """The gradient's parts over k + 1 outcomes (the last the tail): (the factor multiplying
+    the student's probability outside the top k, the gradient at the top k), from
+    d loss / d a_i = q_i (G_o(i) - sum_o Q_o G_o). Forward KL's G = -P / Q is written out
+    (q_i - P_i, q_i (1 - P_tail / Q_tail)): Q may underflow to 0 where P does not."""
+    q, p = np.exp(lq), np.exp(lp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "forward":
+            tail = np.where(q[:, -1] > 0, 1 - p[:, -1] / q[:, -1], 0.0)
+            return tail, q[:, :-1] - p[:, :-1]
+        return g[:, -1] - qg, q[:, :-1] * (g[:, :-1] - qg[:, None])
+
+
 def _divergence(kind, student, teacher, teacher_topk, temperature, beta, reduction,
                 ignore_mask, scale_by_temperature_squared, grad_output, want_grad):
     if kind == "jsd" and beta == 0:
@@ -84,13 +97,14 @@ def _divergence(kind, student, teacher, teacher_topk, temperature, beta, reducti
         return result
     # d loss / d logits: Q_i (G_o(i) - sum_o Q_o G_o), over 1 / T of the scaled logits
     with np.errstate(invalid="ignore"):
-        qg = np.where(np.exp(lq) > 0, np.exp(lq) * g, 0.0).sum(-1, keepdims=True)
+        qg = np.where(np.exp(lq) > 0, np.exp(lq) * g, 0.0).sum(-1)
     q = np.exp(lq_full)
     if teacher_topk is None:
-        grad = q * (g - qg)
+        grad = q - np.exp(lp) if kind == "forward" else q * (g - qg[:, None])
     else:
-        grad = q * (g[:, -1:] - qg)
-        np.put_along_axis(grad, index, np.take_along_axis(q, index, -1) * (g[:, :-1] - qg), -1)
+        tail, top = _bucket_grad(kind, lp, lq, g, qg)
+        grad = q * tail[:, None]
+        np.put_along_axis(grad, index, top, -1)
     if grad_output is None:
         grad_output = 1.0
     row_scale = np.broadcast_to(np.asarray(grad_output, dtype=np.float64), batch).reshape(n) \
