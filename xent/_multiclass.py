@@ -31,8 +31,8 @@ from ._validation import (as_rows, bad_label_message, bool_option, check_axis, c
                           out_array, probability_rows, reduce_loss, safe_divide, store,
                           writable_rows)
 
-__all__ = ["CrossEntropyInputs", "add_z_loss", "check_z_loss", "cross_entropy", "cross_entropy_with_grad", "log_softmax",
-           "logsumexp", "nll_loss", "softmax"]
+__all__ = ["CrossEntropyInputs", "check_z_loss", "cross_entropy", "cross_entropy_with_grad",
+           "log_softmax", "logsumexp", "nll_loss", "softmax"]
 
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
@@ -350,11 +350,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     if check_enabled(check):
         problem.check_loss("cross_entropy", result)
     if z_loss or return_lse:  # the z-loss and log-sum-exp options, combined last
-        lse = row_logsumexp(problem)
+        lse = _row_logsumexp(problem)
         if z_loss:
-            result = add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+            result = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
         if return_lse:
-            return result, lse_result(problem, lse)
+            return result, _lse_result(problem, lse)
     return result
 
 
@@ -397,7 +397,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                                   label_smoothing, num_threads)
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
     # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
-    lse = row_logsumexp(problem) if z_loss or return_lse else None
+    lse = _row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
     grad = gradient_array(out, x, target=problem.target, weight=weight,
@@ -427,11 +427,11 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
             rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
             scale, row_factors, row_loss, buffer, problem.threads)
     if z_loss:
-        add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
+        _add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
     if dest is None and rows.size:
         store(grad, buffer, problem.threads)
     loss = reduce_loss(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
-    if checking and not z_loss:
+    if checking and not z_loss:  # the reference check covers the loss without a z-loss
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
         row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64), sample.shape)
         _check.compare("cross_entropy_with_grad (loss)", row_loss[sample],
@@ -446,9 +446,9 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
                        grad.reshape(rows.shape)[sample] / unit, expected / unit, x.dtype,
                        rows=sample)
     if z_loss:
-        loss = add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+        loss = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
     if return_lse:
-        return loss, grad, lse_result(problem, lse)
+        return loss, grad, _lse_result(problem, lse)
     return loss, grad
 
 
@@ -536,7 +536,7 @@ def check_z_loss(value):
     return z
 
 
-def row_logsumexp(problem):
+def _row_logsumexp(problem):
     """logsumexp of every logits row of a CrossEntropyInputs, float64 (one more read)."""
     n = int(np.prod(problem.batch, dtype=np.int64))
     lse = np.empty(n, dtype=problem.compute)
@@ -548,7 +548,7 @@ def row_logsumexp(problem):
     return lse.astype(np.float64)
 
 
-def lse_result(problem, lse):
+def _lse_result(problem, lse):
     with np.errstate(over="ignore"):
         return lse.astype(problem.x.dtype).reshape(problem.batch)
 
@@ -562,7 +562,7 @@ def _z_rows(problem):
     return kept, int(np.count_nonzero(kept))
 
 
-def add_z_loss(problem, total, denominator, row_loss, lse, z_loss):
+def _add_z_loss(problem, total, denominator, row_loss, lse, z_loss):
     """The loss with ``z_loss * lse**2`` added per row not ignored, reduced as the issue of
     PaLM's z-loss wants: its mean over the rows kept, beside the cross-entropy's mean."""
     kept, count = _z_rows(problem)
@@ -579,7 +579,7 @@ def add_z_loss(problem, total, denominator, row_loss, lse, z_loss):
                               + z_total / np.float64(count))
 
 
-def add_z_loss_grad(problem, rows, lse, z_loss, factor, row_factors, buffer):
+def _add_z_loss_grad(problem, rows, lse, z_loss, factor, row_factors, buffer):
     """buffer += d (z-loss) / d logits = 2 z_loss lse softmax(x) times each row's incoming
     gradient; rows must still hold the logits (and not share memory with buffer)."""
     kept, count = _z_rows(problem)
