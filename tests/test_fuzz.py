@@ -979,6 +979,91 @@ LINEAR_HOSTILE = {"hidden": "float_array", "weight": "float_array", "target": "l
                   "label_smoothing": "label_smoothing", "num_threads": "num_threads",
                   "softcap": "softcap"}
 
+# -- divergences between a student's and a teacher's logits (xent.divergence)
+
+@st.composite
+def divergence_call(draw, family, grad=False):
+    batch = draw(batch_shapes())
+    n_classes = draw(n_classes_strategy(batch))
+    x = draw(float_arrays(batch + (n_classes,), hostile=False))
+    kw = dict(logits=x, teacher=draw(float_arrays(x.shape, dtype=x.dtype, hostile=False)),
+              reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+              temperature=draw(st.sampled_from([1.0, 2.0, 0.5])),
+              num_threads=threads_option(draw))
+    if family == "kl":
+        kw["direction"] = draw(st.sampled_from(["forward", "reverse"]))
+    if family == "js":
+        kw["beta"] = draw(st.sampled_from([0.0, 0.3, 0.5, 1.0]))
+    if grad:
+        if kw["reduction"] == "none":
+            kw["grad_output"] = draw(st.sampled_from([None, "rows"]))
+            if kw["grad_output"] == "rows":
+                kw["grad_output"] = draw(float_arrays(batch, hostile=False, dtype=F64))
+        else:
+            kw["grad_output"] = draw(st.sampled_from([None, 2.0, -0.5]))
+        if draw(st.booleans()) and x.dtype.isnative and x.flags.writeable:
+            kw["out"] = draw(st.sampled_from([x, np.empty_like(x)]))
+    return kw
+
+
+def divergence_expect(reference_fn, grad=False):
+    def expect(kw, got):
+        x = kw["_before"]
+        dtype = native(x.dtype)
+        options = {k: v for k, v in kw.items()
+                   if k in ("reduction", "temperature", "direction", "beta", "grad_output")}
+        with np.errstate(all="ignore"):
+            want = reference_fn(f64(x), f64(kw["teacher"]), **options)
+        # the terms a row adds are up to |scaled logits| in size (the log-ratios)
+        size = (np.max(np.abs(f64(x)), initial=0) + np.max(np.abs(f64(kw["teacher"])),
+                                                            initial=0)) / kw["temperature"]
+        factor = kw["temperature"] ** 2
+        rows = max(int(np.prod(x.shape[:-1])), 1)
+        scale = 4 * factor * (1 + size) * (rows if kw["reduction"] == "sum" else 1)
+        if not grad:
+            assert_matches(got, want, dtype, scale, what="divergence")
+            return
+        assert_matches(got[0], want[0], dtype, scale, what="divergence")
+        g = np.abs(np.asarray(1.0 if kw.get("grad_output") is None else kw["grad_output"],
+                              dtype=np.float64))
+        unit = np.max(g, initial=0) * factor / kw["temperature"]
+        if kw["reduction"] == "mean":
+            unit = unit / rows
+        assert got[1] is kw["out"] if kw.get("out") is not None else True
+        want_grad = want[1]
+        if reference_fn is ref.tv_distance_logits_with_grad and want_grad.size:
+            # sign(Q - P) of a near tie may round either way in the input's precision: the
+            # rows holding one are only bounded (|grad| <= unit), not compared
+            with np.errstate(all="ignore"):
+                lq = ref.log_softmax(f64(x) / kw["temperature"])
+                lp = ref.log_softmax(f64(kw["teacher"]) / kw["temperature"])
+                near = np.abs(np.exp(lq) - np.exp(lp)) <= 1e-2 * np.maximum(np.exp(lq),
+                                                                           np.exp(lp))
+            rows_near = np.any(near & (np.exp(lq) > 0), axis=-1)
+            assert np.all(np.abs(f64(got[1]))[rows_near] <= 2 * unit + 1e-30)
+            want_grad = np.where(rows_near[..., None], f64(got[1]), want_grad)
+        assert_matches(got[1], want_grad, dtype, 4 * max(unit, 1e-300) * (1 + size),
+                       what="gradient")
+    return expect
+
+
+DIVERGENCE_HOSTILE = {"teacher": "float_array", "reduction": "reduction",
+                      "num_threads": "num_threads", "check": "check",
+                      "logits": None, "student": None}
+DIVERGENCE_SPECS = [
+    Spec(name, getattr(xent, name), divergence_call(family, grad=name.endswith("grad")),
+         divergence_expect(getattr(ref, name), grad=name.endswith("grad")),
+         # (out= made hostile would use a "target" these functions do not take: see
+         # test_divergence.py for out= overlapping the teacher)
+         dict(DIVERGENCE_HOSTILE, **({"grad_output": "grad_output"}
+                                      if name.endswith("grad") else {})),
+         positional=("logits", "teacher"))
+    for family, base in [("kl", "kl_divergence_logits"), ("js", "js_divergence_logits"),
+                         ("tv", "tv_distance_logits")]
+    for name in (base, base + "_with_grad")
+]
+
+
 LOSS_HOSTILE = {"logits": "float_array", "target": "labels", "weight": "weight",
                 "ignore_index": "ignore_index", "reduction": "reduction",
                 "label_smoothing": "label_smoothing", "num_threads": "num_threads",
@@ -1064,6 +1149,7 @@ SPECS = [
          positional=("hidden", "weight", "target")),
     Spec("get_num_threads", xent.get_num_threads, threads_call(), expect_threads,
          dict(num_threads="num_threads")),
+    *DIVERGENCE_SPECS,
 ]
 
 

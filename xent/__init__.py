@@ -24,6 +24,9 @@ from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
                       binary_cross_entropy_with_logits_grad_hess,
                       binary_cross_entropy_with_logits_with_grad)
 from ._check import CheckError
+from .divergence import (js_divergence_logits, js_divergence_logits_with_grad,
+                         kl_divergence_logits, kl_divergence_logits_with_grad,
+                         tv_distance_logits, tv_distance_logits_with_grad)
 from ._dispatch import show_config
 from ._threads import get_num_threads
 from ._evaluation import EvaluationReport, evaluate
@@ -62,6 +65,10 @@ __all__ = [
     "EvaluationReport",
     "get_num_threads",
     "info",
+    "js_divergence_logits",
+    "js_divergence_logits_with_grad",
+    "kl_divergence_logits",
+    "kl_divergence_logits_with_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_with_grad",
     "log_softmax",
@@ -70,4 +77,6 @@ __all__ = [
     "reference",
     "show_config",
     "softmax",
+    "tv_distance_logits",
+    "tv_distance_logits_with_grad",
 ]

@@ -14,7 +14,7 @@ threads.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, expm1, log
+from libc.math cimport INFINITY, exp, expm1, log
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport free, malloc
 
@@ -239,3 +239,4 @@ include "_kernels_losses.pxi"
 include "_kernels_half.pxi"
 include "_kernels_evaluate.pxi"
 include "_kernels_info.pxi"
+include "_kernels_divergence.pxi"

@@ -161,6 +161,9 @@ cdef struct Problem:
     const double *weight_sum  # hdim: sum_j W_j (smoothing without softcap), or NULL
     void *grad_weight       # vocab x hdim, contiguous
     double *grad_bias       # vocab, or NULL
+    # z-loss and return_stats (xent/linear.py's z_loss=, return_stats=)
+    double z_loss           # z: the softmax's share of a row's gradient is 1 + 2 z lse
+    double *extra           # per row: sum_j exp(z_j - shift) (z_j - shift), argmax; or NULL
 
 
 cdef Problem _problem(const floating[:, :] hidden, const floating[:, :] weight, bias,
@@ -215,7 +218,8 @@ cdef inline int _threads_for(int nthreads, Py_ssize_t nwork) noexcept nogil:
 def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
             const Py_ssize_t[::1] target, double softcap, bint want_sum,
             double[:, ::1] row_stats, int nthreads, row_scale=None, double keep=1,
-            double spread=0, grad_hidden=None, smooth_sum=None, weight_sum=None):
+            double spread=0, grad_hidden=None, smooth_sum=None, weight_sum=None,
+            double z_loss=0, row_extra=None):
     """Per row i: row_stats[i] = (shift, sum-exp, target logit, sum of logits).
 
     hidden (N, H) and weight (V, H) have contiguous rows and any row stride (at least H);
@@ -229,11 +233,21 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
     uniform part; the uniform part needs sum_j slope_j W_j: weight_sum (H,) when there is no
     softcap, else smooth_sum (N, H), accumulated here.
     Memory: the per-thread tiles, nothing else.
+
+    z_loss: the gradient's softmax part is multiplied by 1 + 2 z_loss lse per row (the
+    z-loss z lse**2 added to the loss). row_extra (N, 2), unless None: per row the sum
+    sum_j exp(z_j - shift) (z_j - shift) at the final shift (the entropy of the softmax is
+    log(sum-exp) - that / sum-exp) and the index of the largest logit (the first, if tied).
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
     cdef const double[::1] scale_view, wsum_view
+    cdef double[:, ::1] extra_view
     cdef floating[:, ::1] gh_view, sm_view
     p.want_sum = want_sum
+    p.z_loss = z_loss
+    if row_extra is not None:
+        extra_view = row_extra
+        p.extra = &extra_view[0, 0]
     if grad_hidden is not None:
         scale_view = row_scale
         p.row_scale = &scale_view[0]
@@ -255,10 +269,13 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
     memset(&pieces, 0, sizeof(Pieces))
     pieces.nchunks, pieces.ntiles = nchunks, ntiles
     pieces.stats = p.stats
+    pieces.extra = p.extra
     cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
     try:
         if nchunks > 1:
             pieces.stats = <double *>_alloc(nchunks * p.n * 4 * sizeof(double))
+            if p.extra != NULL:
+                pieces.extra = <double *>_alloc(nchunks * p.n * 2 * sizeof(double))
             if grad:
                 pieces.acc = _alloc((nchunks - 1) * p.n * p.hdim * sizeof(floating))
             if p.smooth_sum != NULL:
@@ -277,6 +294,8 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
             free(pieces.stats)
             free(pieces.acc)
             free(pieces.smooth)
+            if p.extra != NULL:
+                free(pieces.extra)
 
 
 cdef enum:
@@ -313,6 +332,7 @@ cdef struct Pieces:
     double *stats
     void *acc
     void *smooth
+    double *extra   # return_stats: stretch c of row r at extra[(c n + r) 2 ...], or NULL
 
 
 cdef inline void *_chunk_rows(const Problem *p, void *first, void *rest, Py_ssize_t c,
@@ -341,13 +361,16 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
     cdef floating *sm = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, c, r0,
                                                 sizeof(floating))
     cdef double *stats = pieces.stats + 4 * (c * p.n + r0)
+    cdef double *extra = pieces.extra + 2 * (c * p.n + r0) if pieces.extra != NULL else NULL
     cdef floating *row
     cdef double *st
-    cdef double total, shift_before
+    cdef double total, shift_before, sum_before
     cdef xent_lse_state lse
     for i in range(nrows):
         st = stats + 4 * i
         st[0], st[1], st[2], st[3] = -INFINITY_, 0.0, NAN_, 0.0
+        if extra != NULL:
+            extra[2 * i], extra[2 * i + 1] = 0.0, 0.0
     for tile_index in range(first_tile, end_tile):
         v0 = tile_index * VOCAB_TILE
         ncols = _min(VOCAB_TILE, p.vocab - v0)
@@ -355,11 +378,13 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
         for i in range(nrows):
             row = tile + i * ncols
             st = stats + 4 * i
-            shift_before = st[0]
+            shift_before, sum_before = st[0], st[1]
             # the stats keep (shift, sum) only: carried as all rest, no ties, as before
             lse.shift, lse.sum, lse.ties, lse.rest, lse.rest_err = st[0], st[1], 0.0, st[1], 0.0
             _row_lse(row, ncols, &lse)
             st[0], st[1] = lse.shift, lse.sum
+            if extra != NULL:
+                _fold_extra(row, ncols, v0, shift_before, sum_before, lse.shift, extra + 2 * i)
             t = p.target[r0 + i] - v0
             if 0 <= t < ncols:
                 st[2] = row[t]
@@ -381,6 +406,49 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
             _add_product(p, v0, nrows, ncols, tile, gh, tile_index == first_tile)
             if sm != NULL:
                 _add_product(p, v0, nrows, ncols, slope, sm, tile_index == first_tile)
+
+
+cdef inline void _fold_extra(const floating *row, Py_ssize_t ncols, Py_ssize_t v0,
+                             double shift_before, double sum_before, double shift,
+                             double *ex) noexcept nogil:
+    """Fold one tile's row into (sum_j e_j (z_j - shift), argmax), the row's shift having
+    moved from shift_before (with sum-exp sum_before) to shift."""
+    cdef double d, r
+    cdef Py_ssize_t j
+    if shift > shift_before:
+        # sum e (z - s) = r sum e' (z - s') + r (s' - s) sum e', r = exp(s' - s)
+        if sum_before != 0:
+            d = shift_before - shift
+            r = exp(d)
+            ex[0] = r * ex[0] + (0.0 if r == 0 else r * d) * sum_before
+        for j in range(ncols):   # the new largest logit is in this tile: its first place
+            if row[j] == <floating>shift:
+                ex[1] = v0 + j
+                break
+    if shift != -INFINITY_:
+        ex[0] += kern.row_xlogit(row, ncols, shift)
+
+
+cdef inline void _merge_extra(const Problem *p, const Pieces *pieces, Py_ssize_t r,
+                              double shift) noexcept nogil:
+    """Row r's (xlogit, argmax) from its stretches', the row's merged shift given."""
+    cdef Py_ssize_t c
+    cdef const double *part
+    cdef const double *ex
+    cdef double xl = 0, best = -INFINITY_, r_c
+    cdef double *out = p.extra + 2 * r
+    out[1] = 0
+    for c in range(pieces.nchunks):
+        part = pieces.stats + 4 * (c * p.n + r)
+        ex = pieces.extra + 2 * (c * p.n + r)
+        if part[1] != 0 and part[0] != -INFINITY_:
+            r_c = exp(part[0] - shift)
+            if r_c != 0:
+                xl += r_c * (ex[0] + (part[0] - shift) * part[1])
+        if part[0] > best:   # strictly: the first stretch holding the maximum wins
+            best = part[0]
+            out[1] = ex[1]
+    out[0] = xl
 
 
 cdef void _merge_block(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
@@ -438,6 +506,8 @@ cdef void _merge_block(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
                         for k in range(p.hdim):
                             sm[k] += other[k]
             st[0], st[1], st[3] = acc.shift, acc.sum, total
+            if p.extra != NULL:
+                _merge_extra(p, pieces, r0 + i, acc.shift)
         if gh != NULL:
             _finish_row(p, r0 + i, gh, sm)
 
@@ -470,6 +540,8 @@ cdef void _finish_row(const Problem *p, Py_ssize_t r, floating *row,
         memset(row, 0, p.hdim * sizeof(floating))
         return
     inv = 1 / st[1]
+    if p.z_loss != 0:   # the z-loss's gradient 2 z lse softmax joins the softmax's share
+        inv = inv * (1 + 2 * p.z_loss * (st[0] + log(st[1])))
     t = p.target[r]
     wt = <const floating *>p.weight + t * p.ldw
     target_share = p.keep
@@ -518,7 +590,7 @@ cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize
     cdef Py_ssize_t i, j, t
     cdef floating *row
     cdef const double *st
-    cdef double a, shift, log_sum, zt
+    cdef double a, shift, log_sum, zt, share
     _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, slope)
     for i in range(nrows):
         row = tile + i * ncols
@@ -528,11 +600,14 @@ cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize
             continue
         st = p.stats + 4 * (r0 + i)
         shift, log_sum = st[0], log(st[1])
+        # the softmax's share: 1, or 1 + 2 z lse with a z-loss
+        share = 1 + 2 * p.z_loss * (shift + log_sum) if p.z_loss != 0 else 1.0
         t = p.target[r0 + i] - v0
         zt = row[t] if 0 <= t < ncols else 0
-        _softmax_grad_row(row, ncols, shift, log_sum, a, a * p.spread, row)
+        _softmax_grad_row(row, ncols, shift, log_sum, a * share, a * p.spread, row)
         if 0 <= t < ncols:
-            row[t] = <floating>(a * ((exp((zt - shift) - log_sum) - p.keep) - p.spread))
+            row[t] = <floating>(a * ((share * exp((zt - shift) - log_sum) - p.keep)
+                                     - p.spread))
         if slope != NULL:
             for j in range(ncols):
                 row[j] = row[j] * slope[i * ncols + j]
@@ -541,7 +616,7 @@ cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize
 def grad_weight(const floating[:, :] hidden, const floating[:, :] weight, bias,
                 const Py_ssize_t[::1] target, double softcap, double[:, ::1] row_stats,
                 const double[::1] row_scale, double keep, double spread,
-                floating[:, ::1] grad_weight, grad_bias, int nthreads):
+                floating[:, ::1] grad_weight, grad_bias, int nthreads, double z_loss=0):
     """grad_weight (and grad_bias, float64) from the forward's row statistics.
 
     row_scale[i] multiplies row i's gradient (0 for ignored rows); keep = 1 - eps,
@@ -553,6 +628,7 @@ def grad_weight(const floating[:, :] hidden, const floating[:, :] weight, bias,
     cdef double[::1] gb_view
     p.row_scale = &row_scale[0]
     p.keep, p.spread = keep, spread
+    p.z_loss = z_loss
     p.grad_weight = &grad_weight[0, 0]
     if grad_bias is not None:
         gb_view = grad_bias

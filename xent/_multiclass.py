@@ -32,7 +32,7 @@ from ._validation import (as_rows, bad_label_message, bool_option, check_axis, c
                           input_array, out_array, probability_rows, reduce_loss, safe_divide, store,
                           writable_rows)
 
-__all__ = ["CrossEntropyInputs", "cross_entropy", "cross_entropy_grad_hess",
+__all__ = ["CrossEntropyInputs", "check_z_loss", "cross_entropy", "cross_entropy_grad_hess",
            "cross_entropy_with_grad", "log_softmax", "logsumexp", "nll_loss", "softmax"]
 
 
@@ -467,7 +467,8 @@ class CrossEntropyInputs:
 
 @shares_cpus
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, sample_weight=None, num_threads=None, check=None):
+                  label_smoothing=0.0, sample_weight=None, z_loss=0.0, return_lse=False,
+                  num_threads=None, check=None):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
 
     Parameters
@@ -494,6 +495,16 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         One weight per row, scikit-learn's: ``"none"`` returns ``s_i l_i``, ``"sum"`` their
         sum, ``"mean"`` that sum divided by ``sum_i s_i w[t_i]`` over the non-ignored rows
         (``sum_i s_i`` without class weights or with probabilities), summed exactly.
+    z_loss : float, optional
+        Adds ``z_loss * lse**2`` per row, ``lse = logsumexp(logits_row)`` (PaLM's auxiliary
+        loss, which keeps the log-normaliser near 0), unweighted by class weights. Ignored
+        rows add nothing; with ``"mean"`` the z-loss terms are divided by the number of rows
+        not ignored (the cross-entropy part keeps its own denominator, the total weight), as
+        Liger-Kernel does. Default 0: none.
+    return_lse : bool, optional
+        Also return the per-row log-sum-exp (shape ``(...)``, the logits' dtype). Either
+        option costs one more read of the logits (about the time of the loss itself); the
+        loss without them is unchanged to the bit.
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`.
     check : bool or None, optional
@@ -505,7 +516,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     scalar or numpy.ndarray
         In the dtype of ``logits``. Sums are the exact sums of the per-row float64 losses
         (and weights), rounded once: the same bits on any number of threads and for any
-        order of the rows.
+        order of the rows. With ``return_lse``, the
+        pair ``(loss, lse)``.
 
     Raises
     ------
@@ -547,7 +559,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     >>> round(float(xent.cross_entropy(logits, soft)), 4)
     0.5332
     """
+    z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
     if sample_weight is not None:
+        if z_loss or return_lse:
+            raise ValueError("sample_weight cannot be combined with z_loss or return_lse")
         rows = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                              reduction="none", label_smoothing=label_smoothing,
                              num_threads=num_threads, check=check)
@@ -562,13 +577,20 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
                      problem.x.dtype)
     if check_enabled(check):
         problem.check_loss("cross_entropy", result)
+    if z_loss or return_lse:  # the z-loss and log-sum-exp options, combined last
+        lse = _row_logsumexp(problem)
+        if z_loss:
+            result = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+        if return_lse:
+            return result, _lse_result(problem, lse)
     return result
 
 
 @shares_cpus
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, grad_output=None, out=None,
-                            sample_weight=None, num_threads=None, check=None):
+                            reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            return_lse=False, grad_output=None, out=None, sample_weight=None,
+                            num_threads=None, check=None):
     """Cross-entropy and its gradient with respect to the logits, in one pass.
 
     Parameters
@@ -576,6 +598,12 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     logits, target, weight, ignore_index, reduction, label_smoothing, sample_weight, num_threads
         As for :func:`cross_entropy` (with ``sample_weight``, row i's gradient is scaled by
         its weight, and for a mean divided by the weighted mean's denominator).
+    z_loss : float, optional
+        As for :func:`cross_entropy`; the z-loss's gradient, ``2 z_loss lse softmax(x)`` per
+        row, is added to the gradient (with ``out=logits`` that costs one copy of the
+        logits, which the z-loss's gradient reads after the cross-entropy's overwrote them).
+    return_lse : bool, optional
+        Also return the per-row log-sum-exp, as a third element.
     grad_output : scalar or array_like, optional
         The gradient flowing into the loss: for ``reduction="none"`` one value per row
         (shape of the batch), else a scalar (default 1).
@@ -617,7 +645,10 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     >>> np.round(logits[0], 4)
     array([-0.2144,  0.1753,  0.0391])
     """
+    z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
     if sample_weight is not None:
+        if z_loss or return_lse:
+            raise ValueError("sample_weight cannot be combined with z_loss or return_lse")
         reduction = check_reduction(reduction)
         batch = np.shape(logits)[:-1]
         sw = _sw.sample_weights(sample_weight, batch)
@@ -631,6 +662,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
                                   label_smoothing, num_threads)
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
+    # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
+    lse = _row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
     grad = gradient_array(out, x, target=problem.target, weight=weight,
@@ -642,6 +675,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         problem.reduction == "none" or checking) else None
     dest = writable_rows(grad, rows)
     buffer = dest if dest is not None else np.empty(rows.shape, dtype=problem.compute)
+    z_rows = (rows.copy() if z_loss and np.may_share_memory(buffer, rows) else rows) \
+        if z_loss else None
     if problem.probabilities:
         scale = safe_divide(factor, n_rows) if problem.reduction == "mean" else factor
         total = _kernels.probability_loss_grad(
@@ -657,10 +692,12 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         total, denominator = _kernels.index_loss_grad(
             rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
             scale, row_factors, row_loss, buffer, problem.threads)
+    if z_loss:
+        _add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
     if dest is None and rows.size:
         store(grad, buffer, problem.threads)
     loss = reduce_loss(total, denominator, row_loss, problem.reduction, problem.batch, x.dtype)
-    if checking:
+    if checking and not z_loss:  # the reference check covers the loss without a z-loss
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
         row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64), sample.shape)
         _check.compare("cross_entropy_with_grad (loss)", row_loss[sample],
@@ -674,6 +711,10 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         _check.compare("cross_entropy_with_grad (gradient)",
                        grad.reshape(rows.shape)[sample] / unit, expected / unit, x.dtype,
                        rows=sample, unit=unit)
+    if z_loss:
+        loss = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+    if return_lse:
+        return loss, grad, _lse_result(problem, lse)
     return loss, grad
 
 
@@ -810,9 +851,6 @@ GRAD_HESS_NOTES = """
             return xent.cross_entropy_grad_hess(predt.reshape(len(labels), -1), labels,
                                                 sample_weight=w if w.size else None)
 
-
-cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES
-
     (LightGBM's ``objective(preds, train_data)`` likewise, with ``train_data.get_label()``.)
 """
 
@@ -885,3 +923,70 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
 
 
 cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES
+
+
+# ---- z-loss and the per-row log-sum-exp (cross_entropy's z_loss= and return_lse=) -----------
+
+def check_z_loss(value):
+    """The z-loss coefficient as a float, or a ValueError naming the argument."""
+    z = float(value)
+    if not (np.isfinite(z) and z >= 0):
+        raise ValueError(f"z_loss must be a finite number >= 0, got {value!r}")
+    return z
+
+
+def _row_logsumexp(problem):
+    """logsumexp of every logits row of a CrossEntropyInputs, float64 (one more read)."""
+    n = int(np.prod(problem.batch, dtype=np.int64))
+    lse = np.empty(n, dtype=problem.compute)
+    if n:
+        if problem.half is not None:
+            _kernels.logsumexp_rows_half(*problem.half, lse, problem.threads)
+        else:
+            _kernels.logsumexp_rows(problem.rows, lse, problem.threads)
+    return lse.astype(np.float64)
+
+
+def _lse_result(problem, lse):
+    with np.errstate(over="ignore"):
+        return lse.astype(problem.x.dtype).reshape(problem.batch)
+
+
+def _z_rows(problem):
+    """Which rows carry a z-loss (not ignored), and how many."""
+    if problem.probabilities:
+        kept = np.ones(problem.target_rows.shape[0], dtype=bool)
+    else:
+        kept = problem.target_rows != problem.ignore_index
+    return kept, int(np.count_nonzero(kept))
+
+
+def _add_z_loss(problem, total, denominator, row_loss, lse, z_loss):
+    """The loss with ``z_loss * lse**2`` added per row not ignored, reduced as the issue of
+    PaLM's z-loss wants: its mean over the rows kept, beside the cross-entropy's mean."""
+    kept, count = _z_rows(problem)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z_rows = np.where(kept, z_loss * lse * lse, 0.0)
+        dtype = problem.x.dtype
+        if problem.reduction == "none":
+            return (row_loss.astype(np.float64) + z_rows).astype(dtype).reshape(problem.batch)
+        z_total = np.sum(z_rows)
+        if problem.reduction == "sum":
+            return dtype.type(np.float64(total) + z_total)
+        with np.errstate(divide="ignore"):
+            return dtype.type(np.float64(total) / np.float64(denominator)
+                              + z_total / np.float64(count))
+
+
+def _add_z_loss_grad(problem, rows, lse, z_loss, factor, row_factors, buffer):
+    """buffer += d (z-loss) / d logits = 2 z_loss lse softmax(x) times each row's incoming
+    gradient; rows must still hold the logits (and not share memory with buffer)."""
+    kept, count = _z_rows(problem)
+    scale = factor / count if problem.reduction == "mean" and count else factor
+    coef = 2.0 * z_loss * lse * scale
+    if row_factors is not None:
+        coef = coef * row_factors
+    coef = np.where(kept & np.isfinite(lse), coef, 0.0)
+    if problem.reduction == "mean" and not count:
+        coef[:] = 0.0
+    _kernels.add_scaled_softmax(rows, lse, np.ascontiguousarray(coef), buffer, problem.threads)

@@ -9,18 +9,20 @@ is in cache. Beyond the inputs (and the gradients), a call holds O(N) numbers an
 tiles per thread.
 """
 
+import collections
 import numbers
 
 import numpy as np
 
 from . import _blas, _linear
 from ._threads import get_num_threads, shares_cpus
-from ._validation import (as_rows, bad_label_message, check_ignore_index,
+from ._multiclass import check_z_loss
+from ._validation import (as_rows, bad_label_message, bool_option, check_ignore_index,
                           check_label_smoothing, check_reduction, class_targets,
                           compute_dtype, fit_dtype, float_array, grad_output_factors,
                           input_array, reduce_loss, safe_divide)
 
-__all__ = ["LinearCrossEntropyGrads", "linear_cross_entropy",
+__all__ = ["LinearCrossEntropyGrads", "LinearRowStats", "linear_cross_entropy",
            "linear_cross_entropy_with_grad"]
 
 # BLAS takes 32-bit sizes and leading dimensions.
@@ -159,13 +161,15 @@ class _LinearInputs:
         self.weight = _blas_rows(w_rows, "weight")
         self.n_rows = self.hidden.shape[0]
 
-    def row_stats(self):
-        """Per row (shift, sum-exp, target logit, sum of logits) from one tiled pass."""
+    def row_stats(self, extra=None):
+        """Per row (shift, sum-exp, target logit, sum of logits) from one tiled pass (and,
+        into extra unless None, what return_stats needs: see _linear.forward)."""
         stats = np.empty((self.n_rows, 4), dtype=np.float64)
         if self.n_rows:
             with _blas.single_threaded():
                 _linear.forward(self.hidden, self.weight, self.bias, self.labels,
-                                self.softcap, self.smoothing != 0, stats, self.threads)
+                                self.softcap, self.smoothing != 0, stats, self.threads,
+                                row_extra=extra)
         return stats
 
     def row_losses(self, stats):
@@ -210,6 +214,13 @@ _COMMON_PARAMETERS = """hidden : array_like, shape (..., H)
     num_threads : int or None, optional
         Threads to use; see :func:`xent.get_num_threads`."""
 
+_Z_LOSS_PARAMETERS = """z_loss : float, optional
+        Adds ``z_loss * lse**2`` per row not ignored (PaLM's z-loss; ``lse`` the row's
+        log-sum-exp, of the capped logits with ``softcap``), with its gradient: the softmax's
+        share of each row's gradient becomes ``1 + 2 z_loss lse``. Default 0.
+    return_lse : bool, optional
+        Also return the per-row log-sum-exp (shape ``(...)``), free: the pass computes it."""
+
 _MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles of 256 rows x 512 classes, one
     single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (512 KiB in
     float32), and folded into each row's (max, sum-exp) state while the tile is in cache.
@@ -227,10 +238,25 @@ _MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles
 
 @shares_cpus
 def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, softcap=None,
-                         num_threads=None):
-    return _forward(hidden, weight, target, bias, ignore_index, reduction, label_smoothing,
-                    softcap, num_threads)
+                         reduction="mean", label_smoothing=0.0, softcap=None, z_loss=0.0,
+                         return_lse=False, return_stats=False, num_threads=None):
+    z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
+    return_stats = bool_option(return_stats, "return_stats")
+    if not (z_loss or return_lse or return_stats):
+        return _forward(hidden, weight, target, bias, ignore_index, reduction,
+                        label_smoothing, softcap, num_threads)
+    problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
+                            label_smoothing, softcap, num_threads)
+    extra = np.zeros((problem.n_rows, 2), dtype=np.float64) if return_stats else None
+    stats = problem.row_stats(extra)
+    lse = _row_lse(stats)
+    loss = problem.reduce(_add_z_loss(problem, problem.row_losses(stats), lse, z_loss))
+    result = (loss,)
+    if return_lse:
+        result += (_in_dtype(problem, lse),)
+    if return_stats:
+        result += (_row_statistics(problem, stats, extra),)
+    return result
 
 
 linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight.T + bias``, without forming them.
@@ -242,11 +268,19 @@ linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight
     Parameters
     ----------
     {_COMMON_PARAMETERS}
+    {_Z_LOSS_PARAMETERS}
+    return_stats : bool, optional
+        Also return a :class:`LinearRowStats` ``(lse, entropy, argmax)``: per row the
+        log-sum-exp, the entropy of the softmax (nats) and the index of the largest logit
+        (the first if tied), folded into the same tiled pass: the logits are still never
+        stored.
 
     Returns
     -------
     scalar or numpy.ndarray
         The loss in the inputs' dtype: a scalar, or per-row losses for ``reduction="none"``.
+        With ``return_lse`` or ``return_stats``, a tuple ``(loss[, lse][, stats])`` in that
+        order.
 
     Raises
     ------
@@ -291,7 +325,9 @@ def _forward(hidden, weight, target, bias, ignore_index, reduction, label_smooth
 @shares_cpus
 def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
                                    reduction="mean", label_smoothing=0.0, softcap=None,
-                                   grad_output=None, num_threads=None):
+                                   z_loss=0.0, return_lse=False, grad_output=None,
+                                   num_threads=None):
+    z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
     problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
                             label_smoothing, softcap, num_threads)
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
@@ -319,18 +355,25 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
         with _blas.single_threaded():
             _linear.forward(problem.hidden, problem.weight, problem.bias, problem.labels,
                             problem.softcap, problem.smoothing != 0, stats, problem.threads,
-                            row_scale, keep, spread, grad_hidden, smooth_sum, weight_sum)
+                            row_scale, keep, spread, grad_hidden, smooth_sum, weight_sum,
+                            z_loss=z_loss)
             _linear.grad_weight(problem.hidden, problem.weight, problem.bias, problem.labels,
                                 problem.softcap, stats, row_scale, keep, spread, grad_weight,
-                                grad_bias, problem.threads)
-    loss = problem.reduce(problem.row_losses(stats))
+                                grad_bias, problem.threads, z_loss=z_loss)
+    row_loss = problem.row_losses(stats)
+    if z_loss:
+        row_loss = _add_z_loss(problem, row_loss, _row_lse(stats), z_loss)
+    loss = problem.reduce(row_loss)
     dtype = problem.dtype
     with np.errstate(over="ignore"):
-        return LinearCrossEntropyGrads(
+        grads = LinearCrossEntropyGrads(
             loss,
             grad_hidden[:, :problem.width].astype(dtype, copy=False).reshape(problem.hidden_shape),
             grad_weight[:, :problem.width].astype(dtype, copy=False),
             None if grad_bias is None else grad_bias.astype(dtype))
+    if return_lse:
+        return grads, _in_dtype(problem, _row_lse(stats))
+    return grads
 
 
 linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradients, recomputing the logits instead of storing them.
@@ -338,6 +381,8 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     Parameters
     ----------
     {_COMMON_PARAMETERS}
+    {_Z_LOSS_PARAMETERS}
+        With ``return_lse``, the pair ``(grads, lse)``: the gradients' tuple keeps its shape.
     grad_output : scalar or array_like, optional
         The gradient flowing into the loss: one value per row for ``reduction="none"``,
         else a scalar (default 1).
@@ -400,3 +445,38 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     >>> bool(np.allclose(grad_weight, grad_logits.T @ hidden))
     True
     """
+
+
+# ---- z-loss, the log-sum-exp and per-row statistics (z_loss=, return_lse=, return_stats=) ---
+
+LinearRowStats = collections.namedtuple("LinearRowStats", ["lse", "entropy", "argmax"])
+LinearRowStats.__doc__ = """Per-row statistics of the logits from the same tiled pass as the
+loss (``linear_cross_entropy(..., return_stats=True)``): ``lse`` the log-sum-exp, ``entropy``
+the entropy of the softmax in nats (both in the loss's dtype) and ``argmax`` the index of the
+largest logit (the first if tied; intp), each of the batch's shape."""
+
+
+def _row_lse(stats):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return stats[:, 0] + np.log(stats[:, 1])
+
+
+def _in_dtype(problem, values):
+    with np.errstate(over="ignore"):
+        return values.astype(problem.dtype).reshape(problem.batch)
+
+
+def _add_z_loss(problem, row_loss, lse, z_loss):
+    """Row losses plus ``z_loss * lse**2`` on the rows not ignored."""
+    if not z_loss:
+        return row_loss
+    with np.errstate(over="ignore", invalid="ignore"):
+        return row_loss + np.where(problem.valid, z_loss * lse * lse, 0.0)
+
+
+def _row_statistics(problem, stats, extra):
+    """LinearRowStats from the forward's statistics and its extra columns."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        entropy = np.log(stats[:, 1]) - extra[:, 0] / stats[:, 1]
+    return LinearRowStats(_in_dtype(problem, _row_lse(stats)), _in_dtype(problem, entropy),
+                          extra[:, 1].astype(np.intp).reshape(problem.batch))

@@ -36,10 +36,14 @@ from ._binary import (binary_cross_entropy, binary_cross_entropy_grad,
                       binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
                       binary_cross_entropy_with_logits_grad_hess)
 from ._evaluation import evaluate, target_rank
-from ._multiclass import (cross_entropy, cross_entropy_grad, cross_entropy_grad_hess,
-                          log_softmax, logsumexp, nll_loss, softmax)
+from ._multiclass import cross_entropy_grad_hess, log_softmax, logsumexp, nll_loss, softmax
+from ._z_loss import cross_entropy, cross_entropy_grad  # with z_loss= and return_lse=
 from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
                    kl_divergence, perplexity, self_information)
+from . import divergence  # noqa: F401 (xent.reference.divergence mirrors xent.divergence)
+from .divergence import (js_divergence_logits, js_divergence_logits_with_grad,
+                         kl_divergence_logits, kl_divergence_logits_with_grad,
+                         tv_distance_logits, tv_distance_logits_with_grad)
 from .linear import (linear_cross_entropy, linear_cross_entropy_grad,
                      linear_cross_entropy_with_grad)
 
@@ -60,14 +64,19 @@ __all__ = [
     "cross_entropy_grad_hess", "binary_cross_entropy_with_logits_grad_hess",
     # Fused linear cross-entropy.
     "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
+    # Divergences between two sets of logits (distillation).
+    "kl_divergence_logits", "kl_divergence_logits_with_grad", "js_divergence_logits",
+    "js_divergence_logits_with_grad", "tv_distance_logits", "tv_distance_logits_with_grad",
     # Evaluation.
     "evaluate", "target_rank",
 ]
 
 
 def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, grad_output=None):
-    """``(loss, grad)`` as :func:`xent.cross_entropy_with_grad` returns them.
+                            reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            return_lse=False, grad_output=None):
+    """``(loss, grad)`` as :func:`xent.cross_entropy_with_grad` returns them (and the
+    per-row log-sum-exp third with ``return_lse``).
 
     :func:`cross_entropy` and :func:`cross_entropy_grad` of the same arguments.
 
@@ -80,9 +89,10 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     (0.2413, array([[-0.2144,  0.1753,  0.0391]]))
     """
     options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing)
-    return (cross_entropy(logits, target, **options),
-            cross_entropy_grad(logits, target, grad_output=grad_output, **options))
+                   label_smoothing=label_smoothing, z_loss=z_loss)
+    loss = cross_entropy(logits, target, return_lse=return_lse, **options)
+    grad = cross_entropy_grad(logits, target, grad_output=grad_output, **options)
+    return (loss[0], grad, loss[1]) if return_lse else (loss, grad)
 
 
 def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",

@@ -3,7 +3,8 @@
 
 import numpy as np
 
-from ._multiclass import cross_entropy, cross_entropy_grad
+from ._multiclass import log_softmax
+from ._z_loss import cross_entropy, cross_entropy_grad
 
 __all__ = [
     "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
@@ -25,7 +26,8 @@ def _linear_logits(hidden, weight, bias, softcap):
 
 
 def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, softcap=None):
+                         reduction="mean", label_smoothing=0.0, softcap=None, z_loss=0.0,
+                         return_lse=False, return_stats=False):
     """:func:`cross_entropy` of the logits ``hidden @ weight.T + bias``, formed whole.
 
     Parameters
@@ -38,10 +40,14 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
         As for :func:`cross_entropy`.
     softcap : float, optional
         Logits become ``softcap * tanh(logits / softcap)`` (Gemma's capping).
+    z_loss, return_lse
+        As for :func:`cross_entropy`.
+    return_stats : bool, optional
+        Also return ``(lse, entropy, argmax)`` per row (of the capped logits).
 
     Returns
     -------
-    numpy.ndarray or numpy.float64
+    numpy.ndarray or numpy.float64, or the tuple ``(loss[, lse][, stats])``
 
     Examples
     --------
@@ -57,13 +63,23 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     array([0.7876, 0.7107, 0.6741])
     """
     _, _, z = _linear_logits(hidden, weight, bias, softcap)
-    return cross_entropy(z, target, ignore_index=ignore_index, reduction=reduction,
-                         label_smoothing=label_smoothing)
+    loss, lse = cross_entropy(z, target, ignore_index=ignore_index, reduction=reduction,
+                              label_smoothing=label_smoothing, z_loss=z_loss, return_lse=True)
+    if not (return_lse or return_stats):
+        return loss
+    result = (loss,)
+    if return_lse:
+        result += (lse,)
+    if return_stats:
+        lp = log_softmax(z)
+        entropy = -np.sum(np.where(np.isfinite(lp), np.exp(lp) * lp, 0.0), axis=-1)
+        result += ((lse, entropy, np.argmax(z, axis=-1)),)
+    return result
 
 
 def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
                               reduction="mean", label_smoothing=0.0, softcap=None,
-                              grad_output=None):
+                              z_loss=0.0, grad_output=None):
     """Gradients of :func:`linear_cross_entropy`: ``(grad_hidden, grad_weight[, grad_bias])``.
 
     By the chain rule through the materialised logits: with ``G`` the gradient of
@@ -86,7 +102,8 @@ def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index
     """
     h, w, z = _linear_logits(hidden, weight, bias, softcap)
     g = cross_entropy_grad(z, target, ignore_index=ignore_index, reduction=reduction,
-                           label_smoothing=label_smoothing, grad_output=grad_output)
+                           label_smoothing=label_smoothing, z_loss=z_loss,
+                           grad_output=grad_output)
     if softcap is not None:
         with np.errstate(invalid="ignore"):  # an entry of 0 stays 0 (ignored rows)
             g = np.where(g == 0, 0.0, g * (1.0 - (z / softcap) ** 2))
@@ -100,9 +117,10 @@ def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index
 
 def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
                                    reduction="mean", label_smoothing=0.0, softcap=None,
-                                   grad_output=None):
+                                   z_loss=0.0, return_lse=False, grad_output=None):
     """``(loss, grad_hidden, grad_weight[, grad_bias])`` as
-    :func:`xent.linear_cross_entropy_with_grad` returns them.
+    :func:`xent.linear_cross_entropy_with_grad` returns them (with ``return_lse``, the pair
+    of that tuple and the per-row log-sum-exp).
 
     Examples
     --------
@@ -116,7 +134,8 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     (4, 0.5059, array([ 0.1833, -0.1817, -0.0016]))
     """
     options = dict(bias=bias, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing, softcap=softcap)
-    return (linear_cross_entropy(hidden, weight, target, **options),
-            *linear_cross_entropy_grad(hidden, weight, target, grad_output=grad_output,
-                                       **options))
+                   label_smoothing=label_smoothing, softcap=softcap, z_loss=z_loss)
+    loss, lse = linear_cross_entropy(hidden, weight, target, return_lse=True, **options)
+    grads = (loss, *linear_cross_entropy_grad(hidden, weight, target, grad_output=grad_output,
+                                              **options))
+    return (grads, lse) if return_lse else grads

@@ -202,7 +202,14 @@ static inline xent_eval_state xent_eval_init(void)
                            double scale, const T *gout, ptrdiff_t *bad))                        \
     X(double, row_bce_logits, S, (const T *x, const T *y, const T *w, const T *pw, ptrdiff_t n, \
                                   T *loss, T *grad, double scale, const T *gout,                \
-                                  ptrdiff_t *bad))
+                                  ptrdiff_t *bad))                                            \
+    X(void, row_kl_logits, S, (const T *p, const T *q, ptrdiff_t n, T scale, double *st))        \
+    X(double, row_divergence, S, (const T *s, const T *t, ptrdiff_t n, T scale, double lse_s,   \
+                                  double lse_t, int kind, double beta, double *qg))             \
+    X(void, row_divergence_grad, S, (const T *s, const T *t, ptrdiff_t n, T scale,              \
+                                     double lse_s, double lse_t, int kind, double beta,         \
+                                     double qg, double coef, T *out))                          \
+    X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

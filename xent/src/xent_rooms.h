@@ -10,3 +10,4 @@
 #include "xent_info.h"      /* entropy, cross-entropy, KL of distributions */
 #include "xent_evaluate.h"  /* loss, rank and entropy in one read */
 #include "xent_binary.h"    /* elementwise: surprisal, binary entropy, BCE */
+#include "xent_divergence.h"  /* KL, JSD, total variation between two rows of logits */
