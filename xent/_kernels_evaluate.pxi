@@ -9,7 +9,23 @@ cdef enum:
     EVAL_LOSS = 0       # w[t] * (-log_softmax(x)[t])
     EVAL_WEIGHT = 1     # w[t]
     EVAL_ENTROPY = 2    # entropy of softmax(x), nats
-    EVAL_FIELDS = 3
+    # the squares and cross products the standard errors need (a weighted mean's variance
+    # by linearisation needs sum (w l)^2, sum w (w l) and sum w^2)
+    EVAL_LOSS_SQ = 3    # (w[t] * loss)^2
+    EVAL_WEIGHT_LOSS = 4   # w[t] * (w[t] * loss)
+    EVAL_WEIGHT_SQ = 5  # w[t]^2
+    EVAL_ENTROPY_SQ = 6
+    # calibration of the top-1 prediction
+    EVAL_BRIER = 7      # sum_k (p_k - onehot(t)_k)^2 = sum p^2 - 2 p_t + 1
+    EVAL_BRIER_SQ = 8
+    EVAL_CONFIDENCE = 9   # max_k p_k, the top-1 prediction's probability
+    EVAL_FIELDS = 10
+
+
+def evaluate_columns():
+    """Names of evaluate_rows' float64 columns, in order."""
+    return ("loss", "weight", "entropy", "loss_sq", "weight_loss", "weight_sq", "entropy_sq",
+            "brier", "brier_sq", "confidence")
 
 
 def evaluate_fields():
@@ -19,7 +35,8 @@ def evaluate_fields():
 
 def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
                   intp_t ignore_index, double[:, ::1] values, intp_t[::1] rank, int nthreads):
-    """One read of each row: values[i] = (w[t] * loss, w[t], entropy), rank[i] = the count of
+    """One read of each row: values[i] = the columns of evaluate_columns() (w[t] * loss,
+    w[t], entropy, their squares, Brier score, top-1 probability), rank[i] = the count of
     logits not <= the target's (strictly greater, or NaN).
 
     Ignored rows get values 0 and rank -1. Labels must be in range (checked by the caller).
@@ -29,7 +46,8 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
     cdef intp_t t
     cdef const floating *row
     cdef xent_eval_state st
-    cdef double wt, log_sum
+    cdef double wt, log_sum, wl, ent, p_t, brier
+    cdef Py_ssize_t f
     if n == 0:
         return
     with nogil:
@@ -37,9 +55,8 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
                         num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
             t = target[i]
             if t == ignore_index:
-                values[i, EVAL_LOSS] = 0
-                values[i, EVAL_WEIGHT] = 0
-                values[i, EVAL_ENTROPY] = 0
+                for f in range(EVAL_FIELDS):
+                    values[i, f] = 0
                 rank[i] = -1
                 continue
             row = _row(x, i)
@@ -48,9 +65,21 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
             wt = weight[t] if weight is not None else 1.0
             log_sum = log(st.sum)
             # as _index_block: (shift - x_t) + log(sum), so huge logits keep their differences
-            values[i, EVAL_LOSS] = wt * ((st.shift - <double>row[t]) + log_sum)
+            wl = wt * ((st.shift - <double>row[t]) + log_sum)
+            ent = log_sum - st.xlogit / st.sum
+            values[i, EVAL_LOSS] = wl
             values[i, EVAL_WEIGHT] = wt
-            values[i, EVAL_ENTROPY] = log_sum - st.xlogit / st.sum
+            values[i, EVAL_ENTROPY] = ent
+            values[i, EVAL_LOSS_SQ] = wl * wl
+            values[i, EVAL_WEIGHT_LOSS] = wt * wl
+            values[i, EVAL_WEIGHT_SQ] = wt * wt
+            values[i, EVAL_ENTROPY_SQ] = ent * ent
+            # p_t and the top-1 probability from the same shift and sum as the loss
+            p_t = exp(<double>row[t] - st.shift) / st.sum
+            brier = st.sum_sq / (st.sum * st.sum) - 2 * p_t + 1
+            values[i, EVAL_BRIER] = brier
+            values[i, EVAL_BRIER_SQ] = brier * brier
+            values[i, EVAL_CONFIDENCE] = exp(st.max - st.shift) / st.sum
             rank[i] = st.rank
 
 

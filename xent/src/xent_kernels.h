@@ -85,19 +85,37 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
  * sum), xlogit = sum_j exp(x_j - shift) (x_j - shift) for the predictive entropy
  * (H = log(sum) - xlogit / sum), and rank = the count of logits that are not <= the target's
  * (strictly greater, or NaN). All are rescaled together when the shift grows.
+ * For calibration: max = the largest entry (NaN ignored; -inf if none), so the top-1
+ * probability is exp(max - shift) / sum, and sum_sq = sum_j exp(x_j - shift)^2, so
+ * sum_j p_j^2 = sum_sq / sum^2 (the Brier score's one extra sum).
  */
 typedef struct {
     double shift;
     double sum;
     double xlogit;
     ptrdiff_t rank;
+    double max;
+    double sum_sq;
 } xent_eval_state;
 
 static inline xent_eval_state xent_eval_init(void)
 {
-    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0};
+    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0, -INFINITY, 0.0};
     return st;
 }
+
+/*
+ * Online state of a pair of rows for xent.compare (row_compare): each row's log-sum-exp state
+ * and the index of its first largest entry (-1 while none is seen: all -inf or NaN), and,
+ * from a second look at the rows (in cache) once the log-sum-exps are known, KL(ref || cand)
+ * and the Jensen-Shannon divergence, nats.
+ */
+typedef struct {
+    xent_lse_state ref, cand;
+    double ref_max, cand_max;
+    ptrdiff_t ref_argmax, cand_argmax;
+    double kl, js;
+} xent_compare_state;
 
 /*
  * Every kernel that is dispatched at run time, once per element type T (suffix S):
@@ -138,7 +156,9 @@ static inline xent_eval_state xent_eval_init(void)
                            double scale, const T *gout, ptrdiff_t *bad))                        \
     X(double, row_bce_logits, S, (const T *x, const T *y, const T *w, const T *pw, ptrdiff_t n, \
                                   T *loss, T *grad, double scale, const T *gout,                \
-                                  ptrdiff_t *bad))
+                                  ptrdiff_t *bad))                                          \
+    X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
+                             xent_compare_state *st))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
