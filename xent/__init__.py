@@ -26,6 +26,7 @@ from ._check import CheckError
 from ._dispatch import show_config
 from ._threads import get_num_threads
 from ._evaluation import EvaluationReport, evaluate
+from ._compare import ComparisonReport, compare
 
 # xent.evaluate is the function; its module is xent._evaluation. Code written when the module
 # was xent/evaluate.py (``import xent.evaluate``, ``from xent.evaluate import
@@ -56,6 +57,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "evaluate",
+    "compare", "ComparisonReport",
     "EvaluationReport",
     "get_num_threads",
     "info",

@@ -34,7 +34,7 @@ differences for non-finite logits documented on each function.
 from . import info, linear  # noqa: F401 (xent.reference.info mirrors xent.info)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_grad,
                       binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad)
-from ._evaluation import evaluate, target_rank
+from ._evaluation import calibration_errors, compare, evaluate, target_rank
 from ._multiclass import (cross_entropy, cross_entropy_grad, log_softmax, logsumexp, nll_loss,
                           softmax)
 from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
@@ -58,7 +58,7 @@ __all__ = [
     # Fused linear cross-entropy.
     "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
     # Evaluation.
-    "evaluate", "target_rank",
+    "evaluate", "target_rank", "compare", "calibration_errors",
 ]
 
 
