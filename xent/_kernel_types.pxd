@@ -40,6 +40,7 @@ cdef extern from "xent_kernels.h" nogil:
         Py_ssize_t cand_argmax
         double kl
         double js
+    xent_compare_state xent_compare_init()
 
     int XENT_SMALL_ROW
     int XENT_OPENMP

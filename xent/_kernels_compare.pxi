@@ -1,7 +1,7 @@
 # Part of xent/_kernels.pyx (included there): comparing two models' logits row by row
 # (xent.compare). The shared helpers (_row, _block_rows, kern, ...) are defined in _kernels.pyx.
 
-from xent._kernel_types cimport xent_compare_state
+from xent._kernel_types cimport xent_compare_init, xent_compare_state
 
 cdef enum:
     # columns of compare_rows' values: what xent.compare sums (in an order fixed by the row
@@ -56,6 +56,7 @@ def compare_rows(const floating[:, :] ref, const floating[:, :] cand, const intp
                 continue
             r = _row(ref, i)
             q = _row(cand, i)
+            st = xent_compare_init()   # assigned: private to each thread of the prange
             kern.row_compare(r, q, c, &st)
             values[i, CMP_COUNTED] = 1
             values[i, CMP_KL] = st.kl

@@ -117,6 +117,15 @@ typedef struct {
     double kl, js;
 } xent_compare_state;
 
+/* A fresh state (row_compare sets every field; a driver assigns this first so that a parallel
+ * loop gives each thread its own state). */
+static inline xent_compare_state xent_compare_init(void)
+{
+    xent_compare_state st = {{-INFINITY, 0.0}, {-INFINITY, 0.0}, -INFINITY, -INFINITY, -1, -1,
+                             0.0, 0.0};
+    return st;
+}
+
 /*
  * Every kernel that is dispatched at run time, once per element type T (suffix S):
  * X(return type, name, S, (parameters)). This one list makes the table's fields (below), the
