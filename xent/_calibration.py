@@ -24,8 +24,9 @@ Two kinds of bins:
   which :attr:`xent.EvaluationReport.ece_error_bound` reports (0 when every cut falls on a
   fine edge). With 65536 fine bins the bound is typically below 1e-4 of the ECE's scale.
 
-Confidence sums are kept in fixed point, units of 2**-32 (rounding 1.2e-10 per row), as
-int64: a bin overflows after 2**31 rows, exact and order free until then.
+Confidence sums are kept in fixed point as two int64 per bin: the sum of
+``round(c * 2**32)`` and the sum of the remainders in units of 2**-64 (rounding 5e-20 per row,
+below float64's own), exact and free of order until a bin holds 2**31 rows.
 """
 
 import numpy as np
@@ -59,15 +60,32 @@ def check_calibration(calibration, calibration_bins):
     return calibration, int(calibration_bins)
 
 
-def _bin_sums(index, correct, fixed, nbins):
-    """Per-bin (count, correct count, fixed-point confidence sum) as int64, exactly."""
+def _fixed_point(confidence):
+    """(high, low): confidence = high / 2**32 + low / 2**64 (to 2**-65), integer floats."""
+    scaled = confidence * CONFIDENCE_UNIT          # exact: a power of two
+    high = np.rint(scaled)
+    low = np.rint((scaled - high) * CONFIDENCE_UNIT)   # |low| <= 2**31, exact products
+    return high, low
+
+
+def _bin_sums(index, correct, high, low, nbins):
+    """Per-bin (count, correct count, confidence sums high and low) as int64, exactly."""
     count = np.bincount(index, minlength=nbins).astype(np.int64)
     hits = np.bincount(index[correct], minlength=nbins).astype(np.int64)
-    conf = np.zeros(nbins, dtype=np.int64)
+    conf_high = np.zeros(nbins, dtype=np.int64)
+    conf_low = np.zeros(nbins, dtype=np.int64)
     for start in range(0, len(index), _BINCOUNT_ROWS):
         part = slice(start, start + _BINCOUNT_ROWS)
-        conf += np.bincount(index[part], weights=fixed[part], minlength=nbins).astype(np.int64)
-    return count, hits, conf
+        conf_high += np.bincount(index[part], weights=high[part],
+                                 minlength=nbins).astype(np.int64)
+        conf_low += np.bincount(index[part], weights=low[part],
+                                minlength=nbins).astype(np.int64)
+    return count, hits, conf_high, conf_low
+
+
+def _confidence_sum(high, low):
+    """The float64 value of fixed-point sums (high / 2**32 + low / 2**64)."""
+    return high / CONFIDENCE_UNIT + low / CONFIDENCE_UNIT / CONFIDENCE_UNIT
 
 
 class CalibrationHistogram:
@@ -75,8 +93,9 @@ class CalibrationHistogram:
 
     def __init__(self, width_bins):
         self.width_bins = width_bins
-        self.fine = np.zeros((3, FINE_BINS), dtype=np.int64)       # count, correct, conf
-        self.width = np.zeros((3, width_bins), dtype=np.int64)
+        # rows: count, correct, confidence sum high and low parts
+        self.fine = np.zeros((4, FINE_BINS), dtype=np.int64)
+        self.width = np.zeros((4, width_bins), dtype=np.int64)
         self.nan = 0    # counted rows whose confidence is NaN (a row holding NaN or +inf)
 
     def add(self, confidence, correct):
@@ -88,10 +107,10 @@ class CalibrationHistogram:
         if not ok.all():
             confidence, correct = confidence[ok], correct[ok]
         confidence = np.clip(confidence, 0.0, 1.0)   # rounding may put it a hair above 1
-        fixed = np.rint(confidence * CONFIDENCE_UNIT)
+        high, low = _fixed_point(confidence)
         for table, nbins in ((self.fine, FINE_BINS), (self.width, self.width_bins)):
             index = np.minimum((confidence * nbins).astype(np.int64), nbins - 1)
-            table += np.stack(_bin_sums(index, correct, fixed, nbins))
+            table += np.stack(_bin_sums(index, correct, high, low, nbins))
 
     def merge(self, other):
         self.fine += other.fine
@@ -122,10 +141,11 @@ class CalibrationHistogram:
                              for row in self.fine])
             sums[:, cuts[:-1] == cuts[1:]] = 0              # two cuts on one edge: empty bin
             edges = cuts / FINE_BINS
-        count, hits, conf = sums
+        count, hits, conf_high, conf_low = sums
         with np.errstate(invalid="ignore", divide="ignore"):
             table = np.column_stack([edges[:-1], edges[1:], count,
-                                     conf / CONFIDENCE_UNIT / count, hits / count])
+                                     _confidence_sum(conf_high, conf_low) / count,
+                                     hits / count])
         return table, bound
 
     def errors(self, kind, nbins):

@@ -43,7 +43,7 @@ FIELDS = _kernels.evaluate_fields()   # float64 columns per row: _kernels.evalua
 assert _kernels.evaluate_columns()[_CONFIDENCE] == "confidence" and FIELDS == 10
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class EvaluationReport:
     """What :func:`evaluate` measured.
 
@@ -110,6 +110,21 @@ class EvaluationReport:
     byte_perplexity: float = None
     document_loglikelihood: np.ndarray = None
 
+    def __eq__(self, other):
+        """Field by field, arrays (the calibration table, document sums) bit for bit."""
+        if type(other) is not type(self):
+            return NotImplemented
+        for field in dataclasses.fields(self):
+            a, b = getattr(self, field.name), getattr(other, field.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
+                    return False
+            elif a != b and not (a is not None and b is not None and _both_nan(a, b)):
+                return False
+        return True
+
+    __hash__ = None
+
     def top(self, k):
         """Top-k accuracy for a k that was requested."""
         for kk, acc in self.topk_accuracy:
@@ -133,19 +148,25 @@ class EvaluationReport:
 
     def as_dict(self):
         """Flat dict: loss, perplexity, accuracy, top{k}_accuracy..., entropy, count, ignored,
-        then brier, confidence, ece, mce, ece_error_bound, each ``<metric>_stderr``, and
+        then brier, confidence, ece, mce, each ``<metric>_stderr``, and
         bits_per_byte and byte_perplexity when measured."""
         out = {"loss": self.loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
         for k, acc in self.topk_accuracy:
             out[f"top{k}_accuracy"] = acc
         out.update(entropy=self.entropy, count=self.count, ignored=self.ignored)
-        out.update(brier=self.brier, confidence=self.confidence, ece=self.ece, mce=self.mce,
-                   ece_error_bound=self.ece_error_bound)
+        out.update(brier=self.brier, confidence=self.confidence, ece=self.ece, mce=self.mce)
         for name, se in self.stderr.items():
             out[f"{name}_stderr"] = se
         if self.bits_per_byte is not None:
             out.update(bits_per_byte=self.bits_per_byte, byte_perplexity=self.byte_perplexity)
         return out
+
+
+def _both_nan(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(x == y or _both_nan(x, y) for x, y in
+                                            zip(a.values(), b.values()))
+    return isinstance(a, float) and isinstance(b, float) and a != a and b != b
 
 
 # ---- exact, order-fixed accumulation ----------------------------------------------------------

@@ -363,7 +363,8 @@ def evaluate_files(args):
         reliability_diagram(report, args.plot)
     if args.json:
         out = {k: _json_number(v) for k, v in report.as_dict().items()}
-        out.update(nan_rows=nan_rows, rows=rows, files=len(pairs), seconds=seconds)
+        out.update(nan_rows=nan_rows, rows=rows, files=len(pairs), seconds=seconds,
+                   ece_error_bound=report.ece_error_bound)
         out["calibration_bins"] = [
             dict(zip(("low", "high", "count", "confidence", "accuracy"),
                      (_json_number(float(v)) for v in row)))
