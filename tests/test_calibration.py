@@ -240,3 +240,19 @@ def test_eval_cli_plot_and_json(tmp_path, monkeypatch, capsys):
     with open("rel.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize("rel.png") > 10000
+
+
+def test_compiled_histogram_equals_the_numpy_one():
+    x, t = classifier_outputs(5000, 9, dtype=np.float64, seed=12, ignore_every=5)
+    x[7, 3] = np.nan
+    values = np.empty((5000, _kernels.evaluate_fields()))
+    rank = np.empty(5000, dtype=np.intp)
+    _kernels.evaluate_rows(x, t.astype(np.intp), None, -100, values, rank, 1)
+    compiled, numpy_made = (_calibration.CalibrationHistogram(13) for _ in range(2))
+    column = _kernels.evaluate_columns().index("confidence")
+    compiled.add_rows(values, column, rank)
+    kept = rank >= 0
+    numpy_made.add(values[kept, column], rank[kept] == 0)
+    np.testing.assert_array_equal(compiled.fine, numpy_made.fine)
+    np.testing.assert_array_equal(compiled.width, numpy_made.width)
+    assert compiled.nan == numpy_made.nan == 1

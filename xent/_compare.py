@@ -144,6 +144,11 @@ def _sources(ref, cand, labels):
         _check_pair(xr, xc, y, "")
         return int(np.prod(xr.shape[:-1], dtype=np.int64)), iter([(xr, xc, y, "")])
 
+    total = None
+    if isinstance(ref, (list, tuple)):   # shards: open them now, so the bar has a total
+        ref = [open_array(b, f"batch {i} ref") for i, b in enumerate(ref)]
+        total = sum(int(np.prod(b.shape[:-1], dtype=np.int64)) for b in ref)
+
     def batches():
         label_batches = labels if labels is not None else iter(lambda: None, 0)
         for i, (br, bc, by) in enumerate(zip(ref, cand, label_batches,
@@ -154,7 +159,7 @@ def _sources(ref, cand, labels):
             y = None if by is None else open_array(by, f"{where}labels")
             _check_pair(xr, xc, y, where)
             yield xr, xc, y, f"batch {i}, "
-    return None, batches()
+    return total, batches()
 
 
 def _rows_of(x):

@@ -223,7 +223,7 @@ class Accumulator:
         kept = rank >= 0
         counted = rank[kept]
         if values is not None:
-            self.histogram.add(values[kept, _CONFIDENCE], counted == 0)
+            self.histogram.add_rows(values, _CONFIDENCE, rank)
         self.ignored += len(rank) - len(counted)
         self.count += len(counted)
         for j, k in enumerate(self.topk):
@@ -290,7 +290,7 @@ def block_summary(values, rank, row0, topk, group=GROUP_ROWS, calibration_bins=1
     kept = rank >= 0
     counted = rank[kept]
     histogram = _cal.CalibrationHistogram(calibration_bins)
-    histogram.add(values[kept, _CONFIDENCE], counted == 0)
+    histogram.add_rows(np.ascontiguousarray(values), _CONFIDENCE, np.ascontiguousarray(rank))
     return BlockSummary(
         row0=int(row0), nrows=n, head=np.ascontiguousarray(values[:head_len]),
         groups=out[:k].copy(), carry=carry, tail_rows=len(rest) - k * group,
