@@ -120,14 +120,14 @@ from libc.stdint cimport int64_t
 def calibration_histograms(const double[:, ::1] values, Py_ssize_t column,
                            const intp_t[::1] rank, int64_t[:, ::1] fine, int64_t[:, ::1] width):
     """Add the counted rows (rank >= 0) to integer histograms of their top-1 confidence
-    values[:, column]: rows (count, top-1 correct, confidence sum high, low) of each table,
+    values[:, column]: columns (count, top-1 correct, confidence sum high, low) of each table,
     bin = min(floor(confidence * bins), bins - 1). The confidence c (clipped to [0, 1]) is
     added as high = rint(c 2^32) and low = rint((c 2^32 - high) 2^32): integers, so the sums
     are exact and free of order. Returns the count of counted rows whose confidence is NaN
     (not binned).
     """
     cdef Py_ssize_t n = values.shape[0], i, b
-    cdef Py_ssize_t nfine = fine.shape[1], nwidth = width.shape[1]
+    cdef Py_ssize_t nfine = fine.shape[0], nwidth = width.shape[0]
     cdef Py_ssize_t nan = 0
     cdef double c, scaled, high, low
     cdef int64_t correct
@@ -147,15 +147,15 @@ def calibration_histograms(const double[:, ::1] values, Py_ssize_t column,
             b = <Py_ssize_t>(c * nfine)
             if b > nfine - 1:
                 b = nfine - 1
-            fine[0, b] += 1
-            fine[1, b] += correct
-            fine[2, b] += <int64_t>high
-            fine[3, b] += <int64_t>low
+            fine[b, 0] += 1
+            fine[b, 1] += correct
+            fine[b, 2] += <int64_t>high
+            fine[b, 3] += <int64_t>low
             b = <Py_ssize_t>(c * nwidth)
             if b > nwidth - 1:
                 b = nwidth - 1
-            width[0, b] += 1
-            width[1, b] += correct
-            width[2, b] += <int64_t>high
-            width[3, b] += <int64_t>low
+            width[b, 0] += 1
+            width[b, 1] += correct
+            width[b, 2] += <int64_t>high
+            width[b, 3] += <int64_t>low
     return nan
