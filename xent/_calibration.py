@@ -179,8 +179,8 @@ def ratio_stderr(sum_y, sum_w, sum_yy, sum_wy, sum_ww, n):
     """
     if n < 2 or not sum_w:
         return float("nan")
-    r = sum_y / sum_w
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        r = sum_y / sum_w
         spread = max(sum_yy - 2 * r * sum_wy + r * r * sum_ww, 0.0)
         return float(np.sqrt(spread / (sum_w * sum_w) * n / (n - 1)))
 
@@ -195,7 +195,7 @@ def proportion_stderr(hits, n):
     if n < 2:
         return float("nan")
     p = hits / n
-    return float(np.sqrt(p * (1 - p) / (n - 1)))
+    return float(np.sqrt(max(p * (1 - p), 0.0) / (n - 1)))
 
 
 def interval(mean, stderr):

@@ -22,8 +22,7 @@ import numpy as np
 
 from . import _calibration as _cal
 from . import _kernels
-from ._evaluation import (CHUNK_BYTES, GROUP_ROWS, MAX_CHUNK_ROWS, _check_logits, _flat_rows,
-                          check_chunk_rows)
+from ._evaluation import CHUNK_BYTES, GROUP_ROWS, MAX_CHUNK_ROWS, check_chunk_rows
 from ._io import is_path, open_array
 from ._threads import get_num_threads, shares_cpus
 from ._validation import aligned, check_ignore_index, compute_dtype
@@ -162,8 +161,19 @@ def _sources(ref, cand, labels):
     return total, batches()
 
 
+def _check_logits(x, name):
+    if compute_dtype(x.dtype) is None:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
+                        f"{x.dtype}")
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"{name} has shape {x.shape}: it needs a non-empty class axis (last)")
+    return x
+
+
 def _rows_of(x):
-    return next(iter(_flat_rows(x))) if x.ndim <= 2 else np.reshape(x, (-1, x.shape[-1]))
+    """(rows, C): a view where the layout allows one (always for .npy files and C-ordered
+    arrays), else a copy."""
+    return np.reshape(x, (-1, x.shape[-1]))
 
 
 def _prepared(rows, compute):
@@ -198,7 +208,8 @@ class _OrderedSums:
 def _percentiles(values, qs):
     if len(values) == 0:
         return {q: float("nan") for q in qs}
-    v = np.percentile(values.astype(np.float64), qs)
+    with np.errstate(invalid="ignore"):   # inf - inf between two infinite KLs
+        v = np.percentile(values.astype(np.float64), qs)
     return {q: float(x) for q, x in zip(qs, v)}
 
 

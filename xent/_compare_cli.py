@@ -13,9 +13,14 @@ import time
 import numpy as np
 
 
-def add_compare_command(commands):
-    """Add the ``compare`` subcommand to the ``xent`` command's subparsers."""
-    from .cli import _shape, positive_int, thread_count
+def add_compare_command(commands, files):
+    """Add the ``compare`` subcommand to the ``xent`` command's subparsers.
+
+    ``files`` lends ``xent eval``'s ways with files and options (a namespace of xent.cli's
+    expand, open_logits, open_labels, shape, positive_int, thread_count, stderr_is_terminal
+    and format_time), so both commands read files alike.
+    """
+    shape, positive_int, thread_count = files.shape, files.positive_int, files.thread_count
 
     parser = commands.add_parser(
         "compare", help="KL, JSD, top-1 agreement and perplexity ratio of two models' logits",
@@ -41,26 +46,24 @@ def add_compare_command(commands):
                         help="no progress bar (there is none unless stderr is a terminal)")
     parser.add_argument("--dtype", type=np.dtype, default=None,
                         help="dtype of raw binary logits files")
-    parser.add_argument("--shape", type=_shape, default=None,
+    parser.add_argument("--shape", type=shape, default=None,
                         help="shape of raw binary logits files: ROWS,CLASSES or CLASSES")
     parser.add_argument("--labels-dtype", type=np.dtype, default=np.dtype(np.int64),
                         help="dtype of raw binary label files (default int64)")
     parser.add_argument("--chunk-rows", type=positive_int, default=None,
                         help="rows per chunk (default: about 64 MiB of each model's logits)")
-    parser.set_defaults(run=compare_files)
+    parser.set_defaults(run=lambda args: compare_files(args, files))
 
 
-def _open_all(args):
-    from .cli import _expand, _open_labels, _open_logits
-
-    refs = [_open_logits(f, args) for f in _expand(args.ref)]
-    cands = [_open_logits(f, args) for f in _expand(args.cand)]
+def _open_all(args, files):
+    refs = [files.open_logits(f, args) for f in files.expand(args.ref)]
+    cands = [files.open_logits(f, args) for f in files.expand(args.cand)]
     if len(refs) != len(cands):
         raise ValueError(f"{len(refs)} REF files but {len(cands)} CAND files: give one "
                          f"candidate shard per reference shard")
     labels = None
     if args.labels is not None:
-        labels = [_open_labels(f, args) for f in _expand(args.labels)]
+        labels = [files.open_labels(f, args) for f in files.expand(args.labels)]
         if len(labels) != len(refs):
             raise ValueError(f"{len(refs)} REF files but {len(labels)} LABELS files")
         labels = [y.reshape(x.shape[:-1]) if y.size == int(np.prod(x.shape[:-1])) else y
@@ -72,14 +75,13 @@ def _number(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def compare_files(args):
+def compare_files(args, files):
     """``xent compare``: returns the exit status."""
     from ._compare import compare
     from ._io import ArrayFileError
-    from .cli import _stderr_is_terminal, format_time
 
     try:
-        refs, cands, labels = _open_all(args)
+        refs, cands, labels = _open_all(args, files)
     except (ArrayFileError, ValueError, TypeError) as exc:
         print(f"xent compare: error: {exc}", file=sys.stderr)
         return 1
@@ -88,7 +90,7 @@ def compare_files(args):
               file=sys.stderr)
         return 1
     rows = sum(int(np.prod(x.shape[:-1], dtype=np.int64)) for x in refs)
-    progress = not args.no_progress and _stderr_is_terminal()
+    progress = not args.no_progress and files.stderr_is_terminal()
     start = time.perf_counter()
     try:
         if len(refs) == 1:
@@ -114,7 +116,7 @@ def compare_files(args):
         return 0
     classes = refs[0].shape[-1]
     print(f"xent compare: {rows:,} rows x {classes:,} classes in {len(refs)} file pair(s), "
-          f"{format_time(seconds)}")
+          f"{files.format_time(seconds)}")
     lines = [("KL mean", f"{report.kl:.6g}", f"nats, standard error {report.kl_stderr:.3g}")]
     lines += [("KL max" if q == 100 else f"KL p{q:g}", f"{v:.6g}", "")
               for q, v in report.kl_percentiles.items()]

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -487,7 +488,10 @@ def build_parser():
 
     from ._compare_cli import add_compare_command
 
-    add_compare_command(commands)
+    add_compare_command(commands, types.SimpleNamespace(
+        expand=_expand, open_logits=_open_logits, open_labels=_open_labels, shape=_shape,
+        positive_int=positive_int, thread_count=thread_count,
+        stderr_is_terminal=lambda: _stderr_is_terminal(), format_time=format_time))
 
     selftest_parser = commands.add_parser(
         "selftest", help="check every function against the reference on every kernel variant",

@@ -215,6 +215,9 @@ def compare(ref, cand, labels=None, *, ignore_index=-100):
         t = t[kept]
     xr, xc = xr[kept], xc[kept]
     n = len(xr)
+    if n == 0:   # nothing compared: every mean and percentile is NaN
+        xr = xc = np.full((1, c), np.nan)
+        t = np.zeros(1, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         lp, lq = log_softmax(xr), log_softmax(xc)
         p, q = np.exp(lp), np.exp(lq)
@@ -229,6 +232,8 @@ def compare(ref, cand, labels=None, *, ignore_index=-100):
 
         ar, ac = argmax(xr), argmax(xc)
         agree = (ar == ac) & (ar >= 0)
+        if n == 0:
+            agree = np.array([np.nan])
         out = {"count": n, "ignored": int(np.sum(~kept)), "kl": float(np.mean(kl)),
                "kl_stderr": _stderr(kl)}
         for qq, v in zip((50, 90, 99, 99.9), np.percentile(kl, (50, 90, 99, 99.9))):

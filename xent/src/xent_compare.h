@@ -10,6 +10,7 @@
  *
  *   d_i = (x_ref,i - x_cand,i) - (lse_ref - lse_cand)   (= log p_i - log q_i)
  *   KL  = sum_{p_i > 0} p_i (d_i + exp(-d_i) - 1) + sum_{p_i = 0} q_i
+ *   (p_i = 0 also where exp underflows: p_i d_i is then 0 and p_i exp(-d_i) is q_i)
  *   JSD = 1/2 sum_i m_i h(u_i),  m_i = (p_i + q_i) / 2,  u_i = (p_i - q_i) / (p_i + q_i)
  *         = tanh(d_i / 2),  h(u) = (1 + u) log(1 + u) + (1 - u) log(1 - u)
  *
@@ -139,9 +140,8 @@ static inline void F(divergence_chunk)(const T *r, const T *c, ptrdiff_t n, T ls
             T d = (xr - xc) - delta;
             T p = F(exp)(xr - lse_r), q = F(exp)(xc - lse_c);
             T tk = p * F(kl_term)(d);
-            tk = p == 0 ? 0 : tk;                         /* p underflowed: no term */
             tk = xc == -(T)INFINITY ? (T)INFINITY : tk;   /* q = 0 where p > 0 */
-            tk = xr == -(T)INFINITY ? q : tk;             /* p = 0: q's mass there */
+            tk = p == 0 ? q : tk;      /* p = 0 (or below T's range): q's mass there */
             T m = (p + q) / 2;
             /* one of p, q is 0: d = +-inf, h = 2 ln 2; both (d NaN): no term */
             T tj = m == 0 ? 0 : m * F(js_term)(d);
