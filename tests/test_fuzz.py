@@ -813,7 +813,11 @@ def expect_compare(kw, got):
     tol = {F16: 1e-3, F32: 1e-3, F64: 1e-9}[native(kw["ref"].dtype)]
     for name in ("kl", "js"):
         a, b = getattr(got, name), want[name]
-        assert (a != a and b != b) or a == b or abs(a - b) <= tol * (1 + abs(b)), (name, a, b)
+        # q_i = exp(-1e30) is 0 in the reference (KL inf), while xent's p_i d_i keeps the
+        # finite 1e30-sized KL: both say "enormous"
+        huge = b == INF and a > 1e20
+        assert (a != a and b != b) or a == b or abs(a - b) <= tol * (1 + abs(b)) or huge, (
+            name, a, b)
     other = dict(kw, chunk_rows=None if kw.get("chunk_rows") else 2, num_threads=1)
     other = {k: v for k, v in other.items() if not k.startswith("_")}
     again = xent.compare(other.pop("ref"), other.pop("cand"), **other)

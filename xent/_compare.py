@@ -298,7 +298,8 @@ def compare(ref, cand, labels=None, *, ignore_index=-100, chunk_rows=None, num_t
                 kept = values[:, _C["counted"]] == 1
                 count += int(np.count_nonzero(kept))
                 ignored += n - int(np.count_nonzero(kept))
-                kl_parts.append(values[kept, _C["kl"]].astype(np.float32))
+                with np.errstate(over="ignore"):   # a KL above 3.4e38 is kept as inf
+                    kl_parts.append(values[kept, _C["kl"]].astype(np.float32))
                 if labelled:
                     shift_parts.append(values[kept, _C["dp"]].astype(np.float32))
                 sums.add(values)

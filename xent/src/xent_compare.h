@@ -137,8 +137,13 @@ static inline void F(divergence_chunk)(const T *r, const T *c, ptrdiff_t n, T ls
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
             T xr = pr[l], xc = pc[l];
-            T d = (xr - xc) - delta;
-            T p = F(exp)(xr - lse_r), q = F(exp)(xc - lse_c);
+            /* (x_r - x_c) - delta keeps the digits of close models; where the logits are far
+             * apart (|x_r - x_c| above |log p| + |log q|: a logit of 1e30 against 0.1) it
+             * would lose them all, and (x_r - lse_r) - (x_c - lse_c) is the accurate one */
+            T lp = xr - lse_r, lq = xc - lse_c, gap = xr - xc;
+            T far = (gap < 0 ? -gap : gap) > (lp < 0 ? -lp : lp) + (lq < 0 ? -lq : lq);
+            T d = far ? lp - lq : gap - delta;
+            T p = F(exp)(lp), q = F(exp)(lq);
             T tk = p * F(kl_term)(d);
             tk = xc == -(T)INFINITY ? (T)INFINITY : tk;   /* q = 0 where p > 0 */
             tk = p == 0 ? q : tk;      /* p = 0 (or below T's range): q's mass there */
