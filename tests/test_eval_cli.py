@@ -72,12 +72,18 @@ def test_human_readable_table(files, capsys):
     assert lines[0].startswith("xent eval: 3,000 rows x 40 classes")
     names = [line[:13].strip() for line in lines[1:]]
     assert names == ["loss", "perplexity", "accuracy", "top-5", "entropy", "count", "ignored",
-                     "NaN rows"]
-    loss = float(lines[1].split()[1])
+                     "NaN rows", "brier", "ECE", "MCE", "loss 95%", "acc. 95%"]
+    row = {name: line for name, line in zip(names, lines[1:])}
+    loss = float(row["loss"].split()[1])
     expected = reference.evaluate(np.load("x.npy"), np.load("t.npy"), ignore_index=-7)
     assert loss == pytest.approx(expected["loss"], abs=1e-6)
-    assert lines[-2].split()[1] == "300"   # ignored
-    assert lines[-1].split()[2] == "0"     # NaN rows
+    assert row["ignored"].split()[1] == "300"
+    assert row["NaN rows"].split()[2] == "0"
+    assert float(row["brier"].split()[1]) == pytest.approx(expected["brier"], abs=1e-6)
+    assert float(row["ECE"].split()[1]) == pytest.approx(expected["ece"], abs=1e-6)
+    low, high = (float(v) for v in row["loss 95%"].split("[")[1].split("]")[0].split(","))
+    assert low == pytest.approx(expected["loss"] - 1.959964 * expected["loss_stderr"], abs=2e-6)
+    assert high == pytest.approx(expected["loss"] + 1.959964 * expected["loss_stderr"], abs=2e-6)
 
 
 def write_bad(kind):

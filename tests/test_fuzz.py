@@ -837,6 +837,50 @@ def same_value(a, b):
     return a == b or (a != a and b != b)
 
 
+# -- compare
+
+@st.composite
+def compare_call(draw):
+    """Two models' logits of one dtype and shape (the candidate with hostile entries or
+    not), labels or none, chunks of a few rows or the default."""
+    batch = draw(batch_shapes())
+    n_classes = draw(n_classes_strategy(batch))
+    dtype = draw(st.sampled_from([F16, F32, F64]))
+    ref_logits = draw(float_arrays(batch + (n_classes,), dtype=dtype, hostile=False))
+    kw = dict(ref=ref_logits, cand=draw(float_arrays(batch + (n_classes,), dtype=dtype)),
+              num_threads=threads_option(draw))
+    if draw(st.booleans()):
+        ignore = draw(st.sampled_from([-100, 0]))
+        kw["labels"] = draw(class_labels(batch, n_classes, ignore))
+        kw["ignore_index"] = ignore
+    chunk = draw(st.sampled_from([None, "few"]))
+    if chunk is not None:
+        kw["chunk_rows"] = draw(st.integers(1, 3))
+    return kw
+
+
+def expect_compare(kw, got):
+    with np.errstate(all="ignore"):
+        want = ref.compare(f64(kw["ref"]), f64(kw["cand"]), kw.get("labels"),
+                           ignore_index=kw.get("ignore_index", -100))
+    assert isinstance(got, xent.ComparisonReport), type(got)
+    assert (got.count, got.ignored) == (want["count"], want["ignored"])
+    assert got.top1_agreement == want["top1_agreement"] or (
+        math.isnan(got.top1_agreement) and math.isnan(want["top1_agreement"]))
+    tol = {F16: 1e-3, F32: 1e-3, F64: 1e-9}[native(kw["ref"].dtype)]
+    for name in ("kl", "js"):
+        a, b = getattr(got, name), want[name]
+        # q_i = exp(-1e30) is 0 in the reference (KL inf), while xent's p_i d_i keeps the
+        # finite 1e30-sized KL: both say "enormous"
+        huge = b == INF and a > 1e20
+        assert (a != a and b != b) or a == b or abs(a - b) <= tol * (1 + abs(b)) or huge, (
+            name, a, b)
+    other = dict(kw, chunk_rows=None if kw.get("chunk_rows") else 2, num_threads=1)
+    other = {k: v for k, v in other.items() if not k.startswith("_")}
+    again = xent.compare(other.pop("ref"), other.pop("cand"), **other)
+    assert same_report(got, again), (got, again)
+
+
 ROWWISE_HOSTILE = {"x": "float_array", "axis": "axis", "num_threads": "num_threads",
                    "out": "out", "check": "check"}
 # -- linear cross-entropy (hidden @ weight.T + bias, never formed by xent)
@@ -1141,6 +1185,10 @@ SPECS = [
          dict(logits="float_array", labels="labels", weight="weight", topk="topk",
               ignore_index="ignore_index", chunk_rows="chunk_rows", num_threads="num_threads"),
          positional=("logits", "labels")),
+    Spec("compare", xent.compare, compare_call(), expect_compare,
+         dict(ref="float_array", ignore_index="ignore_index", chunk_rows="chunk_rows",
+              num_threads="num_threads"),
+         positional=("ref", "cand")),
     Spec("linear_cross_entropy", xent.linear_cross_entropy, linear_call(), expect_linear,
          LINEAR_HOSTILE, positional=("hidden", "weight", "target")),
     Spec("linear_cross_entropy_with_grad", xent.linear_cross_entropy_with_grad,
@@ -1216,7 +1264,7 @@ def hostile_argument(draw, spec, kw):
 
 
 ARRAY_ARGS = {"x", "logits", "log_probs", "probs", "p", "q", "target", "labels", "weight",
-              "pos_weight", "grad_output"}
+              "pos_weight", "grad_output", "ref", "cand"}
 
 
 def snapshot(kw):
@@ -1273,7 +1321,7 @@ def test_fuzz(spec):
                 np.testing.assert_array_equal(kw[k], v, err_msg=f"{k} was modified")
         kw = {k: np.asarray(v) if k in ARRAY_ARGS and v is not None else v
               for k, v in kw.items()}
-        x_name = next(n for n in ("x", "logits", "log_probs", "probs", "p", "hidden")
+        x_name = next(n for n in ("x", "logits", "log_probs", "probs", "p", "hidden", "ref")
                       if n in kw) \
             if spec.name != "get_num_threads" else None
         if x_name is not None:

@@ -30,6 +30,7 @@ from .divergence import (js_divergence_logits, js_divergence_logits_with_grad,
 from ._dispatch import show_config
 from ._threads import get_num_threads
 from ._evaluation import EvaluationReport, evaluate
+from ._compare import ComparisonReport, compare
 
 # xent.evaluate is the function; its module is xent._evaluation. Code written when the module
 # was xent/evaluate.py (``import xent.evaluate``, ``from xent.evaluate import
@@ -62,6 +63,7 @@ __all__ = [
     "cross_entropy_grad_hess",
     "cross_entropy_with_grad",
     "evaluate",
+    "compare", "ComparisonReport",
     "EvaluationReport",
     "get_num_threads",
     "info",

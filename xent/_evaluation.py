@@ -1,9 +1,10 @@
-"""Evaluation over whole datasets: loss, perplexity, top-k accuracy and entropy in one pass.
+"""Evaluation over whole datasets: loss, perplexity, top-k accuracy, entropy, calibration and
+their standard errors in one pass.
 
 :func:`evaluate` reads logits a chunk of rows at a time (arrays, memory maps, ``.npy`` files,
 or iterables of batches), so memory stays bounded by the chunk whatever the dataset's size.
-One kernel call per row finds the max, the sum of exps, the target's rank and the entropy's
-sum in a single read of the row.
+One kernel call per row finds the max, the sum of exps, the target's rank, the entropy's sum
+and the sum of squared probabilities (Brier score) in a single read of the row.
 
 Exactness: every row yields float64 values (weighted loss, weight, entropy) that depend on
 that row only. They are added in an order fixed by the global row index: rows are summed one
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from . import _calibration as _cal
 from . import _kernels
 from ._io import FileArray, is_path, open_array, row_chunks
 from ._threads import get_num_threads, shares_cpus
@@ -35,11 +37,13 @@ CHUNK_BYTES = 128 * 2**20
 #: At most this many rows per chunk (short rows): the per-row buffers stay at 32 MiB.
 MAX_CHUNK_ROWS = 2**20
 
-FIELDS = _kernels.evaluate_fields()   # float64 columns per row: loss, weight, entropy
-_LOSS, _WEIGHT, _ENTROPY = 0, 1, 2
+FIELDS = _kernels.evaluate_fields()   # float64 columns per row: _kernels.evaluate_columns()
+(_LOSS, _WEIGHT, _ENTROPY, _LOSS_SQ, _WEIGHT_LOSS, _WEIGHT_SQ, _ENTROPY_SQ, _BRIER, _BRIER_SQ,
+ _CONFIDENCE) = range(10)
+assert _kernels.evaluate_columns()[_CONFIDENCE] == "confidence" and FIELDS == 10
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class EvaluationReport:
     """What :func:`evaluate` measured.
 
@@ -60,6 +64,31 @@ class EvaluationReport:
         Rows counted (label not ``ignore_index``).
     ignored : int
         Rows whose label is ``ignore_index``.
+    brier : float
+        Multi-class Brier score: mean over counted rows of ``sum_k (p_k - onehot(t)_k)^2``
+        (0 to 2). Unweighted.
+    confidence : float
+        Mean top-1 probability ``max_k p_k`` over counted rows.
+    ece, mce : float
+        Expected and maximum calibration error of the top-1 prediction over the bins
+        ``calibration_table`` shows: ``sum_b n_b |acc_b - conf_b| / N`` and the largest
+        ``|acc_b - conf_b|`` over non-empty bins. NaN if a counted row has a NaN confidence.
+    calibration : str
+        ``"mass"`` (equal-mass bins) or ``"width"`` (equal-width bins).
+    calibration_table : numpy.ndarray, shape (bins, 5)
+        Per bin: low and high edge of confidence, row count, mean confidence, accuracy (the
+        reliability diagram).
+    ece_error_bound : float
+        Bound on ``|ece - ECE of the exact equal-mass bins|`` from cutting at fine-histogram
+        edges (see :mod:`xent._calibration`); 0 for equal-width bins.
+    stderr : dict
+        Standard error of each mean metric: ``loss``, ``accuracy``, ``top{k}_accuracy``,
+        ``entropy``, ``brier``, ``perplexity`` (by the delta method: perplexity x the loss's).
+    bits_per_byte, byte_perplexity : float or None
+        With ``num_bytes``: summed loss / (ln 2 x bytes) and ``2 ** bits_per_byte``.
+    document_loglikelihood : numpy.ndarray or None
+        With ``documents``: per document id, the sum of the counted rows' log-likelihoods
+        ``log softmax(x)[t]`` (as lm-evaluation-harness's ``loglikelihood_rolling``).
 
     Examples
     --------
@@ -80,6 +109,32 @@ class EvaluationReport:
     entropy: float
     count: int
     ignored: int
+    brier: float = float("nan")
+    confidence: float = float("nan")
+    ece: float = float("nan")
+    mce: float = float("nan")
+    calibration: str = "mass"
+    calibration_table: np.ndarray = None
+    ece_error_bound: float = 0.0
+    stderr: dict = dataclasses.field(default_factory=dict)
+    bits_per_byte: float = None
+    byte_perplexity: float = None
+    document_loglikelihood: np.ndarray = None
+
+    def __eq__(self, other):
+        """Field by field, arrays (the calibration table, document sums) bit for bit."""
+        if type(other) is not type(self):
+            return NotImplemented
+        for field in dataclasses.fields(self):
+            a, b = getattr(self, field.name), getattr(other, field.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
+                    return False
+            elif a != b and not (a is not None and b is not None and _both_nan(a, b)):
+                return False
+        return True
+
+    __hash__ = None
 
     def top(self, k):
         """Top-k accuracy for a k that was requested.
@@ -106,31 +161,52 @@ class EvaluationReport:
     def topks(self):
         return tuple(k for k, _ in self.topk_accuracy)
 
+    def interval(self, name):
+        """The 95% interval (normal approximation) of a mean metric named as in ``stderr``;
+        the perplexity's is ``exp`` of the loss's (asymmetric, as perplexity is)."""
+        if name == "perplexity":
+            lo, hi = _cal.interval(self.loss, self.stderr["loss"])
+            with np.errstate(over="ignore"):
+                return (float(np.exp(lo)), float(np.exp(hi)))
+        mean = self.as_dict()[name]
+        return _cal.interval(mean, self.stderr[name])
+
     def as_dict(self):
-        """Flat dict: loss, perplexity, accuracy, top{k}_accuracy..., entropy, count, ignored.
+        """Flat dict: loss, perplexity, accuracy, top{k}_accuracy..., entropy, count, ignored,
+        then brier, confidence, ece, mce, each ``<metric>_stderr``, and
+        bits_per_byte and byte_perplexity when measured.
 
         Examples
         --------
         >>> import numpy as np
         >>> import xent
         >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0]])
-        >>> report = xent.evaluate(logits, np.array([0, 2, 0]), topk=(1, 2))
-        >>> for name, value in report.as_dict().items():
-        ...     print(f"{name:>14}: {value:.4g}")
+        >>> report = xent.evaluate(logits, np.array([0, 2, 0]), topk=(1, 2)).as_dict()
+        >>> for name in ("loss", "perplexity", "accuracy", "top2_accuracy", "count"):
+        ...     print(f"{name:>14}: {report[name]:.4g}")
                   loss: 0.485
             perplexity: 1.624
               accuracy: 0.6667
-         top1_accuracy: 0.6667
          top2_accuracy: 1
-               entropy: 0.6599
                  count: 3
-               ignored: 0
         """
         out = {"loss": self.loss, "perplexity": self.perplexity, "accuracy": self.accuracy}
         for k, acc in self.topk_accuracy:
             out[f"top{k}_accuracy"] = acc
         out.update(entropy=self.entropy, count=self.count, ignored=self.ignored)
+        out.update(brier=self.brier, confidence=self.confidence, ece=self.ece, mce=self.mce)
+        for name, se in self.stderr.items():
+            out[f"{name}_stderr"] = se
+        if self.bits_per_byte is not None:
+            out.update(bits_per_byte=self.bits_per_byte, byte_perplexity=self.byte_perplexity)
         return out
+
+
+def _both_nan(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(x == y or _both_nan(x, y) for x, y in
+                                            zip(a.values(), b.values()))
+    return isinstance(a, float) and isinstance(b, float) and a != a and b != b
 
 
 # ---- exact, order-fixed accumulation ----------------------------------------------------------
@@ -154,12 +230,14 @@ class BlockSummary:
     count: int
     ignored: int
     hits: np.ndarray
+    calibration: _cal.CalibrationHistogram = None
 
 
 class Accumulator:
     """Running totals of an evaluation, added in the order fixed by the global row index."""
 
-    def __init__(self, topk, requested, group=GROUP_ROWS):
+    def __init__(self, topk, requested, group=GROUP_ROWS, calibration="mass",
+                 calibration_bins=15):
         self.topk = topk              # every k counted (1 included: the accuracy)
         self.requested = requested    # the k reported in topk_accuracy
         self.group = group
@@ -169,6 +247,9 @@ class Accumulator:
         self.count = 0
         self.ignored = 0
         self.hits = np.zeros(len(topk), dtype=np.int64)
+        self.calibration, self.calibration_bins = calibration, calibration_bins
+        self.histogram = _cal.CalibrationHistogram(calibration_bins)
+        self.loss_total = None   # the summed loss, with num_bytes (set by report)
 
     def add_values(self, values):
         """Feed per-row values of the next rows (global rows self.row, ...)."""
@@ -177,9 +258,12 @@ class Accumulator:
         _kernels.add_in_order(out[:k], self.total)
         self.row += len(values)
 
-    def add_ranks(self, rank):
-        """Count the rows of one chunk (rank -1: ignored)."""
-        counted = rank[rank >= 0]
+    def add_ranks(self, rank, values=None):
+        """Count the rows of one chunk (rank -1: ignored); with its values, their calibration."""
+        kept = rank >= 0
+        counted = rank[kept]
+        if values is not None:
+            self.histogram.add_rows(values, _CONFIDENCE, rank)
         self.ignored += len(rank) - len(counted)
         self.count += len(counted)
         for j, k in enumerate(self.topk):
@@ -197,6 +281,8 @@ class Accumulator:
         self.count += s.count
         self.ignored += s.ignored
         self.hits += s.hits
+        if s.calibration is not None:
+            self.histogram.merge(s.calibration)
 
     def report(self):
         total = self.total.copy()
@@ -209,14 +295,31 @@ class Accumulator:
         count = self.count
         topk = tuple((k, int(h) / count if count else nan) for k, h in zip(self.topk, self.hits))
         accuracy = next(a for k, a in topk if k == 1)
+        stderr = {"loss": _cal.ratio_stderr(total[_LOSS], total[_WEIGHT], total[_LOSS_SQ],
+                                            total[_WEIGHT_LOSS], total[_WEIGHT_SQ], count)}
+        stderr["perplexity"] = perplexity * stderr["loss"]   # delta method
+        for k, h in zip(self.topk, self.hits):
+            if k in self.requested or k == 1:
+                stderr["accuracy" if k == 1 else f"top{k}_accuracy"] = \
+                    _cal.proportion_stderr(int(h), count)
+        if 1 in self.requested:
+            stderr["top1_accuracy"] = stderr["accuracy"]
+        stderr["entropy"] = _cal.mean_stderr(total[_ENTROPY], total[_ENTROPY_SQ], count)
+        stderr["brier"] = _cal.mean_stderr(total[_BRIER], total[_BRIER_SQ], count)
+        ece, mce, table, bound = self.histogram.errors(self.calibration, self.calibration_bins)
+        self.loss_total = float(total[_LOSS])
         return EvaluationReport(
             loss=loss, perplexity=perplexity, accuracy=accuracy,
             topk_accuracy=tuple(p for p in topk if p[0] in self.requested),
             entropy=float(total[_ENTROPY] / count) if count else nan,
-            count=count, ignored=self.ignored)
+            count=count, ignored=self.ignored,
+            brier=float(total[_BRIER] / count) if count else nan,
+            confidence=float(total[_CONFIDENCE] / count) if count else nan,
+            ece=ece, mce=mce, calibration=self.calibration, calibration_table=table,
+            ece_error_bound=bound, stderr=stderr)
 
 
-def block_summary(values, rank, row0, topk, group=GROUP_ROWS):
+def block_summary(values, rank, row0, topk, group=GROUP_ROWS, calibration_bins=15):
     """The :class:`BlockSummary` of one block's per-row values (for :mod:`xent.dask`)."""
     n = len(values)
     head_len = min(n, (group - row0 % group) % group)
@@ -224,12 +327,16 @@ def block_summary(values, rank, row0, topk, group=GROUP_ROWS):
     carry = np.zeros(FIELDS)
     out = np.empty((len(rest) // group + 1, FIELDS))
     k = _kernels.group_sums(np.ascontiguousarray(rest), row0 + head_len, group, carry, out)
-    counted = rank[rank >= 0]
+    kept = rank >= 0
+    counted = rank[kept]
+    histogram = _cal.CalibrationHistogram(calibration_bins)
+    histogram.add_rows(np.ascontiguousarray(values), _CONFIDENCE, np.ascontiguousarray(rank))
     return BlockSummary(
         row0=int(row0), nrows=n, head=np.ascontiguousarray(values[:head_len]),
         groups=out[:k].copy(), carry=carry, tail_rows=len(rest) - k * group,
         count=len(counted), ignored=n - len(counted),
-        hits=np.array([np.count_nonzero(counted < kk) for kk in topk], dtype=np.int64))
+        hits=np.array([np.count_nonzero(counted < kk) for kk in topk], dtype=np.int64),
+        calibration=histogram)
 
 
 # ---- argument checking ------------------------------------------------------------------------
@@ -369,9 +476,12 @@ def default_chunk_rows(n_classes, dtype):
     return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // (n_classes * itemsize)))
 
 
-def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
+def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
     """Per-row values (n, fields) and ranks (n,) of one chunk of rows (global rows row0...;
     rows local0... of the batch called name, for error messages).
+
+    ``buffers``, a dict, lends the output arrays from one chunk to the next (the caller uses
+    them before the next call): no fresh pages to fault in per chunk.
 
     ``rows`` is (n, C) in any float dtype and layout: converted here, one chunk at a time.
     """
@@ -389,17 +499,103 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0):
         raise IndexError(f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
                          f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}")
     t = aligned(np.ascontiguousarray(t, dtype=np.intp))
-    values = np.empty((n, FIELDS))
-    rank = np.empty(n, dtype=np.intp)
+    if buffers is None:
+        values, rank = np.empty((n, FIELDS)), np.empty(n, dtype=np.intp)
+    else:
+        if len(buffers.get("rank", ())) < n:
+            buffers.update(values=np.empty((n, FIELDS)), rank=np.empty(n, dtype=np.intp))
+        values, rank = buffers["values"][:n], buffers["rank"][:n]
     _kernels.evaluate_rows(rows, t, opts.class_weights(c), opts.ignore_index, values, rank,
                            opts.threads)
     return values, rank
 
 
+# ---- language-model units: bytes and documents ------------------------------------------------
+
+class LanguageModelUnits:
+    """Bits per byte and per-document log-likelihoods alongside an evaluation.
+
+    ``num_bytes``: a total (int) or per-row byte counts (array or path, the labels' shape);
+    per-row counts add up over counted rows only. ``documents``: per-row non-negative int
+    ids; each counted row's log-likelihood ``-loss`` is added to its document's sum with
+    ``numpy.add.at``, one row after another in global row order, so the sums are the same
+    bits for any chunking.
+    """
+
+    def __init__(self, num_bytes, documents, weight, labels_shape):
+        self.total_bytes = None
+        self.row_bytes = self.documents = None
+        self.loglik = np.zeros(0)
+        if num_bytes is None and documents is None:
+            return
+        if weight is not None:
+            raise ValueError("num_bytes and documents measure log-likelihoods: give "
+                             "weight=None with them")
+        if num_bytes is not None:
+            if isinstance(num_bytes, (int, np.integer)) and not isinstance(num_bytes, bool):
+                if num_bytes <= 0:
+                    raise ValueError(f"num_bytes must be positive, got {num_bytes}")
+                self.total_bytes = int(num_bytes)
+            else:
+                self.row_bytes = self._per_row(num_bytes, "num_bytes", labels_shape)
+                self.total_bytes = 0
+        if documents is not None:
+            self.documents = self._per_row(documents, "documents", labels_shape)
+
+    @staticmethod
+    def _per_row(arg, name, labels_shape):
+        if labels_shape is None:
+            raise TypeError(f"{name} per row needs logits and labels given as arrays or "
+                            f"files, not as an iterable of batches (give num_bytes as a "
+                            f"total int)")
+        a = open_array(arg, name)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
+        if a.shape != labels_shape:
+            raise ValueError(f"{name} has shape {a.shape}, expected {labels_shape} (the "
+                             f"labels' shape)")
+        return a.reshape(-1)
+
+    def add(self, start, values, rank):
+        """Fold in the chunk of global rows start... (values and ranks of evaluate_chunk)."""
+        kept = rank >= 0
+        stop = start + len(rank)
+        if self.row_bytes is not None:
+            b = np.asarray(self.row_bytes[start:stop])
+            if (b < 0).any():
+                raise ValueError(f"num_bytes[{start + int(np.argmax(b < 0))}] is negative")
+            self.total_bytes += int(b[kept].sum(dtype=np.int64))
+        if self.documents is not None:
+            d = np.asarray(self.documents[start:stop]).astype(np.int64)
+            if (d < 0).any():
+                raise ValueError(f"documents[{start + int(np.argmax(d < 0))}] is negative: "
+                                 f"document ids must be non-negative ints")
+            d = d[kept]
+            if len(d) and d.max() >= len(self.loglik):
+                grown = np.zeros(max(int(d.max()) + 1, 2 * len(self.loglik)))
+                grown[:len(self.loglik)] = self.loglik
+                self.loglik = grown
+            np.add.at(self.loglik, d, -values[kept, _LOSS])
+            self.n_documents = max(getattr(self, "n_documents", 0),
+                                   int(d.max()) + 1 if len(d) else 0)
+
+    def finish(self, report, loss_total):
+        extra = {}
+        if self.total_bytes is not None:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                bpb = float(np.float64(loss_total) / (np.log(2.0) * self.total_bytes))
+                extra.update(bits_per_byte=bpb, byte_perplexity=float(np.exp2(bpb)))
+        if self.documents is not None:
+            extra["document_loglikelihood"] = self.loglik[:getattr(self, "n_documents", 0)]
+        return dataclasses.replace(report, **extra) if extra else report
+
+
 @shares_cpus
 def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100,
-             chunk_rows=None, num_threads=None, progress=False):
-    """Loss, perplexity, accuracy, top-k accuracy and predictive entropy, in one pass.
+             chunk_rows=None, num_threads=None, progress=False, calibration="mass",
+             calibration_bins=15, num_bytes=None, documents=None):
+    """Loss, perplexity, accuracy, top-k accuracy, predictive entropy, calibration (ECE, MCE,
+    Brier score) and their standard errors, in one pass.
 
     Parameters
     ----------
@@ -425,6 +621,18 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
         Threads, see :func:`xent.get_num_threads`. Results do not depend on it.
     progress : bool, optional
         Show a tqdm progress bar with rows per second.
+    calibration : {"mass", "width"}, optional
+        Bins of the top-1 confidence for ``ece``/``mce``: equal mass (default, as HELM) or
+        equal width.
+    calibration_bins : int, optional
+        Number of calibration bins (default 15).
+    num_bytes : int, array_like or path, optional
+        Bytes of text: a total, or a count per row (the labels' shape, summed over counted
+        rows). Gives ``bits_per_byte`` and ``byte_perplexity``. Needs ``weight=None``.
+    documents : array_like or path of int, optional
+        A document (segment) id per row, the labels' shape: gives
+        ``document_loglikelihood``, the per-document sums of ``log softmax(x)[t]``.
+        Needs ``weight=None``, and logits and labels as arrays or files.
 
     Returns
     -------
@@ -450,6 +658,15 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     row index, so any ``chunk_rows``, batching or thread count gives the same bits.
     Ctrl-C stops between chunks (within well under a second) with ``KeyboardInterrupt``.
 
+    Calibration, standard errors and the language-model units come from the same read: the
+    row kernel also returns the top-1 probability and ``sum_k p_k^2`` (so the Brier score is
+    ``sum p^2 - 2 p_t + 1``), and sums of squares are accumulated alongside the sums. The
+    equal-mass bins are cut from a fine histogram of the confidence (65536 bins) kept in one
+    pass; ``ece_error_bound`` bounds the difference from exact equal-mass bins (see
+    :mod:`xent._calibration`). Standard errors are the sample standard deviation over
+    ``sqrt(count)`` (the weighted loss's by linearisation of the ratio); intervals are
+    normal-approximation 95% intervals.
+
     Examples
     --------
     >>> import numpy as np
@@ -471,9 +688,13 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     True
     """
     opts = EvaluationOptions(topk, weight, ignore_index, num_threads)
+    kind, bins = _cal.check_calibration(calibration, calibration_bins)
     chunk = check_chunk_rows(chunk_rows)
     total_rows, batches = _batches(logits, labels)
-    acc = Accumulator(opts.topk, opts.requested)
+    units = LanguageModelUnits(num_bytes, documents, weight,
+                               _labels_shape(labels) if total_rows is not None else None)
+    acc = Accumulator(opts.topk, opts.requested, calibration=kind, calibration_bins=bins)
+    buffers = {}
     bar = _progress_bar(progress, total_rows)
     try:
         for x, y, name in batches:
@@ -491,13 +712,20 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
                 for start, part in row_chunks(rows, step):
                     values, rank = evaluate_chunk(
                         part, y_flat[done + start:done + start + len(part)], acc.row, opts,
-                        name, done + start)
+                        name, done + start, buffers)
+                    units.add(acc.row, values, rank)
                     acc.add_values(values)
-                    acc.add_ranks(rank)
+                    acc.add_ranks(rank, values)
                     if bar is not None:
                         bar.update(len(part))
                 done += rows.shape[0]
     finally:
         if bar is not None:
             bar.close()
-    return acc.report()
+    report = acc.report()
+    return units.finish(report, acc.loss_total)
+
+
+def _labels_shape(labels):
+    """The labels' shape (opened again: a memory map, so nothing is read)."""
+    return open_array(labels, "labels").shape

@@ -31,7 +31,21 @@ cdef extern from "xent_kernels.h" nogil:
         double sum
         double xlogit
         Py_ssize_t rank
+        double max
+        double sum_sq
     xent_eval_state xent_eval_init()
+
+    # Online state of a pair of rows for compare: log-sum-exps, argmaxes, KL and JSD.
+    ctypedef struct xent_compare_state:
+        xent_lse_state ref
+        xent_lse_state cand
+        double ref_max
+        double cand_max
+        Py_ssize_t ref_argmax
+        Py_ssize_t cand_argmax
+        double kl
+        double js
+    xent_compare_state xent_compare_init()
 
     int XENT_SMALL_ROW
     int XENT_OPENMP

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -345,7 +346,8 @@ def evaluate_files(args):
     try:
         report = evaluate(_chunks(pairs, names, args, bar), topk=args.topk,
                           ignore_index=args.ignore_index, num_threads=args.threads,
-                          chunk_rows=args.chunk_rows)
+                          chunk_rows=args.chunk_rows, calibration=args.calibration,
+                          calibration_bins=args.calibration_bins, num_bytes=args.bytes)
         # A NaN logit makes its row's loss NaN, and so the mean: say how many rows did it.
         nan_rows = (count_nan_rows(pairs, args.ignore_index)
                     if not (math.isfinite(report.loss) and math.isfinite(report.entropy))
@@ -357,9 +359,18 @@ def evaluate_files(args):
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
+    if args.plot:
+        from ._plots import reliability_diagram
+
+        reliability_diagram(report, args.plot)
     if args.json:
         out = {k: _json_number(v) for k, v in report.as_dict().items()}
-        out.update(nan_rows=nan_rows, rows=rows, files=len(pairs), seconds=seconds)
+        out.update(nan_rows=nan_rows, rows=rows, files=len(pairs), seconds=seconds,
+                   ece_error_bound=report.ece_error_bound)
+        out["calibration_bins"] = [
+            dict(zip(("low", "high", "count", "confidence", "accuracy"),
+                     (_json_number(float(v)) for v in row)))
+            for row in report.calibration_table]
         print(json.dumps(out, indent=2))
         return 0
     classes = pairs[0][0].shape[-1] if pairs else 0
@@ -375,6 +386,18 @@ def evaluate_files(args):
               ("NaN rows", f"{nan_rows:,}",
                "counted rows holding a NaN logit (their loss is NaN, so is the mean)"
                if nan_rows else "counted rows holding a NaN logit")]
+    kind = "equal-mass" if report.calibration == "mass" else "equal-width"
+    table += [("brier", f"{report.brier:.6f}", "multi-class Brier score"),
+              ("ECE", f"{report.ece:.6f}",
+               f"expected calibration error, {args.calibration_bins} {kind} bins"),
+              ("MCE", f"{report.mce:.6f}", "maximum calibration error")]
+    if report.bits_per_byte is not None:
+        table += [("bits/byte", f"{report.bits_per_byte:.6f}", f"over {args.bytes:,} bytes"),
+                  ("byte ppl", f"{report.byte_perplexity:.6f}", "2 ** bits/byte")]
+    table += [("loss 95%", "[{:.6f}, {:.6f}]".format(*report.interval("loss")),
+               f"standard error {report.stderr['loss']:.3g}"),
+              ("acc. 95%", "[{:.4%}, {:.4%}]".format(*report.interval("accuracy")),
+               f"standard error {report.stderr['accuracy']:.3g}")]
     for name, value, note in table:
         print(f"  {name:<11} {value:>16}   {note}".rstrip())
     return 0
@@ -451,7 +474,25 @@ def build_parser():
                              help="dtype of raw binary label files (default int64)")
     eval_parser.add_argument("--chunk-rows", type=positive_int, default=None,
                              help="rows per chunk (default: about 128 MiB of logits)")
+    eval_parser.add_argument("--calibration", choices=["mass", "width"], default="mass",
+                             help="calibration bins of equal mass (default, as HELM) or equal "
+                                  "width")
+    eval_parser.add_argument("--calibration-bins", type=positive_int, default=15,
+                             help="number of calibration bins (default 15)")
+    eval_parser.add_argument("--bytes", type=positive_int, default=None,
+                             help="bytes of the text the labels encode: adds bits per byte "
+                                  "and byte perplexity")
+    eval_parser.add_argument("--plot", metavar="FILE.png", default=None,
+                             help="write a reliability diagram (accuracy against confidence "
+                                  "per bin, with bin counts)")
     eval_parser.set_defaults(run=evaluate_files)
+
+    from ._compare_cli import add_compare_command
+
+    add_compare_command(commands, types.SimpleNamespace(
+        expand=_expand, open_logits=_open_logits, open_labels=_open_labels, shape=_shape,
+        positive_int=positive_int, thread_count=thread_count,
+        stderr_is_terminal=lambda: _stderr_is_terminal(), format_time=format_time))
 
     selftest_parser = commands.add_parser(
         "selftest", help="check every function against the reference on every kernel variant",

@@ -61,7 +61,7 @@ def _row_starts(x):
 
 
 def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num_threads,
-                    group):
+                    group, calibration_bins=15):
     """A worker's part: the BlockSummary of one row block."""
     opts = _ev.EvaluationOptions(requested, weight, ignore_index, num_threads)
     x = np.asarray(x)
@@ -75,11 +75,11 @@ def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num
         ranks.append(r)
     values = np.concatenate(values) if values else np.empty((0, _ev.FIELDS))
     ranks = np.concatenate(ranks) if ranks else np.empty(0, dtype=np.intp)
-    return _ev.block_summary(values, ranks, row0, opts.topk, group)
+    return _ev.block_summary(values, ranks, row0, opts.topk, group, calibration_bins)
 
 
 def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chunk_rows=None,
-             num_threads=1):
+             num_threads=1, calibration="mass", calibration_bins=15):
     """:func:`xent.evaluate` of dask arrays: the same report, bit for bit.
 
     Parameters
@@ -88,8 +88,8 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
         float16/float32/float64, chunked along the rows (the class axis is merged if split).
     labels : dask.array.Array or array_like, shape (...)
         Integer class indices; rechunked to the logits' row blocks.
-    topk, weight, ignore_index, chunk_rows
-        As for :func:`xent.evaluate`.
+    topk, weight, ignore_index, chunk_rows, calibration, calibration_bins
+        As for :func:`xent.evaluate` (calibration from integer histograms merged exactly).
     num_threads : int or None, optional
         Kernel threads per dask task (default 1: dask runs one task per worker thread).
 
@@ -124,15 +124,16 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
         raise TypeError(f"labels must hold integer class indices, got dtype {y.dtype}")
     opts = _ev.EvaluationOptions(topk, weight, ignore_index, num_threads)  # checked first
     opts.class_weights(x.shape[1])
+    kind, bins = _ev._cal.check_calibration(calibration, calibration_bins)
     chunk = _ev.check_chunk_rows(chunk_rows)
     weight = opts.weights[x.shape[1]]
     task = dask.delayed(_evaluate_block, pure=True)
     parts = [task(xb, yb, int(row0), opts.requested, weight, opts.ignore_index, chunk,
-                  num_threads, _ev.GROUP_ROWS)
+                  num_threads, _ev.GROUP_ROWS, bins)
              for xb, yb, row0 in zip(x.to_delayed().ravel(), y.to_delayed().ravel(),
                                      _row_starts(x))]
     summaries = dask.compute(*parts)
-    acc = _ev.Accumulator(opts.topk, opts.requested)
+    acc = _ev.Accumulator(opts.topk, opts.requested, calibration=kind, calibration_bins=bins)
     for s in summaries:
         acc.merge(s)
     return acc.report()

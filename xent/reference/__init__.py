@@ -35,7 +35,7 @@ from . import info, linear  # noqa: F401 (xent.reference.info mirrors xent.info)
 from ._binary import (binary_cross_entropy, binary_cross_entropy_grad,
                       binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
                       binary_cross_entropy_with_logits_grad_hess)
-from ._evaluation import evaluate, target_rank
+from ._evaluation import calibration_errors, compare, evaluate, target_rank
 from ._multiclass import cross_entropy_grad_hess, log_softmax, logsumexp, nll_loss, softmax
 from ._z_loss import cross_entropy, cross_entropy_grad  # with z_loss= and return_lse=
 from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
@@ -68,7 +68,7 @@ __all__ = [
     "kl_divergence_logits", "kl_divergence_logits_with_grad", "js_divergence_logits",
     "js_divergence_logits_with_grad", "tv_distance_logits", "tv_distance_logits_with_grad",
     # Evaluation.
-    "evaluate", "target_rank",
+    "evaluate", "target_rank", "compare", "calibration_errors",
 ]
 
 

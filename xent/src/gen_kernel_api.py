@@ -87,7 +87,7 @@ def render(entries):
         "from cython cimport floating",
         "from libc.stdint cimport uint16_t",
         "",
-        "from xent._kernel_types cimport xent_dist_sums, xent_eval_state, xent_lse_state",
+        "from xent._kernel_types cimport *   # every state type a kernel may take",
         "",
         "",
         'cdef extern from "xent_kernels.h" nogil:',

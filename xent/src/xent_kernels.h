@@ -149,17 +149,44 @@ static inline ptrdiff_t xent_chunk_len(ptrdiff_t n, ptrdiff_t start, ptrdiff_t c
  * sum), xlogit = sum_j exp(x_j - shift) (x_j - shift) for the predictive entropy
  * (H = log(sum) - xlogit / sum), and rank = the count of logits that are not <= the target's
  * (strictly greater, or NaN). All are rescaled together when the shift grows.
+ * For calibration: max = the largest entry (NaN ignored; -inf if none), so the top-1
+ * probability is exp(max - shift) / sum, and sum_sq = sum_j exp(x_j - shift)^2, so
+ * sum_j p_j^2 = sum_sq / sum^2 (the Brier score's one extra sum).
  */
 typedef struct {
     double shift;
     double sum;
     double xlogit;
     ptrdiff_t rank;
+    double max;
+    double sum_sq;
 } xent_eval_state;
 
 static inline xent_eval_state xent_eval_init(void)
 {
-    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0};
+    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0, -INFINITY, 0.0};
+    return st;
+}
+
+/*
+ * Online state of a pair of rows for xent.compare (row_compare): each row's log-sum-exp state
+ * and the index of its first largest entry (-1 while none is seen: all -inf or NaN), and,
+ * from a second look at the rows (in cache) once the log-sum-exps are known, KL(ref || cand)
+ * and the Jensen-Shannon divergence, nats.
+ */
+typedef struct {
+    xent_lse_state ref, cand;
+    double ref_max, cand_max;
+    ptrdiff_t ref_argmax, cand_argmax;
+    double kl, js;
+} xent_compare_state;
+
+/* A fresh state (row_compare sets every field; a driver assigns this first so that a parallel
+ * loop gives each thread its own state). */
+static inline xent_compare_state xent_compare_init(void)
+{
+    xent_compare_state st = {{-INFINITY, 0.0}, {-INFINITY, 0.0}, -INFINITY, -INFINITY, -1, -1,
+                             0.0, 0.0};
     return st;
 }
 
@@ -209,7 +236,9 @@ static inline xent_eval_state xent_eval_init(void)
     X(void, row_divergence_grad, S, (const T *s, const T *t, ptrdiff_t n, T scale,              \
                                      double lse_s, double lse_t, int kind, double beta,         \
                                      double qg, double coef, T *out))                          \
-    X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))
+    X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
+    X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
+                             xent_compare_state *st))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

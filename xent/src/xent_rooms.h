@@ -9,5 +9,6 @@
 #include "xent_losses.h"    /* cross-entropy of a row, its gradients */
 #include "xent_info.h"      /* entropy, cross-entropy, KL of distributions */
 #include "xent_evaluate.h"  /* loss, rank and entropy in one read */
+#include "xent_compare.h"   /* two models' rows of one token: KL, JSD, argmaxes */
 #include "xent_binary.h"    /* elementwise: surprisal, binary entropy, BCE */
 #include "xent_divergence.h"  /* KL, JSD, total variation between two rows of logits */
