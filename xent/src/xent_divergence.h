@@ -249,11 +249,11 @@ static double F(row_xlogit)(const T *x, ptrdiff_t n, double shift)
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK) {
         ptrdiff_t m = xent_chunk_len(n, start, XENT_CHUNK), whole = m - m % XENT_LANES;
         T group[XENT_LANES];
-        double part;
-        F(sum_exp_xlogit_groups)(x + start, whole, (T)shift, &part);
+        double part, unused_sq;   /* the sum of squares is evaluate's (Brier), not needed here */
+        F(sum_exp_xlogit_groups)(x + start, whole, (T)shift, &part, &unused_sq);
         total += part;
         if (F(padded_tail)(x + start, m, whole, group)) {
-            F(sum_exp_xlogit_groups)(group, XENT_LANES, (T)shift, &part);
+            F(sum_exp_xlogit_groups)(group, XENT_LANES, (T)shift, &part, &unused_sq);
             total += part;
         }
     }
