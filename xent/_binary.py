@@ -384,7 +384,7 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, p
         ``c L sigmoid(x) sigmoid(-x)`` with ``L = 1 + (pw - 1) y`` and ``c = weight *
         sample_weight``. The gradient is the kernel's (``(1 - y) sigmoid(x) - pw y
         sigmoid(-x)``, accurate where sigmoid(x) is near 1); sigmoid(x) and sigmoid(-x) both
-        come from ``exp(-|x|)``, so the Hessian keeps its relative accuracy at any |x|.
+        come from ``exp(-|x|)``, so the Hessian keeps its relative accuracy at any ``|x|``.
 
     Notes
     -----
