@@ -23,8 +23,10 @@ ALLOWLIST = HERE / "typing" / "stubtest-allowlist.txt"
 # from wherever the tests were copied to when the suite runs against an installed wheel.
 ROOT = HERE.parent
 
-needs_mypy = pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
-                                reason="mypy is not installed (CI installs it: tools/ci-extra.sh)")
+needs_mypy = pytest.mark.skipif(
+    importlib.util.find_spec("mypy") is None,
+    reason="mypy is not installed (CI installs it: tools/ci-extra.sh)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,14 @@ def config_args():
 
 
 def run(args, env):
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @needs_mypy
@@ -61,4 +69,4 @@ def test_typed_usage_passes_mypy_strict(mypy_env):
 def test_typed_usage_runs(capsys):
     """Every call in the typed usage file is one xent accepts, with the results it checks."""
     runpy.run_path(str(USAGE), run_name="__main__")
-    assert "threads" in capsys.readouterr().out   # xent.show_config() printed its table
+    assert "threads" in capsys.readouterr().out  # xent.show_config() printed its table

@@ -52,4 +52,3 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     num_threads: int | None = 1,
 ) -> _FloatScalar | Array: ...
-

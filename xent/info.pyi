@@ -75,4 +75,3 @@ def perplexity(
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatScalar: ...
-

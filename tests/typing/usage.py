@@ -36,9 +36,7 @@ def losses(rng: np.random.Generator) -> None:
     assert_type(xent.cross_entropy(logits, labels), Scalar)
     assert_type(xent.cross_entropy(logits, labels, reduction="none"), Array)
     assert_type(xent.cross_entropy(logits, labels, reduction="sum"), Scalar)
-    assert_type(
-        xent.cross_entropy(logits, labels, weight=np.ones(10), label_smoothing=0.1), Scalar
-    )
+    assert_type(xent.cross_entropy(logits, labels, weight=np.ones(10), label_smoothing=0.1), Scalar)
     assert_type(xent.cross_entropy(logits, xent.softmax(logits)), Scalar)
     assert_type(xent.nll_loss(xent.log_softmax(logits), labels), Scalar)
     assert_type(xent.nll_loss(xent.log_softmax(logits), labels, reduction="none"), Array)

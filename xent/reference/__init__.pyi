@@ -26,16 +26,31 @@ _Values: TypeAlias = np.float64 | NDArray[np.float64]
 _GradOutput: TypeAlias = float | ArrayLike | None
 
 __all__ = [
-    "logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss",
-    "self_information", "entropy", "cross_entropy_dist", "kl_divergence",
-    "binary_entropy", "entropy_from_logits", "perplexity",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits",
-    "cross_entropy_grad", "binary_cross_entropy_grad",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "cross_entropy",
+    "nll_loss",
+    "self_information",
+    "entropy",
+    "cross_entropy_dist",
+    "kl_divergence",
+    "binary_entropy",
+    "entropy_from_logits",
+    "perplexity",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy_grad",
+    "binary_cross_entropy_grad",
     "binary_cross_entropy_with_logits_grad",
-    "cross_entropy_with_grad", "binary_cross_entropy_with_grad",
+    "cross_entropy_with_grad",
+    "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits_with_grad",
-    "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
-    "evaluate", "target_rank",
+    "linear_cross_entropy",
+    "linear_cross_entropy_grad",
+    "linear_cross_entropy_with_grad",
+    "evaluate",
+    "target_rank",
 ]
 
 def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> _Values: ...
@@ -77,7 +92,6 @@ def evaluate(
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
 ) -> dict[str, Any]: ...
-
 @overload
 def cross_entropy(
     logits: ArrayLike,

@@ -29,6 +29,7 @@ def linear_cross_entropy_grad(
     grad_output: _GradOutput = None,
 ) -> tuple[_Array, ...]:
     """(grad_hidden, grad_weight), plus grad_bias when a bias is given."""
+
 def linear_cross_entropy_with_grad(
     hidden: ArrayLike,
     weight: ArrayLike,
