@@ -70,3 +70,19 @@ def test_typed_usage_runs(capsys):
     """Every call in the typed usage file is one xent accepts, with the results it checks."""
     runpy.run_path(str(USAGE), run_name="__main__")
     assert "threads" in capsys.readouterr().out  # xent.show_config() printed its table
+
+
+#: The stubs xent ships, beside the modules (and in the wheel: pyproject.toml's package-data).
+STUBS = ["__init__", "_evaluation", "info", "linear", "dask", "torch", "_kernels", "_linear",
+         "_table", "reference/__init__", "reference/info", "reference/linear"]
+
+
+def test_installed_xent_carries_its_type_information():
+    """The xent the tests import (the tree, or an installed wheel under tools/wheel.sh) has
+    py.typed and every stub: without py.typed a user's mypy ignores the stubs."""
+    import xent
+
+    package = Path(xent.__file__).resolve().parent
+    assert (package / "py.typed").is_file()
+    missing = [name for name in STUBS if not (package / f"{name}.pyi").is_file()]
+    assert missing == []
