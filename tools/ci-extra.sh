@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What CI checks after the test suite, in the same fresh virtual environment (.ci/run calls
-# this when it exists): the documentation builds with warnings as errors, ruff is clean, and
-# the repaired manylinux wheel passes the suite in a new environment (tools/wheel.sh).
+# this when it exists): the documentation builds with warnings as errors, ruff is clean, the
+# type stubs agree with the run time and a typed use passes mypy --strict, and the repaired
+# manylinux wheel passes the suite in a new environment (tools/wheel.sh).
 # Run it locally from an activated venv in which xent is installed: bash tools/ci-extra.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +31,8 @@ PY
 }
 
 start=$(date +%s)
-step "installing the docs extra and ruff: $(extra_requirements docs dev:ruff | tr '\n' ' ')"
-extra_requirements docs dev:ruff > "$WORK/requirements.txt"
+step "installing the docs extra, ruff and mypy: $(extra_requirements docs dev:ruff dev:mypy | tr '\n' ' ')"
+extra_requirements docs dev:ruff dev:mypy > "$WORK/requirements.txt"
 python -m pip install --quiet -r "$WORK/requirements.txt"
 elapsed "installing" "$start"
 
@@ -50,6 +51,16 @@ else
     ruff format --check . | tail -n 1 || true
     echo "ci-extra: (not enforced yet: RUFF_FORMAT_ENFORCED=0 in tools/ci-extra.sh)"
 fi
+
+start=$(date +%s)
+# One mypy cache for both checks, in the run's temporary directory (never in the tree).
+export MYPY_CACHE_DIR="$WORK/mypy-cache"
+step "python -m mypy.stubtest xent (the stubs against the run time; allowlist: tests/typing)"
+python -m mypy.stubtest xent --mypy-config-file pyproject.toml \
+    --allowlist tests/typing/stubtest-allowlist.txt
+step "mypy --strict tests/typing/usage.py (the README's calls, typed)"
+mypy --strict tests/typing/usage.py
+elapsed "the type checks" "$start"
 
 start=$(date +%s)
 step "tools/wheel.sh: wheel, auditwheel repair, the suite against it in a new venv"

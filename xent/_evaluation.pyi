@@ -1,0 +1,111 @@
+# Type information for xent.evaluate and xent.EvaluationReport (run-time code:
+# xent/_evaluation.py, also importable under its old name xent.evaluate). The names after
+# the public two are the module's seams for xent.dask and the command line.
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+#: A path to a .npy file (memory-mapped), or an array.
+_Source = ArrayLike | str | os.PathLike[str]
+
+GROUP_ROWS: int
+CHUNK_BYTES: int
+MAX_CHUNK_ROWS: int
+FIELDS: int
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What :func:`evaluate` measured."""
+
+    loss: float
+    perplexity: float
+    accuracy: float
+    topk_accuracy: tuple[tuple[int, float], ...]
+    entropy: float
+    count: int
+    ignored: int
+    def top(self, k: int) -> float: ...
+    @property
+    def topks(self) -> tuple[int, ...]: ...
+    def as_dict(self) -> dict[str, float | int]: ...
+
+def evaluate(
+    logits: _Source | Iterable[tuple[_Source, _Source]],
+    labels: _Source | Iterable[_Source] | None = None,
+    *,
+    topk: int | Iterable[int] = (1, 5),
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    chunk_rows: int | None = None,
+    num_threads: int | None = None,
+    progress: bool = False,
+) -> EvaluationReport: ...
+
+@dataclass
+class BlockSummary:
+    row0: int
+    nrows: int
+    head: NDArray[np.float64]
+    groups: NDArray[np.float64]
+    carry: NDArray[np.float64]
+    tail_rows: int
+    count: int
+    ignored: int
+    hits: NDArray[np.int64]
+
+class Accumulator:
+    topk: tuple[int, ...]
+    requested: tuple[int, ...]
+    group: int
+    row: int
+    carry: NDArray[np.float64]
+    total: NDArray[np.float64]
+    count: int
+    ignored: int
+    hits: NDArray[np.int64]
+    def __init__(
+        self, topk: tuple[int, ...], requested: tuple[int, ...], group: int = ...
+    ) -> None: ...
+    def add_values(self, values: NDArray[np.float64]) -> None: ...
+    def add_ranks(self, rank: NDArray[np.intp]) -> None: ...
+    def merge(self, s: BlockSummary) -> None: ...
+    def report(self) -> EvaluationReport: ...
+
+class EvaluationOptions:
+    requested: tuple[int, ...]
+    topk: tuple[int, ...]
+    weight_arg: ArrayLike | None
+    weights: dict[int, NDArray[np.float64]]
+    ignore_index: int
+    threads: int
+    n_classes: int | None
+    def __init__(
+        self,
+        topk: int | Iterable[int],
+        weight: ArrayLike | None,
+        ignore_index: int,
+        num_threads: int | None,
+    ) -> None: ...
+    def class_weights(self, n_classes: int) -> NDArray[np.float64]: ...
+
+def block_summary(
+    values: NDArray[np.float64],
+    rank: NDArray[np.intp],
+    row0: int,
+    topk: tuple[int, ...],
+    group: int = ...,
+) -> BlockSummary: ...
+def check_chunk_rows(chunk_rows: int | None) -> int | None: ...
+def default_chunk_rows(n_classes: int, dtype: np.dtype[Any]) -> int: ...
+def evaluate_chunk(
+    rows: NDArray[np.floating[Any]],
+    labels: NDArray[np.integer[Any]],
+    row0: int,
+    opts: EvaluationOptions,
+    name: str = "",
+    local0: int = 0,
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]: ...

@@ -1,0 +1,144 @@
+# Type information for the extension xent._kernels (source: xent/_kernels.pyx and its
+# _kernels_*.pxi parts): the row drivers over the C kernels. Array arguments are typed
+# memoryviews at run time: any buffer of the right dtype and layout is taken; "floating"
+# arguments are float32 or float64 (one type per call), half-precision rows are passed as
+# their uint16 bits. The extension trusts its arguments (the Python layer checks them).
+# Functions that found an out-of-range label return its row index, or -1.
+import enum
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from xent._table import current_isa as current_isa
+from xent._table import has_openmp as has_openmp
+from xent._table import isa_supported as isa_supported
+from xent._table import openmp_max_threads as openmp_max_threads
+from xent._table import set_isa as set_isa
+
+_Floating = NDArray[np.floating[Any]]
+_Float64 = NDArray[np.float64]
+_Float32 = NDArray[np.float32]
+_Index = NDArray[np.intp]
+_Bits = NDArray[np.uint16]
+
+class Dist(enum.IntEnum):
+    """What dist_rows computes per row."""
+
+    DIST_ENTROPY = 0
+    DIST_CROSS_ENTROPY = 1
+    DIST_KL = 2
+
+class Element(enum.IntEnum):
+    """What elementwise computes."""
+
+    ELEMENT_SELF_INFORMATION = 0
+    ELEMENT_BINARY_ENTROPY = 1
+    ELEMENT_BCE = 2
+    ELEMENT_BCE_LOGITS = 3
+
+def block_rows(ncols: int) -> int: ...
+
+# rows: _kernels_rows.pxi
+def logsumexp_rows(x: _Floating, out: _Floating, nthreads: int) -> None: ...
+def log_softmax_rows(x: _Floating, out: _Floating, nthreads: int) -> None: ...
+def softmax_rows(x: _Floating, out: _Floating, nthreads: int) -> None: ...
+def exp_array(x: _Floating, out: _Floating) -> None: ...
+def log_array(x: _Floating, out: _Floating) -> None: ...
+def log1p_array(x: _Floating, out: _Floating) -> None: ...
+
+# losses: _kernels_losses.pxi; (sum of row losses, sum of weights, first bad row or -1)
+def index_loss(
+    x: _Floating,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    smoothing: float,
+    log_probs: bool,
+    row_loss: _Floating | None,
+    nthreads: int,
+) -> tuple[float, float, int]: ...
+def probability_loss(
+    x: _Floating,
+    p: _Floating,
+    weight: _Float64 | None,
+    smoothing: float,
+    row_loss: _Floating | None,
+    nthreads: int,
+) -> float: ...
+def index_weight_total(
+    target: _Index, weight: _Float64 | None, ignore_index: int, n_classes: int
+) -> tuple[float, int]: ...
+def index_loss_grad(
+    x: _Floating,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    smoothing: float,
+    scale: float,
+    grad_rows: _Float64 | None,
+    row_loss: _Floating | None,
+    grad: _Floating,
+    nthreads: int,
+) -> tuple[float, float]: ...
+def probability_loss_grad(
+    x: _Floating,
+    p: _Floating,
+    weight: _Float64 | None,
+    smoothing: float,
+    scale: float,
+    grad_rows: _Float64 | None,
+    row_loss: _Floating | None,
+    grad: _Floating,
+    nthreads: int,
+) -> float: ...
+
+# float16 / bfloat16 rows as bits: _kernels_half.pxi
+def split_row_length() -> int: ...
+def index_loss_half(
+    x: _Bits,
+    bfloat: bool,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    smoothing: float,
+    log_probs: bool,
+    row_loss: _Float32 | None,
+    nthreads: int,
+) -> tuple[float, float, int]: ...
+def logsumexp_rows_half(x: _Bits, bfloat: bool, out: _Float32, nthreads: int) -> None: ...
+def widen_half_rows(x: _Bits, bfloat: bool, out: _Float32, nthreads: int) -> None: ...
+def narrow_half(x: _Float32, bfloat: bool, out: _Bits, nthreads: int) -> None: ...
+def widen_half(h: _Bits, bfloat: bool, out: _Float32) -> None: ...
+
+# information quantities: _kernels_info.pxi
+def dist_rows(
+    kind: int, p: _Floating, q: _Floating | None, out: _Float64, nthreads: int
+) -> None: ...
+def softmax_entropy_rows(x: _Floating, out: _Floating, nthreads: int) -> None: ...
+def elementwise(
+    kind: int,
+    x: _Floating,
+    y: _Floating | None,
+    w: _Floating | None,
+    pw: _Floating | None,
+    out: _Floating | None,
+    grad: _Floating | None,
+    scale: float,
+    gout: _Floating | None,
+    nthreads: int,
+) -> tuple[float, int]: ...
+
+# evaluation: _kernels_evaluate.pxi
+def evaluate_fields() -> int: ...
+def evaluate_rows(
+    x: _Floating,
+    target: _Index,
+    weight: _Float64,
+    ignore_index: int,
+    values: _Float64,
+    rank: _Index,
+    nthreads: int,
+) -> None: ...
+def group_sums(values: _Float64, row0: int, group: int, carry: _Float64, out: _Float64) -> int: ...
+def add_in_order(rows: _Float64, total: _Float64) -> None: ...

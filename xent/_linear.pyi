@@ -1,0 +1,47 @@
+# Type information for the extension xent._linear (source: xent/_linear.pyx): the tiled
+# linear cross-entropy. Array arguments are typed memoryviews at run time: any buffer of the
+# right dtype and layout is taken; "floating" arguments are float32 or float64, one type per
+# call. The extension trusts its arguments (xent.linear checks them).
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from xent._table import current_isa as current_isa
+from xent._table import set_isa as set_isa
+
+_Floating = NDArray[np.floating[Any]]
+_Float64 = NDArray[np.float64]
+
+def tiling() -> tuple[int, int]: ...
+def vocab_chunks(n: int, vocab: int) -> int: ...
+def forward(
+    hidden: _Floating,
+    weight: _Floating,
+    bias: _Floating | None,
+    target: NDArray[np.intp],
+    softcap: float,
+    want_sum: bool,
+    row_stats: _Float64,
+    nthreads: int,
+    row_scale: _Float64 | None = None,
+    keep: float = 1,
+    spread: float = 0,
+    grad_hidden: _Floating | None = None,
+    smooth_sum: _Floating | None = None,
+    weight_sum: _Float64 | None = None,
+) -> None: ...
+def grad_weight(
+    hidden: _Floating,
+    weight: _Floating,
+    bias: _Floating | None,
+    target: NDArray[np.intp],
+    softcap: float,
+    row_stats: _Float64,
+    row_scale: _Float64,
+    keep: float,
+    spread: float,
+    grad_weight: _Floating,
+    grad_bias: _Float64 | None,
+    nthreads: int,
+) -> None: ...
