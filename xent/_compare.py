@@ -23,7 +23,7 @@ import numpy as np
 from . import _calibration as _cal
 from . import _kernels
 from ._evaluation import CHUNK_BYTES, GROUP_ROWS, MAX_CHUNK_ROWS, check_chunk_rows
-from ._io import is_path, open_array
+from ._io import FileArray, is_path, open_array
 from ._threads import get_num_threads, shares_cpus
 from ._validation import aligned, check_ignore_index, compute_dtype
 
@@ -115,7 +115,9 @@ def _pct_key(q):
 # ---- inputs -----------------------------------------------------------------------------------
 
 def _is_one_array(x):
-    return is_path(x) or isinstance(x, np.ndarray) or not isinstance(x, Iterable)
+    # a file opened for reading by chunks (FileArray) is one array, not an iterable of batches
+    return (is_path(x) or isinstance(x, (np.ndarray, FileArray))
+            or not isinstance(x, Iterable))
 
 
 def _check_pair(xr, xc, y, where):

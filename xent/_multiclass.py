@@ -41,8 +41,9 @@ __all__ = ["CrossEntropyInputs", "check_z_loss", "cross_entropy", "cross_entropy
 def scipy_array(x, name, promote_to=None):
     """x as a float array the kernels take, as SciPy's special functions accept it: Python
     scalars and lists, integers and bools promoted to float64 (to promote_to if given); 0-d
-    allowed. Complex input is refused with a TypeError naming the argument."""
-    a = np.asarray(x)
+    allowed. Complex input is refused with a TypeError naming the argument, and so are masked
+    arrays and np.matrix (input_array's rules)."""
+    a = input_array(x, name)
     if a.dtype.kind == "c":
         raise TypeError(f"{name} is complex ({a.dtype}): xent computes with real values only "
                         f"(pass {name}.real, or use scipy for complex log-sum-exp)")
