@@ -924,6 +924,28 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
 
 
 cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES
+cross_entropy_grad_hess.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> grad, hess = xent.cross_entropy_grad_hess(logits, np.array([0, 2]))
+    >>> np.round(grad, 4)
+    array([[-0.2144,  0.1753,  0.0391],
+           [ 0.0493,  0.0545, -0.1038]])
+    >>> np.round(hess, 4)
+    array([[0.1684, 0.1446, 0.0376],
+           [0.0469, 0.0515, 0.093 ]])
+
+    ``sample_weight`` scales each row's pair (as a booster's instance weights do):
+
+    >>> grad, hess = xent.cross_entropy_grad_hess(logits, np.array([0, 2]),
+    ...                                           sample_weight=np.array([2.0, 0.5]))
+    >>> np.round(hess, 4)
+    array([[0.3369, 0.2891, 0.0752],
+           [0.0234, 0.0258, 0.0465]])
+"""
 
 
 # ---- z-loss and the per-row log-sum-exp (cross_entropy's z_loss= and return_lse=) -----------
