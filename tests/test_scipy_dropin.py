@@ -118,3 +118,16 @@ def test_info_entropy_like_scipy_stats():
          rtol=1e-13)
     with pytest.raises(ValueError, match="does not broadcast"):
         xent.info.entropy(pk, qk=np.ones(5))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 0), (0, 3, 2), (2, 0, 4)])
+def test_several_axes_of_an_empty_array(shape):
+    """Reducing axes of an array with an empty axis elsewhere: the merged length is spelled
+    out (a reshape to -1 is ambiguous there); shapes and values as numpy's reductions give."""
+    x = np.zeros(shape)
+    assert xent.softmax(x, axis=(0, 1)).shape == shape
+    assert xent.log_softmax(x, axis=(0, 1)).shape == shape
+    lse = xent.logsumexp(x, axis=(0, 1))
+    empty_reduced = shape[0] * shape[1] == 0
+    expected = np.full(shape[2:], -np.inf if empty_reduced else np.log(shape[0] * shape[1]))
+    np.testing.assert_array_equal(lse, expected)

@@ -77,7 +77,9 @@ def reduce_axes_last(a, axes):
     if len(axes) == 1:
         return a, axes[0]
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
-    return moved.reshape(moved.shape[:a.ndim - len(axes)] + (-1,)), -1
+    # the merged length spelled out: -1 is ambiguous when another axis is empty
+    merged = int(np.prod([a.shape[ax] for ax in axes], dtype=np.int64))
+    return moved.reshape(moved.shape[:a.ndim - len(axes)] + (merged,)), -1
 
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
