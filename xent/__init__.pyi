@@ -81,12 +81,34 @@ def logsumexp(
     x: ArrayLike,
     axis: _Axis = -1,
     b: ArrayLike | None = None,
-    keepdims: bool = False,
+    keepdims: Literal[False] = False,
     return_sign: Literal[False] = False,
     *,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _ScalarOrArray: ...
+@overload
+def logsumexp(
+    x: ArrayLike,
+    axis: _Axis = -1,
+    b: ArrayLike | None = None,
+    *,
+    keepdims: Literal[True],
+    return_sign: Literal[False] = False,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> _FloatArray: ...
+@overload
+def logsumexp(
+    x: ArrayLike,
+    axis: _Axis,
+    b: ArrayLike | None,
+    keepdims: Literal[True],
+    return_sign: Literal[False] = False,
+    *,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> _FloatArray: ...
 @overload
 def logsumexp(
     x: ArrayLike,
@@ -109,6 +131,17 @@ def logsumexp(
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_ScalarOrArray, _ScalarOrArray]: ...
+@overload
+def logsumexp(
+    x: ArrayLike,
+    axis: _Axis = -1,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    *,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> _ScalarOrArray | tuple[_ScalarOrArray, _ScalarOrArray]: ...
 def log_softmax(
     x: ArrayLike,
     axis: int = -1,

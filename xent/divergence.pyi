@@ -22,7 +22,9 @@ __all__ = [
     "tv_distance_logits_with_grad",
 ]
 
-def tail_mass(top_mass: ArrayLike, k: int, rest: ArrayLike | None = None) -> NDArray[np.float64]: ...
+def tail_mass(
+    top_mass: ArrayLike, k: int, rest: ArrayLike | None = None
+) -> NDArray[np.float64]: ...
 @overload
 def kl_divergence_logits(
     student: ArrayLike,
