@@ -224,7 +224,7 @@ def test_anonymous_memory_bounded(tmp_path):
         for start in range(0, n, 4096):
             out[start:start + 4096] = rng.standard_normal((min(4096, n - start), c))
         del out
-    script = f"""
+    script = """
 import threading, time, numpy as np, xent
 def anon():
     for line in open('/proc/self/status'):

@@ -398,6 +398,22 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, p
             return xent.binary_cross_entropy_with_logits_grad_hess(
                 predt, dtrain.get_label().astype(predt.dtype),
                 sample_weight=w if w.size else None)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits, target = np.array([-1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0])
+    >>> grad, hess = xent.binary_cross_entropy_with_logits_grad_hess(logits, target)
+    >>> np.round(grad, 4), np.round(hess, 4)
+    (array([ 0.2689, -0.5   , -0.1192]), array([0.1966, 0.25  , 0.105 ]))
+
+    ``pos_weight`` multiplies the positive targets' terms (here doubles them):
+
+    >>> grad, hess = xent.binary_cross_entropy_with_logits_grad_hess(logits, target,
+    ...                                                              pos_weight=2.0)
+    >>> np.round(grad, 4), np.round(hess, 4)
+    (array([ 0.2689, -1.    , -0.2384]), array([0.1966, 0.5   , 0.21  ]))
     """
     _, grad = _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, "none",
                       num_threads, check, with_grad=True, sample_weight=sample_weight)

@@ -23,7 +23,7 @@ import numpy as np
 from . import _calibration as _cal
 from . import _kernels
 from ._evaluation import CHUNK_BYTES, GROUP_ROWS, MAX_CHUNK_ROWS, check_chunk_rows
-from ._io import is_path, open_array
+from ._io import FileArray, is_path, open_array
 from ._threads import get_num_threads, shares_cpus
 from ._validation import aligned, check_ignore_index, compute_dtype
 
@@ -66,6 +66,21 @@ class ComparisonReport:
         ``stderr`` (of the mean) and percentiles (1, 10, 50, 90, 99).
     kl_values, target_prob_shifts : numpy.ndarray of float32
         The per-row values the percentiles and ``--plot`` use (counted rows, in order).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> ref = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
+    >>> cand = np.array([[1.5, 1.0, -1.0], [0.0, 0.5, 2.5], [0.5, 1.5, 0.0]])
+    >>> report = xent.compare(ref, cand, np.array([0, 2, 1]))
+    >>> report.count, round(report.kl, 4), round(report.kl_percentiles[100.0], 4)
+    (3, 0.0713, 0.1024)
+
+    The fields about the labels are None when :func:`compare` was given none:
+
+    >>> xent.compare(ref, cand).perplexity_ratio is None
+    True
     """
 
     count: int
@@ -88,7 +103,25 @@ class ComparisonReport:
     target_prob_shifts: np.ndarray = dataclasses.field(default=None, repr=False)
 
     def as_dict(self):
-        """Flat dict of the numbers (no per-row arrays)."""
+        """Flat dict of the numbers (no per-row arrays).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xent
+        >>> ref = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
+        >>> cand = np.array([[1.5, 1.0, -1.0], [0.0, 0.5, 2.5], [0.5, 1.5, 0.0]])
+        >>> numbers = xent.compare(ref, cand).as_dict()
+        >>> {name: round(numbers[name], 4) for name in ("count", "kl", "kl_max", "js")}
+        {'count': 3, 'kl': 0.0713, 'kl_max': 0.1024, 'js': 0.0181}
+
+        With labels it adds the losses, the perplexities and their ratio's interval:
+
+        >>> numbers = xent.compare(ref, cand, np.array([0, 2, 1])).as_dict()
+        >>> [round(numbers[name], 4) for name in ("perplexity_ratio", "perplexity_ratio_low",
+        ...                                       "perplexity_ratio_high")]
+        [0.9907, 0.6666, 1.4726]
+        """
         out = {"count": self.count, "ignored": self.ignored, "kl": self.kl,
                "kl_stderr": self.kl_stderr}
         for q, v in self.kl_percentiles.items():
@@ -115,7 +148,9 @@ def _pct_key(q):
 # ---- inputs -----------------------------------------------------------------------------------
 
 def _is_one_array(x):
-    return is_path(x) or isinstance(x, np.ndarray) or not isinstance(x, Iterable)
+    # a file opened for reading by chunks (FileArray) is one array, not an iterable of batches
+    return (is_path(x) or isinstance(x, (np.ndarray, FileArray))
+            or not isinstance(x, Iterable))
 
 
 def _check_pair(xr, xc, y, where):
@@ -248,6 +283,24 @@ def compare(ref, cand, labels=None, *, ignore_index=-100, chunk_rows=None, num_t
     +inf (or all -inf) in either model has NaN KL and JSD. Top-1 agreement compares the first
     index of each row's largest logit. Standard errors are the sample standard deviation
     over sqrt(count); intervals are normal-approximation 95% intervals.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> ref = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
+    >>> cand = np.array([[1.5, 1.0, -1.0], [0.0, 0.5, 2.5], [0.5, 1.5, 0.0]])
+    >>> report = xent.compare(ref, cand)
+    >>> round(report.kl, 4), round(report.js, 4), round(report.top1_agreement, 4)
+    (0.0713, 0.0181, 0.6667)
+
+    With labels, each model's perplexity and their ratio (below 1: the candidate is better):
+
+    >>> report = xent.compare(ref, cand, np.array([0, 2, 1]))
+    >>> round(report.ref_perplexity, 4), round(report.cand_perplexity, 4)
+    (1.4983, 1.4844)
+    >>> round(report.perplexity_ratio, 4)
+    0.9907
     """
     chunk = check_chunk_rows(chunk_rows)
     ignore_index = check_ignore_index(ignore_index)

@@ -163,7 +163,21 @@ class EvaluationReport:
 
     def interval(self, name):
         """The 95% interval (normal approximation) of a mean metric named as in ``stderr``;
-        the perplexity's is ``exp`` of the loss's (asymmetric, as perplexity is)."""
+        the perplexity's is ``exp`` of the loss's (asymmetric, as perplexity is).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xent
+        >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
+        >>> report = xent.evaluate(logits, np.array([0, 2, 0]))
+        >>> low, high = report.interval("loss")
+        >>> round(low, 4), round(report.loss, 4), round(high, 4)
+        (-0.0504, 0.4043, 0.859)
+        >>> low, high = report.interval("perplexity")
+        >>> round(low, 4), round(report.perplexity, 4), round(high, 4)
+        (0.9509, 1.4983, 2.3608)
+        """
         if name == "perplexity":
             lo, hi = _cal.interval(self.loss, self.stderr["loss"])
             with np.errstate(over="ignore"):

@@ -41,8 +41,9 @@ __all__ = ["CrossEntropyInputs", "check_z_loss", "cross_entropy", "cross_entropy
 def scipy_array(x, name, promote_to=None):
     """x as a float array the kernels take, as SciPy's special functions accept it: Python
     scalars and lists, integers and bools promoted to float64 (to promote_to if given); 0-d
-    allowed. Complex input is refused with a TypeError naming the argument."""
-    a = np.asarray(x)
+    allowed. Complex input is refused with a TypeError naming the argument, and so are masked
+    arrays and np.matrix (input_array's rules)."""
+    a = input_array(x, name)
     if a.dtype.kind == "c":
         raise TypeError(f"{name} is complex ({a.dtype}): xent computes with real values only "
                         f"(pass {name}.real, or use scipy for complex log-sum-exp)")
@@ -923,6 +924,28 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
 
 
 cross_entropy_grad_hess.__doc__ += GRAD_HESS_NOTES
+cross_entropy_grad_hess.__doc__ += """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> grad, hess = xent.cross_entropy_grad_hess(logits, np.array([0, 2]))
+    >>> np.round(grad, 4)
+    array([[-0.2144,  0.1753,  0.0391],
+           [ 0.0493,  0.0545, -0.1038]])
+    >>> np.round(hess, 4)
+    array([[0.1684, 0.1446, 0.0376],
+           [0.0469, 0.0515, 0.093 ]])
+
+    ``sample_weight`` scales each row's pair (as a booster's instance weights do):
+
+    >>> grad, hess = xent.cross_entropy_grad_hess(logits, np.array([0, 2]),
+    ...                                           sample_weight=np.array([2.0, 0.5]))
+    >>> np.round(hess, 4)
+    array([[0.3369, 0.2891, 0.0752],
+           [0.0234, 0.0258, 0.0465]])
+"""
 
 
 # ---- z-loss and the per-row log-sum-exp (cross_entropy's z_loss= and return_lse=) -----------

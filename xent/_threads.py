@@ -161,8 +161,8 @@ def get_num_threads(num_threads=None):
     Examples
     --------
     >>> import xent
-    >>> xent.get_num_threads(3)
-    3
+    >>> xent.get_num_threads(1)  # a count above the CPUs would be lowered to their number
+    1
     >>> xent.get_num_threads() >= 1  # the default: the CPUs this process may use, shared
     True
     >>> xent.get_num_threads(-1) >= xent.get_num_threads()  # -1: every CPU this process may use

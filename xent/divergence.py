@@ -399,10 +399,50 @@ kl_divergence_logits.__doc__ = """KL divergence between the softmaxes of a teach
     -------
     scalar or numpy.ndarray
         In the student's dtype; times ``T**2`` unless switched off.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> student = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
+    >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
+    >>> round(float(xent.kl_divergence_logits(student, teacher)), 4)
+    0.5811
+    >>> np.round(xent.kl_divergence_logits(student, teacher, reduction="none"), 4)
+    array([0.4323, 0.7299])
+
+    ``direction="reverse"`` is ``KL(student || teacher)``, another number:
+
+    >>> np.round(xent.kl_divergence_logits(student, teacher, direction="reverse",
+    ...                                    reduction="none"), 4)
+    array([0.4107, 0.9957])
 """
 kl_divergence_logits_with_grad.__doc__ = """:func:`kl_divergence_logits` and its gradient with
     respect to the student's logits.
-""" + _COMMON_DOC + _GRAD_DOC
+""" + _COMMON_DOC + _GRAD_DOC + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> student = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
+    >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
+    >>> loss, grad = xent.kl_divergence_logits_with_grad(student, teacher)
+    >>> round(float(loss), 4)
+    0.5811
+    >>> np.round(grad, 4)
+    array([[-0.217 ,  0.1919,  0.0251],
+           [-0.2103, -0.0773,  0.2876]])
+
+    An ignored row gets a zero gradient and leaves the mean (over one row here):
+
+    >>> loss, grad = xent.kl_divergence_logits_with_grad(student, teacher,
+    ...                                                  ignore_mask=np.array([False, True]))
+    >>> round(float(loss), 4)
+    0.4323
+    >>> np.round(grad, 4)
+    array([[-0.434 ,  0.3838,  0.0502],
+           [ 0.    ,  0.    ,  0.    ]])
+"""
 js_divergence_logits.__doc__ = """Generalised Jensen-Shannon divergence (Liger-Kernel's):
     ``beta KL(P || M) + (1 - beta) KL(Q || M)``, ``M = beta P + (1 - beta) Q``, P the teacher's
     and Q the student's softmax at temperature T. ``beta = 0.5`` is the symmetric JSD;
@@ -414,10 +454,49 @@ js_divergence_logits.__doc__ = """Generalised Jensen-Shannon divergence (Liger-K
     -------
     scalar or numpy.ndarray
         In the student's dtype; times ``T**2`` unless switched off.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> student = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
+    >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
+    >>> round(float(xent.js_divergence_logits(student, teacher)), 4)
+    0.147
+    >>> np.round(xent.js_divergence_logits(student, teacher, reduction="none"), 4)
+    array([0.1012, 0.1928])
+
+    ``beta=0`` is the forward KL divergence:
+
+    >>> np.round(xent.js_divergence_logits(student, teacher, beta=0.0, reduction="none"), 4)
+    array([0.4323, 0.7299])
 """
 js_divergence_logits_with_grad.__doc__ = """:func:`js_divergence_logits` and its gradient
     with respect to the student's logits.
-""" + _COMMON_DOC + _GRAD_DOC
+""" + _COMMON_DOC + _GRAD_DOC + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> student = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
+    >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
+    >>> loss, grad = xent.js_divergence_logits_with_grad(student, teacher)
+    >>> round(float(loss), 4)
+    0.147
+    >>> np.round(grad, 4)
+    array([[-0.0443,  0.041 ,  0.0033],
+           [-0.0483, -0.0178,  0.066 ]])
+
+    An ignored row gets a zero gradient and leaves the mean (over one row here):
+
+    >>> loss, grad = xent.js_divergence_logits_with_grad(student, teacher,
+    ...                                                  ignore_mask=np.array([False, True]))
+    >>> round(float(loss), 4)
+    0.1012
+    >>> np.round(grad, 4)
+    array([[-0.0885,  0.0819,  0.0066],
+           [ 0.    ,  0.    ,  0.    ]])
+"""
 tv_distance_logits.__doc__ = """Total variation distance ``sum |P - Q| / 2`` between the
     teacher's and the student's softmax at temperature T (its gradient takes sign(0) = 0).
 """ + _COMMON_DOC + """
@@ -425,7 +504,46 @@ tv_distance_logits.__doc__ = """Total variation distance ``sum |P - Q| / 2`` bet
     -------
     scalar or numpy.ndarray
         In the student's dtype; times ``T**2`` unless switched off.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> student = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
+    >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
+    >>> round(float(xent.tv_distance_logits(student, teacher)), 4)
+    0.5046
+    >>> np.round(xent.tv_distance_logits(student, teacher, reduction="none"), 4)
+    array([0.434 , 0.5752])
+
+    At ``temperature=2`` both softmaxes are flatter, and the value is times ``T**2 = 4``:
+
+    >>> round(float(xent.tv_distance_logits(student, teacher, temperature=2.0)), 4)
+    1.0698
 """
 tv_distance_logits_with_grad.__doc__ = """:func:`tv_distance_logits` and its gradient with
     respect to the student's logits.
-""" + _COMMON_DOC + _GRAD_DOC
+""" + _COMMON_DOC + _GRAD_DOC + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xent
+    >>> student = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0]])
+    >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
+    >>> loss, grad = xent.tv_distance_logits_with_grad(student, teacher)
+    >>> round(float(loss), 4)
+    0.5046
+    >>> np.round(grad, 4)
+    array([[-0.0889,  0.0727,  0.0162],
+           [-0.0814, -0.0299,  0.1113]])
+
+    An ignored row gets a zero gradient and leaves the mean (over one row here):
+
+    >>> loss, grad = xent.tv_distance_logits_with_grad(student, teacher,
+    ...                                                ignore_mask=np.array([False, True]))
+    >>> round(float(loss), 4)
+    0.434
+    >>> np.round(grad, 4)
+    array([[-0.1778,  0.1453,  0.0324],
+           [ 0.    ,  0.    ,  0.    ]])
+"""

@@ -453,7 +453,26 @@ LinearRowStats = collections.namedtuple("LinearRowStats", ["lse", "entropy", "ar
 LinearRowStats.__doc__ = """Per-row statistics of the logits from the same tiled pass as the
 loss (``linear_cross_entropy(..., return_stats=True)``): ``lse`` the log-sum-exp, ``entropy``
 the entropy of the softmax in nats (both in the loss's dtype) and ``argmax`` the index of the
-largest logit (the first if tied; intp), each of the batch's shape."""
+largest logit (the first if tied; intp), each of the batch's shape.
+
+Examples
+--------
+>>> import numpy as np
+>>> import xent
+>>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])
+>>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
+>>> loss, stats = xent.linear_cross_entropy(hidden, weight, np.array([2, 1, 0]),
+...                                         return_stats=True)
+>>> np.round(stats.lse, 4), np.round(stats.entropy, 4), stats.argmax
+(array([2.4076, 1.6041, 2.3266]), array([0.8324, 0.9528, 0.6448]), array([2, 1, 0]))
+
+With ``return_lse`` too, the log-sum-exp comes before the statistics:
+
+>>> loss, lse, stats = xent.linear_cross_entropy(hidden, weight, np.array([2, 1, 0]),
+...                                              return_lse=True, return_stats=True)
+>>> bool(np.allclose(lse, stats.lse))
+True
+"""
 
 
 def _row_lse(stats):

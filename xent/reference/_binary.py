@@ -272,6 +272,19 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None,
         ``c * (L * sigmoid(x) - pos_weight * y)`` and ``c * L * sigmoid(x) * sigmoid(-x)``
         with ``L = 1 + (pos_weight - 1) * y`` and ``c = weight * sample_weight``;
         scikit-learn's ``HalfBinomialLoss.gradient_hessian`` without the weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits, target = np.array([-1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0])
+    >>> grad, hess = reference.binary_cross_entropy_with_logits_grad_hess(logits, target)
+    >>> np.round(grad, 4), np.round(hess, 4)
+    (array([ 0.2689, -0.5   , -0.1192]), array([0.1966, 0.25  , 0.105 ]))
+    >>> grad, hess = reference.binary_cross_entropy_with_logits_grad_hess(logits, target,
+    ...                                                                   pos_weight=2.0)
+    >>> np.round(grad, 4), np.round(hess, 4)
+    (array([ 0.2689, -1.    , -0.2384]), array([0.1966, 0.5   , 0.21  ]))
     """
     x, y = _binary_inputs(logits, target)
     c = _elementwise_weight(weight, x.shape)

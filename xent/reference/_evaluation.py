@@ -35,6 +35,26 @@ def calibration_errors(confidence, correct, *, bins=15, kind="mass"):
     (ece, mce, table)
         ``ece = sum_b n_b |acc_b - conf_b| / N``, ``mce = max_b |acc_b - conf_b|`` over
         non-empty bins; table rows (count, mean confidence, accuracy) per bin.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> confidence = np.array([0.9, 0.8, 0.6, 0.55])
+    >>> correct = np.array([True, True, False, True])
+    >>> ece, mce, table = reference.calibration_errors(confidence, correct, bins=2)
+    >>> round(ece, 4), round(mce, 4)
+    (0.1125, 0.15)
+    >>> np.round(table, 4)
+    array([[2.   , 0.575, 0.5  ],
+           [2.   , 0.85 , 1.   ]])
+
+    ``kind="width"`` bins by value instead: here every row falls in ``[0.5, 1]``:
+
+    >>> ece, mce, table = reference.calibration_errors(confidence, correct, bins=2,
+    ...                                                kind="width")
+    >>> round(ece, 4), table[:, 0]
+    (0.0375, array([0., 4.]))
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=np.float64)
@@ -220,6 +240,22 @@ def compare(ref, cand, labels=None, *, ignore_index=-100):
         ``count``, ``ignored``; with labels ``ref_loss``, ``cand_loss``, their perplexities,
         ``perplexity_ratio`` (``exp`` of the mean per-row NLL difference) and the target
         probability change ``target_prob_shift_{mean,rms,stderr,p1,p10,p50,p90,p99}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> ref = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 0.0]])
+    >>> cand = np.array([[1.5, 1.0, -1.0], [0.0, 0.5, 2.5], [0.5, 1.5, 0.0]])
+    >>> numbers = reference.compare(ref, cand)
+    >>> {name: round(numbers[name], 4) for name in ("count", "kl", "js", "top1_agreement")}
+    {'count': 3, 'kl': 0.0713, 'js': 0.0181, 'top1_agreement': 0.6667}
+
+    A label equal to ``ignore_index`` leaves its row out of every number:
+
+    >>> numbers = reference.compare(ref, cand, np.array([0, 2, -100]))
+    >>> numbers["count"], numbers["ignored"], round(numbers["perplexity_ratio"], 4)
+    (2, 1, 1.2031)
     """
     from scipy.special import rel_entr
 

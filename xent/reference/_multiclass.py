@@ -402,6 +402,23 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
         ``c * (p - onehot(t))`` and ``c * p * (1 - p)`` with ``p = softmax(logits)`` and
         ``c = sample_weight[i] * weight[t_i]`` (0 for rows whose target is
         ``ignore_index``); scikit-learn's ``HalfMultinomialLoss.gradient_hessian``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> grad, hess = reference.cross_entropy_grad_hess(logits, np.array([0, 2]))
+    >>> np.round(grad, 4)
+    array([[-0.2144,  0.1753,  0.0391],
+           [ 0.0493,  0.0545, -0.1038]])
+
+    A row whose target is ``ignore_index`` gets zeros:
+
+    >>> grad, hess = reference.cross_entropy_grad_hess(logits, np.array([0, -100]))
+    >>> np.round(hess, 4)
+    array([[0.1684, 0.1446, 0.0376],
+           [0.    , 0.    , 0.    ]])
     """
     x = np.asarray(logits, dtype=np.float64)
     w = class_weights(weight, x.shape[-1])

@@ -25,7 +25,20 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
                   label_smoothing=0.0, z_loss=0.0, return_lse=False):
     """:func:`xent.reference._multiclass.cross_entropy` with ``z_loss * lse**2`` added per
     row not ignored (the mean of that term is over the rows kept), and with
-    ``return_lse`` the pair ``(loss, logsumexp per row)``."""
+    ``return_lse`` the pair ``(loss, logsumexp per row)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]])
+    >>> target = np.array([0, 2, -100])  # the last row is ignored
+    >>> round(float(reference.cross_entropy(logits, target)), 4)
+    0.1755
+    >>> loss, lse = reference.cross_entropy(logits, target, z_loss=0.01, return_lse=True)
+    >>> round(float(loss), 4), np.round(lse, 4)
+    (0.2489, array([2.2413, 3.1096, 2.0986]))
+    """
     loss = _multiclass.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                                      reduction=reduction, label_smoothing=label_smoothing)
     x = np.asarray(logits, dtype=np.float64)
@@ -44,7 +57,24 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
 def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
                        label_smoothing=0.0, z_loss=0.0, grad_output=None):
     """The gradient of :func:`cross_entropy`: the z-loss adds ``2 z_loss lse softmax(x)``
-    per row kept, times that row's incoming gradient."""
+    per row kept, times that row's incoming gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xent import reference
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    >>> target = np.array([0, 2])
+    >>> np.round(reference.cross_entropy_grad(logits, target), 4)
+    array([[-0.1072,  0.0876,  0.0196],
+           [ 0.0247,  0.0272, -0.0519]])
+
+    The z-loss pushes every row's log-sum-exp down, so every class's logit:
+
+    >>> np.round(reference.cross_entropy_grad(logits, target, z_loss=0.1), 4)
+    array([[0.0689, 0.1269, 0.0283],
+           [0.04  , 0.0442, 0.2268]])
+    """
     grad = _multiclass.cross_entropy_grad(logits, target, weight=weight,
                                           ignore_index=ignore_index, reduction=reduction,
                                           label_smoothing=label_smoothing,
