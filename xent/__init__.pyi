@@ -13,8 +13,16 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import info as info
 from . import reference as reference
+from ._compare import ComparisonReport as ComparisonReport
+from ._compare import compare as compare
 from ._evaluation import EvaluationReport as EvaluationReport
 from ._evaluation import evaluate as evaluate
+from .divergence import js_divergence_logits as js_divergence_logits
+from .divergence import js_divergence_logits_with_grad as js_divergence_logits_with_grad
+from .divergence import kl_divergence_logits as kl_divergence_logits
+from .divergence import kl_divergence_logits_with_grad as kl_divergence_logits_with_grad
+from .divergence import tv_distance_logits as tv_distance_logits
+from .divergence import tv_distance_logits_with_grad as tv_distance_logits_with_grad
 from .linear import linear_cross_entropy as linear_cross_entropy
 from .linear import linear_cross_entropy_with_grad as linear_cross_entropy_with_grad
 
@@ -30,14 +38,22 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad_hess",
     "binary_cross_entropy_with_logits_with_grad",
     "CheckError",
     "cross_entropy",
+    "cross_entropy_grad_hess",
     "cross_entropy_with_grad",
     "evaluate",
+    "compare",
+    "ComparisonReport",
     "EvaluationReport",
     "get_num_threads",
     "info",
+    "js_divergence_logits",
+    "js_divergence_logits_with_grad",
+    "kl_divergence_logits",
+    "kl_divergence_logits_with_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_with_grad",
     "log_softmax",
@@ -46,6 +62,8 @@ __all__ = [
     "reference",
     "show_config",
     "softmax",
+    "tv_distance_logits",
+    "tv_distance_logits_with_grad",
 ]
 
 class CheckError(AssertionError):
@@ -56,11 +74,15 @@ def show_config(file: IO[str] | None = None) -> None: ...
 
 # ---- class scores (xent/_multiclass.py) ----------------------------------------------------
 
+_Axis: TypeAlias = int | tuple[int, ...] | None
+
 @overload
 def logsumexp(
     x: ArrayLike,
-    axis: int = -1,
+    axis: _Axis = -1,
+    b: ArrayLike | None = None,
     keepdims: Literal[False] = False,
+    return_sign: Literal[False] = False,
     *,
     num_threads: int | None = None,
     check: bool | None = None,
@@ -68,21 +90,58 @@ def logsumexp(
 @overload
 def logsumexp(
     x: ArrayLike,
-    axis: int = -1,
+    axis: _Axis = -1,
+    b: ArrayLike | None = None,
     *,
     keepdims: Literal[True],
+    return_sign: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatArray: ...
 @overload
 def logsumexp(
     x: ArrayLike,
-    axis: int,
+    axis: _Axis,
+    b: ArrayLike | None,
     keepdims: Literal[True],
+    return_sign: Literal[False] = False,
     *,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatArray: ...
+@overload
+def logsumexp(
+    x: ArrayLike,
+    axis: _Axis = -1,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    *,
+    return_sign: Literal[True],
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> tuple[_ScalarOrArray, _ScalarOrArray]: ...
+@overload
+def logsumexp(
+    x: ArrayLike,
+    axis: _Axis,
+    b: ArrayLike | None,
+    keepdims: bool,
+    return_sign: Literal[True],
+    *,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> tuple[_ScalarOrArray, _ScalarOrArray]: ...
+@overload
+def logsumexp(
+    x: ArrayLike,
+    axis: _Axis = -1,
+    b: ArrayLike | None = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    *,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> _ScalarOrArray | tuple[_ScalarOrArray, _ScalarOrArray]: ...
 def log_softmax(
     x: ArrayLike,
     axis: int = -1,
@@ -108,6 +167,9 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: _ScalarReduction = "mean",
     label_smoothing: float = 0.0,
+    sample_weight: ArrayLike | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatScalar: ...
@@ -120,6 +182,9 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
+    sample_weight: ArrayLike | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatArray: ...
@@ -132,9 +197,27 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: _Reduction,
     label_smoothing: float = 0.0,
+    sample_weight: ArrayLike | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _ScalarOrArray: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> tuple[_ScalarOrArray, _FloatArray]: ...
 @overload
 def cross_entropy_with_grad(
     logits: ArrayLike,
@@ -146,6 +229,9 @@ def cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_FloatScalar, _FloatArray]: ...
@@ -160,6 +246,9 @@ def cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_FloatArray, _FloatArray]: ...
@@ -174,9 +263,39 @@ def cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_ScalarOrArray, _FloatArray]: ...
+@overload
+def cross_entropy_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    grad_output: _GradOutput = None,
+    out: _FloatArray | None = None,
+    sample_weight: None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> tuple[_ScalarOrArray, _FloatArray, _FloatArray]: ...
+def cross_entropy_grad_hess(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    sample_weight: ArrayLike | None = None,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> tuple[_FloatArray, _FloatArray]: ...
 @overload
 def nll_loss(
     log_probs: ArrayLike,
@@ -185,6 +304,7 @@ def nll_loss(
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: _ScalarReduction = "mean",
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatScalar: ...
@@ -196,6 +316,7 @@ def nll_loss(
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: Literal["none"],
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatArray: ...
@@ -207,6 +328,7 @@ def nll_loss(
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: _Reduction,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _ScalarOrArray: ...
@@ -220,6 +342,7 @@ def binary_cross_entropy(
     *,
     weight: ArrayLike | None = None,
     reduction: _ScalarReduction = "mean",
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatScalar: ...
@@ -230,6 +353,7 @@ def binary_cross_entropy(
     *,
     weight: ArrayLike | None = None,
     reduction: Literal["none"],
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatArray: ...
@@ -240,6 +364,7 @@ def binary_cross_entropy(
     *,
     weight: ArrayLike | None = None,
     reduction: _Reduction,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _ScalarOrArray: ...
@@ -252,6 +377,7 @@ def binary_cross_entropy_with_grad(
     reduction: _ScalarReduction = "mean",
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_FloatScalar, _FloatArray]: ...
@@ -264,6 +390,7 @@ def binary_cross_entropy_with_grad(
     reduction: Literal["none"],
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_FloatArray, _FloatArray]: ...
@@ -276,6 +403,7 @@ def binary_cross_entropy_with_grad(
     reduction: _Reduction,
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_ScalarOrArray, _FloatArray]: ...
@@ -287,6 +415,7 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
     reduction: _ScalarReduction = "mean",
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatScalar: ...
@@ -298,6 +427,7 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
     reduction: Literal["none"],
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _FloatArray: ...
@@ -309,6 +439,7 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
     reduction: _Reduction,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _ScalarOrArray: ...
@@ -322,6 +453,7 @@ def binary_cross_entropy_with_logits_with_grad(
     reduction: _ScalarReduction = "mean",
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_FloatScalar, _FloatArray]: ...
@@ -335,6 +467,7 @@ def binary_cross_entropy_with_logits_with_grad(
     reduction: Literal["none"],
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_FloatArray, _FloatArray]: ...
@@ -348,6 +481,17 @@ def binary_cross_entropy_with_logits_with_grad(
     reduction: _Reduction,
     grad_output: _GradOutput = None,
     out: _FloatArray | None = None,
+    sample_weight: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> tuple[_ScalarOrArray, _FloatArray]: ...
+def binary_cross_entropy_with_logits_grad_hess(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    num_threads: int | None = None,
+    check: bool | None = None,
+) -> tuple[_FloatArray, _FloatArray]: ...

@@ -4,13 +4,17 @@
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._calibration import CalibrationHistogram
+
 #: A path to a .npy file (memory-mapped), or an array.
 _Source = ArrayLike | str | os.PathLike[str]
+#: How evaluate's calibration bins split the confidences.
+_Calibration = Literal["mass", "width"]
 
 GROUP_ROWS: int
 CHUNK_BYTES: int
@@ -28,6 +32,18 @@ class EvaluationReport:
     entropy: float
     count: int
     ignored: int
+    brier: float = ...
+    confidence: float = ...
+    ece: float = ...
+    mce: float = ...
+    calibration: str = "mass"
+    calibration_table: NDArray[np.float64] | None = None
+    ece_error_bound: float = 0.0
+    stderr: dict[str, float] = ...
+    bits_per_byte: float | None = None
+    byte_perplexity: float | None = None
+    document_loglikelihood: NDArray[np.float64] | None = None
+    def interval(self, name: str) -> tuple[float, float]: ...
     def top(self, k: int) -> float: ...
     @property
     def topks(self) -> tuple[int, ...]: ...
@@ -43,6 +59,10 @@ def evaluate(
     chunk_rows: int | None = None,
     num_threads: int | None = None,
     progress: bool = False,
+    calibration: _Calibration = "mass",
+    calibration_bins: int = 15,
+    num_bytes: int | _Source | None = None,
+    documents: _Source | None = None,
 ) -> EvaluationReport: ...
 
 @dataclass
@@ -56,6 +76,7 @@ class BlockSummary:
     count: int
     ignored: int
     hits: NDArray[np.int64]
+    calibration: CalibrationHistogram | None = None
 
 class Accumulator:
     topk: tuple[int, ...]
@@ -68,10 +89,17 @@ class Accumulator:
     ignored: int
     hits: NDArray[np.int64]
     def __init__(
-        self, topk: tuple[int, ...], requested: tuple[int, ...], group: int = ...
+        self,
+        topk: tuple[int, ...],
+        requested: tuple[int, ...],
+        group: int = ...,
+        calibration: _Calibration = "mass",
+        calibration_bins: int = 15,
     ) -> None: ...
     def add_values(self, values: NDArray[np.float64]) -> None: ...
-    def add_ranks(self, rank: NDArray[np.intp]) -> None: ...
+    def add_ranks(
+        self, rank: NDArray[np.intp], values: NDArray[np.float64] | None = None
+    ) -> None: ...
     def merge(self, s: BlockSummary) -> None: ...
     def report(self) -> EvaluationReport: ...
 
@@ -98,6 +126,7 @@ def block_summary(
     row0: int,
     topk: tuple[int, ...],
     group: int = ...,
+    calibration_bins: int = 15,
 ) -> BlockSummary: ...
 def check_chunk_rows(chunk_rows: int | None) -> int | None: ...
 def default_chunk_rows(n_classes: int, dtype: np.dtype[Any]) -> int: ...
@@ -108,4 +137,20 @@ def evaluate_chunk(
     opts: EvaluationOptions,
     name: str = "",
     local0: int = 0,
+    buffers: Any = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]: ...
+
+class LanguageModelUnits:
+    total_bytes: int | None
+    row_bytes: Any
+    documents: Any
+    loglik: NDArray[np.float64]
+    def __init__(
+        self,
+        num_bytes: int | _Source | None,
+        documents: _Source | None,
+        weight: ArrayLike | None,
+        labels_shape: tuple[int, ...],
+    ) -> None: ...
+    def add(self, start: int, values: NDArray[np.float64], rank: NDArray[np.intp]) -> None: ...
+    def finish(self, report: EvaluationReport, loss_total: float) -> EvaluationReport: ...

@@ -142,3 +142,58 @@ def evaluate_rows(
 ) -> None: ...
 def group_sums(values: _Float64, row0: int, group: int, carry: _Float64, out: _Float64) -> int: ...
 def add_in_order(rows: _Float64, total: _Float64) -> None: ...
+
+# ---- divergences between rows (_kernels_divergence.pxi) ------------------------------------
+
+def divergence_kinds() -> dict[str, int]: ...
+def divergence_rows(
+    s: _Floating,
+    t: _Floating,
+    scale: float,
+    kind: int,
+    beta: float,
+    skip: NDArray[np.uint8] | None,
+    coef: _Float64 | None,
+    row_loss: _Float64,
+    lse: _Float64 | None,
+    grad: _Floating | None,
+    nthreads: int,
+) -> None: ...
+def divergence_rows_half(
+    s: _Bits,
+    t: _Bits,
+    bfloat: bool,
+    scale: float,
+    kind: int,
+    beta: float,
+    skip: NDArray[np.uint8] | None,
+    coef: _Float64 | None,
+    row_loss: _Float64,
+    lse: _Float64 | None,
+    grad: _Float32 | None,
+    nthreads: int,
+) -> None: ...
+def add_scaled_softmax(
+    x: _Floating, lse: _Float64, coef: _Float64, out: _Floating, nthreads: int
+) -> None: ...
+
+# ---- compare, evaluate's columns and calibration, exact sums -------------------------------
+
+def compare_columns() -> tuple[str, ...]: ...
+def compare_rows(
+    ref: _Floating,
+    cand: _Floating,
+    target: _Index | None,
+    ignore_index: int,
+    values: _Float64,
+    nthreads: int,
+) -> None: ...
+def evaluate_columns() -> tuple[str, ...]: ...
+def calibration_histograms(
+    values: _Float64,
+    column: int,
+    rank: _Index,
+    fine: NDArray[np.int64],
+    width: NDArray[np.int64],
+) -> int: ...
+def exact_sum(values: _Float64) -> float: ...

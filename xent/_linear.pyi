@@ -30,6 +30,8 @@ def forward(
     grad_hidden: _Floating | None = None,
     smooth_sum: _Floating | None = None,
     weight_sum: _Float64 | None = None,
+    z_loss: float = 0,
+    row_extra: _Float64 | None = None,
 ) -> None: ...
 def grad_weight(
     hidden: _Floating,
@@ -44,4 +46,5 @@ def grad_weight(
     grad_weight: _Floating,
     grad_bias: _Float64 | None,
     nthreads: int,
+    z_loss: float = 0,
 ) -> None: ...

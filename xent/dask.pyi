@@ -18,6 +18,8 @@ def evaluate(
     ignore_index: int = -100,
     chunk_rows: int | None = None,
     num_threads: int | None = 1,
+    calibration: Literal["mass", "width"] = "mass",
+    calibration_bins: int = 15,
 ) -> EvaluationReport: ...
 @overload
 def cross_entropy(

@@ -28,6 +28,7 @@ def entropy(
     base: float | None = None,
     normalize: bool = False,
     *,
+    qk: ArrayLike | None = None,
     num_threads: int | None = None,
     check: bool | None = None,
 ) -> _ScalarOrArray: ...

@@ -1,12 +1,25 @@
 # Type information for xent.linear (run-time code: xent/linear.py).
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
-from numpy.typing import ArrayLike
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from typing_extensions import Self
 
 from . import _FloatArray, _FloatScalar, _GradOutput, _Reduction, _ScalarOrArray, _ScalarReduction
 
-__all__ = ["LinearCrossEntropyGrads", "linear_cross_entropy", "linear_cross_entropy_with_grad"]
+__all__ = [
+    "LinearCrossEntropyGrads",
+    "LinearRowStats",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+]
+
+class LinearRowStats(NamedTuple):
+    """Per-row ``(lse, entropy, argmax)`` of the logits (return_stats=True)."""
+
+    lse: _FloatArray
+    entropy: _FloatArray
+    argmax: NDArray[np.intp]
 
 class LinearCrossEntropyGrads(tuple[Any, ...]):
     """``(loss, grad_hidden, grad_weight)``, plus ``grad_bias`` fourth when a bias was given.
@@ -47,6 +60,9 @@ def linear_cross_entropy(
     reduction: _ScalarReduction = "mean",
     label_smoothing: float = 0.0,
     softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
+    return_stats: Literal[False] = False,
     num_threads: int | None = None,
 ) -> _FloatScalar: ...
 @overload
@@ -60,6 +76,9 @@ def linear_cross_entropy(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
+    return_stats: Literal[False] = False,
     num_threads: int | None = None,
 ) -> _FloatArray: ...
 @overload
@@ -73,8 +92,60 @@ def linear_cross_entropy(
     reduction: _Reduction,
     label_smoothing: float = 0.0,
     softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
+    return_stats: Literal[False] = False,
     num_threads: int | None = None,
 ) -> _ScalarOrArray: ...
+@overload
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+    return_stats: Literal[False] = False,
+    num_threads: int | None = None,
+) -> tuple[_ScalarOrArray, _FloatArray]: ...
+@overload
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
+    return_stats: Literal[True],
+    num_threads: int | None = None,
+) -> tuple[_ScalarOrArray, LinearRowStats]: ...
+@overload
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+    return_stats: Literal[True],
+    num_threads: int | None = None,
+) -> tuple[_ScalarOrArray, _FloatArray, LinearRowStats]: ...
+@overload
 def linear_cross_entropy_with_grad(
     hidden: ArrayLike,
     weight: ArrayLike,
@@ -85,6 +156,24 @@ def linear_cross_entropy_with_grad(
     reduction: _Reduction = "mean",
     label_smoothing: float = 0.0,
     softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     grad_output: _GradOutput = None,
     num_threads: int | None = None,
 ) -> LinearCrossEntropyGrads: ...
+@overload
+def linear_cross_entropy_with_grad(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    softcap: float | None = None,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+    grad_output: _GradOutput = None,
+    num_threads: int | None = None,
+) -> tuple[LinearCrossEntropyGrads, _FloatArray]: ...

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 import xent
 import xent.info
 import xent.linear
+import xent.divergence
 import xent.reference
 
 if sys.version_info >= (3, 11):
@@ -146,6 +147,50 @@ def reference(rng: np.random.Generator) -> None:
     assert_type(xent.reference.info.perplexity(logits, labels), np.float64)
 
 
+def distillation_and_comparison(rng: np.random.Generator) -> None:
+    student = rng.standard_normal((16, 6), dtype=np.float32)
+    teacher = rng.standard_normal((16, 6), dtype=np.float32)
+    labels = rng.integers(0, 6, 16)
+
+    assert_type(xent.kl_divergence_logits(student, teacher), Scalar)
+    assert_type(xent.divergence.js_divergence_logits(student, teacher, reduction="none"), Array)
+    kl, grad = xent.kl_divergence_logits_with_grad(student, teacher, temperature=2.0)
+    assert_type(kl, Scalar)
+    assert_type(grad, Array)
+    assert_type(xent.tv_distance_logits(student, teacher, reduction="sum"), Scalar)
+
+    report = xent.compare(teacher, student, labels)
+    assert_type(report, xent.ComparisonReport)
+    assert_type(report.kl, float)
+    assert_type(report.ref_loss, float | None)
+    assert_type(report.as_dict(), dict[str, Any])
+
+    grad, hess = xent.cross_entropy_grad_hess(student, labels, sample_weight=np.ones(16))
+    assert_type(hess, Array)
+    targets = (labels % 2).astype(np.float32)
+    assert_type(
+        xent.binary_cross_entropy_with_logits_grad_hess(student[:, 0], targets), tuple[Array, Array]
+    )
+
+    loss, lse = xent.cross_entropy(student, labels, z_loss=1e-4, return_lse=True)
+    assert_type(loss, Scalar | Array)
+    assert_type(lse, Array)
+    assert_type(xent.cross_entropy(student, labels, sample_weight=np.ones(16)), Scalar)
+    assert_type(
+        xent.logsumexp(student, axis=None, return_sign=True), tuple[Scalar | Array, Scalar | Array]
+    )
+    assert_type(xent.logsumexp(student, b=np.ones(6), keepdims=True), Array)
+
+    hidden = rng.standard_normal((16, 4), dtype=np.float32)
+    weight = rng.standard_normal((6, 4), dtype=np.float32)
+    loss, stats = xent.linear.linear_cross_entropy(hidden, weight, labels, return_stats=True)
+    assert_type(stats, xent.linear.LinearRowStats)
+    assert_type(stats.argmax, NDArray[np.intp])
+    evaluation = xent.evaluate(student, labels, calibration="width", num_bytes=64)
+    assert_type(evaluation.ece, float)
+    assert_type(evaluation.bits_per_byte, float | None)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     losses(rng)
@@ -154,6 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         evaluation(rng, Path(folder))
     reference(rng)
+    distillation_and_comparison(rng)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import info as info
+from . import divergence as divergence
 from . import linear as linear
+from .divergence import js_divergence_logits as js_divergence_logits
+from .divergence import js_divergence_logits_with_grad as js_divergence_logits_with_grad
+from .divergence import kl_divergence_logits as kl_divergence_logits
+from .divergence import kl_divergence_logits_with_grad as kl_divergence_logits_with_grad
+from .divergence import tv_distance_logits as tv_distance_logits
+from .divergence import tv_distance_logits_with_grad as tv_distance_logits_with_grad
 from .info import binary_entropy as binary_entropy
 from .info import cross_entropy_dist as cross_entropy_dist
 from .info import entropy as entropy
@@ -46,11 +53,21 @@ __all__ = [
     "cross_entropy_with_grad",
     "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits_with_grad",
+    "cross_entropy_grad_hess",
+    "binary_cross_entropy_with_logits_grad_hess",
     "linear_cross_entropy",
     "linear_cross_entropy_grad",
     "linear_cross_entropy_with_grad",
+    "kl_divergence_logits",
+    "kl_divergence_logits_with_grad",
+    "js_divergence_logits",
+    "js_divergence_logits_with_grad",
+    "tv_distance_logits",
+    "tv_distance_logits_with_grad",
     "evaluate",
     "target_rank",
+    "compare",
+    "calibration_errors",
 ]
 
 def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> _Values: ...
@@ -64,6 +81,7 @@ def cross_entropy_grad(
     ignore_index: int = -100,
     reduction: _Reduction = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
     grad_output: _GradOutput = None,
 ) -> _Array: ...
 def binary_cross_entropy_grad(
@@ -91,7 +109,49 @@ def evaluate(
     topk: int | tuple[int, ...] | list[int] = (1, 5),
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
+    calibration: Literal["mass", "width"] = "mass",
+    calibration_bins: int = 15,
+    num_bytes: int | ArrayLike | None = None,
+    documents: ArrayLike | None = None,
 ) -> dict[str, Any]: ...
+def compare(
+    ref: ArrayLike, cand: ArrayLike, labels: ArrayLike | None = None, *, ignore_index: int = -100
+) -> dict[str, Any]: ...
+def calibration_errors(
+    confidence: ArrayLike,
+    correct: ArrayLike,
+    *,
+    bins: int = 15,
+    kind: Literal["mass", "width"] = "mass",
+) -> tuple[float, float, _Array]: ...
+def cross_entropy_grad_hess(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    sample_weight: ArrayLike | None = None,
+) -> tuple[_Array, _Array]: ...
+def binary_cross_entropy_with_logits_grad_hess(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+) -> tuple[_Array, _Array]: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+) -> tuple[_Values, _Array]: ...
 @overload
 def cross_entropy(
     logits: ArrayLike,
@@ -101,6 +161,8 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: _ScalarReduction = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
 ) -> np.float64: ...
 @overload
 def cross_entropy(
@@ -111,6 +173,8 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
 ) -> _Array: ...
 @overload
 def cross_entropy(
@@ -121,6 +185,8 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: _Reduction,
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
 ) -> _Values: ...
 @overload
 def nll_loss(
@@ -207,8 +273,23 @@ def cross_entropy_with_grad(
     *,
     weight: ArrayLike | None = None,
     ignore_index: int = -100,
+    reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[True],
+    grad_output: _GradOutput = None,
+) -> tuple[_Values, _Array, _Array]: ...
+@overload
+def cross_entropy_with_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
     reduction: _ScalarReduction = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     grad_output: _GradOutput = None,
 ) -> tuple[np.float64, _Array]: ...
 @overload
@@ -220,6 +301,8 @@ def cross_entropy_with_grad(
     ignore_index: int = -100,
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     grad_output: _GradOutput = None,
 ) -> tuple[_Array, _Array]: ...
 @overload
@@ -231,6 +314,8 @@ def cross_entropy_with_grad(
     ignore_index: int = -100,
     reduction: _Reduction,
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    return_lse: Literal[False] = False,
     grad_output: _GradOutput = None,
 ) -> tuple[_Values, _Array]: ...
 @overload
