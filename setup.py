@@ -43,8 +43,14 @@ int main(void) {
 # one FMA (ISO modes such as -std=c11 forbid that, which costs the exp a third of its speed).
 # Results stay IEEE.
 # -g0: no debug information in what users install (Python's own CFLAGS ask for -g).
-BASE_FLAGS = ["-O3", "-g0", "-std=gnu11", "-ffp-contract=fast", "-fno-math-errno",
-              "-fno-trapping-math"]
+BASE_FLAGS = [
+    "-O3",
+    "-g0",
+    "-std=gnu11",
+    "-ffp-contract=fast",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+]
 
 
 def openmp_flags(compiler):
@@ -61,8 +67,9 @@ def openmp_flags(compiler):
                 objects = compiler.compile([source], output_dir=tmp, extra_postargs=cflags)
                 exe = os.path.join(tmp, "probe")
                 # LDFLAGS too: objects built with CFLAGS such as -fsanitize need them to link
-                compiler.link_executable(objects, exe, extra_postargs=ldflags + os.environ.get(
-                    "LDFLAGS", "").split())
+                compiler.link_executable(
+                    objects, exe, extra_postargs=ldflags + os.environ.get("LDFLAGS", "").split()
+                )
                 subprocess.run([exe], check=True, capture_output=True, timeout=60)
                 return cflags, ldflags
             except Exception:  # any failure means: this flag set does not work here
@@ -76,8 +83,11 @@ class BuildExt(build_ext):
         disabled = os.environ.get("XENT_DISABLE_OPENMP", "") not in ("", "0")
         flags = None if disabled else openmp_flags(self.compiler)
         if flags is None:
-            message = ("xent: building without threads (XENT_DISABLE_OPENMP is set)" if disabled
-                       else "xent: the C compiler has no working OpenMP; building without threads")
+            message = (
+                "xent: building without threads (XENT_DISABLE_OPENMP is set)"
+                if disabled
+                else "xent: the C compiler has no working OpenMP; building without threads"
+            )
             if os.environ.get("XENT_REQUIRE_OPENMP", "") not in ("", "0"):
                 raise RuntimeError(message + " (XENT_REQUIRE_OPENMP is set)")
             print("WARNING: " + message, file=sys.stderr)
@@ -117,21 +127,38 @@ def _compile_in_parallel(compiler, jobs):
     pool = ThreadPoolExecutor(jobs)
     serial = compiler._compile
 
-    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0,
-                extra_preargs=None, extra_postargs=None, depends=None):
+    def compile(
+        sources,
+        output_dir=None,
+        macros=None,
+        include_dirs=None,
+        debug=0,
+        extra_preargs=None,
+        extra_postargs=None,
+        depends=None,
+    ):
         macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
-            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+            output_dir, macros, include_dirs, sources, depends, extra_postargs
+        )
         cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
-        list(pool.map(lambda obj: serial(obj, *build[obj], cc_args, extra_postargs, pp_opts),
-                      [obj for obj in objects if obj in build]))
+        list(
+            pool.map(
+                lambda obj: serial(obj, *build[obj], cc_args, extra_postargs, pp_opts),
+                [obj for obj in objects if obj in build],
+            )
+        )
         return objects
 
     compiler.compile = compile
 
 
-KERNEL_HEADERS = [os.path.join("xent", "src", name) for name in sorted(os.listdir(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "xent", "src")))
-    if name.endswith(".h")]
+KERNEL_HEADERS = [
+    os.path.join("xent", "src", name)
+    for name in sorted(
+        os.listdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "xent", "src"))
+    )
+    if name.endswith(".h")
+]
 COMMON = dict(
     include_dirs=["xent/src", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
@@ -141,14 +168,23 @@ extensions = [
     # The one compiled copy of the kernels, their table and the instruction set in use.
     Extension(
         "xent._table",
-        ["xent/_table.pyx", "xent/src/xent_dispatch.c", "xent/src/xent_isa_baseline.c",
-         "xent/src/xent_isa_avx2.c", "xent/src/xent_isa_avx512.c"],
+        [
+            "xent/_table.pyx",
+            "xent/src/xent_dispatch.c",
+            "xent/src/xent_isa_baseline.c",
+            "xent/src/xent_isa_avx2.c",
+            "xent/src/xent_isa_avx512.c",
+        ],
         depends=KERNEL_HEADERS,
         **COMMON,
     ),
     # The row drivers: loops over blocks of rows, calling the kernels through the table.
-    Extension("xent._kernels", ["xent/_kernels.pyx"],
-              depends=KERNEL_HEADERS + glob.glob("xent/_kernels_*.pxi"), **COMMON),
+    Extension(
+        "xent._kernels",
+        ["xent/_kernels.pyx"],
+        depends=KERNEL_HEADERS + glob.glob("xent/_kernels_*.pxi"),
+        **COMMON,
+    ),
     # The fused linear cross-entropy: tiles of logits from scipy's BLAS (cython_blas).
     Extension("xent._linear", ["xent/_linear.pyx"], depends=KERNEL_HEADERS, **COMMON),
 ]
@@ -156,7 +192,8 @@ extensions = [
 gen_kernel_api.generate()
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"},
-                          nthreads=_build_jobs()),
+    ext_modules=cythonize(
+        extensions, compiler_directives={"language_level": "3"}, nthreads=_build_jobs()
+    ),
     cmdclass={"build_ext": BuildExt},
 )

@@ -19,9 +19,11 @@ import xent
 
 def throughput(x, target, callers, num_threads, calls):
     """Logits per second (Gelem/s) of `callers` threads each making `calls` calls."""
+
     def work():
         for _ in range(calls):
             xent.cross_entropy(x, target, num_threads=num_threads)
+
     threads = [threading.Thread(target=work) for _ in range(callers)]
     start = time.perf_counter()
     for t in threads:
@@ -44,7 +46,7 @@ def main(argv=None):
     print(f"{'callers':>8} " + " ".join(f"{p:>16}" for p in policies) + "   (Gelem/s, medians)")
     for callers in (int(c) for c in args.callers.split(",")):
         runs = {p: [] for p in policies}
-        for _ in range(args.repeat):   # interleaved, so drift hits every policy alike
+        for _ in range(args.repeat):  # interleaved, so drift hits every policy alike
             for p, n in policies.items():
                 runs[p].append(throughput(x, target, callers, n, args.calls))
         print(f"{callers:>8} " + " ".join(f"{np.median(r):>16.2f}" for r in runs.values()))

@@ -16,6 +16,7 @@ import xent
 from xent.bench import medians_of, parse_shape, time_interleaved
 from xent.bench import reference_mean  # a block of rows at a time
 
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=parse_shape, action="append")
@@ -32,28 +33,33 @@ def main():
     if torch is not None:
         print(f"{'torch':>14}: {torch.__version__}, {torch.get_num_threads()} threads")
     print()
-    print(f"{'shape':>14} {'xent':>10} {'reference':>10} {'torch':>10} {'xent Gelem/s':>13} "
-          f"{'vs reference':>13} {'vs torch':>9}")
+    print(
+        f"{'shape':>14} {'xent':>10} {'reference':>10} {'torch':>10} {'xent Gelem/s':>13} "
+        f"{'vs reference':>13} {'vs torch':>9}"
+    )
     rng = np.random.default_rng(0)
     for rows, cols in shapes:
         logits = rng.standard_normal((rows, cols), dtype=np.float32).astype(args.dtype)
         labels = rng.integers(0, cols, rows)
-        calls = {"xent": lambda: xent.cross_entropy(logits, labels),
-                 "reference": lambda: reference_mean(logits, labels)}
+        calls = {
+            "xent": lambda: xent.cross_entropy(logits, labels),
+            "reference": lambda: reference_mean(logits, labels),
+        }
         if torch is not None:
             x, t = torch.from_numpy(logits), torch.from_numpy(labels)
             calls["torch"] = lambda: float(torch.nn.functional.cross_entropy(x, t))
-        times, results = time_interleaved(calls, args.repeat,
-                                          {"reference": args.reference_repeat})
+        times, results = time_interleaved(calls, args.repeat, {"reference": args.reference_repeat})
         expected = results["reference"]
         for name, value in results.items():
             assert abs(float(value) - expected) <= 1e-5 * abs(expected), (name, value, expected)
         med = medians_of(times)
         torch_time = f"{med['torch'] * 1e3:8.1f}ms" if "torch" in med else f"{'-':>10}"
         vs_torch = f"{med['torch'] / med['xent']:8.1f}x" if "torch" in med else f"{'-':>9}"
-        print(f"{rows:>7}x{cols:<6} {med['xent'] * 1e3:8.1f}ms {med['reference'] * 1e3:8.1f}ms "
-              f"{torch_time} {rows * cols / med['xent'] / 1e9:13.2f} "
-              f"{med['reference'] / med['xent']:12.1f}x {vs_torch}")
+        print(
+            f"{rows:>7}x{cols:<6} {med['xent'] * 1e3:8.1f}ms {med['reference'] * 1e3:8.1f}ms "
+            f"{torch_time} {rows * cols / med['xent'] / 1e9:13.2f} "
+            f"{med['reference'] / med['xent']:12.1f}x {vs_torch}"
+        )
 
 
 if __name__ == "__main__":

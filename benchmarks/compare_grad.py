@@ -46,8 +46,7 @@ def main():
     def restore():  # the in-place call overwrote its input: untimed
         np.copyto(scratch, logits)
 
-    calls = {"xent": run_xent, "xent in place": (restore, run_xent_in_place),
-             "torch": run_torch}
+    calls = {"xent": run_xent, "xent in place": (restore, run_xent_in_place), "torch": run_torch}
     times, _ = time_interleaved(calls, args.repeat)
     memory = {}
     for name, fn in calls.items():
@@ -61,14 +60,18 @@ def main():
 
     xent.show_config()
     print(f"{'torch':>14}: {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print(f"cross-entropy + gradient, {rows}x{cols} float32 "
-          f"({logits.nbytes / 2**20:.0f} MiB of logits), medians of {args.repeat}")
+    print(
+        f"cross-entropy + gradient, {rows}x{cols} float32 "
+        f"({logits.nbytes / 2**20:.0f} MiB of logits), medians of {args.repeat}"
+    )
     medians = medians_of(times)
     base = medians["torch"]
     for name in calls:
         med = medians[name]
-        print(f"{name:>14}: {med * 1e3:8.1f} ms  {rows * cols / med / 1e9:6.2f} Gelem/s  "
-              f"{base / med:6.1f}x torch  peak memory added {memory[name] / 2**20:8.1f} MiB")
+        print(
+            f"{name:>14}: {med * 1e3:8.1f} ms  {rows * cols / med / 1e9:6.2f} Gelem/s  "
+            f"{base / med:6.1f}x torch  peak memory added {memory[name] / 2**20:8.1f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from xent.bench import medians_of, peak_rss_rise, time_interleaved, tracemalloc_
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=bench_linear.parse_linear_shape,
-                        default=(4096, 1024, 32000))
+    parser.add_argument(
+        "--shape", type=bench_linear.parse_linear_shape, default=(4096, 1024, 32000)
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-grad", dest="grad", action="store_false")
     args = parser.parse_args()
@@ -50,18 +51,25 @@ def main():
     if args.grad:
         calls["xent grad"] = lambda: xent.linear_cross_entropy_with_grad(hidden, weight, target)
         calls["torch grad"] = torch_grad
-    print(f"{case.label} float32, {threads} threads, logits {case.logits_bytes / 2**20:.0f} "
-          f"MiB, repeat {args.repeat}", flush=True)
+    print(
+        f"{case.label} float32, {threads} threads, logits {case.logits_bytes / 2**20:.0f} "
+        f"MiB, repeat {args.repeat}",
+        flush=True,
+    )
     times, results = time_interleaved(calls, args.repeat)
     worst_abs, worst_rel = bench_linear.check_rows(hidden, weight, target, threads)
-    print(f"xent vs float64 reference on 256 rows: max abs {worst_abs:.2e}, max rel "
-          f"{worst_rel:.2e}; xent {results['xent']!r} torch {results['torch']!r}")
+    print(
+        f"xent vs float64 reference on 256 rows: max abs {worst_abs:.2e}, max rel "
+        f"{worst_rel:.2e}; xent {results['xent']!r} torch {results['torch']!r}"
+    )
     if args.grad:
         _, gh, gw = results["xent grad"]
         _, eh, ew = results["torch grad"]
-        print(f"gradients vs torch: hidden {np.abs(gh - eh.numpy()).max() / np.abs(eh.numpy()).max():.2e}, "
-              f"weight {np.abs(gw - ew.numpy()).max() / np.abs(ew.numpy()).max():.2e} "
-              f"(relative to the largest entry)")
+        print(
+            f"gradients vs torch: hidden {np.abs(gh - eh.numpy()).max() / np.abs(eh.numpy()).max():.2e}, "
+            f"weight {np.abs(gw - ew.numpy()).max() / np.abs(ew.numpy()).max():.2e} "
+            f"(relative to the largest entry)"
+        )
     results.clear()
     medians = medians_of(times)
     print(f"\n{'call':12} {'median':>9} {'torch / xent':>13} {'RSS rise':>10} {'tracemalloc':>12}")
@@ -70,8 +78,9 @@ def main():
         ratio = f"{medians[other] / medians[name]:.2f}x" if other else "-"
         rss = peak_rss_rise(calls[name]) / 2**20
         traced = tracemalloc_peak(calls[name]) / 2**20
-        print(f"{name:12} {medians[name]:8.3f}s {ratio:>13} {rss:9.1f}M {traced:11.1f}M",
-              flush=True)
+        print(
+            f"{name:12} {medians[name]:8.3f}s {ratio:>13} {rss:9.1f}M {traced:11.1f}M", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -70,35 +70,66 @@ def main():
         # plain sequential writes after the .npy header: faster than a memory map's writeback
         with open(logits_path, "wb") as f:
             np.lib.format.write_array_header_1_0(
-                f, {"descr": "<f4", "fortran_order": False, "shape": (n, c)})
+                f, {"descr": "<f4", "fortran_order": False, "shape": (n, c)}
+            )
             labels = rng.integers(0, c, n)
             step = 65536
             for s in range(0, n, step):
                 block = rng.standard_normal((min(step, n - s), c), dtype=np.float32)
-                block[np.arange(len(block)), labels[s:s + step]] += 2
+                block[np.arange(len(block)), labels[s : s + step]] += 2
                 f.write(block.data)
         np.save(labels_path, labels)
         size = os.path.getsize(logits_path)
-        print(f"wrote {logits_path}: {n:,} x {c:,} float32, {size / 2**30:.2f} GiB in "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"wrote {logits_path}: {n:,} x {c:,} float32, {size / 2**30:.2f} GiB in "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
 
         dropped = drop_caches()
         cold, _, _ = timed(["sh", "-c", f"cat {logits_path} > /dev/null"])
         warm, _, _ = timed(["sh", "-c", f"cat {logits_path} > /dev/null"])
-        print(f"cat cold{'' if dropped else ' (caches not dropped)'}: {cold:.1f} s "
-              f"({size / cold / 2**30:.2f} GiB/s); warm: {warm:.1f} s "
-              f"({size / warm / 2**30:.2f} GiB/s)", flush=True)
+        print(
+            f"cat cold{'' if dropped else ' (caches not dropped)'}: {cold:.1f} s "
+            f"({size / cold / 2**30:.2f} GiB/s); warm: {warm:.1f} s "
+            f"({size / warm / 2**30:.2f} GiB/s)",
+            flush=True,
+        )
         drop_caches()
-        seconds, peak, out = timed([sys.executable, "-m", "xent", "eval", logits_path,
-                                    labels_path, "--json", "--no-progress"], True)
+        seconds, peak, out = timed(
+            [
+                sys.executable,
+                "-m",
+                "xent",
+                "eval",
+                logits_path,
+                labels_path,
+                "--json",
+                "--no-progress",
+            ],
+            True,
+        )
         report = json.loads(out)
-        print(f"xent eval: {seconds:.1f} s ({size / seconds / 2**30:.2f} GiB/s, "
-              f"{n / seconds:,.0f} rows/s), peak RssAnon {peak / 1024:.1f} MiB", flush=True)
+        print(
+            f"xent eval: {seconds:.1f} s ({size / seconds / 2**30:.2f} GiB/s, "
+            f"{n / seconds:,.0f} rows/s), peak RssAnon {peak / 1024:.1f} MiB",
+            flush=True,
+        )
         print(json.dumps(report), flush=True)
-        seconds2, peak2, _ = timed([sys.executable, "-m", "xent", "eval", logits_path,
-                                    labels_path, "--json", "--no-progress"], True)
-        print(f"xent eval again: {seconds2:.1f} s, peak RssAnon {peak2 / 1024:.1f} MiB",
-              flush=True)
+        seconds2, peak2, _ = timed(
+            [
+                sys.executable,
+                "-m",
+                "xent",
+                "eval",
+                logits_path,
+                labels_path,
+                "--json",
+                "--no-progress",
+            ],
+            True,
+        )
+        print(f"xent eval again: {seconds2:.1f} s, peak RssAnon {peak2 / 1024:.1f} MiB", flush=True)
     finally:
         if not args.keep:
             for path in (logits_path, labels_path):

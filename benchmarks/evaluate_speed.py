@@ -27,13 +27,18 @@ def main():
         logits = rng.standard_normal(shape, dtype=np.float32)
         labels = rng.integers(0, shape[1], shape[0])
         for threads in (int(t) for t in args.threads.split(",")):
-            times, _ = time_interleaved(   # interleaved: both see the same machine load
-                {"ce": lambda: xent.cross_entropy(logits, labels, num_threads=threads),
-                 "ev": lambda: xent.evaluate(logits, labels, num_threads=threads)},
-                args.repeat)
+            times, _ = time_interleaved(  # interleaved: both see the same machine load
+                {
+                    "ce": lambda: xent.cross_entropy(logits, labels, num_threads=threads),
+                    "ev": lambda: xent.evaluate(logits, labels, num_threads=threads),
+                },
+                args.repeat,
+            )
             ce, ev = medians_of(times)["ce"], medians_of(times)["ev"]
-            print(f"{shape[0]:>7}x{shape[1]:<6} {threads:>7} {ce * 1e3:>11.2f} ms "
-                  f"{ev * 1e3:>7.2f} ms {ev / ce:>6.2f}")
+            print(
+                f"{shape[0]:>7}x{shape[1]:<6} {threads:>7} {ce * 1e3:>11.2f} ms "
+                f"{ev * 1e3:>7.2f} ms {ev / ce:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

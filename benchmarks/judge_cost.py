@@ -41,7 +41,7 @@ def evaluate_cost(other):
     with tempfile.TemporaryDirectory() as tmp:
         for n, c in ((2**20, 50), (2**12, 32000)):
             rng = np.random.default_rng(0)
-            x = (rng.standard_normal((n, c), dtype=np.float32) * 2)
+            x = rng.standard_normal((n, c), dtype=np.float32) * 2
             t = rng.integers(0, c, n)
             xp, tp = os.path.join(tmp, "x.npy"), os.path.join(tmp, "t.npy")
             np.save(xp, x)
@@ -50,13 +50,19 @@ def evaluate_cost(other):
             times = {here: [], other: []}
             for _ in range(7):
                 for root in (here, other):
-                    out = subprocess.run([sys.executable, "-c", TIMED.format(
-                        root=root, x=xp, t=tp)], capture_output=True, text=True, cwd=tmp,
-                        check=True)
+                    out = subprocess.run(
+                        [sys.executable, "-c", TIMED.format(root=root, x=xp, t=tp)],
+                        capture_output=True,
+                        text=True,
+                        cwd=tmp,
+                        check=True,
+                    )
                     times[root].append(float(out.stdout.split()[-1]))
             a, b = statistics.median(times[here]), statistics.median(times[other])
-            print(f"{n} x {c} float32: with calibration {a * 1e3:.1f} ms, "
-                  f"{os.path.basename(other)} {b * 1e3:.1f} ms, ratio {a / b:.3f}")
+            print(
+                f"{n} x {c} float32: with calibration {a * 1e3:.1f} ms, "
+                f"{os.path.basename(other)} {b * 1e3:.1f} ms, ratio {a / b:.3f}"
+            )
 
 
 MEMORY = """
@@ -81,19 +87,21 @@ print(f'RssAnon before {base} kB, peak during xent compare {peak[0]} kB', file=s
 
 
 def compare_memory():
-    n, c = 2048, 32768   # 256 MiB per model
+    n, c = 2048, 32768  # 256 MiB per model
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         for name, noise in (("r", 0.0), ("c", 0.05)):
-            out = np.lib.format.open_memmap(os.path.join(tmp, f"{name}.npy"), mode="w+",
-                                            dtype=np.float32, shape=(n, c))
+            out = np.lib.format.open_memmap(
+                os.path.join(tmp, f"{name}.npy"), mode="w+", dtype=np.float32, shape=(n, c)
+            )
             for start in range(0, n, 256):
                 base = np.random.default_rng(start).standard_normal((256, c), np.float32)
-                out[start:start + 256] = base + noise * rng.standard_normal((256, c), np.float32)
+                out[start : start + 256] = base + noise * rng.standard_normal((256, c), np.float32)
             del out
         np.save(os.path.join(tmp, "t.npy"), rng.integers(0, c, n))
-        proc = subprocess.run([sys.executable, "-c", MEMORY], capture_output=True, text=True,
-                              cwd=tmp, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", MEMORY], capture_output=True, text=True, cwd=tmp, check=True
+        )
         print(proc.stderr.strip())
         print("files: 2 x 256 MiB float32 logits, 2048 rows x 32768 classes")
 

@@ -28,8 +28,12 @@ def measure(fn):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=parse_shape, action="append",
-                        help="ROWSxCLASSES (repeatable; default 65536x1000 and 8192x32000)")
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        action="append",
+        help="ROWSxCLASSES (repeatable; default 65536x1000 and 8192x32000)",
+    )
     args = parser.parse_args()
     shapes = args.shape or [(65536, 1000), (8192, 32000)]
     try:
@@ -48,8 +52,10 @@ def main():
         for who, fn in calls.items():
             fn()  # warm up: thread pools, allocator arenas
             traced, rss = measure(fn)
-            print(f"{rows:>6}x{cols:<5} {logits.nbytes / 2**20:10.1f} {who:>10} "
-                  f"{traced / 2**20:11.3f} {rss / 2**20:13.1f}")
+            print(
+                f"{rows:>6}x{cols:<5} {logits.nbytes / 2**20:10.1f} {who:>10} "
+                f"{traced / 2**20:11.3f} {rss / 2**20:13.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -89,10 +89,10 @@ def test_grad_xent_against_torch(benchmark, shape):
     benchmark.group = f"cross_entropy_with_grad float32 {shape[0]}x{shape[1]}"
     loss, grad = benchmark(xent.cross_entropy_with_grad, logits, labels)
     rows = np.arange(0, shape[0], max(1, shape[0] // 64))
-    expected = xent.reference.cross_entropy_grad(logits[rows], labels[rows], reduction="none",
-                                                 grad_output=np.full(rows.size, 1 / shape[0]))
-    np.testing.assert_allclose(grad[rows] * shape[0], expected * shape[0], rtol=1e-5,
-                               atol=1e-6)
+    expected = xent.reference.cross_entropy_grad(
+        logits[rows], labels[rows], reduction="none", grad_output=np.full(rows.size, 1 / shape[0])
+    )
+    np.testing.assert_allclose(grad[rows] * shape[0], expected * shape[0], rtol=1e-5, atol=1e-6)
     assert float(loss) == pytest.approx(reference_mean(logits, labels), rel=1e-5)
 
 

@@ -17,10 +17,12 @@ from xent.bench.linear import LinearCase
 CASES = [
     pytest.param(LinearCase(512, 256, 8000), id="512x256x8000-float32"),
     pytest.param(LinearCase(512, 256, 8000, "float64"), id="512x256x8000-float64"),
-    pytest.param(LinearCase(4096, 1024, 32000), id="4096x1024x32000-float32",
-                 marks=pytest.mark.slow),
-    pytest.param(LinearCase(8192, 2048, 128256), id="8192x2048x128256-float32",
-                 marks=pytest.mark.slow),
+    pytest.param(
+        LinearCase(4096, 1024, 32000), id="4096x1024x32000-float32", marks=pytest.mark.slow
+    ),
+    pytest.param(
+        LinearCase(8192, 2048, 128256), id="8192x2048x128256-float32", marks=pytest.mark.slow
+    ),
 ]
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 
@@ -52,8 +54,9 @@ def test_linear_reference(benchmark, case):
     if c.logits_bytes > 1 << 30:
         pytest.skip("the float64 reference of these logits is only run once, for the check")
     _group(benchmark, c)
-    loss = benchmark.pedantic(bench_linear.reference_mean, args=(hidden, weight, target),
-                              rounds=1, iterations=1)
+    loss = benchmark.pedantic(
+        bench_linear.reference_mean, args=(hidden, weight, target), rounds=1, iterations=1
+    )
     assert loss == expected
 
 
@@ -80,9 +83,14 @@ def test_linear_numpy_matmul_then_xent(benchmark, case):
     assert loss == pytest.approx(expected, rel=max(RTOL[c.dtype], 1e-5))
 
 
-@pytest.mark.parametrize("c", [LinearCase(512, 256, 8000),
-                               pytest.param(LinearCase(4096, 1024, 32000),
-                                            marks=pytest.mark.slow)], ids=str)
+@pytest.mark.parametrize(
+    "c",
+    [
+        LinearCase(512, 256, 8000),
+        pytest.param(LinearCase(4096, 1024, 32000), marks=pytest.mark.slow),
+    ],
+    ids=str,
+)
 def test_linear_grad_xent_and_torch(benchmark, c):
     """Loss and gradients: xent's tiled passes (grouped with torch's forward + backward)."""
     hidden, weight, target = bench_linear.make_linear_data(c, seed=1)
@@ -91,17 +99,27 @@ def test_linear_grad_xent_and_torch(benchmark, c):
     rows = slice(0, 64)
     # The gradient of the mean restricted to 64 rows: the other rows' terms drop out of
     # grad_hidden's rows, so compare those rows against the reference's "sum" gradient.
-    expected = xent.reference.linear_cross_entropy_grad(hidden[rows], weight, target[rows],
-                                                        reduction="sum")[0] / c.rows
+    expected = (
+        xent.reference.linear_cross_entropy_grad(
+            hidden[rows], weight, target[rows], reduction="sum"
+        )[0]
+        / c.rows
+    )
     np.testing.assert_allclose(gh[rows], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert np.isfinite(gw).all()
-    assert float(loss) == pytest.approx(bench_linear.reference_mean(hidden, weight, target),
-                                        rel=1e-5)
+    assert float(loss) == pytest.approx(
+        bench_linear.reference_mean(hidden, weight, target), rel=1e-5
+    )
 
 
-@pytest.mark.parametrize("c", [LinearCase(512, 256, 8000),
-                               pytest.param(LinearCase(4096, 1024, 32000),
-                                            marks=pytest.mark.slow)], ids=str)
+@pytest.mark.parametrize(
+    "c",
+    [
+        LinearCase(512, 256, 8000),
+        pytest.param(LinearCase(4096, 1024, 32000), marks=pytest.mark.slow),
+    ],
+    ids=str,
+)
 def test_linear_grad_torch(benchmark, c):
     torch = pytest.importorskip("torch")
     hidden, weight, target = bench_linear.make_linear_data(c, seed=1)

@@ -53,7 +53,7 @@ def make_step_calls(torch, shape, dtype, compile_step):
     rows, hidden_size, vocab = shape
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(rows, hidden_size, generator=g).to(dtype).requires_grad_(True)
-    weight = (torch.randn(vocab, hidden_size, generator=g) * (2 / hidden_size ** 0.5))
+    weight = torch.randn(vocab, hidden_size, generator=g) * (2 / hidden_size**0.5)
     weight = weight.to(dtype).requires_grad_(True)
     target = torch.randint(0, vocab, (rows,), generator=g)
 
@@ -63,6 +63,7 @@ def make_step_calls(torch, shape, dtype, compile_step):
             loss = loss_fn(hidden, weight, target)
             loss.backward()
             return loss.detach().item()
+
         return run
 
     def eager(h, w, y):
@@ -71,8 +72,11 @@ def make_step_calls(torch, shape, dtype, compile_step):
     calls = {
         "xent": step(lambda h, w, y: xt.linear_cross_entropy(h, w, y)),
         "torch eager": step(eager),
-        "torch chunked": step(lambda h, w, y: F.linear_cross_entropy(
-            h, w, y, options=torch.nn.LinearCrossEntropyOptions())),
+        "torch chunked": step(
+            lambda h, w, y: F.linear_cross_entropy(
+                h, w, y, options=torch.nn.LinearCrossEntropyOptions()
+            )
+        ),
     }
     if compile_step:
         compiled = torch.compile(eager)
@@ -82,30 +86,54 @@ def make_step_calls(torch, shape, dtype, compile_step):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=parse_linear_shape, action="append", metavar="NxHxV",
-                        help="tokens x hidden x vocabulary (repeatable; default "
-                             + "x".join(map(str, SHAPES["small"])) + ")")
-    parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"],
-                        choices=["float32", "bfloat16", "float16", "float64"])
+    parser.add_argument(
+        "--shape",
+        type=parse_linear_shape,
+        action="append",
+        metavar="NxHxV",
+        help="tokens x hidden x vocabulary (repeatable; default "
+        + "x".join(map(str, SHAPES["small"]))
+        + ")",
+    )
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16", "float16", "float64"],
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed steps per method")
-    parser.add_argument("--no-compile", dest="compile", action="store_false",
-                        help="leave out torch.compile (its first call compiles C++: minutes)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for xent and PyTorch (default xent.get_num_threads())")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="leave out torch.compile (its first call compiles C++: minutes)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for xent and PyTorch (default xent.get_num_threads())",
+    )
     args = parser.parse_args(argv)
     import torch
 
     threads = xent.get_num_threads(args.threads)
     torch.set_num_threads(threads)
-    print(f"xent {xent.__version__} commit {git_commit() or '?'}, torch {torch.__version__}, "
-          f"{cpu_name()}, {threads} threads, repeat {args.repeat}", flush=True)
+    print(
+        f"xent {xent.__version__} commit {git_commit() or '?'}, torch {torch.__version__}, "
+        f"{cpu_name()}, {threads} threads, repeat {args.repeat}",
+        flush=True,
+    )
     header = f"{'method':15} {'time/step':>10} {'/ xent':>8} {'peak RSS rise':>14} {'loss':>12}"
     for shape in args.shape or [SHAPES["small"]]:
         for dtype_name in args.dtype:
             dtype = getattr(torch, dtype_name)
             logits_mib = shape[0] * shape[2] * dtype.itemsize / 2**20
-            print(f"\n{'x'.join(map(str, shape))} (tokens x hidden x vocab) {dtype_name}, "
-                  f"logits {logits_mib:.0f} MiB", flush=True)
+            print(
+                f"\n{'x'.join(map(str, shape))} (tokens x hidden x vocab) {dtype_name}, "
+                f"logits {logits_mib:.0f} MiB",
+                flush=True,
+            )
             calls = make_step_calls(torch, shape, dtype, args.compile)
             warm = {name: fn() for name, fn in calls.items()}  # compiles torch.compile's
             timings, _ = time_interleaved(calls, args.repeat)
@@ -114,8 +142,11 @@ def main(argv=None):
             for name, fn in calls.items():
                 rise = peak_rss_rise(fn)
                 rise = "?" if rise is None else f"{rise / 2**20:.0f} MiB"
-                print(f"{name:15} {medians[name]:9.3f}s {medians[name] / medians['xent']:7.2f}x "
-                      f"{rise:>14} {warm[name]:12.6f}", flush=True)
+                print(
+                    f"{name:15} {medians[name]:9.3f}s {medians[name] / medians['xent']:7.2f}x "
+                    f"{rise:>14} {warm[name]:12.6f}",
+                    flush=True,
+                )
     return 0
 
 

@@ -24,7 +24,7 @@ exclude_patterns = ["_build", "generated/*.md"]
 
 # API reference: one page per public name, from its numpydoc docstring.
 autosummary_generate = True
-autodoc_typehints = "none"        # the numpydoc Parameters sections carry the types
+autodoc_typehints = "none"  # the numpydoc Parameters sections carry the types
 autodoc_default_options = {"members": False}
 numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
@@ -45,7 +45,7 @@ html_title = f"xent {release}"
 html_theme_options = {
     "description": "Fast, exact cross-entropy and its relatives on multicore CPUs",
     "fixed_sidebar": True,
-    "page_width": "1320px",      # room for 100-column code blocks beside the sidebar
+    "page_width": "1320px",  # room for 100-column code blocks beside the sidebar
     "body_max_width": "none",
     "code_font_size": "0.8em",
     "sidebar_width": "240px",

@@ -20,8 +20,10 @@ F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 #: The dtypes the kernels compute in (float16 is computed in float32: see test_half.py).
 FLOAT_DTYPES = [F32, F64]
 #: Every integer dtype a class-index target may have.
-INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
-                                    np.uint8, np.uint16, np.uint32, np.uint64)]
+INT_DTYPES = [
+    np.dtype(t)
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+]
 REDUCTIONS = ["none", "mean", "sum"]
 SMOOTHINGS = [0.0, 0.1, 1.0]
 
@@ -35,8 +37,10 @@ CE_LOSS_TOL = {F32: 2e-6, F64: 1e-12}
 #: rtol = atol of a gradient divided by its row's gradient scale (``assert_grad_close``).
 GRAD_TOL = {F32: 1e-5, F64: 1e-12}
 #: A few subnormal spacings: the absolute floor of a result that is subnormal.
-SUBNORMAL_FLOOR = {F32: 8 * float(np.finfo(F32).smallest_subnormal),
-                   F64: 8 * float(np.finfo(F64).smallest_subnormal)}
+SUBNORMAL_FLOOR = {
+    F32: 8 * float(np.finfo(F32).smallest_subnormal),
+    F64: 8 * float(np.finfo(F64).smallest_subnormal),
+}
 
 
 def hypothesis_settings(max_examples):
@@ -45,12 +49,18 @@ def hypothesis_settings(max_examples):
     health check for function-scoped fixtures (``isa`` and ``dtype`` hold for every example
     of a test), slow or large data."""
     return settings(
-        max_examples=max_examples, deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                               HealthCheck.data_too_large])
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+    )
 
 
 # ---- seeds ----------------------------------------------------------------------------------
+
 
 def seed_of(*parts):
     """A seed for ``np.random.default_rng`` from a test's parameters.
@@ -63,6 +73,7 @@ def seed_of(*parts):
 
 # ---- comparisons ----------------------------------------------------------------------------
 
+
 def _raise_worst(got, want, bound, what):
     """Fail naming how many of the finite values exceed ``bound`` and the worst one."""
     with np.errstate(invalid="ignore"):
@@ -72,7 +83,8 @@ def _raise_worst(got, want, bound, what):
         raise AssertionError(
             f"{int(bad.sum())} of {bad.size} {what} differ beyond the tolerance; worst "
             f"at finite position {i}: got {got[i]!r}, expected {want[i]!r}, |diff| "
-            f"{abs(got[i] - want[i]):.3g} > bound {bound[i]:.3g}")
+            f"{abs(got[i] - want[i]):.3g} > bound {bound[i]:.3g}"
+        )
 
 
 def assert_close(got, expected, dtype, rtol, atol=0.0, *, round_expected=True):
@@ -102,8 +114,9 @@ def assert_close(got, expected, dtype, rtol, atol=0.0, *, round_expected=True):
         np.testing.assert_allclose(got64, want64, rtol=rtol, atol=float(atol), equal_nan=True)
         return
     finite = np.isfinite(want64)
-    np.testing.assert_array_equal(got64[~finite], want64[~finite],
-                                  err_msg="non-finite results differ")
+    np.testing.assert_array_equal(
+        got64[~finite], want64[~finite], err_msg="non-finite results differ"
+    )
     bound = np.broadcast_to(np.asarray(atol, dtype=np.float64), want.shape)[finite]
     bound = bound + rtol * np.abs(want64[finite])
     _raise_worst(got64[finite], want64[finite], bound, f"finite values (rtol={rtol:g})")
@@ -125,8 +138,9 @@ def assert_within(got, expected, dtype, bound, shape=None):
     assert got.shape == expected.shape, f"shape {got.shape} vs oracle's {expected.shape}"
     g = got.astype(np.float64)
     finite = np.isfinite(expected)
-    np.testing.assert_array_equal(g[~finite], expected[~finite],
-                                  err_msg="non-finite results differ")
+    np.testing.assert_array_equal(
+        g[~finite], expected[~finite], err_msg="non-finite results differ"
+    )
     b = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)[finite]
     _raise_worst(g[finite], expected[finite], b, "values")
 
@@ -153,8 +167,9 @@ def assert_grad_close(got, expected, unit, dtype):
         want = np.asarray(expected, dtype=np.float64).astype(dtype).astype(np.float64)
     unit = np.broadcast_to(np.asarray(unit, dtype=np.float64), got.shape)
     unit = np.where(np.isfinite(unit) & (unit > 0), unit, 1.0)
-    assert_within(got, want, dtype,
-                  GRAD_TOL[dtype] * (unit + np.abs(want)) + SUBNORMAL_FLOOR[dtype])
+    assert_within(
+        got, want, dtype, GRAD_TOL[dtype] * (unit + np.abs(want)) + SUBNORMAL_FLOOR[dtype]
+    )
 
 
 def assert_scalar_or_array(got, batch_shape, dtype):
@@ -185,8 +200,10 @@ def no_warnings(fn, *args, **kwargs):
 
 def snapshot(*arrays):
     """Bytes, dtype and shape of each array (None stays None), for ``assert_unchanged``."""
-    return [None if a is None else (np.asarray(a).tobytes(), np.asarray(a).dtype,
-                                    np.shape(a)) for a in arrays]
+    return [
+        None if a is None else (np.asarray(a).tobytes(), np.asarray(a).dtype, np.shape(a))
+        for a in arrays
+    ]
 
 
 def assert_unchanged(arrays, before):
@@ -194,14 +211,24 @@ def assert_unchanged(arrays, before):
     for a, b in zip(arrays, before):
         if a is not None:
             assert (np.asarray(a).tobytes(), np.asarray(a).dtype, np.shape(a)) == b, (
-                "xent modified an input")
+                "xent modified an input"
+            )
 
 
 # ---- memory layouts -------------------------------------------------------------------------
 
 #: The layouts ``relayout`` makes, each a way of laying out an array a kernel must read.
-LAYOUTS = ["c", "fortran", "row_step", "col_slice", "both_strided", "neg_rows", "neg_cols",
-           "byteswapped", "readonly"]
+LAYOUTS = [
+    "c",
+    "fortran",
+    "row_step",
+    "col_slice",
+    "both_strided",
+    "neg_rows",
+    "neg_cols",
+    "byteswapped",
+    "readonly",
+]
 
 
 def _pad_value(dtype):
@@ -235,8 +262,7 @@ def relayout(a, kind):
         big[::3] = a
         return big[::3]
     if kind == "both_strided":
-        big = np.full((2 * a.shape[0],) + a.shape[1:-1] + (a.shape[-1] + 3,), pad,
-                      dtype=a.dtype)
+        big = np.full((2 * a.shape[0],) + a.shape[1:-1] + (a.shape[-1] + 3,), pad, dtype=a.dtype)
         big[::2, ..., 2:-1] = a
         return big[::2, ..., 2:-1]
     if kind == "neg_rows":
@@ -253,6 +279,7 @@ def relayout(a, kind):
 
 
 # ---- inputs ---------------------------------------------------------------------------------
+
 
 def logits(rng, shape, dtype=F64):
     """Normal logits of standard deviation 3 (softmax neither uniform nor one-hot)."""
@@ -293,8 +320,7 @@ def prob_targets(rng, shape, normalised, dtype=F64):
     return p.astype(dtype)
 
 
-def classifier_outputs(n, c, dtype=np.float32, seed=0, *, scale=2.0, margin=1.5,
-                       ignore_every=0):
+def classifier_outputs(n, c, dtype=np.float32, seed=0, *, scale=2.0, margin=1.5, ignore_every=0):
     """``(logits, labels)`` of ``n`` rows and ``c`` classes as a classifier better than chance
     would give: normal logits times ``scale``, the label's logit raised by ``margin`` (so the
     accuracies and ranks are neither 0 nor 1), and every ``ignore_every``-th label -100
@@ -310,6 +336,7 @@ def classifier_outputs(n, c, dtype=np.float32, seed=0, *, scale=2.0, margin=1.5,
 
 # ---- PyTorch oracles ------------------------------------------------------------------------
 
+
 def classes_to_dim1(torch, a):
     """``a`` as a tensor with the classes (last axis of ``a``) where PyTorch wants them: dim 1
     of an input of more than 2 dims, the last dim otherwise."""
@@ -320,11 +347,15 @@ def classes_to_dim1(torch, a):
 def torch_cross_entropy(torch, x, target, weight=None, **kwargs):
     """``torch.nn.functional.cross_entropy`` on NumPy arrays with the classes on the last axis
     (class indices or probabilities), computed in the arrays' dtype; a NumPy result."""
-    tt = (classes_to_dim1(torch, target) if target.dtype.kind == "f"
-          else torch.from_numpy(np.asarray(target, dtype=np.int64)))
+    tt = (
+        classes_to_dim1(torch, target)
+        if target.dtype.kind == "f"
+        else torch.from_numpy(np.asarray(target, dtype=np.int64))
+    )
     wt = None if weight is None else torch.from_numpy(np.asarray(weight))
-    return torch.nn.functional.cross_entropy(classes_to_dim1(torch, x), tt, weight=wt,
-                                             **kwargs).numpy()
+    return torch.nn.functional.cross_entropy(
+        classes_to_dim1(torch, x), tt, weight=wt, **kwargs
+    ).numpy()
 
 
 def torch_nll_loss(torch, log_probs, target, weight=None, **kwargs):
@@ -332,7 +363,10 @@ def torch_nll_loss(torch, log_probs, target, weight=None, **kwargs):
     wt = None if weight is None else torch.from_numpy(np.asarray(weight))
     return torch.nn.functional.nll_loss(
         classes_to_dim1(torch, log_probs),
-        torch.from_numpy(np.asarray(target, dtype=np.int64)), weight=wt, **kwargs).numpy()
+        torch.from_numpy(np.asarray(target, dtype=np.int64)),
+        weight=wt,
+        **kwargs,
+    ).numpy()
 
 
 def torch_cross_entropy_with_grad(torch, x, target, weight=None, grad_output=None, **kwargs):
@@ -349,7 +383,10 @@ def torch_cross_entropy_with_grad(torch, x, target, weight=None, grad_output=Non
         tt = torch.tensor(target.astype(np.int64))
     wt = None if weight is None else torch.tensor(np.asarray(weight, dtype=np.float64))
     loss = torch.nn.functional.cross_entropy(xin, tt, weight=wt, **kwargs)
-    incoming = (torch.ones_like(loss) if grad_output is None
-                else torch.as_tensor(np.asarray(grad_output, dtype=np.float64)))
+    incoming = (
+        torch.ones_like(loss)
+        if grad_output is None
+        else torch.as_tensor(np.asarray(grad_output, dtype=np.float64))
+    )
     loss.backward(incoming)
     return loss.detach().numpy(), xt.grad.numpy()

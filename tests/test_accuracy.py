@@ -38,7 +38,8 @@ def test_float32_rows_within_1e6_relative(isa, classes, scale):
     relative = np.abs(got - exact) / np.abs(exact)
     worst = int(relative.argmax())
     assert float(relative[worst]) <= 1e-6, (
-        f"row {worst}: loss {float(exact[worst]):.3e}, relative error {float(relative[worst]):.2e}")
+        f"row {worst}: loss {float(exact[worst]):.3e}, relative error {float(relative[worst]):.2e}"
+    )
 
 
 @pytest.mark.parametrize("classes", [100, 1000, 70000])

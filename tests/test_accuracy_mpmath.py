@@ -58,7 +58,8 @@ def check(got, exact, dtype, what, spread=0.0):
         bound = BOUND[dtype] + (spread * 2.0**-24 if dtype == F32 else 0.0)
         assert err <= bound, (
             f"{what}: got {float(got)!r}, exact {mpmath.nstr(exact, 20)}, error {err:.3g} "
-            f"({'ulp' if dtype == F64 else 'relative'}, bound {bound:.3g})")
+            f"({'ulp' if dtype == F64 else 'relative'}, bound {bound:.3g})"
+        )
 
 
 def build_row(top, ties, gaps, counts, dtype, order_seed):
@@ -70,8 +71,9 @@ def build_row(top, ties, gaps, counts, dtype, order_seed):
     np.random.default_rng(order_seed).shuffle(row)
     distinct, mult = np.unique(row, return_counts=True)
     shift = mpmath.mpf(float(distinct[-1]))
-    rest = mpmath.fsum(int(k) * mpmath.exp(mpmath.mpf(float(v)) - shift)
-                       for v, k in zip(distinct[:-1], mult[:-1]))
+    rest = mpmath.fsum(
+        int(k) * mpmath.exp(mpmath.mpf(float(v)) - shift) for v, k in zip(distinct[:-1], mult[:-1])
+    )
     ties = int(mult[-1])
     # log(ties + rest) without forming 1 + rest, which would cancel at any precision
     return row, shift, mpmath.log(ties) + mpmath.log1p(rest / ties)
@@ -79,12 +81,19 @@ def build_row(top, ties, gaps, counts, dtype, order_seed):
 
 def rows(dtype, max_count=3):
     """Rows whose results are tiny (big gaps) or huge (a huge max, a target far below)."""
-    gap = st.one_of(st.floats(0, 4), st.floats(0, MAX_GAP[dtype]),
-                    st.floats(MAX_GAP[dtype] * 0.8, MAX_GAP[dtype]))
+    gap = st.one_of(
+        st.floats(0, 4),
+        st.floats(0, MAX_GAP[dtype]),
+        st.floats(MAX_GAP[dtype] * 0.8, MAX_GAP[dtype]),
+    )
     top = st.one_of(st.just(0.0), st.floats(-1e3, 1e3), st.floats(1e3, 9e3))
-    return st.tuples(top, st.integers(1, 3), st.lists(gap, min_size=0, max_size=6),
-                     st.lists(st.integers(1, max_count), min_size=6, max_size=6),
-                     st.integers(0, 2**32 - 1))
+    return st.tuples(
+        top,
+        st.integers(1, 3),
+        st.lists(gap, min_size=0, max_size=6),
+        st.lists(st.integers(1, max_count), min_size=6, max_size=6),
+        st.integers(0, 2**32 - 1),
+    )
 
 
 def _check_row(dtype, top, ties, gaps, counts, order_seed):
@@ -157,12 +166,13 @@ def test_bce_with_logits_against_mpmath(isa, dtype, data):
     y = dtype(data.draw(st.sampled_from([0.0, 1.0, 0.25])))
     pw = dtype(data.draw(st.sampled_from([1.0, 3.0])))
     loss, grad = xent.binary_cross_entropy_with_logits_with_grad(
-        np.array([x]), np.array([y]), pos_weight=np.array([pw]), reduction="sum")
+        np.array([x]), np.array([y]), pos_weight=np.array([pw]), reduction="sum"
+    )
     mx, my, mpw = (mpmath.mpf(float(v)) for v in (x, y, pw))
     softplus = lambda v: mpmath.log1p(mpmath.exp(v))  # noqa: E731
     exact = mpw * my * softplus(-mx) + (1 - my) * softplus(mx)
     check(loss, exact, dtype, f"BCE logits x={x!r} y={y!r} pw={pw!r}")
-    sig, sig_neg = 1 / (1 + mpmath.exp(-mx)), 1 / (1 + mpmath.exp(mx))   # no 1 - sig: it cancels
+    sig, sig_neg = 1 / (1 + mpmath.exp(-mx)), 1 / (1 + mpmath.exp(mx))  # no 1 - sig: it cancels
     exact_grad = (1 - my) * sig - mpw * my * sig_neg
-    if y != dtype(0.25):   # a soft label's gradient cancels where sigmoid(x) = y: ill-posed
+    if y != dtype(0.25):  # a soft label's gradient cancels where sigmoid(x) = y: ill-posed
         check(grad[0], exact_grad, dtype, f"BCE gradient x={x!r} y={y!r} pw={pw!r}")

@@ -19,27 +19,30 @@ from support import hypothesis_settings
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=40))
 def test_exact_sum_is_fsum(values):
     """The superaccumulator against the exact rational sum, rounded once by float()."""
-    exact = sum(Fraction(v) for v in values)   # exact rationals: fsum overflows early
+    exact = sum(Fraction(v) for v in values)  # exact rationals: fsum overflows early
     try:
         want = float(exact)
-    except OverflowError:   # beyond the largest double: rounds to an infinity
+    except OverflowError:  # beyond the largest double: rounds to an infinity
         want = math.inf if exact > 0 else -math.inf
     got = _kernels.exact_sum(np.array(values, dtype=np.float64))
     assert got == want or (math.isnan(got) and math.isnan(want)), (values, got, want)
 
 
-@pytest.mark.parametrize("values, want", [
-    ([1e308, 1.0, -1e308], 1.0),
-    ([1e308, 1e308], math.inf),
-    ([-1e308, -1e308, 1e308], -1e308),
-    ([5e-324, 5e-324, -5e-324], 5e-324),
-    ([1.0, 2.0**-53, 2.0**-106], 1.0 + 2.0**-52),   # past the halfway point: rounds up
-    ([1.0, 2.0**-53], 1.0),                            # the tie: to even
-    ([math.inf, 1.0], math.inf),
-    ([math.inf, -math.inf], math.nan),
-    ([math.nan, 1.0], math.nan),
-    ([], 0.0),
-])
+@pytest.mark.parametrize(
+    "values, want",
+    [
+        ([1e308, 1.0, -1e308], 1.0),
+        ([1e308, 1e308], math.inf),
+        ([-1e308, -1e308, 1e308], -1e308),
+        ([5e-324, 5e-324, -5e-324], 5e-324),
+        ([1.0, 2.0**-53, 2.0**-106], 1.0 + 2.0**-52),  # past the halfway point: rounds up
+        ([1.0, 2.0**-53], 1.0),  # the tie: to even
+        ([math.inf, 1.0], math.inf),
+        ([math.inf, -math.inf], math.nan),
+        ([math.nan, 1.0], math.nan),
+        ([], 0.0),
+    ],
+)
 def test_exact_sum_edges(values, want):
     got = _kernels.exact_sum(np.array(values, dtype=np.float64))
     assert got == want or (math.isnan(got) and math.isnan(want))
@@ -56,15 +59,24 @@ def test_reductions_are_exact_and_order_free(isa, dtype, classes):
     rows = xent.cross_entropy(x, t, weight=weight, reduction="none").astype(np.float64)
     total = xent.cross_entropy(x, t, weight=weight, reduction="sum")
     mean = xent.cross_entropy(x, t, weight=weight, reduction="mean")
-    if dtype == np.float64:   # the rows are the kernel's own doubles: sums exactly known
+    if dtype == np.float64:  # the rows are the kernel's own doubles: sums exactly known
         assert total == math.fsum(rows)
         assert mean == math.fsum(rows) / math.fsum(weight[t])
     order = rng.permutation(n)
     for threads in (1, 2):
-        assert xent.cross_entropy(x[order], t[order], weight=weight, reduction="sum",
-                                  num_threads=threads) == total
-        assert xent.cross_entropy(x[order], t[order], weight=weight, reduction="mean",
-                                  num_threads=threads) == mean
-        loss, _ = xent.cross_entropy_with_grad(x[order], t[order], weight=weight,
-                                               num_threads=threads)
+        assert (
+            xent.cross_entropy(
+                x[order], t[order], weight=weight, reduction="sum", num_threads=threads
+            )
+            == total
+        )
+        assert (
+            xent.cross_entropy(
+                x[order], t[order], weight=weight, reduction="mean", num_threads=threads
+            )
+            == mean
+        )
+        loss, _ = xent.cross_entropy_with_grad(
+            x[order], t[order], weight=weight, num_threads=threads
+        )
         assert loss == mean

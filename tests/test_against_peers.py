@@ -30,9 +30,22 @@ from hypothesis import given, settings, strategies as st
 
 import xent
 
-from support import (F32, F64, FLOAT_DTYPES, INT_DTYPES, REDUCTIONS, SMOOTHINGS, assert_close,
-                     class_targets, class_weight, logits, prob_targets, seed_of,
-                     torch_cross_entropy, torch_nll_loss)
+from support import (
+    F32,
+    F64,
+    FLOAT_DTYPES,
+    INT_DTYPES,
+    REDUCTIONS,
+    SMOOTHINGS,
+    assert_close,
+    class_targets,
+    class_weight,
+    logits,
+    prob_targets,
+    seed_of,
+    torch_cross_entropy,
+    torch_nll_loss,
+)
 
 C = 6
 SHAPES = [(C,), (9, C), (3, 4, C)]  # one row (0-d target), a batch, two leading axes
@@ -49,6 +62,7 @@ def assert_near_peer(got, expected, dtype, tol):
 
 
 # ---- SciPy --------------------------------------------------------------------------------------
+
 
 @st.composite
 def finite_arrays(draw, dtype):
@@ -98,15 +112,28 @@ def test_scipy_larger_arrays(dtype, shape):
     x = (np.random.default_rng(seed_of("scipy", shape)).standard_normal(shape) * 5).astype(dtype)
     x64 = x.astype(F64)
     for axis in range(x.ndim):
-        assert_near_peer(xent.logsumexp(x, axis=axis),
-                     scipy.special.logsumexp(x64, axis=axis), dtype, SCIPY_TOL[dtype])
-        assert_near_peer(xent.log_softmax(x, axis=axis),
-                     scipy.special.log_softmax(x64, axis=axis), dtype, SCIPY_TOL[dtype])
-        assert_near_peer(xent.softmax(x, axis=axis), scipy.special.softmax(x64, axis=axis), dtype,
-                     SCIPY_SOFTMAX_TOL[dtype])
+        assert_near_peer(
+            xent.logsumexp(x, axis=axis),
+            scipy.special.logsumexp(x64, axis=axis),
+            dtype,
+            SCIPY_TOL[dtype],
+        )
+        assert_near_peer(
+            xent.log_softmax(x, axis=axis),
+            scipy.special.log_softmax(x64, axis=axis),
+            dtype,
+            SCIPY_TOL[dtype],
+        )
+        assert_near_peer(
+            xent.softmax(x, axis=axis),
+            scipy.special.softmax(x64, axis=axis),
+            dtype,
+            SCIPY_SOFTMAX_TOL[dtype],
+        )
 
 
 # ---- PyTorch ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def torch():
@@ -115,8 +142,11 @@ def torch():
 
 def _target_dtypes(t):
     """The integer dtypes that hold every label of t."""
-    return [d for d in INT_DTYPES
-            if t.size == 0 or (np.iinfo(d).min <= t.min() and t.max() <= np.iinfo(d).max)]
+    return [
+        d
+        for d in INT_DTYPES
+        if t.size == 0 or (np.iinfo(d).min <= t.min() and t.max() <= np.iinfo(d).max)
+    ]
 
 
 def _check_loss(got, expected, dtype, reduction, batch_shape):
@@ -132,8 +162,9 @@ def _check_loss(got, expected, dtype, reduction, batch_shape):
 @pytest.mark.parametrize("ignore_index", [None, -100, 2])  # None: the default (-100)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_torch_cross_entropy_class_indices(torch, reduction, weighted, ignore_index,
-                                           label_smoothing, shape, dtype, rng):
+def test_torch_cross_entropy_class_indices(
+    torch, reduction, weighted, ignore_index, label_smoothing, shape, dtype, rng
+):
     x = logits(rng, shape, dtype)
     w = class_weight(rng, C, weighted, dtype)
     t = class_targets(rng, shape[:-1], C, -100 if ignore_index is None else ignore_index)
@@ -153,8 +184,9 @@ def test_torch_cross_entropy_class_indices(torch, reduction, weighted, ignore_in
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_torch_cross_entropy_probabilities(torch, reduction, weighted, label_smoothing,
-                                           normalised, shape, dtype, rng):
+def test_torch_cross_entropy_probabilities(
+    torch, reduction, weighted, label_smoothing, normalised, shape, dtype, rng
+):
     x = logits(rng, shape, dtype)
     w = class_weight(rng, C, weighted, dtype)
     p = prob_targets(rng, shape, normalised, dtype)
@@ -198,14 +230,26 @@ def test_torch_all_rows_ignored(torch, reduction, weighted, label_smoothing, dty
     x = logits(rng, (2, 3, C), dtype)
     w = class_weight(rng, C, weighted, dtype)
     for t, extra in [(np.full((2, 3), -100), {}), (np.full((2, 3), 4), {"ignore_index": 4})]:
-        ce = xent.cross_entropy(x, t, weight=w, reduction=reduction,
-                                label_smoothing=label_smoothing, **extra)
-        _check_loss(ce, torch_cross_entropy(torch, x, t, w, reduction=reduction,
-                                  label_smoothing=label_smoothing, **extra),
-                    dtype, reduction, (2, 3))
+        ce = xent.cross_entropy(
+            x, t, weight=w, reduction=reduction, label_smoothing=label_smoothing, **extra
+        )
+        _check_loss(
+            ce,
+            torch_cross_entropy(
+                torch, x, t, w, reduction=reduction, label_smoothing=label_smoothing, **extra
+            ),
+            dtype,
+            reduction,
+            (2, 3),
+        )
         nll = xent.nll_loss(x, t, weight=w, reduction=reduction, **extra)
-        _check_loss(nll, torch_nll_loss(torch, x, t, w, reduction=reduction, **extra), dtype,
-                    reduction, (2, 3))
+        _check_loss(
+            nll,
+            torch_nll_loss(torch, x, t, w, reduction=reduction, **extra),
+            dtype,
+            reduction,
+            (2, 3),
+        )
         if reduction == "mean":
             assert np.isnan(ce) and np.isnan(nll)
 
@@ -222,14 +266,14 @@ def test_torch_many_rows_and_classes(torch, dtype, rng):
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         for reduction, eps in itertools.product(REDUCTIONS, SMOOTHINGS):
             kw = dict(reduction=reduction, label_smoothing=eps)
-            expected = torch.nn.functional.cross_entropy(xt, torch.from_numpy(t), weight=wt,
-                                                         **kw).numpy()
-            _check_loss(xent.cross_entropy(x, t, weight=w, **kw), expected, dtype, reduction,
-                        (n,))
-            expected = torch.nn.functional.cross_entropy(xt, torch.from_numpy(p), weight=wt,
-                                                         **kw).numpy()
-            _check_loss(xent.cross_entropy(x, p, weight=w, **kw), expected, dtype, reduction,
-                        (n,))
+            expected = torch.nn.functional.cross_entropy(
+                xt, torch.from_numpy(t), weight=wt, **kw
+            ).numpy()
+            _check_loss(xent.cross_entropy(x, t, weight=w, **kw), expected, dtype, reduction, (n,))
+            expected = torch.nn.functional.cross_entropy(
+                xt, torch.from_numpy(p), weight=wt, **kw
+            ).numpy()
+            _check_loss(xent.cross_entropy(x, p, weight=w, **kw), expected, dtype, reduction, (n,))
 
 
 @pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 6), (2, 3, 4, 5), (8, 2000)], ids=str)
@@ -239,9 +283,18 @@ def test_torch_logsumexp_log_softmax_softmax(torch, shape, dtype, rng):
     for axis in range(-x.ndim, x.ndim):
         for keepdims in (False, True):
             expected = torch.logsumexp(xt, dim=axis, keepdim=keepdims).numpy()
-            assert_near_peer(xent.logsumexp(x, axis=axis, keepdims=keepdims), expected, dtype,
-                         TORCH_TOL[dtype])
-        assert_near_peer(xent.log_softmax(x, axis=axis), torch.log_softmax(xt, dim=axis).numpy(),
-                     dtype, TORCH_TOL[dtype])
-        assert_near_peer(xent.softmax(x, axis=axis), torch.softmax(xt, dim=axis).numpy(), dtype,
-                     (TORCH_TOL[dtype][0], 1e-37 if dtype == F32 else 1e-300))
+            assert_near_peer(
+                xent.logsumexp(x, axis=axis, keepdims=keepdims), expected, dtype, TORCH_TOL[dtype]
+            )
+        assert_near_peer(
+            xent.log_softmax(x, axis=axis),
+            torch.log_softmax(xt, dim=axis).numpy(),
+            dtype,
+            TORCH_TOL[dtype],
+        )
+        assert_near_peer(
+            xent.softmax(x, axis=axis),
+            torch.softmax(xt, dim=axis).numpy(),
+            dtype,
+            (TORCH_TOL[dtype][0], 1e-37 if dtype == F32 else 1e-300),
+        )

@@ -56,8 +56,21 @@ from hypothesis import given, strategies as st
 import xent
 from xent import reference as ref
 
-from support import (F16, F32, F64, FLOAT_DTYPES, INT_DTYPES, LAYOUTS, REDUCTIONS, SMOOTHINGS,
-                     assert_close, assert_unchanged, hypothesis_settings, relayout, snapshot)
+from support import (
+    F16,
+    F32,
+    F64,
+    FLOAT_DTYPES,
+    INT_DTYPES,
+    LAYOUTS,
+    REDUCTIONS,
+    SMOOTHINGS,
+    assert_close,
+    assert_unchanged,
+    hypothesis_settings,
+    relayout,
+    snapshot,
+)
 
 INF, NAN = math.inf, math.nan
 
@@ -66,7 +79,7 @@ BIG = {F16: float(np.float16(6e4)), F32: float(np.float32(1e30)), F64: 1e300}
 #: (rtol, atol): see the module docstring.
 TOL = {F16: (1e-3, 1e-7), F32: (2e-6, 2e-6), F64: (1e-12, 1e-12)}
 #: Unit roundoff of exp's argument in softmax, and softmax's atol (flushed subnormals).
-HALF_ULP = {F16: 2.0 ** -24, F32: 2.0 ** -24, F64: 2.0 ** -52}  # float16 computes in float32
+HALF_ULP = {F16: 2.0**-24, F32: 2.0**-24, F64: 2.0**-52}  # float16 computes in float32
 SOFTMAX_FLOOR = {F16: 1e-7, F32: 1e-37, F64: 1e-300}
 #: nll_loss sums: relative to sum |terms| (double accumulation in another order).
 SUM_RTOL = 1e-12
@@ -76,12 +89,12 @@ HYPOTHESIS = hypothesis_settings(30)
 
 # ---- comparison helpers -----------------------------------------------------------------------
 
+
 def softmax_atol(x64, axis, dtype):
     """Per-element atol of softmax: the floor plus |p| * |log p| * (unit roundoff)."""
     with np.errstate(all="ignore"):
         log_p = ref.log_softmax(x64, axis=axis)
-        extra = np.nan_to_num(np.exp(log_p) * np.abs(log_p) * HALF_ULP[dtype],
-                              nan=0.0, posinf=0.0)
+        extra = np.nan_to_num(np.exp(log_p) * np.abs(log_p) * HALF_ULP[dtype], nan=0.0, posinf=0.0)
     return SOFTMAX_FLOOR[dtype] + extra
 
 
@@ -100,8 +113,7 @@ def loss_scale(shape, target, weight, ignore_index, eps, probabilities):
     return scale, float(np.sum(np.where(ignored, 0.0, w[safe])))
 
 
-def check_loss(got, expected, dtype, reduction, batch_shape, row_atol, denominator,
-               rtol=None):
+def check_loss(got, expected, dtype, reduction, batch_shape, row_atol, denominator, rtol=None):
     """A loss: per-row atol ``row_atol``, summed (and divided) for the reductions."""
     rtol = TOL[dtype][0] if rtol is None else rtol
     row_atol = np.asarray(row_atol, dtype=np.float64)
@@ -118,31 +130,47 @@ def check_loss(got, expected, dtype, reduction, batch_shape, row_atol, denominat
 
 def ce_check(got, x, target, dtype, kwargs, weight=None):
     """cross_entropy's result against the reference with the loss_scale tolerance."""
-    expected = ref.cross_entropy(np.asarray(x, dtype=np.float64), target, weight=weight,
-                                 **kwargs)
+    expected = ref.cross_entropy(np.asarray(x, dtype=np.float64), target, weight=weight, **kwargs)
     probabilities = np.asarray(target).dtype.kind == "f"
     eps = kwargs.get("label_smoothing", 0.0)
-    scale, denominator = loss_scale(x.shape, target, weight, kwargs.get("ignore_index", -100),
-                                    eps, probabilities)
+    scale, denominator = loss_scale(
+        x.shape, target, weight, kwargs.get("ignore_index", -100), eps, probabilities
+    )
     # A smoothed or probability-target loss sums C terms: however they are added (vector
     # lanes or one by one, as a build without vectorisation does), the rounding of a sum of
     # C terms stays within C unit roundoffs of its size (Higham's bound).
     rtol = TOL[dtype][0]
     if dtype == F64 and (eps or probabilities):
         rtol = max(rtol, x.shape[-1] * HALF_ULP[F64])
-    check_loss(got, expected, dtype, kwargs.get("reduction", "mean"), x.shape[:-1],
-               TOL[dtype][1] * scale, denominator, rtol=rtol)
+    check_loss(
+        got,
+        expected,
+        dtype,
+        kwargs.get("reduction", "mean"),
+        x.shape[:-1],
+        TOL[dtype][1] * scale,
+        denominator,
+        rtol=rtol,
+    )
 
 
 def nll_check(got, x, target, dtype, kwargs, weight=None):
     """nll_loss's result against the reference: rtol per row, SUM_RTOL * sum |terms| summed."""
     x64 = np.asarray(x, dtype=np.float64)
     expected = ref.nll_loss(x64, target, weight=weight, **kwargs)
-    terms = np.abs(ref.nll_loss(x64, target, weight=weight, ignore_index=kwargs.get(
-        "ignore_index", -100), reduction="none"))
+    terms = np.abs(
+        ref.nll_loss(
+            x64,
+            target,
+            weight=weight,
+            ignore_index=kwargs.get("ignore_index", -100),
+            reduction="none",
+        )
+    )
     terms = np.where(np.isfinite(terms), terms, 0.0)
-    _, denominator = loss_scale(x.shape, target, weight, kwargs.get("ignore_index", -100),
-                                0.0, False)
+    _, denominator = loss_scale(
+        x.shape, target, weight, kwargs.get("ignore_index", -100), 0.0, False
+    )
     reduction = kwargs.get("reduction", "mean")
     with np.errstate(over="ignore"):
         overflow = not np.isfinite(terms.sum())
@@ -152,11 +180,19 @@ def nll_check(got, x, target, dtype, kwargs, weight=None):
         # xent's row order does not), but a finite total would be wrong
         assert not np.isfinite(got), got
         return
-    check_loss(got, expected, dtype, reduction, x.shape[:-1],
-               0.0 if reduction == "none" else SUM_RTOL * terms, denominator)
+    check_loss(
+        got,
+        expected,
+        dtype,
+        reduction,
+        x.shape[:-1],
+        0.0 if reduction == "none" else SUM_RTOL * terms,
+        denominator,
+    )
 
 
 # ---- layouts --------------------------------------------------------------------------------
+
 
 def test_relayout_keeps_values():
     a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
@@ -172,9 +208,9 @@ def test_relayout_keeps_values():
 
 # ---- strategies -----------------------------------------------------------------------------
 
+
 def finite_floats(dtype, bound=200.0):
-    return st.floats(-bound, bound, width=8 * dtype.itemsize, allow_nan=False,
-                     allow_infinity=False)
+    return st.floats(-bound, bound, width=8 * dtype.itemsize, allow_nan=False, allow_infinity=False)
 
 
 def special_floats(dtype):
@@ -192,8 +228,7 @@ def float_arrays(draw, dtype, shape, hostile):
     if hostile and x.size:
         rows = x.reshape(-1, x.shape[-1])
         fills = st.sampled_from([-INF, INF, NAN, BIG[dtype]])
-        for i, v in draw(st.lists(st.tuples(st.integers(0, rows.shape[0] - 1), fills),
-                                  max_size=2)):
+        for i, v in draw(st.lists(st.tuples(st.integers(0, rows.shape[0] - 1), fills), max_size=2)):
             rows[i] = v
     return x
 
@@ -234,11 +269,13 @@ def weights(draw, n_classes):
     kind = draw(st.sampled_from([None, F64, F32, np.dtype(np.int64)]))
     if kind is None:
         return None
-    elements = (st.integers(1, 5) if kind.kind == "i"
-                else st.floats(0.25, 4.0, width=8 * kind.itemsize))
+    elements = (
+        st.integers(1, 5) if kind.kind == "i" else st.floats(0.25, 4.0, width=8 * kind.itemsize)
+    )
     w = draw(hnp.arrays(kind, (n_classes,), elements=elements))
-    return relayout(w, draw(st.sampled_from(["c", "row_step", "neg_rows", "byteswapped",
-                                             "readonly"])))
+    return relayout(
+        w, draw(st.sampled_from(["c", "row_step", "neg_rows", "byteswapped", "readonly"]))
+    )
 
 
 @st.composite
@@ -271,8 +308,13 @@ def probability_targets(draw, shape):
     float32 logits, see test_tiny_float64_probability_is_not_rounded_away.
     """
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
-    p = draw(hnp.arrays(dtype, shape, elements=st.one_of(
-        st.just(0.0), st.floats(2.0 ** -20, 3.0, width=8 * dtype.itemsize))))
+    p = draw(
+        hnp.arrays(
+            dtype,
+            shape,
+            elements=st.one_of(st.just(0.0), st.floats(2.0**-20, 3.0, width=8 * dtype.itemsize)),
+        )
+    )
     if draw(st.booleans()):
         sums = p.sum(axis=-1, keepdims=True)
         p = np.where(sums > 0, p / np.where(sums > 0, sums, 1), p).astype(dtype)
@@ -283,6 +325,7 @@ threads = st.sampled_from([None, 1, 2])
 
 
 # ---- logsumexp, log_softmax, softmax ----------------------------------------------------------
+
 
 @HYPOTHESIS
 @given(data=st.data())
@@ -317,11 +360,13 @@ def test_softmax(isa, dtype, data):
     got = xent.softmax(x, axis=axis, num_threads=data.draw(threads))
     assert_unchanged([x], before)
     x64 = x.astype(F64)
-    assert_close(got, ref.softmax(x64, axis=axis), dtype, TOL[dtype][0],
-                 softmax_atol(x64, axis, dtype))
+    assert_close(
+        got, ref.softmax(x64, axis=axis), dtype, TOL[dtype][0], softmax_atol(x64, axis, dtype)
+    )
 
 
 # ---- cross_entropy, nll_loss ------------------------------------------------------------------
+
 
 @HYPOTHESIS
 @given(data=st.data())
@@ -344,8 +389,10 @@ def test_cross_entropy_probabilities(isa, dtype, data):
     x = data.draw(logits_arrays(dtype))
     p = data.draw(probability_targets(x.shape))
     w = data.draw(weights(x.shape[-1]))
-    kwargs = dict(reduction=data.draw(st.sampled_from(REDUCTIONS)),
-                  label_smoothing=data.draw(st.sampled_from(SMOOTHINGS)))
+    kwargs = dict(
+        reduction=data.draw(st.sampled_from(REDUCTIONS)),
+        label_smoothing=data.draw(st.sampled_from(SMOOTHINGS)),
+    )
     if data.draw(st.booleans()):
         kwargs["ignore_index"] = -5  # negative: allowed, and unused with probabilities
     before = snapshot(x, p, w)
@@ -369,13 +416,33 @@ def test_nll_loss(isa, dtype, data):
 
 # ---- explicit cases ---------------------------------------------------------------------------
 
+
 def _special_rows(dtype):
     big, top = BIG[dtype], float(np.finfo(dtype).max)
     return [
-        [INF, 1.0], [1.0, INF], [INF, INF], [-INF, -INF], [-INF, 0.0, -INF], [NAN, 1.0],
-        [INF, NAN], [NAN, -INF], [NAN, NAN], [INF, -INF, 2.0], [big, -big], [big, big, 0.0],
-        [-big, -big], [top, top], [top, -top], [-top, -top, -top], [big, 1.0, -INF],
-        [0.0], [INF], [-INF], [NAN], [big], [-1e-30, 0.0, -0.0],
+        [INF, 1.0],
+        [1.0, INF],
+        [INF, INF],
+        [-INF, -INF],
+        [-INF, 0.0, -INF],
+        [NAN, 1.0],
+        [INF, NAN],
+        [NAN, -INF],
+        [NAN, NAN],
+        [INF, -INF, 2.0],
+        [big, -big],
+        [big, big, 0.0],
+        [-big, -big],
+        [top, top],
+        [top, -top],
+        [-top, -top, -top],
+        [big, 1.0, -INF],
+        [0.0],
+        [INF],
+        [-INF],
+        [NAN],
+        [big],
+        [-1e-30, 0.0, -0.0],
     ]
 
 
@@ -387,8 +454,9 @@ def test_special_rows(isa, dtype):
         c = x.size
         assert_close(xent.logsumexp(x), ref.logsumexp(x64), dtype, *TOL[dtype])
         assert_close(xent.log_softmax(x), ref.log_softmax(x64), dtype, *TOL[dtype])
-        assert_close(xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0],
-                     softmax_atol(x64, -1, dtype))
+        assert_close(
+            xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0], softmax_atol(x64, -1, dtype)
+        )
         w = np.linspace(0.5, 2.0, c)
         p = np.linspace(0.0, 1.0, c).astype(dtype)  # p[0] == 0
         for eps in SMOOTHINGS:
@@ -397,8 +465,7 @@ def test_special_rows(isa, dtype):
                     kwargs = dict(reduction="none", label_smoothing=eps)
                     got = xent.cross_entropy(x, np.array(t), weight=weight, **kwargs)
                     ce_check(got, x, np.array(t), dtype, kwargs, weight=weight)
-                got = xent.cross_entropy(x, p, weight=weight, reduction="sum",
-                                         label_smoothing=eps)
+                got = xent.cross_entropy(x, p, weight=weight, reduction="sum", label_smoothing=eps)
                 ce_check(got, x, p, dtype, dict(reduction="sum", label_smoothing=eps), weight)
         for t in range(c):
             got = xent.nll_loss(x, np.array(t, dtype=np.uint8), reduction="none")
@@ -409,16 +476,16 @@ def _big_rows(dtype, n_classes, rng):
     """A few rows of n_classes logits with hostile values placed in different chunks."""
     c = n_classes
     rows = (rng.standard_normal((9, c)) * 10).astype(dtype)
-    rows[1, -1] = INF                          # +inf in the last chunk
-    rows[2, c // 2] = NAN                      # NaN in a middle chunk
-    rows[3] = -INF                             # all -inf
+    rows[1, -1] = INF  # +inf in the last chunk
+    rows[2, c // 2] = NAN  # NaN in a middle chunk
+    rows[3] = -INF  # all -inf
     rows[4] = -INF
-    rows[4, -1] = 3.0                          # one finite entry, at the end
-    rows[5] = np.linspace(-300, 80, c)         # max grows chunk after chunk: rescaling
+    rows[4, -1] = 3.0  # one finite entry, at the end
+    rows[5] = np.linspace(-300, 80, c)  # max grows chunk after chunk: rescaling
     rows[6] = np.linspace(80, -300, c)
-    rows[7, ::7] = BIG[dtype]                  # huge values, spread
+    rows[7, ::7] = BIG[dtype]  # huge values, spread
     rows[7, 3::7] = -BIG[dtype]
-    rows[8, : c // 2] = -INF                   # first chunks all -inf, the rest finite
+    rows[8, : c // 2] = -INF  # first chunks all -inf, the rest finite
     return rows
 
 
@@ -433,11 +500,13 @@ def test_many_classes(isa, dtype, n_classes):
     n = x.shape[0]
     assert_close(xent.logsumexp(x), ref.logsumexp(x64), dtype, *TOL[dtype])
     assert_close(xent.log_softmax(x), ref.log_softmax(x64), dtype, *TOL[dtype])
-    assert_close(xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0],
-                 softmax_atol(x64, -1, dtype))
+    assert_close(
+        xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0], softmax_atol(x64, -1, dtype)
+    )
     # A transposed copy: logsumexp along axis 0 of (C, n).
-    assert_close(xent.logsumexp(np.ascontiguousarray(x.T), axis=0), ref.logsumexp(x64),
-                 dtype, *TOL[dtype])
+    assert_close(
+        xent.logsumexp(np.ascontiguousarray(x.T), axis=0), ref.logsumexp(x64), dtype, *TOL[dtype]
+    )
     t = rng.integers(0, n_classes, size=n)
     t[0] = -100
     w = rng.uniform(0.5, 2.0, size=n_classes)
@@ -447,26 +516,39 @@ def test_many_classes(isa, dtype, n_classes):
         for weight in (None, w):
             for reduction in REDUCTIONS:
                 kwargs = dict(reduction=reduction, label_smoothing=eps)
-                ce_check(xent.cross_entropy(x, t, weight=weight, **kwargs), x, t, dtype,
-                         kwargs, weight)
-                ce_check(xent.cross_entropy(x, p, weight=weight, **kwargs), x, p, dtype,
-                         kwargs, weight)
+                ce_check(
+                    xent.cross_entropy(x, t, weight=weight, **kwargs), x, t, dtype, kwargs, weight
+                )
+                ce_check(
+                    xent.cross_entropy(x, p, weight=weight, **kwargs), x, p, dtype, kwargs, weight
+                )
     for reduction in REDUCTIONS:
-        nll_check(xent.nll_loss(x, t, weight=w, reduction=reduction), x, t, dtype,
-                  dict(reduction=reduction), w)
+        nll_check(
+            xent.nll_loss(x, t, weight=w, reduction=reduction),
+            x,
+            t,
+            dtype,
+            dict(reduction=reduction),
+            w,
+        )
 
 
 def test_finite_scales_many_rows(isa, dtype):
     """Random finite logits of several scales and shapes (rows spread over many blocks)."""
     rng = np.random.default_rng(1)
-    for shape, scale in [((4000, 7), 10.0), ((300, 300), 30.0), ((6, 2, 3000), 1.0),
-                         ((20, 50), 1e3)]:
+    for shape, scale in [
+        ((4000, 7), 10.0),
+        ((300, 300), 30.0),
+        ((6, 2, 3000), 1.0),
+        ((20, 50), 1e3),
+    ]:
         x = (rng.standard_normal(shape) * scale).astype(dtype)
         x64 = x.astype(F64)
         assert_close(xent.logsumexp(x), ref.logsumexp(x64), dtype, *TOL[dtype])
         assert_close(xent.log_softmax(x), ref.log_softmax(x64), dtype, *TOL[dtype])
-        assert_close(xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0],
-                     softmax_atol(x64, -1, dtype))
+        assert_close(
+            xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0], softmax_atol(x64, -1, dtype)
+        )
         t = rng.integers(0, shape[-1], size=shape[:-1])
         for eps in SMOOTHINGS:
             kwargs = dict(reduction="mean", label_smoothing=eps)
@@ -486,14 +568,21 @@ def test_huge_logits_many_rows(isa, dtype):
     x64 = x.astype(F64)
     assert_close(xent.logsumexp(x), ref.logsumexp(x64), dtype, *TOL[dtype])
     assert_close(xent.log_softmax(x), ref.log_softmax(x64), dtype, *TOL[dtype])
-    assert_close(xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0],
-                 softmax_atol(x64, -1, dtype))
+    assert_close(
+        xent.softmax(x), ref.softmax(x64), dtype, TOL[dtype][0], softmax_atol(x64, -1, dtype)
+    )
     t = rng.integers(0, c, size=n)
     t[::11] = -100
     w = rng.uniform(0.5, 2.0, size=c)
     for reduction in REDUCTIONS:
-        nll_check(xent.nll_loss(x, t, weight=w, reduction=reduction), x, t, dtype,
-                  dict(reduction=reduction), w)
+        nll_check(
+            xent.nll_loss(x, t, weight=w, reduction=reduction),
+            x,
+            t,
+            dtype,
+            dict(reduction=reduction),
+            w,
+        )
         for eps in SMOOTHINGS:
             kwargs = dict(reduction=reduction, label_smoothing=eps)
             ce_check(xent.cross_entropy(x, t, weight=w, **kwargs), x, t, dtype, kwargs, w)
@@ -507,12 +596,22 @@ def test_edge_shapes(isa, dtype, shape):
     x64 = x.astype(F64)
     for axis in range(-x.ndim, x.ndim):
         for keepdims in (False, True):
-            assert_close(xent.logsumexp(x, axis=axis, keepdims=keepdims),
-                         ref.logsumexp(x64, axis=axis, keepdims=keepdims), dtype, *TOL[dtype])
-        assert_close(xent.log_softmax(x, axis=axis), ref.log_softmax(x64, axis=axis), dtype,
-                     *TOL[dtype])
-        assert_close(xent.softmax(x, axis=axis), ref.softmax(x64, axis=axis), dtype,
-                     TOL[dtype][0], softmax_atol(x64, axis, dtype))
+            assert_close(
+                xent.logsumexp(x, axis=axis, keepdims=keepdims),
+                ref.logsumexp(x64, axis=axis, keepdims=keepdims),
+                dtype,
+                *TOL[dtype],
+            )
+        assert_close(
+            xent.log_softmax(x, axis=axis), ref.log_softmax(x64, axis=axis), dtype, *TOL[dtype]
+        )
+        assert_close(
+            xent.softmax(x, axis=axis),
+            ref.softmax(x64, axis=axis),
+            dtype,
+            TOL[dtype][0],
+            softmax_atol(x64, axis, dtype),
+        )
     t = rng.integers(0, shape[-1], size=shape[:-1])
     p = rng.uniform(size=shape)
     for reduction in REDUCTIONS:
@@ -520,18 +619,25 @@ def test_edge_shapes(isa, dtype, shape):
             kwargs = dict(reduction=reduction, label_smoothing=eps)
             ce_check(xent.cross_entropy(x, t, **kwargs), x, t, dtype, kwargs)
             ce_check(xent.cross_entropy(x, p, **kwargs), x, p, dtype, kwargs)
-        nll_check(xent.nll_loss(x, t, reduction=reduction), x, t, dtype,
-                  dict(reduction=reduction))
+        nll_check(xent.nll_loss(x, t, reduction=reduction), x, t, dtype, dict(reduction=reduction))
 
 
 def test_empty_class_axis(dtype):
     """An empty class axis: logsumexp is -inf, log_softmax/softmax are empty."""
     x = np.zeros((3, 0), dtype=dtype)
     for keepdims in (False, True):
-        assert_close(xent.logsumexp(x, keepdims=keepdims),
-                     ref.logsumexp(x.astype(F64), keepdims=keepdims), dtype, *TOL[dtype])
-    assert_close(xent.logsumexp(np.zeros((0, 4), dtype), axis=0),
-                 ref.logsumexp(np.zeros((0, 4)), axis=0), dtype, *TOL[dtype])
+        assert_close(
+            xent.logsumexp(x, keepdims=keepdims),
+            ref.logsumexp(x.astype(F64), keepdims=keepdims),
+            dtype,
+            *TOL[dtype],
+        )
+    assert_close(
+        xent.logsumexp(np.zeros((0, 4), dtype), axis=0),
+        ref.logsumexp(np.zeros((0, 4)), axis=0),
+        dtype,
+        *TOL[dtype],
+    )
     assert xent.log_softmax(x).shape == (3, 0) and xent.softmax(x).dtype == dtype
 
 
@@ -543,8 +649,10 @@ def test_all_rows_ignored(dtype, reduction, weighted, label_smoothing):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 4)).astype(dtype)
     w = rng.uniform(0.5, 2.0, size=4) if weighted else None
-    cases = [(np.full((2, 3), -100, dtype=np.int8), {}),
-             (np.full((2, 3), 2, dtype=np.uint16), {"ignore_index": 2})]
+    cases = [
+        (np.full((2, 3), -100, dtype=np.int8), {}),
+        (np.full((2, 3), 2, dtype=np.uint16), {"ignore_index": 2}),
+    ]
     for t, extra in cases:
         kwargs = dict(reduction=reduction, label_smoothing=label_smoothing, **extra)
         ce = xent.cross_entropy(x, t, weight=w, **kwargs)
@@ -576,8 +684,7 @@ def test_every_integer_target_dtype(target_dtype):
             np.testing.assert_array_equal(got, xent.cross_entropy(x, t64, weight=w, **kwargs))
         got = xent.nll_loss(x, t, weight=w, reduction=reduction)
         nll_check(got, x, t, F32, dict(reduction=reduction), w)
-        np.testing.assert_array_equal(got, xent.nll_loss(x, t64, weight=w,
-                                                         reduction=reduction))
+        np.testing.assert_array_equal(got, xent.nll_loss(x, t64, weight=w, reduction=reduction))
 
 
 @pytest.mark.parametrize("bad", [-1, 5, -100, 127])
@@ -585,10 +692,11 @@ def test_out_of_range_label_raises_index_error(bad):
     """Like the reference, a label outside [0, C) that is not ignore_index is an IndexError."""
     x = np.zeros((4, 5), dtype=np.float32)
     t = np.array([0, 1, bad, 2], dtype=np.int8)
-    for call in (lambda: xent.cross_entropy(x, t, ignore_index=3),
-                 lambda: xent.nll_loss(x, t, ignore_index=3),
-                 lambda: xent.cross_entropy(x, t, ignore_index=3, label_smoothing=1.0,
-                                            reduction="none")):
+    for call in (
+        lambda: xent.cross_entropy(x, t, ignore_index=3),
+        lambda: xent.nll_loss(x, t, ignore_index=3),
+        lambda: xent.cross_entropy(x, t, ignore_index=3, label_smoothing=1.0, reduction="none"),
+    ):
         with pytest.raises(IndexError):
             call()
     with pytest.raises(IndexError):
@@ -597,7 +705,7 @@ def test_out_of_range_label_raises_index_error(bad):
 
 def test_huge_unsigned_label_raises_index_error():
     x = np.zeros((2, 3))
-    t = np.array([1, 2 ** 64 - 1], dtype=np.uint64)
+    t = np.array([1, 2**64 - 1], dtype=np.uint64)
     with pytest.raises(IndexError):
         xent.cross_entropy(x, t)
     with pytest.raises(IndexError):
@@ -620,6 +728,7 @@ def test_tiny_float64_probability_is_not_rounded_away():
 
 # ---- memory layouts, read-only arrays, memory maps --------------------------------------------
 
+
 def test_memmaps_and_read_only(isa, dtype, tmp_path):
     rng = np.random.default_rng(5)
     arrays = {
@@ -637,31 +746,58 @@ def test_memmaps_and_read_only(isa, dtype, tmp_path):
     x, t, p, w = maps["x"], maps["t"], maps["p"], maps["w"]
     x64 = arrays["x"].astype(F64)
     for axis in (-1, 0, 1):
-        assert_close(xent.logsumexp(x, axis=axis), ref.logsumexp(x64, axis=axis), dtype,
-                     *TOL[dtype])
-        assert_close(xent.log_softmax(x, axis=axis), ref.log_softmax(x64, axis=axis), dtype,
-                     *TOL[dtype])
-        assert_close(xent.softmax(x, axis=axis), ref.softmax(x64, axis=axis), dtype,
-                     TOL[dtype][0], softmax_atol(x64, axis, dtype))
+        assert_close(
+            xent.logsumexp(x, axis=axis), ref.logsumexp(x64, axis=axis), dtype, *TOL[dtype]
+        )
+        assert_close(
+            xent.log_softmax(x, axis=axis), ref.log_softmax(x64, axis=axis), dtype, *TOL[dtype]
+        )
+        assert_close(
+            xent.softmax(x, axis=axis),
+            ref.softmax(x64, axis=axis),
+            dtype,
+            TOL[dtype][0],
+            softmax_atol(x64, axis, dtype),
+        )
     # Slices of memory maps: rows with a stride, columns cut off.
     for view in (x[::2], x[:, :, 1:-1], x[::-1]):
-        assert_close(xent.log_softmax(view), ref.log_softmax(np.asarray(view, F64)), dtype,
-                     *TOL[dtype])
+        assert_close(
+            xent.log_softmax(view), ref.log_softmax(np.asarray(view, F64)), dtype, *TOL[dtype]
+        )
     for reduction in REDUCTIONS:
         for eps in SMOOTHINGS:
             kwargs = dict(reduction=reduction, label_smoothing=eps)
-            ce_check(xent.cross_entropy(x, t, weight=w, **kwargs), x, np.asarray(t), dtype,
-                     kwargs, np.asarray(w))
-            ce_check(xent.cross_entropy(x, p, weight=w, **kwargs), x, np.asarray(p), dtype,
-                     kwargs, np.asarray(w))
-        nll_check(xent.nll_loss(x, t, weight=w, reduction=reduction), x, np.asarray(t), dtype,
-                  dict(reduction=reduction), np.asarray(w))
+            ce_check(
+                xent.cross_entropy(x, t, weight=w, **kwargs),
+                x,
+                np.asarray(t),
+                dtype,
+                kwargs,
+                np.asarray(w),
+            )
+            ce_check(
+                xent.cross_entropy(x, p, weight=w, **kwargs),
+                x,
+                np.asarray(p),
+                dtype,
+                kwargs,
+                np.asarray(w),
+            )
+        nll_check(
+            xent.nll_loss(x, t, weight=w, reduction=reduction),
+            x,
+            np.asarray(t),
+            dtype,
+            dict(reduction=reduction),
+            np.asarray(w),
+        )
     for name, a in arrays.items():  # neither the maps nor the files changed
         np.testing.assert_array_equal(maps[name], a)
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), a)
 
 
 # ---- inputs are never modified ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [F16, F32, F64], ids=str)
 def test_inputs_not_modified(dtype):
@@ -775,6 +911,7 @@ def test_out_errors(name):
 
 # ---- determinism across thread counts ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(50_000, 10), (300, 5000), (70_000, 3)], ids=str)
 def test_same_bits_on_any_number_of_threads(isa, dtype, shape):
     rng = np.random.default_rng(9)
@@ -784,18 +921,26 @@ def test_same_bits_on_any_number_of_threads(isa, dtype, shape):
     t[::7] = -100
     w = rng.uniform(0.5, 2.0, size=c)
     p = rng.uniform(size=shape).astype(dtype)
-    calls = [("logsumexp", lambda k: xent.logsumexp(x, num_threads=k)),
-             ("log_softmax", lambda k: xent.log_softmax(x, num_threads=k)),
-             ("softmax", lambda k: xent.softmax(x, num_threads=k))]
+    calls = [
+        ("logsumexp", lambda k: xent.logsumexp(x, num_threads=k)),
+        ("log_softmax", lambda k: xent.log_softmax(x, num_threads=k)),
+        ("softmax", lambda k: xent.softmax(x, num_threads=k)),
+    ]
     for reduction in REDUCTIONS:
         for eps, weight in [(0.0, None), (0.1, w), (1.0, w)]:
             kw = dict(weight=weight, reduction=reduction, label_smoothing=eps)
-            calls.append((f"ce index {kw}",
-                          lambda k, kw=kw: xent.cross_entropy(x, t, num_threads=k, **kw)))
-            calls.append((f"ce prob {kw}",
-                          lambda k, kw=kw: xent.cross_entropy(x, p, num_threads=k, **kw)))
-        calls.append((f"nll {reduction}", lambda k, r=reduction: xent.nll_loss(
-            x, t, weight=w, reduction=r, num_threads=k)))
+            calls.append(
+                (f"ce index {kw}", lambda k, kw=kw: xent.cross_entropy(x, t, num_threads=k, **kw))
+            )
+            calls.append(
+                (f"ce prob {kw}", lambda k, kw=kw: xent.cross_entropy(x, p, num_threads=k, **kw))
+            )
+        calls.append(
+            (
+                f"nll {reduction}",
+                lambda k, r=reduction: xent.nll_loss(x, t, weight=w, reduction=r, num_threads=k),
+            )
+        )
     for what, call in calls:
         one = _bits(call(1))
         for k in (2, 3):
@@ -803,6 +948,7 @@ def test_same_bits_on_any_number_of_threads(isa, dtype, shape):
 
 
 # ---- float16 ----------------------------------------------------------------------------------
+
 
 def test_float16_smoke():
     """float16 in, float16 out, within float16 rounding of the reference."""
@@ -815,10 +961,16 @@ def test_float16_smoke():
     for axis in (-1, 1):
         got = xent.logsumexp(x, axis=axis)
         assert_close(got, ref.logsumexp(x64, axis=axis), F16, rtol, atol)
-        assert_close(xent.log_softmax(x, axis=axis), ref.log_softmax(x64, axis=axis), F16,
-                     rtol, atol)
-        assert_close(xent.softmax(x, axis=axis), ref.softmax(x64, axis=axis), F16, rtol,
-                     softmax_atol(x64, axis, F16))
+        assert_close(
+            xent.log_softmax(x, axis=axis), ref.log_softmax(x64, axis=axis), F16, rtol, atol
+        )
+        assert_close(
+            xent.softmax(x, axis=axis),
+            ref.softmax(x64, axis=axis),
+            F16,
+            rtol,
+            softmax_atol(x64, axis, F16),
+        )
     assert isinstance(xent.logsumexp(x[0, 0]), np.float16)
     t = rng.integers(0, 9, size=(4, 3))
     t[0, 1] = -100
@@ -829,5 +981,11 @@ def test_float16_smoke():
             kwargs = dict(reduction=reduction, label_smoothing=eps)
             ce_check(xent.cross_entropy(x, t, weight=w, **kwargs), x, t, F16, kwargs, w)
             ce_check(xent.cross_entropy(x, p, weight=w, **kwargs), x, p, F16, kwargs, w)
-        nll_check(xent.nll_loss(x, t, weight=w, reduction=reduction), x, t, F16,
-                  dict(reduction=reduction), w)
+        nll_check(
+            xent.nll_loss(x, t, weight=w, reduction=reduction),
+            x,
+            t,
+            F16,
+            dict(reduction=reduction),
+            w,
+        )

@@ -23,8 +23,14 @@ def run_module(*args, **kwargs):
     # From a neutral directory: run from a source checkout, "-m xent" would import the
     # uncompiled source tree instead of the installed package.
     with tempfile.TemporaryDirectory() as cwd:
-        return subprocess.run([sys.executable, "-m", "xent", *args], capture_output=True,
-                              text=True, timeout=300, cwd=cwd, **kwargs)
+        return subprocess.run(
+            [sys.executable, "-m", "xent", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=cwd,
+            **kwargs,
+        )
 
 
 def table_row(out, label):
@@ -59,7 +65,8 @@ def test_table_and_json(tmp_path, capsys):
     assert cells[5] == bench.format_ratio(expected)
     assert case["gelem_per_s"] == pytest.approx(2000 * 50 / medians["xent"] / 1e9)
     assert case["agree"]["reference"] and case["results"]["xent"] == pytest.approx(
-        case["results"]["reference"], rel=1e-5)
+        case["results"]["reference"], rel=1e-5
+    )
     assert case["peak_rss_rise"]["xent"] is None or case["peak_rss_rise"]["xent"] >= 0
     assert report["grad"] is None
 
@@ -83,28 +90,33 @@ def test_absent_peer_is_skipped(module, tmp_path, capsys, monkeypatch):
 
 def test_no_empty_columns_without_torch(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
-    assert cli.main(["bench", "--shape", "300x40", "--repeat", "1",
-                     "--linear-shape", "64x16x300"]) == 0
+    assert (
+        cli.main(["bench", "--shape", "300x40", "--repeat", "1", "--linear-shape", "64x16x300"])
+        == 0
+    )
     out = capsys.readouterr().out
     grad_header = next(line for line in out.splitlines() if line.startswith("who"))
     assert "vs torch" not in grad_header
     linear_header = [line for line in out.splitlines() if line.startswith("who")][-1]
     assert "vs numpy+xent" in linear_header
-    for line in out.splitlines():   # every table row has a value in every column
+    for line in out.splitlines():  # every table row has a value in every column
         assert not re.search(r"\s-\s*$", line), line
 
 
 def test_one_heading_style(capsys):
     pytest.importorskip("torch")
-    assert cli.main(["bench", "--shape", "300x40", "--repeat", "1",
-                     "--linear-shape", "64x16x300"]) == 0
+    assert (
+        cli.main(["bench", "--shape", "300x40", "--repeat", "1", "--linear-shape", "64x16x300"])
+        == 0
+    )
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith(("shape", "who"))]
     assert len(headers) == 3
     for header in headers:
         assert "vs torch" in header and "speedup" not in header
-    xent_row = next(line for line in out.splitlines()
-                    if line.startswith("xent.linear_cross_entropy "))
+    xent_row = next(
+        line for line in out.splitlines() if line.startswith("xent.linear_cross_entropy ")
+    )
     assert re.search(r"\s[0-9.]+x\s", xent_row)
 
 
@@ -150,26 +162,48 @@ def test_plot_draws_every_section_with_values(tmp_path, capsys, monkeypatch):
         def Figure(*args, **kwargs):
             figures.append(real.Figure(*args, **kwargs))
             return figures[-1]
+
     monkeypatch.setattr(command, "import_matplotlib_figure", lambda: Recording)
     path = tmp_path / "b.png"
     json_path = tmp_path / "b.json"
-    assert cli.main(["bench", "--quick", "--shape", "300x40", "--repeat", "1",
-                     "--linear-shape", "64x16x300", "--plot", str(path),
-                     "--json", str(json_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--quick",
+                "--shape",
+                "300x40",
+                "--repeat",
+                "1",
+                "--linear-shape",
+                "64x16x300",
+                "--plot",
+                str(path),
+                "--json",
+                str(json_path),
+            ]
+        )
+        == 0
+    )
     (fig,) = figures
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert [t.split(",")[0].split(" (")[0] for t in titles] == [
-        "Mean cross-entropy throughput", "Loss + gradient", "Fused linear cross-entropy"]
+        "Mean cross-entropy throughput",
+        "Loss + gradient",
+        "Fused linear cross-entropy",
+    ]
     report = json.loads(json_path.read_text())
     throughput, grad, linear = [ax for ax in fig.axes if ax.get_visible()]
     labels = {text.get_text() for text in throughput.texts}
     case = report["cases"][0]
     assert f"{case['elements'] / case['medians']['xent'] / 1e9:.3g}" in labels
     assert bench.format_time(report["grad"]["medians"]["xent"]) in {
-        text.get_text() for text in grad.texts}
+        text.get_text() for text in grad.texts
+    }
     assert bench.format_time(report["linear"][0]["medians"]["xent"]) in {
-        text.get_text() for text in linear.texts}
-    assert "--quick" not in fig.get_suptitle()   # --shape replaced the quick shapes
+        text.get_text() for text in linear.texts
+    }
+    assert "--quick" not in fig.get_suptitle()  # --shape replaced the quick shapes
 
 
 def test_plot_says_quick_shapes(tmp_path, monkeypatch):
@@ -181,11 +215,26 @@ def test_plot_says_quick_shapes(tmp_path, monkeypatch):
         def Figure(*args, **kwargs):
             figures.append(real.Figure(*args, **kwargs))
             return figures[-1]
-    report = {"cases": [], "grad": None, "linear": [], "quick": True, "arguments": {},
-              "threads": 2, "peers": {},
-              "config": {"xent": "0.1.0", "processor": "cpu", "isa": "avx2"}}
-    report["linear"] = [{"rows": 256, "hidden": 1024, "vocab": 32000, "dtype": "float32",
-                         "medians": {"xent": 0.1, "numpy+xent": 0.2}}]
+
+    report = {
+        "cases": [],
+        "grad": None,
+        "linear": [],
+        "quick": True,
+        "arguments": {},
+        "threads": 2,
+        "peers": {},
+        "config": {"xent": "0.1.0", "processor": "cpu", "isa": "avx2"},
+    }
+    report["linear"] = [
+        {
+            "rows": 256,
+            "hidden": 1024,
+            "vocab": 32000,
+            "dtype": "float32",
+            "medians": {"xent": 0.1, "numpy+xent": 0.2},
+        }
+    ]
     plot.write_plot(report, str(tmp_path / "q.png"), Recording)
     assert "--quick shapes" in figures[0].get_suptitle()
 
@@ -206,6 +255,7 @@ def test_interrupt_exits_130_and_restores_torch_threads(capsys, monkeypatch):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(command, "run_case", interrupted)
     assert cli.main(SMALL + ["--threads", "1"]) == 130
     assert "interrupted" in capsys.readouterr().err
@@ -216,7 +266,11 @@ def test_ctrl_c_in_a_real_run():
     with tempfile.TemporaryDirectory() as cwd:
         process = subprocess.Popen(
             [sys.executable, "-m", "xent", "bench", "--shape", "4096x2000", "--repeat", "1000"],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             for line in process.stdout:  # wait for the table's header: the run has begun
                 if line.startswith("shape"):
@@ -231,15 +285,18 @@ def test_ctrl_c_in_a_real_run():
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--shape", "10"], "expected ROWSxCLASSES"),
-    (["--shape", "0x10"], "must be positive"),
-    (["--repeat", "0"], "expected a positive integer"),
-    (["--threads", "0"], "must not be 0"),
-    (["--dtype", "int8"], "invalid choice"),
-    (["--plot", "/nonexistent-dir/b.png"], "does not exist"),
-    (["--plot", "b.txt"], "expected a .png"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shape", "10"], "expected ROWSxCLASSES"),
+        (["--shape", "0x10"], "must be positive"),
+        (["--repeat", "0"], "expected a positive integer"),
+        (["--threads", "0"], "must not be 0"),
+        (["--dtype", "int8"], "invalid choice"),
+        (["--plot", "/nonexistent-dir/b.png"], "does not exist"),
+        (["--plot", "b.txt"], "expected a .png"),
+    ],
+)
 def test_bad_arguments_exit_2_without_traceback(args, message):
     result = run_module("bench", *args)
     assert result.returncode == 2, result.stdout
@@ -247,17 +304,29 @@ def test_bad_arguments_exit_2_without_traceback(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("text, shape", [
-    ("65536x1000", (65536, 1000)), ("64kx1000", (65536, 1000)), ("64x1M", (64, 1 << 20)),
-    (" 8192 X 32000 ", (8192, 32000)),
-])
+@pytest.mark.parametrize(
+    "text, shape",
+    [
+        ("65536x1000", (65536, 1000)),
+        ("64kx1000", (65536, 1000)),
+        ("64x1M", (64, 1 << 20)),
+        (" 8192 X 32000 ", (8192, 32000)),
+    ],
+)
 def test_parse_shape(text, shape):
     assert bench.parse_shape(text) == shape
 
 
-@pytest.mark.parametrize("ratio, text", [
-    (12.34, "12.3x"), (0.8, "0.8x"), (0.04321, "0.043x"), (81.6, "81.6x"), (1234.4, "1234x"),
-])
+@pytest.mark.parametrize(
+    "ratio, text",
+    [
+        (12.34, "12.3x"),
+        (0.8, "0.8x"),
+        (0.04321, "0.043x"),
+        (81.6, "81.6x"),
+        (1234.4, "1234x"),
+    ],
+)
 def test_slowdowns_are_printed_as_such(ratio, text):
     assert bench.format_ratio(ratio) == text
 

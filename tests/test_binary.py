@@ -29,8 +29,15 @@ import pytest
 import xent
 from xent import reference as ref
 
-from support import (F64, FLOAT_DTYPES, REDUCTIONS, SCALE_RTOL, SUBNORMAL_FLOOR,
-                     assert_grad_close, assert_within)
+from support import (
+    F64,
+    FLOAT_DTYPES,
+    REDUCTIONS,
+    SCALE_RTOL,
+    SUBNORMAL_FLOOR,
+    assert_grad_close,
+    assert_within,
+)
 
 
 SHAPES = [(), (6,), (3, 4, 5)]
@@ -79,8 +86,9 @@ def _bce_scale(x, y, w, pw, logits):
         softplus = np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0.0)
         return np.abs(w) * (np.abs((1 - y) * x) + np.abs(big_l) * softplus)
     with np.errstate(divide="ignore"):
-        return np.abs(w) * (y * -np.maximum(np.log(x), -100.0)
-                            + (1 - y) * -np.maximum(np.log1p(-x), -100.0))
+        return np.abs(w) * (
+            y * -np.maximum(np.log(x), -100.0) + (1 - y) * -np.maximum(np.log1p(-x), -100.0)
+        )
 
 
 def assert_bce_loss(got, expected, scale, reduction, dtype, shape):
@@ -115,13 +123,17 @@ def test_binary_cross_entropy_against_reference(isa, dtype, shape, logits, rng):
     x, y = _binary_data(shape, dtype, rng, logits)
     x64 = x.astype(F64)
     loss_fn = xent.binary_cross_entropy_with_logits if logits else xent.binary_cross_entropy
-    grad_fn = (xent.binary_cross_entropy_with_logits_with_grad if logits
-               else xent.binary_cross_entropy_with_grad)
+    grad_fn = (
+        xent.binary_cross_entropy_with_logits_with_grad
+        if logits
+        else xent.binary_cross_entropy_with_grad
+    )
     ref_loss = ref.binary_cross_entropy_with_logits if logits else ref.binary_cross_entropy
-    ref_grad = (ref.binary_cross_entropy_with_logits_grad if logits
-                else ref.binary_cross_entropy_grad)
+    ref_grad = (
+        ref.binary_cross_entropy_with_logits_grad if logits else ref.binary_cross_entropy_grad
+    )
     for _, w in _weight_cases(shape, rng):
-        for pw in (_pos_weight_cases(shape, rng) if logits else [None]):
+        for pw in _pos_weight_cases(shape, rng) if logits else [None]:
             extra = dict(pos_weight=pw) if logits else {}
             scale = _bce_scale(x64, y, w, pw, logits)
             for reduction in REDUCTIONS:
@@ -132,20 +144,26 @@ def test_binary_cross_entropy_against_reference(isa, dtype, shape, logits, rng):
                 for g in _incoming(reduction, shape, rng):
                     loss, grad = grad_fn(x, y, grad_output=g, **kw)
                     assert_bce_loss(loss, expected, scale, reduction, dtype, shape)
-                    assert_grad_close(grad, ref_grad(x64, y, grad_output=g, **kw),
-                                      _unit(reduction, g, x.size, shape, w), dtype)
+                    assert_grad_close(
+                        grad,
+                        ref_grad(x64, y, grad_output=g, **kw),
+                        _unit(reduction, g, x.size, shape, w),
+                        dtype,
+                    )
 
 
 def _torch_binary(torch, logits, x64, y, w, pw, reduction, g):
     """PyTorch's loss and autograd gradient, in float64."""
     F = torch.nn.functional
     xt = torch.tensor(x64, requires_grad=True)
-    kw = dict(weight=None if w is None else torch.tensor(np.asarray(w, F64)),
-              reduction=reduction)
+    kw = dict(weight=None if w is None else torch.tensor(np.asarray(w, F64)), reduction=reduction)
     if logits:
         loss = F.binary_cross_entropy_with_logits(
-            xt, torch.tensor(np.asarray(y, F64)),
-            pos_weight=None if pw is None else torch.tensor(pw), **kw)
+            xt,
+            torch.tensor(np.asarray(y, F64)),
+            pos_weight=None if pw is None else torch.tensor(pw),
+            **kw,
+        )
     else:
         loss = F.binary_cross_entropy(xt, torch.tensor(np.asarray(y, F64)), **kw)
     incoming = torch.ones_like(loss) if g is None else torch.tensor(np.asarray(g, F64))
@@ -159,21 +177,24 @@ def test_binary_cross_entropy_against_torch(dtype, shape, logits, rng):
     torch = pytest.importorskip("torch")
     x, y = _binary_data(shape, dtype, rng, logits)
     x64 = x.astype(F64)
-    grad_fn = (xent.binary_cross_entropy_with_logits_with_grad if logits
-               else xent.binary_cross_entropy_with_grad)
+    grad_fn = (
+        xent.binary_cross_entropy_with_logits_with_grad
+        if logits
+        else xent.binary_cross_entropy_with_grad
+    )
     for _, w in _weight_cases(shape, rng):
-        for pw in (_pos_weight_cases(shape, rng) if logits else [None]):
+        for pw in _pos_weight_cases(shape, rng) if logits else [None]:
             extra = dict(pos_weight=pw) if logits else {}
             scale = _bce_scale(x64, y, w, pw, logits)
             for reduction in REDUCTIONS:
                 for g in _incoming(reduction, shape, rng):
                     t_loss, t_grad = _torch_binary(torch, logits, x64, y, w, pw, reduction, g)
-                    loss, grad = grad_fn(x, y, weight=w, reduction=reduction, grad_output=g,
-                                         **extra)
+                    loss, grad = grad_fn(
+                        x, y, weight=w, reduction=reduction, grad_output=g, **extra
+                    )
                     assert_bce_loss(loss, t_loss, scale, reduction, dtype, shape)
                     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
-                    assert_grad_close(grad, t_grad, _unit(reduction, g, x.size, shape, w),
-                                      dtype)
+                    assert_grad_close(grad, t_grad, _unit(reduction, g, x.size, shape, w), dtype)
 
 
 def test_binary_extremes(dtype):
@@ -186,19 +207,22 @@ def test_binary_extremes(dtype):
     np.testing.assert_allclose(grad, [0.0, -1e12, 1e12, 0.0, -0.5e12, 0.5e12], rtol=1e-6)
     z = np.array([1e4, -1e4, -1e4, 1e4, 1e4, -1e4], dtype=dtype)
     loss, grad = xent.binary_cross_entropy_with_logits_with_grad(
-        z, y, pos_weight=np.full(6, 2.0), reduction="none")
+        z, y, pos_weight=np.full(6, 2.0), reduction="none"
+    )
     # wrong by 1e4: 1e4 (y = 0), pos_weight * 1e4 (y = 1); right: exactly 0 (for y = 0 the
     # terms x and max(-x, 0) cancel); y = 0.5: 0.5 x + 1.5 softplus(-x)
     np.testing.assert_array_equal(loss, np.array([1e4, 2e4, 0, 0, 0.5e4, 1e4], dtype=dtype))
     # L sigmoid(x) - pos_weight y with L = 1 + (pos_weight - 1) y
     np.testing.assert_array_equal(grad, np.array([1, -2, 0, 0, 0.5, -1], dtype=dtype))
     torch = pytest.importorskip("torch")
-    t_loss, t_grad = _torch_binary(torch, True, z.astype(F64), y, None, np.full(6, 2.0),
-                                   "none", None)
+    t_loss, t_grad = _torch_binary(
+        torch, True, z.astype(F64), y, None, np.full(6, 2.0), "none", None
+    )
     np.testing.assert_array_equal(loss, t_loss.astype(dtype))
     np.testing.assert_array_equal(grad, t_grad.astype(dtype))
-    t_loss, t_grad = _torch_binary(torch, False, x.astype(F64), np.asarray(y), None, None,
-                                   "sum", None)
+    t_loss, t_grad = _torch_binary(
+        torch, False, x.astype(F64), np.asarray(y), None, None, "sum", None
+    )
     loss, grad = xent.binary_cross_entropy_with_grad(x, y, reduction="sum")
     assert loss == pytest.approx(t_loss) and np.allclose(grad, t_grad, rtol=1e-6)
 
@@ -206,8 +230,11 @@ def test_binary_extremes(dtype):
 @pytest.mark.parametrize("logits", [False, True], ids=["probs", "logits"])
 def test_binary_errors(logits):
     loss_fn = xent.binary_cross_entropy_with_logits if logits else xent.binary_cross_entropy
-    grad_fn = (xent.binary_cross_entropy_with_logits_with_grad if logits
-               else xent.binary_cross_entropy_with_grad)
+    grad_fn = (
+        xent.binary_cross_entropy_with_logits_with_grad
+        if logits
+        else xent.binary_cross_entropy_with_grad
+    )
     name = "logits" if logits else "probs"
     x = np.full((2, 3), 0.5)
     y = np.full((2, 3), 0.5)
@@ -254,8 +281,11 @@ def test_binary_errors(logits):
 @pytest.mark.parametrize("logits", [False, True], ids=["probs", "logits"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_binary_in_place(isa, dtype, logits, reduction):
-    grad_fn = (xent.binary_cross_entropy_with_logits_with_grad if logits
-               else xent.binary_cross_entropy_with_grad)
+    grad_fn = (
+        xent.binary_cross_entropy_with_logits_with_grad
+        if logits
+        else xent.binary_cross_entropy_with_grad
+    )
     rng = np.random.default_rng(5)
     x, y = _binary_data((4, 3, 5), dtype, rng, logits)
     extra = dict(pos_weight=rng.uniform(0.5, 2, 5)) if logits else {}
@@ -303,10 +333,12 @@ def test_binary_check_mode():
             extra = dict(pos_weight=rng.uniform(0.5, 2, 5)) if logits else {}
             for reduction in REDUCTIONS:
                 if logits:
-                    xent.binary_cross_entropy_with_logits(x, y, reduction=reduction,
-                                                          check=True, **extra)
+                    xent.binary_cross_entropy_with_logits(
+                        x, y, reduction=reduction, check=True, **extra
+                    )
                     xent.binary_cross_entropy_with_logits_with_grad(
-                        x, y, reduction=reduction, check=True, **extra)
+                        x, y, reduction=reduction, check=True, **extra
+                    )
                 else:
                     xent.binary_cross_entropy(x, y, reduction=reduction, check=True)
                     xent.binary_cross_entropy_with_grad(x, y, reduction=reduction, check=True)

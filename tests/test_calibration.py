@@ -52,13 +52,12 @@ def test_ece_and_mce_against_the_reference(kind, bins):
     want = reference.evaluate(x, t, calibration=kind, calibration_bins=bins)
     assert got.calibration == kind and got.calibration_table.shape == (bins, 5)
     assert got.ece == pytest.approx(want["ece"], abs=got.ece_error_bound + 1e-13)
-    if got.ece_error_bound == 0:   # every cut on a fine edge: the same bins exactly
+    if got.ece_error_bound == 0:  # every cut on a fine edge: the same bins exactly
         assert got.mce == pytest.approx(want["mce"], rel=1e-12)
     if kind == "width":
         assert got.ece_error_bound == 0
         conf = softmax(x, axis=-1).max(axis=1)
-        _, _, table = reference.calibration_errors(conf, x.argmax(1) == t, bins=bins,
-                                                   kind="width")
+        _, _, table = reference.calibration_errors(conf, x.argmax(1) == t, bins=bins, kind="width")
         np.testing.assert_array_equal(got.calibration_table[:, 2], table[:, 0])
         np.testing.assert_allclose(got.calibration_table[:, 3:], table[:, 1:], rtol=1e-13)
     assert got.calibration_table[:, 2].sum() == got.count
@@ -74,7 +73,7 @@ def test_equal_mass_error_bound_holds_where_cuts_fall_inside_fine_bins():
         bounds.append(got.ece_error_bound)
         # the merged bins hold every row, in bins as near equal-mass as the fine edges allow
         assert got.calibration_table[:, 2].sum() == 3000
-    assert max(bounds) > 0   # the data did put cuts inside fine bins: the bound was tested
+    assert max(bounds) > 0  # the data did put cuts inside fine bins: the bound was tested
 
 
 def test_ece_from_a_hand_made_example():
@@ -102,8 +101,9 @@ def test_standard_errors_against_scipy():
     p = np.exp(lp)
     brier = np.sum(p**2, axis=1) - 2 * p[np.arange(4000), t] + 1
     assert report.stderr["brier"] == pytest.approx(stats.sem(brier), rel=1e-9)
-    assert report.stderr["perplexity"] == pytest.approx(report.perplexity * stats.sem(loss),
-                                                        rel=1e-9)
+    assert report.stderr["perplexity"] == pytest.approx(
+        report.perplexity * stats.sem(loss), rel=1e-9
+    )
     lo, hi = report.interval("loss")
     assert (lo + hi) / 2 == pytest.approx(report.loss, rel=1e-12)
     assert hi - lo == pytest.approx(2 * 1.959963984540054 * stats.sem(loss), rel=1e-9)
@@ -145,8 +145,7 @@ def test_bits_per_byte_total_and_per_row():
     assert total.bits_per_byte == pytest.approx(got.bits_per_byte, rel=1e-12)
     # the definition: summed nats over bytes, in bits
     nats = got.loss * got.count
-    assert got.bits_per_byte == pytest.approx(nats / np.log(2) / row_bytes[kept].sum(),
-                                              rel=1e-12)
+    assert got.bits_per_byte == pytest.approx(nats / np.log(2) / row_bytes[kept].sum(), rel=1e-12)
 
 
 def test_document_loglikelihoods_same_bits_any_chunking():
@@ -154,15 +153,14 @@ def test_document_loglikelihoods_same_bits_any_chunking():
     docs = np.repeat(np.arange(40), 75)
     base = xent.evaluate(x, t, documents=docs)
     want = reference.evaluate(x, t, documents=docs)
-    np.testing.assert_allclose(base.document_loglikelihood, want["document_loglikelihood"],
-                               rtol=2e-6)
+    np.testing.assert_allclose(
+        base.document_loglikelihood, want["document_loglikelihood"], rtol=2e-6
+    )
     assert len(base.document_loglikelihood) == 40
-    assert base.document_loglikelihood.sum() == pytest.approx(-base.loss * base.count,
-                                                              rel=1e-12)
+    assert base.document_loglikelihood.sum() == pytest.approx(-base.loss * base.count, rel=1e-12)
     for chunk in (1, 100, 4096):
         again = xent.evaluate(x, t, documents=docs, chunk_rows=chunk, num_threads=1)
-        np.testing.assert_array_equal(again.document_loglikelihood,
-                                      base.document_loglikelihood)
+        np.testing.assert_array_equal(again.document_loglikelihood, base.document_loglikelihood)
 
 
 def test_calibration_same_bits_any_chunking_and_dask():
@@ -174,8 +172,9 @@ def test_calibration_same_bits_any_chunking_and_dask():
     xdask = pytest.importorskip("xent.dask")
     got = xdask.evaluate(da.from_array(x, chunks=(1234, 17)), t)
     assert got == base
-    width = xdask.evaluate(da.from_array(x, chunks=(2000, 17)), t, calibration="width",
-                               calibration_bins=7)
+    width = xdask.evaluate(
+        da.from_array(x, chunks=(2000, 17)), t, calibration="width", calibration_bins=7
+    )
     assert width == xent.evaluate(x, t, calibration="width", calibration_bins=7)
 
 
@@ -187,16 +186,19 @@ def test_nan_rows_make_calibration_nan():
     assert report.calibration_table[:, 2].sum() == 99
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"calibration": "quantile"}, ValueError, "calibration must be"),
-    ({"calibration_bins": 0}, ValueError, "calibration_bins"),
-    ({"calibration_bins": 2.5}, TypeError, "calibration_bins"),
-    ({"num_bytes": 0}, ValueError, "num_bytes must be positive"),
-    ({"num_bytes": np.ones(3, int)}, ValueError, "num_bytes has shape"),
-    ({"documents": np.ones(50)}, TypeError, "documents must hold integers"),
-    ({"documents": -np.ones(50, int)}, ValueError, "documents\\[0\\] is negative"),
-    ({"num_bytes": 100, "weight": np.ones(4)}, ValueError, "weight=None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"calibration": "quantile"}, ValueError, "calibration must be"),
+        ({"calibration_bins": 0}, ValueError, "calibration_bins"),
+        ({"calibration_bins": 2.5}, TypeError, "calibration_bins"),
+        ({"num_bytes": 0}, ValueError, "num_bytes must be positive"),
+        ({"num_bytes": np.ones(3, int)}, ValueError, "num_bytes has shape"),
+        ({"documents": np.ones(50)}, TypeError, "documents must hold integers"),
+        ({"documents": -np.ones(50, int)}, ValueError, "documents\\[0\\] is negative"),
+        ({"num_bytes": 100, "weight": np.ones(4)}, ValueError, "weight=None"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, error, match):
     x, t = classifier_outputs(50, 4, dtype=np.float64)
     with pytest.raises(error, match=match):
@@ -208,8 +210,9 @@ def test_per_row_units_need_arrays_not_batches():
     with pytest.raises(TypeError, match="documents per row needs"):
         xent.evaluate(iter([(x, t)]), documents=np.zeros(50, int))
     total = xent.evaluate(iter([(x[:20], t[:20]), (x[20:], t[20:])]), num_bytes=200)
-    assert total.bits_per_byte == pytest.approx(xent.evaluate(x, t, num_bytes=200)
-                                                .bits_per_byte, rel=1e-15)
+    assert total.bits_per_byte == pytest.approx(
+        xent.evaluate(x, t, num_bytes=200).bits_per_byte, rel=1e-15
+    )
 
 
 def test_fine_histogram_fixed_point_is_exact_to_float64():
@@ -228,8 +231,22 @@ def test_eval_cli_plot_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     np.save("x.npy", x)
     np.save("t.npy", t)
-    status = main(["eval", "x.npy", "t.npy", "--json", "--plot", "rel.png", "--bytes", "9000",
-                   "--calibration", "width", "--calibration-bins", "12"])
+    status = main(
+        [
+            "eval",
+            "x.npy",
+            "t.npy",
+            "--json",
+            "--plot",
+            "rel.png",
+            "--bytes",
+            "9000",
+            "--calibration",
+            "width",
+            "--calibration-bins",
+            "12",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert status == 0
     want = reference.evaluate(x, t, calibration="width", calibration_bins=12, num_bytes=9000)

@@ -59,8 +59,7 @@ def test_check_samples_rows_of_large_inputs(monkeypatch):
     original = _kernels.index_loss
 
     def wrong(x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads):
-        result = original(x, target, weight, ignore_index, smoothing, log_probs, row_loss,
-                          threads)
+        result = original(x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads)
         if row_loss is not None:
             row_loss[:] += 1  # every row wrong
         return result

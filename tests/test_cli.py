@@ -14,8 +14,13 @@ def run(*args):
     # From a neutral directory: run from a source checkout, "-m xent" would import the
     # uncompiled source tree instead of the installed package.
     with tempfile.TemporaryDirectory() as cwd:
-        return subprocess.run([sys.executable, "-m", "xent", *args], capture_output=True,
-                              text=True, timeout=300, cwd=cwd)
+        return subprocess.run(
+            [sys.executable, "-m", "xent", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=cwd,
+        )
 
 
 def test_default_job_small(capsys):
@@ -30,8 +35,24 @@ def test_default_job_small(capsys):
 
 
 def test_demo_float64_named(capsys):
-    assert cli.main(["demo", "--rows", "500", "--classes", "7", "--dtype", "float64",
-                     "--threads", "1", "--repeat", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "demo",
+                "--rows",
+                "500",
+                "--classes",
+                "7",
+                "--dtype",
+                "float64",
+                "--threads",
+                "1",
+                "--repeat",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "float64" in capsys.readouterr().out
 
 
@@ -41,13 +62,16 @@ def test_module_entry_point_and_config():
     assert "isa:" in result.stdout and "threads:" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--rows", "0"], "expected a positive integer"),
-    (["--threads", "0"], "must not be 0"),
-    (["--dtype", "int8"], "invalid choice"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["selftst"], "invalid choice: 'selftst'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rows", "0"], "expected a positive integer"),
+        (["--threads", "0"], "must not be 0"),
+        (["--dtype", "int8"], "invalid choice"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["selftst"], "invalid choice: 'selftst'"),
+    ],
+)
 def test_bad_arguments_exit_2_without_traceback(args, message):
     result = run(*args)
     assert result.returncode == 2
@@ -80,18 +104,28 @@ def test_every_option_has_help(command):
 
 def test_selftest_passes(capsys):
     from xent import _kernels, _selftest
+
     before = _kernels.current_isa()
     assert cli.main(["selftest"]) == 0
     out = capsys.readouterr().out
     lines = [line.split() for line in out.splitlines()]
     header = next(i for i, cells in enumerate(lines) if cells[:1] == ["function"])
-    rows = [cells for cells in lines[header + 1:] if cells and cells[-1] in ("ok", "FAIL")]
+    rows = [cells for cells in lines[header + 1 :] if cells and cells[-1] in ("ok", "FAIL")]
     isas = {cells[-5] for cells in rows}
     assert isas == set(_selftest.supported_isas()) and "baseline" in isas
     names = {" ".join(cells[:-5]) for cells in rows}
-    for name in ["cross_entropy", "nll_loss", "logsumexp", "log_softmax", "softmax",
-                 "cross_entropy_with_grad", "binary_cross_entropy_with_logits_with_grad",
-                 "info.kl_divergence", "evaluate", "linear_cross_entropy_with_grad"]:
+    for name in [
+        "cross_entropy",
+        "nll_loss",
+        "logsumexp",
+        "log_softmax",
+        "softmax",
+        "cross_entropy_with_grad",
+        "binary_cross_entropy_with_logits_with_grad",
+        "info.kl_divergence",
+        "evaluate",
+        "linear_cross_entropy_with_grad",
+    ]:
         assert name in names
     for cells in rows:
         assert cells[-1] == "ok" and float(cells[-3]) <= float(cells[-2])
@@ -104,8 +138,9 @@ def test_selftest_fails_on_a_broken_function(monkeypatch, capsys):
     from xent import reference
 
     # wrong by 1e-3 of the value: far beyond float32's tolerance, as a miscompiled kernel
-    monkeypatch.setattr(xent, "logsumexp",
-                        lambda x, *a, **k: reference.logsumexp(x, *a, **k) * (1 + 1e-3))
+    monkeypatch.setattr(
+        xent, "logsumexp", lambda x, *a, **k: reference.logsumexp(x, *a, **k) * (1 + 1e-3)
+    )
     assert cli.main(["selftest"]) == 1
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if line.endswith("FAIL")]

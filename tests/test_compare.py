@@ -54,15 +54,17 @@ def test_against_reference(shape, dtype):
 
 def test_every_kernel_variant(isa, dtype):
     ref, cand, t = model_pair(2000, 333, dtype=dtype, seed=1)
-    assert_report_matches(xent.compare(ref, cand, t), reference.compare(ref, cand, t),
-                          TOL[np.dtype(dtype).type])
+    assert_report_matches(
+        xent.compare(ref, cand, t), reference.compare(ref, cand, t), TOL[np.dtype(dtype).type]
+    )
     ref, cand, _ = model_pair(700, 70, dtype=dtype, seed=2, labels=False)
-    assert_report_matches(xent.compare(ref, cand), reference.compare(ref, cand),
-                          TOL[np.dtype(dtype).type])
+    assert_report_matches(
+        xent.compare(ref, cand), reference.compare(ref, cand), TOL[np.dtype(dtype).type]
+    )
 
 
 def test_kernel_rows_on_every_variant(isa, dtype):
-    ref, cand, t = model_pair(300, 1100, dtype=dtype, seed=3)   # rows of several chunks
+    ref, cand, t = model_pair(300, 1100, dtype=dtype, seed=3)  # rows of several chunks
     values = np.empty((300, len(_kernels.compare_columns())))
     _kernels.compare_rows(ref, cand, t.astype(np.intp), -100, values, 2)
     cols = dict(zip(_kernels.compare_columns(), values.T))
@@ -95,19 +97,24 @@ def test_against_pytorch_kl_div(dtype):
     ref, cand, _ = model_pair(1500, 120, dtype=dtype, seed=5, labels=False)
     got = xent.compare(ref, cand)
     r, c = torch.from_numpy(ref), torch.from_numpy(cand)
-    expected = F.kl_div(F.log_softmax(c, -1), F.log_softmax(r, -1), log_target=True,
-                        reduction="batchmean")
+    expected = F.kl_div(
+        F.log_softmax(c, -1), F.log_softmax(r, -1), log_target=True, reduction="batchmean"
+    )
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert got.kl == pytest.approx(float(expected), rel=tol)
-    per_row = F.kl_div(F.log_softmax(c, -1), F.log_softmax(r, -1), log_target=True,
-                       reduction="none").sum(-1).double().numpy()
+    per_row = (
+        F.kl_div(F.log_softmax(c, -1), F.log_softmax(r, -1), log_target=True, reduction="none")
+        .sum(-1)
+        .double()
+        .numpy()
+    )
     assert got.kl_percentiles[100.0] == pytest.approx(per_row.max(), rel=max(tol, 3e-7))
     assert got.kl_percentiles[50.0] == pytest.approx(np.median(per_row), rel=max(tol, 3e-7))
     m = 0.5 * (F.softmax(r.double(), -1) + F.softmax(c.double(), -1))
-    js = 0.5 * (F.kl_div(m.log(), F.log_softmax(r.double(), -1), log_target=True,
-                         reduction="batchmean")
-                + F.kl_div(m.log(), F.log_softmax(c.double(), -1), log_target=True,
-                           reduction="batchmean"))
+    js = 0.5 * (
+        F.kl_div(m.log(), F.log_softmax(r.double(), -1), log_target=True, reduction="batchmean")
+        + F.kl_div(m.log(), F.log_softmax(c.double(), -1), log_target=True, reduction="batchmean")
+    )
     assert got.js == pytest.approx(float(js), rel=tol * 10)
 
 
@@ -119,24 +126,28 @@ def test_same_bits_any_chunking_batching_threads(tmp_path):
         assert again.as_dict() == base.as_dict()
         np.testing.assert_array_equal(again.kl_values, base.kl_values)
     cuts = [0, 17, 4096, 8000, 9000]
-    got = xent.compare([ref[a:b] for a, b in zip(cuts, cuts[1:])],
-                       [cand[a:b] for a, b in zip(cuts, cuts[1:])],
-                       [t[a:b] for a, b in zip(cuts, cuts[1:])])
+    got = xent.compare(
+        [ref[a:b] for a, b in zip(cuts, cuts[1:])],
+        [cand[a:b] for a, b in zip(cuts, cuts[1:])],
+        [t[a:b] for a, b in zip(cuts, cuts[1:])],
+    )
     assert got.as_dict() == base.as_dict()
     np.save(tmp_path / "r.npy", ref)
     np.save(tmp_path / "c.npy", cand)
     files = xent.compare(str(tmp_path / "r.npy"), tmp_path / "c.npy", t)
     assert files.as_dict() == base.as_dict()
-    mixed = xent.compare(ref, cand.astype(np.float16), t)   # models in different dtypes
+    mixed = xent.compare(ref, cand.astype(np.float16), t)  # models in different dtypes
     assert mixed.count == base.count
 
 
 def test_special_values():
     inf, nan = np.inf, np.nan
-    ref = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.0, -inf, 2.0], [nan, 1.0, 0.0],
-                    [1.0, 1.0, 0.0]])
-    cand = np.array([[0.0, 1.0, 2.0], [0.0, -inf, 2.0], [0.0, -inf, 2.0], [0.0, 1.0, 0.0],
-                     [0.0, 1.0, 1.0]])
+    ref = np.array(
+        [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.0, -inf, 2.0], [nan, 1.0, 0.0], [1.0, 1.0, 0.0]]
+    )
+    cand = np.array(
+        [[0.0, 1.0, 2.0], [0.0, -inf, 2.0], [0.0, -inf, 2.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]]
+    )
     values = np.empty((5, len(_kernels.compare_columns())))
     _kernels.compare_rows(ref, cand, None, -100, values, 1)
     kl = values[:, 1]
@@ -177,8 +188,9 @@ def test_perplexity_ratio_uncertainty_is_paired():
     r = xent.compare(ref, cand, t)
     lo, hi = r.perplexity_ratio_interval
     assert lo < r.perplexity_ratio < hi
-    assert (hi - lo) / r.perplexity_ratio < 0.2 * (2 * 1.96 * r.stderr["ref_perplexity"]
-                                                   / r.ref_perplexity)
+    assert (hi - lo) / r.perplexity_ratio < 0.2 * (
+        2 * 1.96 * r.stderr["ref_perplexity"] / r.ref_perplexity
+    )
     nll_r = -log_softmax(ref.astype(np.float64), -1)[np.arange(5000), t]
     nll_c = -log_softmax(cand.astype(np.float64), -1)[np.arange(5000), t]
     assert r.perplexity_ratio == pytest.approx(np.exp(nll_c.mean() - nll_r.mean()), rel=1e-9)
@@ -192,23 +204,51 @@ def test_cli_json_plot_and_shards(tmp_path):
         np.save(tmp_path / f"ref_{i}.npy", ref[a:b])
         np.save(tmp_path / f"cand_{i}.npy", cand[a:b])
         np.save(tmp_path / f"t_{i}.npy", t[a:b])
-    cmd = [sys.executable, "-m", "xent", "compare", "ref_*.npy", "cand_*.npy", "t_*.npy",
-           "--json", "--plot", "cmp.png"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xent",
+        "compare",
+        "ref_*.npy",
+        "cand_*.npy",
+        "t_*.npy",
+        "--json",
+        "--plot",
+        "cmp.png",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     want = reference.compare(ref, cand, t)
-    for key in ("kl", "kl_stderr", "js", "top1_agreement", "perplexity_ratio",
-                "target_prob_shift_rms", "count", "ignored"):
+    for key in (
+        "kl",
+        "kl_stderr",
+        "js",
+        "top1_agreement",
+        "perplexity_ratio",
+        "target_prob_shift_rms",
+        "count",
+        "ignored",
+    ):
         assert out[key] == pytest.approx(want[key], rel=2e-5), key
     assert out["files"] == 2
     with open(tmp_path / "cmp.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    text = subprocess.run([sys.executable, "-m", "xent", "compare", "ref_0.npy", "cand_0.npy"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    text = subprocess.run(
+        [sys.executable, "-m", "xent", "compare", "ref_0.npy", "cand_0.npy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert text.returncode == 0 and "KL mean" in text.stdout and "ppl ratio" not in text.stdout
-    bad = subprocess.run([sys.executable, "-m", "xent", "compare", "ref_0.npy", "cand_1.npy"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "xent", "compare", "ref_0.npy", "cand_1.npy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert bad.returncode == 1 and "same shape" in bad.stderr
 
 
@@ -219,10 +259,11 @@ def test_anonymous_memory_bounded(tmp_path):
     n, c = 48 * 2**20 // (4 * 1000), 1000
     rng = np.random.default_rng(0)
     for name in ("r", "c"):
-        out = np.lib.format.open_memmap(tmp_path / f"{name}.npy", mode="w+",
-                                        dtype=np.float32, shape=(n, c))
+        out = np.lib.format.open_memmap(
+            tmp_path / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, c)
+        )
         for start in range(0, n, 4096):
-            out[start:start + 4096] = rng.standard_normal((min(4096, n - start), c))
+            out[start : start + 4096] = rng.standard_normal((min(4096, n - start), c))
         del out
     script = """
 import threading, time, numpy as np, xent
@@ -240,8 +281,9 @@ xent.compare('r.npy', 'c.npy', chunk_rows=256)
 stop.append(1); th.join()
 print(peak[0] - base)
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     rise_mib = int(proc.stdout.split()[-1]) / 1024
     assert rise_mib < 16, f"RssAnon grew by {rise_mib:.1f} MiB over two 48 MiB files"

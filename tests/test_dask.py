@@ -21,8 +21,9 @@ def client():
     # distributed writes OMP_NUM_THREADS=1 (and more) into this process's environment for its
     # workers: put it back, or every later test would see one thread
     saved = dict(os.environ)
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     os.environ.clear()
     os.environ.update(saved)
     try:
@@ -56,32 +57,40 @@ def test_evaluate_equals_in_memory_bitwise(client):
     assert got.top(3) == ref["top3_accuracy"]
     # other chunkings, a split class axis, numpy labels: still the same bits
     assert xdask.evaluate(da.from_array(x, chunks=(777, 7)), t, weight=w, topk=(1, 3)) == expected
-    assert xdask.evaluate(da.from_array(x, chunks=(10000, 30)), dt, weight=w,
-                          topk=(1, 3), chunk_rows=123) == expected
+    assert (
+        xdask.evaluate(
+            da.from_array(x, chunks=(10000, 30)), dt, weight=w, topk=(1, 3), chunk_rows=123
+        )
+        == expected
+    )
     assert len(client.scheduler_info()["workers"]) == 2
 
 
 def test_evaluate_float16_and_batch_axes(client):
     x, t = data(6000, 12, seed=2)
     x16 = x.astype(np.float16)
-    got = xdask.evaluate(da.from_array(x16.reshape(2, 3000, 12), chunks=(1, 1000, 12)),
-                         da.from_array(t.reshape(2, 3000), chunks=(1, 700)))
+    got = xdask.evaluate(
+        da.from_array(x16.reshape(2, 3000, 12), chunks=(1, 1000, 12)),
+        da.from_array(t.reshape(2, 3000), chunks=(1, 700)),
+    )
     assert got == xent.evaluate(x16, t)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1},
-                                     {"weight": np.linspace(0.5, 2, 30)}])
+@pytest.mark.parametrize(
+    "options", [{}, {"label_smoothing": 0.1}, {"weight": np.linspace(0.5, 2, 30)}]
+)
 def test_cross_entropy_equals_one_machine(client, reduction, options):
     x, t = data(seed=3)
     x = x.astype(np.float64)
-    got = xdask.cross_entropy(da.from_array(x, chunks=(CHUNKS[0], 30)), t,
-                              reduction=reduction, **options)
+    got = xdask.cross_entropy(
+        da.from_array(x, chunks=(CHUNKS[0], 30)), t, reduction=reduction, **options
+    )
     assert got.dtype == np.float64
-    assert got == pytest.approx(xent.cross_entropy(x, t, reduction=reduction, **options),
-                                rel=1e-13)
-    assert got == pytest.approx(reference.cross_entropy(x, t, reduction=reduction, **options),
-                                rel=1e-12)
+    assert got == pytest.approx(xent.cross_entropy(x, t, reduction=reduction, **options), rel=1e-13)
+    assert got == pytest.approx(
+        reference.cross_entropy(x, t, reduction=reduction, **options), rel=1e-12
+    )
 
 
 def test_cross_entropy_probabilities_and_none(client):

@@ -10,16 +10,35 @@ from xent import reference
 from support import assert_close
 
 FUNCTIONS = {
-    "kl": (xent.kl_divergence_logits, xent.kl_divergence_logits_with_grad,
-           reference.kl_divergence_logits, reference.kl_divergence_logits_with_grad),
-    "js": (xent.js_divergence_logits, xent.js_divergence_logits_with_grad,
-           reference.js_divergence_logits, reference.js_divergence_logits_with_grad),
-    "tv": (xent.tv_distance_logits, xent.tv_distance_logits_with_grad,
-           reference.tv_distance_logits, reference.tv_distance_logits_with_grad),
+    "kl": (
+        xent.kl_divergence_logits,
+        xent.kl_divergence_logits_with_grad,
+        reference.kl_divergence_logits,
+        reference.kl_divergence_logits_with_grad,
+    ),
+    "js": (
+        xent.js_divergence_logits,
+        xent.js_divergence_logits_with_grad,
+        reference.js_divergence_logits,
+        reference.js_divergence_logits_with_grad,
+    ),
+    "tv": (
+        xent.tv_distance_logits,
+        xent.tv_distance_logits_with_grad,
+        reference.tv_distance_logits,
+        reference.tv_distance_logits_with_grad,
+    ),
 }
 # (family, extra options): every kind of row pass
-CASES = [("kl", {}), ("kl", {"direction": "reverse"}), ("js", {}), ("js", {"beta": 0.2}),
-         ("js", {"beta": 0.0}), ("js", {"beta": 1.0}), ("tv", {})]
+CASES = [
+    ("kl", {}),
+    ("kl", {"direction": "reverse"}),
+    ("js", {}),
+    ("js", {"beta": 0.2}),
+    ("js", {"beta": 0.0}),
+    ("js", {"beta": 1.0}),
+    ("tv", {}),
+]
 RTOL = {np.float32: 2e-4, np.float64: 1e-10}
 
 
@@ -30,8 +49,12 @@ def pair(rng, shape, dtype, spread=3.0):
 
 
 def close(got, want, dtype, scale=1.0):
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want,
-                               rtol=RTOL[np.dtype(dtype).type], atol=RTOL[np.dtype(dtype).type] * scale)
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64),
+        want,
+        rtol=RTOL[np.dtype(dtype).type],
+        atol=RTOL[np.dtype(dtype).type] * scale,
+    )
 
 
 @pytest.mark.parametrize("family,extra", CASES)
@@ -58,8 +81,9 @@ def test_options(rng, family, extra):
     s, t = pair(rng, (6, 4, 33), np.float64)
     mask = rng.random((6, 4)) < 0.3
     for scaled in (True, False):
-        options = dict(temperature=3.0, ignore_mask=mask, scale_by_temperature_squared=scaled,
-                       **extra)
+        options = dict(
+            temperature=3.0, ignore_mask=mask, scale_by_temperature_squared=scaled, **extra
+        )
         close(loss_fn(s, t, **options), ref_loss(s, t, **options), np.float64)
         go = rng.standard_normal((6, 4))
         want_loss, want_grad = ref_grad(s, t, reduction="none", grad_output=go, **options)
@@ -91,8 +115,9 @@ def test_half(rng, family, extra, dtype):
     loss, grad = grad_fn(s, t, temperature=2.0, **extra)
     assert grad.dtype == s.dtype
     want_loss, want_grad = ref_grad(s, t, temperature=2.0, **extra)
-    np.testing.assert_allclose(grad.astype(np.float64), want_grad, rtol=2e-2,
-                               atol=2e-2 * np.abs(want_grad).max())
+    np.testing.assert_allclose(
+        grad.astype(np.float64), want_grad, rtol=2e-2, atol=2e-2 * np.abs(want_grad).max()
+    )
 
 
 def test_masked_vocabulary(isa, rng, dtype):
@@ -103,8 +128,11 @@ def test_masked_vocabulary(isa, rng, dtype):
     t[:, 5:9] = -np.inf
     for family, extra in CASES:
         loss_fn, _, ref_loss, _ = FUNCTIONS[family]
-        close(loss_fn(s, t, reduction="none", **extra),
-              ref_loss(s, t, reduction="none", **extra), dtype)
+        close(
+            loss_fn(s, t, reduction="none", **extra),
+            ref_loss(s, t, reduction="none", **extra),
+            dtype,
+        )
     s[0, 20] = -np.inf
     got = xent.kl_divergence_logits(s, t, reduction="none")
     assert got[0] == np.inf and np.all(np.isfinite(got[1:]))
@@ -120,8 +148,11 @@ def test_sparse_teacher(isa, rng, family, extra, k):
     index = np.argsort(-lp, axis=1)[:, :k]
     topk = (index, np.take_along_axis(lp, index, 1))
     options = dict(teacher_topk=topk, temperature=2.0, **extra)
-    close(loss_fn(s, reduction="none", **options), ref_loss(s, reduction="none", **options),
-          np.float64)
+    close(
+        loss_fn(s, reduction="none", **options),
+        ref_loss(s, reduction="none", **options),
+        np.float64,
+    )
     loss, grad = grad_fn(s, **options)
     want_loss, want_grad = ref_grad(s, **options)
     close(loss, want_loss, np.float64)
@@ -150,7 +181,7 @@ def test_sparse_teacher_renormalised_refused(rng):
     with pytest.raises(ValueError, match="renormalised"):
         xent.kl_divergence_logits(s, teacher_topk=(index, renormalised))
     with pytest.raises(ValueError, match="repeat"):
-        xent.kl_divergence_logits(s, teacher_topk=(np.zeros((3, 2), int), np.full((3, 2), -3.)))
+        xent.kl_divergence_logits(s, teacher_topk=(np.zeros((3, 2), int), np.full((3, 2), -3.0)))
 
 
 def test_bad_arguments(rng):
@@ -204,11 +235,12 @@ def _torch_divergence(torch, family, extra, s, t, temperature, ignore=None):
             rows = F.kl_div(lp, lq, log_target=True, reduction="none").sum(-1)
         else:
             lm = torch.logaddexp(lp + np.log(beta), lq + np.log1p(-beta))
-            rows = (beta * F.kl_div(lm, lp, log_target=True, reduction="none").sum(-1)
-                    + (1 - beta) * F.kl_div(lm, lq, log_target=True, reduction="none").sum(-1))
+            rows = beta * F.kl_div(lm, lp, log_target=True, reduction="none").sum(-1) + (
+                1 - beta
+            ) * F.kl_div(lm, lq, log_target=True, reduction="none").sum(-1)
     else:
         rows = 0.5 * (lp.exp() - lq.exp()).abs().sum(-1)
-    return rows * temperature ** 2
+    return rows * temperature**2
 
 
 @pytest.mark.parametrize("family,extra", CASES)
@@ -217,7 +249,7 @@ def test_against_torch(rng, family, extra):
     s, t = pair(rng, (8, 40), np.float64)
     ts = torch.tensor(s, requires_grad=True)
     rows = _torch_divergence(torch, family, extra, ts, torch.tensor(t), 2.0)
-    loss = rows.sum() / rows.shape[0]   # batchmean
+    loss = rows.sum() / rows.shape[0]  # batchmean
     loss.backward()
     got, grad = FUNCTIONS[family][1](s, t, temperature=2.0, **extra)
     np.testing.assert_allclose(got, loss.item(), rtol=1e-12)
@@ -229,8 +261,16 @@ def test_kl_is_torch_batchmean(rng):
     F = torch.nn.functional
     s, t = pair(rng, (16, 300), np.float32)
     T = 4.0
-    want = F.kl_div(F.log_softmax(torch.tensor(s) / T, -1), F.log_softmax(torch.tensor(t) / T, -1),
-                    log_target=True, reduction="batchmean").item() * T * T
+    want = (
+        F.kl_div(
+            F.log_softmax(torch.tensor(s) / T, -1),
+            F.log_softmax(torch.tensor(t) / T, -1),
+            log_target=True,
+            reduction="batchmean",
+        ).item()
+        * T
+        * T
+    )
     assert_close(xent.kl_divergence_logits(s, t, temperature=T), want, np.float32, rtol=2e-5)
 
 

@@ -28,8 +28,9 @@ def test_the_pages_have_python_blocks():
     assert len(python_blocks(ROOT / "docs" / "guide.md")) >= 5
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if python_blocks(p)], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_python_blocks_run(page, tmp_path, monkeypatch, capsys):
     pytest.importorskip("distributed") if "xent.dask" in page.read_text() else None
     pytest.importorskip("torch") if "xent.torch" in page.read_text() else None
@@ -40,6 +41,7 @@ def test_python_blocks_run(page, tmp_path, monkeypatch, capsys):
         try:
             exec(code, namespace)
         except Exception as error:  # name the block, keep the original traceback
-            raise AssertionError(f"{page.name}, the block at line {line} raised "
-                                 f"{type(error).__name__}: {error}") from error
+            raise AssertionError(
+                f"{page.name}, the block at line {line} raised {type(error).__name__}: {error}"
+            ) from error
     capsys.readouterr()

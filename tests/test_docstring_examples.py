@@ -17,8 +17,15 @@ import numpy as np
 import pytest
 
 #: The modules whose public functions (their ``__all__``) must show runnable examples.
-MODULES = ["xent", "xent.info", "xent.linear", "xent.dask", "xent.reference",
-           "xent.reference.info", "xent.reference.linear"]
+MODULES = [
+    "xent",
+    "xent.info",
+    "xent.linear",
+    "xent.dask",
+    "xent.reference",
+    "xent.reference.info",
+    "xent.reference.linear",
+]
 
 #: Modules whose examples need an optional dependency: (module, the package it needs).
 OPTIONAL = {"xent.dask": "dask"}
@@ -30,14 +37,21 @@ def public_objects():
     for module_name in MODULES:
         needs = OPTIONAL.get(module_name)
         if needs is not None and importlib.util.find_spec(needs) is None:
-            found.append(pytest.param(module_name, None, marks=pytest.mark.skip(
-                reason=f"{module_name}'s examples need {needs}, which is not installed")))
+            found.append(
+                pytest.param(
+                    module_name,
+                    None,
+                    marks=pytest.mark.skip(
+                        reason=f"{module_name}'s examples need {needs}, which is not installed"
+                    ),
+                )
+            )
             continue
         module = importlib.import_module(module_name)
         for name in module.__all__:
             obj = getattr(module, name)
             if not (inspect.isroutine(obj) or inspect.isclass(obj)) or id(obj) in seen:
-                continue   # modules (xent.info) and constants (SUM_TOLERANCE)
+                continue  # modules (xent.info) and constants (SUM_TOLERANCE)
             seen.add(id(obj))
             found.append(pytest.param(f"{module_name}.{name}", obj, id=f"{module_name}.{name}"))
             if inspect.isclass(obj):
@@ -54,8 +68,13 @@ PUBLIC = public_objects()
 def test_the_public_names_are_found():
     # the parametrized test below would pass vacuously if __all__ stopped being read
     names = {p.values[0] for p in PUBLIC}
-    assert {"xent.cross_entropy", "xent.EvaluationReport.as_dict", "xent.info.entropy",
-            "xent.reference.target_rank", "xent.linear.LinearCrossEntropyGrads"} <= names
+    assert {
+        "xent.cross_entropy",
+        "xent.EvaluationReport.as_dict",
+        "xent.info.entropy",
+        "xent.reference.target_rank",
+        "xent.linear.LinearCrossEntropyGrads",
+    } <= names
     assert len(names) >= 50
 
 
@@ -69,7 +88,8 @@ def examples_of(name, obj):
 def test_docstring_has_an_examples_section(name, obj):
     lines = [line.strip() for line in (inspect.getdoc(obj) or "").splitlines()]
     assert any(a == "Examples" and b == "--------" for a, b in zip(lines, lines[1:])), (
-        f"{name}'s docstring has no numpydoc Examples section")
+        f"{name}'s docstring has no numpydoc Examples section"
+    )
     assert examples_of(name, obj), f"{name}'s Examples section has no >>> example"
 
 

@@ -30,8 +30,18 @@ REQUIRED_EXAMPLES = {
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 #: numpy's print options of numpy 2, written out: an example prints the same everywhere.
-PRINT_OPTIONS = dict(precision=8, threshold=1000, edgeitems=3, linewidth=75, suppress=False,
-                     nanstr="nan", infstr="inf", sign="-", floatmode="maxprec", legacy=False)
+PRINT_OPTIONS = dict(
+    precision=8,
+    threshold=1000,
+    edgeitems=3,
+    linewidth=75,
+    suppress=False,
+    nanstr="nan",
+    infstr="inf",
+    sign="-",
+    floatmode="maxprec",
+    legacy=False,
+)
 
 #: The modules whose public names are documented, and whether each needs an optional package.
 PUBLIC_MODULES = {
@@ -56,7 +66,7 @@ def examples_section(docstring):
     for i, heading in enumerate(headings):
         if heading.group(1).strip() == "Examples":
             end = headings[i + 1].start() if i + 1 < len(headings) else len(text)
-            return text[heading.end():end]
+            return text[heading.end() : end]
     return None
 
 
@@ -135,14 +145,22 @@ def test_examples_run(name, obj):
 def test_required_names_have_examples():
     """Every public name under REQUIRED_EXAMPLES has an Examples section; the message lists
     the ones without (and, for the next entries of REQUIRED_EXAMPLES, all of them)."""
-    missing = [name for name, obj in PUBLIC
-               if not isinstance(obj, types.ModuleType) and required(name)
-               and examples_section(obj.__doc__) is None]
-    everywhere = [name for name, obj in PUBLIC
-                  if not isinstance(obj, types.ModuleType)
-                  and examples_section(obj.__doc__) is None]
-    assert missing == [], (f"public names without an Examples section: {missing} "
-                           f"(all public names without one: {everywhere})")
+    missing = [
+        name
+        for name, obj in PUBLIC
+        if not isinstance(obj, types.ModuleType)
+        and required(name)
+        and examples_section(obj.__doc__) is None
+    ]
+    everywhere = [
+        name
+        for name, obj in PUBLIC
+        if not isinstance(obj, types.ModuleType) and examples_section(obj.__doc__) is None
+    ]
+    assert missing == [], (
+        f"public names without an Examples section: {missing} "
+        f"(all public names without one: {everywhere})"
+    )
 
 
 def test_required_entries_are_public_names():

@@ -11,10 +11,13 @@ T = np.array([0, 1, 2, 3, 0])
 
 
 @pytest.mark.parametrize("fn", [xent.logsumexp, xent.log_softmax, xent.softmax])
-@pytest.mark.parametrize("bad, kind", [
-    (np.array([["a", "b"]]), "<U1"),
-    (np.array([[1.0, None]], dtype=object), "object"),
-])
+@pytest.mark.parametrize(
+    "bad, kind",
+    [
+        (np.array([["a", "b"]]), "<U1"),
+        (np.array([[1.0, None]], dtype=object), "object"),
+    ],
+)
 def test_rowwise_refuse_non_floating(fn, bad, kind):
     with pytest.raises(TypeError, match=f"x must be float16, bfloat16, float32 or float64.*{kind}"):
         fn(bad)
@@ -38,7 +41,9 @@ def test_rowwise_zero_dim_and_axis(fn):
 
 
 def test_cross_entropy_logits_dtype_and_shape():
-    with pytest.raises(TypeError, match="logits must be float16, bfloat16, float32 or float64.*int64"):
+    with pytest.raises(
+        TypeError, match="logits must be float16, bfloat16, float32 or float64.*int64"
+    ):
         xent.cross_entropy(np.ones((5, 4), dtype=np.int64), T)
     with pytest.raises(ValueError, match=r"logits has shape \(5, 0\): the class axis"):
         xent.cross_entropy(np.ones((5, 0), dtype=np.float32), T)
@@ -83,14 +88,17 @@ def test_ignore_index_is_not_out_of_range():
     assert np.isfinite(xent.cross_entropy(X, t, ignore_index=-7))
 
 
-@pytest.mark.parametrize("target, exc, message", [
-    (np.array([0, 1, 2, 3]), ValueError, r"target has shape \(4,\), expected \(5,\)"),
-    (np.zeros((5, 1), dtype=np.int64), ValueError, r"target has shape \(5, 1\)"),
-    (np.array([True, False, True, True, False]), TypeError, "dtype bool"),
-    (np.array([0.0, 1.0, 2.0, 3.0, 0.0]), ValueError, "probability target has shape"),
-    (np.array(["a"] * 5), TypeError, "integer class indices or floating probabilities"),
-    (np.zeros((5, 4), dtype=np.complex128), TypeError, "dtype complex128"),
-])
+@pytest.mark.parametrize(
+    "target, exc, message",
+    [
+        (np.array([0, 1, 2, 3]), ValueError, r"target has shape \(4,\), expected \(5,\)"),
+        (np.zeros((5, 1), dtype=np.int64), ValueError, r"target has shape \(5, 1\)"),
+        (np.array([True, False, True, True, False]), TypeError, "dtype bool"),
+        (np.array([0.0, 1.0, 2.0, 3.0, 0.0]), ValueError, "probability target has shape"),
+        (np.array(["a"] * 5), TypeError, "integer class indices or floating probabilities"),
+        (np.zeros((5, 4), dtype=np.complex128), TypeError, "dtype complex128"),
+    ],
+)
 def test_cross_entropy_bad_target(target, exc, message):
     with pytest.raises(exc, match=message):
         xent.cross_entropy(X, target)
@@ -101,22 +109,33 @@ def test_nll_loss_refuses_probabilities():
         xent.nll_loss(X, np.full((5, 4), 0.25))
 
 
-@pytest.mark.parametrize("weight, exc, message", [
-    (np.ones(3), ValueError, r"weight has shape \(3,\), expected \(4,\)"),
-    (np.ones((4, 1)), ValueError, r"weight has shape \(4, 1\)"),
-    (np.array(["a", "b", "c", "d"]), TypeError, "weight must be a real"),
-    (np.ones(4, dtype=bool), TypeError, "weight must be a real"),
-])
+@pytest.mark.parametrize(
+    "weight, exc, message",
+    [
+        (np.ones(3), ValueError, r"weight has shape \(3,\), expected \(4,\)"),
+        (np.ones((4, 1)), ValueError, r"weight has shape \(4, 1\)"),
+        (np.array(["a", "b", "c", "d"]), TypeError, "weight must be a real"),
+        (np.ones(4, dtype=bool), TypeError, "weight must be a real"),
+    ],
+)
 @pytest.mark.parametrize("fn", [xent.cross_entropy, xent.nll_loss])
 def test_bad_weight(fn, weight, exc, message):
     with pytest.raises(exc, match=message):
         fn(X, T, weight=weight)
 
 
-@pytest.mark.parametrize("value, exc", [
-    (-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
-    (True, TypeError), ("0.1", TypeError), (None, TypeError),
-])
+@pytest.mark.parametrize(
+    "value, exc",
+    [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (True, TypeError),
+        ("0.1", TypeError),
+        (None, TypeError),
+    ],
+)
 def test_bad_label_smoothing(value, exc):
     with pytest.raises(exc, match="label_smoothing"):
         xent.cross_entropy(X, T, label_smoothing=value)
@@ -129,27 +148,34 @@ def test_bad_reduction(fn, value):
         fn(X, T, reduction=value)
 
 
-@pytest.mark.parametrize("value, exc", [(1.0, TypeError), (True, TypeError), ("x", TypeError),
-                                        (2**70, ValueError)])
+@pytest.mark.parametrize(
+    "value, exc", [(1.0, TypeError), (True, TypeError), ("x", TypeError), (2**70, ValueError)]
+)
 def test_bad_ignore_index(value, exc):
     with pytest.raises(exc, match="ignore_index"):
         xent.cross_entropy(X, T, ignore_index=value)
 
 
-@pytest.mark.parametrize("value, exc, message", [
-    (0, ValueError, "must not be 0"),
-    (2.5, TypeError, "num_threads must be an int"),
-    (True, TypeError, "num_threads must be an int"),
-    ("2", TypeError, "num_threads must be an int"),
-    (-1000, ValueError, "leaves no thread"),
-])
-@pytest.mark.parametrize("call", [
-    lambda nt: xent.cross_entropy(X, T, num_threads=nt),
-    lambda nt: xent.nll_loss(X, T, num_threads=nt),
-    lambda nt: xent.logsumexp(X, num_threads=nt),
-    lambda nt: xent.softmax(X, num_threads=nt),
-    lambda nt: xent.get_num_threads(nt),
-])
+@pytest.mark.parametrize(
+    "value, exc, message",
+    [
+        (0, ValueError, "must not be 0"),
+        (2.5, TypeError, "num_threads must be an int"),
+        (True, TypeError, "num_threads must be an int"),
+        ("2", TypeError, "num_threads must be an int"),
+        (-1000, ValueError, "leaves no thread"),
+    ],
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda nt: xent.cross_entropy(X, T, num_threads=nt),
+        lambda nt: xent.nll_loss(X, T, num_threads=nt),
+        lambda nt: xent.logsumexp(X, num_threads=nt),
+        lambda nt: xent.softmax(X, num_threads=nt),
+        lambda nt: xent.get_num_threads(nt),
+    ],
+)
 def test_bad_num_threads(call, value, exc, message):
     with pytest.raises(exc, match=message):
         call(value)

@@ -29,8 +29,8 @@ def files(tmp_path, monkeypatch):
     t.tofile("t.bin")
     np.savez("d.npz", logits=x, labels=t)
     for i in range(3):
-        np.save(f"x_{i}.npy", x[i * 1000:(i + 1) * 1000])
-        np.save(f"t_{i}.npy", t[i * 1000:(i + 1) * 1000])
+        np.save(f"x_{i}.npy", x[i * 1000 : (i + 1) * 1000])
+        np.save(f"t_{i}.npy", t[i * 1000 : (i + 1) * 1000])
     return x, t
 
 
@@ -46,15 +46,18 @@ def json_report(argv, capsys):
     return json.loads(out)
 
 
-@pytest.mark.parametrize("argv", [
-    ["x.npy", "t.npy"],
-    ["x_*.npy", "t_*.npy"],                                        # quoted globs
-    ["x_0.npy", "x_1.npy", "x_2.npy", "t_0.npy", "t_1.npy", "t_2.npy"],   # shell-expanded
-    ["x.bin", "t.bin", "--dtype", "float32", "--shape", "40"],
-    ["x.bin", "t.bin", "--dtype", "float32", "--shape", "3000,40"],
-    ["x.bin", "t.npy", "--dtype", "float32", "--shape=-1,40", "--chunk-rows", "7"],
-    ["d.npz"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["x.npy", "t.npy"],
+        ["x_*.npy", "t_*.npy"],  # quoted globs
+        ["x_0.npy", "x_1.npy", "x_2.npy", "t_0.npy", "t_1.npy", "t_2.npy"],  # shell-expanded
+        ["x.bin", "t.bin", "--dtype", "float32", "--shape", "40"],
+        ["x.bin", "t.bin", "--dtype", "float32", "--shape", "3000,40"],
+        ["x.bin", "t.npy", "--dtype", "float32", "--shape=-1,40", "--chunk-rows", "7"],
+        ["d.npz"],
+    ],
+)
 def test_formats_agree_with_the_reference(files, argv, capsys):
     x, t = files
     got = json_report(argv + ["--topk", "1,3", "--ignore-index", "-7"], capsys)
@@ -65,14 +68,28 @@ def test_formats_agree_with_the_reference(files, argv, capsys):
 
 
 def test_human_readable_table(files, capsys):
-    status, out, err = run(["x.npy", "t.npy", "--topk", "1,5", "--threads", "1",
-                            "--ignore-index", "-7"], capsys)
+    status, out, err = run(
+        ["x.npy", "t.npy", "--topk", "1,5", "--threads", "1", "--ignore-index", "-7"], capsys
+    )
     assert status == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].startswith("xent eval: 3,000 rows x 40 classes")
     names = [line[:13].strip() for line in lines[1:]]
-    assert names == ["loss", "perplexity", "accuracy", "top-5", "entropy", "count", "ignored",
-                     "NaN rows", "brier", "ECE", "MCE", "loss 95%", "acc. 95%"]
+    assert names == [
+        "loss",
+        "perplexity",
+        "accuracy",
+        "top-5",
+        "entropy",
+        "count",
+        "ignored",
+        "NaN rows",
+        "brier",
+        "ECE",
+        "MCE",
+        "loss 95%",
+        "acc. 95%",
+    ]
     row = {name: line for name, line in zip(names, lines[1:])}
     loss = float(row["loss"].split()[1])
     expected = reference.evaluate(np.load("x.npy"), np.load("t.npy"), ignore_index=-7)
@@ -107,7 +124,7 @@ def write_bad(kind):
         return ["x.npy", "tf.npy"]
     if kind == "truncated-npy":
         data = pathlib.Path("x.npy").read_bytes()
-        pathlib.Path("xt.npy").write_bytes(data[:len(data) - 1000])
+        pathlib.Path("xt.npy").write_bytes(data[: len(data) - 1000])
         return ["xt.npy", "t.npy"]
     if kind == "truncated-raw":
         pathlib.Path("xt.bin").write_bytes(pathlib.Path("x.bin").read_bytes()[:-4])
@@ -144,7 +161,9 @@ def write_bad(kind):
         np.savez("k.npz", a=np.zeros((3, 4)))
         return ["k.npz"]
     if kind == "npz-corrupt":
-        pathlib.Path("c.npz").write_bytes(b"PK\x03\x04" + bytes(rng.integers(0, 255, 100, np.uint8)))
+        pathlib.Path("c.npz").write_bytes(
+            b"PK\x03\x04" + bytes(rng.integers(0, 255, 100, np.uint8))
+        )
         return ["c.npz"]
     if kind == "bad-npy-header":
         pathlib.Path("h.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
@@ -155,32 +174,39 @@ def write_bad(kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "nope.npy: no such file"),
-    ("directory", "is a directory"),
-    ("no-match", "no file matches"),
-    ("lengths", "2,999 labels for x.npy's 3,000 rows"),
-    ("int-logits", "must be float16, float32 or float64"),
-    ("float-labels", "labels must be integers"),
-    ("truncated-npy", "truncated"),
-    ("truncated-raw", "truncated"),
-    ("partial-row-raw", "not a whole number of rows"),
-    ("raw-without-dtype", "give --dtype and --shape"),
-    ("odd-count", "3 files given"),
-    ("shard-counts", "3 logits files but 4 label files"),
-    ("label-range", r"^xent eval: error: tr.npy: label 40 at row 1,234 is out of range"),
-    ("label-range-shard", r"t_1.npy: label 40 at row 234 is out of range"),
-    ("labels-n-by-1", r"t1.npy: labels of shape \(3000, 1\) for x.npy's logits of shape "
-                      r"\(3000, 40\): expected shape \(3000,\)"),
-    ("npz-labels-n-by-1", r"d1.npz: labels of shape \(3000, 1\)"),
-    ("topk-above-classes", r"--topk 1000 is more than the 40 classes of x.npy"),
-    ("npz-keys", "must hold arrays named 'logits' and 'labels'"),
-    ("npz-corrupt", "not a valid .npz"),
-    ("bad-npy-header", "not a valid .npy"),
-    ("classes-differ", "41 classes"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "nope.npy: no such file"),
+        ("directory", "is a directory"),
+        ("no-match", "no file matches"),
+        ("lengths", "2,999 labels for x.npy's 3,000 rows"),
+        ("int-logits", "must be float16, float32 or float64"),
+        ("float-labels", "labels must be integers"),
+        ("truncated-npy", "truncated"),
+        ("truncated-raw", "truncated"),
+        ("partial-row-raw", "not a whole number of rows"),
+        ("raw-without-dtype", "give --dtype and --shape"),
+        ("odd-count", "3 files given"),
+        ("shard-counts", "3 logits files but 4 label files"),
+        ("label-range", r"^xent eval: error: tr.npy: label 40 at row 1,234 is out of range"),
+        ("label-range-shard", r"t_1.npy: label 40 at row 234 is out of range"),
+        (
+            "labels-n-by-1",
+            r"t1.npy: labels of shape \(3000, 1\) for x.npy's logits of shape "
+            r"\(3000, 40\): expected shape \(3000,\)",
+        ),
+        ("npz-labels-n-by-1", r"d1.npz: labels of shape \(3000, 1\)"),
+        ("topk-above-classes", r"--topk 1000 is more than the 40 classes of x.npy"),
+        ("npz-keys", "must hold arrays named 'logits' and 'labels'"),
+        ("npz-corrupt", "not a valid .npz"),
+        ("bad-npy-header", "not a valid .npy"),
+        ("classes-differ", "41 classes"),
+    ],
+)
 def test_error_paths_one_line_nonzero(files, kind, message, capsys):
     import re
+
     status, out, err = run(write_bad(kind), capsys)
     assert status == 1
     assert out == ""
@@ -189,10 +215,15 @@ def test_error_paths_one_line_nonzero(files, kind, message, capsys):
     assert re.search(message, err), err
 
 
-@pytest.mark.parametrize("argv", [["x.npy", "t.npy", "--topk", "0"],
-                                  ["x.npy", "t.npy", "--topk", "a"],
-                                  ["x.bin", "t.bin", "--dtype", "float32", "--shape", "0"],
-                                  ["x.npy", "t.npy", "--threads", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["x.npy", "t.npy", "--topk", "0"],
+        ["x.npy", "t.npy", "--topk", "a"],
+        ["x.bin", "t.bin", "--dtype", "float32", "--shape", "0"],
+        ["x.npy", "t.npy", "--threads", "0"],
+    ],
+)
 def test_bad_options_are_usage_errors(files, argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["eval"] + argv)
@@ -201,8 +232,12 @@ def test_bad_options_are_usage_errors(files, argv, capsys):
 
 
 def test_error_in_a_subprocess_has_no_traceback(files):
-    proc = subprocess.run([sys.executable, "-m", "xent", "eval", "x.npy", "missing.npy"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xent", "eval", "x.npy", "missing.npy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == "xent eval: error: missing.npy: no such file"
 
@@ -216,11 +251,29 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path):
     with open(tmp_path / "t.bin", "wb") as f:
         f.truncate(rows)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xent", "eval", "x.bin", "t.bin", "--dtype", "float32",
-         "--shape", str(classes), "--labels-dtype", "int8", "--threads", "1"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "xent",
+            "eval",
+            "x.bin",
+            "t.bin",
+            "--dtype",
+            "float32",
+            "--shape",
+            str(classes),
+            "--labels-dtype",
+            "int8",
+            "--threads",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        time.sleep(2.0)   # imported, files opened, evaluating
+        time.sleep(2.0)  # imported, files opened, evaluating
         assert proc.poll() is None, proc.communicate()
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -236,16 +289,21 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path):
 
 def test_dtype_and_shape_for_a_npy_warn(files, capsys):
     x, t = files
-    status, out, err = run(["x.npy", "t.npy", "--dtype", "float64", "--shape", "40",
-                            "--ignore-index", "-7", "--json"], capsys)
+    status, out, err = run(
+        ["x.npy", "t.npy", "--dtype", "float64", "--shape", "40", "--ignore-index", "-7", "--json"],
+        capsys,
+    )
     assert status == 0
-    assert err.strip() == ("xent eval: warning: --dtype and --shape ignored for x.npy: a .npy "
-                           "or .npz file carries its own dtype and shape")
+    assert err.strip() == (
+        "xent eval: warning: --dtype and --shape ignored for x.npy: a .npy "
+        "or .npz file carries its own dtype and shape"
+    )
     expected = reference.evaluate(x, t, ignore_index=-7)
     assert json.loads(out)["loss"] == pytest.approx(expected["loss"], rel=2e-5)
     # raw files take them without a word
-    status, out, err = run(["x.bin", "t.bin", "--dtype", "float32", "--shape", "40",
-                            "--ignore-index", "-7"], capsys)
+    status, out, err = run(
+        ["x.bin", "t.bin", "--dtype", "float32", "--shape", "40", "--ignore-index", "-7"], capsys
+    )
     assert status == 0 and err == ""
 
 
@@ -253,7 +311,7 @@ def test_nan_rows_are_counted(files, capsys):
     x, t = files
     x = x.copy()
     x[[5, 17, 2999], [0, 39, 3]] = np.nan
-    x[30, 1] = np.nan     # row 30's label is -7: ignored, so not counted
+    x[30, 1] = np.nan  # row 30's label is -7: ignored, so not counted
     np.save("xn.npy", x)
     report = json_report(["xn.npy", "t.npy", "--ignore-index", "-7"], capsys)
     assert report["nan_rows"] == 3 and report["loss"] is None
@@ -265,11 +323,11 @@ def test_nan_rows_are_counted(files, capsys):
 
 def test_progress_bar_has_total_percentage_eta_and_name(files, capsys, monkeypatch):
     monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
-    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0)   # draw every chunk, however fast
-    assert cli.main(["eval", "x.npy", "t.npy", "--chunk-rows", "500", "--ignore-index",
-                     "-7"]) == 0
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0)  # draw every chunk, however fast
+    assert cli.main(["eval", "x.npy", "t.npy", "--chunk-rows", "500", "--ignore-index", "-7"]) == 0
     err = capsys.readouterr().err
     assert "xent eval:" in err and "xent evaluate" not in err
     # a chunk done: rows done of the total, the percentage, time spent < time left
-    assert re.search(r"xent eval: +[1-9]\d%\|.*\| [0-9.]+k?/3\.00k \[\d\d:\d\d<\d\d:\d\d,",
-                     err), err
+    assert re.search(r"xent eval: +[1-9]\d%\|.*\| [0-9.]+k?/3\.00k \[\d\d:\d\d<\d\d:\d\d,", err), (
+        err
+    )

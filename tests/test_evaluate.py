@@ -52,8 +52,9 @@ def test_weights_weight_the_loss_only():
     report = xent.evaluate(x, t, weight=w, topk=(1, 3))
     assert_matches(report, reference.evaluate(x, t, weight=w, topk=(1, 3)), 2e-5)
     # the loss is PyTorch's weighted mean, exactly what xent.cross_entropy gives
-    assert report.loss == pytest.approx(float(xent.cross_entropy(x.astype(np.float64), t,
-                                                                 weight=w)), rel=1e-6)
+    assert report.loss == pytest.approx(
+        float(xent.cross_entropy(x.astype(np.float64), t, weight=w)), rel=1e-6
+    )
     plain = xent.evaluate(x, t, topk=(1, 3))
     assert report.accuracy == plain.accuracy and report.entropy == plain.entropy
     assert report.topk_accuracy == plain.topk_accuracy
@@ -63,7 +64,9 @@ def test_ignore_index_and_counts():
     x, t = classifier_outputs(1000, 10, seed=2)
     t[:100] = 7
     report = xent.evaluate(x, t, ignore_index=7)
-    assert report.ignored == 100 + int(np.sum(t[100:] == 7)) and report.count == 1000 - report.ignored
+    assert (
+        report.ignored == 100 + int(np.sum(t[100:] == 7)) and report.count == 1000 - report.ignored
+    )
     assert_matches(report, reference.evaluate(x, t, ignore_index=7), 2e-5)
     everything = xent.evaluate(x, np.full(1000, -100))
     assert everything.count == 0 and everything.ignored == 1000
@@ -73,16 +76,18 @@ def test_ignore_index_and_counts():
 
 def test_rank_rules_ties_nan_inf():
     nan, inf = np.nan, np.inf
-    x = np.array([
-        [1.0, 3.0, 3.0, 0.0],    # target 1 tied with 2 for the max: rank 0
-        [3.0, 1.0, 3.0, 1.0],    # target 1 below two, tied with one: rank 2
-        [nan, 1.0, 0.0, 0.0],    # NaN elsewhere beats the target: rank 1
-        [0.0, nan, 0.0, 0.0],    # NaN target: rank C
-        [0.0, 1.0, inf, 0.0],    # +inf elsewhere
-        [inf, 1.0, 0.0, 0.0],    # +inf target: rank 0
-        [-inf, -inf, -inf, -inf],
-        [-inf, 5.0, -inf, 2.0],  # -inf entries add nothing
-    ])
+    x = np.array(
+        [
+            [1.0, 3.0, 3.0, 0.0],  # target 1 tied with 2 for the max: rank 0
+            [3.0, 1.0, 3.0, 1.0],  # target 1 below two, tied with one: rank 2
+            [nan, 1.0, 0.0, 0.0],  # NaN elsewhere beats the target: rank 1
+            [0.0, nan, 0.0, 0.0],  # NaN target: rank C
+            [0.0, 1.0, inf, 0.0],  # +inf elsewhere
+            [inf, 1.0, 0.0, 0.0],  # +inf target: rank 0
+            [-inf, -inf, -inf, -inf],
+            [-inf, 5.0, -inf, 2.0],  # -inf entries add nothing
+        ]
+    )
     t = np.array([1, 1, 1, 1, 1, 0, 0, 1])
     assert list(reference.target_rank(x, t)) == [0, 2, 1, 4, 1, 0, 0, 0]
     for dtype in (np.float32, np.float64):
@@ -90,9 +95,10 @@ def test_rank_rules_ties_nan_inf():
         assert_matches(got, reference.evaluate(x, t, topk=(1, 2, 3, 4, 5)), 1e-6)
         # per row: every metric of every single row, so a non-finite row cannot hide
         for i in range(len(t)):
-            one = xent.evaluate(x[i:i + 1].astype(dtype), t[i:i + 1], topk=(1, 2, 5))
-            assert_matches(one, reference.evaluate(x[i:i + 1], t[i:i + 1], topk=(1, 2, 5)),
-                           1e-6)
+            one = xent.evaluate(x[i : i + 1].astype(dtype), t[i : i + 1], topk=(1, 2, 5))
+            assert_matches(
+                one, reference.evaluate(x[i : i + 1], t[i : i + 1], topk=(1, 2, 5)), 1e-6
+            )
 
 
 def test_huge_logits_keep_their_differences():
@@ -125,16 +131,17 @@ def test_iterables_of_batches(tmp_path):
     expected = xent.evaluate(x, t)
     assert_matches(expected, reference.evaluate(x, t), 2e-5)
 
-    def model():   # a generator, as a model's outputs would come
+    def model():  # a generator, as a model's outputs would come
         for start in range(0, 5000, 999):
-            yield x[start:start + 999], t[start:start + 999]
+            yield x[start : start + 999], t[start : start + 999]
+
     assert xent.evaluate(model()) == expected
     assert xent.evaluate([x[:10], x[10:]], [t[:10], t[10:]]) == expected
     paths = []
-    for i, start in enumerate(range(0, 5000, 2000)):   # .npy shards, memory-mapped
+    for i, start in enumerate(range(0, 5000, 2000)):  # .npy shards, memory-mapped
         px, pt = tmp_path / f"x{i}.npy", tmp_path / f"t{i}.npy"
-        np.save(px, x[start:start + 2000])
-        np.save(pt, t[start:start + 2000])
+        np.save(px, x[start : start + 2000])
+        np.save(pt, t[start : start + 2000])
         paths.append((str(px), pt))
     assert xent.evaluate(paths) == expected
 
@@ -168,7 +175,7 @@ def check_memmap_equals_memory(path, n, c):
     streamed = xent.evaluate(str(path), labels, chunk_rows=n // 7 + 1)
     mapped = np.load(path, mmap_mode="r")
     # in memory: the same rows as one array, evaluated at once, and checked on a sample
-    in_memory = xent.evaluate(np.array(mapped[: n]), labels, chunk_rows=n)
+    in_memory = xent.evaluate(np.array(mapped[:n]), labels, chunk_rows=n)
     assert streamed == in_memory
     rows = np.random.default_rng(0).choice(n, 2000, replace=False)
     sample = xent.evaluate(np.array(mapped[rows]), labels[rows])
@@ -176,12 +183,12 @@ def check_memmap_equals_memory(path, n, c):
 
 
 def test_memmap_streaming_equals_in_memory(tmp_path):
-    check_memmap_equals_memory(tmp_path / "x.npy", 40000, 100)   # 16 MB
+    check_memmap_equals_memory(tmp_path / "x.npy", 40000, 100)  # 16 MB
 
 
 @pytest.mark.slow
 def test_memmap_of_a_gibibyte_equals_in_memory(tmp_path):
-    n, c = 270000, 1000   # 1.006 GiB of float32
+    n, c = 270000, 1000  # 1.006 GiB of float32
     assert n * c * 4 >= 2**30
     path = tmp_path / "big.npy"
     labels = write_memmap(path, n, c)
@@ -210,7 +217,7 @@ def test_anonymous_memory_bounded_by_the_chunk(tmp_path, dtype):
     out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, c))
     rng = np.random.default_rng(0)
     for start in range(0, n, 4096):
-        out[start:start + 4096] = rng.standard_normal((min(4096, n - start), c))
+        out[start : start + 4096] = rng.standard_normal((min(4096, n - start), c))
     del out
     labels = rng.integers(0, c, n)
     script = f"""
@@ -219,7 +226,7 @@ def anon():
     for line in open('/proc/self/status'):
         if line.startswith('RssAnon:'):
             return int(line.split()[1])
-labels = np.load({str(tmp_path / 't.npy')!r})
+labels = np.load({str(tmp_path / "t.npy")!r})
 xent.evaluate(np.zeros((10, 5), np.float32), np.zeros(10, int))   # warm up
 base = anon(); peak = [base]; stop = []
 def sample():
@@ -231,8 +238,9 @@ stop.append(1); th.join()
 print(peak[0] - base)
 """
     np.save(tmp_path / "t.npy", labels)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     rise_mib = int(proc.stdout.split()[-1]) / 1024
     print(f"RssAnon rise {rise_mib:.1f} MiB")
@@ -259,25 +267,31 @@ def test_keyboard_interrupt_stops_between_chunks():
     assert seen
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda x, t: xent.evaluate(x.astype(np.int32), t), TypeError, "float16, float32"),
-    (lambda x, t: xent.evaluate(x, t.astype(float)), TypeError, "integer class indices"),
-    (lambda x, t: xent.evaluate(x, t[:-1]), ValueError, "labels has shape"),
-    (lambda x, t: xent.evaluate(x, None), TypeError, "labels is required"),
-    (lambda x, t: xent.evaluate(x, np.where(np.arange(100) == 42, 10, t)), IndexError,
-     r"labels\[42\] = 10"),
-    (lambda x, t: xent.evaluate(x, t, topk=(0,)), ValueError, "positive"),
-    (lambda x, t: xent.evaluate(x, t, topk="5"), TypeError, "topk"),
-    (lambda x, t: xent.evaluate(x, t, chunk_rows=0), ValueError, "chunk_rows"),
-    (lambda x, t: xent.evaluate(x, t, weight=np.ones(3)), ValueError, "weight"),
-    (lambda x, t: xent.evaluate(x, t, num_threads=0), ValueError, "num_threads"),
-    (lambda x, t: xent.evaluate(x[:, :0], t), ValueError, "class axis"),
-    (lambda x, t: xent.evaluate("/nonexistent/x.npy", t), FileNotFoundError, "no such file"),
-    (lambda x, t: xent.evaluate([(x, t), (x[:, :5], t)]), ValueError, "5 classes"),
-    (lambda x, t: xent.evaluate([x, x], [t]), ValueError, "zip"),
-    (lambda x, t: xent.evaluate([(x, t, t)]), TypeError, "pair"),
-    (lambda x, t: xent.evaluate(x, iter([t])), TypeError, "iterable of batches"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda x, t: xent.evaluate(x.astype(np.int32), t), TypeError, "float16, float32"),
+        (lambda x, t: xent.evaluate(x, t.astype(float)), TypeError, "integer class indices"),
+        (lambda x, t: xent.evaluate(x, t[:-1]), ValueError, "labels has shape"),
+        (lambda x, t: xent.evaluate(x, None), TypeError, "labels is required"),
+        (
+            lambda x, t: xent.evaluate(x, np.where(np.arange(100) == 42, 10, t)),
+            IndexError,
+            r"labels\[42\] = 10",
+        ),
+        (lambda x, t: xent.evaluate(x, t, topk=(0,)), ValueError, "positive"),
+        (lambda x, t: xent.evaluate(x, t, topk="5"), TypeError, "topk"),
+        (lambda x, t: xent.evaluate(x, t, chunk_rows=0), ValueError, "chunk_rows"),
+        (lambda x, t: xent.evaluate(x, t, weight=np.ones(3)), ValueError, "weight"),
+        (lambda x, t: xent.evaluate(x, t, num_threads=0), ValueError, "num_threads"),
+        (lambda x, t: xent.evaluate(x[:, :0], t), ValueError, "class axis"),
+        (lambda x, t: xent.evaluate("/nonexistent/x.npy", t), FileNotFoundError, "no such file"),
+        (lambda x, t: xent.evaluate([(x, t), (x[:, :5], t)]), ValueError, "5 classes"),
+        (lambda x, t: xent.evaluate([x, x], [t]), ValueError, "zip"),
+        (lambda x, t: xent.evaluate([(x, t, t)]), TypeError, "pair"),
+        (lambda x, t: xent.evaluate(x, iter([t])), TypeError, "iterable of batches"),
+    ],
+)
 def test_errors_name_the_problem(call, error, message):
     x, t = classifier_outputs(100, 10)
     with pytest.raises(error, match=message):
@@ -287,7 +301,9 @@ def test_errors_name_the_problem(call, error, message):
 def test_label_out_of_range_names_its_global_row():
     x, t = classifier_outputs(1000, 10)
     t[777] = 10
-    with pytest.raises(IndexError, match=r"labels\[777\] = 10 is out of range \(batch 1, row 277\)"):
+    with pytest.raises(
+        IndexError, match=r"labels\[777\] = 10 is out of range \(batch 1, row 277\)"
+    ):
         xent.evaluate(iter([(x[:500], t[:500]), (x[500:], t[500:])]), chunk_rows=100)
 
 
@@ -299,9 +315,12 @@ def test_inputs_not_modified(tmp_path):
 
 
 def test_import_xent_imports_neither_dask_nor_tqdm_nor_scipy(tmp_path):
-    code = ("import sys, xent; import numpy as np; "
-            "xent.evaluate(np.zeros((3, 4), np.float32), np.zeros(3, int)); "
-            "print([m for m in ('dask', 'distributed', 'tqdm', 'scipy') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path).stdout
+    code = (
+        "import sys, xent; import numpy as np; "
+        "xent.evaluate(np.zeros((3, 4), np.float32), np.zeros(3, int)); "
+        "print([m for m in ('dask', 'distributed', 'tqdm', 'scipy') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
     assert out.strip() == "[]"

@@ -38,22 +38,40 @@ F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 COMPUTE = {F16: F32, F32: F32, F64: F64}
 INF, NAN = math.inf, math.nan
 EXAMPLES = int(os.environ.get("XENT_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 ERRORS = (TypeError, ValueError, IndexError)
 
 #: What the calls did, per function: returned / raised <type> / hostile argument kinds.
 OUTCOMES = collections.defaultdict(collections.Counter)
 
 #: Values no sane input has, in float64 (cast to the array's dtype: 1e308 is inf in float32).
-HOSTILE_VALUES = [INF, -INF, NAN, 1e308, -1e308, 1e30, -1e30, 5e-324, -5e-324, 1e-310,
-                  1e-40, 0.0, -0.0, 65504.0]
-INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                    np.uint16, np.uint32, np.uint64)]
+HOSTILE_VALUES = [
+    INF,
+    -INF,
+    NAN,
+    1e308,
+    -1e308,
+    1e30,
+    -1e30,
+    5e-324,
+    -5e-324,
+    1e-310,
+    1e-40,
+    0.0,
+    -0.0,
+    65504.0,
+]
+INT_DTYPES = [
+    np.dtype(t)
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+]
 LAYOUTS = ["c", "c", "fortran", "reversed", "step", "class_step", "byteswapped", "readonly"]
 
 
 # ---- arrays ---------------------------------------------------------------------------------
+
 
 def relayout(a, kind):
     """An array equal to ``a`` (values, shape) laid out in memory as ``kind`` says."""
@@ -111,7 +129,7 @@ def float_arrays(draw, shape, unit=False, dtype=None, hostile=None, layout=True)
     """An array of ``shape`` (dtype float16/32/64 unless given): finite values (in [0, 1]
     if ``unit``) with, if ``hostile``, some entries or whole rows from HOSTILE_VALUES."""
     dtype = dtype or draw(st.sampled_from([F16, F32, F32, F64, F64]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     if unit:
         values = rng.uniform(0, 1, shape)
         values[rng.uniform(size=shape) < 0.1] = 0.0
@@ -126,8 +144,9 @@ def float_arrays(draw, shape, unit=False, dtype=None, hostile=None, layout=True)
             flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(HOSTILE_VALUES))
         if values.ndim and draw(st.booleans()):  # one whole row of one value
             rows = values.reshape(-1, values.shape[-1])
-            rows[draw(st.integers(0, rows.shape[0] - 1))] = draw(st.sampled_from(
-                [INF, -INF, NAN, 1e308, 0.0]))
+            rows[draw(st.integers(0, rows.shape[0] - 1))] = draw(
+                st.sampled_from([INF, -INF, NAN, 1e308, 0.0])
+            )
     with np.errstate(over="ignore"):
         a = values.astype(dtype)
     return relayout(a, draw(st.sampled_from(LAYOUTS))) if layout else a
@@ -137,7 +156,7 @@ def float_arrays(draw, shape, unit=False, dtype=None, hostile=None, layout=True)
 def probability_rows(draw, shape, dtype=None):
     """Distributions along the last axis (rows summing to 1 in float64), zeros included."""
     dtype = dtype or draw(st.sampled_from([F16, F32, F64]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     p = rng.exponential(size=shape)
     p[rng.uniform(size=shape) < 0.2] = 0.0
     if p.size and p.shape[-1]:
@@ -150,18 +169,20 @@ def probability_rows(draw, shape, dtype=None):
 def class_labels(draw, batch, n_classes, ignore_index):
     """Valid class indices of any integer dtype, some equal to ``ignore_index`` if it fits."""
     dtype = draw(st.sampled_from(INT_DTYPES))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     t = rng.integers(0, min(n_classes, np.iinfo(dtype).max + 1), batch)
     info = np.iinfo(dtype)
     if info.min <= ignore_index <= info.max and t.size and draw(st.booleans()):
         t[rng.uniform(size=batch) < 0.3] = ignore_index
         if draw(st.booleans()):
             t[...] = ignore_index  # every row ignored
-    return relayout(t.astype(dtype), draw(st.sampled_from(["c", "step", "reversed",
-                                                           "byteswapped", "readonly"])))
+    return relayout(
+        t.astype(dtype), draw(st.sampled_from(["c", "step", "reversed", "byteswapped", "readonly"]))
+    )
 
 
 # ---- hostile arguments ----------------------------------------------------------------------
+
 
 def wrong_dtype(a):
     """``a``'s values in a dtype no float input takes."""
@@ -183,8 +204,9 @@ def hostile_float_array(draw, a, allow_0d=False):
     """A replacement for the float array ``a``: wrong dtype, wrong number of axes, an empty
     class axis or a nested list."""
     a = np.asarray(a)
-    choice = draw(st.sampled_from(["dtype", "dtype", "0d", "empty", "extra_axis", "list",
-                                   "drop_axis"]))
+    choice = draw(
+        st.sampled_from(["dtype", "dtype", "0d", "empty", "extra_axis", "list", "drop_axis"])
+    )
     if choice == "dtype":
         return wrong_dtype(a)
     if choice == "0d" and not allow_0d:
@@ -201,18 +223,21 @@ def hostile_float_array(draw, a, allow_0d=False):
 @st.composite
 def hostile_labels(draw, t, n_classes):
     t = np.asarray(t)
-    choice = draw(st.sampled_from(["high", "negative", "huge", "float", "bool", "shape",
-                                   "object", "uint_huge"]))
+    choice = draw(
+        st.sampled_from(
+            ["high", "negative", "huge", "float", "bool", "shape", "object", "uint_huge"]
+        )
+    )
     if choice in ("high", "negative", "huge") and t.size:
         with np.errstate(invalid="ignore"):  # hostile labels may be NaN floats
             bad = t.astype(np.int64)
-        value = {"high": n_classes, "negative": -1, "huge": 2 ** 40}[choice]
+        value = {"high": n_classes, "negative": -1, "huge": 2**40}[choice]
         bad.reshape(-1)[draw(st.integers(0, t.size - 1))] = value
         return bad
     if choice == "uint_huge" and t.size:
         with np.errstate(invalid="ignore"):  # hostile labels may be inf or NaN floats
             bad = t.astype(np.uint64)
-        bad.reshape(-1)[-1] = 2 ** 63 + 5
+        bad.reshape(-1)[-1] = 2**63 + 5
         return bad
     if choice == "float":
         return t.astype(np.float64)
@@ -234,24 +259,38 @@ def hostile_same_shape(draw, a, unit):
     if choice == "dtype" or not unit or a.size == 0:
         return np.full(a.shape, 1 + 1j) if a.size else np.zeros(a.shape, dtype=object)
     bad = np.array(a, dtype=np.float64)
-    bad.reshape(-1)[draw(st.integers(0, a.size - 1))] = draw(st.sampled_from(
-        [-0.5, 1.5, NAN, INF, -INF, -1e-300]))
+    bad.reshape(-1)[draw(st.integers(0, a.size - 1))] = draw(
+        st.sampled_from([-0.5, 1.5, NAN, INF, -INF, -1e-300])
+    )
     return bad
 
 
 OPTION_VALUES = {
     "reduction": ["avg", "MEAN", None, 1, b"mean", ""],
     "label_smoothing": [-0.1, NAN, 1.5, INF, "0.1", None, True, 1 + 0j],
-    "num_threads": [0, 2.5, "2", True, -1000, 2 ** 40, 2 ** 31, -2 ** 63, 1e3],
+    "num_threads": [0, 2.5, "2", True, -1000, 2**40, 2**31, -(2**63), 1e3],
     "axis": [2.0, 5, -5, None, True, "0", (0, 1)],
-    "ignore_index": [2 ** 70, -2 ** 70, 1.5, True, "x", None],
+    "ignore_index": [2**70, -(2**70), 1.5, True, "x", None],
     "base": [0, 1, -2, NAN, INF, "2", True, 1 + 1j],
     "normalize": ["no", "yes", 2, None, 0.5],
     "keepdims": ["no", 2, None, 0.5],
     "check": ["yes", 2],
-    "topk": [0, -1, 2.5, "1", (), [], (1, 0), (3, -2), (1.0,), True, (1, True), None,
-             np.float64(2)],
-    "chunk_rows": [0, -1, 2.5, "2", True, np.float32(3), -2 ** 70],
+    "topk": [
+        0,
+        -1,
+        2.5,
+        "1",
+        (),
+        [],
+        (1, 0),
+        (3, -2),
+        (1.0,),
+        True,
+        (1, True),
+        None,
+        np.float64(2),
+    ],
+    "chunk_rows": [0, -1, 2.5, "2", True, np.float32(3), -(2**70)],
     "softcap": [0, -1.0, NAN, INF, "30", True, 1j],
 }
 
@@ -288,6 +327,7 @@ def hostile_out(draw, x, grad=False):
 
 # ---- comparing against the reference ----------------------------------------------------------
 
+
 def assert_matches(got, expected, dtype, atol_scale=1.0, what="result"):
     """``got`` (of ``dtype``) equals the float64 ``expected`` within TOLERANCES[dtype].
 
@@ -306,8 +346,13 @@ def assert_matches(got, expected, dtype, atol_scale=1.0, what="result"):
         g = got.astype(np.float64)
         scale = np.broadcast_to(np.asarray(atol_scale, dtype=np.float64), g.shape)
         bound = atol * scale + rtol * np.abs(want)
-        ok = ((g == want) | (np.isnan(g) & np.isnan(want)) | (np.abs(g - want) <= bound)
-              | np.isinf(scale) | np.isnan(scale))
+        ok = (
+            (g == want)
+            | (np.isnan(g) & np.isnan(want))
+            | (np.abs(g - want) <= bound)
+            | np.isinf(scale)
+            | np.isnan(scale)
+        )
         # rounding to dtype: a value within rtol of the largest finite may round either way
         top = float(np.finfo(dtype).max) * (1 - rtol)
         ok |= (np.abs(expected) >= top) & (np.abs(g) >= top) & (np.sign(g) == np.sign(want))
@@ -315,7 +360,8 @@ def assert_matches(got, expected, dtype, atol_scale=1.0, what="result"):
         i = np.unravel_index(int(np.argmax(~ok)), ok.shape) if ok.ndim else ()
         raise AssertionError(
             f"{what}: {int((~ok).sum())} of {ok.size} values differ from xent.reference; "
-            f"first at {i}: got {g[i]!r}, reference {expected[i]!r} (bound {bound[i]!r})")
+            f"first at {i}: got {g[i]!r}, reference {expected[i]!r} (bound {bound[i]!r})"
+        )
 
 
 def f64(a):
@@ -338,8 +384,7 @@ def reduce_bound(reduction, row_scale, row_loss, denominator, dtype):
     is off by at most atol * scale + rtol * |row|), over the denominator for a mean."""
     rtol, atol = TOLERANCES[np.dtype(dtype)]
     with np.errstate(all="ignore"):
-        row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64),
-                                    np.shape(row_loss))
+        row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64), np.shape(row_loss))
         if reduction == "none":
             return np.maximum(row_scale, 1.0)
         scale = np.sum(row_scale) + rtol / atol * np.sum(np.abs(row_loss))
@@ -349,6 +394,7 @@ def reduce_bound(reduction, row_scale, row_loss, denominator, dtype):
 
 
 # ---- the specs --------------------------------------------------------------------------------
+
 
 class Spec:
     """One public function: ``draw`` a valid call, ``hostile`` kinds of its arguments,
@@ -369,6 +415,7 @@ def threads_option(draw):
 
 
 # -- logsumexp, log_softmax, softmax
+
 
 @st.composite
 def axis_call(draw, with_out=False, keepdims=False):
@@ -406,10 +453,12 @@ def rowwise_expect(reference_fn):
     def expect(kw, got):
         x = kw["x"]
         assert_matches(got, reference_fn(f64(x), axis=kw["axis"]), scipy_dtype(x))
+
     return expect
 
 
 # -- losses of class indices or probabilities
+
 
 @st.composite
 def loss_call(draw, probabilities=None, nll=False, grad=False):
@@ -419,11 +468,14 @@ def loss_call(draw, probabilities=None, nll=False, grad=False):
     if probabilities is None:
         probabilities = not nll and draw(st.integers(0, 3)) == 0
     ignore = draw(st.sampled_from([-100, -100, -1, 0, n_classes - 1]))
-    kw = dict(logits=x, weight=None, reduction=draw(st.sampled_from(["mean", "sum", "none"])),
-              num_threads=threads_option(draw))
+    kw = dict(
+        logits=x,
+        weight=None,
+        reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+        num_threads=threads_option(draw),
+    )
     if probabilities:
-        kw["target"] = draw(st.one_of(probability_rows(x.shape),
-                                      float_arrays(x.shape, unit=True)))
+        kw["target"] = draw(st.one_of(probability_rows(x.shape), float_arrays(x.shape, unit=True)))
         ignore = min(ignore, -1)
     else:
         kw["target"] = draw(class_labels(batch, n_classes, ignore))
@@ -458,8 +510,10 @@ def _loss_reference(kw, nll=False):
     x = kw["log_probs" if nll else "logits"]
     dtype = native(x.dtype)
     t = np.asarray(kw["target"])
-    options = dict(weight=None if kw.get("weight") is None else f64(kw["weight"]),
-                   ignore_index=kw.get("ignore_index", -100))
+    options = dict(
+        weight=None if kw.get("weight") is None else f64(kw["weight"]),
+        ignore_index=kw.get("ignore_index", -100),
+    )
     if not nll:
         options["label_smoothing"] = kw.get("label_smoothing", 0.0)
     n_classes = x.shape[-1]
@@ -469,8 +523,7 @@ def _loss_reference(kw, nll=False):
         if t.dtype.kind == "f":
             p = f64(in_compute(t, dtype))
             lost = (p == 0) & (f64(t) != 0)  # kept as the smallest subnormal, see _api
-            p[lost] = np.copysign(float(np.finfo(COMPUTE[dtype]).smallest_subnormal),
-                                  f64(t)[lost])
+            p[lost] = np.copysign(float(np.finfo(COMPUTE[dtype]).smallest_subnormal), f64(t)[lost])
             target = p
             q = (1 - eps) * p + eps / n_classes
             row_scale = np.sum(np.abs(w * q), axis=-1)
@@ -479,8 +532,9 @@ def _loss_reference(kw, nll=False):
             target = t.astype(np.int64)
             kept = target != options["ignore_index"]
             tw = np.where(kept, w[np.where(kept, target, 0)], 0.0)
-            row_scale = np.where(kept, (1 - eps) * np.abs(tw) + eps / n_classes
-                                 * np.sum(np.abs(w)), 0.0)
+            row_scale = np.where(
+                kept, (1 - eps) * np.abs(tw) + eps / n_classes * np.sum(np.abs(w)), 0.0
+            )
             denominator = np.sum(tw)
         fn = ref.nll_loss if nll else ref.cross_entropy
         rows = fn(f64(x), target, reduction="none", **options)
@@ -496,8 +550,13 @@ def expect_loss(kw, got, nll=False, name="loss"):
         want = fn(f64(x), target, reduction=reduction, **options)
     if nll:  # -w x: relative to the terms, whatever the size of x
         row_scale = np.zeros(np.shape(rows))
-    assert_matches(got, want, native(x.dtype), reduce_bound(reduction, row_scale, rows,
-                                                            denominator, native(x.dtype)), what=name)
+    assert_matches(
+        got,
+        want,
+        native(x.dtype),
+        reduce_bound(reduction, row_scale, rows, denominator, native(x.dtype)),
+        what=name,
+    )
 
 
 def expect_loss_grad(kw, got):
@@ -508,8 +567,9 @@ def expect_loss_grad(kw, got):
     rows, row_scale, denominator, target, options = _loss_reference(kw_before)
     g = kw.get("grad_output")
     with np.errstate(all="ignore"):
-        want = ref.cross_entropy_grad(f64(before), target, reduction=kw["reduction"],
-                                      grad_output=g, **options)
+        want = ref.cross_entropy_grad(
+            f64(before), target, reduction=kw["reduction"], grad_output=g, **options
+        )
         factor = np.abs(np.asarray(1.0 if g is None else g, dtype=np.float64))
         if kw["reduction"] == "mean":
             factor = factor / abs(denominator) if denominator != 0 else np.float64(INF)
@@ -520,6 +580,7 @@ def expect_loss_grad(kw, got):
 
 
 # -- per-row gradient and diagonal Hessian (gradient boosting)
+
 
 def grad_hess_call(binary):
     """A valid call of cross_entropy_grad_hess (class indices) or of
@@ -537,6 +598,7 @@ def grad_hess_call(binary):
         if draw(st.booleans()) and (not binary or np.ndim(x)):
             kw["sample_weight"] = draw(float_arrays(batch, hostile=False, dtype=F64))
         return kw
+
     return call()
 
 
@@ -546,19 +608,29 @@ def grad_hess_expect(binary):
         dtype = native(x.dtype)
         with np.errstate(all="ignore"):
             if binary:
-                ops = {k: f64(in_compute(kw[k], dtype)) for k in ("weight", "pos_weight")
-                       if kw.get(k) is not None}
+                ops = {
+                    k: f64(in_compute(kw[k], dtype))
+                    for k in ("weight", "pos_weight")
+                    if kw.get(k) is not None
+                }
                 want = ref.binary_cross_entropy_with_logits_grad_hess(
-                    f64(x), f64(in_compute(kw["target"], dtype)),
-                    sample_weight=kw.get("sample_weight"), **ops)
+                    f64(x),
+                    f64(in_compute(kw["target"], dtype)),
+                    sample_weight=kw.get("sample_weight"),
+                    **ops,
+                )
                 scale = np.abs(ops.get("weight", 1.0)) * np.maximum(
-                    np.abs(ops.get("pos_weight", 1.0)), 1)
+                    np.abs(ops.get("pos_weight", 1.0)), 1
+                )
             else:
                 weight = None if kw.get("weight") is None else f64(kw["weight"])
                 want = ref.cross_entropy_grad_hess(
-                    f64(x), np.asarray(kw["target"]).astype(np.int64), weight=weight,
+                    f64(x),
+                    np.asarray(kw["target"]).astype(np.int64),
+                    weight=weight,
                     ignore_index=kw.get("ignore_index", -100),
-                    sample_weight=kw.get("sample_weight"))
+                    sample_weight=kw.get("sample_weight"),
+                )
                 scale = np.max(np.abs(weight)) if weight is not None and weight.size else 1.0
             if kw.get("sample_weight") is not None:
                 sw = np.abs(f64(kw["sample_weight"]))
@@ -567,19 +639,24 @@ def grad_hess_expect(binary):
             scale = np.broadcast_to(scale, np.shape(x)) * 2
         assert_matches(got[0], want[0], dtype, scale, what="gradient")
         assert_matches(got[1], want[1], dtype, scale, what="hessian")
+
     return expect
 
 
 # -- binary cross-entropy
 
+
 @st.composite
 def binary_call(draw, logits, grad=False):
-    shape = draw(st.one_of(st.just(()), batch_shapes().map(lambda b: b + (3,)),
-                           st.just((5,)), st.just((0,))))
+    shape = draw(
+        st.one_of(st.just(()), batch_shapes().map(lambda b: b + (3,)), st.just((5,)), st.just((0,)))
+    )
     x = draw(float_arrays(shape, unit=not logits))
-    kw = dict(target=draw(float_arrays(shape, unit=True, hostile=False)),
-              reduction=draw(st.sampled_from(["mean", "sum", "none"])),
-              num_threads=threads_option(draw))
+    kw = dict(
+        target=draw(float_arrays(shape, unit=True, hostile=False)),
+        reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+        num_threads=threads_option(draw),
+    )
     kw["logits" if logits else "probs"] = x
     if draw(st.booleans()) and shape:
         kw["weight"] = draw(float_arrays(shape[-1:], hostile=False))
@@ -600,21 +677,28 @@ def binary_expect(logits, grad=False):
         x = kw["_before"]
         dtype = native(x.dtype)
         with np.errstate(all="ignore"):
-            ops = {k: f64(in_compute(kw[k], dtype)) for k in ("target", "weight", "pos_weight")
-                   if kw.get(k) is not None}
+            ops = {
+                k: f64(in_compute(kw[k], dtype))
+                for k in ("target", "weight", "pos_weight")
+                if kw.get(k) is not None
+            }
             fn = ref.binary_cross_entropy_with_logits if logits else ref.binary_cross_entropy
             rows = fn(f64(x), reduction="none", **ops)
             want = fn(f64(x), reduction=kw["reduction"], **ops)
         w = np.abs(ops.get("weight", 1.0)) * np.maximum(np.abs(ops.get("pos_weight", 1.0)), 1)
         row_scale = np.broadcast_to(w, np.shape(x)) * (100 if not logits else 1)
         loss = got[0] if grad else got
-        assert_matches(loss, want, dtype, reduce_bound(kw["reduction"], row_scale, rows,
-                                                       np.size(x), dtype), what="loss")
+        assert_matches(
+            loss,
+            want,
+            dtype,
+            reduce_bound(kw["reduction"], row_scale, rows, np.size(x), dtype),
+            what="loss",
+        )
         if not grad:
             return
         g = kw.get("grad_output")
-        gfn = (ref.binary_cross_entropy_with_logits_grad if logits
-               else ref.binary_cross_entropy_grad)
+        gfn = ref.binary_cross_entropy_with_logits_grad if logits else ref.binary_cross_entropy_grad
         with np.errstate(all="ignore"):
             want_grad = gfn(f64(x), reduction=kw["reduction"], grad_output=g, **ops)
             factor = np.abs(np.asarray(1.0 if g is None else g, dtype=np.float64))
@@ -623,10 +707,12 @@ def binary_expect(logits, grad=False):
             # probs: the gradient divides by max(x (1 - x), 1e-12), up to 1e12 x the loss's
             scale = factor * np.maximum(row_scale, 1) * (1 if logits else 1e12)
         assert_matches(got[1], want_grad, dtype, scale, what="gradient")
+
     return expect
 
 
 # -- information quantities
+
 
 @st.composite
 def dist_call(draw, two=False):
@@ -638,9 +724,13 @@ def dist_call(draw, two=False):
     else:
         p = draw(probability_rows(shape))
     axis = draw(st.integers(-p.ndim, p.ndim - 1))
-    kw = dict(p=np.moveaxis(p, -1, axis), axis=axis, normalize=normalize,
-              base=draw(st.sampled_from([None, 2, 10.0, np.e, 0.5])),
-              num_threads=threads_option(draw))
+    kw = dict(
+        p=np.moveaxis(p, -1, axis),
+        axis=axis,
+        normalize=normalize,
+        base=draw(st.sampled_from([None, 2, 10.0, np.e, 0.5])),
+        num_threads=threads_option(draw),
+    )
     if two:
         kw["q"] = np.moveaxis(draw(probability_rows(shape)), -1, axis)
     return kw
@@ -655,19 +745,24 @@ def dist_expect(reference_fn, two=False):
             dtype = np.result_type(dtype, native(kw["q"].dtype))
             args = [f64(in_compute(p, dtype)), f64(in_compute(kw["q"], dtype))]
         with np.errstate(all="ignore"):
-            want = reference_fn(*args, axis=kw["axis"], base=kw["base"],
-                                normalize=bool(kw["normalize"]))
+            want = reference_fn(
+                *args, axis=kw["axis"], base=kw["base"], normalize=bool(kw["normalize"])
+            )
         n_classes = np.shape(p)[kw["axis"]]
         scale = max(1.0, math.log(n_classes + 1)) * 4
         assert_matches(got, want, dtype, scale)
+
     return expect
 
 
 @st.composite
 def elementwise_info_call(draw):
     shape = draw(st.one_of(st.just(()), batch_shapes().map(lambda b: b + (4,))))
-    return dict(p=draw(float_arrays(shape, unit=True)), base=draw(st.sampled_from(
-        [None, 2, 10.0, 0.5])), num_threads=threads_option(draw))
+    return dict(
+        p=draw(float_arrays(shape, unit=True)),
+        base=draw(st.sampled_from([None, 2, 10.0, 0.5])),
+        num_threads=threads_option(draw),
+    )
 
 
 def elementwise_info_expect(reference_fn):
@@ -676,6 +771,7 @@ def elementwise_info_expect(reference_fn):
         with np.errstate(all="ignore"):
             want = reference_fn(f64(kw["p"]), base=kw["base"])
         assert_matches(got, want, dtype)
+
     return expect
 
 
@@ -731,6 +827,7 @@ def expect_threads(kw, got):
 
 # -- evaluate
 
+
 @st.composite
 def evaluate_call(draw):
     """Arrays of any layout and label dtype; top-k tuples with k up to beyond C; chunks of
@@ -738,10 +835,9 @@ def evaluate_call(draw):
     batch = draw(batch_shapes())
     n_classes = draw(n_classes_strategy(batch))
     x = draw(float_arrays(batch + (n_classes,), layout=False))
-    offset = draw(st.sampled_from([None, None, None, 1e4, 1e30, 1e300, 1.7e308, -1e30,
-                                   -1.7e308]))
+    offset = draw(st.sampled_from([None, None, None, 1e4, 1e30, 1e300, 1.7e308, -1e30, -1.7e308]))
     if offset is not None and x.size:  # huge logits: one class per row, some, or all
-        rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
         share = draw(st.sampled_from(["one", 0.2, 1.0]))
         if share == "one":
             moved = np.arange(n_classes) == rng.integers(0, n_classes, batch + (1,))
@@ -751,14 +847,23 @@ def evaluate_call(draw):
             x = np.where(moved, f64(x) + offset, f64(x)).astype(x.dtype)
     x = relayout(x, draw(st.sampled_from(LAYOUTS)))
     ignore = draw(st.sampled_from([-100, -100, -1, 0, n_classes - 1]))
-    kw = dict(logits=x, labels=draw(class_labels(batch, n_classes, ignore)),
-              num_threads=threads_option(draw))
+    kw = dict(
+        logits=x,
+        labels=draw(class_labels(batch, n_classes, ignore)),
+        num_threads=threads_option(draw),
+    )
     if ignore != -100 or draw(st.booleans()):
         kw["ignore_index"] = ignore
     k = st.integers(1, n_classes + 3)
-    topk = draw(st.one_of(st.none(), k, k.map(np.int64),
-                          st.lists(k, min_size=1, max_size=4).map(tuple),
-                          st.lists(k, min_size=1, max_size=3)))
+    topk = draw(
+        st.one_of(
+            st.none(),
+            k,
+            k.map(np.int64),
+            st.lists(k, min_size=1, max_size=4).map(tuple),
+            st.lists(k, min_size=1, max_size=3),
+        )
+    )
     if topk is not None:
         kw["topk"] = topk
     chunk = draw(st.sampled_from([None, None, "few", "some"]))
@@ -779,8 +884,9 @@ def same_report(a, b):
     """Two reports hold the same bits (NaN equal to NaN)."""
     da, db = a.as_dict(), b.as_dict()
     return da.keys() == db.keys() and all(
-        (x == y or (x != x and y != y)) and type(x) is type(y) for x, y in
-        zip(da.values(), db.values()))
+        (x == y or (x != x and y != y)) and type(x) is type(y)
+        for x, y in zip(da.values(), db.values())
+    )
 
 
 def expect_evaluate(kw, got):
@@ -790,9 +896,13 @@ def expect_evaluate(kw, got):
     ks = tuple(sorted({int(k) for k in (np.atleast_1d(topk))}))
     options = dict(weight=kw.get("weight"), ignore_index=kw.get("ignore_index", -100))
     with np.errstate(all="ignore"):
-        want = ref.evaluate(f64(x), kw["labels"], topk=ks,
-                            weight=None if options["weight"] is None else f64(options["weight"]),
-                            ignore_index=options["ignore_index"])
+        want = ref.evaluate(
+            f64(x),
+            kw["labels"],
+            topk=ks,
+            weight=None if options["weight"] is None else f64(options["weight"]),
+            ignore_index=options["ignore_index"],
+        )
     assert isinstance(got, xent.EvaluationReport), type(got)
     # counts and accuracies: ranks compare the same values (xent's compute dtype holds the
     # input exactly), so they are exact
@@ -800,32 +910,36 @@ def expect_evaluate(kw, got):
     assert type(got.count) is int and type(got.ignored) is int
     assert got.topks == ks, (got.topks, ks)
     for name, value in [("accuracy", got.accuracy)] + [
-            (f"top{k}_accuracy", acc) for k, acc in got.topk_accuracy]:
+        (f"top{k}_accuracy", acc) for k, acc in got.topk_accuracy
+    ]:
         assert value == want[name] or (math.isnan(value) and math.isnan(want[name])), (
-            f"{name}: got {value!r}, reference {want[name]!r}")
+            f"{name}: got {value!r}, reference {want[name]!r}"
+        )
     # loss: the weighted mean of the rows' losses, bounded as cross_entropy's mean
     loss_kw = dict(options, logits=x, target=kw["labels"], reduction="mean")
     rows, row_scale, denominator, _, _ = _loss_reference(loss_kw)
     bound = reduce_bound("mean", row_scale, rows, denominator, dtype)
     with np.errstate(all="ignore"):
-        assert_matches(np.float64(got.loss).astype(dtype), want["loss"], dtype, bound,
-                       what="loss")
+        assert_matches(np.float64(got.loss).astype(dtype), want["loss"], dtype, bound, what="loss")
         # perplexity: exp of the float64 loss, compared with the reference as its log
         assert same_value(got.perplexity, float(np.exp(np.float64(got.loss)))), got
         log_ppl = np.log(np.float64(got.perplexity))
     if got.perplexity in (0.0, INF) or want["perplexity"] in (0.0, INF):
         # exp beyond float64 (a loss above 709.8 or below -745): within the loss's bound
         # of that limit either side will do, so only the sign is checked
-        assert abs(want["loss"]) > 700 and (got.loss > 0) == (want["loss"] > 0) and (
-            got.perplexity != 0 or got.loss < 0), (got, want)
+        assert (
+            abs(want["loss"]) > 700
+            and (got.loss > 0) == (want["loss"] > 0)
+            and (got.perplexity != 0 or got.loss < 0)
+        ), (got, want)
     else:
-        assert_matches(log_ppl.astype(dtype), want["loss"], dtype, bound,
-                       what="log(perplexity)")
+        assert_matches(log_ppl.astype(dtype), want["loss"], dtype, bound, what="log(perplexity)")
     # entropy: mean over the counted rows of entropy_from_logits, within its bound
     scale = max(1.0, math.log(np.shape(x)[-1] + 1)) * 4
     with np.errstate(all="ignore"):
-        assert_matches(np.float64(got.entropy).astype(dtype), want["entropy"], dtype, scale,
-                       what="entropy")
+        assert_matches(
+            np.float64(got.entropy).astype(dtype), want["entropy"], dtype, scale, what="entropy"
+        )
     # the chunking and thread count change no bit
     other = dict(kw, chunk_rows=None if kw.get("chunk_rows") else 2, num_threads=1)
     other = {k: v for k, v in other.items() if not k.startswith("_")}
@@ -839,6 +953,7 @@ def same_value(a, b):
 
 # -- compare
 
+
 @st.composite
 def compare_call(draw):
     """Two models' logits of one dtype and shape (the candidate with hostile entries or
@@ -847,8 +962,11 @@ def compare_call(draw):
     n_classes = draw(n_classes_strategy(batch))
     dtype = draw(st.sampled_from([F16, F32, F64]))
     ref_logits = draw(float_arrays(batch + (n_classes,), dtype=dtype, hostile=False))
-    kw = dict(ref=ref_logits, cand=draw(float_arrays(batch + (n_classes,), dtype=dtype)),
-              num_threads=threads_option(draw))
+    kw = dict(
+        ref=ref_logits,
+        cand=draw(float_arrays(batch + (n_classes,), dtype=dtype)),
+        num_threads=threads_option(draw),
+    )
     if draw(st.booleans()):
         ignore = draw(st.sampled_from([-100, 0]))
         kw["labels"] = draw(class_labels(batch, n_classes, ignore))
@@ -861,12 +979,17 @@ def compare_call(draw):
 
 def expect_compare(kw, got):
     with np.errstate(all="ignore"):
-        want = ref.compare(f64(kw["ref"]), f64(kw["cand"]), kw.get("labels"),
-                           ignore_index=kw.get("ignore_index", -100))
+        want = ref.compare(
+            f64(kw["ref"]),
+            f64(kw["cand"]),
+            kw.get("labels"),
+            ignore_index=kw.get("ignore_index", -100),
+        )
     assert isinstance(got, xent.ComparisonReport), type(got)
     assert (got.count, got.ignored) == (want["count"], want["ignored"])
     assert got.top1_agreement == want["top1_agreement"] or (
-        math.isnan(got.top1_agreement) and math.isnan(want["top1_agreement"]))
+        math.isnan(got.top1_agreement) and math.isnan(want["top1_agreement"])
+    )
     tol = {F16: 1e-3, F32: 1e-3, F64: 1e-9}[native(kw["ref"].dtype)]
     for name in ("kl", "js"):
         a, b = getattr(got, name), want[name]
@@ -874,16 +997,25 @@ def expect_compare(kw, got):
         # finite 1e30-sized KL: both say "enormous"
         huge = b == INF and a > 1e20
         assert (a != a and b != b) or a == b or abs(a - b) <= tol * (1 + abs(b)) or huge, (
-            name, a, b)
+            name,
+            a,
+            b,
+        )
     other = dict(kw, chunk_rows=None if kw.get("chunk_rows") else 2, num_threads=1)
     other = {k: v for k, v in other.items() if not k.startswith("_")}
     again = xent.compare(other.pop("ref"), other.pop("cand"), **other)
     assert same_report(got, again), (got, again)
 
 
-ROWWISE_HOSTILE = {"x": "float_array", "axis": "axis", "num_threads": "num_threads",
-                   "out": "out", "check": "check"}
+ROWWISE_HOSTILE = {
+    "x": "float_array",
+    "axis": "axis",
+    "num_threads": "num_threads",
+    "out": "out",
+    "check": "check",
+}
 # -- linear cross-entropy (hidden @ weight.T + bias, never formed by xent)
+
 
 @st.composite
 def linear_call(draw, grad=False):
@@ -894,12 +1026,14 @@ def linear_call(draw, grad=False):
     width = draw(st.sampled_from([0, 1, 3, 8, 33]))
     dtype = draw(st.sampled_from([F16, F32, F32, F64, F64]))
     ignore = draw(st.sampled_from([-100, -100, -1, 0, vocab - 1]))
-    kw = dict(hidden=draw(float_arrays(batch + (width,), dtype=dtype)),
-              weight=draw(float_arrays((vocab, width), dtype=dtype)),
-              target=draw(class_labels(batch, vocab, ignore)),
-              reduction=draw(st.sampled_from(["mean", "sum", "none"])),
-              label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0])),
-              num_threads=threads_option(draw))
+    kw = dict(
+        hidden=draw(float_arrays(batch + (width,), dtype=dtype)),
+        weight=draw(float_arrays((vocab, width), dtype=dtype)),
+        target=draw(class_labels(batch, vocab, ignore)),
+        reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+        label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.1, 1.0])),
+        num_threads=threads_option(draw),
+    )
     if ignore != -100 or draw(st.booleans()):
         kw["ignore_index"] = ignore
     if draw(st.booleans()):
@@ -949,10 +1083,16 @@ def _linear_reference(kw):
         rtol, atol = TOLERANCES[np.dtype(dtype)]
         bad = ~np.isfinite(row_mag) | (row_mag > float(np.finfo(compute).max) / 4)
         scale = np.where(bad, INF, 1.0 + 8 * (width + 2) * u * row_mag / atol)
-        rows = ref.linear_cross_entropy(h64, w64, t, bias=b64, ignore_index=ignore,
-                                        reduction="none",
-                                        label_smoothing=kw["label_smoothing"],
-                                        softcap=kw.get("softcap"))
+        rows = ref.linear_cross_entropy(
+            h64,
+            w64,
+            t,
+            bias=b64,
+            ignore_index=ignore,
+            reduction="none",
+            label_smoothing=kw["label_smoothing"],
+            softcap=kw.get("softcap"),
+        )
         kept = t != ignore
         scale = np.where(kept, scale, 1.0)
     return rows, scale, int(kept.sum()), (h64, w64, b64, t)
@@ -971,28 +1111,46 @@ def expect_linear(kw, got, name="loss"):
             want = np.sum(rows)
         else:
             want = np.sum(rows) / denominator if denominator else NAN
-    assert_matches(got, want, dtype, reduce_bound(reduction, scale.reshape(batch),
-                                                  rows.reshape(batch), denominator, dtype),
-                   what=name)
+    assert_matches(
+        got,
+        want,
+        dtype,
+        reduce_bound(reduction, scale.reshape(batch), rows.reshape(batch), denominator, dtype),
+        what=name,
+    )
 
 
 def expect_linear_grad(kw, got):
     expect_linear(kw, got[0])
-    assert np.array_equal(got[0], xent.linear_cross_entropy(
-        **{k: v for k, v in kw.items() if k not in ("grad_output", "_before")}),
-        equal_nan=True), "the loss differs from linear_cross_entropy's"
+    assert np.array_equal(
+        got[0],
+        xent.linear_cross_entropy(
+            **{k: v for k, v in kw.items() if k not in ("grad_output", "_before")}
+        ),
+        equal_nan=True,
+    ), "the loss differs from linear_cross_entropy's"
     h, w = np.asarray(kw["hidden"]), np.asarray(kw["weight"])
     dtype = linear_dtype(h, w)
     rows, scale, denominator, (h64, w64, b64, t) = _linear_reference(kw)
     with np.errstate(all="ignore"):
         want = ref.linear_cross_entropy_grad(
-            h64, w64, t, bias=b64, ignore_index=kw.get("ignore_index", -100),
-            reduction=kw["reduction"], label_smoothing=kw["label_smoothing"],
+            h64,
+            w64,
+            t,
+            bias=b64,
+            ignore_index=kw.get("ignore_index", -100),
+            reduction=kw["reduction"],
+            label_smoothing=kw["label_smoothing"],
             softcap=kw.get("softcap"),
-            grad_output=None if kw.get("grad_output") is None
-            else np.asarray(kw["grad_output"], dtype=np.float64).reshape(-1))
-        g = np.abs(np.asarray(1.0 if kw.get("grad_output") is None else kw["grad_output"],
-                              dtype=np.float64)).reshape(-1)
+            grad_output=None
+            if kw.get("grad_output") is None
+            else np.asarray(kw["grad_output"], dtype=np.float64).reshape(-1),
+        )
+        g = np.abs(
+            np.asarray(
+                1.0 if kw.get("grad_output") is None else kw["grad_output"], dtype=np.float64
+            )
+        ).reshape(-1)
         factor = g / denominator if kw["reduction"] == "mean" and denominator else g
         if kw["reduction"] == "mean" and not denominator:
             factor = np.float64(INF)
@@ -1010,30 +1168,44 @@ def expect_linear_grad(kw, got):
     names = ("grad_hidden", "grad_weight", "grad_bias")
     expected_len = 3 + (kw.get("bias") is not None)
     assert len(got) == expected_len
-    assert_matches(got[1], want[0].reshape(h.shape), dtype,
-                   np.broadcast_to(gh_scale.reshape(h.shape[:-1] + (1,)), h.shape),
-                   what=names[0])
+    assert_matches(
+        got[1],
+        want[0].reshape(h.shape),
+        dtype,
+        np.broadcast_to(gh_scale.reshape(h.shape[:-1] + (1,)), h.shape),
+        what=names[0],
+    )
     assert_matches(got[2], want[1], dtype, gw_scale, what=names[1])
     if expected_len == 4:
         assert_matches(got[3], want[2], dtype, gw_scale, what=names[2])
 
 
-LINEAR_HOSTILE = {"hidden": "float_array", "weight": "float_array", "target": "labels",
-                  "ignore_index": "ignore_index", "reduction": "reduction",
-                  "label_smoothing": "label_smoothing", "num_threads": "num_threads",
-                  "softcap": "softcap"}
+LINEAR_HOSTILE = {
+    "hidden": "float_array",
+    "weight": "float_array",
+    "target": "labels",
+    "ignore_index": "ignore_index",
+    "reduction": "reduction",
+    "label_smoothing": "label_smoothing",
+    "num_threads": "num_threads",
+    "softcap": "softcap",
+}
 
 # -- divergences between a student's and a teacher's logits (xent.divergence)
+
 
 @st.composite
 def divergence_call(draw, family, grad=False):
     batch = draw(batch_shapes())
     n_classes = draw(n_classes_strategy(batch))
     x = draw(float_arrays(batch + (n_classes,), hostile=False))
-    kw = dict(logits=x, teacher=draw(float_arrays(x.shape, dtype=x.dtype, hostile=False)),
-              reduction=draw(st.sampled_from(["mean", "sum", "none"])),
-              temperature=draw(st.sampled_from([1.0, 2.0, 0.5])),
-              num_threads=threads_option(draw))
+    kw = dict(
+        logits=x,
+        teacher=draw(float_arrays(x.shape, dtype=x.dtype, hostile=False)),
+        reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+        temperature=draw(st.sampled_from([1.0, 2.0, 0.5])),
+        num_threads=threads_option(draw),
+    )
     if family == "kl":
         kw["direction"] = draw(st.sampled_from(["forward", "reverse"]))
     if family == "js":
@@ -1054,13 +1226,17 @@ def divergence_expect(reference_fn, grad=False):
     def expect(kw, got):
         x = kw["_before"]
         dtype = native(x.dtype)
-        options = {k: v for k, v in kw.items()
-                   if k in ("reduction", "temperature", "direction", "beta", "grad_output")}
+        options = {
+            k: v
+            for k, v in kw.items()
+            if k in ("reduction", "temperature", "direction", "beta", "grad_output")
+        }
         with np.errstate(all="ignore"):
             want = reference_fn(f64(x), f64(kw["teacher"]), **options)
         # the terms a row adds are up to |scaled logits| in size (the log-ratios)
-        size = (np.max(np.abs(f64(x)), initial=0) + np.max(np.abs(f64(kw["teacher"])),
-                                                            initial=0)) / kw["temperature"]
+        size = (
+            np.max(np.abs(f64(x)), initial=0) + np.max(np.abs(f64(kw["teacher"])), initial=0)
+        ) / kw["temperature"]
         factor = kw["temperature"] ** 2
         rows = max(int(np.prod(x.shape[:-1])), 1)
         scale = 4 * factor * (1 + size) * (rows if kw["reduction"] == "sum" else 1)
@@ -1068,8 +1244,11 @@ def divergence_expect(reference_fn, grad=False):
             assert_matches(got, want, dtype, scale, what="divergence")
             return
         assert_matches(got[0], want[0], dtype, scale, what="divergence")
-        g = np.abs(np.asarray(1.0 if kw.get("grad_output") is None else kw["grad_output"],
-                              dtype=np.float64))
+        g = np.abs(
+            np.asarray(
+                1.0 if kw.get("grad_output") is None else kw["grad_output"], dtype=np.float64
+            )
+        )
         unit = np.max(g, initial=0) * factor / kw["temperature"]
         if kw["reduction"] == "mean":
             unit = unit / rows
@@ -1081,136 +1260,313 @@ def divergence_expect(reference_fn, grad=False):
             with np.errstate(all="ignore"):
                 lq = ref.log_softmax(f64(x) / kw["temperature"])
                 lp = ref.log_softmax(f64(kw["teacher"]) / kw["temperature"])
-                near = np.abs(np.exp(lq) - np.exp(lp)) <= 1e-2 * np.maximum(np.exp(lq),
-                                                                           np.exp(lp))
+                near = np.abs(np.exp(lq) - np.exp(lp)) <= 1e-2 * np.maximum(np.exp(lq), np.exp(lp))
             rows_near = np.any(near & (np.exp(lq) > 0), axis=-1)
             assert np.all(np.abs(f64(got[1]))[rows_near] <= 2 * unit + 1e-30)
             want_grad = np.where(rows_near[..., None], f64(got[1]), want_grad)
-        assert_matches(got[1], want_grad, dtype, 4 * max(unit, 1e-300) * (1 + size),
-                       what="gradient")
+        assert_matches(
+            got[1], want_grad, dtype, 4 * max(unit, 1e-300) * (1 + size), what="gradient"
+        )
+
     return expect
 
 
-DIVERGENCE_HOSTILE = {"teacher": "float_array", "reduction": "reduction",
-                      "num_threads": "num_threads", "check": "check",
-                      "logits": None, "student": None}
+DIVERGENCE_HOSTILE = {
+    "teacher": "float_array",
+    "reduction": "reduction",
+    "num_threads": "num_threads",
+    "check": "check",
+    "logits": None,
+    "student": None,
+}
 DIVERGENCE_SPECS = [
-    Spec(name, getattr(xent, name), divergence_call(family, grad=name.endswith("grad")),
-         divergence_expect(getattr(ref, name), grad=name.endswith("grad")),
-         # (out= made hostile would use a "target" these functions do not take: see
-         # test_divergence.py for out= overlapping the teacher)
-         dict(DIVERGENCE_HOSTILE, **({"grad_output": "grad_output"}
-                                      if name.endswith("grad") else {})),
-         positional=("logits", "teacher"))
-    for family, base in [("kl", "kl_divergence_logits"), ("js", "js_divergence_logits"),
-                         ("tv", "tv_distance_logits")]
+    Spec(
+        name,
+        getattr(xent, name),
+        divergence_call(family, grad=name.endswith("grad")),
+        divergence_expect(getattr(ref, name), grad=name.endswith("grad")),
+        # (out= made hostile would use a "target" these functions do not take: see
+        # test_divergence.py for out= overlapping the teacher)
+        dict(
+            DIVERGENCE_HOSTILE, **({"grad_output": "grad_output"} if name.endswith("grad") else {})
+        ),
+        positional=("logits", "teacher"),
+    )
+    for family, base in [
+        ("kl", "kl_divergence_logits"),
+        ("js", "js_divergence_logits"),
+        ("tv", "tv_distance_logits"),
+    ]
     for name in (base, base + "_with_grad")
 ]
 
 
-LOSS_HOSTILE = {"logits": "float_array", "target": "labels", "weight": "weight",
-                "ignore_index": "ignore_index", "reduction": "reduction",
-                "label_smoothing": "label_smoothing", "num_threads": "num_threads",
-                "check": "check"}
-BINARY_HOSTILE = {"target": "unit_operand", "weight": "operand", "reduction": "reduction",
-                  "num_threads": "num_threads", "check": "check"}
-DIST_HOSTILE = {"p": "dist", "axis": "axis", "base": "base", "normalize": "normalize",
-                "num_threads": "num_threads", "check": "check"}
+LOSS_HOSTILE = {
+    "logits": "float_array",
+    "target": "labels",
+    "weight": "weight",
+    "ignore_index": "ignore_index",
+    "reduction": "reduction",
+    "label_smoothing": "label_smoothing",
+    "num_threads": "num_threads",
+    "check": "check",
+}
+BINARY_HOSTILE = {
+    "target": "unit_operand",
+    "weight": "operand",
+    "reduction": "reduction",
+    "num_threads": "num_threads",
+    "check": "check",
+}
+DIST_HOSTILE = {
+    "p": "dist",
+    "axis": "axis",
+    "base": "base",
+    "normalize": "normalize",
+    "num_threads": "num_threads",
+    "check": "check",
+}
 
 SPECS = [
-    Spec("logsumexp", xent.logsumexp, axis_call(keepdims=True), expect_logsumexp,
-         dict(ROWWISE_HOSTILE, keepdims="keepdims", out=None), positional=("x",)),
-    Spec("log_softmax", xent.log_softmax, axis_call(with_out=True),
-         rowwise_expect(ref.log_softmax), ROWWISE_HOSTILE, positional=("x",)),
-    Spec("softmax", xent.softmax, axis_call(with_out=True), rowwise_expect(ref.softmax),
-         ROWWISE_HOSTILE, positional=("x",)),
-    Spec("cross_entropy", xent.cross_entropy, loss_call(), expect_loss, LOSS_HOSTILE,
-         positional=("logits", "target")),
-    Spec("cross_entropy_with_grad", xent.cross_entropy_with_grad, loss_call(grad=True),
-         expect_loss_grad, dict(LOSS_HOSTILE, grad_output="grad_output", out="grad_out"),
-         positional=("logits", "target")),
-    Spec("nll_loss", xent.nll_loss, loss_call(nll=True),
-         lambda kw, got: expect_loss(kw, got, nll=True),
-         {**{k: v for k, v in LOSS_HOSTILE.items() if k not in ("logits", "label_smoothing")},
-          "log_probs": "float_array"}, positional=("log_probs", "target")),
-    Spec("binary_cross_entropy", xent.binary_cross_entropy, binary_call(False),
-         binary_expect(False), dict(BINARY_HOSTILE, probs="unit_array"),
-         positional=("probs", "target")),
-    Spec("binary_cross_entropy_with_grad", xent.binary_cross_entropy_with_grad,
-         binary_call(False, grad=True), binary_expect(False, grad=True),
-         dict(BINARY_HOSTILE, probs="unit_array", grad_output="grad_output",
-              out="grad_out"), positional=("probs", "target")),
-    Spec("binary_cross_entropy_with_logits", xent.binary_cross_entropy_with_logits,
-         binary_call(True), binary_expect(True),
-         dict(BINARY_HOSTILE, logits="elementwise_array", pos_weight="operand"),
-         positional=("logits", "target")),
-    Spec("binary_cross_entropy_with_logits_with_grad",
-         xent.binary_cross_entropy_with_logits_with_grad, binary_call(True, grad=True),
-         binary_expect(True, grad=True),
-         dict(BINARY_HOSTILE, logits="elementwise_array", pos_weight="operand",
-              grad_output="grad_output", out="grad_out"), positional=("logits", "target")),
-    Spec("cross_entropy_grad_hess", xent.cross_entropy_grad_hess, grad_hess_call(False),
-         grad_hess_expect(False),
-         {k: v for k, v in LOSS_HOSTILE.items() if k not in ("reduction", "label_smoothing")},
-         positional=("logits", "target")),
-    Spec("binary_cross_entropy_with_logits_grad_hess",
-         xent.binary_cross_entropy_with_logits_grad_hess, grad_hess_call(True),
-         grad_hess_expect(True),
-         {**{k: v for k, v in BINARY_HOSTILE.items() if k != "reduction"},
-          "logits": "elementwise_array", "pos_weight": "operand"},
-         positional=("logits", "target")),
-    Spec("info.entropy", xent.info.entropy, dist_call(), dist_expect(ref.entropy),
-         DIST_HOSTILE, positional=("p",)),
-    Spec("info.cross_entropy", xent.info.cross_entropy, dist_call(two=True),
-         dist_expect(ref.cross_entropy_dist, two=True), dict(DIST_HOSTILE, q="dist"),
-         positional=("p", "q")),
-    Spec("info.kl_divergence", xent.info.kl_divergence, dist_call(two=True),
-         dist_expect(ref.kl_divergence, two=True), dict(DIST_HOSTILE, q="dist"),
-         positional=("p", "q")),
-    Spec("info.self_information", xent.info.self_information, elementwise_info_call(),
-         elementwise_info_expect(ref.self_information),
-         dict(p="unit_array", base="base", num_threads="num_threads"), positional=("p",)),
-    Spec("info.binary_entropy", xent.info.binary_entropy, elementwise_info_call(),
-         elementwise_info_expect(ref.binary_entropy),
-         dict(p="unit_array", base="base", num_threads="num_threads"), positional=("p",)),
-    Spec("info.entropy_from_logits", xent.info.entropy_from_logits, entropy_logits_call(),
-         expect_entropy_logits, dict({k: v for k, v in ROWWISE_HOSTILE.items()
-                                      if k not in ("x", "out")},
-                                     logits="float_array", base="base"),
-         positional=("logits",)),
-    Spec("info.perplexity", xent.info.perplexity, perplexity_call(), expect_perplexity,
-         {k: v for k, v in LOSS_HOSTILE.items() if k != "reduction"},
-         positional=("logits", "target")),
-    Spec("evaluate", xent.evaluate, evaluate_call(), expect_evaluate,
-         dict(logits="float_array", labels="labels", weight="weight", topk="topk",
-              ignore_index="ignore_index", chunk_rows="chunk_rows", num_threads="num_threads"),
-         positional=("logits", "labels")),
-    Spec("compare", xent.compare, compare_call(), expect_compare,
-         dict(ref="float_array", ignore_index="ignore_index", chunk_rows="chunk_rows",
-              num_threads="num_threads"),
-         positional=("ref", "cand")),
-    Spec("linear_cross_entropy", xent.linear_cross_entropy, linear_call(), expect_linear,
-         LINEAR_HOSTILE, positional=("hidden", "weight", "target")),
-    Spec("linear_cross_entropy_with_grad", xent.linear_cross_entropy_with_grad,
-         linear_call(grad=True), expect_linear_grad,
-         dict(LINEAR_HOSTILE, grad_output="grad_output"),
-         positional=("hidden", "weight", "target")),
-    Spec("get_num_threads", xent.get_num_threads, threads_call(), expect_threads,
-         dict(num_threads="num_threads")),
+    Spec(
+        "logsumexp",
+        xent.logsumexp,
+        axis_call(keepdims=True),
+        expect_logsumexp,
+        dict(ROWWISE_HOSTILE, keepdims="keepdims", out=None),
+        positional=("x",),
+    ),
+    Spec(
+        "log_softmax",
+        xent.log_softmax,
+        axis_call(with_out=True),
+        rowwise_expect(ref.log_softmax),
+        ROWWISE_HOSTILE,
+        positional=("x",),
+    ),
+    Spec(
+        "softmax",
+        xent.softmax,
+        axis_call(with_out=True),
+        rowwise_expect(ref.softmax),
+        ROWWISE_HOSTILE,
+        positional=("x",),
+    ),
+    Spec(
+        "cross_entropy",
+        xent.cross_entropy,
+        loss_call(),
+        expect_loss,
+        LOSS_HOSTILE,
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "cross_entropy_with_grad",
+        xent.cross_entropy_with_grad,
+        loss_call(grad=True),
+        expect_loss_grad,
+        dict(LOSS_HOSTILE, grad_output="grad_output", out="grad_out"),
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "nll_loss",
+        xent.nll_loss,
+        loss_call(nll=True),
+        lambda kw, got: expect_loss(kw, got, nll=True),
+        {
+            **{k: v for k, v in LOSS_HOSTILE.items() if k not in ("logits", "label_smoothing")},
+            "log_probs": "float_array",
+        },
+        positional=("log_probs", "target"),
+    ),
+    Spec(
+        "binary_cross_entropy",
+        xent.binary_cross_entropy,
+        binary_call(False),
+        binary_expect(False),
+        dict(BINARY_HOSTILE, probs="unit_array"),
+        positional=("probs", "target"),
+    ),
+    Spec(
+        "binary_cross_entropy_with_grad",
+        xent.binary_cross_entropy_with_grad,
+        binary_call(False, grad=True),
+        binary_expect(False, grad=True),
+        dict(BINARY_HOSTILE, probs="unit_array", grad_output="grad_output", out="grad_out"),
+        positional=("probs", "target"),
+    ),
+    Spec(
+        "binary_cross_entropy_with_logits",
+        xent.binary_cross_entropy_with_logits,
+        binary_call(True),
+        binary_expect(True),
+        dict(BINARY_HOSTILE, logits="elementwise_array", pos_weight="operand"),
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "binary_cross_entropy_with_logits_with_grad",
+        xent.binary_cross_entropy_with_logits_with_grad,
+        binary_call(True, grad=True),
+        binary_expect(True, grad=True),
+        dict(
+            BINARY_HOSTILE,
+            logits="elementwise_array",
+            pos_weight="operand",
+            grad_output="grad_output",
+            out="grad_out",
+        ),
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "cross_entropy_grad_hess",
+        xent.cross_entropy_grad_hess,
+        grad_hess_call(False),
+        grad_hess_expect(False),
+        {k: v for k, v in LOSS_HOSTILE.items() if k not in ("reduction", "label_smoothing")},
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "binary_cross_entropy_with_logits_grad_hess",
+        xent.binary_cross_entropy_with_logits_grad_hess,
+        grad_hess_call(True),
+        grad_hess_expect(True),
+        {
+            **{k: v for k, v in BINARY_HOSTILE.items() if k != "reduction"},
+            "logits": "elementwise_array",
+            "pos_weight": "operand",
+        },
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "info.entropy",
+        xent.info.entropy,
+        dist_call(),
+        dist_expect(ref.entropy),
+        DIST_HOSTILE,
+        positional=("p",),
+    ),
+    Spec(
+        "info.cross_entropy",
+        xent.info.cross_entropy,
+        dist_call(two=True),
+        dist_expect(ref.cross_entropy_dist, two=True),
+        dict(DIST_HOSTILE, q="dist"),
+        positional=("p", "q"),
+    ),
+    Spec(
+        "info.kl_divergence",
+        xent.info.kl_divergence,
+        dist_call(two=True),
+        dist_expect(ref.kl_divergence, two=True),
+        dict(DIST_HOSTILE, q="dist"),
+        positional=("p", "q"),
+    ),
+    Spec(
+        "info.self_information",
+        xent.info.self_information,
+        elementwise_info_call(),
+        elementwise_info_expect(ref.self_information),
+        dict(p="unit_array", base="base", num_threads="num_threads"),
+        positional=("p",),
+    ),
+    Spec(
+        "info.binary_entropy",
+        xent.info.binary_entropy,
+        elementwise_info_call(),
+        elementwise_info_expect(ref.binary_entropy),
+        dict(p="unit_array", base="base", num_threads="num_threads"),
+        positional=("p",),
+    ),
+    Spec(
+        "info.entropy_from_logits",
+        xent.info.entropy_from_logits,
+        entropy_logits_call(),
+        expect_entropy_logits,
+        dict(
+            {k: v for k, v in ROWWISE_HOSTILE.items() if k not in ("x", "out")},
+            logits="float_array",
+            base="base",
+        ),
+        positional=("logits",),
+    ),
+    Spec(
+        "info.perplexity",
+        xent.info.perplexity,
+        perplexity_call(),
+        expect_perplexity,
+        {k: v for k, v in LOSS_HOSTILE.items() if k != "reduction"},
+        positional=("logits", "target"),
+    ),
+    Spec(
+        "evaluate",
+        xent.evaluate,
+        evaluate_call(),
+        expect_evaluate,
+        dict(
+            logits="float_array",
+            labels="labels",
+            weight="weight",
+            topk="topk",
+            ignore_index="ignore_index",
+            chunk_rows="chunk_rows",
+            num_threads="num_threads",
+        ),
+        positional=("logits", "labels"),
+    ),
+    Spec(
+        "compare",
+        xent.compare,
+        compare_call(),
+        expect_compare,
+        dict(
+            ref="float_array",
+            ignore_index="ignore_index",
+            chunk_rows="chunk_rows",
+            num_threads="num_threads",
+        ),
+        positional=("ref", "cand"),
+    ),
+    Spec(
+        "linear_cross_entropy",
+        xent.linear_cross_entropy,
+        linear_call(),
+        expect_linear,
+        LINEAR_HOSTILE,
+        positional=("hidden", "weight", "target"),
+    ),
+    Spec(
+        "linear_cross_entropy_with_grad",
+        xent.linear_cross_entropy_with_grad,
+        linear_call(grad=True),
+        expect_linear_grad,
+        dict(LINEAR_HOSTILE, grad_output="grad_output"),
+        positional=("hidden", "weight", "target"),
+    ),
+    Spec(
+        "get_num_threads",
+        xent.get_num_threads,
+        threads_call(),
+        expect_threads,
+        dict(num_threads="num_threads"),
+    ),
     *DIVERGENCE_SPECS,
 ]
 
 
 def test_every_public_function_has_a_spec():
     """A public function added later fails here until it gets its Spec."""
-    public = {n for n in xent.__all__ if callable(getattr(xent, n))
-              and not isinstance(getattr(xent, n), type)}
+    public = {
+        n
+        for n in xent.__all__
+        if callable(getattr(xent, n)) and not isinstance(getattr(xent, n), type)
+    }
     public |= {f"info.{n}" for n in xent.info.__all__ if callable(getattr(xent.info, n))}
     public -= {"show_config"}  # prints the configuration: no input to fuzz
     assert public <= {s.name for s in SPECS}, public - {s.name for s in SPECS}
 
 
 # ---- the run ----------------------------------------------------------------------------------
+
 
 @st.composite
 def hostile_argument(draw, spec, kw):
@@ -1246,15 +1602,18 @@ def hostile_argument(draw, spec, kw):
         kw[name] = draw(hostile_weight((np.shape(x)[-1],)))
     elif kind == "grad_output":
         x = kw.get("logits", kw.get("probs", kw.get("hidden")))
-        kw[name] = draw(st.sampled_from([np.ones(np.shape(x) + (3,)), "1", 1j,
-                                         np.ones(2, dtype=object)]))
+        kw[name] = draw(
+            st.sampled_from([np.ones(np.shape(x) + (3,)), "1", 1j, np.ones(2, dtype=object)])
+        )
     elif kind in ("out", "grad_out"):
         x = kw.get("x", kw.get("logits", kw.get("probs")))
         out = draw(hostile_out(x, grad=kind == "grad_out"))
         kw["out"] = kw["target"] if isinstance(out, str) else out
-        if isinstance(out, str) and (not isinstance(kw["target"], np.ndarray)
-                                     or kw["target"].shape != np.shape(x)
-                                     or kw["target"].dtype != np.asarray(x).dtype):
+        if isinstance(out, str) and (
+            not isinstance(kw["target"], np.ndarray)
+            or kw["target"].shape != np.shape(x)
+            or kw["target"].dtype != np.asarray(x).dtype
+        ):
             kw["out"] = np.empty(np.shape(x) + (1,))
         name = "out"
         accept = {"out"}
@@ -1263,8 +1622,21 @@ def hostile_argument(draw, spec, kw):
     return kw, accept
 
 
-ARRAY_ARGS = {"x", "logits", "log_probs", "probs", "p", "q", "target", "labels", "weight",
-              "pos_weight", "grad_output", "ref", "cand"}
+ARRAY_ARGS = {
+    "x",
+    "logits",
+    "log_probs",
+    "probs",
+    "p",
+    "q",
+    "target",
+    "labels",
+    "weight",
+    "pos_weight",
+    "grad_output",
+    "ref",
+    "cand",
+}
 
 
 def snapshot(kw):
@@ -1303,7 +1675,8 @@ def test_fuzz(spec):
                 message = str(e)
                 if accept is None:  # a valid call with a hostile value (a NaN probability)
                     assert isinstance(e, (ValueError, IndexError)), (
-                        f"a valid call raised {type(e).__name__}: {message}")
+                        f"a valid call raised {type(e).__name__}: {message}"
+                    )
                     accept = set(spec.hostile) | {"target", "probs", "logits", "p", "q"}
                 elif not any(re.search(rf"\b{re.escape(n)}\b", message) for n in accept):
                     # the error the call had before the argument was made hostile is fine
@@ -1311,19 +1684,20 @@ def test_fuzz(spec):
                         spec.call(valid_kw)
                     except ERRORS:
                         accept = {message}
-                assert any(n == message or re.search(rf"\b{re.escape(n)}\b", message)
-                           for n in accept), (
-                    f"{type(e).__name__}: {message!r} names none of {sorted(accept)}")
+                assert any(
+                    n == message or re.search(rf"\b{re.escape(n)}\b", message) for n in accept
+                ), f"{type(e).__name__}: {message!r} names none of {sorted(accept)}"
                 return
         counts["returned" + (" (hostile argument)" if accept else "")] += 1
         for k, v in before.items():  # inputs untouched, unless written as out=
             if kw.get("out") is not kw[k]:
                 np.testing.assert_array_equal(kw[k], v, err_msg=f"{k} was modified")
-        kw = {k: np.asarray(v) if k in ARRAY_ARGS and v is not None else v
-              for k, v in kw.items()}
-        x_name = next(n for n in ("x", "logits", "log_probs", "probs", "p", "hidden", "ref")
-                      if n in kw) \
-            if spec.name != "get_num_threads" else None
+        kw = {k: np.asarray(v) if k in ARRAY_ARGS and v is not None else v for k, v in kw.items()}
+        x_name = (
+            next(n for n in ("x", "logits", "log_probs", "probs", "p", "hidden", "ref") if n in kw)
+            if spec.name != "get_num_threads"
+            else None
+        )
         if x_name is not None:
             kw = dict(kw, _before=before.get(x_name, kw[x_name]))
             if kw.get("out") is kw[x_name]:  # in place: the reference sees the old values
@@ -1352,8 +1726,9 @@ def concurrent_mutant(a, rng, labels_out_of_range):
         flat = m.reshape(-1)
         if flat.size:
             idx = rng.integers(0, flat.size, max(1, flat.size // 3))
-            flat[idx] = rng.choice(np.array([NAN, INF, -INF, 1e308, -1e308, 0.0]),
-                                   len(idx)).astype(m.dtype)
+            flat[idx] = rng.choice(np.array([NAN, INF, -INF, 1e308, -1e308, 0.0]), len(idx)).astype(
+                m.dtype
+            )
         return m
     if a.dtype.kind in "iu":
         if labels_out_of_range:
@@ -1369,7 +1744,7 @@ def run_concurrent_writers(labels_out_of_range, examples=CONCURRENT_EXAMPLES):
     import sys
     import threading
 
-    sys.setswitchinterval(1e-6)   # switch threads as often as possible: between the checks
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: between the checks
     outcomes = collections.Counter()
     for spec in SPECS:
         if spec.name != "get_num_threads":
@@ -1379,16 +1754,22 @@ def run_concurrent_writers(labels_out_of_range, examples=CONCURRENT_EXAMPLES):
 
 def concurrent_spec(spec, examples, labels_out_of_range, outcomes, threading):
     """Run one spec's calls under a concurrent writer (see run_concurrent_writers)."""
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+
+    @settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(data=st.data())
     def run(data):
         kw = data.draw(spec.draw, label="valid call")
         rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
         pairs = []
         for name, value in kw.items():
-            if (name != "out" and isinstance(value, np.ndarray) and value.flags.writeable
-                    and value is not kw.get("out")):
+            if (
+                name != "out"
+                and isinstance(value, np.ndarray)
+                and value.flags.writeable
+                and value is not kw.get("out")
+            ):
                 mutant = concurrent_mutant(value, rng, labels_out_of_range)
                 if mutant is not None:
                     pairs.append((value, np.array(value, copy=True), mutant))
@@ -1404,7 +1785,7 @@ def concurrent_spec(spec, examples, labels_out_of_range, outcomes, threading):
         writer.start()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # mutated values warn where they warn
+                warnings.simplefilter("ignore")  # mutated values warn where they warn
                 for _ in range(3):
                     try:
                         spec.call(kw)
@@ -1426,11 +1807,17 @@ def test_fuzz_concurrent_writer(labels):
 
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--concurrent", labels],
-        capture_output=True, text=True, timeout=900, cwd=os.path.dirname(__file__))
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=os.path.dirname(__file__),
+    )
     if proc.returncode < 0:
-        raise AssertionError(f"the child died of {signal.Signals(-proc.returncode).name} with "
-                             f"a writer thread changing the inputs ({labels} labels):\n"
-                             f"{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"the child died of {signal.Signals(-proc.returncode).name} with "
+            f"a writer thread changing the inputs ({labels} labels):\n"
+            f"{proc.stderr[-4000:]}"
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "returned" in proc.stdout, proc.stdout
 
@@ -1440,6 +1827,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--concurrent"]:
         import faulthandler
-        faulthandler.enable()   # the Python stack of a crash, on stderr
+
+        faulthandler.enable()  # the Python stack of a crash, on stderr
         counts = run_concurrent_writers(labels_out_of_range=sys.argv[2] == "out of range")
         print(json.dumps(dict(sorted(counts.items())), indent=1))

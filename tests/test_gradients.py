@@ -27,12 +27,19 @@ from hypothesis import given, strategies as st
 import xent
 from xent import reference as ref
 
-from support import (CE_LOSS_TOL, F64, FLOAT_DTYPES, REDUCTIONS, SMOOTHINGS,
-                     assert_grad_close, assert_within, hypothesis_settings,
-                     torch_cross_entropy_with_grad)
+from support import (
+    CE_LOSS_TOL,
+    F64,
+    FLOAT_DTYPES,
+    REDUCTIONS,
+    SMOOTHINGS,
+    assert_grad_close,
+    assert_within,
+    hypothesis_settings,
+    torch_cross_entropy_with_grad,
+)
 
 HYPOTHESIS = hypothesis_settings(25)
-
 
 
 def ce_row_coefficients(shape, target, weight, ignore_index, eps):
@@ -72,9 +79,13 @@ def as_computed(target, dtype):
 def check_ce_loss(got, x, target, kw, dtype):
     target = as_computed(target, dtype)
     expected = ref.cross_entropy(x.astype(F64), target, **kw)
-    c, denominator = ce_row_coefficients(x.shape, target, kw.get("weight"),
-                                         kw.get("ignore_index", -100),
-                                         kw.get("label_smoothing", 0.0))
+    c, denominator = ce_row_coefficients(
+        x.shape,
+        target,
+        kw.get("weight"),
+        kw.get("ignore_index", -100),
+        kw.get("label_smoothing", 0.0),
+    )
     reduction = kw.get("reduction", "mean")
     rtol, atol = CE_LOSS_TOL[dtype], CE_LOSS_TOL[dtype] * c
     if reduction == "none":
@@ -103,8 +114,10 @@ def ce_problems(draw, dtype):
         x = big[..., 1:-1]
     elif layout == "byteswapped":
         x = x.astype(dtype.newbyteorder())
-    kw = dict(reduction=draw(st.sampled_from(REDUCTIONS)),
-              label_smoothing=draw(st.sampled_from(SMOOTHINGS)))
+    kw = dict(
+        reduction=draw(st.sampled_from(REDUCTIONS)),
+        label_smoothing=draw(st.sampled_from(SMOOTHINGS)),
+    )
     if draw(st.booleans()):
         kw["weight"] = draw(hnp.arrays(F64, (n_classes,), elements=st.floats(0.25, 4.0)))
     if draw(st.booleans()):  # class indices
@@ -113,12 +126,24 @@ def ce_problems(draw, dtype):
         if ignore != -100 or draw(st.booleans()):
             kw["ignore_index"] = ignore
         mask = draw(hnp.arrays(np.bool_, batch))
-        t = np.where(mask, ignore, t).astype(draw(st.sampled_from(
-            [np.int64, np.int32, np.int16] if ignore < 0 else [np.int64, np.uint8])))
+        t = np.where(mask, ignore, t).astype(
+            draw(
+                st.sampled_from(
+                    [np.int64, np.int32, np.int16] if ignore < 0 else [np.int64, np.uint8]
+                )
+            )
+        )
     else:
         t_dtype = draw(st.sampled_from(FLOAT_DTYPES))
-        t = draw(hnp.arrays(t_dtype, shape, elements=st.one_of(
-            st.just(0.0), st.floats(2.0 ** -20, 3.0, width=8 * t_dtype.itemsize))))
+        t = draw(
+            hnp.arrays(
+                t_dtype,
+                shape,
+                elements=st.one_of(
+                    st.just(0.0), st.floats(2.0**-20, 3.0, width=8 * t_dtype.itemsize)
+                ),
+            )
+        )
         if draw(st.booleans()):
             sums = t.sum(axis=-1, keepdims=True)
             t = np.where(sums > 0, t / np.where(sums > 0, sums, 1), t).astype(t_dtype)
@@ -144,18 +169,25 @@ def test_cross_entropy_with_grad_against_reference(isa, dtype, data):
     assert type(loss) is type(plain)
     check_ce_loss(loss, x, t, kw, dtype)
     assert isinstance(grad, np.ndarray) and grad.shape == x.shape
-    expected = ref.cross_entropy_grad(x.astype(F64), as_computed(t, dtype), grad_output=g,
-                                      **kw)
-    unit = ce_grad_unit(x.shape, t, kw.get("weight"), kw.get("ignore_index", -100),
-                        kw["label_smoothing"], kw["reduction"], g)
+    expected = ref.cross_entropy_grad(x.astype(F64), as_computed(t, dtype), grad_output=g, **kw)
+    unit = ce_grad_unit(
+        x.shape,
+        t,
+        kw.get("weight"),
+        kw.get("ignore_index", -100),
+        kw["label_smoothing"],
+        kw["reduction"],
+        g,
+    )
     assert_grad_close(grad, expected, unit, dtype)
     if t.dtype.kind in "iu":  # ignored rows: exactly 0
         ignored = t == kw.get("ignore_index", -100)
         assert np.all(grad[ignored] == 0)
     # into a given (Fortran-ordered) out
     out = np.asfortranarray(np.full(x.shape, np.nan, dtype=dtype))
-    loss2, grad2 = xent.cross_entropy_with_grad(x, t, grad_output=g, out=out,
-                                                num_threads=threads, **kw)
+    loss2, grad2 = xent.cross_entropy_with_grad(
+        x, t, grad_output=g, out=out, num_threads=threads, **kw
+    )
     assert grad2 is out
     np.testing.assert_array_equal(grad2, grad)
     np.testing.assert_array_equal(np.asarray(loss2), np.asarray(loss))
@@ -185,25 +217,37 @@ def test_cross_entropy_with_grad_against_torch(dtype, shape, target_kind, rng):
             t = np.where(base_target == -100, opt["ignore_index"], base_target)
         for eps in SMOOTHINGS:
             for reduction in REDUCTIONS:
-                grads = [None, rng.uniform(-2, 2, size=batch)] if reduction == "none" else [
-                    None, -1.5]
+                grads = (
+                    [None, rng.uniform(-2, 2, size=batch)] if reduction == "none" else [None, -1.5]
+                )
                 for g in grads:
                     kw = dict(opt, reduction=reduction, label_smoothing=eps)
                     loss, grad = xent.cross_entropy_with_grad(x, t, grad_output=g, **kw)
-                    t_loss, t_grad = torch_cross_entropy_with_grad(torch, x64, t, grad_output=g,
-                                                                   **kw)
+                    t_loss, t_grad = torch_cross_entropy_with_grad(
+                        torch, x64, t, grad_output=g, **kw
+                    )
                     check_ce_loss(loss, x, t, kw, dtype)
-                    c, den = ce_row_coefficients(shape, t, opt.get("weight"),
-                                                 opt.get("ignore_index", -100), eps)
+                    c, den = ce_row_coefficients(
+                        shape, t, opt.get("weight"), opt.get("ignore_index", -100), eps
+                    )
                     # a single row whose class is ignore_index: the mean is NaN on both
                     # sides (assert_within requires that), and so is its bound, 0 / 0
                     with np.errstate(invalid="ignore"):
                         tol = CE_LOSS_TOL[dtype] * (
                             np.sum(c) / (den if reduction == "mean" else 1)
-                            if reduction != "none" else c)
+                            if reduction != "none"
+                            else c
+                        )
                     assert_within(loss, t_loss, dtype, tol + CE_LOSS_TOL[dtype] * np.abs(t_loss))
-                    unit = ce_grad_unit(shape, t, opt.get("weight"),
-                                        opt.get("ignore_index", -100), eps, reduction, g)
+                    unit = ce_grad_unit(
+                        shape,
+                        t,
+                        opt.get("weight"),
+                        opt.get("ignore_index", -100),
+                        eps,
+                        reduction,
+                        g,
+                    )
                     assert_grad_close(grad, t_grad, unit, dtype)
 
 
@@ -213,16 +257,18 @@ def test_all_rows_ignored(reduction, eps):
     x = np.random.default_rng(2).standard_normal((3, 4))
     t = np.full(3, -100)
     w = np.array([1.0, 2.0, 3.0, 4.0])
-    loss, grad = xent.cross_entropy_with_grad(x, t, weight=w, reduction=reduction,
-                                              label_smoothing=eps)
+    loss, grad = xent.cross_entropy_with_grad(
+        x, t, weight=w, reduction=reduction, label_smoothing=eps
+    )
     np.testing.assert_array_equal(grad, 0.0)
     if reduction == "mean":
         assert np.isnan(loss)
     else:
         np.testing.assert_array_equal(loss, 0.0)
     torch = pytest.importorskip("torch")
-    t_loss, t_grad = torch_cross_entropy_with_grad(torch, x, t, weight=w, reduction=reduction,
-                                                   label_smoothing=eps)
+    t_loss, t_grad = torch_cross_entropy_with_grad(
+        torch, x, t, weight=w, reduction=reduction, label_smoothing=eps
+    )
     np.testing.assert_array_equal(np.asarray(loss), t_loss)  # NaN meets NaN
     np.testing.assert_array_equal(grad, t_grad)
 
@@ -239,16 +285,18 @@ def test_same_bits_on_one_and_two_threads(isa, dtype, shape):
         for reduction in REDUCTIONS:
             g = rng.uniform(-1, 1, size=shape[0]) if reduction == "none" else 0.3
             for eps, weight in [(0.0, None), (0.1, w), (1.0, w)]:
-                kw = dict(weight=weight, reduction=reduction, label_smoothing=eps,
-                          grad_output=g)
+                kw = dict(weight=weight, reduction=reduction, label_smoothing=eps, grad_output=g)
                 l1, g1 = xent.cross_entropy_with_grad(x, target, num_threads=1, **kw)
                 l2, g2 = xent.cross_entropy_with_grad(x, target, num_threads=2, **kw)
                 assert np.asarray(l1).tobytes() == np.asarray(l2).tobytes(), kw
                 assert g1.tobytes() == g2.tobytes(), kw
     for logits in (False, True):  # and the binary losses
         a = x if logits else np.clip(np.abs(x) / 10, 0, 1).astype(dtype)
-        fn = (xent.binary_cross_entropy_with_logits_with_grad if logits
-              else xent.binary_cross_entropy_with_grad)
+        fn = (
+            xent.binary_cross_entropy_with_logits_with_grad
+            if logits
+            else xent.binary_cross_entropy_with_grad
+        )
         for reduction in REDUCTIONS:
             one = fn(a, p, weight=w, reduction=reduction, num_threads=1)
             two = fn(a, p, weight=w, reduction=reduction, num_threads=2)
@@ -268,8 +316,9 @@ def test_cross_entropy_with_grad_in_place(isa, dtype, target_kind, reduction):
     else:
         t = rng.uniform(size=shape).astype(dtype)
     g = rng.uniform(-1, 1, size=shape[:-1]) if reduction == "none" else 2.0
-    kw = dict(weight=rng.uniform(0.5, 2, 9), reduction=reduction, label_smoothing=0.1,
-              grad_output=g)
+    kw = dict(
+        weight=rng.uniform(0.5, 2, 9), reduction=reduction, label_smoothing=0.1, grad_output=g
+    )
     loss, grad = xent.cross_entropy_with_grad(x, t, **kw)
     x_in = x.copy()
     loss_in, grad_in = xent.cross_entropy_with_grad(x_in, t, out=x_in, **kw)
@@ -316,21 +365,28 @@ def _aliasing_case(case):
         w = rng.uniform(0.5, 2.0, size=c)
         buf = np.empty((n, c))
         buf[0] = w
-        return (lambda: xent.cross_entropy_with_grad(x, t, weight=buf[0], out=buf),
-                lambda: xent.cross_entropy_with_grad(x, t, weight=w))
+        return (
+            lambda: xent.cross_entropy_with_grad(x, t, weight=buf[0], out=buf),
+            lambda: xent.cross_entropy_with_grad(x, t, weight=w),
+        )
     if case == "ce_grad_output":  # grad_output is the first n entries of out
         g = rng.uniform(-1, 1, size=n)
         buf = np.empty((n, c))
         buf.reshape(-1)[:n] = g
-        return (lambda: xent.cross_entropy_with_grad(x, t, reduction="none",
-                                                     grad_output=buf.reshape(-1)[:n], out=buf),
-                lambda: xent.cross_entropy_with_grad(x, t, reduction="none", grad_output=g))
+        return (
+            lambda: xent.cross_entropy_with_grad(
+                x, t, reduction="none", grad_output=buf.reshape(-1)[:n], out=buf
+            ),
+            lambda: xent.cross_entropy_with_grad(x, t, reduction="none", grad_output=g),
+        )
     p, y = rng.uniform(size=(300, 7)), rng.uniform(size=(300, 7))
     w_full = rng.uniform(0.5, 2.0, size=(300, 7))
     buf = np.empty((301, 7))
     buf[:-1] = w_full  # an elementwise weight one row behind out
-    return (lambda: xent.binary_cross_entropy_with_grad(p, y, weight=buf[:-1], out=buf[1:]),
-            lambda: xent.binary_cross_entropy_with_grad(p, y, weight=w_full))
+    return (
+        lambda: xent.binary_cross_entropy_with_grad(p, y, weight=buf[:-1], out=buf[1:]),
+        lambda: xent.binary_cross_entropy_with_grad(p, y, weight=w_full),
+    )
 
 
 @pytest.mark.parametrize("case", ["ce_weight", "ce_grad_output", "bce_weight"])
@@ -346,8 +402,7 @@ def test_out_overlapping_weight_or_grad_output(case):
     except ValueError:
         return
     np.testing.assert_array_equal(got[1], expected[1], err_msg="gradient")
-    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(expected[0]),
-                                  err_msg="loss")
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(expected[0]), err_msg="loss")
 
 
 def test_cross_entropy_with_grad_errors():
@@ -383,8 +438,14 @@ def test_cross_entropy_with_grad_check_mode():
             for reduction in REDUCTIONS:
                 for eps in SMOOTHINGS:
                     g = rng.uniform(-1, 1, size=(6, 3)) if reduction == "none" else 0.25
-                    xent.cross_entropy_with_grad(x, target, weight=w, reduction=reduction,
-                                                 label_smoothing=eps, grad_output=g,
-                                                 check=True)
+                    xent.cross_entropy_with_grad(
+                        x,
+                        target,
+                        weight=w,
+                        reduction=reduction,
+                        label_smoothing=eps,
+                        grad_output=g,
+                        check=True,
+                    )
     big = rng.standard_normal((5000, 4)).astype(np.float32)  # checked on a sample of rows
     xent.cross_entropy_with_grad(big, rng.integers(0, 4, size=5000), check=True)

@@ -19,8 +19,9 @@ HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 def same_bits(a, b):
     a, b = np.atleast_1d(a), np.atleast_1d(b)
     assert a.dtype == b.dtype and a.shape == b.shape
-    return np.array_equal(np.ascontiguousarray(a).view(np.uint8),
-                          np.ascontiguousarray(b).view(np.uint8))
+    return np.array_equal(
+        np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8)
+    )
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
@@ -33,24 +34,29 @@ def test_every_bit_pattern_widens_exactly(isa, dtype):
     assert np.array_equal(np.isnan(got), nan)
     assert same_bits(got[~nan], expected[~nan])
     # a NaN keeps its sign and payload
-    assert np.array_equal(got[nan].view(np.uint32) >> 13 << 13,
-                          expected[nan].view(np.uint32) >> 13 << 13)
+    assert np.array_equal(
+        got[nan].view(np.uint32) >> 13 << 13, expected[nan].view(np.uint32) >> 13 << 13
+    )
 
 
 def logits(dtype, shape, seed=0, scale=3.0):
     x = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
     flat = x.reshape(-1)
-    flat[7::97] = np.array(-np.inf).astype(dtype)   # some -inf logits
+    flat[7::97] = np.array(-np.inf).astype(dtype)  # some -inf logits
     return x
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
 @pytest.mark.parametrize("n, c", [(300, 1), (300, 10), (257, 64), (130, 1000), (5, 40000)])
-@pytest.mark.parametrize("options", [
-    {},
-    {"label_smoothing": 0.2},
-    {"weight": "w", "ignore_index": 2},
-], ids=["plain", "smoothing", "weight-ignore"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"label_smoothing": 0.2},
+        {"weight": "w", "ignore_index": 2},
+    ],
+    ids=["plain", "smoothing", "weight-ignore"],
+)
 def test_cross_entropy_equals_float32_path(isa, dtype, n, c, options):
     x = logits(dtype, (n, c))
     target = np.random.default_rng(1).integers(0, c, n)
@@ -77,13 +83,14 @@ def test_logsumexp_equals_float32_path(isa, dtype, shape):
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
 def test_strided_and_threaded(dtype):
-    x = logits(dtype, (2000, 300))[::3, ::2]   # rows and classes both strided
+    x = logits(dtype, (2000, 300))[::3, ::2]  # rows and classes both strided
     target = np.random.default_rng(3).integers(0, 150, x.shape[0])
     one = xent.cross_entropy(x, target, reduction="sum", num_threads=1)
     two = xent.cross_entropy(x, target, reduction="sum", num_threads=2)
     assert same_bits(one, two)
-    assert same_bits(one, xent.cross_entropy(x.astype(np.float32), target,
-                                             reduction="sum").astype(dtype))
+    assert same_bits(
+        one, xent.cross_entropy(x.astype(np.float32), target, reduction="sum").astype(dtype)
+    )
 
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
@@ -93,20 +100,21 @@ def test_against_reference(dtype):
     target = np.random.default_rng(4).integers(0, 500, 64)
     got = xent.cross_entropy(x, target, reduction="none", check=True)
     ref = xent.reference.cross_entropy(x.astype(np.float64), target, reduction="none")
-    rtol = 2.0 ** -8 if dtype.name == "bfloat16" else 2.0 ** -11   # half an ulp of the result
+    rtol = 2.0**-8 if dtype.name == "bfloat16" else 2.0**-11  # half an ulp of the result
     np.testing.assert_allclose(got.astype(np.float64), ref, rtol=rtol, atol=0)
     lse = xent.logsumexp(x, check=True)
-    np.testing.assert_allclose(lse.astype(np.float64),
-                               xent.reference.logsumexp(x.astype(np.float64)), rtol=rtol)
+    np.testing.assert_allclose(
+        lse.astype(np.float64), xent.reference.logsumexp(x.astype(np.float64)), rtol=rtol
+    )
 
 
 def test_bfloat16_everywhere_else_converts():
     x = logits(np.dtype(ml_dtypes.bfloat16), (8, 20))
     p = xent.softmax(x)
     assert p.dtype == x.dtype
-    np.testing.assert_allclose(p.astype(np.float64),
-                               xent.reference.softmax(x.astype(np.float64)), rtol=2.0 ** -8,
-                               atol=1e-30)
+    np.testing.assert_allclose(
+        p.astype(np.float64), xent.reference.softmax(x.astype(np.float64)), rtol=2.0**-8, atol=1e-30
+    )
     loss, grad = xent.cross_entropy_with_grad(x, np.arange(8))
     assert grad.dtype == x.dtype
 
@@ -132,13 +140,18 @@ def test_input_is_not_modified():
 def test_rounding_to_half_matches_numpy_bit_for_bit(dtype):
     """xent's float32 -> half rounding (for half outputs) gives numpy's / ml_dtypes' bits."""
     rng = np.random.default_rng(5)
-    bits = np.concatenate([
-        rng.integers(0, 2 ** 32, 1_000_000, dtype=np.uint64).astype(np.uint32),
-        np.arange(0x33000000, 0x33000000 + 2 ** 20, dtype=np.uint32),   # float16 subnormals
-        np.arange(0x387f0000, 0x38810000, dtype=np.uint32),               # the normal boundary
-        np.arange(0x477fe000 - 2 ** 14, 0x477fe000 + 2 ** 14, dtype=np.uint32),   # near 65504
-        np.array([0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffffffff, 0, 0x80000000],
-                 dtype=np.uint32)])
+    bits = np.concatenate(
+        [
+            rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32),
+            np.arange(0x33000000, 0x33000000 + 2**20, dtype=np.uint32),  # float16 subnormals
+            np.arange(0x387F0000, 0x38810000, dtype=np.uint32),  # the normal boundary
+            np.arange(0x477FE000 - 2**14, 0x477FE000 + 2**14, dtype=np.uint32),  # near 65504
+            np.array(
+                [0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFFFFFFF, 0, 0x80000000],
+                dtype=np.uint32,
+            ),
+        ]
+    )
     x = bits.view(np.float32)
     got = np.empty(x.size, np.uint16)
     _kernels.narrow_half(x, dtype.name == "bfloat16", got, 2)

@@ -11,6 +11,7 @@ from xent import _check, reference
 
 # ---- out= whose elements overlap each other ----------------------------------------------
 
+
 def overlapping_rows(dtype=np.float64):
     """A writeable (4, 6) view whose row i starts 3 elements after row i - 1 (rows overlap)."""
     base = np.arange(15, dtype=dtype) / 7
@@ -48,41 +49,50 @@ def test_self_overlapping_input_with_a_separate_out_is_fine():
 
 def test_out_partially_overlapping_the_input_gives_the_answer_of_the_input():
     a = np.random.default_rng(1).standard_normal((5, 6))
-    x, out = a[:-1], a[1:]   # out's row i is x's row i + 1
+    x, out = a[:-1], a[1:]  # out's row i is x's row i + 1
     expected = reference.log_softmax(x.copy())
     got = xent.log_softmax(x, out=out)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("make, overlaps", [
-    (lambda: np.zeros((3, 4)), False),
-    (lambda: np.zeros((3, 4))[:, ::2], False),
-    (lambda: np.zeros((3, 4)).T, False),
-    (lambda: np.zeros((3, 4))[::-1], False),
-    (lambda: overlapping_rows(), True),
-    (lambda: np.lib.stride_tricks.as_strided(np.zeros(4), (4, 4), (8, 0)), True),
-    (lambda: np.zeros((1, 4)), False),
-])
+@pytest.mark.parametrize(
+    "make, overlaps",
+    [
+        (lambda: np.zeros((3, 4)), False),
+        (lambda: np.zeros((3, 4))[:, ::2], False),
+        (lambda: np.zeros((3, 4)).T, False),
+        (lambda: np.zeros((3, 4))[::-1], False),
+        (lambda: overlapping_rows(), True),
+        (lambda: np.lib.stride_tricks.as_strided(np.zeros(4), (4, 4), (8, 0)), True),
+        (lambda: np.zeros((1, 4)), False),
+    ],
+)
 def test_internal_overlap_agrees_with_numpy(make, overlaps):
     from xent._validation import out_overlaps_itself
+
     a = make()
     assert out_overlaps_itself(a) is overlaps
-    assert bool(_distinct(a)) is not overlaps   # the same answer by brute force
+    assert bool(_distinct(a)) is not overlaps  # the same answer by brute force
 
 
 def _distinct(a):
     """Whether every element of a has its own bytes, by brute force over their addresses."""
-    starts = np.add.outer(np.zeros(1, np.int64), np.indices(a.shape).reshape(a.ndim, -1).T
-                          @ np.array(a.strides)).reshape(-1)
+    starts = np.add.outer(
+        np.zeros(1, np.int64), np.indices(a.shape).reshape(a.ndim, -1).T @ np.array(a.strides)
+    ).reshape(-1)
     return len(np.unique(starts)) == a.size and (np.diff(np.sort(starts)) >= a.itemsize).all()
 
 
 # ---- options the compute dtype cannot hold -----------------------------------------------
 
+
 def linear_inputs(dtype=np.float32):
     rng = np.random.default_rng(2)
-    return (rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal((7, 4)).astype(dtype),
-            rng.integers(0, 7, 5))
+    return (
+        rng.standard_normal((5, 4)).astype(dtype),
+        rng.standard_normal((7, 4)).astype(dtype),
+        rng.integers(0, 7, 5),
+    )
 
 
 @pytest.mark.parametrize("softcap", [1e39, 1e300, 1e-39, 1e-45])
@@ -119,8 +129,9 @@ def test_grad_output_beyond_float32_is_refused():
     x = np.zeros((3, 2), np.float32)
     y = np.full((3, 2), 0.5, np.float32)
     with pytest.raises(ValueError, match=r"grad_output holds 1e\+39"):
-        xent.binary_cross_entropy_with_logits_with_grad(x, y, reduction="none",
-                                                        grad_output=np.full((3, 2), 1e39))
+        xent.binary_cross_entropy_with_logits_with_grad(
+            x, y, reduction="none", grad_output=np.full((3, 2), 1e39)
+        )
 
 
 def test_class_weight_beyond_float64_is_refused():
@@ -134,10 +145,14 @@ def test_class_weight_beyond_float64_is_refused():
 
 # ---- array subclasses ----------------------------------------------------------------------
 
+
 def test_masked_array_is_refused_with_the_way_out():
     x = np.ma.array([0.0, 0.0, 1e20], mask=[False, False, True])
-    with pytest.raises(TypeError, match=r"x is a numpy masked array.*x\.filled\(value\).*"
-                                        r"x\.compressed\(\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"x is a numpy masked array.*x\.filled\(value\).*"
+        r"x\.compressed\(\)",
+    ):
         xent.logsumexp(x)
     # what the caller meant, either way
     assert xent.logsumexp(x.compressed()) == pytest.approx(np.log(2))
@@ -173,8 +188,11 @@ def test_plain_subclass_is_read_as_its_base_array():
 def test_tensor_that_requires_grad_names_the_argument_and_detach():
     torch = pytest.importorskip("torch")
     x = torch.zeros((2, 3), requires_grad=True)
-    with pytest.raises(TypeError, match=r"logits is a tensor that requires grad: pass "
-                                        r"logits\.detach\(\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"logits is a tensor that requires grad: pass "
+        r"logits\.detach\(\)",
+    ):
         xent.cross_entropy(x, np.array([0, 1]))
     with pytest.raises(TypeError, match=r"logits is a tensor that requires grad"):
         xent.evaluate(x, np.array([0, 1]))
@@ -183,6 +201,7 @@ def test_tensor_that_requires_grad_names_the_argument_and_detach():
 
 
 # ---- check mode at the dtype's resolution --------------------------------------------------
+
 
 def test_check_mode_accepts_float16_gradients_of_a_mean_over_many_rows():
     # gradients of the mean over 200000 rows are ~1e-6: subnormal in float16 (step 6e-8)
@@ -205,15 +224,16 @@ def test_check_mode_binary_float16_gradients_of_a_mean():
 def test_check_mode_still_catches_a_wrong_gradient():
     expected = np.full(4, 1e-6)
     with pytest.raises(_check.CheckError):
-        _check.compare("g", (expected + 3e-7) * 1e5, expected * 1e5, np.float16,
-                       unit=np.full(4, 1e-5))
-    _check.compare("g", (expected + 5e-8) * 1e5, expected * 1e5, np.float16,
-                   unit=np.full(4, 1e-5))
+        _check.compare(
+            "g", (expected + 3e-7) * 1e5, expected * 1e5, np.float16, unit=np.full(4, 1e-5)
+        )
+    _check.compare("g", (expected + 5e-8) * 1e5, expected * 1e5, np.float16, unit=np.full(4, 1e-5))
 
 
 def test_dask_refuses_a_masked_target():
     da = pytest.importorskip("dask.array")
     import xent.dask
+
     x = da.from_array(np.zeros((4, 3)), chunks=2)
     with pytest.raises(TypeError, match="target is a numpy masked array"):
         xent.dask.cross_entropy(x, np.ma.array([0, 1, 2, 0], mask=[0, 1, 0, 0]))

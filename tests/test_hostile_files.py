@@ -22,8 +22,13 @@ TIMEOUT = 120
 
 def run_python(code, cwd, timeout=TIMEOUT):
     """Run ``code`` in a fresh interpreter in ``cwd``: (returncode, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -43,6 +48,7 @@ def data(tmp_path, monkeypatch):
 
 
 # ---- inputs that are not regular files ---------------------------------------------------
+
 
 def test_fifo_is_refused_by_the_api_and_the_cli_without_blocking(data, tmp_path):
     os.mkfifo("pipe.npy")
@@ -66,8 +72,9 @@ def test_fifo_is_refused_by_the_api_and_the_cli_without_blocking(data, tmp_path)
 def test_character_device_is_refused(data, capsys):
     # /dev/zero has size 0: before, it was read as no rows and gave a NaN loss, status 0
     assert stat.S_ISCHR(os.stat("/dev/zero").st_mode)
-    status = cli.main(["eval", "--no-progress", "--dtype", "float32", "--shape", "30",
-                       "/dev/zero", "t.npy"])
+    status = cli.main(
+        ["eval", "--no-progress", "--dtype", "float32", "--shape", "30", "/dev/zero", "t.npy"]
+    )
     err = capsys.readouterr().err
     assert status == 1
     assert "/dev/zero: is a character device" in err
@@ -116,7 +123,9 @@ TRUNCATE_AFTER_FIRST_CHUNK = """
 
 @pytest.mark.parametrize("readers", ["one reader", "parallel readers"])
 def test_file_truncated_during_evaluate_raises_naming_it(data, tmp_path, readers):
-    code = TRUNCATE_AFTER_FIRST_CHUNK + f"""
+    code = (
+        TRUNCATE_AFTER_FIRST_CHUNK
+        + f"""
     from xent import _io
     if {readers == "parallel readers"}:
         _io._PARALLEL_READ_BYTES = 4096   # a chunk of 60 kB is read by several threads
@@ -125,16 +134,20 @@ def test_file_truncated_during_evaluate_raises_naming_it(data, tmp_path, readers
     except ValueError as exc:
         print("error:", exc)
     """
+    )
     status, out, err = run_python(code, tmp_path)
     assert status == 0, f"status {status} (a negative status is a signal): {err}"
     assert "error: x.npy: the file shrank to 4,096 bytes while it was read" in out
 
 
 def test_file_truncated_during_xent_eval_exits_1_naming_it(data, tmp_path):
-    code = TRUNCATE_AFTER_FIRST_CHUNK + """
+    code = (
+        TRUNCATE_AFTER_FIRST_CHUNK
+        + """
     from xent import cli
     sys.exit(cli.main(["eval", "--no-progress", "--chunk-rows", "500", "x.npy", "t.npy"]))
     """
+    )
     status, out, err = run_python(code, tmp_path)
     assert status == 1, f"status {status} (a negative status is a signal): {err}"
     assert "x.npy: the file shrank" in err
@@ -162,6 +175,7 @@ def test_file_replaced_during_evaluate_raises(data, tmp_path):
 
 # ---- hostile headers -------------------------------------------------------------------------
 
+
 def write_npy_header(path, header_dict, data=b""):
     header = repr(header_dict).encode("latin1")
     pad = 64 - (10 + len(header) + 1) % 64
@@ -170,14 +184,16 @@ def write_npy_header(path, header_dict, data=b""):
         f.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data)
 
 
-@pytest.mark.parametrize("shape, message", [
-    ((2**40, 2**40, 2**40), r"more than any file can hold"),
-    ((-3, 4), r"negative dimension"),
-])
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((2**40, 2**40, 2**40), r"more than any file can hold"),
+        ((-3, 4), r"negative dimension"),
+    ],
+)
 def test_hostile_npy_header_is_named_without_warning(tmp_path, monkeypatch, shape, message):
     monkeypatch.chdir(tmp_path)
-    write_npy_header("h.npy", {"descr": "<f4", "fortran_order": False, "shape": shape},
-                     b"\0" * 64)
+    write_npy_header("h.npy", {"descr": "<f4", "fortran_order": False, "shape": shape}, b"\0" * 64)
     np.save("t.npy", np.zeros(4, dtype=np.int64))
     # warnings are errors in this suite: a RuntimeWarning first would fail here too
     with pytest.raises(ValueError, match=rf"logits: h.npy: invalid .npy header: .*{message}"):
@@ -193,6 +209,7 @@ def test_object_dtype_in_npz_is_named(tmp_path, monkeypatch, capsys):
 
 
 # ---- sharded input: memory and descriptors ---------------------------------------------------
+
 
 def write_zero_member_npz(path, rows, classes):
     """A .npz whose logits are rows x classes float32 zeros: a deflate ratio of about 1000."""
@@ -211,7 +228,7 @@ def write_zero_member_npz(path, rows, classes):
 
 def test_npz_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    write_zero_member_npz("bomb.npz", 1 << 16, 1 << 10)   # 256 MiB of zeros in ~250 kB
+    write_zero_member_npz("bomb.npz", 1 << 16, 1 << 10)  # 256 MiB of zeros in ~250 kB
     assert os.path.getsize("bomb.npz") < 2 << 20
     status = cli.main(["eval", "--no-progress", "bomb.npz"])
     err = capsys.readouterr().err
@@ -282,8 +299,10 @@ def test_fortran_ordered_files_give_the_reference_answer(data, capsys):
     np.save("xf.npy", np.asfortranarray(x))
     np.savez("f.npz", logits=np.asfortranarray(x), labels=t)
     assert xent.evaluate("xf.npy", "t.npy", chunk_rows=300).loss == pytest.approx(
-        expected_loss(x, t), rel=1e-6)
+        expected_loss(x, t), rel=1e-6
+    )
     import json
+
     assert cli.main(["eval", "--no-progress", "--json", "--chunk-rows", "300", "f.npz"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["loss"] == pytest.approx(expected_loss(x, t), rel=1e-6)
@@ -295,7 +314,24 @@ def test_raw_files_are_read_by_chunks(data, capsys):
     x.tofile("x.bin")
     t.tofile("t.bin")
     import json
-    assert cli.main(["eval", "--no-progress", "--json", "--chunk-rows", "300", "--dtype",
-                     "float32", "--shape", "30", "x.bin", "t.bin"]) == 0
+
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--no-progress",
+                "--json",
+                "--chunk-rows",
+                "300",
+                "--dtype",
+                "float32",
+                "--shape",
+                "30",
+                "x.bin",
+                "t.bin",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["loss"] == pytest.approx(expected_loss(x, t), rel=1e-6)

@@ -55,17 +55,25 @@ print("ok")
 
 
 @pytest.mark.parametrize("allowed", ["0", "1"])
-@pytest.mark.parametrize("kind, headroom", [("as", 0), ("as", 20), ("as", 70), ("as", 300),
-                                            ("nproc", 0), ("nproc", 1), ("nproc", 3)])
-def test_calls_under_limits_neither_end_the_process_nor_change_bits(tmp_path, kind,
-                                                                     headroom, allowed):
+@pytest.mark.parametrize(
+    "kind, headroom",
+    [("as", 0), ("as", 20), ("as", 70), ("as", 300), ("nproc", 0), ("nproc", 1), ("nproc", 3)],
+)
+def test_calls_under_limits_neither_end_the_process_nor_change_bits(
+    tmp_path, kind, headroom, allowed
+):
     if not _kernels.has_openmp():
         pytest.skip("serial build: no thread is ever started")
     os.chmod(tmp_path, 0o755)  # the child may run as another user
     seed = sum(map(ord, f"{kind}{headroom}{allowed}"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path),
-               XENT_ALLOW_OVERSUBSCRIBE=allowed)
-    done = subprocess.run([sys.executable, "-c", FUZZ_SCRIPT, str(seed), kind, str(headroom)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), XENT_ALLOW_OVERSUBSCRIBE=allowed)
+    done = subprocess.run(
+        [sys.executable, "-c", FUZZ_SCRIPT, str(seed), kind, str(headroom)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert "Thread creation failed" not in done.stderr
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -45,8 +45,15 @@ from hypothesis import given, strategies as st
 from xent import info
 from xent import reference as ref
 
-from support import (CE_LOSS_TOL, F64, SCALE_RTOL, SUBNORMAL_FLOOR,
-                     assert_scalar_or_array, assert_within, hypothesis_settings)
+from support import (
+    CE_LOSS_TOL,
+    F64,
+    SCALE_RTOL,
+    SUBNORMAL_FLOOR,
+    assert_scalar_or_array,
+    assert_within,
+    hypothesis_settings,
+)
 
 BASES = [None, 2, 10]
 HYPOTHESIS = hypothesis_settings(25)
@@ -54,6 +61,7 @@ HYPOTHESIS = hypothesis_settings(25)
 
 def _log_base(base):
     return 1.0 if base is None else math.log(base)
+
 
 def _abs_log(a):
     """``|log a|`` where a > 0, else 0 (a term with a = 0 is exact: 0 or +inf)."""
@@ -76,8 +84,9 @@ def dist_scale(p64, q64=None, base=None):
 
 # ---- strategies -----------------------------------------------------------------------------
 
+
 def _positive():
-    return st.floats(2.0 ** -30, 1.0)
+    return st.floats(2.0**-30, 1.0)
 
 
 @st.composite
@@ -115,11 +124,19 @@ def distribution_problems(draw, dtype, with_q=True):
     position = draw(st.integers(0, len(batch)))
     axis = position - len(shape) if draw(st.booleans()) else position
     moved = [None if a is None else np.moveaxis(a, -1, position) for a in (p, q)]
-    return (moved[0], moved[1], axis, draw(st.sampled_from(BASES)), normalize,
-            p.astype(F64), None if q is None else q.astype(F64))
+    return (
+        moved[0],
+        moved[1],
+        axis,
+        draw(st.sampled_from(BASES)),
+        normalize,
+        p.astype(F64),
+        None if q is None else q.astype(F64),
+    )
 
 
 # ---- xent.info: against SciPy and xent.reference --------------------------------------------
+
 
 @HYPOTHESIS
 @given(data=st.data())
@@ -152,13 +169,19 @@ def test_cross_entropy_and_kl(dtype, data):
     # SciPy: xlogy / rel_entr of the (normalised) float64 rows, scipy.stats.entropy(p, q)
     p_hat = p64 / p64.sum(axis=-1, keepdims=True) if normalize else p64
     q_hat = q64 / q64.sum(axis=-1, keepdims=True) if normalize else q64
-    assert_within(h, -scipy.special.xlogy(p_hat, q_hat).sum(axis=-1) / _log_base(base), dtype,
-                  bound)
-    assert_within(kl, scipy.special.rel_entr(p_hat, q_hat).sum(axis=-1) / _log_base(base),
-                  dtype, bound)
+    assert_within(
+        h, -scipy.special.xlogy(p_hat, q_hat).sum(axis=-1) / _log_base(base), dtype, bound
+    )
+    assert_within(
+        kl, scipy.special.rel_entr(p_hat, q_hat).sum(axis=-1) / _log_base(base), dtype, bound
+    )
     if normalize:
-        assert_within(kl, scipy.stats.entropy(p.astype(F64), q.astype(F64), base=base,
-                                              axis=axis), dtype, bound)
+        assert_within(
+            kl,
+            scipy.stats.entropy(p.astype(F64), q.astype(F64), base=base, axis=axis),
+            dtype,
+            bound,
+        )
 
 
 @HYPOTHESIS
@@ -179,8 +202,7 @@ def test_gibbs_inequality(dtype, data):
     assert np.array_equal(finite, np.isfinite(kl_pq))
     with np.errstate(invalid="ignore"):  # inf - inf in the rows left out
         gap = np.where(finite, h_pq - h_p - kl_pq, 0.0)
-    np.testing.assert_array_less(np.abs(gap),
-                                 np.broadcast_to(3 * tol, np.shape(finite)) + 1e-300)
+    np.testing.assert_array_less(np.abs(gap), np.broadcast_to(3 * tol, np.shape(finite)) + 1e-300)
     h_pp = np.float64(info.cross_entropy(p, p, **kw))
     kl_pp = np.float64(info.kl_divergence(p, p, **kw))
     assert np.all(np.abs(h_pp - h_p) <= tol_pp)
@@ -193,9 +215,15 @@ def test_entropy_from_logits(dtype, data):
     batch = tuple(data.draw(st.lists(st.integers(1, 4), max_size=2)))
     shape = batch + (data.draw(st.integers(1, 16)),)
     width = 8 * dtype.itemsize
-    x = data.draw(hnp.arrays(dtype, shape, elements=st.one_of(
-        st.floats(-30, 30, width=width), st.floats(-30, 30, width=width),
-        st.just(-math.inf))))
+    x = data.draw(
+        hnp.arrays(
+            dtype,
+            shape,
+            elements=st.one_of(
+                st.floats(-30, 30, width=width), st.floats(-30, 30, width=width), st.just(-math.inf)
+            ),
+        )
+    )
     x[..., 0] = np.where(np.isfinite(x[..., 0]), x[..., 0], 0)  # no row of only -inf
     x = x + dtype.type(data.draw(st.sampled_from([0.0, 1000.0, -1e5])))  # shifted rows
     base = data.draw(st.sampled_from(BASES))
@@ -215,18 +243,24 @@ def test_entropy_from_logits(dtype, data):
 def test_self_information_and_binary_entropy(dtype, data):
     width = 8 * dtype.itemsize
     shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=5))
-    p = data.draw(hnp.arrays(dtype, shape, elements=st.one_of(
-        st.sampled_from([0.0, 1.0, 0.5]), st.floats(0.0, 1.0, width=width))))
+    p = data.draw(
+        hnp.arrays(
+            dtype,
+            shape,
+            elements=st.one_of(st.sampled_from([0.0, 1.0, 0.5]), st.floats(0.0, 1.0, width=width)),
+        )
+    )
     base = data.draw(st.sampled_from(BASES))
     p64 = p.astype(F64)
     with np.errstate(divide="ignore"):
         surprisal = -np.log(p64) / _log_base(base)
     # entr(p) + entr(1 - p) would lose the (1 - p) log(1 - p) ~ -p term of a tiny p
     # (1 - p rounds to 1): xlog1py keeps it
-    bernoulli = (scipy.special.entr(p64) - scipy.special.xlog1py(1.0 - p64, -p64)
-                 ) / _log_base(base)
-    for fn, ref_fn, scipy_value in [(info.self_information, ref.self_information, surprisal),
-                                    (info.binary_entropy, ref.binary_entropy, bernoulli)]:
+    bernoulli = (scipy.special.entr(p64) - scipy.special.xlog1py(1.0 - p64, -p64)) / _log_base(base)
+    for fn, ref_fn, scipy_value in [
+        (info.self_information, ref.self_information, surprisal),
+        (info.binary_entropy, ref.binary_entropy, bernoulli),
+    ]:
         got = fn(p, base=base)
         if shape == ():
             assert isinstance(got, np.generic) and got.dtype == dtype
@@ -245,9 +279,12 @@ def test_perplexity(dtype):
     w = rng.uniform(0.5, 2.0, size=7)
     p = rng.uniform(size=x.shape)
     p = (p / p.sum(axis=-1, keepdims=True)).astype(dtype)
-    for target, kw in [(t, {}), (t, dict(weight=w, label_smoothing=0.1)),
-                       (p, dict(label_smoothing=0.1)),
-                       (np.where(t == -100, 3, t), dict(ignore_index=3))]:
+    for target, kw in [
+        (t, {}),
+        (t, dict(weight=w, label_smoothing=0.1)),
+        (p, dict(label_smoothing=0.1)),
+        (np.where(t == -100, 3, t), dict(ignore_index=3)),
+    ]:
         got = info.perplexity(x, target, **kw)
         assert isinstance(got, np.generic) and got.dtype == dtype
         expected = ref.perplexity(x.astype(F64), target, **kw)
@@ -255,16 +292,21 @@ def test_perplexity(dtype):
         # relative one
         assert got == pytest.approx(expected, rel=2 * CE_LOSS_TOL[dtype] + SCALE_RTOL[dtype])
         t_w = None if "weight" not in kw else torch.tensor(w)
-        torch_value = math.exp(torch.nn.functional.cross_entropy(
-            torch.tensor(np.moveaxis(x.astype(F64), -1, 1)),
-            torch.tensor(np.moveaxis(target, -1, 1) if target.dtype.kind == "f" else target),
-            weight=t_w, ignore_index=kw.get("ignore_index", -100),
-            label_smoothing=kw.get("label_smoothing", 0.0)).item())
+        torch_value = math.exp(
+            torch.nn.functional.cross_entropy(
+                torch.tensor(np.moveaxis(x.astype(F64), -1, 1)),
+                torch.tensor(np.moveaxis(target, -1, 1) if target.dtype.kind == "f" else target),
+                weight=t_w,
+                ignore_index=kw.get("ignore_index", -100),
+                label_smoothing=kw.get("label_smoothing", 0.0),
+            ).item()
+        )
         assert got == pytest.approx(torch_value, rel=2 * CE_LOSS_TOL[dtype] + SCALE_RTOL[dtype])
     assert np.isnan(info.perplexity(x, np.full((4, 3), -100)))
 
 
 # ---- xent.info: special values ------------------------------------------------------------
+
 
 def test_zeros_and_infinities():
     p = np.array([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5], [1.0, 0.0, 0.0]])
@@ -279,7 +321,8 @@ def test_zeros_and_infinities():
     np.testing.assert_array_equal(kl, scipy.stats.entropy(p, q, axis=-1))
     assert info.kl_divergence(np.array([0.0, 0.5, 0.5]), np.array([0.0, 0.5, 0.5])) == 0.0
     assert info.kl_divergence(np.array([0.0, 1.0]), np.array([0.5, 0.5])) == pytest.approx(
-        math.log(2), rel=1e-15)
+        math.log(2), rel=1e-15
+    )
     si = info.self_information(np.array([0.0, 1.0, 0.25]), base=2)
     assert si[0] == math.inf and si[1] == 0.0 and si[2] == 2.0
     be = info.binary_entropy(np.array([0.0, 1.0]))
@@ -293,10 +336,8 @@ def test_bits(dtype):
     # 3 bits: log(8) * (1 / log 2) may land an ulp from 3 in float64
     assert info.entropy(uniform, base=2) == pytest.approx(3.0, rel=tol)
     assert info.entropy(uniform, base=2).dtype == dtype
-    assert info.cross_entropy(uniform, uniform, base=2) == pytest.approx(
-        3.0, rel=tol)
-    assert info.entropy_from_logits(np.zeros(8, dtype=dtype), base=2) == pytest.approx(
-        3.0, rel=tol)
+    assert info.cross_entropy(uniform, uniform, base=2) == pytest.approx(3.0, rel=tol)
+    assert info.entropy_from_logits(np.zeros(8, dtype=dtype), base=2) == pytest.approx(3.0, rel=tol)
     assert info.entropy(uniform, base=8) == pytest.approx(1.0, rel=tol)
     one_bit = info.binary_entropy(dtype.type(0.5), base=2)
     assert one_bit == 1.0 and one_bit.dtype == dtype
@@ -310,21 +351,27 @@ def test_normalize():
     norm_o = other / other.sum(axis=1, keepdims=True)
     with pytest.raises(ValueError, match=re.escape("p[0]")):
         info.entropy(raw)
-    np.testing.assert_allclose(info.entropy(raw, normalize=True), info.entropy(norm),
-                               rtol=1e-14)
-    np.testing.assert_allclose(info.entropy(raw, normalize=True),
-                               scipy.stats.entropy(raw, axis=1), rtol=1e-14)
-    np.testing.assert_allclose(info.cross_entropy(raw, other, normalize=True),
-                               info.cross_entropy(norm, norm_o), rtol=1e-14)
-    np.testing.assert_allclose(info.kl_divergence(raw, other, normalize=True, base=2),
-                               scipy.stats.entropy(raw, other, axis=1, base=2), rtol=1e-14)
+    np.testing.assert_allclose(info.entropy(raw, normalize=True), info.entropy(norm), rtol=1e-14)
+    np.testing.assert_allclose(
+        info.entropy(raw, normalize=True), scipy.stats.entropy(raw, axis=1), rtol=1e-14
+    )
+    np.testing.assert_allclose(
+        info.cross_entropy(raw, other, normalize=True), info.cross_entropy(norm, norm_o), rtol=1e-14
+    )
+    np.testing.assert_allclose(
+        info.kl_divergence(raw, other, normalize=True, base=2),
+        scipy.stats.entropy(raw, other, axis=1, base=2),
+        rtol=1e-14,
+    )
     before = raw.copy()
     info.entropy(raw, normalize=True)
     np.testing.assert_array_equal(raw, before)  # not normalised in place
     zero_row = np.array([[0.5, 0.5], [0.0, 0.0]])
-    for call in (lambda: info.entropy(zero_row, normalize=True),
-                 lambda: info.cross_entropy(zero_row, zero_row[::-1].copy(), normalize=True),
-                 lambda: info.kl_divergence(zero_row, zero_row[::-1].copy(), normalize=True)):
+    for call in (
+        lambda: info.entropy(zero_row, normalize=True),
+        lambda: info.cross_entropy(zero_row, zero_row[::-1].copy(), normalize=True),
+        lambda: info.kl_divergence(zero_row, zero_row[::-1].copy(), normalize=True),
+    ):
         with pytest.raises(ValueError, match=re.escape("[1]")):
             call()
 
@@ -338,30 +385,54 @@ def _info_many_rows(dtype):
     # name: (xent call taking num_threads and check, reference value, error scale per row)
     p64, q64 = p.astype(F64), q.astype(F64)
     return {
-        "entropy": (lambda **k: info.entropy(p, base=2, **k), ref.entropy(p64, base=2),
-                    dist_scale(p64, base=2)),
-        "entropy_normalize": (lambda **k: info.entropy(p * 3, normalize=True, **k),
-                              ref.entropy(p64 * 3, normalize=True),
-                              dist_scale(p64 * 3)),
-        "cross_entropy": (lambda **k: info.cross_entropy(p, q, **k),
-                          ref.cross_entropy_dist(p64, q64), dist_scale(p64, q64)),
-        "kl_divergence": (lambda **k: info.kl_divergence(p, q, base=10, **k),
-                          ref.kl_divergence(p64, q64, base=10), dist_scale(p64, q64, 10)),
-        "kl_normalize": (lambda **k: info.kl_divergence(p, q * 2, normalize=True, **k),
-                         ref.kl_divergence(p64, q64 * 2, normalize=True),
-                         dist_scale(p64, q64 * 2)),
-        "entropy_from_logits": (lambda **k: info.entropy_from_logits(x, **k),
-                                ref.entropy_from_logits(x.astype(F64)),
-                                1.0 + ref.entropy_from_logits(x.astype(F64))),
-        "perplexity": (lambda **k: info.perplexity(x, t, **k),
-                       ref.perplexity(x.astype(F64), t),
-                       # exp: the loss's absolute error becomes a relative one
-                       ref.perplexity(x.astype(F64), t) * CE_LOSS_TOL[dtype] / SCALE_RTOL[dtype]),
+        "entropy": (
+            lambda **k: info.entropy(p, base=2, **k),
+            ref.entropy(p64, base=2),
+            dist_scale(p64, base=2),
+        ),
+        "entropy_normalize": (
+            lambda **k: info.entropy(p * 3, normalize=True, **k),
+            ref.entropy(p64 * 3, normalize=True),
+            dist_scale(p64 * 3),
+        ),
+        "cross_entropy": (
+            lambda **k: info.cross_entropy(p, q, **k),
+            ref.cross_entropy_dist(p64, q64),
+            dist_scale(p64, q64),
+        ),
+        "kl_divergence": (
+            lambda **k: info.kl_divergence(p, q, base=10, **k),
+            ref.kl_divergence(p64, q64, base=10),
+            dist_scale(p64, q64, 10),
+        ),
+        "kl_normalize": (
+            lambda **k: info.kl_divergence(p, q * 2, normalize=True, **k),
+            ref.kl_divergence(p64, q64 * 2, normalize=True),
+            dist_scale(p64, q64 * 2),
+        ),
+        "entropy_from_logits": (
+            lambda **k: info.entropy_from_logits(x, **k),
+            ref.entropy_from_logits(x.astype(F64)),
+            1.0 + ref.entropy_from_logits(x.astype(F64)),
+        ),
+        "perplexity": (
+            lambda **k: info.perplexity(x, t, **k),
+            ref.perplexity(x.astype(F64), t),
+            # exp: the loss's absolute error becomes a relative one
+            ref.perplexity(x.astype(F64), t) * CE_LOSS_TOL[dtype] / SCALE_RTOL[dtype],
+        ),
     }
 
 
-INFO_MANY = ["entropy", "entropy_normalize", "cross_entropy", "kl_divergence", "kl_normalize",
-             "entropy_from_logits", "perplexity"]
+INFO_MANY = [
+    "entropy",
+    "entropy_normalize",
+    "cross_entropy",
+    "kl_divergence",
+    "kl_normalize",
+    "entropy_from_logits",
+    "perplexity",
+]
 
 
 @pytest.mark.parametrize("name", INFO_MANY)
@@ -381,8 +452,9 @@ def test_info_check_mode_and_threads(dtype, name):
         assert np.asarray(call(num_threads=2)).tobytes() == one.tobytes()
 
 
-@pytest.mark.parametrize("fn", [info.self_information, info.binary_entropy],
-                         ids=["self_information", "binary_entropy"])
+@pytest.mark.parametrize(
+    "fn", [info.self_information, info.binary_entropy], ids=["self_information", "binary_entropy"]
+)
 def test_elementwise_threads(fn):
     p = np.random.default_rng(14).uniform(size=(3000, 50))
     assert fn(p, num_threads=1).tobytes() == fn(p, num_threads=2).tobytes()
@@ -393,9 +465,11 @@ def test_elementwise_threads(fn):
 DIST_FUNCTIONS = {
     "entropy": lambda p, **kw: info.entropy(p, **kw),
     "cross_entropy": lambda p, axis=-1, **kw: info.cross_entropy(
-        p, np.full(p.shape, 1 / p.shape[axis], dtype=p.dtype), axis=axis, **kw),
+        p, np.full(p.shape, 1 / p.shape[axis], dtype=p.dtype), axis=axis, **kw
+    ),
     "kl_divergence": lambda p, axis=-1, **kw: info.kl_divergence(
-        p, np.full(p.shape, 1 / p.shape[axis], dtype=p.dtype), axis=axis, **kw),
+        p, np.full(p.shape, 1 / p.shape[axis], dtype=p.dtype), axis=axis, **kw
+    ),
 }
 
 
@@ -435,10 +509,12 @@ def test_mixed_dtypes_use_each_inputs_tolerance():
     info.cross_entropy(p32, p32)
     expected = ref.kl_divergence(p32, q64)
     np.testing.assert_allclose(info.kl_divergence(p32, q64), expected, rtol=1e-10)
-    np.testing.assert_allclose(info.cross_entropy(p32, q64),
-                               ref.cross_entropy_dist(p32, q64), rtol=1e-10)
-    np.testing.assert_allclose(info.kl_divergence(q64, p32),
-                               ref.kl_divergence(q64, p32), rtol=1e-10)
+    np.testing.assert_allclose(
+        info.cross_entropy(p32, q64), ref.cross_entropy_dist(p32, q64), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        info.kl_divergence(q64, p32), ref.kl_divergence(q64, p32), rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -463,11 +539,14 @@ def test_bad_q(normalize):
 @pytest.mark.parametrize("bad", [0, 1, -2, 1.0, math.inf, math.nan, "2", True, None])
 def test_bad_base(bad):
     p = np.array([0.25, 0.75])
-    calls = [lambda b: info.entropy(p, base=b), lambda b: info.cross_entropy(p, p, base=b),
-             lambda b: info.kl_divergence(p, p, base=b),
-             lambda b: info.self_information(p, base=b),
-             lambda b: info.binary_entropy(p, base=b),
-             lambda b: info.entropy_from_logits(p, base=b)]
+    calls = [
+        lambda b: info.entropy(p, base=b),
+        lambda b: info.cross_entropy(p, p, base=b),
+        lambda b: info.kl_divergence(p, p, base=b),
+        lambda b: info.self_information(p, base=b),
+        lambda b: info.binary_entropy(p, base=b),
+        lambda b: info.entropy_from_logits(p, base=b),
+    ]
     for call in calls:
         if bad is None:  # None is nats: the control
             call(bad)
@@ -480,11 +559,20 @@ def test_bad_base(bad):
 
 
 def test_non_floating_and_empty():
-    for bad in (np.array([1, 0]), np.array([True, False]), np.array(["a", "b"]),
-                np.array([1 + 0j, 0j])):
-        for call in (lambda a: info.entropy(a), lambda a: info.cross_entropy(a, a),
-                     lambda a: info.kl_divergence(a, a), lambda a: info.self_information(a),
-                     lambda a: info.binary_entropy(a), lambda a: info.entropy_from_logits(a)):
+    for bad in (
+        np.array([1, 0]),
+        np.array([True, False]),
+        np.array(["a", "b"]),
+        np.array([1 + 0j, 0j]),
+    ):
+        for call in (
+            lambda a: info.entropy(a),
+            lambda a: info.cross_entropy(a, a),
+            lambda a: info.kl_divergence(a, a),
+            lambda a: info.self_information(a),
+            lambda a: info.binary_entropy(a),
+            lambda a: info.entropy_from_logits(a),
+        ):
             with pytest.raises(TypeError):
                 call(bad)
     good = np.array([0.5, 0.5])
@@ -492,24 +580,27 @@ def test_non_floating_and_empty():
         with pytest.raises(TypeError):
             fn(good, np.array([1, 0]))
     for empty, axis in [(np.zeros((2, 0)), -1), (np.zeros((0, 3)), 0), (np.zeros(0), 0)]:
-        for call in (lambda a: info.entropy(a, axis=axis),
-                     lambda a: info.cross_entropy(a, a, axis=axis),
-                     lambda a: info.kl_divergence(a, a, axis=axis),
-                     lambda a: info.entropy_from_logits(a, axis=axis)):
+        for call in (
+            lambda a: info.entropy(a, axis=axis),
+            lambda a: info.cross_entropy(a, a, axis=axis),
+            lambda a: info.kl_divergence(a, a, axis=axis),
+            lambda a: info.entropy_from_logits(a, axis=axis),
+        ):
             with pytest.raises(ValueError, match="empty"):
                 call(empty)
     # an empty *batch* is fine
     assert info.entropy(np.zeros((0, 3))).shape == (0,)
 
 
-@pytest.mark.parametrize("fn", [info.self_information, info.binary_entropy],
-                         ids=["self_information", "binary_entropy"])
+@pytest.mark.parametrize(
+    "fn", [info.self_information, info.binary_entropy], ids=["self_information", "binary_entropy"]
+)
 def test_elementwise_outside_unit_interval(fn):
-    for bad in (-0.1, 1.1, math.nan, -math.inf, math.inf, -1e-300, 1 + 2 ** -52):
+    for bad in (-0.1, 1.1, math.nan, -math.inf, math.inf, -1e-300, 1 + 2**-52):
         p = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, bad]])
         with pytest.raises(ValueError, match=re.escape("p[1, 2]")):
             fn(p)
-        if abs(bad) > 1e-30 and bad != 1 + 2 ** -52:  # else float32 rounds it into [0, 1]
+        if abs(bad) > 1e-30 and bad != 1 + 2**-52:  # else float32 rounds it into [0, 1]
             with pytest.raises(ValueError, match=re.escape("p[1]")):
                 fn(p[1, 1:].astype(np.float32))
     fn(np.array([0.0, 1.0, -0.0]))  # the ends are probabilities

@@ -44,19 +44,24 @@ def test_cython_view_has_the_c_tables_fields_in_its_order():
 def test_generated_pxd_is_what_the_c_list_generates_now():
     gen = _generator()
     entries = gen.kernel_list((PACKAGE / "src" / "xent_kernels.h").read_text())
-    assert [name for _, name, _ in entries] == [n[:-4] for n in _table.kernel_names()[
-        :len(entries)]]
+    assert [name for _, name, _ in entries] == [
+        n[:-4] for n in _table.kernel_names()[: len(entries)]
+    ]
     assert (PACKAGE / "_kernel_api.pxd").read_text() == gen.render(entries)
 
 
 def test_generator_reads_parameters_and_rejects_a_malformed_list():
     gen = _generator()
-    header = ("#define XENT_KERNELS(X, T, S) \\\n"
-              "    X(double, row_a, S, (const T *x, ptrdiff_t n, double (*f)(double))) \\\n"
-              "    X(void, row_b, S, (T *out))\n")
+    header = (
+        "#define XENT_KERNELS(X, T, S) \\\n"
+        "    X(double, row_a, S, (const T *x, ptrdiff_t n, double (*f)(double))) \\\n"
+        "    X(void, row_b, S, (T *out))\n"
+    )
     entries = gen.kernel_list(header)
-    assert entries == [("double", "row_a", ["const T *x", "ptrdiff_t n", "double (*f)(double)"]),
-                       ("void", "row_b", ["T *out"])]
+    assert entries == [
+        ("double", "row_a", ["const T *x", "ptrdiff_t n", "double (*f)(double)"]),
+        ("void", "row_b", ["T *out"]),
+    ]
     text = gen.render([("void", "row_b", ["T *out"])])
     assert "void (*row_b_f32)(float *out) noexcept nogil" in text
     assert "void (*row_b_f64)(double *out) noexcept nogil" in text
@@ -91,8 +96,14 @@ def test_set_isa_rejects_unknown_names():
 def _import_xent(isa, cwd):
     env = dict(os.environ, XENT_ISA=isa)
     code = "import xent._dispatch as d; print(d.current_isa())"
-    return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
 
 
 def test_xent_isa_bogus_warns_with_the_valid_values(tmp_path):

@@ -24,9 +24,11 @@ def test_no_module_imports_a_siblings_private_name():
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.level and node.module:
-                offences += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {alias.name}"
-                             for alias in node.names
-                             if alias.name.startswith("_") and not alias.name.endswith("__")]
+                offences += [
+                    f"{path.relative_to(PACKAGE)}:{node.lineno}: {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.endswith("__")
+                ]
     assert offences == []
 
 
@@ -43,8 +45,9 @@ def test_bfloat16_is_supported_whatever_ran_before():
         "xent.cross_entropy(np.zeros((2, 3), bf), np.zeros(2, int))\n"
         "assert dict(_dtypes.COMPUTE_DTYPE) == table and dict(_check.TOLERANCES) == tolerances\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.split() == ["float32", "(0.016,", "0.016)"]
 
 
@@ -62,6 +65,7 @@ def test_evaluate_module_keeps_its_old_name():
     """xent.evaluate is the function; ``import xent.evaluate`` still reaches the module."""
     import xent.evaluate  # noqa: F401
     from xent.evaluate import EvaluationReport
+
     assert callable(xent.evaluate) and xent.evaluate.__module__ == "xent._evaluation"
     assert EvaluationReport is xent.EvaluationReport
 
@@ -80,8 +84,9 @@ def test_reference_mirrors_the_public_names_and_return_shapes():
             assert callable(getattr(reference.info, name)), name
     p = rng.dirichlet(np.ones(5), 6)
     q = rng.dirichlet(np.ones(5), 6)
-    np.testing.assert_allclose(xent.info.cross_entropy(p, q), reference.info.cross_entropy(p, q),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        xent.info.cross_entropy(p, q), reference.info.cross_entropy(p, q), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("with_bias", [False, True])

@@ -68,8 +68,9 @@ def test_against_reference(shape, options, dtype):
     for name, g, e in zip(("hidden", "weight", "bias"), got[1:], grads):
         assert g.dtype == dtype and g.shape == e.shape, name
         # Gradients of a mean are small: compare in units of the largest entry.
-        np.testing.assert_allclose(g, e, rtol=TOL[dtype]["rtol"],
-                                   atol=TOL[dtype]["rtol"] * np.abs(e).max(), err_msg=name)
+        np.testing.assert_allclose(
+            g, e, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["rtol"] * np.abs(e).max(), err_msg=name
+        )
     for before, after in zip(saved, (hidden, weight, target, b)):
         np.testing.assert_array_equal(before, after)  # inputs untouched
 
@@ -86,7 +87,8 @@ def test_few_rows_cut_along_the_vocabulary(slope):
         np.testing.assert_allclose(
             xent.linear_cross_entropy(hidden, weight, target, reduction="none", **kw),
             ref.linear_cross_entropy(hidden, weight, target, reduction="none", **kw),
-            rtol=1e-12)
+            rtol=1e-12,
+        )
         got = xent.linear_cross_entropy_with_grad(hidden, weight, target, **kw)
         for g, e in zip(got[1:], ref.linear_cross_entropy_grad(hidden, weight, target, **kw)):
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12 * np.abs(e).max())
@@ -95,15 +97,16 @@ def test_few_rows_cut_along_the_vocabulary(slope):
 def test_grad_output_weights_rows():
     hidden, weight, target, _ = _problem((40,), 8, 30, np.float64, seed=1)
     g = np.random.default_rng(2).standard_normal(40)
-    got = xent.linear_cross_entropy_with_grad(hidden, weight, target, reduction="none",
-                                              grad_output=g)
-    grads = ref.linear_cross_entropy_grad(hidden, weight, target, reduction="none",
-                                          grad_output=g)
+    got = xent.linear_cross_entropy_with_grad(
+        hidden, weight, target, reduction="none", grad_output=g
+    )
+    grads = ref.linear_cross_entropy_grad(hidden, weight, target, reduction="none", grad_output=g)
     for a, e in zip(got[1:], grads):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15)
     got = xent.linear_cross_entropy_with_grad(hidden, weight, target, grad_output=2.5)
-    for a, e in zip(got[1:], ref.linear_cross_entropy_grad(hidden, weight, target,
-                                                          grad_output=2.5)):
+    for a, e in zip(
+        got[1:], ref.linear_cross_entropy_grad(hidden, weight, target, grad_output=2.5)
+    ):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15)
 
 
@@ -125,36 +128,47 @@ def test_large_logits_and_float32_accuracy():
 def test_layouts_are_read_in_place_or_copied_right():
     rng = np.random.default_rng(4)
     big = rng.standard_normal((60, 24)).astype(np.float32)
-    hidden = big[::2, :16]                           # strided rows
+    hidden = big[::2, :16]  # strided rows
     weight = np.asfortranarray(rng.standard_normal((50, 16)).astype(np.float32))
     target = rng.integers(0, 50, 30).astype(np.uint8)
     expected = ref.linear_cross_entropy(hidden, weight, target)
-    np.testing.assert_allclose(xent.linear_cross_entropy(hidden, weight, target), expected,
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+        xent.linear_cross_entropy(hidden, weight, target), expected, rtol=2e-5
+    )
     mixed = xent.linear_cross_entropy(hidden, weight.astype(np.float64), target)
     assert mixed.dtype == np.float64
     np.testing.assert_allclose(mixed, expected, rtol=1e-6)
-    half = xent.linear_cross_entropy(hidden.astype(np.float16), weight.astype(np.float16),
-                                     target)
+    half = xent.linear_cross_entropy(hidden.astype(np.float16), weight.astype(np.float16), target)
     assert half.dtype == np.float16
-    np.testing.assert_allclose(half, ref.linear_cross_entropy(hidden.astype(np.float16),
-                                                              weight.astype(np.float16), target),
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+        half,
+        ref.linear_cross_entropy(hidden.astype(np.float16), weight.astype(np.float16), target),
+        rtol=1e-3,
+    )
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    bf16 = xent.linear_cross_entropy(hidden.astype(ml_dtypes.bfloat16),
-                                     weight.astype(ml_dtypes.bfloat16), target)
+    bf16 = xent.linear_cross_entropy(
+        hidden.astype(ml_dtypes.bfloat16), weight.astype(ml_dtypes.bfloat16), target
+    )
     assert bf16.dtype == ml_dtypes.bfloat16
-    np.testing.assert_allclose(float(bf16), ref.linear_cross_entropy(
-        hidden.astype(ml_dtypes.bfloat16).astype(np.float64),
-        weight.astype(ml_dtypes.bfloat16).astype(np.float64), target), rtol=1e-2)
+    np.testing.assert_allclose(
+        float(bf16),
+        ref.linear_cross_entropy(
+            hidden.astype(ml_dtypes.bfloat16).astype(np.float64),
+            weight.astype(ml_dtypes.bfloat16).astype(np.float64),
+            target,
+        ),
+        rtol=1e-2,
+    )
 
 
 def test_empty_batch_and_no_features():
     weight = np.ones((5, 3), dtype=np.float32)
-    assert np.isnan(xent.linear_cross_entropy(np.zeros((0, 3), np.float32), weight,
-                                              np.zeros(0, np.int64)))
+    assert np.isnan(
+        xent.linear_cross_entropy(np.zeros((0, 3), np.float32), weight, np.zeros(0, np.int64))
+    )
     loss, gh, gw = xent.linear_cross_entropy_with_grad(
-        np.zeros((0, 3), np.float32), weight, np.zeros(0, np.int64), reduction="sum")
+        np.zeros((0, 3), np.float32), weight, np.zeros(0, np.int64), reduction="sum"
+    )
     assert loss == 0 and gh.shape == (0, 3) and not gw.any()
     bias = np.arange(5.0)
     target = np.array([1, 4])
@@ -177,8 +191,7 @@ def test_same_bits_on_one_and_two_threads(dtype):
     for kw in ({}, {"bias": b, "softcap": 4.0, "label_smoothing": 0.1}):
         one = xent.linear_cross_entropy_with_grad(hidden, weight, target, num_threads=1, **kw)
         two = xent.linear_cross_entropy_with_grad(hidden, weight, target, num_threads=2, **kw)
-        three = xent.linear_cross_entropy_with_grad(hidden, weight, target, num_threads=3,
-                                                    **kw)
+        three = xent.linear_cross_entropy_with_grad(hidden, weight, target, num_threads=3, **kw)
         for a, c, d in zip(one, two, three):
             assert np.array_equal(a, c) and np.array_equal(a, d)
         loss = xent.linear_cross_entropy(hidden, weight, target, num_threads=2, **kw)
@@ -187,12 +200,16 @@ def test_same_bits_on_one_and_two_threads(dtype):
 
 def test_follows_the_selected_isa(isa):
     hidden, weight, target, _ = _problem((70,), 9, 700, np.float32)
-    np.testing.assert_allclose(xent.linear_cross_entropy(hidden, weight, target),
-                               ref.linear_cross_entropy(hidden, weight, target), rtol=2e-5)
+    np.testing.assert_allclose(
+        xent.linear_cross_entropy(hidden, weight, target),
+        ref.linear_cross_entropy(hidden, weight, target),
+        rtol=2e-5,
+    )
     assert _linear.current_isa() == isa
 
 
 # ---- PyTorch's autograd as the outside oracle ---------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
@@ -208,9 +225,13 @@ def test_against_pytorch_autograd(options, dtype):
     logits = th @ tw.T + (tb if "bias" in kw else 0)
     if "softcap" in kw:
         logits = kw["softcap"] * torch.tanh(logits / kw["softcap"])
-    loss = F.cross_entropy(logits, torch.tensor(target), reduction=kw.get("reduction", "mean"),
-                           ignore_index=kw.get("ignore_index", -100),
-                           label_smoothing=kw.get("label_smoothing", 0.0))
+    loss = F.cross_entropy(
+        logits,
+        torch.tensor(target),
+        reduction=kw.get("reduction", "mean"),
+        ignore_index=kw.get("ignore_index", -100),
+        label_smoothing=kw.get("label_smoothing", 0.0),
+    )
     loss.sum().backward()
     got = xent.linear_cross_entropy_with_grad(hidden, weight, target, **kw)
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
@@ -222,6 +243,7 @@ def test_against_pytorch_autograd(options, dtype):
 
 
 # ---- bad input ----------------------------------------------------------------------------------
+
 
 def test_errors_name_the_argument():
     h = np.zeros((3, 4), np.float32)
@@ -260,6 +282,7 @@ def test_errors_name_the_argument():
 
 
 # ---- BLAS threads -------------------------------------------------------------------------------
+
 
 def test_blas_thread_count_restored():
     before = _blas.blas_threads()
@@ -311,8 +334,15 @@ def test_blas_starts_no_threads_inside_xents(tmp_path):
     if available_cpus() < 2 or not _kernels.has_openmp():
         pytest.skip("needs two CPUs and OpenMP")
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
-    out = subprocess.run([sys.executable, "-c", _CPU_PER_THREAD], capture_output=True,
-                         text=True, env=env, timeout=300, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _CPU_PER_THREAD],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     scipy_busy, one, two = map(int, out.split())
     print("threads busy: scipy gemm", scipy_busy, "xent on 1", one, "xent on 2", two)
     if scipy_busy < 2:
@@ -323,24 +353,40 @@ def test_blas_starts_no_threads_inside_xents(tmp_path):
 
 # ---- xent bench's linear section -----------------------------------------------------------------
 
+
 def test_bench_linear_section(tmp_path, capsys):
     import json
 
     from xent import bench_linear, cli
 
     path = tmp_path / "report.json"
-    assert cli.main(["bench", "--linear-only", "--linear-shape", "300x32x1000", "--repeat",
-                     "1", "--json", str(path)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--linear-only",
+                "--linear-shape",
+                "300x32x1000",
+                "--repeat",
+                "1",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Fused linear cross-entropy, N x H x V = 300 x 32 x 1000 float32" in out
     report = json.loads(path.read_text())
     assert report["cases"] == [] and report["grad"] is None
     (linear,) = report["linear"]
     assert all(linear["agree"].values()) and linear["reference_max_abs_difference"] < 1e-5
-    hidden, weight, target = bench_linear.make_linear_data(bench_linear.LinearCase(300, 32, 1000),
-                                                           seed=0)
+    hidden, weight, target = bench_linear.make_linear_data(
+        bench_linear.LinearCase(300, 32, 1000), seed=0
+    )
     assert linear["results"]["xent"] == pytest.approx(
-        bench_linear.reference_mean(hidden, weight, target), rel=1e-5)
+        bench_linear.reference_mean(hidden, weight, target), rel=1e-5
+    )
     assert {"xent", "numpy+xent"} <= set(linear["medians"])
 
 
@@ -353,8 +399,7 @@ def test_bench_linear_shapes():
     args = parser.parse_args(["bench", "--shape", "10x3"])
     assert bench_linear.select_linear_cases(args) == []
     args = parser.parse_args(["bench", "--shape", "10x3", "--linear-large"])
-    assert bench_linear.select_linear_cases(args)[-1] == bench_linear.LinearCase(8192, 2048,
-                                                                                 128256)
+    assert bench_linear.select_linear_cases(args)[-1] == bench_linear.LinearCase(8192, 2048, 128256)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--linear-shape", "10x3"])
 
@@ -365,8 +410,9 @@ def test_blas_guard_falls_back_to_threadpoolctl(monkeypatch):
     monkeypatch.setattr(_blas, "_controls", [])
 
     def blas_counts():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
-                if i["user_api"] == "blas"]
+        return [
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        ]
 
     before = blas_counts()
     with _blas.single_threaded():

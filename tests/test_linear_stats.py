@@ -25,15 +25,20 @@ def _problem(rng, batch, width, vocab, dtype):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("options", [{}, {"softcap": 4.0, "label_smoothing": 0.1},
-                                     {"reduction": "none"}, {"reduction": "sum"}], ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"softcap": 4.0, "label_smoothing": 0.1}, {"reduction": "none"}, {"reduction": "sum"}],
+    ids=str,
+)
 def test_against_reference(isa, rng, dtype, shape, options):
     hidden, weight, target, bias = _problem(rng, *shape, dtype)
     kw = dict(bias=bias, z_loss=1e-3, **options)
-    loss, lse, stats = xent.linear_cross_entropy(hidden, weight, target, return_lse=True,
-                                                 return_stats=True, **kw)
+    loss, lse, stats = xent.linear_cross_entropy(
+        hidden, weight, target, return_lse=True, return_stats=True, **kw
+    )
     want_loss, want_lse, (_, want_entropy, want_argmax) = ref.linear_cross_entropy(
-        hidden, weight, target, return_lse=True, return_stats=True, **kw)
+        hidden, weight, target, return_lse=True, return_stats=True, **kw
+    )
     tol = TOL[np.dtype(dtype).type]
     np.testing.assert_allclose(loss, want_loss, **tol)
     np.testing.assert_allclose(lse, want_lse, **tol)
@@ -42,23 +47,23 @@ def test_against_reference(isa, rng, dtype, shape, options):
     assert stats.argmax.shape == shape[0]
     np.testing.assert_array_equal(stats.argmax, want_argmax)
 
-    (grads, lse2) = xent.linear_cross_entropy_with_grad(hidden, weight, target,
-                                                        return_lse=True, **kw)
-    want_grads, _ = ref.linear_cross_entropy_with_grad(hidden, weight, target,
-                                                       return_lse=True, **kw)
+    (grads, lse2) = xent.linear_cross_entropy_with_grad(
+        hidden, weight, target, return_lse=True, **kw
+    )
+    want_grads, _ = ref.linear_cross_entropy_with_grad(
+        hidden, weight, target, return_lse=True, **kw
+    )
     np.testing.assert_allclose(lse2, want_lse, **tol)
     assert len(grads) == len(want_grads) == 4
     for got, want in zip(grads, want_grads):
         scale = np.max(np.abs(want)) if np.size(want) else 1.0
-        np.testing.assert_allclose(got, want, rtol=tol["rtol"] * 10,
-                                   atol=tol["rtol"] * 10 * scale)
+        np.testing.assert_allclose(got, want, rtol=tol["rtol"] * 10, atol=tol["rtol"] * 10 * scale)
 
 
 def test_without_options_unchanged(rng):
     hidden, weight, target, bias = _problem(rng, (40,), 8, 3 * TILE, np.float32)
     plain = xent.linear_cross_entropy(hidden, weight, target, bias=bias)
-    loss, stats = xent.linear_cross_entropy(hidden, weight, target, bias=bias,
-                                            return_stats=True)
+    loss, stats = xent.linear_cross_entropy(hidden, weight, target, bias=bias, return_stats=True)
     assert plain == loss
     grads = xent.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias)
     zero = xent.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias, z_loss=0.0)

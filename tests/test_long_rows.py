@@ -14,10 +14,10 @@ C_LONG = [262144, 300001]
 def long_rows(c, dtype):
     rng = np.random.default_rng(c)
     x = (rng.standard_normal((4, c)) * 3).astype(dtype)
-    x[1, 70000:] = -np.inf        # whole stretches of -inf after a finite start
-    x[2, :140000] = -np.inf       # ... and before a finite end
-    x[2, -1] = 40                 # the max in the last stretch: earlier sums are rescaled
-    x[3, 200000] = np.nan         # NaN in a middle stretch
+    x[1, 70000:] = -np.inf  # whole stretches of -inf after a finite start
+    x[2, :140000] = -np.inf  # ... and before a finite end
+    x[2, -1] = 40  # the max in the last stretch: earlier sums are rescaled
+    x[3, 200000] = np.nan  # NaN in a middle stretch
     t = np.array([0, 5, c - 1, 7])
     return x, t
 
@@ -28,9 +28,9 @@ def test_long_rows_against_reference(c, dtype):
     tol = dict(rtol=CE_LOSS_TOL[dtype], atol=CE_LOSS_TOL[dtype])
     np.testing.assert_allclose(xent.logsumexp(x), ref.logsumexp(x), equal_nan=True, **tol)
     got = xent.cross_entropy(x, t, reduction="none", label_smoothing=0.1)
-    np.testing.assert_allclose(got, ref.cross_entropy(x, t, reduction="none",
-                                                      label_smoothing=0.1),
-                               equal_nan=True, **tol)
+    np.testing.assert_allclose(
+        got, ref.cross_entropy(x, t, reduction="none", label_smoothing=0.1), equal_nan=True, **tol
+    )
     assert np.isnan(got[3])
 
 

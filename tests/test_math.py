@@ -11,6 +11,7 @@ import pytest
 
 from xent import _kernels
 
+
 def ulp_error(got, exact, dtype):
     """|got - exact| in units of the spacing of `dtype` at the exact value."""
     spacing = np.spacing(exact.astype(dtype)).astype(np.float64)
@@ -26,11 +27,13 @@ def kernel_exp(x):
 def test_float32_exp_ulp_error(isa):
     rng = np.random.default_rng(0)
     # every float32 in [-1, 1] near 0 is dense; the rest sampled over the whole normal range
-    x = np.concatenate([
-        rng.uniform(-87.33, 88.3, 2_000_000),
-        rng.uniform(-1, 1, 500_000),
-        np.linspace(-87.33, 0, 200_001),
-    ]).astype(np.float32)
+    x = np.concatenate(
+        [
+            rng.uniform(-87.33, 88.3, 2_000_000),
+            rng.uniform(-1, 1, 500_000),
+            np.linspace(-87.33, 0, 200_001),
+        ]
+    ).astype(np.float32)
     exact = np.exp(x.astype(np.float64))
     err = ulp_error(kernel_exp(x), exact, np.float32)
     assert err.max() <= 1.15, f"{isa}: max ulp error {err.max():.3f}"
@@ -65,14 +68,18 @@ def kernel(fn, x):
     return out
 
 
-@pytest.mark.parametrize("dtype, low, high, bound", [
-    (np.float32, -45, 38.5, 2.0),
-    (np.float64, -323, 308, 2.0),
-])
+@pytest.mark.parametrize(
+    "dtype, low, high, bound",
+    [
+        (np.float32, -45, 38.5, 2.0),
+        (np.float64, -323, 308, 2.0),
+    ],
+)
 def test_log_ulp_error(isa, dtype, low, high, bound):
     rng = np.random.default_rng(2)
-    x = np.concatenate([10.0 ** rng.uniform(low, high, 1_000_000),
-                        rng.uniform(0.5, 2.0, 300_000)]).astype(dtype)
+    x = np.concatenate(
+        [10.0 ** rng.uniform(low, high, 1_000_000), rng.uniform(0.5, 2.0, 300_000)]
+    ).astype(dtype)
     x = x[x > 0]
     err = ulp_error(kernel(_kernels.log_array, x), np.log(x.astype(np.float64)), dtype)
     assert err.max() <= bound, f"{isa}: max ulp error {err.max():.3f}"
@@ -81,9 +88,13 @@ def test_log_ulp_error(isa, dtype, low, high, bound):
 @pytest.mark.parametrize("dtype, bound", [(np.float32, 2.5), (np.float64, 2.0)])
 def test_log1p_ulp_error(isa, dtype, bound):
     rng = np.random.default_rng(3)
-    y = np.concatenate([rng.uniform(-0.99, 1.0, 500_000),
-                        10.0 ** rng.uniform(-30, 0, 300_000),
-                        -(10.0 ** rng.uniform(-30, -1, 100_000))]).astype(dtype)
+    y = np.concatenate(
+        [
+            rng.uniform(-0.99, 1.0, 500_000),
+            10.0 ** rng.uniform(-30, 0, 300_000),
+            -(10.0 ** rng.uniform(-30, -1, 100_000)),
+        ]
+    ).astype(dtype)
     err = ulp_error(kernel(_kernels.log1p_array, y), np.log1p(y.astype(np.float64)), dtype)
     assert err.max() <= bound, f"{isa}: max ulp error {err.max():.3f}"
 

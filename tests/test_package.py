@@ -25,7 +25,8 @@ INSTALLED = PACKAGE_DIR.parent in SITE_DIRS
 FROM_REPAIRED_WHEEL = os.environ.get("XENT_TEST_INSTALLED_WHEEL") == "1"
 needs_installed = pytest.mark.skipif(not INSTALLED, reason="xent is built in place (editable)")
 needs_repaired_wheel = pytest.mark.skipif(
-    not FROM_REPAIRED_WHEEL, reason="checks of the repaired wheel: run by tools/wheel.sh")
+    not FROM_REPAIRED_WHEEL, reason="checks of the repaired wheel: run by tools/wheel.sh"
+)
 
 
 def test_version_is_written_once():
@@ -58,11 +59,14 @@ def elf_section_names(path):
 
     def header(i):  # (name offset, file offset, size) of section i
         base = section_offset + i * entry_size
-        return (struct.unpack_from("<I", data, base)[0], *struct.unpack_from("<QQ", data, base + 0x18))
+        return (
+            struct.unpack_from("<I", data, base)[0],
+            *struct.unpack_from("<QQ", data, base + 0x18),
+        )
 
     _, names_at, names_size = header(names_index)
-    names = data[names_at:names_at + names_size]
-    return [names[n:names.index(b"\0", n)].decode() for n, _, _ in map(header, range(count))]
+    names = data[names_at : names_at + names_size]
+    return [names[n : names.index(b"\0", n)].decode() for n, _, _ in map(header, range(count))]
 
 
 def test_elf_reader_reads_a_library_of_this_process():
@@ -110,9 +114,16 @@ def documented_names(page):
 
 
 @pytest.mark.skipif(not API_PAGES.is_dir(), reason="docs/ is not next to the tests")
-@pytest.mark.parametrize("module, page", [("xent", "xent.rst"), ("xent.info", "info.rst"),
-                                          ("xent.reference", "reference.rst"),
-                                          ("xent.dask", "dask.rst"), ("xent.torch", "torch.rst")])
+@pytest.mark.parametrize(
+    "module, page",
+    [
+        ("xent", "xent.rst"),
+        ("xent.info", "info.rst"),
+        ("xent.reference", "reference.rst"),
+        ("xent.dask", "dask.rst"),
+        ("xent.torch", "torch.rst"),
+    ],
+)
 def test_api_reference_lists_every_public_name(module, page):
     if module in ("xent.dask", "xent.torch"):
         pytest.importorskip({"xent.dask": "distributed", "xent.torch": "torch"}[module])
@@ -139,22 +150,30 @@ def test_switching_from_pytorch_table(reduction):
     labels = LABELS.copy()
     labels[3] = -100
     np.testing.assert_allclose(
-        xent.cross_entropy(SCORES, labels, weight=CLASS_WEIGHT, reduction=reduction,
-                           label_smoothing=0.1),
-        F.cross_entropy(t(SCORES), t(labels), weight=t(CLASS_WEIGHT), reduction=reduction,
-                        label_smoothing=0.1).numpy(), rtol=1e-12)
+        xent.cross_entropy(
+            SCORES, labels, weight=CLASS_WEIGHT, reduction=reduction, label_smoothing=0.1
+        ),
+        F.cross_entropy(
+            t(SCORES), t(labels), weight=t(CLASS_WEIGHT), reduction=reduction, label_smoothing=0.1
+        ).numpy(),
+        rtol=1e-12,
+    )
     log_probs = xent.log_softmax(SCORES)
     np.testing.assert_allclose(
         xent.nll_loss(log_probs, labels, weight=CLASS_WEIGHT, reduction=reduction),
         F.nll_loss(t(log_probs), t(labels), weight=t(CLASS_WEIGHT), reduction=reduction).numpy(),
-        rtol=1e-12)
+        rtol=1e-12,
+    )
     hidden, weight, bias = SCORES[:16, :8], RNG.standard_normal((30, 8)), np.ones(30)
     logits = t(hidden) @ t(weight).T + t(bias)
     capped = 5.0 * torch.tanh(logits / 5.0)
     np.testing.assert_allclose(
-        xent.linear_cross_entropy(hidden, weight, LABELS[:16], bias=bias, softcap=5.0,
-                                  reduction=reduction),
-        F.cross_entropy(capped, t(LABELS[:16]), reduction=reduction).numpy(), rtol=1e-10)
+        xent.linear_cross_entropy(
+            hidden, weight, LABELS[:16], bias=bias, softcap=5.0, reduction=reduction
+        ),
+        F.cross_entropy(capped, t(LABELS[:16]), reduction=reduction).numpy(),
+        rtol=1e-10,
+    )
 
 
 def test_switching_from_scikit_learn_table():
@@ -163,30 +182,47 @@ def test_switching_from_scikit_learn_table():
 
     proba = xent.softmax(SCORES)
     classes = range(10)
-    np.testing.assert_allclose(xent.cross_entropy(SCORES, LABELS),
-                               log_loss(LABELS, proba, labels=classes), rtol=1e-12)
-    np.testing.assert_allclose(xent.nll_loss(np.log(proba), LABELS, reduction="sum"),
-                               log_loss(LABELS, proba, normalize=False, labels=classes),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        xent.cross_entropy(SCORES, LABELS), log_loss(LABELS, proba, labels=classes), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        xent.nll_loss(np.log(proba), LABELS, reduction="sum"),
+        log_loss(LABELS, proba, normalize=False, labels=classes),
+        rtol=1e-12,
+    )
     np.testing.assert_allclose(
         np.average(xent.nll_loss(np.log(proba), LABELS, reduction="none"), weights=SAMPLE_WEIGHT),
-        log_loss(LABELS, proba, sample_weight=SAMPLE_WEIGHT, labels=classes), rtol=1e-12)
+        log_loss(LABELS, proba, sample_weight=SAMPLE_WEIGHT, labels=classes),
+        rtol=1e-12,
+    )
     p, y = proba[:, 0], (LABELS < 5).astype(np.float64)
     np.testing.assert_allclose(xent.binary_cross_entropy(p, y), log_loss(y, p), rtol=1e-12)
 
 
 # -- the sdist -----------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not (ROOT / "MANIFEST.in").is_file(), reason="not a source checkout")
 def test_manifest_ships_what_the_tests_read():
     # A file the suite needs must match a recursive-include of MANIFEST.in, or the unpacked
     # sdist's tests fail (as tests/conftest.py and docs/nonfinite.md once did).
-    rules = [line.split() for line in (ROOT / "MANIFEST.in").read_text().splitlines()
-             if line.startswith("recursive-include")]
-    needed = [*ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("docs/*.md"),
-              *ROOT.glob("docs/**/*.rst"), *ROOT.glob("docs/**/*.md"), ROOT / "docs/conf.py"]
+    rules = [
+        line.split()
+        for line in (ROOT / "MANIFEST.in").read_text().splitlines()
+        if line.startswith("recursive-include")
+    ]
+    needed = [
+        *ROOT.glob("tests/*.py"),
+        *ROOT.glob("benchmarks/*.py"),
+        *ROOT.glob("docs/*.md"),
+        *ROOT.glob("docs/**/*.rst"),
+        *ROOT.glob("docs/**/*.md"),
+        ROOT / "docs/conf.py",
+    ]
     assert ROOT / "tests/conftest.py" in needed and ROOT / "docs/nonfinite.md" in needed
     for path in needed:
         relative = path.relative_to(ROOT)
-        assert any(relative.parts[0] == rule[1] and any(relative.match(p) for p in rule[2:])
-                   for rule in rules), f"MANIFEST.in leaves {relative} out of the sdist"
+        assert any(
+            relative.parts[0] == rule[1] and any(relative.match(p) for p in rule[2:])
+            for rule in rules
+        ), f"MANIFEST.in leaves {relative} out of the sdist"

@@ -16,8 +16,18 @@ import hypothesis.extra.numpy as hnp
 
 from xent import reference as ref
 
-from support import (REDUCTIONS, SMOOTHINGS, assert_allclose_nan, class_targets, class_weight,
-                     logits, no_warnings, prob_targets, torch_cross_entropy, torch_nll_loss)
+from support import (
+    REDUCTIONS,
+    SMOOTHINGS,
+    assert_allclose_nan,
+    class_targets,
+    class_weight,
+    logits,
+    no_warnings,
+    prob_targets,
+    torch_cross_entropy,
+    torch_nll_loss,
+)
 
 INF = math.inf
 NAN = math.nan
@@ -33,9 +43,9 @@ ELEMENTS = st.one_of(
 
 def arrays_and_axis(min_side):
     """Float64 arrays of up to (6, 7) with a random valid axis."""
-    shapes = hnp.array_shapes(min_dims=1, max_dims=2, min_side=min_side,
-                              max_side=7).filter(
-        lambda s: len(s) == 1 or s[0] <= 6)
+    shapes = hnp.array_shapes(min_dims=1, max_dims=2, min_side=min_side, max_side=7).filter(
+        lambda s: len(s) == 1 or s[0] <= 6
+    )
 
     @st.composite
     def draw(draw_):
@@ -49,6 +59,7 @@ def arrays_and_axis(min_side):
 # ---------------------------------------------------------------------------
 # logsumexp / log_softmax / softmax against SciPy
 # ---------------------------------------------------------------------------
+
 
 @settings(max_examples=300, deadline=None)
 @given(arrays_and_axis(min_side=0), st.booleans())
@@ -96,10 +107,8 @@ def test_logsumexp_special_rows():
     assert np.isnan(ref.logsumexp([NAN, 1.0]))
     assert np.isnan(ref.logsumexp([INF, NAN]))
     assert ref.logsumexp(np.zeros(0)) == -INF
-    np.testing.assert_array_equal(ref.logsumexp(np.zeros((3, 0))),
-                                  [-INF, -INF, -INF])
-    np.testing.assert_array_equal(ref.logsumexp(np.zeros((0, 4)), axis=0),
-                                  [-INF] * 4)
+    np.testing.assert_array_equal(ref.logsumexp(np.zeros((3, 0))), [-INF, -INF, -INF])
+    np.testing.assert_array_equal(ref.logsumexp(np.zeros((0, 4)), axis=0), [-INF] * 4)
     # Accurate: log(1 + e^-40) is not rounded to 0.
     assert_allclose_nan(ref.logsumexp([0.0, -40.0]), math.log1p(math.exp(-40.0)))
     assert_allclose_nan(ref.logsumexp([1e300, 1e300]), 1e300)
@@ -114,8 +123,7 @@ def test_log_softmax_and_softmax_special_rows():
     assert np.all(np.isnan(ref.log_softmax([-INF, -INF])))
     np.testing.assert_array_equal(ref.softmax([INF, 1.0]), [NAN, 0.0])
     assert_allclose_nan(ref.log_softmax([1000.0, 1.0]), [0.0, -999.0])
-    assert_allclose_nan(ref.softmax([[1.0, 1.0], [0.0, math.log(3.0)]]),
-                 [[0.5, 0.5], [0.25, 0.75]])
+    assert_allclose_nan(ref.softmax([[1.0, 1.0], [0.0, math.log(3.0)]]), [[0.5, 0.5], [0.25, 0.75]])
 
 
 # ---------------------------------------------------------------------------
@@ -140,15 +148,14 @@ def _check_result(actual, expected, reduction, batch_shape):
 @pytest.mark.parametrize("ignore_index", [-100, 2])
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_cross_entropy_class_indices_vs_torch(reduction, weight_kind,
-                                              ignore_index, label_smoothing,
-                                              shape, rng):
+def test_cross_entropy_class_indices_vs_torch(
+    reduction, weight_kind, ignore_index, label_smoothing, shape, rng
+):
     torch = pytest.importorskip("torch")
     x = logits(rng, shape)
     w = class_weight(rng, C, weight_kind is not None)
     t = class_targets(rng, shape[:-1], C, ignore_index)
-    kwargs = dict(ignore_index=ignore_index, reduction=reduction,
-                  label_smoothing=label_smoothing)
+    kwargs = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
     expected = torch_cross_entropy(torch, x, t, w, **kwargs)
     actual = ref.cross_entropy(x, t, weight=w, **kwargs)
     _check_result(actual, expected, reduction, shape[:-1])
@@ -159,9 +166,9 @@ def test_cross_entropy_class_indices_vs_torch(reduction, weight_kind,
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("weight_kind", [None, "random"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_cross_entropy_probabilities_vs_torch(reduction, weight_kind,
-                                              label_smoothing, prob_kind,
-                                              shape, rng):
+def test_cross_entropy_probabilities_vs_torch(
+    reduction, weight_kind, label_smoothing, prob_kind, shape, rng
+):
     torch = pytest.importorskip("torch")
     x = logits(rng, shape)
     w = class_weight(rng, C, weight_kind is not None)
@@ -199,11 +206,9 @@ def test_all_rows_ignored_vs_torch(reduction, weight_kind, label_smoothing, rng)
     w = class_weight(rng, C, weight_kind is not None)
     t = np.full(4, -100, dtype=np.int64)
     kwargs = dict(reduction=reduction)
-    ce = no_warnings(ref.cross_entropy, x, t, weight=w,
-                     label_smoothing=label_smoothing, **kwargs)
+    ce = no_warnings(ref.cross_entropy, x, t, weight=w, label_smoothing=label_smoothing, **kwargs)
     nll = no_warnings(ref.nll_loss, x, t, weight=w, **kwargs)
-    ce_torch = torch_cross_entropy(torch, x, t, w, label_smoothing=label_smoothing,
-                         **kwargs)
+    ce_torch = torch_cross_entropy(torch, x, t, w, label_smoothing=label_smoothing, **kwargs)
     nll_torch = torch_nll_loss(torch, x, t, w, **kwargs)
     _check_result(ce, ce_torch, reduction, (4,))
     _check_result(nll, nll_torch, reduction, (4,))
@@ -229,14 +234,14 @@ def test_integer_dtypes_are_class_indices():
     x = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
     expected = ref.cross_entropy(x, np.array([2, 0]), reduction="none")
     for dtype in (np.int8, np.uint8, np.int32, np.uint64):
-        actual = ref.cross_entropy(x, np.array([2, 0], dtype=dtype),
-                                   reduction="none")
+        actual = ref.cross_entropy(x, np.array([2, 0], dtype=dtype), reduction="none")
         np.testing.assert_array_equal(actual, expected)
 
 
 # ---------------------------------------------------------------------------
 # Hand-computed values (independent of torch)
 # ---------------------------------------------------------------------------
+
 
 def _lse(row):
     m = max(row)
@@ -253,8 +258,7 @@ def test_cross_entropy_hand_computed_weights_and_smoothing():
     for row, t in zip(logits, target):
         lse = _lse(row)
         loss = (1 - eps) * w[t] * (lse - row[t])
-        loss += (eps / n_classes) * sum(w[j] * (lse - row[j])
-                                        for j in range(n_classes))
+        loss += (eps / n_classes) * sum(w[j] * (lse - row[j]) for j in range(n_classes))
         expected_rows.append(loss)
     total = sum(expected_rows)
     denom = w[0] + w[2]
@@ -262,15 +266,13 @@ def test_cross_entropy_hand_computed_weights_and_smoothing():
     x = np.array(logits)
     t = np.array(target)
     kwargs = dict(weight=np.array(w), label_smoothing=eps)
-    assert_allclose_nan(ref.cross_entropy(x, t, reduction="none", **kwargs),
-                 expected_rows)
+    assert_allclose_nan(ref.cross_entropy(x, t, reduction="none", **kwargs), expected_rows)
     assert_allclose_nan(ref.cross_entropy(x, t, reduction="sum", **kwargs), total)
-    assert_allclose_nan(ref.cross_entropy(x, t, reduction="mean", **kwargs),
-                 total / denom)
+    assert_allclose_nan(ref.cross_entropy(x, t, reduction="mean", **kwargs), total / denom)
     # Ignoring the second row (its class as ignore_index) keeps the first.
-    assert_allclose_nan(ref.cross_entropy(x, t, reduction="mean", ignore_index=2,
-                                   **kwargs),
-                 expected_rows[0] / w[0])
+    assert_allclose_nan(
+        ref.cross_entropy(x, t, reduction="mean", ignore_index=2, **kwargs), expected_rows[0] / w[0]
+    )
 
 
 def test_cross_entropy_hand_computed_probabilities():
@@ -281,13 +283,11 @@ def test_cross_entropy_hand_computed_probabilities():
     rows = []
     for row, p in zip(logits, probs):
         lse = _lse(row)
-        rows.append(sum(w[j] * (p[j] * (1 - eps) + eps / 3) * (lse - row[j])
-                        for j in range(3)))
+        rows.append(sum(w[j] * (p[j] * (1 - eps) + eps / 3) * (lse - row[j]) for j in range(3)))
     x, pt = np.array(logits), np.array(probs)
     kwargs = dict(weight=np.array(w), label_smoothing=eps)
     assert_allclose_nan(ref.cross_entropy(x, pt, reduction="none", **kwargs), rows)
-    assert_allclose_nan(ref.cross_entropy(x, pt, reduction="mean", **kwargs),
-                 sum(rows) / 2)
+    assert_allclose_nan(ref.cross_entropy(x, pt, reduction="mean", **kwargs), sum(rows) / 2)
 
 
 def test_nll_loss_hand_computed():
@@ -304,16 +304,15 @@ def test_nll_loss_hand_computed():
 # Deliberate differences from PyTorch
 # ---------------------------------------------------------------------------
 
+
 def test_pos_inf_row_follows_composition():
     x = np.array([[INF, 1.0, 2.0], [INF, 1.0, 2.0], [-INF, -INF, -INF]])
-    losses = no_warnings(ref.cross_entropy, x, np.array([1, 0, 0]),
-                         reduction="none")
+    losses = no_warnings(ref.cross_entropy, x, np.array([1, 0, 0]), reduction="none")
     assert losses[0] == INF  # finite target logit
     assert np.isnan(losses[1])  # target logit is +inf: inf - inf
     assert np.isnan(losses[2])  # all -inf
     # Without smoothing the +inf row stays +inf even with weights.
-    out = ref.cross_entropy(x[:1], np.array([2]), weight=np.array([1., 2., 3.]),
-                            reduction="sum")
+    out = ref.cross_entropy(x[:1], np.array([2]), weight=np.array([1.0, 2.0, 3.0]), reduction="sum")
     assert out == INF
 
 
@@ -333,6 +332,7 @@ def test_zero_probability_on_neg_inf_logit_contributes_zero():
 # Misc: inputs untouched, bad arguments
 # ---------------------------------------------------------------------------
 
+
 def test_inputs_are_not_modified():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, C))
@@ -348,10 +348,8 @@ def test_inputs_are_not_modified():
         fn(x32)
         fn(x, axis=0)
     for reduction, eps in itertools.product(REDUCTIONS, SMOOTHINGS):
-        ref.cross_entropy(x, t, weight=w, reduction=reduction,
-                          label_smoothing=eps)
-        ref.cross_entropy(x, p, weight=w, reduction=reduction,
-                          label_smoothing=eps)
+        ref.cross_entropy(x, t, weight=w, reduction=reduction, label_smoothing=eps)
+        ref.cross_entropy(x, p, weight=w, reduction=reduction, label_smoothing=eps)
         ref.cross_entropy(x32, t, reduction=reduction, label_smoothing=eps)
         ref.nll_loss(x, t, weight=w, reduction=reduction)
     for original, current in zip(originals, (x, t, p, w, x32)):

@@ -14,11 +14,12 @@ import pytest
 import xent
 from xent import reference as ref
 
-C = 2 ** 16
-ROWS = 2 ** 15 + 2  # ROWS * C = 2**31 + 2**17 elements: the last two rows lie past 2**31
+C = 2**16
+ROWS = 2**15 + 2  # ROWS * C = 2**31 + 2**17 elements: the last two rows lie past 2**31
 
 
 # ---- more than 2**31 elements -------------------------------------------------------------------
+
 
 def _overlapping_rows(values):
     """(ROWS, C) read-only float32 view whose row r is buf[16 r : 16 r + C]: 2**31 + 2**17
@@ -58,8 +59,9 @@ def test_more_than_2_31_elements_fast():
     labels[-2] = 0
     loss = xent.cross_entropy(x, labels, reduction="sum")
     np.testing.assert_allclose(loss, row_loss.sum(), rtol=1e-6)
-    np.testing.assert_allclose(xent.cross_entropy(x, labels, reduction="none")[-2:],
-                               row_loss[-2:], rtol=1e-6, atol=2e-6)  # log(sum)'s error
+    np.testing.assert_allclose(
+        xent.cross_entropy(x, labels, reduction="none")[-2:], row_loss[-2:], rtol=1e-6, atol=2e-6
+    )  # log(sum)'s error
 
 
 @pytest.mark.slow
@@ -86,7 +88,8 @@ def test_more_than_2_31_elements_memmap(tmp_path):
 
 # ---- what the fuzz suite found --------------------------------------------------------------
 
-@pytest.mark.parametrize("count", [2 ** 31, 2 ** 40, 4097])
+
+@pytest.mark.parametrize("count", [2**31, 2**40, 4097])
 def test_huge_num_threads_is_a_value_error(count):
     """Was OverflowError from the C int of the drivers."""
     with pytest.raises(ValueError, match=f"num_threads={count}"):
@@ -97,8 +100,9 @@ def test_huge_num_threads_is_a_value_error(count):
     assert xent.get_num_threads(1000) in (min(1000, xent._threads.available_cpus()), 1)
 
 
-@pytest.mark.parametrize("p", [[1e308], [1e300, 3e300, 0.0], [5e-324, 5e-324],
-                               [1e-320, 3e-320, 0.0]])
+@pytest.mark.parametrize(
+    "p", [[1e308], [1e300, 3e300, 0.0], [5e-324, 5e-324], [1e-320, 3e-320, 0.0]]
+)
 def test_normalize_far_from_one(p):
     """Rows whose sum is huge or subnormal: sum p log p overflowed (-inf instead of 0) or
     lost its digits; they are now divided by their sum first."""
@@ -106,19 +110,26 @@ def test_normalize_far_from_one(p):
     q = np.linspace(1, 2, p.size)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for fn, rf, args in [(xent.info.entropy, ref.entropy, (p,)),
-                             (xent.info.cross_entropy, ref.cross_entropy_dist, (p, q)),
-                             (xent.info.kl_divergence, ref.kl_divergence, (p, q)),
-                             (xent.info.kl_divergence, ref.kl_divergence, (q, p))]:
-            np.testing.assert_allclose(fn(*args, normalize=True),
-                                       rf(*args, normalize=True), rtol=1e-12, atol=1e-12)
+        for fn, rf, args in [
+            (xent.info.entropy, ref.entropy, (p,)),
+            (xent.info.cross_entropy, ref.cross_entropy_dist, (p, q)),
+            (xent.info.kl_divergence, ref.kl_divergence, (p, q)),
+            (xent.info.kl_divergence, ref.kl_divergence, (q, p)),
+        ]:
+            np.testing.assert_allclose(
+                fn(*args, normalize=True), rf(*args, normalize=True), rtol=1e-12, atol=1e-12
+            )
 
 
-@pytest.mark.parametrize("call", [
-    lambda v: xent.info.entropy([0.5, 0.5], normalize=v),
-    lambda v: xent.info.kl_divergence([0.5, 0.5], [0.5, 0.5], normalize=v),
-    lambda v: xent.logsumexp(np.ones((2, 3)), keepdims=v),
-], ids=["entropy", "kl_divergence", "logsumexp"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda v: xent.info.entropy([0.5, 0.5], normalize=v),
+        lambda v: xent.info.kl_divergence([0.5, 0.5], [0.5, 0.5], normalize=v),
+        lambda v: xent.logsumexp(np.ones((2, 3)), keepdims=v),
+    ],
+    ids=["entropy", "kl_divergence", "logsumexp"],
+)
 @pytest.mark.parametrize("value", ["no", 2, None, 0.5])
 def test_yes_no_options_refuse_non_booleans(call, value):
     """normalize="no" used to mean yes (its truth value)."""
@@ -136,10 +147,16 @@ def test_float16_results_beyond_65504_are_inf_without_warning():
     assert grad == -np.inf  # -1 / 1e-12
 
 
-@pytest.mark.parametrize("fn, reference", [
-    (xent.binary_cross_entropy_with_logits_with_grad, ref.binary_cross_entropy_with_logits_grad),
-    (xent.binary_cross_entropy_with_grad, ref.binary_cross_entropy_grad),
-])
+@pytest.mark.parametrize(
+    "fn, reference",
+    [
+        (
+            xent.binary_cross_entropy_with_logits_with_grad,
+            ref.binary_cross_entropy_with_logits_grad,
+        ),
+        (xent.binary_cross_entropy_with_grad, ref.binary_cross_entropy_grad),
+    ],
+)
 def test_binary_gradient_into_fortran_out(fn, reference):
     """A Fortran-ordered out= (or input, in place) was reshaped with a copy: the gradient went
     into the copy and out came back unchanged."""
@@ -176,8 +193,9 @@ def test_evaluate_entropy_when_a_later_chunk_holds_a_huge_max(low, high):
 def test_evaluate_checks_weight_of_an_empty_batch(weight):
     """A bad weight was only checked with the first chunk of rows: with no rows it passed."""
     with pytest.raises((TypeError, ValueError), match="weight"):
-        xent.evaluate(np.empty((0, 2), dtype=np.float32), np.empty(0, dtype=np.int64),
-                      weight=weight)
+        xent.evaluate(
+            np.empty((0, 2), dtype=np.float32), np.empty(0, dtype=np.int64), weight=weight
+        )
 
 
 @pytest.mark.parametrize("topk", [(), []])
@@ -188,6 +206,7 @@ def test_evaluate_refuses_an_empty_topk(topk):
 
 
 # ---- memory: no leak on success or error paths ----------------------------------------------------
+
 
 def _rss_bytes():
     with open("/proc/self/statm") as f:
@@ -255,8 +274,9 @@ REFERENCE_NAMES = {"xent.info.cross_entropy": "ref.cross_entropy_dist"}
 
 
 def _table_rows():
-    rows = [m.groupdict() for line in TABLE.read_text().splitlines()
-            if (m := ROW.match(line.strip()))]
+    rows = [
+        m.groupdict() for line in TABLE.read_text().splitlines() if (m := ROW.match(line.strip()))
+    ]
     assert len(rows) > 40, "the table in docs/nonfinite.md was not found"
     return [pytest.param(r["call"], r["result"], id=r["call"]) for r in rows]
 
@@ -281,9 +301,11 @@ def test_nonfinite_table(call, result):
     name = call.split("(")[0]
     if name.endswith("_with_grad"):
         return
-    ref_name = REFERENCE_NAMES.get(name, name.replace("xent.info.", "ref.").replace("xent.", "ref."))
+    ref_name = REFERENCE_NAMES.get(
+        name, name.replace("xent.info.", "ref.").replace("xent.", "ref.")
+    )
     with np.errstate(all="ignore"):
-        _assert_same(eval(ref_name + call[len(name):], namespace), want)
+        _assert_same(eval(ref_name + call[len(name) :], namespace), want)
 
 
 def _misaligned(a):
@@ -302,6 +324,7 @@ def test_misaligned_inputs_are_read_right(dtype):
     any kernel reads them, and give the aligned bits. UBSan found the evaluate kernel loading
     misaligned labels and logits in Dask workers; tools/sanitize.sh runs this test under it."""
     from xent import _validation
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 37)).astype(dtype)
     t = rng.integers(0, 37, 300)
@@ -310,22 +333,28 @@ def test_misaligned_inputs_are_read_right(dtype):
     assert _validation.float_array(mx, "x").flags.aligned
     assert _validation.class_targets(mt, (300,), x.shape).flags.aligned
     assert _validation.class_weights(mw, 37).flags.aligned
+
     def same(a, b):
         return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
 
     assert same(xent.cross_entropy(mx, mt, weight=mw), xent.cross_entropy(x, t, weight=w))
     assert same(xent.logsumexp(mx), xent.logsumexp(x))
     assert same(xent.softmax(mx), xent.softmax(x))
-    loss, grad = xent.cross_entropy_with_grad(mx, mt, reduction="none",
-                                              grad_output=_misaligned(np.ones(300)))
+    loss, grad = xent.cross_entropy_with_grad(
+        mx, mt, reduction="none", grad_output=_misaligned(np.ones(300))
+    )
     assert same(grad, xent.cross_entropy_with_grad(x, t, reduction="none")[1])
     assert xent.evaluate(mx, mt) == xent.evaluate(x, t)
     p = xent.softmax(x)
     assert same(xent.info.entropy(_misaligned(p)), xent.info.entropy(p))
     y = (rng.uniform(size=x.shape) > 0.5).astype(dtype)
-    assert same(xent.binary_cross_entropy_with_logits(mx, _misaligned(y)),
-                xent.binary_cross_entropy_with_logits(x, y))
+    assert same(
+        xent.binary_cross_entropy_with_logits(mx, _misaligned(y)),
+        xent.binary_cross_entropy_with_logits(x, y),
+    )
     h = rng.standard_normal((40, 8)).astype(dtype)
     W = rng.standard_normal((37, 8)).astype(dtype)
-    assert same(xent.linear_cross_entropy(_misaligned(h), _misaligned(W), mt[:40]),
-                xent.linear_cross_entropy(h, W, t[:40]))
+    assert same(
+        xent.linear_cross_entropy(_misaligned(h), _misaligned(W), mt[:40]),
+        xent.linear_cross_entropy(h, W, t[:40]),
+    )

@@ -24,15 +24,18 @@ def same(got, want, rtol=1e-14):
 @pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2), (2, 0), (0, 1, 2), ()])
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_axes_like_scipy(axis, keepdims):
-    same(xent.logsumexp(A, axis=axis, keepdims=keepdims),
-         sc.logsumexp(A, axis=axis, keepdims=keepdims))
+    same(
+        xent.logsumexp(A, axis=axis, keepdims=keepdims),
+        sc.logsumexp(A, axis=axis, keepdims=keepdims),
+    )
     if axis != ():
         same(xent.softmax(A, axis=axis), sc.softmax(A, axis=axis))
         same(xent.log_softmax(A, axis=axis), sc.log_softmax(A, axis=axis), rtol=1e-13)
 
 
-@pytest.mark.parametrize("x", [3.0, [1.0, 2.0, 3.0], [[1, 2], [3, 4]], np.int32(5),
-                               np.arange(6).reshape(2, 3)])
+@pytest.mark.parametrize(
+    "x", [3.0, [1.0, 2.0, 3.0], [[1, 2], [3, 4]], np.int32(5), np.arange(6).reshape(2, 3)]
+)
 def test_scalars_lists_and_integers(x):
     got = xent.logsumexp(x, axis=None)
     want = sc.logsumexp(x)
@@ -48,12 +51,15 @@ def test_zero_d_keeps_its_dtype():
     assert xent.log_softmax(np.float64(2.5)) == 0
 
 
-@pytest.mark.parametrize("b", [
-    np.array([1.0, 2.0, 0.5, 3.0, 1.0]),
-    np.array([1.0, -2.0, 0.5, 3.0, -1.0]),
-    np.array([0.0, 0.0, 1.0, 0.0, 0.0]),
-    np.array([[1.0], [-1.0], [2.0]])[:, :, None],   # broadcast over the last axes
-])
+@pytest.mark.parametrize(
+    "b",
+    [
+        np.array([1.0, 2.0, 0.5, 3.0, 1.0]),
+        np.array([1.0, -2.0, 0.5, 3.0, -1.0]),
+        np.array([0.0, 0.0, 1.0, 0.0, 0.0]),
+        np.array([[1.0], [-1.0], [2.0]])[:, :, None],  # broadcast over the last axes
+    ],
+)
 @pytest.mark.parametrize("axis", [None, -1, (0, 2)])
 def test_weights_and_sign_like_scipy(b, axis):
     got, got_sign = xent.logsumexp(A, axis=axis, b=b, return_sign=True)
@@ -65,15 +71,18 @@ def test_weights_and_sign_like_scipy(b, axis):
     same(xent.logsumexp(A, axis=axis, b=b), want_plain, rtol=1e-13)
 
 
-@pytest.mark.parametrize("a, b", [
-    ([1.0, 1.0], [1.0, -1.0]),          # an exact cancellation: -inf, sign 0
-    ([np.inf, 1.0], [0.0, 1.0]),         # b = 0 leaves the inf out
-    ([np.inf, 1.0], [1.0, 1.0]),
-    ([np.inf, np.inf], [1.0, -1.0]),     # inf - inf
-    ([np.nan, 1.0], [1.0, 1.0]),
-    ([-np.inf, -np.inf], [1.0, 1.0]),
-    ([0.0, -40.0], [1.0, -1.0]),         # log(1 - e^-40), to the last bit
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([1.0, 1.0], [1.0, -1.0]),  # an exact cancellation: -inf, sign 0
+        ([np.inf, 1.0], [0.0, 1.0]),  # b = 0 leaves the inf out
+        ([np.inf, 1.0], [1.0, 1.0]),
+        ([np.inf, np.inf], [1.0, -1.0]),  # inf - inf
+        ([np.nan, 1.0], [1.0, 1.0]),
+        ([-np.inf, -np.inf], [1.0, 1.0]),
+        ([0.0, -40.0], [1.0, -1.0]),  # log(1 - e^-40), to the last bit
+    ],
+)
 def test_weight_edges_like_scipy(a, b):
     got = xent.logsumexp(np.array(a), b=np.array(b), return_sign=True)
     want = sc.logsumexp(np.array(a), b=np.array(b), return_sign=True)
@@ -112,10 +121,14 @@ def test_info_entropy_like_scipy_stats():
     same(xent.info.entropy(pk, qk), scipy.stats.entropy(pk, qk), rtol=1e-13)
     same(xent.info.entropy(pk, qk, 2.0, 1), scipy.stats.entropy(pk, qk, 2.0, 1), rtol=1e-13)
     # keywords, broadcasting pk (one distribution) against several qk
-    same(xent.info.entropy(pk[0], qk=qk, axis=-1, normalize=True),
-         scipy.stats.entropy(pk[0], qk, axis=-1), rtol=1e-13)
-    same(xent.info.entropy(pk, axis=-1, normalize=True), scipy.stats.entropy(pk, axis=-1),
-         rtol=1e-13)
+    same(
+        xent.info.entropy(pk[0], qk=qk, axis=-1, normalize=True),
+        scipy.stats.entropy(pk[0], qk, axis=-1),
+        rtol=1e-13,
+    )
+    same(
+        xent.info.entropy(pk, axis=-1, normalize=True), scipy.stats.entropy(pk, axis=-1), rtol=1e-13
+    )
     with pytest.raises(ValueError, match="does not broadcast"):
         xent.info.entropy(pk, qk=np.ones(5))
 

@@ -29,19 +29,25 @@ def test_multinomial_against_sklearn():
     want_grad, want_hess = loss.gradient_hessian(T.astype(float), X, sample_weight=SW)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(hess, want_hess, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(xent.cross_entropy(X, T, sample_weight=SW),
-                               loss(T.astype(float), X, sample_weight=SW), rtol=1e-13)
+    np.testing.assert_allclose(
+        xent.cross_entropy(X, T, sample_weight=SW),
+        loss(T.astype(float), X, sample_weight=SW),
+        rtol=1e-13,
+    )
 
 
 def test_binomial_against_sklearn():
     loss = sklearn_loss().HalfBinomialLoss()
-    x, y = np.ascontiguousarray(XB[:, 0]), np.ascontiguousarray(YB[:, 0])   # sklearn's need
+    x, y = np.ascontiguousarray(XB[:, 0]), np.ascontiguousarray(YB[:, 0])  # sklearn's need
     grad, hess = xent.binary_cross_entropy_with_logits_grad_hess(x, y, sample_weight=SW)
     want_grad, want_hess = loss.gradient_hessian(y, x, sample_weight=SW)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(hess, want_hess, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(xent.binary_cross_entropy_with_logits(x, y, sample_weight=SW),
-                               loss(y, x, sample_weight=SW), rtol=1e-13)
+    np.testing.assert_allclose(
+        xent.binary_cross_entropy_with_logits(x, y, sample_weight=SW),
+        loss(y, x, sample_weight=SW),
+        rtol=1e-13,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
@@ -49,8 +55,7 @@ def test_grad_hess_against_reference_and_finite_differences(dtype):
     weight = RNG.random(C) + 0.5
     t = T.copy()
     t[3] = -100
-    grad, hess = xent.cross_entropy_grad_hess(X.astype(dtype), t, weight=weight,
-                                              sample_weight=SW)
+    grad, hess = xent.cross_entropy_grad_hess(X.astype(dtype), t, weight=weight, sample_weight=SW)
     want = ref.cross_entropy_grad_hess(X.astype(dtype), t, weight=weight, sample_weight=SW)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(grad, want[0], rtol=tol, atol=tol * 1e-2)
@@ -59,8 +64,10 @@ def test_grad_hess_against_reference_and_finite_differences(dtype):
     assert not grad[3].any() and not hess[3].any()
     # the gradient and the Hessian's diagonal are the loss's derivatives (float64)
     h = 1e-5
-    rows = lambda x: xent.cross_entropy(x, t, weight=weight, sample_weight=SW,  # noqa: E731
-                                        reduction="none")
+
+    def rows(x):
+        return xent.cross_entropy(x, t, weight=weight, sample_weight=SW, reduction="none")
+
     for k in range(C):
         step = np.zeros(C)
         step[k] = h
@@ -72,9 +79,11 @@ def test_grad_hess_against_reference_and_finite_differences(dtype):
 def test_binary_grad_hess_with_weights_against_reference():
     weight, pos_weight = RNG.random(3) + 0.5, RNG.random(3) * 3
     grad, hess = xent.binary_cross_entropy_with_logits_grad_hess(
-        XB, YB, weight=weight, pos_weight=pos_weight, sample_weight=SW)
+        XB, YB, weight=weight, pos_weight=pos_weight, sample_weight=SW
+    )
     want = ref.binary_cross_entropy_with_logits_grad_hess(
-        XB, YB, weight=weight, pos_weight=pos_weight, sample_weight=SW)
+        XB, YB, weight=weight, pos_weight=pos_weight, sample_weight=SW
+    )
     np.testing.assert_allclose(grad, want[0], rtol=1e-13, atol=1e-16)
     np.testing.assert_allclose(hess, want[1], rtol=1e-13, atol=1e-16)
 
@@ -84,10 +93,8 @@ def test_confident_rows_keep_their_digits():
     from mpmath at 200 bits). The other entries are exp(log_softmax), whose argument near -30
     is rounded to a double first: a few ulp, hence 3e-15."""
     grad, hess = xent.cross_entropy_grad_hess(np.array([[0.0, -30.0]]), np.array([0]))
-    np.testing.assert_allclose(grad, [[-9.357622968839299e-14, 9.357622968839299e-14]],
-                               rtol=3e-15)
-    np.testing.assert_allclose(hess, [[9.357622968838423e-14, 9.357622968838423e-14]],
-                               rtol=3e-15)
+    np.testing.assert_allclose(grad, [[-9.357622968839299e-14, 9.357622968839299e-14]], rtol=3e-15)
+    np.testing.assert_allclose(hess, [[9.357622968838423e-14, 9.357622968838423e-14]], rtol=3e-15)
     g, h = xent.binary_cross_entropy_with_logits_grad_hess(np.float32([20.0]), np.float32([1]))
     np.testing.assert_allclose(g, [-2.0611537e-09], rtol=1e-6)
     np.testing.assert_allclose(h, [2.0611537e-09], rtol=1e-6)
@@ -99,11 +106,15 @@ def test_sample_weight_rule(reduction):
     weight = RNG.random(C) + 0.5
     rows = ref.cross_entropy(X, T, weight=weight, reduction="none")
     got = xent.cross_entropy(X, T, weight=weight, sample_weight=SW, reduction=reduction)
-    want = {"none": rows * SW, "sum": np.sum(rows * SW),
-            "mean": np.sum(rows * SW) / np.sum(SW * weight[T])}[reduction]
+    want = {
+        "none": rows * SW,
+        "sum": np.sum(rows * SW),
+        "mean": np.sum(rows * SW) / np.sum(SW * weight[T]),
+    }[reduction]
     np.testing.assert_allclose(got, want, rtol=1e-13)
-    loss, grad = xent.cross_entropy_with_grad(X, T, weight=weight, sample_weight=SW,
-                                              reduction=reduction)
+    loss, grad = xent.cross_entropy_with_grad(
+        X, T, weight=weight, sample_weight=SW, reduction=reduction
+    )
     np.testing.assert_allclose(loss, want, rtol=1e-13)
     g = ref.cross_entropy_grad(X, T, weight=weight, reduction="none") * SW[:, None]
     if reduction == "mean":
@@ -111,14 +122,18 @@ def test_sample_weight_rule(reduction):
     np.testing.assert_allclose(grad, g, rtol=1e-12, atol=1e-17)
     logp = ref.log_softmax(X)
     np.testing.assert_allclose(
-        xent.nll_loss(logp, T, weight=weight, sample_weight=SW, reduction=reduction), want,
-        rtol=1e-12)
+        xent.nll_loss(logp, T, weight=weight, sample_weight=SW, reduction=reduction),
+        want,
+        rtol=1e-12,
+    )
     # binary: one weight per sample, over its elements
     brows = ref.binary_cross_entropy_with_logits(XB, YB, reduction="none") * SW[:, None]
     bwant = {"none": brows, "sum": brows.sum(), "mean": brows.sum() / (SW.sum() * 3)}
     np.testing.assert_allclose(
         xent.binary_cross_entropy_with_logits(XB, YB, sample_weight=SW, reduction=reduction),
-        bwant[reduction], rtol=1e-13)
+        bwant[reduction],
+        rtol=1e-13,
+    )
 
 
 def test_sample_weight_errors():

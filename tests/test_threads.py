@@ -87,8 +87,10 @@ def test_gil_is_released_during_kernels():
 
 def test_concurrent_python_threads_get_serial_results():
     rng = np.random.default_rng(1)
-    inputs = [(rng.standard_normal((3000, 50)).astype(np.float32), rng.integers(0, 50, 3000))
-              for _ in range(8)]
+    inputs = [
+        (rng.standard_normal((3000, 50)).astype(np.float32), rng.integers(0, 50, 3000))
+        for _ in range(8)
+    ]
     expected = [xent.cross_entropy(x, t, reduction="none") for x, t in inputs]
     results = [None] * 8
 
@@ -108,6 +110,7 @@ def test_concurrent_python_threads_get_serial_results():
 def test_nested_public_calls_count_once():
     """perplexity calls cross_entropy: inside it, the call is counted once, not twice."""
     from xent import _threads
+
     seen = []
     original = _threads.get_num_threads
 
@@ -116,6 +119,7 @@ def test_nested_public_calls_count_once():
         return original(num_threads)
 
     import xent.info as info
+
     x = np.zeros((4, 3), np.float32)
     try:
         info.get_num_threads = spy
@@ -125,24 +129,34 @@ def test_nested_public_calls_count_once():
         info.get_num_threads = original
         xent._multiclass.get_num_threads = original
     assert seen and set(seen) == {1}
-    assert _threads.calls_in_flight() == 1   # outside any call: the one about to start
+    assert _threads.calls_in_flight() == 1  # outside any call: the one about to start
 
 
-@pytest.mark.parametrize("preset, expected", [
-    ({}, "GOMP_SPINCOUNT=10000"),
-    ({"GOMP_SPINCOUNT": "300000"}, "GOMP_SPINCOUNT=300000"),
-    ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY=active"),
-])
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        ({}, "GOMP_SPINCOUNT=10000"),
+        ({"GOMP_SPINCOUNT": "300000"}, "GOMP_SPINCOUNT=300000"),
+        ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY=active"),
+    ],
+)
 def test_openmp_spin_default_yields_to_the_caller_setting(tmp_path, preset, expected):
     """import xent shortens OpenMP's spin only where the user set no wait policy."""
     import os
     import subprocess
     import sys
+
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env.update(preset)
     code = "import xent; print(xent._dispatch.config()['openmp_wait'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
 
@@ -152,14 +166,15 @@ def test_thread_pool_and_threadpool_limits_give_serial_results_without_deadlock(
     bit for bit with one-thread calls."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     rng = np.random.default_rng(2)
-    inputs = [(rng.standard_normal((4000, 300)).astype(np.float32),
-               rng.integers(0, 300, 4000)) for _ in range(8)]
+    inputs = [
+        (rng.standard_normal((4000, 300)).astype(np.float32), rng.integers(0, 300, 4000))
+        for _ in range(8)
+    ]
     expected = [xent.cross_entropy(x, t, reduction="none", num_threads=1) for x, t in inputs]
 
     def run_pool():
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(xent.cross_entropy, x, t, reduction="none")
-                       for x, t in inputs]
+            futures = [pool.submit(xent.cross_entropy, x, t, reduction="none") for x, t in inputs]
             return [f.result(timeout=60) for f in futures]
 
     for got, want in zip(run_pool(), expected):
@@ -222,12 +237,19 @@ def test_fork_after_threads_does_not_hang_the_child(tmp_path):
     if not _kernels.has_openmp():
         pytest.skip("serial build")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 # ---- counts above the CPUs, and the limits of the process ------------------------------------
+
 
 def test_counts_above_the_cpus_are_lowered_unless_allowed(monkeypatch):
     if not _kernels.has_openmp():
@@ -248,9 +270,19 @@ def test_counts_above_the_cpus_are_lowered_unless_allowed(monkeypatch):
         xent.get_num_threads(4097)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("512", 512 << 10), ("4M", 4 << 20), ("4 m", 4 << 20), ("1G", 1 << 30), ("100B", 100),
-    ("", None), ("x", None), ("-4M", None)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("512", 512 << 10),
+        ("4M", 4 << 20),
+        ("4 m", 4 << 20),
+        ("1G", 1 << 30),
+        ("100B", 100),
+        ("", None),
+        ("x", None),
+        ("-4M", None),
+    ],
+)
 def test_stack_size_follows_omp_stacksize(monkeypatch, text, expected):
     assert _threads._parse_stacksize(text) == expected
     monkeypatch.delenv("GOMP_STACKSIZE", raising=False)
@@ -259,6 +291,7 @@ def test_stack_size_follows_omp_stacksize(monkeypatch, text, expected):
         assert _threads.thread_stack_bytes() == expected + 4096
     else:
         import resource
+
         soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
         default = (2 << 20) if soft == resource.RLIM_INFINITY else soft
         assert _threads.thread_stack_bytes() == default + 4096
@@ -270,8 +303,9 @@ def test_teams_are_lowered_to_what_the_limits_hold(monkeypatch):
     monkeypatch.setattr(_threads, "_soft_limit", limits.get)
     monkeypatch.setattr(_threads, "_cgroup_pids_headroom", lambda: None)
     monkeypatch.setattr(_threads, "thread_stack_bytes", lambda: 8 << 20)
-    monkeypatch.setattr(_threads, "_proc_status_bytes",
-                        lambda *fields: {"VmSize": 1 << 30, "VmData": 1 << 29})
+    monkeypatch.setattr(
+        _threads, "_proc_status_bytes", lambda *fields: {"VmSize": 1 << 30, "VmData": 1 << 29}
+    )
     assert _threads.threads_within_limits(1) == 1
     assert _threads.threads_within_limits(64) == 64
     # 1 GiB used, 64 MiB kept for the call, 80 MiB free: ten stacks of 8 MiB
@@ -334,13 +368,20 @@ def _run_limited(tmp_path, *args, **env):
     environ = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env)
     environ.pop("OMP_STACKSIZE", None)
     environ.pop("GOMP_STACKSIZE", None)
-    return subprocess.run([sys.executable, "-c", LIMIT_SCRIPT, *args], capture_output=True,
-                          text=True, timeout=120, env=environ, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-c", LIMIT_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        cwd=tmp_path,
+    )
 
 
 @pytest.mark.parametrize("kind, threads, fits", [("as", 64, 4), ("nproc", 2, 1)])
 def test_a_team_beyond_the_limits_falls_back_instead_of_ending_the_process(
-        tmp_path, kind, threads, fits):
+    tmp_path, kind, threads, fits
+):
     if not _kernels.has_openmp():
         pytest.skip("serial build")
     os.chmod(tmp_path, 0o755)  # the child may run as another user (see LIMIT_SCRIPT)
@@ -371,10 +412,15 @@ def test_a_large_team_does_not_outlive_its_call(tmp_path, allowed):
     """num_threads=1000 used to leave ~80 idle threads (8 MiB of stack each) in the process."""
     if not _kernels.has_openmp():
         pytest.skip("serial build")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path),
-               XENT_ALLOW_OVERSUBSCRIBE=allowed)
-    done = subprocess.run([sys.executable, "-c", POOL_SCRIPT], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), XENT_ALLOW_OVERSUBSCRIBE=allowed)
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     before, after = map(int, done.stdout.split())
     assert after <= before + available_cpus() - 1, (before, after)

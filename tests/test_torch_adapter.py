@@ -43,7 +43,7 @@ def _class_dim(shape):
 
 def _batch_shape(shape):
     d = _class_dim(shape)
-    return shape[:d] + shape[d + 1:]
+    return shape[:d] + shape[d + 1 :]
 
 
 def make_case(shape, kind, dtype, weighted, *, requires_grad=False):
@@ -58,8 +58,9 @@ def make_case(shape, kind, dtype, weighted, *, requires_grad=False):
     x.requires_grad_(requires_grad)
     ignore_index = -100
     if kind == "prob":
-        t = torch.softmax(2 * torch.randn(shape, generator=g, dtype=torch.float64),
-                          _class_dim(shape)).to(dtype)
+        t = torch.softmax(
+            2 * torch.randn(shape, generator=g, dtype=torch.float64), _class_dim(shape)
+        ).to(dtype)
     else:
         t = torch.randint(0, C, _batch_shape(shape), generator=g)
         if kind == "ignore":
@@ -82,24 +83,34 @@ def assert_tensor_close(got, expected, dtype):
     torch.testing.assert_close(got, expected, equal_nan=True, **TOL[dtype])
 
 
-CASES = list(itertools.product(SHAPES, ["index", "ignore", "prob"], [False, True], SMOOTHINGS,
-                               REDUCTIONS, [torch.float32, torch.float64]))
+CASES = list(
+    itertools.product(
+        SHAPES,
+        ["index", "ignore", "prob"],
+        [False, True],
+        SMOOTHINGS,
+        REDUCTIONS,
+        [torch.float32, torch.float64],
+    )
+)
 
 
 def _case_id(case):
     shape, kind, weighted, eps, reduction, dtype = case
-    return (f"{'x'.join(map(str, shape))}-{kind}-{'w' if weighted else 'nw'}-ls{eps}-"
-            f"{reduction}-{str(dtype).split('.')[-1]}")
+    return (
+        f"{'x'.join(map(str, shape))}-{kind}-{'w' if weighted else 'nw'}-ls{eps}-"
+        f"{reduction}-{str(dtype).split('.')[-1]}"
+    )
 
 
 # ---- forward and gradients against torch ----------------------------------------------------
+
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_forward_matches_torch(case):
     shape, kind, weighted, eps, reduction, dtype = case
     x, t, w, ignore_index = make_case(shape, kind, dtype, weighted)
-    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=eps)
+    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=eps)
     got = xt.cross_entropy(x, t, **options)
     expected = F.cross_entropy(x, t, **options)
     assert_tensor_close(got, expected, dtype)
@@ -113,8 +124,7 @@ def test_forward_matches_torch(case):
 def test_gradient_matches_torch_autograd(case):
     shape, kind, weighted, eps, reduction, dtype = case
     x, t, w, ignore_index = make_case(shape, kind, dtype, weighted, requires_grad=True)
-    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=eps)
+    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=eps)
     got = xt.cross_entropy(x, t, **options)
     expected = F.cross_entropy(x, t, **options)
     assert got.requires_grad and got.grad_fn is not None
@@ -140,8 +150,7 @@ def test_gradient_matches_torch_autograd(case):
 def test_plain_backward_matches_torch(shape, kind, reduction):
     """loss.backward() (the default incoming gradient of 1: no multiplication at all)."""
     x, t, w, ignore_index = make_case(shape, kind, torch.float64, True, requires_grad=True)
-    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=0.1)
+    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=0.1)
     loss = xt.cross_entropy(x, t, **options)
     (loss if reduction != "none" else loss.sum()).backward()
     got = x.grad
@@ -160,8 +169,11 @@ def test_probability_target_and_weight_gradients_match_torch(reduction, weighted
     if weighted:
         w.requires_grad_(True)
     leaves = [x, t] + ([w] if weighted else [])
-    grad_output = (torch.rand(3, 4, dtype=torch.float64) if reduction == "none"
-                   else torch.tensor(0.7, dtype=torch.float64))
+    grad_output = (
+        torch.rand(3, 4, dtype=torch.float64)
+        if reduction == "none"
+        else torch.tensor(0.7, dtype=torch.float64)
+    )
     options = dict(weight=w, reduction=reduction, label_smoothing=0.1)
     got = torch.autograd.grad(xt.cross_entropy(x, t, **options), leaves, grad_output)
     expected = torch.autograd.grad(F.cross_entropy(x, t, **options), leaves, grad_output)
@@ -186,8 +198,9 @@ def test_empty_batch_like_torch():
     t = torch.zeros(0, dtype=torch.long)
     for reduction in REDUCTIONS:
         got = xt.cross_entropy(x, t, reduction=reduction)
-        assert_tensor_close(got.detach(), F.cross_entropy(x, t, reduction=reduction).detach(),
-                     torch.float32)
+        assert_tensor_close(
+            got.detach(), F.cross_entropy(x, t, reduction=reduction).detach(), torch.float32
+        )
     xt.cross_entropy(x, t, reduction="sum").backward()
     assert x.grad.shape == (0, C)
 
@@ -196,8 +209,9 @@ def test_float16_is_computed_in_float32_and_returned_as_float16():
     x, t, _, _ = make_case((6, C), "index", torch.float16, False, requires_grad=True)
     loss = xt.cross_entropy(x, t)
     assert loss.dtype == torch.float16
-    torch.testing.assert_close(loss.float(), F.cross_entropy(x.detach().float(), t),
-                               rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        loss.float(), F.cross_entropy(x.detach().float(), t), rtol=1e-3, atol=1e-3
+    )
     loss.backward()
     assert x.grad.dtype == torch.float16
     x32 = x.detach().float().requires_grad_(True)
@@ -209,8 +223,9 @@ def test_no_grad_mode_keeps_no_graph_and_skips_the_gradient(monkeypatch):
     x, t, _, _ = make_case((6, C), "index", torch.float32, False, requires_grad=True)
     calls = []
     original = xent.cross_entropy_with_grad
-    monkeypatch.setattr(xent, "cross_entropy_with_grad",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        xent, "cross_entropy_with_grad", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     with torch.no_grad():
         loss = xt.cross_entropy(x, t)
     assert loss.grad_fn is None and not loss.requires_grad and not calls
@@ -220,13 +235,13 @@ def test_no_grad_mode_keeps_no_graph_and_skips_the_gradient(monkeypatch):
 
 # ---- gradcheck --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("kind", ["index", "ignore", "prob"])
 @pytest.mark.parametrize("shape", [(4, C), (2, C, 3)])
 def test_gradcheck(shape, kind, reduction):
     x, t, w, ignore_index = make_case(shape, kind, torch.float64, True, requires_grad=True)
-    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=0.1)
+    options = dict(weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=0.1)
     assert torch.autograd.gradcheck(lambda x: xt.cross_entropy(x, t, **options), (x,))
     unweighted = dict(options, weight=None, label_smoothing=0.0)
     assert torch.autograd.gradcheck(lambda x: xt.cross_entropy(x, t, **unweighted), (x,))
@@ -238,8 +253,9 @@ def test_gradcheck_with_respect_to_probabilities_and_weight(reduction):
     t.requires_grad_(True)
     w.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda x, t, w: xt.cross_entropy(x, t, weight=w, reduction=reduction,
-                                         label_smoothing=0.1), (x, t, w))
+        lambda x, t, w: xt.cross_entropy(x, t, weight=w, reduction=reduction, label_smoothing=0.1),
+        (x, t, w),
+    )
 
 
 def test_no_double_backward():
@@ -253,6 +269,7 @@ def test_no_double_backward():
 
 
 # ---- no copies --------------------------------------------------------------------------------
+
 
 def _record(monkeypatch, name, tensor, seen):
     """Wrap xent.<name> to record whether its logits share memory with ``tensor``."""
@@ -294,8 +311,9 @@ def test_channels_last_input_is_read_in_place(monkeypatch):
     loss.backward()
     x_ref = x.detach().clone().requires_grad_(True)
     F.cross_entropy(x_ref, t, reduction="sum").backward()
-    assert_tensor_close(loss.detach(), F.cross_entropy(x_ref, t, reduction="sum").detach(),
-                 torch.float32)
+    assert_tensor_close(
+        loss.detach(), F.cross_entropy(x_ref, t, reduction="sum").detach(), torch.float32
+    )
     assert_tensor_close(x.grad, x_ref.grad, torch.float32)
 
 
@@ -303,8 +321,9 @@ LAYOUTS = {
     "expanded rows": lambda g: torch.randn(1, C, generator=g, dtype=torch.float64).expand(4, C),
     "transposed": lambda g: torch.randn(C, 4, generator=g, dtype=torch.float64).t(),
     "stepped": lambda g: torch.randn(8, 2 * C, generator=g, dtype=torch.float64)[::2, ::2],
-    "permuted (N, C, d)": lambda g: torch.randn(3, 4, C, generator=g,
-                                                dtype=torch.float64).permute(0, 2, 1),
+    "permuted (N, C, d)": lambda g: torch.randn(3, 4, C, generator=g, dtype=torch.float64).permute(
+        0, 2, 1
+    ),
 }
 
 
@@ -369,22 +388,31 @@ def test_module_registers_weight_as_buffer_and_has_a_repr():
 
 # ---- imports ----------------------------------------------------------------------------------
 
+
 def test_import_xent_does_not_import_torch(tmp_path):
     # Not from the repository, whose source tree would shadow the built package.
-    subprocess.run([sys.executable, "-c",
-                    "import sys, xent; assert 'torch' not in sys.modules, 'torch imported'"],
-                   cwd=tmp_path, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, xent; assert 'torch' not in sys.modules, 'torch imported'",
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
 
 
 def test_import_xent_torch_without_torch_says_what_to_install(tmp_path):
-    code = ("import sys\n"
-            "sys.modules['torch'] = None  # as if torch were not installed\n"
-            "try:\n"
-            "    import xent.torch\n"
-            "except ImportError as e:\n"
-            "    assert 'pip install torch' in str(e), str(e)\n"
-            "else:\n"
-            "    raise SystemExit('no ImportError')\n")
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if torch were not installed\n"
+        "try:\n"
+        "    import xent.torch\n"
+        "except ImportError as e:\n"
+        "    assert 'pip install torch' in str(e), str(e)\n"
+        "else:\n"
+        "    raise SystemExit('no ImportError')\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
@@ -398,30 +426,59 @@ def test_docstring_examples():
 LONG3 = dict(dtype=torch.long)
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: (torch.empty(3, 4, device="meta"), torch.zeros(3, **LONG3)), ValueError,
-     "CPU tensors only; input is on device meta"),
-    (lambda: (torch.zeros(3, 4), torch.zeros(3, device="meta", **LONG3)), ValueError,
-     "target is on device meta"),
-    (lambda: (torch.zeros(3, 4, **LONG3), torch.zeros(3, **LONG3)), TypeError,
-     "input must be float16, bfloat16, float32 or float64, got torch.int64"),
-    (lambda: (np.zeros((3, 4)), torch.zeros(3, **LONG3)), TypeError,
-     "input must be a torch.Tensor"),
-    (lambda: (torch.zeros(3, 4).to_sparse(), torch.zeros(3, **LONG3)), TypeError,
-     "dense"),
-    (lambda: (torch.zeros(3, 4), torch.zeros(3, dtype=torch.bool)), TypeError,
-     "class indices .* or probabilities"),
-    (lambda: (torch.zeros(3, 4), torch.zeros(4, **LONG3)), ValueError,
-     r"target has shape \(4,\), expected \(3,\)"),
-    (lambda: (torch.zeros(2, 4, 3), torch.zeros(2, 4, **LONG3)), ValueError,
-     r"expected \(2, 3\)"),
-    (lambda: (torch.zeros(3, 4), torch.zeros(4, 3)), ValueError,
-     "probability target has shape"),
-    (lambda: (torch.zeros(3, 0), torch.zeros(3, **LONG3)), ValueError, "class dim 1 is empty"),
-    (lambda: (torch.zeros(()), torch.zeros((), **LONG3)), ValueError, "at least one dim"),
-    (lambda: (torch.zeros(3, 4), torch.tensor([0, 1, 4])), IndexError,
-     r"target\[2\] = 4 is out of range"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (
+            lambda: (torch.empty(3, 4, device="meta"), torch.zeros(3, **LONG3)),
+            ValueError,
+            "CPU tensors only; input is on device meta",
+        ),
+        (
+            lambda: (torch.zeros(3, 4), torch.zeros(3, device="meta", **LONG3)),
+            ValueError,
+            "target is on device meta",
+        ),
+        (
+            lambda: (torch.zeros(3, 4, **LONG3), torch.zeros(3, **LONG3)),
+            TypeError,
+            "input must be float16, bfloat16, float32 or float64, got torch.int64",
+        ),
+        (
+            lambda: (np.zeros((3, 4)), torch.zeros(3, **LONG3)),
+            TypeError,
+            "input must be a torch.Tensor",
+        ),
+        (lambda: (torch.zeros(3, 4).to_sparse(), torch.zeros(3, **LONG3)), TypeError, "dense"),
+        (
+            lambda: (torch.zeros(3, 4), torch.zeros(3, dtype=torch.bool)),
+            TypeError,
+            "class indices .* or probabilities",
+        ),
+        (
+            lambda: (torch.zeros(3, 4), torch.zeros(4, **LONG3)),
+            ValueError,
+            r"target has shape \(4,\), expected \(3,\)",
+        ),
+        (
+            lambda: (torch.zeros(2, 4, 3), torch.zeros(2, 4, **LONG3)),
+            ValueError,
+            r"expected \(2, 3\)",
+        ),
+        (
+            lambda: (torch.zeros(3, 4), torch.zeros(4, 3)),
+            ValueError,
+            "probability target has shape",
+        ),
+        (lambda: (torch.zeros(3, 0), torch.zeros(3, **LONG3)), ValueError, "class dim 1 is empty"),
+        (lambda: (torch.zeros(()), torch.zeros((), **LONG3)), ValueError, "at least one dim"),
+        (
+            lambda: (torch.zeros(3, 4), torch.tensor([0, 1, 4])),
+            IndexError,
+            r"target\[2\] = 4 is out of range",
+        ),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(make, error, match):
     x, t = make()
     with pytest.raises(error, match=match):

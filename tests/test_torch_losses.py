@@ -23,8 +23,12 @@ F = torch.nn.functional
 import xent  # noqa: E402
 import xent.torch as xt  # noqa: E402
 
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12),
-       torch.float16: dict(rtol=2e-3, atol=1e-4), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-3)}
+TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float16: dict(rtol=2e-3, atol=1e-4),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=1e-3),
+}
 REDUCTIONS = ["mean", "sum", "none"]
 
 
@@ -62,9 +66,12 @@ NLL_SHAPES = [(5,), (6, 5), (3, 5, 4), (2, 5, 3, 2)]
 def test_nll_loss_forward_and_gradient_match_torch(shape, weighted, ignore, reduction, dtype):
     g = _generator("nll", shape, weighted, ignore, reduction, str(dtype))
     class_dim = 1 if len(shape) >= 2 else 0
-    x = torch.log_softmax(3 * torch.randn(shape, generator=g, dtype=torch.float64),
-                          class_dim).to(dtype).requires_grad_(True)
-    batch = shape[:class_dim] + shape[class_dim + 1:]
+    x = (
+        torch.log_softmax(3 * torch.randn(shape, generator=g, dtype=torch.float64), class_dim)
+        .to(dtype)
+        .requires_grad_(True)
+    )
+    batch = shape[:class_dim] + shape[class_dim + 1 :]
     t = torch.randint(0, 5, batch, generator=g)
     ignore_index = 2 if ignore else -100
     if ignore:
@@ -109,12 +116,19 @@ def _binary_case(shape, dtype, weighted, pos, g):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("logits, weighted, pos", [  # pos_weight: of the logits loss only
-    (False, False, False), (False, True, False),
-    (True, False, False), (True, True, False), (True, True, True), (True, False, True)])
+@pytest.mark.parametrize(
+    "logits, weighted, pos",
+    [  # pos_weight: of the logits loss only
+        (False, False, False),
+        (False, True, False),
+        (True, False, False),
+        (True, True, False),
+        (True, True, True),
+        (True, False, True),
+    ],
+)
 @pytest.mark.parametrize("shape", BINARY_SHAPES, ids=lambda s: "x".join(map(str, s)) or "0d")
-def test_binary_losses_and_gradients_match_torch(shape, logits, weighted, pos, reduction,
-                                                 dtype):
+def test_binary_losses_and_gradients_match_torch(shape, logits, weighted, pos, reduction, dtype):
     g = _generator("bce", shape, logits, weighted, pos, reduction, str(dtype))
     x, y, w, pw = _binary_case(shape, dtype, weighted, pos, g)
     if not logits:
@@ -145,12 +159,16 @@ def test_binary_cross_entropy_names_an_entry_outside_the_unit_interval():
 
 # ---- linear_cross_entropy -----------------------------------------------------------------------
 
+
 def _linear_case(n, h, v, dtype, bias, g, ignore=True):
     x = torch.randn(n, h, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
-    w = (torch.randn(v, h, generator=g, dtype=torch.float64) / h ** 0.5).to(dtype)
+    w = (torch.randn(v, h, generator=g, dtype=torch.float64) / h**0.5).to(dtype)
     w.requires_grad_(True)
-    b = (torch.randn(v, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
-         if bias else None)
+    b = (
+        torch.randn(v, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+        if bias
+        else None
+    )
     t = torch.randint(0, v, (n,), generator=g)
     if ignore:
         t[::3] = -100
@@ -166,9 +184,10 @@ def _reference_linear(x, w, t, b=None, softcap=None, **options):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("bias, smoothing, softcap",
-                         [(False, 0.0, None), (True, 0.1, None), (True, 0.0, 5.0),
-                          (False, 0.1, 2.0)])
+@pytest.mark.parametrize(
+    "bias, smoothing, softcap",
+    [(False, 0.0, None), (True, 0.1, None), (True, 0.0, 5.0), (False, 0.1, 2.0)],
+)
 def test_linear_cross_entropy_matches_torch(bias, smoothing, softcap, reduction, dtype):
     g = _generator("linear", bias, smoothing, softcap, reduction, str(dtype))
     x, w, b, t = _linear_case(9, 16, 300, dtype, bias, g)
@@ -176,8 +195,9 @@ def test_linear_cross_entropy_matches_torch(bias, smoothing, softcap, reduction,
     got = xt.linear_cross_entropy(x, w, t, linear_bias=b, softcap=softcap, **options)
     expected = _reference_linear(x, w, t, b, softcap, **options)
     if softcap is None:  # PyTorch's own fused head agrees with its reference
-        assert_close(F.linear_cross_entropy(x, w, t, linear_bias=b, **options).detach(),
-                     expected.detach())
+        assert_close(
+            F.linear_cross_entropy(x, w, t, linear_bias=b, **options).detach(), expected.detach()
+        )
     assert_close(got.detach(), expected.detach())
     leaves = (x, w) + ((b,) if bias else ())
     grad_output = _grad_output(expected, g)
@@ -188,10 +208,10 @@ def test_linear_cross_entropy_matches_torch(bias, smoothing, softcap, reduction,
 def test_linear_cross_entropy_module_and_the_paths_through_the_logits():
     g = _generator("linear module")
     torch.manual_seed(0)
-    module = xt.LinearCrossEntropyLoss(16, 40, bias=True, dtype=torch.float64,
-                                       label_smoothing=0.1)
-    reference = torch.nn.LinearCrossEntropyLoss(16, 40, bias=True, dtype=torch.float64,
-                                                label_smoothing=0.1)
+    module = xt.LinearCrossEntropyLoss(16, 40, bias=True, dtype=torch.float64, label_smoothing=0.1)
+    reference = torch.nn.LinearCrossEntropyLoss(
+        16, 40, bias=True, dtype=torch.float64, label_smoothing=0.1
+    )
     reference.load_state_dict(module.state_dict())
     x = torch.randn(6, 16, generator=g, dtype=torch.float64)
     t = torch.randint(0, 40, (6,), generator=g)
@@ -208,8 +228,9 @@ def test_linear_cross_entropy_module_and_the_paths_through_the_logits():
     wk = torch.randn(12, 3, 8, generator=g, dtype=torch.float64)
     tk = torch.randint(0, 12, (6, 3), generator=g)
     for args, options in [((x, w, t), dict(weight=cw)), ((x, w, p), {}), ((x, wk, tk), {})]:
-        assert_close(xt.linear_cross_entropy(*args, **options),
-                     F.linear_cross_entropy(*args, **options))
+        assert_close(
+            xt.linear_cross_entropy(*args, **options), F.linear_cross_entropy(*args, **options)
+        )
 
 
 def test_linear_cross_entropy_keeps_no_logits_for_the_backward():
@@ -218,14 +239,17 @@ def test_linear_cross_entropy_keeps_no_logits_for_the_backward():
     x, w, b, t = _linear_case(64, 8, 2000, torch.float32, True, g)
     for reduction in ("mean", "none"):
         loss = xt.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction)
-        saved = [getattr(loss.grad_fn, name) for name in dir(loss.grad_fn)
-                 if name.startswith("_saved") and isinstance(getattr(loss.grad_fn, name),
-                                                              torch.Tensor)]
+        saved = [
+            getattr(loss.grad_fn, name)
+            for name in dir(loss.grad_fn)
+            if name.startswith("_saved") and isinstance(getattr(loss.grad_fn, name), torch.Tensor)
+        ]
         largest = max((s.numel() for s in saved), default=0)
         assert largest <= w.numel() < 64 * 2000, (reduction, largest)
 
 
 # ---- gradcheck -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck_every_loss(reduction):
@@ -235,20 +259,28 @@ def test_gradcheck_every_loss(reduction):
     t = torch.randint(0, 4, (3, 2), generator=g)
     t[0, 0] = -100
     w = torch.rand(4, generator=g, dtype=d) + 0.5
-    assert torch.autograd.gradcheck(lambda x: xt.nll_loss(x, t, weight=w, reduction=reduction),
-                                    (x,))
+    assert torch.autograd.gradcheck(
+        lambda x: xt.nll_loss(x, t, weight=w, reduction=reduction), (x,)
+    )
     p = torch.rand(3, 4, generator=g, dtype=d).mul(0.8).add(0.1).requires_grad_(True)
     y = torch.rand(3, 4, generator=g, dtype=d).requires_grad_(True)
     pw = torch.rand(4, generator=g, dtype=d) + 0.5
     assert torch.autograd.gradcheck(
-        lambda p, y: xt.binary_cross_entropy(p, y, weight=w, reduction=reduction), (p, y))
+        lambda p, y: xt.binary_cross_entropy(p, y, weight=w, reduction=reduction), (p, y)
+    )
     assert torch.autograd.gradcheck(
-        lambda p, y: xt.binary_cross_entropy_with_logits(p, y, weight=w, pos_weight=pw,
-                                                         reduction=reduction), (p, y))
+        lambda p, y: xt.binary_cross_entropy_with_logits(
+            p, y, weight=w, pos_weight=pw, reduction=reduction
+        ),
+        (p, y),
+    )
     h, lw, b, lt = _linear_case(4, 3, 7, d, True, g)
     assert torch.autograd.gradcheck(
-        lambda h, lw, b: xt.linear_cross_entropy(h, lw, lt, linear_bias=b, reduction=reduction,
-                                                 label_smoothing=0.1, softcap=3.0), (h, lw, b))
+        lambda h, lw, b: xt.linear_cross_entropy(
+            h, lw, lt, linear_bias=b, reduction=reduction, label_smoothing=0.1, softcap=3.0
+        ),
+        (h, lw, b),
+    )
 
 
 def test_no_double_backward_for_any_loss():
@@ -256,15 +288,17 @@ def test_no_double_backward_for_any_loss():
     t = torch.tensor([0, 2, 1, 0])
     y = torch.rand(4, 3, dtype=torch.float64)
     w = torch.randn(5, 3, dtype=torch.float64)
-    for name, loss in [("nll_loss", xt.nll_loss(x, t)),
-                       ("binary_cross_entropy_with_logits",
-                        xt.binary_cross_entropy_with_logits(x, y)),
-                       ("linear_cross_entropy", xt.linear_cross_entropy(x, w, t))]:
+    for name, loss in [
+        ("nll_loss", xt.nll_loss(x, t)),
+        ("binary_cross_entropy_with_logits", xt.binary_cross_entropy_with_logits(x, y)),
+        ("linear_cross_entropy", xt.linear_cross_entropy(x, w, t)),
+    ]:
         with pytest.raises(RuntimeError, match=f"{name} is differentiable once only"):
             torch.autograd.grad(loss, x, create_graph=True)
 
 
 # ---- half precision ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
@@ -286,13 +320,20 @@ def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
     # the other losses, once each
     p = torch.sigmoid(x.detach().float())
     y = torch.rand(16, 7, generator=g)
-    assert_close(xt.binary_cross_entropy(p.to(dtype), y.to(dtype)).float(),
-                 F.binary_cross_entropy(p.to(dtype).float(), y.to(dtype).float()), dtype)
-    assert_close(xt.binary_cross_entropy_with_logits(x.detach(), y.to(dtype)).float(),
-                 F.binary_cross_entropy_with_logits(x32.detach(), y.to(dtype).float()), dtype)
+    assert_close(
+        xt.binary_cross_entropy(p.to(dtype), y.to(dtype)).float(),
+        F.binary_cross_entropy(p.to(dtype).float(), y.to(dtype).float()),
+        dtype,
+    )
+    assert_close(
+        xt.binary_cross_entropy_with_logits(x.detach(), y.to(dtype)).float(),
+        F.binary_cross_entropy_with_logits(x32.detach(), y.to(dtype).float()),
+        dtype,
+    )
     logp = torch.log_softmax(x32.detach(), 1)
-    assert_close(xt.nll_loss(logp.to(dtype), t).float(), F.nll_loss(logp.to(dtype).float(), t),
-                 dtype)
+    assert_close(
+        xt.nll_loss(logp.to(dtype), t).float(), F.nll_loss(logp.to(dtype).float(), t), dtype
+    )
     h, w, _, lt = _linear_case(16, 8, 50, torch.float32, False, g)
     h, w = h.detach().to(dtype).requires_grad_(True), w.detach().to(dtype).requires_grad_(True)
     got = xt.linear_cross_entropy(h, w, lt)
@@ -323,14 +364,16 @@ def test_bfloat16_is_read_in_place_through_ml_dtypes(monkeypatch):
 
 # ---- layouts -----------------------------------------------------------------------------------
 
+
 def test_non_contiguous_inputs_match_torch():
     g = _generator("strided")
     base = torch.randn(8, 2, 6, generator=g, dtype=torch.float64)
     x = base[:, 0, :].t().requires_grad_(False)  # (6, 8) with strides (1, 12)
     y = torch.rand(16, 8, generator=g, dtype=torch.float64)[::2]
     for fn, ref, data, target in [
-            (xt.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, y[:6]),
-            (xt.nll_loss, F.nll_loss, x, torch.randint(0, 8, (6,), generator=g))]:
+        (xt.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, y[:6]),
+        (xt.nll_loss, F.nll_loss, x, torch.randint(0, 8, (6,), generator=g)),
+    ]:
         results = []
         for f in (fn, ref):
             leaf = data.detach().requires_grad_(True)
@@ -346,14 +389,17 @@ def test_non_contiguous_inputs_match_torch():
 
 # ---- torch.compile and torch.func ----------------------------------------------------------
 
+
 def _every_loss(x, t, p, y, h, w):
     """One training objective calling each of xent.torch's losses."""
-    return (xt.cross_entropy(x, t, label_smoothing=0.1)
-            + xt.nll_loss(torch.log_softmax(x, 1), t)
-            + xt.binary_cross_entropy(torch.sigmoid(p), y)
-            + xt.binary_cross_entropy_with_logits(p, y, reduction="sum")
-            + xt.linear_cross_entropy(h, w, t, softcap=4.0)
-            + xt.linear_cross_entropy(h, w, t, reduction="none").sum())
+    return (
+        xt.cross_entropy(x, t, label_smoothing=0.1)
+        + xt.nll_loss(torch.log_softmax(x, 1), t)
+        + xt.binary_cross_entropy(torch.sigmoid(p), y)
+        + xt.binary_cross_entropy_with_logits(p, y, reduction="sum")
+        + xt.linear_cross_entropy(h, w, t, softcap=4.0)
+        + xt.linear_cross_entropy(h, w, t, reduction="none").sum()
+    )
 
 
 def _every_loss_inputs():
@@ -400,8 +446,7 @@ def test_custom_ops_pass_pytorchs_opcheck():
         (torch.ops.xent.cross_entropy, (x.detach(), t, None, -100, "none", 0.0, 1, False)),
         (torch.ops.xent.nll_loss, (x, t, None, -100, "sum", None)),
         (torch.ops.xent.binary_cross_entropy, (x, y, None, None, True, "mean", None, True)),
-        (torch.ops.xent.linear_cross_entropy, (h, w, lt, None, -100, "mean", 0.0, 2.0, None,
-                                               True)),
+        (torch.ops.xent.linear_cross_entropy, (h, w, lt, None, -100, "mean", 0.0, 2.0, None, True)),
     ]
     tests = ("test_schema", "test_faketensor", "test_aot_dispatch_static")
     for op, args in cases:
@@ -417,14 +462,15 @@ def test_vmap_maps_each_loss_over_a_batch_of_problems():
     w = torch.randn(5, 6, generator=g, dtype=torch.float64)
     vmap = torch.func.vmap
     for ours, theirs, args, in_dims in [
-            (xt.cross_entropy, F.cross_entropy, (xs, ts), (0, 0)),
-            (xt.nll_loss, F.nll_loss, (xs, ts), (0, 0)),
-            (xt.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
-             (xs, ys), (0, 0)),
-            (xt.linear_cross_entropy, F.linear_cross_entropy, (hs, w, ts), (0, None, 0))]:
+        (xt.cross_entropy, F.cross_entropy, (xs, ts), (0, 0)),
+        (xt.nll_loss, F.nll_loss, (xs, ts), (0, 0)),
+        (xt.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, (xs, ys), (0, 0)),
+        (xt.linear_cross_entropy, F.linear_cross_entropy, (hs, w, ts), (0, None, 0)),
+    ]:
         got = vmap(ours, in_dims=in_dims)(*args)
-        expected = torch.stack([theirs(*[a[i] if d == 0 else a for a, d in zip(args, in_dims)])
-                                for i in range(3)])
+        expected = torch.stack(
+            [theirs(*[a[i] if d == 0 else a for a, d in zip(args, in_dims)]) for i in range(3)]
+        )
         assert_close(got, expected)
 
 
@@ -436,41 +482,97 @@ def test_torch_func_grad_raises_a_clear_error():
 
 # ---- errors ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: xt.nll_loss(torch.zeros(3, 4, device="meta"), torch.zeros(3, dtype=torch.long)),
-     ValueError, "input is on device meta"),
-    (lambda: xt.binary_cross_entropy(torch.zeros(3), torch.zeros(3, device="meta")),
-     ValueError, "target is on device meta"),
-    (lambda: xt.linear_cross_entropy(torch.zeros(2, 3), torch.zeros(4, 3, device="meta"),
-                                     torch.zeros(2, dtype=torch.long)),
-     ValueError, "linear_weight is on device meta"),
-    (lambda: xt.binary_cross_entropy_with_logits(torch.zeros(3), torch.zeros(3),
-                                                 pos_weight=torch.ones(3, device="meta")),
-     ValueError, "pos_weight is on device meta"),
-    (lambda: xt.binary_cross_entropy(torch.zeros(3, dtype=torch.int32), torch.zeros(3)),
-     TypeError, "input must be float16, bfloat16, float32 or float64, got torch.int32"),
-    (lambda: xt.binary_cross_entropy(torch.zeros(3), torch.zeros(4)),
-     ValueError, r"target has shape \(4,\), expected the input's shape \(3,\)"),
-    (lambda: xt.binary_cross_entropy(torch.zeros(3), torch.zeros(3), reduction="avg"),
-     ValueError, "reduction must be one of"),
-    (lambda: xt.binary_cross_entropy_with_logits(
-        torch.zeros(3), torch.zeros(3), weight=torch.ones(3, requires_grad=True)),
-     ValueError, "not differentiable with respect to weight"),
-    (lambda: xt.nll_loss(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long),
-                         weight=torch.ones(4, requires_grad=True)),
-     ValueError, "not differentiable with respect to weight"),
-    (lambda: xt.nll_loss(torch.zeros(3, 4), torch.tensor([0, 4, 1])),
-     IndexError, r"target\[1\] = 4 is out of range"),
-    (lambda: xt.linear_cross_entropy(torch.zeros(2, 3), torch.zeros(4, 5),
-                                     torch.zeros(2, dtype=torch.long)),
-     ValueError, r"linear_weight has shape \(4, 5\) and input \(2, 3\)"),
-    (lambda: xt.linear_cross_entropy(torch.zeros(2, 3), torch.zeros(4, 3, dtype=torch.float64),
-                                     torch.zeros(2, dtype=torch.long)),
-     TypeError, "linear_weight has dtype torch.float64, input torch.float32"),
-    (lambda: xt.linear_cross_entropy(torch.zeros(2, 3), torch.zeros(4, 3),
-                                     torch.tensor([0, 7])),
-     IndexError, r"target\[1\] = 7"),
-])
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: xt.nll_loss(torch.zeros(3, 4, device="meta"), torch.zeros(3, dtype=torch.long)),
+            ValueError,
+            "input is on device meta",
+        ),
+        (
+            lambda: xt.binary_cross_entropy(torch.zeros(3), torch.zeros(3, device="meta")),
+            ValueError,
+            "target is on device meta",
+        ),
+        (
+            lambda: xt.linear_cross_entropy(
+                torch.zeros(2, 3),
+                torch.zeros(4, 3, device="meta"),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            ValueError,
+            "linear_weight is on device meta",
+        ),
+        (
+            lambda: xt.binary_cross_entropy_with_logits(
+                torch.zeros(3), torch.zeros(3), pos_weight=torch.ones(3, device="meta")
+            ),
+            ValueError,
+            "pos_weight is on device meta",
+        ),
+        (
+            lambda: xt.binary_cross_entropy(torch.zeros(3, dtype=torch.int32), torch.zeros(3)),
+            TypeError,
+            "input must be float16, bfloat16, float32 or float64, got torch.int32",
+        ),
+        (
+            lambda: xt.binary_cross_entropy(torch.zeros(3), torch.zeros(4)),
+            ValueError,
+            r"target has shape \(4,\), expected the input's shape \(3,\)",
+        ),
+        (
+            lambda: xt.binary_cross_entropy(torch.zeros(3), torch.zeros(3), reduction="avg"),
+            ValueError,
+            "reduction must be one of",
+        ),
+        (
+            lambda: xt.binary_cross_entropy_with_logits(
+                torch.zeros(3), torch.zeros(3), weight=torch.ones(3, requires_grad=True)
+            ),
+            ValueError,
+            "not differentiable with respect to weight",
+        ),
+        (
+            lambda: xt.nll_loss(
+                torch.zeros(3, 4),
+                torch.zeros(3, dtype=torch.long),
+                weight=torch.ones(4, requires_grad=True),
+            ),
+            ValueError,
+            "not differentiable with respect to weight",
+        ),
+        (
+            lambda: xt.nll_loss(torch.zeros(3, 4), torch.tensor([0, 4, 1])),
+            IndexError,
+            r"target\[1\] = 4 is out of range",
+        ),
+        (
+            lambda: xt.linear_cross_entropy(
+                torch.zeros(2, 3), torch.zeros(4, 5), torch.zeros(2, dtype=torch.long)
+            ),
+            ValueError,
+            r"linear_weight has shape \(4, 5\) and input \(2, 3\)",
+        ),
+        (
+            lambda: xt.linear_cross_entropy(
+                torch.zeros(2, 3),
+                torch.zeros(4, 3, dtype=torch.float64),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            TypeError,
+            "linear_weight has dtype torch.float64, input torch.float32",
+        ),
+        (
+            lambda: xt.linear_cross_entropy(
+                torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 7])
+            ),
+            IndexError,
+            r"target\[1\] = 7",
+        ),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -478,14 +580,20 @@ def test_bad_inputs_raise_clear_errors(call, error, match):
 
 def test_modules_register_their_tensors_as_buffers():
     w, pw = torch.rand(3), torch.rand(3) + 1
-    assert torch.equal(xt.BCEWithLogitsLoss(weight=w, pos_weight=pw).state_dict()["pos_weight"],
-                       pw)
+    assert torch.equal(xt.BCEWithLogitsLoss(weight=w, pos_weight=pw).state_dict()["pos_weight"], pw)
     assert torch.equal(xt.BCELoss(weight=w).state_dict()["weight"], w)
     assert "reduction='sum'" in repr(xt.NLLLoss(weight=w, reduction="sum"))
-    assert set(xt.__all__) == {name for name in dir(xt) if name[0] != "_" and (
-        name.endswith("Loss") or name.endswith("entropy") or name == "nll_loss"
-        or name.endswith("logits"))}
-
+    assert set(xt.__all__) == {
+        name
+        for name in dir(xt)
+        if name[0] != "_"
+        and (
+            name.endswith("Loss")
+            or name.endswith("entropy")
+            or name == "nll_loss"
+            or name.endswith("logits")
+        )
+    }
 
 
 def test_bfloat16_without_ml_dtypes_is_widened_and_gives_the_same_values(monkeypatch):
@@ -521,12 +629,17 @@ def test_bfloat16_weights_and_probability_targets_are_taken():
     w = (0.5 + torch.rand(5, generator=g)).to(b)
     t = torch.randint(0, 5, (6,), generator=g)
     x32 = x.detach().float().requires_grad_(True)
-    for ours, theirs in [(lambda x: xt.cross_entropy(x, p, weight=w),
-                          lambda x: F.cross_entropy(x, p.float(), weight=w.float())),
-                         (lambda x: xt.cross_entropy(x, t, weight=w),
-                          lambda x: F.cross_entropy(x, t, weight=w.float())),
-                         (lambda x: xt.nll_loss(x, t, weight=w),
-                          lambda x: F.nll_loss(x, t, weight=w.float()))]:
+    for ours, theirs in [
+        (
+            lambda x: xt.cross_entropy(x, p, weight=w),
+            lambda x: F.cross_entropy(x, p.float(), weight=w.float()),
+        ),
+        (
+            lambda x: xt.cross_entropy(x, t, weight=w),
+            lambda x: F.cross_entropy(x, t, weight=w.float()),
+        ),
+        (lambda x: xt.nll_loss(x, t, weight=w), lambda x: F.nll_loss(x, t, weight=w.float())),
+    ]:
         got, expected = ours(x), theirs(x32)
         assert got.dtype == b
         assert_close(got.detach().float(), expected.detach(), b)

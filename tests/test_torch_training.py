@@ -64,8 +64,9 @@ def mlp_classifier(dtype):
     for _ in range(STEPS):
         labels = torch.randint(0, 10, (64,), generator=g)
         batches.append((centres[labels] + torch.randn(64, 32, generator=g, dtype=dtype), labels))
-    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(),
-                                torch.nn.Linear(64, 10)).to(dtype)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 10)
+    ).to(dtype)
 
     def ours(m, x, t):
         return xt.cross_entropy(m(x), t, label_smoothing=0.1)
@@ -86,8 +87,9 @@ def mlp_multilabel(dtype):
     for _ in range(STEPS):
         x = torch.randn(64, 16, generator=g, dtype=dtype)
         batches.append((x, (x @ projection > 0.5).to(dtype)))
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(),
-                                torch.nn.Linear(32, 6)).to(dtype)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 6)
+    ).to(dtype)
 
     def ours(m, x, y):
         return xt.binary_cross_entropy_with_logits(m(x), y, pos_weight=pos_weight)
@@ -140,8 +142,7 @@ def lm_head(dtype):
     return _compare(model, ours, theirs, batches)
 
 
-MODELS = {"mlp classifier": mlp_classifier, "mlp multilabel": mlp_multilabel,
-          "lm head": lm_head}
+MODELS = {"mlp classifier": mlp_classifier, "mlp multilabel": mlp_multilabel, "lm head": lm_head}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -158,8 +159,10 @@ if __name__ == "__main__":
     for dtype in BOUND:
         for name, run in MODELS.items():
             curve, largest = run(dtype)
-            print(f"{name:15s} {str(dtype):14s} loss {curve[0]:.4f} -> {curve[-1]:.4f}  "
-                  f"largest |xent - torch| over {STEPS} steps: {largest:.3g}")
+            print(
+                f"{name:15s} {str(dtype):14s} loss {curve[0]:.4f} -> {curve[-1]:.4f}  "
+                f"largest |xent - torch| over {STEPS} steps: {largest:.3g}"
+            )
 
 
 def test_the_training_step_benchmark_runs_and_its_methods_agree(capsys):
@@ -177,14 +180,29 @@ def test_the_training_step_benchmark_runs_and_its_methods_agree(capsys):
     spec.loader.exec_module(train_step)
     threads = torch.get_num_threads()
     try:
-        assert train_step.main(["--shape", "64x16x300", "--repeat", "1", "--no-compile",
-                                "--dtype", "float64", "--threads", "1"]) == 0
+        assert (
+            train_step.main(
+                [
+                    "--shape",
+                    "64x16x300",
+                    "--repeat",
+                    "1",
+                    "--no-compile",
+                    "--dtype",
+                    "float64",
+                    "--threads",
+                    "1",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     methods = {"xent", "torch eager", "torch chunked"}
-    rows = {line[:15].strip(): line.split() for line in out.splitlines()
-            if line[:15].strip() in methods}
+    rows = {
+        line[:15].strip(): line.split() for line in out.splitlines() if line[:15].strip() in methods
+    }
     assert set(rows) == methods, out
     losses = [float(fields[-1]) for fields in rows.values()]
     assert max(losses) - min(losses) < 1e-12, out

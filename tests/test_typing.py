@@ -73,9 +73,23 @@ def test_typed_usage_runs(capsys):
 
 
 #: The stubs xent ships, beside the modules (and in the wheel: pyproject.toml's package-data).
-STUBS = ["__init__", "_compare", "_evaluation", "divergence", "info", "linear", "dask",
-         "torch/__init__", "_kernels", "_linear", "_table", "reference/__init__",
-         "reference/divergence", "reference/info", "reference/linear"]
+STUBS = [
+    "__init__",
+    "_compare",
+    "_evaluation",
+    "divergence",
+    "info",
+    "linear",
+    "dask",
+    "torch/__init__",
+    "_kernels",
+    "_linear",
+    "_table",
+    "reference/__init__",
+    "reference/divergence",
+    "reference/info",
+    "reference/linear",
+]
 
 
 def test_installed_xent_carries_its_type_information():

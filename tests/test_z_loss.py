@@ -12,8 +12,7 @@ RTOL = {np.float32: 3e-5, np.float64: 1e-11}
 
 def close(got, want, dtype, scale=1.0):
     tol = RTOL[np.dtype(dtype).type]
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=tol,
-                               atol=tol * scale)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=tol, atol=tol * scale)
 
 
 def problem(rng, shape, dtype, probabilities=False):
@@ -39,8 +38,9 @@ def test_against_reference(isa, rng, dtype, shape, reduction, probabilities):
     assert lse.dtype == x.dtype and lse.shape == shape[:-1]
     close(lse, want_lse, dtype)
     loss, grad, lse = xent.cross_entropy_with_grad(x, t, return_lse=True, **options)
-    want_loss, want_grad, want_lse = reference.cross_entropy_with_grad(x, t, return_lse=True,
-                                                                       **options)
+    want_loss, want_grad, want_lse = reference.cross_entropy_with_grad(
+        x, t, return_lse=True, **options
+    )
     close(loss, want_loss, dtype)
     close(lse, want_lse, dtype)
     close(grad, want_grad, dtype, scale=np.abs(want_grad).max())
@@ -58,11 +58,13 @@ def test_unchanged_without_the_options(rng):
 def test_in_place_and_grad_output(rng, reduction):
     x, t = problem(rng, (6, 40), np.float64)
     go = rng.standard_normal(6) if reduction == "none" else 0.7
-    want_loss, want_grad = reference.cross_entropy_with_grad(x, t, reduction=reduction,
-                                                            z_loss=0.01, grad_output=go)
+    want_loss, want_grad = reference.cross_entropy_with_grad(
+        x, t, reduction=reduction, z_loss=0.01, grad_output=go
+    )
     work = x.copy()
-    loss, grad = xent.cross_entropy_with_grad(work, t, reduction=reduction, z_loss=0.01,
-                                              grad_output=go, out=work)
+    loss, grad = xent.cross_entropy_with_grad(
+        work, t, reduction=reduction, z_loss=0.01, grad_output=go, out=work
+    )
     assert grad is work
     close(loss, want_loss, np.float64)
     close(grad, want_grad, np.float64)
@@ -87,8 +89,7 @@ def test_against_torch(rng):
     tt = torch.tensor(t)
     kept = tt != -100
     lse = torch.logsumexp(tx, -1)
-    loss = (torch.nn.functional.cross_entropy(tx, tt)
-            + 1e-2 * (lse[kept] ** 2).sum() / kept.sum())
+    loss = torch.nn.functional.cross_entropy(tx, tt) + 1e-2 * (lse[kept] ** 2).sum() / kept.sum()
     loss.backward()
     got, grad = xent.cross_entropy_with_grad(x, t, z_loss=1e-2)
     np.testing.assert_allclose(got, loss.item(), rtol=1e-12)
@@ -104,8 +105,9 @@ def test_finite_differences(rng):
         up, down = x.copy(), x.copy()
         up[index] += h
         down[index] -= h
-        numeric[index] = (xent.cross_entropy(up, t, z_loss=0.05)
-                          - xent.cross_entropy(down, t, z_loss=0.05)) / (2 * h)
+        numeric[index] = (
+            xent.cross_entropy(up, t, z_loss=0.05) - xent.cross_entropy(down, t, z_loss=0.05)
+        ) / (2 * h)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 

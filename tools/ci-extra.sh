@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # Flip to 1 once `ruff format .` has been run over the whole tree; until then the format check
 # reports the files it would change without failing the run.
-RUFF_FORMAT_ENFORCED=0
+RUFF_FORMAT_ENFORCED=1
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/xent-ci-extra.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

@@ -40,20 +40,31 @@ def _cases(xent, dtype):
         add(f"log_softmax_{tag}", lambda x=x: xent.log_softmax(x))
         add(f"softmax_{tag}", lambda x=x: xent.softmax(x))
         add(f"ce_{tag}", lambda x=x, t=t: xent.cross_entropy(x, t, reduction="none"))
-        add(f"ce_mean_{tag}", lambda x=x, t=t, w=w: xent.cross_entropy(
-            x, t, weight=w, label_smoothing=0.1))
-        add(f"ce_prob_{tag}", lambda x=x, p=p, w=w: xent.cross_entropy(
-            x, p, weight=w, label_smoothing=0.2, reduction="none"))
-        add(f"ce_grad_{tag}", lambda x=x, t=t, w=w: xent.cross_entropy_with_grad(
-            x, t, weight=w, label_smoothing=0.1))
-        add(f"ce_grad_none_{tag}", lambda x=x, t=t: xent.cross_entropy_with_grad(
-            x, t, reduction="none"))
-        add(f"ce_prob_grad_{tag}", lambda x=x, p=p: xent.cross_entropy_with_grad(
-            x, p, label_smoothing=0.05))
+        add(
+            f"ce_mean_{tag}",
+            lambda x=x, t=t, w=w: xent.cross_entropy(x, t, weight=w, label_smoothing=0.1),
+        )
+        add(
+            f"ce_prob_{tag}",
+            lambda x=x, p=p, w=w: xent.cross_entropy(
+                x, p, weight=w, label_smoothing=0.2, reduction="none"
+            ),
+        )
+        add(
+            f"ce_grad_{tag}",
+            lambda x=x, t=t, w=w: xent.cross_entropy_with_grad(x, t, weight=w, label_smoothing=0.1),
+        )
+        add(
+            f"ce_grad_none_{tag}",
+            lambda x=x, t=t: xent.cross_entropy_with_grad(x, t, reduction="none"),
+        )
+        add(
+            f"ce_prob_grad_{tag}",
+            lambda x=x, p=p: xent.cross_entropy_with_grad(x, p, label_smoothing=0.05),
+        )
         add(f"nll_{tag}", lambda x=x, t=t: xent.nll_loss(x, t, reduction="sum"))
         add(f"entropy_{tag}", lambda p=p: xent.info.entropy(p))
-        add(f"info_ce_{tag}", lambda p=p, x=x: xent.info.cross_entropy(
-            p, xent.softmax(x), base=2))
+        add(f"info_ce_{tag}", lambda p=p, x=x: xent.info.cross_entropy(p, xent.softmax(x), base=2))
         add(f"kl_{tag}", lambda p=p, x=x: xent.info.kl_divergence(p, xent.softmax(x)))
         add(f"entropy_logits_{tag}", lambda x=x: xent.info.entropy_from_logits(x))
         add(f"perplexity_{tag}", lambda x=x, t=t: xent.info.perplexity(x, t))
@@ -62,13 +73,23 @@ def _cases(xent, dtype):
         y = rng.random((n, c)).astype(dtype)
         bw = rng.random((n, c)).astype(dtype)
         pw = (rng.random(c) * 3).astype(dtype)
-        add(f"bce_{tag}", lambda p=p, y=y, bw=bw: xent.binary_cross_entropy(
-            p, y, weight=bw, reduction="none"))
+        add(
+            f"bce_{tag}",
+            lambda p=p, y=y, bw=bw: xent.binary_cross_entropy(p, y, weight=bw, reduction="none"),
+        )
         add(f"bce_grad_{tag}", lambda p=p, y=y: xent.binary_cross_entropy_with_grad(p, y))
-        add(f"bce_logits_{tag}", lambda x=x, y=y, pw=pw: xent.binary_cross_entropy_with_logits(
-            x, y, pos_weight=pw, reduction="sum"))
-        add(f"bce_logits_grad_{tag}", lambda x=x, y=y, bw=bw, pw=pw:
-            xent.binary_cross_entropy_with_logits_with_grad(x, y, weight=bw, pos_weight=pw))
+        add(
+            f"bce_logits_{tag}",
+            lambda x=x, y=y, pw=pw: xent.binary_cross_entropy_with_logits(
+                x, y, pos_weight=pw, reduction="sum"
+            ),
+        )
+        add(
+            f"bce_logits_grad_{tag}",
+            lambda x=x, y=y, bw=bw, pw=pw: xent.binary_cross_entropy_with_logits_with_grad(
+                x, y, weight=bw, pos_weight=pw
+            ),
+        )
         if n * c <= 200000:
             add(f"evaluate_{tag}", lambda x=x, t=t: _report(xent.evaluate(x, t, topk=(1, 3))))
         if dtype == np.float32 and c < 262144:
@@ -76,8 +97,12 @@ def _cases(xent, dtype):
                 h = x.astype(half)
                 hn = np.dtype(half).name
                 add(f"logsumexp_{hn}_{tag}", lambda h=h: xent.logsumexp(h))
-                add(f"ce_{hn}_{tag}", lambda h=h, t=t: xent.cross_entropy(
-                    h, t, reduction="none", label_smoothing=0.1))
+                add(
+                    f"ce_{hn}_{tag}",
+                    lambda h=h, t=t: xent.cross_entropy(
+                        h, t, reduction="none", label_smoothing=0.1
+                    ),
+                )
                 add(f"log_softmax_{hn}_{tag}", lambda h=h: xent.log_softmax(h))
 
     for n, d, v in [(5, 16, 40), (300, 24, 1100)]:
@@ -86,14 +111,28 @@ def _cases(xent, dtype):
         bias = rng.standard_normal(v).astype(dtype)
         t = rng.integers(0, v, n)
         tag = f"{n}x{d}x{v}"
-        add(f"linear_{tag}", lambda h=hidden, w=weight, t=t: xent.linear_cross_entropy(
-            h, w, t, reduction="none"))
-        add(f"linear_softcap_{tag}", lambda h=hidden, w=weight, t=t, b=bias:
-            xent.linear_cross_entropy(h, w, t, bias=b, softcap=5.0, label_smoothing=0.1))
-        add(f"linear_grad_{tag}", lambda h=hidden, w=weight, t=t, b=bias:
-            xent.linear_cross_entropy_with_grad(h, w, t, bias=b, softcap=7.0))
-        add(f"linear_grad_plain_{tag}", lambda h=hidden, w=weight, t=t:
-            xent.linear_cross_entropy_with_grad(h, w, t, label_smoothing=0.2))
+        add(
+            f"linear_{tag}",
+            lambda h=hidden, w=weight, t=t: xent.linear_cross_entropy(h, w, t, reduction="none"),
+        )
+        add(
+            f"linear_softcap_{tag}",
+            lambda h=hidden, w=weight, t=t, b=bias: xent.linear_cross_entropy(
+                h, w, t, bias=b, softcap=5.0, label_smoothing=0.1
+            ),
+        )
+        add(
+            f"linear_grad_{tag}",
+            lambda h=hidden, w=weight, t=t, b=bias: xent.linear_cross_entropy_with_grad(
+                h, w, t, bias=b, softcap=7.0
+            ),
+        )
+        add(
+            f"linear_grad_plain_{tag}",
+            lambda h=hidden, w=weight, t=t: xent.linear_cross_entropy_with_grad(
+                h, w, t, label_smoothing=0.2
+            ),
+        )
 
     from xent import _kernels
 
@@ -128,8 +167,10 @@ def _narrow(_kernels, x, bfloat):
 
 
 def _report(report):
-    return np.array([getattr(report, f) for f in ("loss", "perplexity", "accuracy", "entropy")]
-                    + [acc for _, acc in report.topk_accuracy])
+    return np.array(
+        [getattr(report, f) for f in ("loss", "perplexity", "accuracy", "entropy")]
+        + [acc for _, acc in report.topk_accuracy]
+    )
 
 
 def _flatten(value, prefix):
@@ -164,9 +205,11 @@ def save(path):
 def compare(before, after):
     a, b = np.load(before), np.load(after)
     missing = sorted(set(a.files) ^ set(b.files))
-    differ = [k for k in sorted(set(a.files) & set(b.files))
-              if a[k].dtype != b[k].dtype or a[k].shape != b[k].shape
-              or a[k].tobytes() != b[k].tobytes()]
+    differ = [
+        k
+        for k in sorted(set(a.files) & set(b.files))
+        if a[k].dtype != b[k].dtype or a[k].shape != b[k].shape or a[k].tobytes() != b[k].tobytes()
+    ]
     for k in missing:
         print(f"only in one file: {k}")
     for k in differ:

@@ -17,16 +17,31 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from . import info, reference  # noqa: E402 (after the OpenMP default above)
-from ._multiclass import (cross_entropy, cross_entropy_grad_hess, cross_entropy_with_grad,
-                          log_softmax, logsumexp, nll_loss, softmax)
-from ._binary import (binary_cross_entropy, binary_cross_entropy_with_grad,
-                      binary_cross_entropy_with_logits,
-                      binary_cross_entropy_with_logits_grad_hess,
-                      binary_cross_entropy_with_logits_with_grad)
+from ._multiclass import (
+    cross_entropy,
+    cross_entropy_grad_hess,
+    cross_entropy_with_grad,
+    log_softmax,
+    logsumexp,
+    nll_loss,
+    softmax,
+)
+from ._binary import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_grad,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad_hess,
+    binary_cross_entropy_with_logits_with_grad,
+)
 from ._check import CheckError
-from .divergence import (js_divergence_logits, js_divergence_logits_with_grad,
-                         kl_divergence_logits, kl_divergence_logits_with_grad,
-                         tv_distance_logits, tv_distance_logits_with_grad)
+from .divergence import (
+    js_divergence_logits,
+    js_divergence_logits_with_grad,
+    kl_divergence_logits,
+    kl_divergence_logits_with_grad,
+    tv_distance_logits,
+    tv_distance_logits_with_grad,
+)
 from ._dispatch import show_config
 from ._threads import get_num_threads
 from ._evaluation import EvaluationReport, evaluate
@@ -50,6 +65,7 @@ def __getattr__(name):
         return value
     raise AttributeError(f"module 'xent' has no attribute {name!r}")
 
+
 from ._version import __version__ as __version__  # noqa: E402
 
 __all__ = [
@@ -63,7 +79,8 @@ __all__ = [
     "cross_entropy_grad_hess",
     "cross_entropy_with_grad",
     "evaluate",
-    "compare", "ComparisonReport",
+    "compare",
+    "ComparisonReport",
     "EvaluationReport",
     "get_num_threads",
     "info",

@@ -11,9 +11,21 @@ from . import _check, _kernels
 from . import _sample_weight as _sw
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
-from ._validation import (aligned, check_enabled, check_reduction, compute_dtype,
-                          first_outside_unit, fit_dtype, float_array, grad_output_factors,
-                          gradient_array, input_array, safe_divide, store, writable_rows)
+from ._validation import (
+    aligned,
+    check_enabled,
+    check_reduction,
+    compute_dtype,
+    first_outside_unit,
+    fit_dtype,
+    float_array,
+    grad_output_factors,
+    gradient_array,
+    input_array,
+    safe_divide,
+    store,
+    writable_rows,
+)
 
 _Element = _kernels.Element
 
@@ -43,8 +55,9 @@ def _operand(value, name, shape, dtype):
     try:
         b = np.broadcast_to(aligned(a), shape)
     except ValueError:
-        raise ValueError(f"{name} of shape {a.shape} does not broadcast to the input's shape "
-                         f"{shape}") from None
+        raise ValueError(
+            f"{name} of shape {a.shape} does not broadcast to the input's shape {shape}"
+        ) from None
     rows = _rows_of(b)
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         rows = np.ascontiguousarray(rows)
@@ -55,34 +68,58 @@ def _require_unit(name, a, block=1 << 20):
     """Raise ValueError naming the first entry of ``a`` outside [0, 1], scanning in blocks."""
     flat = a.reshape(-1)
     for start in range(0, flat.size, block):
-        part = flat[start:start + block]
+        part = flat[start : start + block]
         if not np.all((part >= 0) & (part <= 1)):
             raise ValueError(first_outside_unit(name, a))
 
 
-def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, check,
-            with_grad=False, grad_output=None, out=None, sample_weight=None):
-    if sample_weight is not None:   # the elementwise losses, then scikit-learn's weighted mean
+def _binary(
+    kind,
+    input,
+    target,
+    weight,
+    pos_weight,
+    reduction,
+    num_threads,
+    check,
+    with_grad=False,
+    grad_output=None,
+    out=None,
+    sample_weight=None,
+):
+    if sample_weight is not None:  # the elementwise losses, then scikit-learn's weighted mean
         reduction = check_reduction(reduction)
         sw = _sw.sample_weights(sample_weight, np.shape(input))
         if with_grad:
-            rows, grad = _binary(kind, input, target, weight, pos_weight, "none", num_threads,
-                                 check, True, _sw.row_grad_output(reduction, grad_output, sw,
-                                                                  sw), out)
+            rows, grad = _binary(
+                kind,
+                input,
+                target,
+                weight,
+                pos_weight,
+                "none",
+                num_threads,
+                check,
+                True,
+                _sw.row_grad_output(reduction, grad_output, sw, sw),
+                out,
+            )
             return _sw.reduce_weighted(rows, sw, sw, reduction, np.asarray(rows).dtype), grad
         rows = _binary(kind, input, target, weight, pos_weight, "none", num_threads, check)
         return _sw.reduce_weighted(rows, sw, sw, reduction, np.asarray(rows).dtype)
     logits = kind == _Element.ELEMENT_BCE_LOGITS
     input_name = "logits" if logits else "probs"
-    name = "binary_cross_entropy" + ("_with_logits" if logits else "") + (
-        "_with_grad" if with_grad else "")
+    name = (
+        "binary_cross_entropy"
+        + ("_with_logits" if logits else "")
+        + ("_with_grad" if with_grad else "")
+    )
     x = float_array(input, input_name, min_ndim=0)
     y = input_array(target, "target")
     if y.dtype.kind not in "fiu":
         raise TypeError(f"target must be real (probabilities in [0, 1]), got dtype {y.dtype}")
     if y.shape != x.shape:
-        raise ValueError(f"target has shape {y.shape}, expected the {input_name}' shape "
-                         f"{x.shape}")
+        raise ValueError(f"target has shape {y.shape}, expected the {input_name}' shape {x.shape}")
     reduction = check_reduction(reduction)
     threads = get_num_threads(num_threads)
     checking = check_enabled(check)
@@ -100,17 +137,19 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     grad = dest = None
     scale, g_rows = 1.0, _operand(None, "grad_output", shape, compute)
     if with_grad:
-        factor, _ = grad_output_factors(grad_output if reduction != "none" else None,
-                                        reduction, ())
+        factor, _ = grad_output_factors(grad_output if reduction != "none" else None, reduction, ())
         if reduction == "none" and grad_output is not None:
             g = input_array(grad_output, "grad_output")
             if g.shape != shape:
-                raise ValueError(f"grad_output has shape {g.shape}, expected {shape}: one "
-                                 f"value per element of the 'none' reduction")
+                raise ValueError(
+                    f"grad_output has shape {g.shape}, expected {shape}: one "
+                    f"value per element of the 'none' reduction"
+                )
             g_rows = _operand(g, "grad_output", shape, compute)
         scale = safe_divide(factor, n_elements) if reduction == "mean" else factor
-        grad = gradient_array(out, x, target=y, weight=weight, pos_weight=pos_weight,
-                               grad_output=grad_output)
+        grad = gradient_array(
+            out, x, target=y, weight=weight, pos_weight=pos_weight, grad_output=grad_output
+        )
         # not _rows_of(grad): reshaping a Fortran-ordered out copies it, and the gradient
         # went into that copy
         dest = writable_rows(grad, x_rows)
@@ -126,8 +165,9 @@ def _binary(kind, input, target, weight, pos_weight, reduction, num_threads, che
     buffer = None
     if with_grad:
         buffer = dest if dest is not None else np.empty(x_rows.shape, dtype=compute)
-    total, bad = _kernels.elementwise(kind, x_rows, y_rows, w_rows, pw_rows, losses, buffer,
-                                      scale, g_rows, threads)
+    total, bad = _kernels.elementwise(
+        kind, x_rows, y_rows, w_rows, pw_rows, losses, buffer, scale, g_rows, threads
+    )
     if bad:
         if not logits:
             _require_unit(input_name, x)
@@ -152,9 +192,9 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
     """Check mode: the sampled rows' losses (and gradients) against xent.reference."""
     xs, ys, ws, pws, gs = saved
     if logits:
-        ref_loss = _reference.binary_cross_entropy_with_logits(xs, ys, weight=ws,
-                                                               pos_weight=pws,
-                                                               reduction="none")
+        ref_loss = _reference.binary_cross_entropy_with_logits(
+            xs, ys, weight=ws, pos_weight=pws, reduction="none"
+        )
     else:
         ref_loss = _reference.binary_cross_entropy(xs, ys, weight=ws, reduction="none")
     _check.compare(f"{name} (loss)", losses[sample], ref_loss, dtype, rows=sample)
@@ -165,18 +205,27 @@ def _check_binary(name, logits, losses, grad, sample, saved, scale, rows_shape, 
     unit = np.where(g != 0, np.abs(g), 1.0)
     if logits:
         expected = _reference.binary_cross_entropy_with_logits_grad(
-            xs, ys, weight=ws, pos_weight=pws, reduction="none", grad_output=g)
+            xs, ys, weight=ws, pos_weight=pws, reduction="none", grad_output=g
+        )
     else:
-        expected = _reference.binary_cross_entropy_grad(xs, ys, weight=ws, reduction="none",
-                                                        grad_output=g)
+        expected = _reference.binary_cross_entropy_grad(
+            xs, ys, weight=ws, reduction="none", grad_output=g
+        )
     got = np.asarray(grad).reshape(rows_shape)[sample]
-    _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample,
-                   unit=unit)
+    _check.compare(f"{name} (gradient)", got / unit, expected / unit, dtype, rows=sample, unit=unit)
 
 
 @shares_cpus
-def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", sample_weight=None,
-                         num_threads=None, check=None):
+def binary_cross_entropy(
+    probs,
+    target,
+    *,
+    weight=None,
+    reduction="mean",
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """Binary cross-entropy between probabilities and targets, as PyTorch's.
 
     Parameters
@@ -227,14 +276,32 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", sample
     >>> print(xent.binary_cross_entropy(np.array([0.0]), np.array([1.0]), reduction="sum"))
     100.0
     """
-    return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
-                   check, sample_weight=sample_weight)
+    return _binary(
+        _Element.ELEMENT_BCE,
+        probs,
+        target,
+        weight,
+        None,
+        reduction,
+        num_threads,
+        check,
+        sample_weight=sample_weight,
+    )
 
 
 @shares_cpus
-def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
-                                   grad_output=None, out=None, sample_weight=None,
-                                   num_threads=None, check=None):
+def binary_cross_entropy_with_grad(
+    probs,
+    target,
+    *,
+    weight=None,
+    reduction="mean",
+    grad_output=None,
+    out=None,
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``, in one pass.
 
     The gradient is PyTorch's: ``g w (x - y) / max(x (1 - x), 1e-12)``. ``grad_output`` is
@@ -256,19 +323,39 @@ def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mea
     With ``reduction="none"``, ``grad_output`` holds one incoming gradient per element:
 
     >>> loss, grad = xent.binary_cross_entropy_with_grad(
-    ...     probs, target, reduction="none", grad_output=np.array([1.0, 0.0, 2.0]))
+    ...     probs, target, reduction="none", grad_output=np.array([1.0, 0.0, 2.0])
+    ... )
     >>> np.round(grad, 4)
     array([-1.1111,  0.    , -3.3333])
     """
-    return _binary(_Element.ELEMENT_BCE, probs, target, weight, None, reduction, num_threads,
-                   check, with_grad=True, grad_output=grad_output, out=out,
-                   sample_weight=sample_weight)
+    return _binary(
+        _Element.ELEMENT_BCE,
+        probs,
+        target,
+        weight,
+        None,
+        reduction,
+        num_threads,
+        check,
+        with_grad=True,
+        grad_output=grad_output,
+        out=out,
+        sample_weight=sample_weight,
+    )
 
 
 @shares_cpus
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean", sample_weight=None, num_threads=None,
-                                     check=None):
+def binary_cross_entropy_with_logits(
+    logits,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction="mean",
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """Binary cross-entropy of logits, as PyTorch's: stable for logits of any magnitude.
 
     Parameters
@@ -319,20 +406,42 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     imbalanced label:
 
     >>> pos_weight = np.array([3.0, 1.0])
-    >>> np.round(xent.binary_cross_entropy_with_logits(
-    ...     logits, target, pos_weight=pos_weight, reduction="none"), 4)
+    >>> np.round(
+    ...     xent.binary_cross_entropy_with_logits(
+    ...         logits, target, pos_weight=pos_weight, reduction="none"
+    ...     ),
+    ...     4,
+    ... )
     array([[0.3808, 0.3133],
            [0.9741, 0.    ]])
     """
-    return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
-                   num_threads, check, sample_weight=sample_weight)
+    return _binary(
+        _Element.ELEMENT_BCE_LOGITS,
+        logits,
+        target,
+        weight,
+        pos_weight,
+        reduction,
+        num_threads,
+        check,
+        sample_weight=sample_weight,
+    )
 
 
 @shares_cpus
-def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
-                                               reduction="mean", grad_output=None, out=None,
-                                               sample_weight=None, num_threads=None,
-                                               check=None):
+def binary_cross_entropy_with_logits_with_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction="mean",
+    grad_output=None,
+    out=None,
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """:func:`binary_cross_entropy_with_logits` and its gradient, in one pass.
 
     The gradient is ``g w (L sigmoid(x) - pos_weight y)``; ``grad_output`` and ``out`` as for
@@ -345,8 +454,9 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, p
     >>> import xent
     >>> logits = np.array([2.0, -1.0, 0.5])
     >>> target = np.array([1.0, 0.0, 0.0])
-    >>> loss, grad = xent.binary_cross_entropy_with_logits_with_grad(logits, target,
-    ...                                                               reduction="sum")
+    >>> loss, grad = xent.binary_cross_entropy_with_logits_with_grad(
+    ...     logits, target, reduction="sum"
+    ... )
     >>> round(float(loss), 4)
     1.4143
     >>> np.round(grad, 4)  # sigmoid(logits) - target
@@ -360,15 +470,33 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, p
     >>> np.round(logits, 4)
     array([-0.0397,  0.0896,  0.2075])
     """
-    return _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, reduction,
-                   num_threads, check, with_grad=True, grad_output=grad_output, out=out,
-                   sample_weight=sample_weight)
+    return _binary(
+        _Element.ELEMENT_BCE_LOGITS,
+        logits,
+        target,
+        weight,
+        pos_weight,
+        reduction,
+        num_threads,
+        check,
+        with_grad=True,
+        grad_output=grad_output,
+        out=out,
+        sample_weight=sample_weight,
+    )
 
 
 @shares_cpus
-def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, pos_weight=None,
-                                               sample_weight=None, num_threads=None,
-                                               check=None):
+def binary_cross_entropy_with_logits_grad_hess(
+    logits,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """Gradient and second derivative of each element's BCE with logits, in one pass.
 
     Parameters
@@ -396,8 +524,8 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, p
         def objective(predt, dtrain):
             w = dtrain.get_weight()
             return xent.binary_cross_entropy_with_logits_grad_hess(
-                predt, dtrain.get_label().astype(predt.dtype),
-                sample_weight=w if w.size else None)
+                predt, dtrain.get_label().astype(predt.dtype), sample_weight=w if w.size else None
+            )
 
     Examples
     --------
@@ -410,29 +538,46 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None, p
 
     ``pos_weight`` multiplies the positive targets' terms (here doubles them):
 
-    >>> grad, hess = xent.binary_cross_entropy_with_logits_grad_hess(logits, target,
-    ...                                                              pos_weight=2.0)
+    >>> grad, hess = xent.binary_cross_entropy_with_logits_grad_hess(logits, target, pos_weight=2.0)
     >>> np.round(grad, 4), np.round(hess, 4)
     (array([ 0.2689, -1.    , -0.2384]), array([0.1966, 0.5   , 0.21  ]))
     """
-    _, grad = _binary(_Element.ELEMENT_BCE_LOGITS, logits, target, weight, pos_weight, "none",
-                      num_threads, check, with_grad=True, sample_weight=sample_weight)
+    _, grad = _binary(
+        _Element.ELEMENT_BCE_LOGITS,
+        logits,
+        target,
+        weight,
+        pos_weight,
+        "none",
+        num_threads,
+        check,
+        with_grad=True,
+        sample_weight=sample_weight,
+    )
     x = np.asarray(grad.dtype.type(0) + np.asarray(logits, dtype=grad.dtype), dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):   # huge weights: inf, unwarned
-        c = np.ones(x.shape) if weight is None else np.broadcast_to(
-            np.asarray(weight, dtype=np.float64), x.shape)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge weights: inf, unwarned
+        c = (
+            np.ones(x.shape)
+            if weight is None
+            else np.broadcast_to(np.asarray(weight, dtype=np.float64), x.shape)
+        )
         if sample_weight is not None:
             c = c * _sw.sample_weights(sample_weight, x.shape)
-        pw = 1.0 if pos_weight is None else np.broadcast_to(
-            np.asarray(pos_weight, dtype=np.float64), x.shape)
+        pw = (
+            1.0
+            if pos_weight is None
+            else np.broadcast_to(np.asarray(pos_weight, dtype=np.float64), x.shape)
+        )
         e = np.exp(-np.abs(x))
         sig_big, sig_small = 1.0 / (1.0 + e), e / (1.0 + e)
         hess = c * (1.0 + (pw - 1.0) * y) * sig_big * sig_small
         hess = np.asarray(hess).astype(grad.dtype)
     if check_enabled(check):
         want = _reference.binary_cross_entropy_with_logits_grad_hess(
-            x, y, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight)
-        _check.compare("binary_cross_entropy_with_logits_grad_hess (hess)", hess, want[1],
-                       grad.dtype)
+            x, y, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight
+        )
+        _check.compare(
+            "binary_cross_entropy_with_logits_grad_hess (hess)", hess, want[1], grad.dtype
+        )
     return grad, hess

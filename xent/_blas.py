@@ -60,8 +60,12 @@ def _find_controls():
         except OSError:
             continue
         # scipy's wheels prefix the symbols (scipy_openblas_...; 64-bit ints add 64_).
-        for prefix, suffix in (("scipy_openblas_", ""), ("scipy_openblas_", "64_"),
-                               ("openblas_", ""), ("openblas_", "64_")):
+        for prefix, suffix in (
+            ("scipy_openblas_", ""),
+            ("scipy_openblas_", "64_"),
+            ("openblas_", ""),
+            ("openblas_", "64_"),
+        ):
             get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
             set_ = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
             if get is not None and set_ is not None:

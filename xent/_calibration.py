@@ -51,22 +51,22 @@ CALIBRATION_KINDS = ("mass", "width")
 def check_calibration(calibration, calibration_bins):
     """The checked (kind, bins) of evaluate's calibration options."""
     if calibration not in CALIBRATION_KINDS:
-        raise ValueError(f"calibration must be 'mass' (equal-mass bins) or 'width' "
-                         f"(equal-width bins), got {calibration!r}")
-    if isinstance(calibration_bins, bool) or not isinstance(calibration_bins,
-                                                            (int, np.integer)):
+        raise ValueError(
+            f"calibration must be 'mass' (equal-mass bins) or 'width' "
+            f"(equal-width bins), got {calibration!r}"
+        )
+    if isinstance(calibration_bins, bool) or not isinstance(calibration_bins, (int, np.integer)):
         raise TypeError(f"calibration_bins must be a positive int, got {calibration_bins!r}")
     if not 1 <= calibration_bins <= FINE_BINS:
-        raise ValueError(f"calibration_bins must lie in [1, {FINE_BINS}], got "
-                         f"{calibration_bins}")
+        raise ValueError(f"calibration_bins must lie in [1, {FINE_BINS}], got {calibration_bins}")
     return calibration, int(calibration_bins)
 
 
 def _fixed_point(confidence):
     """(high, low): confidence = high / 2**32 + low / 2**64 (to 2**-65), integer floats."""
-    scaled = confidence * CONFIDENCE_UNIT          # exact: a power of two
+    scaled = confidence * CONFIDENCE_UNIT  # exact: a power of two
     high = np.rint(scaled)
-    low = np.rint((scaled - high) * CONFIDENCE_UNIT)   # |low| <= 2**31, exact products
+    low = np.rint((scaled - high) * CONFIDENCE_UNIT)  # |low| <= 2**31, exact products
     return high, low
 
 
@@ -78,10 +78,8 @@ def _bin_sums(index, correct, high, low, nbins):
     conf_low = np.zeros(nbins, dtype=np.int64)
     for start in range(0, len(index), _BINCOUNT_ROWS):
         part = slice(start, start + _BINCOUNT_ROWS)
-        conf_high += np.bincount(index[part], weights=high[part],
-                                 minlength=nbins).astype(np.int64)
-        conf_low += np.bincount(index[part], weights=low[part],
-                                minlength=nbins).astype(np.int64)
+        conf_high += np.bincount(index[part], weights=high[part], minlength=nbins).astype(np.int64)
+        conf_low += np.bincount(index[part], weights=low[part], minlength=nbins).astype(np.int64)
     return count, hits, conf_high, conf_low
 
 
@@ -99,13 +97,12 @@ class CalibrationHistogram:
         # in one cache line: the fine table is 2 MiB, hit at random)
         self.fine = np.zeros((FINE_BINS, 4), dtype=np.int64)
         self.width = np.zeros((width_bins, 4), dtype=np.int64)
-        self.nan = 0    # counted rows whose confidence is NaN (a row holding NaN or +inf)
+        self.nan = 0  # counted rows whose confidence is NaN (a row holding NaN or +inf)
 
     def add_rows(self, values, column, rank):
         """Fold in one chunk's per-row values (confidence in ``column``) and ranks (-1:
         ignored; 0: top-1 right), in one compiled loop (:meth:`add` does the same in numpy)."""
-        self.nan += _kernels.calibration_histograms(values, column, rank, self.fine,
-                                                    self.width)
+        self.nan += _kernels.calibration_histograms(values, column, rank, self.fine, self.width)
 
     def add(self, confidence, correct):
         """Fold in counted rows: their top-1 probability and whether top-1 is right."""
@@ -115,7 +112,7 @@ class CalibrationHistogram:
         self.nan += int(len(confidence) - np.count_nonzero(ok))
         if not ok.all():
             confidence, correct = confidence[ok], correct[ok]
-        confidence = np.clip(confidence, 0.0, 1.0)   # rounding may put it a hair above 1
+        confidence = np.clip(confidence, 0.0, 1.0)  # rounding may put it a hair above 1
         high, low = _fixed_point(confidence)
         for table, nbins in ((self.fine, FINE_BINS), (self.width, self.width_bins)):
             index = np.minimum((confidence * nbins).astype(np.int64), nbins - 1)
@@ -136,25 +133,29 @@ class CalibrationHistogram:
             count = self.fine[:, 0]
             total = int(count.sum())
             sizes = np.full(nbins, total // nbins, dtype=np.int64)
-            sizes[:total % nbins] += 1                       # as numpy.array_split
-            exact = np.cumsum(sizes)[:-1]                    # sorted positions of the cuts
-            cum = np.concatenate([[0], np.cumsum(count)])    # cum[j]: rows below fine edge j
+            sizes[: total % nbins] += 1  # as numpy.array_split
+            exact = np.cumsum(sizes)[:-1]  # sorted positions of the cuts
+            cum = np.concatenate([[0], np.cumsum(count)])  # cum[j]: rows below fine edge j
             # the fine edge nearest each exact cut (the first of equals)
             right = np.searchsorted(cum, exact, side="left")
             left = np.maximum(right - 1, 0)
-            pick = np.where(np.abs(cum[left] - exact) <= np.abs(cum[right] - exact), left,
-                            right)
+            pick = np.where(np.abs(cum[left] - exact) <= np.abs(cum[right] - exact), left, right)
             cuts = np.concatenate([[0], pick, [FINE_BINS]])
             bound = 2.0 * float(np.abs(cum[pick] - exact).sum()) / total if total else 0.0
-            sums = np.stack([np.add.reduceat(np.append(row, 0), cuts[:-1])
-                             for row in self.fine.T])
-            sums[:, cuts[:-1] == cuts[1:]] = 0              # two cuts on one edge: empty bin
+            sums = np.stack([np.add.reduceat(np.append(row, 0), cuts[:-1]) for row in self.fine.T])
+            sums[:, cuts[:-1] == cuts[1:]] = 0  # two cuts on one edge: empty bin
             edges = cuts / FINE_BINS
         count, hits, conf_high, conf_low = sums
         with np.errstate(invalid="ignore", divide="ignore"):
-            table = np.column_stack([edges[:-1], edges[1:], count,
-                                     _confidence_sum(conf_high, conf_low) / count,
-                                     hits / count])
+            table = np.column_stack(
+                [
+                    edges[:-1],
+                    edges[1:],
+                    count,
+                    _confidence_sum(conf_high, conf_low) / count,
+                    hits / count,
+                ]
+            )
         return table, bound
 
     def errors(self, kind, nbins):

@@ -19,11 +19,14 @@ MAX_CHECK_ROWS = 2048
 #: float32 ulps; these bounds leave room for that and nothing more.
 #: bfloat16 keeps 8 significant bits.
 BFLOAT16_TOLERANCE = (1.6e-2, 1.6e-2)
-TOLERANCES = DtypeTable({
-    np.dtype(np.float16): (2e-3, 2e-3),
-    np.dtype(np.float32): (1e-5, 1e-5),
-    np.dtype(np.float64): (1e-10, 1e-10),
-}, bfloat16=BFLOAT16_TOLERANCE)   # ml_dtypes' bfloat16 found by name, ml_dtypes not imported
+TOLERANCES = DtypeTable(
+    {
+        np.dtype(np.float16): (2e-3, 2e-3),
+        np.dtype(np.float32): (1e-5, 1e-5),
+        np.dtype(np.float64): (1e-10, 1e-10),
+    },
+    bfloat16=BFLOAT16_TOLERANCE,
+)  # ml_dtypes' bfloat16 found by name, ml_dtypes not imported
 
 
 class CheckError(AssertionError):
@@ -71,7 +74,7 @@ def resolution(dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return float(np.finfo(dtype).smallest_subnormal)
-    return 2.0 ** -133   # bfloat16 (ml_dtypes, found by name): float32's exponent, 7 bits
+    return 2.0**-133  # bfloat16 (ml_dtypes, found by name): float32's exponent, 7 bits
 
 
 def compare(name, got, expected, dtype, rows=None, unit=None):
@@ -108,4 +111,5 @@ def compare(name, got, expected, dtype, rows=None, unit=None):
     raise CheckError(
         f"xent.{name}: {where} differs from xent.reference: got {float(got[worst])!r}, "
         f"reference {float(expected[worst])!r} (|diff| {float(err[worst]):.3g}, tolerance "
-        f"rtol={rtol:g}, atol={atol:g}; {int(bad.sum())} of {bad.size} values differ)")
+        f"rtol={rtol:g}, atol={atol:g}; {int(bad.sum())} of {bad.size} values differ)"
+    )

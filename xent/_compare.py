@@ -118,22 +118,35 @@ class ComparisonReport:
         With labels it adds the losses, the perplexities and their ratio's interval:
 
         >>> numbers = xent.compare(ref, cand, np.array([0, 2, 1])).as_dict()
-        >>> [round(numbers[name], 4) for name in ("perplexity_ratio", "perplexity_ratio_low",
-        ...                                       "perplexity_ratio_high")]
+        >>> [
+        ...     round(numbers[name], 4)
+        ...     for name in ("perplexity_ratio", "perplexity_ratio_low", "perplexity_ratio_high")
+        ... ]
         [0.9907, 0.6666, 1.4726]
         """
-        out = {"count": self.count, "ignored": self.ignored, "kl": self.kl,
-               "kl_stderr": self.kl_stderr}
+        out = {
+            "count": self.count,
+            "ignored": self.ignored,
+            "kl": self.kl,
+            "kl_stderr": self.kl_stderr,
+        }
         for q, v in self.kl_percentiles.items():
             out["kl_max" if q == 100 else f"kl_p{q:g}"] = v
-        out.update(js=self.js, top1_agreement=self.top1_agreement,
-                   top1_agreement_stderr=self.top1_agreement_stderr)
+        out.update(
+            js=self.js,
+            top1_agreement=self.top1_agreement,
+            top1_agreement_stderr=self.top1_agreement_stderr,
+        )
         if self.ref_loss is not None:
-            out.update(ref_loss=self.ref_loss, cand_loss=self.cand_loss,
-                       ref_perplexity=self.ref_perplexity, cand_perplexity=self.cand_perplexity,
-                       perplexity_ratio=self.perplexity_ratio,
-                       perplexity_ratio_low=self.perplexity_ratio_interval[0],
-                       perplexity_ratio_high=self.perplexity_ratio_interval[1])
+            out.update(
+                ref_loss=self.ref_loss,
+                cand_loss=self.cand_loss,
+                ref_perplexity=self.ref_perplexity,
+                cand_perplexity=self.cand_perplexity,
+                perplexity_ratio=self.perplexity_ratio,
+                perplexity_ratio_low=self.perplexity_ratio_interval[0],
+                perplexity_ratio_high=self.perplexity_ratio_interval[1],
+            )
             for name, se in self.stderr.items():
                 out[f"{name}_stderr"] = se
             for name, v in self.target_prob_shift.items():
@@ -147,31 +160,35 @@ def _pct_key(q):
 
 # ---- inputs -----------------------------------------------------------------------------------
 
+
 def _is_one_array(x):
     # a file opened for reading by chunks (FileArray) is one array, not an iterable of batches
-    return (is_path(x) or isinstance(x, (np.ndarray, FileArray))
-            or not isinstance(x, Iterable))
+    return is_path(x) or isinstance(x, (np.ndarray, FileArray)) or not isinstance(x, Iterable)
 
 
 def _check_pair(xr, xc, y, where):
     if xr.shape != xc.shape:
-        raise ValueError(f"{where}ref has shape {xr.shape} but cand {xc.shape}: the two "
-                         f"models' logits must have the same shape")
+        raise ValueError(
+            f"{where}ref has shape {xr.shape} but cand {xc.shape}: the two "
+            f"models' logits must have the same shape"
+        )
     if y is not None:
         if y.dtype.kind not in "iu":
-            raise TypeError(f"{where}labels must hold integer class indices, got dtype "
-                            f"{y.dtype}")
+            raise TypeError(f"{where}labels must hold integer class indices, got dtype {y.dtype}")
         if y.shape != xr.shape[:-1]:
-            raise ValueError(f"{where}labels has shape {y.shape}, expected {xr.shape[:-1]} "
-                             f"(the logits' shape without the class axis)")
+            raise ValueError(
+                f"{where}labels has shape {y.shape}, expected {xr.shape[:-1]} "
+                f"(the logits' shape without the class axis)"
+            )
 
 
 def _sources(ref, cand, labels):
     """(total rows or None, iterator of (ref, cand, labels or None, name) ndarrays)."""
     if _is_one_array(ref) or _is_one_array(cand):
         if not (_is_one_array(ref) and _is_one_array(cand)):
-            raise TypeError("give ref and cand both as arrays (or files), or both as "
-                            "iterables of batches")
+            raise TypeError(
+                "give ref and cand both as arrays (or files), or both as iterables of batches"
+            )
         xr = _check_logits(open_array(ref, "ref"), "ref")
         xc = _check_logits(open_array(cand, "cand"), "cand")
         y = None if labels is None else open_array(labels, "labels")
@@ -179,27 +196,28 @@ def _sources(ref, cand, labels):
         return int(np.prod(xr.shape[:-1], dtype=np.int64)), iter([(xr, xc, y, "")])
 
     total = None
-    if isinstance(ref, (list, tuple)):   # shards: open them now, so the bar has a total
+    if isinstance(ref, (list, tuple)):  # shards: open them now, so the bar has a total
         ref = [open_array(b, f"batch {i} ref") for i, b in enumerate(ref)]
         total = sum(int(np.prod(b.shape[:-1], dtype=np.int64)) for b in ref)
 
     def batches():
         label_batches = labels if labels is not None else iter(lambda: None, 0)
-        for i, (br, bc, by) in enumerate(zip(ref, cand, label_batches,
-                                             strict=labels is not None)):
+        for i, (br, bc, by) in enumerate(zip(ref, cand, label_batches, strict=labels is not None)):
             where = f"batch {i} "
             xr = _check_logits(open_array(br, f"{where}ref"), f"{where}ref")
             xc = _check_logits(open_array(bc, f"{where}cand"), f"{where}cand")
             y = None if by is None else open_array(by, f"{where}labels")
             _check_pair(xr, xc, y, where)
             yield xr, xc, y, f"batch {i}, "
+
     return total, batches()
 
 
 def _check_logits(x, name):
     if compute_dtype(x.dtype) is None:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
-                        f"{x.dtype}")
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got dtype {x.dtype}"
+        )
     if x.ndim < 1 or x.shape[-1] == 0:
         raise ValueError(f"{name} has shape {x.shape}: it needs a non-empty class axis (last)")
     return x
@@ -219,6 +237,7 @@ def _prepared(rows, compute):
 
 
 # ---- the pass ---------------------------------------------------------------------------------
+
 
 class _OrderedSums:
     """Float64 column sums added in an order fixed by the global row index (as evaluate's)."""
@@ -243,14 +262,15 @@ class _OrderedSums:
 def _percentiles(values, qs):
     if len(values) == 0:
         return {q: float("nan") for q in qs}
-    with np.errstate(invalid="ignore"):   # inf - inf between two infinite KLs
+    with np.errstate(invalid="ignore"):  # inf - inf between two infinite KLs
         v = np.percentile(values.astype(np.float64), qs)
     return {q: float(x) for q, x in zip(qs, v)}
 
 
 @shares_cpus
-def compare(ref, cand, labels=None, *, ignore_index=-100, chunk_rows=None, num_threads=None,
-            progress=False):
+def compare(
+    ref, cand, labels=None, *, ignore_index=-100, chunk_rows=None, num_threads=None, progress=False
+):
     """Compare two models' logits on the same rows: KL, JSD, top-1 agreement, perplexities.
 
     Parameters
@@ -314,8 +334,16 @@ def compare(ref, cand, labels=None, *, ignore_index=-100, chunk_rows=None, num_t
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total_rows, unit="rows", unit_scale=True, desc="xent compare",
-                   dynamic_ncols=True, leave=False, smoothing=0.1)
+
+        bar = tqdm(
+            total=total_rows,
+            unit="rows",
+            unit_scale=True,
+            desc="xent compare",
+            dynamic_ncols=True,
+            leave=False,
+            smoothing=0.1,
+        )
     try:
         for xr, xc, y, name in sources:
             c = xr.shape[-1]
@@ -325,33 +353,34 @@ def compare(ref, cand, labels=None, *, ignore_index=-100, chunk_rows=None, num_t
                 raise ValueError(f"{name}logits have {c} classes, earlier batches {n_classes}")
             if (y is not None) != labelled:
                 raise ValueError(f"{name}labels are given for some batches only")
-            compute = np.result_type(compute_dtype(xr.dtype.newbyteorder("=")),
-                                     compute_dtype(xc.dtype.newbyteorder("=")))
-            step = chunk or max(1, min(MAX_CHUNK_ROWS,
-                                       CHUNK_BYTES // 2 // (c * compute.itemsize)))
+            compute = np.result_type(
+                compute_dtype(xr.dtype.newbyteorder("=")), compute_dtype(xc.dtype.newbyteorder("="))
+            )
+            step = chunk or max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // 2 // (c * compute.itemsize)))
             rr, rc = _rows_of(xr), _rows_of(xc)
             y_flat = None if y is None else y.reshape(-1)
             for start in range(0, rr.shape[0], step):
-                pr = _prepared(rr[start:start + step], compute)
-                pc = _prepared(rc[start:start + step], compute)
+                pr = _prepared(rr[start : start + step], compute)
+                pc = _prepared(rc[start : start + step], compute)
                 n = len(pr)
                 t = None
                 if y_flat is not None:
-                    t = np.asarray(y_flat[start:start + n])
+                    t = np.asarray(y_flat[start : start + n])
                     bad = (t != ignore_index) & ((t < 0) | (t >= c))
                     if bad.any():
                         i = int(np.argmax(bad))
                         raise IndexError(
                             f"labels[{sums.row + i}] = {t[i]} is out of range ({name}row "
                             f"{start + i}): class indices must lie in [0, {c}) or equal "
-                            f"ignore_index={ignore_index}")
+                            f"ignore_index={ignore_index}"
+                        )
                     t = aligned(np.ascontiguousarray(t, dtype=np.intp))
                 values = np.empty((n, len(COLUMNS)))
                 _kernels.compare_rows(pr, pc, t, ignore_index, values, threads)
                 kept = values[:, _C["counted"]] == 1
                 count += int(np.count_nonzero(kept))
                 ignored += n - int(np.count_nonzero(kept))
-                with np.errstate(over="ignore"):   # a KL above 3.4e38 is kept as inf
+                with np.errstate(over="ignore"):  # a KL above 3.4e38 is kept as inf
                     kl_parts.append(values[kept, _C["kl"]].astype(np.float32))
                 if labelled:
                     shift_parts.append(values[kept, _C["dp"]].astype(np.float32))
@@ -376,10 +405,16 @@ def _report(total, n, ignored, labelled, kl_parts, shift_parts):
 
     kl_values = np.concatenate(kl_parts) if kl_parts else np.zeros(0, np.float32)
     fields = dict(
-        count=n, ignored=ignored, kl=mean("kl"), kl_stderr=se("kl"),
-        kl_percentiles=_percentiles(kl_values, KL_PERCENTILES), js=mean("js"),
+        count=n,
+        ignored=ignored,
+        kl=mean("kl"),
+        kl_stderr=se("kl"),
+        kl_percentiles=_percentiles(kl_values, KL_PERCENTILES),
+        js=mean("js"),
         top1_agreement=mean("agree"),
-        top1_agreement_stderr=_cal.proportion_stderr(s["agree"], n), kl_values=kl_values)
+        top1_agreement_stderr=_cal.proportion_stderr(s["agree"], n),
+        kl_values=kl_values,
+    )
     if labelled:
         shifts = np.concatenate(shift_parts) if shift_parts else np.zeros(0, np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -388,16 +423,23 @@ def _report(total, n, ignored, labelled, kl_parts, shift_parts):
             ratio = float(np.exp(diff))
             lo, hi = _cal.interval(diff, diff_se)
             ref_ppl, cand_ppl = float(np.exp(ref_loss)), float(np.exp(cand_loss))
-            shift = {"mean": mean("dp"), "rms": float(np.sqrt(mean("dp_sq"))),
-                     "stderr": se("dp")}
+            shift = {"mean": mean("dp"), "rms": float(np.sqrt(mean("dp_sq"))), "stderr": se("dp")}
         shift.update({_pct_key(q): v for q, v in _percentiles(shifts, SHIFT_PERCENTILES).items()})
         fields.update(
-            ref_loss=ref_loss, cand_loss=cand_loss, ref_perplexity=ref_ppl,
-            cand_perplexity=cand_ppl, perplexity_ratio=ratio,
+            ref_loss=ref_loss,
+            cand_loss=cand_loss,
+            ref_perplexity=ref_ppl,
+            cand_perplexity=cand_ppl,
+            perplexity_ratio=ratio,
             perplexity_ratio_interval=(float(np.exp(lo)), float(np.exp(hi))),
-            target_prob_shift=shift, target_prob_shifts=shifts,
-            stderr={"ref_loss": se("nll_ref"), "cand_loss": se("nll_cand"),
-                    "ref_perplexity": ref_ppl * se("nll_ref"),
-                    "cand_perplexity": cand_ppl * se("nll_cand"),
-                    "perplexity_ratio": ratio * diff_se})
+            target_prob_shift=shift,
+            target_prob_shifts=shifts,
+            stderr={
+                "ref_loss": se("nll_ref"),
+                "cand_loss": se("nll_cand"),
+                "ref_perplexity": ref_ppl * se("nll_ref"),
+                "cand_perplexity": cand_ppl * se("nll_cand"),
+                "perplexity_ratio": ratio * diff_se,
+            },
+        )
     return ComparisonReport(**fields)

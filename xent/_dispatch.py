@@ -45,8 +45,10 @@ def set_isa(name):
     if not isinstance(name, str) or name not in CHOICES:
         raise ValueError(f"isa must be one of {', '.join(CHOICES)}; got {name!r}")
     if name != "auto" and not _table.isa_supported(name):
-        raise ValueError(f"isa {name!r} is not supported by this CPU or build; it runs "
-                         f"{', '.join(available_isas())}")
+        raise ValueError(
+            f"isa {name!r} is not supported by this CPU or build; it runs "
+            f"{', '.join(available_isas())}"
+        )
     return _table.set_isa(name)
 
 
@@ -73,8 +75,12 @@ def _select_isa_from_env():
     except ValueError:
         chosen = set_isa("auto")
         valid = ", ".join(["auto"] + available_isas())
-        warnings.warn(f"XENT_ISA={requested!r} is not a kernel variant this CPU and build run "
-                      f"(valid values: {valid}); using {chosen!r}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"XENT_ISA={requested!r} is not a kernel variant this CPU and build run "
+            f"(valid values: {valid}); using {chosen!r}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def config():

@@ -17,8 +17,7 @@ COMPUTE_DTYPE = {
 
 def is_bfloat16(dtype):
     """Whether dtype is ml_dtypes' bfloat16 (known by name: ml_dtypes need not be imported)."""
-    return (dtype.name == "bfloat16" and dtype.itemsize == 2
-            and dtype.type.__module__ == "ml_dtypes")
+    return dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.type.__module__ == "ml_dtypes"
 
 
 def compute_dtype(dtype):

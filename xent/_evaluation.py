@@ -37,9 +37,19 @@ CHUNK_BYTES = 128 * 2**20
 #: At most this many rows per chunk (short rows): the per-row buffers stay at 32 MiB.
 MAX_CHUNK_ROWS = 2**20
 
-FIELDS = _kernels.evaluate_fields()   # float64 columns per row: _kernels.evaluate_columns()
-(_LOSS, _WEIGHT, _ENTROPY, _LOSS_SQ, _WEIGHT_LOSS, _WEIGHT_SQ, _ENTROPY_SQ, _BRIER, _BRIER_SQ,
- _CONFIDENCE) = range(10)
+FIELDS = _kernels.evaluate_fields()  # float64 columns per row: _kernels.evaluate_columns()
+(
+    _LOSS,
+    _WEIGHT,
+    _ENTROPY,
+    _LOSS_SQ,
+    _WEIGHT_LOSS,
+    _WEIGHT_SQ,
+    _ENTROPY_SQ,
+    _BRIER,
+    _BRIER_SQ,
+    _CONFIDENCE,
+) = range(10)
 assert _kernels.evaluate_columns()[_CONFIDENCE] == "confidence" and FIELDS == 10
 
 
@@ -218,12 +228,14 @@ class EvaluationReport:
 
 def _both_nan(a, b):
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(x == y or _both_nan(x, y) for x, y in
-                                            zip(a.values(), b.values()))
+        return a.keys() == b.keys() and all(
+            x == y or _both_nan(x, y) for x, y in zip(a.values(), b.values())
+        )
     return isinstance(a, float) and isinstance(b, float) and a != a and b != b
 
 
 # ---- exact, order-fixed accumulation ----------------------------------------------------------
+
 
 @dataclasses.dataclass
 class BlockSummary:
@@ -250,20 +262,19 @@ class BlockSummary:
 class Accumulator:
     """Running totals of an evaluation, added in the order fixed by the global row index."""
 
-    def __init__(self, topk, requested, group=GROUP_ROWS, calibration="mass",
-                 calibration_bins=15):
-        self.topk = topk              # every k counted (1 included: the accuracy)
-        self.requested = requested    # the k reported in topk_accuracy
+    def __init__(self, topk, requested, group=GROUP_ROWS, calibration="mass", calibration_bins=15):
+        self.topk = topk  # every k counted (1 included: the accuracy)
+        self.requested = requested  # the k reported in topk_accuracy
         self.group = group
-        self.row = 0                       # global index of the next row
-        self.carry = np.zeros(FIELDS)     # running sum of the open group
-        self.total = np.zeros(FIELDS)     # sum of the finished groups, in order
+        self.row = 0  # global index of the next row
+        self.carry = np.zeros(FIELDS)  # running sum of the open group
+        self.total = np.zeros(FIELDS)  # sum of the finished groups, in order
         self.count = 0
         self.ignored = 0
         self.hits = np.zeros(len(topk), dtype=np.int64)
         self.calibration, self.calibration_bins = calibration, calibration_bins
         self.histogram = _cal.CalibrationHistogram(calibration_bins)
-        self.loss_total = None   # the summed loss, with num_bytes (set by report)
+        self.loss_total = None  # the summed loss, with num_bytes (set by report)
 
     def add_values(self, values):
         """Feed per-row values of the next rows (global rows self.row, ...)."""
@@ -288,7 +299,7 @@ class Accumulator:
         if s.row0 != self.row:
             raise ValueError(f"block starts at row {s.row0}, expected row {self.row}")
         self.add_values(s.head)
-        if s.nrows > len(s.head):   # the head closed the open group: self.row is a boundary
+        if s.nrows > len(s.head):  # the head closed the open group: self.row is a boundary
             _kernels.add_in_order(s.groups, self.total)
             self.carry[:] = s.carry
             self.row += s.nrows - len(s.head)
@@ -300,7 +311,7 @@ class Accumulator:
 
     def report(self):
         total = self.total.copy()
-        if self.row % self.group:   # the last, unfinished group
+        if self.row % self.group:  # the last, unfinished group
             _kernels.add_in_order(self.carry[None, :], total)
         nan = float("nan")
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -309,13 +320,22 @@ class Accumulator:
         count = self.count
         topk = tuple((k, int(h) / count if count else nan) for k, h in zip(self.topk, self.hits))
         accuracy = next(a for k, a in topk if k == 1)
-        stderr = {"loss": _cal.ratio_stderr(total[_LOSS], total[_WEIGHT], total[_LOSS_SQ],
-                                            total[_WEIGHT_LOSS], total[_WEIGHT_SQ], count)}
-        stderr["perplexity"] = perplexity * stderr["loss"]   # delta method
+        stderr = {
+            "loss": _cal.ratio_stderr(
+                total[_LOSS],
+                total[_WEIGHT],
+                total[_LOSS_SQ],
+                total[_WEIGHT_LOSS],
+                total[_WEIGHT_SQ],
+                count,
+            )
+        }
+        stderr["perplexity"] = perplexity * stderr["loss"]  # delta method
         for k, h in zip(self.topk, self.hits):
             if k in self.requested or k == 1:
-                stderr["accuracy" if k == 1 else f"top{k}_accuracy"] = \
-                    _cal.proportion_stderr(int(h), count)
+                stderr["accuracy" if k == 1 else f"top{k}_accuracy"] = _cal.proportion_stderr(
+                    int(h), count
+                )
         if 1 in self.requested:
             stderr["top1_accuracy"] = stderr["accuracy"]
         stderr["entropy"] = _cal.mean_stderr(total[_ENTROPY], total[_ENTROPY_SQ], count)
@@ -323,14 +343,22 @@ class Accumulator:
         ece, mce, table, bound = self.histogram.errors(self.calibration, self.calibration_bins)
         self.loss_total = float(total[_LOSS])
         return EvaluationReport(
-            loss=loss, perplexity=perplexity, accuracy=accuracy,
+            loss=loss,
+            perplexity=perplexity,
+            accuracy=accuracy,
             topk_accuracy=tuple(p for p in topk if p[0] in self.requested),
             entropy=float(total[_ENTROPY] / count) if count else nan,
-            count=count, ignored=self.ignored,
+            count=count,
+            ignored=self.ignored,
             brier=float(total[_BRIER] / count) if count else nan,
             confidence=float(total[_CONFIDENCE] / count) if count else nan,
-            ece=ece, mce=mce, calibration=self.calibration, calibration_table=table,
-            ece_error_bound=bound, stderr=stderr)
+            ece=ece,
+            mce=mce,
+            calibration=self.calibration,
+            calibration_table=table,
+            ece_error_bound=bound,
+            stderr=stderr,
+        )
 
 
 def block_summary(values, rank, row0, topk, group=GROUP_ROWS, calibration_bins=15):
@@ -346,14 +374,21 @@ def block_summary(values, rank, row0, topk, group=GROUP_ROWS, calibration_bins=1
     histogram = _cal.CalibrationHistogram(calibration_bins)
     histogram.add_rows(np.ascontiguousarray(values), _CONFIDENCE, np.ascontiguousarray(rank))
     return BlockSummary(
-        row0=int(row0), nrows=n, head=np.ascontiguousarray(values[:head_len]),
-        groups=out[:k].copy(), carry=carry, tail_rows=len(rest) - k * group,
-        count=len(counted), ignored=n - len(counted),
+        row0=int(row0),
+        nrows=n,
+        head=np.ascontiguousarray(values[:head_len]),
+        groups=out[:k].copy(),
+        carry=carry,
+        tail_rows=len(rest) - k * group,
+        count=len(counted),
+        ignored=n - len(counted),
         hits=np.array([np.count_nonzero(counted < kk) for kk in topk], dtype=np.int64),
-        calibration=histogram)
+        calibration=histogram,
+    )
 
 
 # ---- argument checking ------------------------------------------------------------------------
+
 
 def _topk(topk):
     """The requested k, as a sorted tuple of distinct positive ints."""
@@ -368,7 +403,7 @@ def _topk(topk):
             raise TypeError(f"topk must hold ints, got {k!r}")
         if k < 1:
             raise ValueError(f"topk must hold positive ints, got {k}")
-    if not ks:   # as `xent eval --topk ""`: an empty request is a mistake, not "none"
+    if not ks:  # as `xent eval --topk ""`: an empty request is a mistake, not "none"
         raise ValueError("topk must hold at least one k (1 for top-1 accuracy alone)")
     return tuple(sorted({int(k) for k in ks}))
 
@@ -385,8 +420,9 @@ def check_chunk_rows(chunk_rows):
 
 def _check_logits(x, name):
     if compute_dtype(x.dtype) is None:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got dtype "
-                        f"{x.dtype}")
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got dtype {x.dtype}"
+        )
     if x.ndim < 1 or x.shape[-1] == 0:
         raise ValueError(f"{name} has shape {x.shape}: it needs a non-empty class axis (last)")
     return x
@@ -396,8 +432,10 @@ def _check_labels(y, batch_shape, name, logits_name):
     if y.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
     if y.shape != batch_shape:
-        raise ValueError(f"{name} has shape {y.shape}, expected {batch_shape} (the shape of "
-                         f"{logits_name} without its class axis)")
+        raise ValueError(
+            f"{name} has shape {y.shape}, expected {batch_shape} (the shape of "
+            f"{logits_name} without its class axis)"
+        )
     return y
 
 
@@ -410,7 +448,7 @@ def _flat_rows(x):
     else:
         try:
             yield np.reshape(x, (-1, x.shape[-1]), copy=False)
-        except ValueError:   # a layout no view can flatten: one leading index at a time
+        except ValueError:  # a layout no view can flatten: one leading index at a time
             for sub in x:
                 yield from _flat_rows(sub)
 
@@ -419,16 +457,29 @@ def _batches(logits, labels):
     """(total rows or None, iterator of (logits, labels, name) batches as ndarrays)."""
     # one array: a path, an ndarray, or anything numpy reads as one (a tensor is iterable, but
     # it is one array of logits, not a sequence of batches)
-    if (is_path(logits) or isinstance(logits, (np.ndarray, FileArray))
-            or hasattr(logits, "__array__") or not isinstance(logits, Iterable)):
+    if (
+        is_path(logits)
+        or isinstance(logits, (np.ndarray, FileArray))
+        or hasattr(logits, "__array__")
+        or not isinstance(logits, Iterable)
+    ):
         if labels is None:
-            raise TypeError("labels is required unless logits is an iterable of "
-                            "(logits, labels) batches")
-        if not (is_path(labels) or isinstance(labels, (np.ndarray, FileArray))
-                or hasattr(labels, "__array__")) and isinstance(
-                labels, Iterable) and not isinstance(labels, (list, tuple)):
-            raise TypeError("labels is an iterable of batches but logits is one array: "
-                            "give both as arrays, or an iterable of (logits, labels) pairs")
+            raise TypeError(
+                "labels is required unless logits is an iterable of (logits, labels) batches"
+            )
+        if (
+            not (
+                is_path(labels)
+                or isinstance(labels, (np.ndarray, FileArray))
+                or hasattr(labels, "__array__")
+            )
+            and isinstance(labels, Iterable)
+            and not isinstance(labels, (list, tuple))
+        ):
+            raise TypeError(
+                "labels is an iterable of batches but logits is one array: "
+                "give both as arrays, or an iterable of (logits, labels) pairs"
+            )
         x = _check_logits(open_array(logits, "logits"), "logits")
         y = _check_labels(open_array(labels, "labels"), x.shape[:-1], "labels", "logits")
         return int(np.prod(x.shape[:-1], dtype=np.int64)), iter([(x, y, "")])
@@ -436,9 +487,11 @@ def _batches(logits, labels):
         pairs = logits
     else:
         if is_path(labels) or isinstance(labels, np.ndarray):
-            raise TypeError("logits is an iterable of batches but labels is one array: give "
-                            "labels as an iterable of batches too, or pass (logits, labels) "
-                            "pairs")
+            raise TypeError(
+                "logits is an iterable of batches but labels is one array: give "
+                "labels as an iterable of batches too, or pass (logits, labels) "
+                "pairs"
+            )
         pairs = zip(logits, labels, strict=True)
     return None, _open_pairs(pairs)
 
@@ -448,11 +501,16 @@ def _open_pairs(pairs):
         try:
             bx, by = pair
         except (TypeError, ValueError):
-            raise TypeError(f"batch {i} must be a (logits, labels) pair, got "
-                            f"{type(pair).__name__}") from None
+            raise TypeError(
+                f"batch {i} must be a (logits, labels) pair, got {type(pair).__name__}"
+            ) from None
         x = _check_logits(open_array(bx, f"batch {i} logits"), f"batch {i} logits")
-        y = _check_labels(open_array(by, f"batch {i} labels"), x.shape[:-1],
-                          f"batch {i} labels", f"batch {i} logits")
+        y = _check_labels(
+            open_array(by, f"batch {i} labels"),
+            x.shape[:-1],
+            f"batch {i} labels",
+            f"batch {i} logits",
+        )
         yield x, y, f"batch {i}, "
 
 
@@ -463,18 +521,26 @@ def _progress_bar(progress, total):
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is a dependency; a broken install should still say so clearly
         raise ImportError("progress=True needs tqdm: pip install tqdm") from None
-    return tqdm(total=total, unit="rows", unit_scale=True, desc="xent evaluate",
-                dynamic_ncols=True, leave=False, smoothing=0.1)
+    return tqdm(
+        total=total,
+        unit="rows",
+        unit_scale=True,
+        desc="xent evaluate",
+        dynamic_ncols=True,
+        leave=False,
+        smoothing=0.1,
+    )
 
 
 # ---- the pass ---------------------------------------------------------------------------------
+
 
 class EvaluationOptions:
     def __init__(self, topk, weight, ignore_index, num_threads):
         self.requested = _topk(topk)
         self.topk = tuple(sorted(set(self.requested) | {1}))
         self.weight_arg = weight
-        self.weights = {}   # class count -> checked float64 weights
+        self.weights = {}  # class count -> checked float64 weights
         self.ignore_index = check_ignore_index(ignore_index)
         self.threads = get_num_threads(num_threads)
         self.n_classes = None
@@ -510,8 +576,10 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
     if bad.any():
         i = int(np.argmax(bad))
         where = f" ({name}row {local0 + i})" if name else ""
-        raise IndexError(f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
-                         f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}")
+        raise IndexError(
+            f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
+            f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}"
+        )
     t = aligned(np.ascontiguousarray(t, dtype=np.intp))
     if buffers is None:
         values, rank = np.empty((n, FIELDS)), np.empty(n, dtype=np.intp)
@@ -519,12 +587,14 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
         if len(buffers.get("rank", ())) < n:
             buffers.update(values=np.empty((n, FIELDS)), rank=np.empty(n, dtype=np.intp))
         values, rank = buffers["values"][:n], buffers["rank"][:n]
-    _kernels.evaluate_rows(rows, t, opts.class_weights(c), opts.ignore_index, values, rank,
-                           opts.threads)
+    _kernels.evaluate_rows(
+        rows, t, opts.class_weights(c), opts.ignore_index, values, rank, opts.threads
+    )
     return values, rank
 
 
 # ---- language-model units: bytes and documents ------------------------------------------------
+
 
 class LanguageModelUnits:
     """Bits per byte and per-document log-likelihoods alongside an evaluation.
@@ -543,8 +613,9 @@ class LanguageModelUnits:
         if num_bytes is None and documents is None:
             return
         if weight is not None:
-            raise ValueError("num_bytes and documents measure log-likelihoods: give "
-                             "weight=None with them")
+            raise ValueError(
+                "num_bytes and documents measure log-likelihoods: give weight=None with them"
+            )
         if num_bytes is not None:
             if isinstance(num_bytes, (int, np.integer)) and not isinstance(num_bytes, bool):
                 if num_bytes <= 0:
@@ -559,15 +630,18 @@ class LanguageModelUnits:
     @staticmethod
     def _per_row(arg, name, labels_shape):
         if labels_shape is None:
-            raise TypeError(f"{name} per row needs logits and labels given as arrays or "
-                            f"files, not as an iterable of batches (give num_bytes as a "
-                            f"total int)")
+            raise TypeError(
+                f"{name} per row needs logits and labels given as arrays or "
+                f"files, not as an iterable of batches (give num_bytes as a "
+                f"total int)"
+            )
         a = open_array(arg, name)
         if a.dtype.kind not in "iu":
             raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
         if a.shape != labels_shape:
-            raise ValueError(f"{name} has shape {a.shape}, expected {labels_shape} (the "
-                             f"labels' shape)")
+            raise ValueError(
+                f"{name} has shape {a.shape}, expected {labels_shape} (the labels' shape)"
+            )
         return a.reshape(-1)
 
     def add(self, start, values, rank):
@@ -582,16 +656,19 @@ class LanguageModelUnits:
         if self.documents is not None:
             d = np.asarray(self.documents[start:stop]).astype(np.int64)
             if (d < 0).any():
-                raise ValueError(f"documents[{start + int(np.argmax(d < 0))}] is negative: "
-                                 f"document ids must be non-negative ints")
+                raise ValueError(
+                    f"documents[{start + int(np.argmax(d < 0))}] is negative: "
+                    f"document ids must be non-negative ints"
+                )
             d = d[kept]
             if len(d) and d.max() >= len(self.loglik):
                 grown = np.zeros(max(int(d.max()) + 1, 2 * len(self.loglik)))
-                grown[:len(self.loglik)] = self.loglik
+                grown[: len(self.loglik)] = self.loglik
                 self.loglik = grown
             np.add.at(self.loglik, d, -values[kept, _LOSS])
-            self.n_documents = max(getattr(self, "n_documents", 0),
-                                   int(d.max()) + 1 if len(d) else 0)
+            self.n_documents = max(
+                getattr(self, "n_documents", 0), int(d.max()) + 1 if len(d) else 0
+            )
 
     def finish(self, report, loss_total):
         extra = {}
@@ -600,14 +677,26 @@ class LanguageModelUnits:
                 bpb = float(np.float64(loss_total) / (np.log(2.0) * self.total_bytes))
                 extra.update(bits_per_byte=bpb, byte_perplexity=float(np.exp2(bpb)))
         if self.documents is not None:
-            extra["document_loglikelihood"] = self.loglik[:getattr(self, "n_documents", 0)]
+            extra["document_loglikelihood"] = self.loglik[: getattr(self, "n_documents", 0)]
         return dataclasses.replace(report, **extra) if extra else report
 
 
 @shares_cpus
-def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100,
-             chunk_rows=None, num_threads=None, progress=False, calibration="mass",
-             calibration_bins=15, num_bytes=None, documents=None):
+def evaluate(
+    logits,
+    labels=None,
+    *,
+    topk=(1, 5),
+    weight=None,
+    ignore_index=-100,
+    chunk_rows=None,
+    num_threads=None,
+    progress=False,
+    calibration="mass",
+    calibration_bins=15,
+    num_bytes=None,
+    documents=None,
+):
     """Loss, perplexity, accuracy, top-k accuracy, predictive entropy, calibration (ECE, MCE,
     Brier score) and their standard errors, in one pass.
 
@@ -688,8 +777,10 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     >>> logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
     >>> labels = np.array([0, 2, 0, -100])  # the last row is padding
     >>> report = xent.evaluate(logits, labels, topk=(1, 2))
-    >>> print(f"loss {report.loss:.4f}, perplexity {report.perplexity:.4f}, "
-    ...       f"top-1 {report.accuracy:.4f}, top-2 {report.top(2):.4f}")
+    >>> print(
+    ...     f"loss {report.loss:.4f}, perplexity {report.perplexity:.4f}, "
+    ...     f"top-1 {report.accuracy:.4f}, top-2 {report.top(2):.4f}"
+    ... )
     loss 0.4850, perplexity 1.6242, top-1 0.6667, top-2 1.0000
     >>> report.count, report.ignored
     (3, 1)
@@ -705,8 +796,9 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
     kind, bins = _cal.check_calibration(calibration, calibration_bins)
     chunk = check_chunk_rows(chunk_rows)
     total_rows, batches = _batches(logits, labels)
-    units = LanguageModelUnits(num_bytes, documents, weight,
-                               _labels_shape(labels) if total_rows is not None else None)
+    units = LanguageModelUnits(
+        num_bytes, documents, weight, _labels_shape(labels) if total_rows is not None else None
+    )
     acc = Accumulator(opts.topk, opts.requested, calibration=kind, calibration_bins=bins)
     buffers = {}
     bar = _progress_bar(progress, total_rows)
@@ -715,18 +807,23 @@ def evaluate(logits, labels=None, *, topk=(1, 5), weight=None, ignore_index=-100
             c = x.shape[-1]
             if opts.n_classes is None:
                 opts.n_classes = c
-                opts.class_weights(c)   # checked even if no row follows (an empty batch)
+                opts.class_weights(c)  # checked even if no row follows (an empty batch)
             elif c != opts.n_classes:
-                raise ValueError(f"{name}logits have {c} classes, earlier batches "
-                                 f"{opts.n_classes}")
+                raise ValueError(f"{name}logits have {c} classes, earlier batches {opts.n_classes}")
             step = chunk or default_chunk_rows(c, x.dtype)
             y_flat = y.reshape(-1)
             done = 0
             for rows in _flat_rows(x):
                 for start, part in row_chunks(rows, step):
                     values, rank = evaluate_chunk(
-                        part, y_flat[done + start:done + start + len(part)], acc.row, opts,
-                        name, done + start, buffers)
+                        part,
+                        y_flat[done + start : done + start + len(part)],
+                        acc.row,
+                        opts,
+                        name,
+                        done + start,
+                        buffers,
+                    )
                     units.add(acc.row, values, rank)
                     acc.add_values(values)
                     acc.add_ranks(rank, values)

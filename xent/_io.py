@@ -28,8 +28,20 @@ import stat
 
 import numpy as np
 
-__all__ = ["ArrayFileError", "FileArray", "NPZ_MEMBER_LIMIT", "NPZ_RATIO_LIMIT", "NpzMember",
-           "file_kind", "is_path", "npz_arrays", "open_array", "open_npy", "open_raw", "row_chunks"]
+__all__ = [
+    "ArrayFileError",
+    "FileArray",
+    "NPZ_MEMBER_LIMIT",
+    "NPZ_RATIO_LIMIT",
+    "NpzMember",
+    "file_kind",
+    "is_path",
+    "npz_arrays",
+    "open_array",
+    "open_npy",
+    "open_raw",
+    "row_chunks",
+]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -67,7 +79,7 @@ def _split(n_bytes, readers):
     if n_bytes < _PARALLEL_READ_BYTES or readers == 1:
         return [(0, n_bytes)]
     step = -(-n_bytes // readers)
-    step += -step % 4096   # page-aligned pieces
+    step += -step % 4096  # page-aligned pieces
     return [(lo, min(n_bytes, lo + step)) for lo in range(0, n_bytes, step)]
 
 
@@ -81,9 +93,13 @@ def is_path(x):
 
 
 def _kind_of_mode(mode):
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
@@ -110,8 +126,11 @@ def _open_regular(path):
             return fd, info
         os.close(fd)
     kind = _kind_of_mode(info_mode)
-    hint = (f" (give files, or a glob such as '{os.path.join(path, '*.npy')}')"
-            if kind == "a directory" else ": xent reads arrays from regular files only")
+    hint = (
+        f" (give files, or a glob such as '{os.path.join(path, '*.npy')}')"
+        if kind == "a directory"
+        else ": xent reads arrays from regular files only"
+    )
     raise ArrayFileError(f"{path}: is {kind}{hint}")
 
 
@@ -124,7 +143,7 @@ def _read_head(path, n):
 
 
 def file_kind(path):
-    """"npy", "npz" or "raw", from the file's first bytes (not its name)."""
+    """ "npy", "npz" or "raw", from the file's first bytes (not its name)."""
     head = _read_head(path, 6)
     if head == _NPY_MAGIC:
         return "npy"
@@ -141,20 +160,24 @@ def _npy_header(f, path):
     """
     try:
         version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = read_header(f, max_header_size=2**20)
     except (ValueError, EOFError, SyntaxError, TypeError) as exc:
         raise ArrayFileError(f"{path}: not a valid .npy file ({exc})") from None
     if dtype.hasobject:
         raise ArrayFileError(f"{path}: holds Python objects (dtype {dtype}), not numbers")
     if any(d < 0 for d in shape):
-        raise ArrayFileError(f"{path}: invalid .npy header: negative dimension in shape "
-                             f"{shape}")
+        raise ArrayFileError(f"{path}: invalid .npy header: negative dimension in shape {shape}")
     size = math.prod(shape) * dtype.itemsize
     if size > 2**63 - 1:
-        raise ArrayFileError(f"{path}: invalid .npy header: shape {shape} of {dtype} is "
-                             f"{size:.3g} bytes, more than any file can hold")
+        raise ArrayFileError(
+            f"{path}: invalid .npy header: shape {shape} of {dtype} is "
+            f"{size:.3g} bytes, more than any file can hold"
+        )
     return tuple(shape), fortran, dtype, size
 
 
@@ -173,7 +196,7 @@ class FileArray:
         self.dtype = np.dtype(dtype)
         self.shape = tuple(int(d) for d in shape)
         self.offset = offset
-        self._identity = identity   # (st_dev, st_ino): the file the header was read from
+        self._identity = identity  # (st_dev, st_ino): the file the header was read from
 
     ndim = property(lambda self: len(self.shape))
     size = property(lambda self: math.prod(self.shape))
@@ -206,8 +229,9 @@ class FileArray:
         if isinstance(key, (int, np.integer)):
             i = int(key) + (self.shape[0] if key < 0 else 0)
             if not 0 <= i < self.shape[0]:
-                raise IndexError(f"index {int(key)} is out of bounds for axis 0 with size "
-                                 f"{self.shape[0]}")
+                raise IndexError(
+                    f"index {int(key)} is out of bounds for axis 0 with size {self.shape[0]}"
+                )
             return self.read(i, i + 1)[0]
         raise IndexError("a FileArray takes an int or a slice of rows")
 
@@ -238,18 +262,21 @@ class FileArray:
             parts = _split(want, _parallel_reads())
             if len(parts) == 1:
                 self._pread(fd, view, position, 0, want, start, stop)
-            else:   # a copy by one core is slower than the kernels' pass: several readers
+            else:  # a copy by one core is slower than the kernels' pass: several readers
                 import threading
+
                 failures = []
 
                 def read_part(lo, hi):
                     try:
                         self._pread(fd, view, position, lo, hi, start, stop)
-                    except BaseException as exc:   # raised in the calling thread below
+                    except BaseException as exc:  # raised in the calling thread below
                         failures.append(exc)
 
-                threads = [threading.Thread(target=read_part, args=part, name="xent-read")
-                           for part in parts[1:]]
+                threads = [
+                    threading.Thread(target=read_part, args=part, name="xent-read")
+                    for part in parts[1:]
+                ]
                 for t in threads:
                     t.start()
                 read_part(*parts[0])
@@ -265,14 +292,14 @@ class FileArray:
         """Fill view[lo:hi] from the file at position + lo, or raise if the file ends first."""
         done = lo
         while done < hi:
-            got = os.preadv(fd, [view[done:done + min(_READ_STEP, hi - done)]],
-                            position + done)
+            got = os.preadv(fd, [view[done : done + min(_READ_STEP, hi - done)]], position + done)
             if got == 0:
                 size = os.fstat(fd).st_size
                 raise ArrayFileError(
                     f"{self.path}: the file shrank to {size:,} bytes while it was read "
                     f"(rows {start:,} to {stop:,} need bytes up to at least "
-                    f"{position + hi:,}): was it overwritten during the evaluation?")
+                    f"{position + hi:,}): was it overwritten during the evaluation?"
+                )
             done += got
 
 
@@ -287,8 +314,10 @@ def open_npy(path):
         data_offset = f.tell()
     held = info.st_size - data_offset
     if held < expected:
-        raise ArrayFileError(f"{path}: truncated: its header says {shape} {dtype} "
-                             f"({expected:,} bytes of data), the file holds {held:,}")
+        raise ArrayFileError(
+            f"{path}: truncated: its header says {shape} {dtype} "
+            f"({expected:,} bytes of data), the file holds {held:,}"
+        )
     if fortran and len(shape) >= 2:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     return FileArray(path, dtype, shape, data_offset, (info.st_dev, info.st_ino))
@@ -303,13 +332,17 @@ def open_raw(path, dtype, shape, what):
     known = math.prod(d for d in shape if d != -1) * itemsize
     if -1 in shape:
         if known == 0 or size % known:
-            raise ArrayFileError(f"{path}: {size:,} bytes is not a whole number of rows of "
-                                 f"{known:,} bytes ({what} {dtype}, shape {shape})")
+            raise ArrayFileError(
+                f"{path}: {size:,} bytes is not a whole number of rows of "
+                f"{known:,} bytes ({what} {dtype}, shape {shape})"
+            )
         shape = tuple(size // known if d == -1 else d for d in shape)
     elif size != known:
         kind = "truncated" if size < known else "too long"
-        raise ArrayFileError(f"{path}: {kind}: shape {shape} of {dtype} needs {known:,} "
-                             f"bytes, the file holds {size:,}")
+        raise ArrayFileError(
+            f"{path}: {kind}: shape {shape} of {dtype} needs {known:,} "
+            f"bytes, the file holds {size:,}"
+        )
     return FileArray(path, dtype, shape, 0, (info.st_dev, info.st_ino))
 
 
@@ -326,7 +359,7 @@ class NpzMember:
     def __init__(self, path, name, shape, dtype, fortran, source=None, order="C"):
         self.path, self.name = path, name
         self.shape, self.dtype, self.fortran = shape, dtype, fortran
-        self._source, self._order = source, order   # a reshape of source (in order)
+        self._source, self._order = source, order  # a reshape of source (in order)
         self._array = None
 
     ndim = property(lambda self: len(self.shape))
@@ -344,15 +377,16 @@ class NpzMember:
         shape = _resolve_shape(shape, self.size)
         # the layout decides whether a view can do it: ask numpy with a stand-in of 1-byte
         # elements over a single byte (strides only: it is never read)
-        probe = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=np.uint8), self.shape,
-                                                _strides(self.shape, self.fortran))
+        probe = np.lib.stride_tricks.as_strided(
+            np.zeros(1, dtype=np.uint8), self.shape, _strides(self.shape, self.fortran)
+        )
         try:
             shaped = np.reshape(probe, shape, order=order, copy=False)
             fortran = shaped.ndim > 1 and not shaped.flags.c_contiguous
         except ValueError:
             if copy is False:
                 raise
-            fortran = False   # numpy's copy is C-ordered
+            fortran = False  # numpy's copy is C-ordered
         return NpzMember(self.path, self.name, shape, self.dtype, fortran, self, order)
 
     def load(self):
@@ -369,7 +403,7 @@ class NpzMember:
         array = self.load()
         part = array[key]
         if isinstance(key, slice) and key.indices(len(self))[1] >= len(self):
-            self._array = None   # the last rows: later reads inflate it again
+            self._array = None  # the last rows: later reads inflate it again
         return part
 
     def __array__(self, dtype=None, copy=None):
@@ -392,7 +426,7 @@ def _resolve_shape(shape, size):
 def _strides(shape, fortran):
     """The strides of a 1-byte array of ``shape`` in C or Fortran order."""
     strides, step = [], 1
-    for d in (shape if fortran else reversed(shape)):
+    for d in shape if fortran else reversed(shape):
         strides.append(step)
         step *= max(d, 1)
     return tuple(strides) if fortran else tuple(reversed(strides))
@@ -401,14 +435,19 @@ def _strides(shape, fortran):
 def _member_info(z, path, name):
     info = z.getinfo(name)
     if info.file_size > NPZ_MEMBER_LIMIT:
-        raise ArrayFileError(f"{path}: member {name} inflates to {info.file_size:,} bytes, "
-                             f"more than the limit of {NPZ_MEMBER_LIMIT:,} "
-                             f"(xent._io.NPZ_MEMBER_LIMIT): store it as a .npy file")
-    if (info.file_size > NPZ_RATIO_FREE
-            and info.file_size > NPZ_RATIO_LIMIT * max(info.compress_size, 1)):
-        raise ArrayFileError(f"{path}: member {name} inflates {info.compress_size:,} bytes to "
-                             f"{info.file_size:,}, a ratio beyond {NPZ_RATIO_LIMIT} "
-                             f"(xent._io.NPZ_RATIO_LIMIT): refused as a likely zip bomb")
+        raise ArrayFileError(
+            f"{path}: member {name} inflates to {info.file_size:,} bytes, "
+            f"more than the limit of {NPZ_MEMBER_LIMIT:,} "
+            f"(xent._io.NPZ_MEMBER_LIMIT): store it as a .npy file"
+        )
+    if info.file_size > NPZ_RATIO_FREE and info.file_size > NPZ_RATIO_LIMIT * max(
+        info.compress_size, 1
+    ):
+        raise ArrayFileError(
+            f"{path}: member {name} inflates {info.compress_size:,} bytes to "
+            f"{info.file_size:,}, a ratio beyond {NPZ_RATIO_LIMIT} "
+            f"(xent._io.NPZ_RATIO_LIMIT): refused as a likely zip bomb"
+        )
     return info
 
 
@@ -419,15 +458,18 @@ def _member_header(z, path, name):
         shape, fortran, dtype, size = _npy_header(f, f"{path} (member {name})")
         header = f.tell() if f.seekable() else None
     if header is not None and header + size != info.file_size:
-        raise ArrayFileError(f"{path}: member {name}: its header says {shape} {dtype} "
-                             f"({size:,} bytes of data), the member holds "
-                             f"{info.file_size - header:,}")
+        raise ArrayFileError(
+            f"{path}: member {name}: its header says {shape} {dtype} "
+            f"({size:,} bytes of data), the member holds "
+            f"{info.file_size - header:,}"
+        )
     return shape, dtype, fortran
 
 
 def _open_zip(path):
-    import zipfile   # here, not at the top: it imports bz2, lzma and shutil, a third of xent's
-                     # own import time, for the command line's .npz files only
+    import zipfile  # here, not at the top: it imports bz2, lzma and shutil, a third of xent's
+
+    # own import time, for the command line's .npz files only
     fd, _ = _open_regular(path)
     f = os.fdopen(fd, "rb")
     try:
@@ -448,10 +490,11 @@ def _inflate(path, name):
             view = memoryview(out.reshape(-1, order="A").view(np.uint8))
             done = 0
             while done < size:
-                got = member.readinto(view[done:done + min(size - done, 1 << 24)])
+                got = member.readinto(view[done : done + min(size - done, 1 << 24)])
                 if not got:
-                    raise ArrayFileError(f"{path}: member {name} ends after {done:,} of its "
-                                         f"{size:,} bytes of data")
+                    raise ArrayFileError(
+                        f"{path}: member {name} ends after {done:,} of its {size:,} bytes of data"
+                    )
                 done += got
     return out
 
@@ -460,15 +503,20 @@ def npz_arrays(path):
     """(logits, labels) of a .npz holding arrays 'logits' and 'labels', as
     :class:`NpzMember` objects: checked now, inflated when read."""
     import zipfile
+
     f, z = _open_zip(path)
     with f, z:
         names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
         if not {"logits", "labels"} <= names:
-            raise ArrayFileError(f"{path}: a .npz must hold arrays named 'logits' and "
-                                 f"'labels', it holds {sorted(names)}")
+            raise ArrayFileError(
+                f"{path}: a .npz must hold arrays named 'logits' and "
+                f"'labels', it holds {sorted(names)}"
+            )
         try:
-            return tuple(NpzMember(path, f"{key}.npy", *_member_header(z, path, f"{key}.npy"))
-                         for key in ("logits", "labels"))
+            return tuple(
+                NpzMember(path, f"{key}.npy", *_member_header(z, path, f"{key}.npy"))
+                for key in ("logits", "labels")
+            )
         except (zipfile.BadZipFile, EOFError) as exc:
             raise ArrayFileError(f"{path}: not a valid .npz file ({exc})") from None
 
@@ -483,6 +531,7 @@ def open_array(source, name):
         return source
     if not is_path(source):
         from ._validation import input_array
+
         return input_array(source, name)
     path = os.fspath(source)
     if not os.path.lexists(path):
@@ -507,6 +556,6 @@ def row_chunks(rows, step):
         if isinstance(rows, FileArray):
             if buffer is None:
                 buffer = np.empty((min(step, n), rows.shape[1]), dtype=rows.dtype)
-            yield start, rows.read(start, stop, out=buffer[:stop - start])
+            yield start, rows.read(start, stop, out=buffer[: stop - start])
         else:
             yield start, rows[start:stop]

@@ -25,18 +25,47 @@ from . import _check, _kernels
 from . import _sample_weight as _sw
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
-from ._validation import (as_rows, bad_label_message, bool_option, check_axis, check_enabled,
-                          check_ignore_index, check_label_smoothing, check_loss,
-                          check_reduction, class_targets, class_weights, compute_dtype,
-                          float_array, grad_output_factors, gradient_array, half_rows,
-                          input_array, out_array, probability_rows, reduce_loss, safe_divide, store,
-                          writable_rows)
+from ._validation import (
+    as_rows,
+    bad_label_message,
+    bool_option,
+    check_axis,
+    check_enabled,
+    check_ignore_index,
+    check_label_smoothing,
+    check_loss,
+    check_reduction,
+    class_targets,
+    class_weights,
+    compute_dtype,
+    float_array,
+    grad_output_factors,
+    gradient_array,
+    half_rows,
+    input_array,
+    out_array,
+    probability_rows,
+    reduce_loss,
+    safe_divide,
+    store,
+    writable_rows,
+)
 
-__all__ = ["CrossEntropyInputs", "check_z_loss", "cross_entropy", "cross_entropy_grad_hess",
-           "cross_entropy_with_grad", "log_softmax", "logsumexp", "nll_loss", "softmax"]
+__all__ = [
+    "CrossEntropyInputs",
+    "check_z_loss",
+    "cross_entropy",
+    "cross_entropy_grad_hess",
+    "cross_entropy_with_grad",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "softmax",
+]
 
 
 # ---- SciPy's conventions: any array-like, integers promoted, several axes ------------------
+
 
 def scipy_array(x, name, promote_to=None):
     """x as a float array the kernels take, as SciPy's special functions accept it: Python
@@ -45,8 +74,10 @@ def scipy_array(x, name, promote_to=None):
     arrays and np.matrix (input_array's rules)."""
     a = input_array(x, name)
     if a.dtype.kind == "c":
-        raise TypeError(f"{name} is complex ({a.dtype}): xent computes with real values only "
-                        f"(pass {name}.real, or use scipy for complex log-sum-exp)")
+        raise TypeError(
+            f"{name} is complex ({a.dtype}): xent computes with real values only "
+            f"(pass {name}.real, or use scipy for complex log-sum-exp)"
+        )
     if a.dtype.kind in "iub":
         a = a.astype(promote_to if promote_to is not None else np.float64)
     return float_array(a, name, min_ndim=0)
@@ -54,7 +85,7 @@ def scipy_array(x, name, promote_to=None):
 
 def check_axes(axis, ndim):
     """The sorted tuple of axes to reduce: axis None (all), an int, or a tuple of ints."""
-    if ndim == 0:   # a 0-d input reduces as a 1-element vector
+    if ndim == 0:  # a 0-d input reduces as a 1-element vector
         if axis is None or axis == () or axis in (0, -1) or axis in ((0,), (-1,)):
             return ()
         raise np.exceptions.AxisError(axis if isinstance(axis, int) else str(axis), 0, "axis")
@@ -79,14 +110,16 @@ def reduce_axes_last(a, axes):
     moved = np.moveaxis(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
     # the merged length spelled out: -1 is ambiguous when another axis is empty
     merged = int(np.prod([a.shape[ax] for ax in axes], dtype=np.int64))
-    return moved.reshape(moved.shape[:a.ndim - len(axes)] + (merged,)), -1
+    return moved.reshape(moved.shape[: a.ndim - len(axes)] + (merged,)), -1
 
 
 # ---- logsumexp, log_softmax, softmax --------------------------------------------------------
 
+
 @shares_cpus
-def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False, *, num_threads=None,
-              check=None):
+def logsumexp(
+    x, axis=-1, b=None, keepdims=False, return_sign=False, *, num_threads=None, check=None
+):
     """Logarithm of the sum of exponentials along an axis, as ``scipy.special.logsumexp``.
 
     Parameters
@@ -145,7 +178,7 @@ def logsumexp(x, axis=-1, b=None, keepdims=False, return_sign=False, *, num_thre
     -inf
     """
     if isinstance(b, (bool, np.bool_)):
-        b, keepdims = None, bool(b)   # xent's earlier logsumexp(x, axis, keepdims)
+        b, keepdims = None, bool(b)  # xent's earlier logsumexp(x, axis, keepdims)
     a = scipy_array(x, "x")
     keepdims = bool_option(keepdims, "keepdims")
     return_sign = bool_option(return_sign, "return_sign")
@@ -180,8 +213,9 @@ def _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking):
     try:
         a, b = np.broadcast_arrays(a.astype(dtype), b.astype(dtype))
     except ValueError:
-        raise ValueError(f"b of shape {b.shape} does not broadcast against x of shape "
-                         f"{a.shape}") from None
+        raise ValueError(
+            f"b of shape {b.shape} does not broadcast against x of shape {a.shape}"
+        ) from None
     shape = a.shape
     axes = check_axes(axis, a.ndim)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -224,8 +258,9 @@ def _logsumexp_axis(a, ax, keepdims, threads, checking):
     if checking:
         rows = as_rows(moved, compute)
         sample = _check.sample_rows(rows.shape[0])
-        _check.compare("logsumexp", result[sample], _reference.logsumexp(rows[sample]),
-                       a.dtype, rows=sample)
+        _check.compare(
+            "logsumexp", result[sample], _reference.logsumexp(rows[sample]), a.dtype, rows=sample
+        )
     with np.errstate(over="ignore"):
         result = result.astype(a.dtype, copy=False).reshape(batch)
     if keepdims:
@@ -237,11 +272,12 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
     """Shared body of log_softmax and softmax: one kernel call per row, written to ``out``."""
     a = scipy_array(x, "x")
     axes = check_axes(axis, a.ndim)
-    if a.ndim == 0 or len(axes) != 1:   # SciPy's axis=None, tuples, 0-d: as one axis, once
+    if a.ndim == 0 or len(axes) != 1:  # SciPy's axis=None, tuples, 0-d: as one axis, once
         rows, _ = reduce_axes_last(a, axes)
         moved_shape = rows.shape[:-1] + tuple(a.shape[i] for i in axes)
-        result = _rowwise_transform(name, kernel, reference_fn, rows, -1, None, num_threads,
-                                    check).reshape(moved_shape)
+        result = _rowwise_transform(
+            name, kernel, reference_fn, rows, -1, None, num_threads, check
+        ).reshape(moved_shape)
         result = np.moveaxis(result, tuple(range(a.ndim - len(axes), a.ndim)), axes)
         if out is None:
             return result[()] if result.ndim == 0 else result
@@ -325,8 +361,16 @@ def log_softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     >>> np.round(x[1], 4)
     array([-1.0986, -1.0986, -1.0986], dtype=float32)
     """
-    return _rowwise_transform("log_softmax", _kernels.log_softmax_rows,
-                              _reference.log_softmax, x, axis, out, num_threads, check)
+    return _rowwise_transform(
+        "log_softmax",
+        _kernels.log_softmax_rows,
+        _reference.log_softmax,
+        x,
+        axis,
+        out,
+        num_threads,
+        check,
+    )
 
 
 @shares_cpus
@@ -379,17 +423,20 @@ def softmax(x, axis=-1, out=None, *, num_threads=None, check=None):
     array([[0.7311, 0.8808, 0.9526],
            [0.2689, 0.1192, 0.0474]])
     """
-    return _rowwise_transform("softmax", _kernels.softmax_rows, _reference.softmax, x, axis,
-                              out, num_threads, check)
+    return _rowwise_transform(
+        "softmax", _kernels.softmax_rows, _reference.softmax, x, axis, out, num_threads, check
+    )
 
 
 # ---- losses ---------------------------------------------------------------------------------
 
+
 class CrossEntropyInputs:
     """The checked arguments of a cross-entropy call, shared by the loss and its gradient."""
 
-    def __init__(self, logits, target, weight, ignore_index, reduction, label_smoothing,
-                 num_threads):
+    def __init__(
+        self, logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
+    ):
         x = float_array(logits, "logits")
         n_classes = x.shape[-1]
         if n_classes == 0:
@@ -409,18 +456,23 @@ class CrossEntropyInputs:
             if t.shape != x.shape:
                 raise ValueError(
                     f"probability target has shape {t.shape}, expected the logits' shape "
-                    f"{x.shape} (for class indices use an integer dtype)")
+                    f"{x.shape} (for class indices use an integer dtype)"
+                )
             if self.ignore_index >= 0:
-                raise ValueError(f"ignore_index={self.ignore_index} is not supported with "
-                                 f"probability targets (as in PyTorch); leave it negative")
+                raise ValueError(
+                    f"ignore_index={self.ignore_index} is not supported with "
+                    f"probability targets (as in PyTorch); leave it negative"
+                )
             self.probabilities = True
             self.target_rows = probability_rows(t, self.compute)
         elif t.dtype.kind in "iu":
             self.probabilities = False
             self.target_rows = class_targets(t, self.batch, x.shape)
         else:
-            raise TypeError(f"target must hold integer class indices or floating "
-                            f"probabilities, got dtype {t.dtype}")
+            raise TypeError(
+                f"target must hold integer class indices or floating "
+                f"probabilities, got dtype {t.dtype}"
+            )
 
     @functools.cached_property
     def rows(self):
@@ -430,26 +482,32 @@ class CrossEntropyInputs:
     @property
     def options(self):
         """The options, as xent.reference takes them."""
-        return dict(weight=self.weight, ignore_index=self.ignore_index,
-                    label_smoothing=self.smoothing)
+        return dict(
+            weight=self.weight, ignore_index=self.ignore_index, label_smoothing=self.smoothing
+        )
 
     def raise_bad_label(self, row):
-        raise IndexError(bad_label_message(self.target, int(row), self.n_classes,
-                                           self.ignore_index))
+        raise IndexError(
+            bad_label_message(self.target, int(row), self.n_classes, self.ignore_index)
+        )
 
     def losses(self, sample=None):
         """(total, mean's denominator, row losses or None), over all rows or a sample."""
         target = self.target_rows if sample is None else self.target_rows[sample]
-        row_loss = np.empty(target.shape[0], dtype=self.compute) if (
-            self.reduction == "none" or sample is not None) else None
+        row_loss = (
+            np.empty(target.shape[0], dtype=self.compute)
+            if (self.reduction == "none" or sample is not None)
+            else None
+        )
         options = (self.weight, self.ignore_index, self.smoothing, False, row_loss, self.threads)
         if sample is None and self.half is not None:
             total, weight_sum, bad = _kernels.index_loss_half(*self.half, target, *options)
         else:
             rows = self.rows if sample is None else self.rows[sample]
             if self.probabilities:
-                total = _kernels.probability_loss(rows, target, self.weight, self.smoothing,
-                                                  row_loss, self.threads)
+                total = _kernels.probability_loss(
+                    rows, target, self.weight, self.smoothing, row_loss, self.threads
+                )
                 return total, rows.shape[0], row_loss
             total, weight_sum, bad = _kernels.index_loss(rows, target, *options)
         if bad >= 0:
@@ -459,19 +517,36 @@ class CrossEntropyInputs:
     def check_loss(self, name, result):
         """Check mode for the loss (its rows must still hold the logits)."""
         check_loss(
-            name, result, self.reduction, self.rows.shape[0],
+            name,
+            result,
+            self.reduction,
+            self.rows.shape[0],
             lambda s: self.losses(s)[2],
-            lambda s: _reference.cross_entropy(self.rows[s], self.target_rows[s],
-                                               reduction="none", **self.options),
-            lambda: _reference.cross_entropy(self.rows, self.target_rows,
-                                             reduction=self.reduction, **self.options),
-            self.x.dtype)
+            lambda s: _reference.cross_entropy(
+                self.rows[s], self.target_rows[s], reduction="none", **self.options
+            ),
+            lambda: _reference.cross_entropy(
+                self.rows, self.target_rows, reduction=self.reduction, **self.options
+            ),
+            self.x.dtype,
+        )
 
 
 @shares_cpus
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, sample_weight=None, z_loss=0.0, return_lse=False,
-                  num_threads=None, check=None):
+def cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    sample_weight=None,
+    z_loss=0.0,
+    return_lse=False,
+    num_threads=None,
+    check=None,
+):
     """Cross-entropy between logits and targets, with PyTorch's ``F.cross_entropy`` semantics.
 
     Parameters
@@ -558,7 +633,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
 
     Probabilities as targets (soft labels), in the logits' shape:
 
-    >>> soft = np.array([[0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [1/3, 1/3, 1/3]])
+    >>> soft = np.array([[0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]])
     >>> round(float(xent.cross_entropy(logits, soft)), 4)
     0.5332
     """
@@ -566,18 +641,27 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     if sample_weight is not None:
         if z_loss or return_lse:
             raise ValueError("sample_weight cannot be combined with z_loss or return_lse")
-        rows = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
-                             reduction="none", label_smoothing=label_smoothing,
-                             num_threads=num_threads, check=check)
-        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index,
-                                               sample_weight)
-        return _sw.reduce_weighted(rows, sw, denominators, check_reduction(reduction),
-                                   np.asarray(rows).dtype)
-    problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
-                                  label_smoothing, num_threads)
+        rows = cross_entropy(
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction="none",
+            label_smoothing=label_smoothing,
+            num_threads=num_threads,
+            check=check,
+        )
+        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index, sample_weight)
+        return _sw.reduce_weighted(
+            rows, sw, denominators, check_reduction(reduction), np.asarray(rows).dtype
+        )
+    problem = CrossEntropyInputs(
+        logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
+    )
     total, denominator, row_loss = problem.losses()
-    result = reduce_loss(total, denominator, row_loss, problem.reduction, problem.batch,
-                     problem.x.dtype)
+    result = reduce_loss(
+        total, denominator, row_loss, problem.reduction, problem.batch, problem.x.dtype
+    )
     if check_enabled(check):
         problem.check_loss("cross_entropy", result)
     if z_loss or return_lse:  # the z-loss and log-sum-exp options, combined last
@@ -590,10 +674,22 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
 
 
 @shares_cpus
-def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                            return_lse=False, grad_output=None, out=None, sample_weight=None,
-                            num_threads=None, check=None):
+def cross_entropy_with_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    return_lse=False,
+    grad_output=None,
+    out=None,
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """Cross-entropy and its gradient with respect to the logits, in one pass.
 
     Parameters
@@ -657,44 +753,73 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
         sw = _sw.sample_weights(sample_weight, batch)
         denominators = _sample_denominators(target, weight, ignore_index, sw)
         rows, grad = cross_entropy_with_grad(
-            logits, target, weight=weight, ignore_index=ignore_index, reduction="none",
-            label_smoothing=label_smoothing, out=out, num_threads=num_threads, check=check,
-            grad_output=_sw.row_grad_output(reduction, grad_output, sw, denominators))
-        return _sw.reduce_weighted(rows, sw, denominators, reduction,
-                                   np.asarray(rows).dtype), grad
-    problem = CrossEntropyInputs(logits, target, weight, ignore_index, reduction,
-                                  label_smoothing, num_threads)
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction="none",
+            label_smoothing=label_smoothing,
+            out=out,
+            num_threads=num_threads,
+            check=check,
+            grad_output=_sw.row_grad_output(reduction, grad_output, sw, denominators),
+        )
+        return _sw.reduce_weighted(rows, sw, denominators, reduction, np.asarray(rows).dtype), grad
+    problem = CrossEntropyInputs(
+        logits, target, weight, ignore_index, reduction, label_smoothing, num_threads
+    )
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
     # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
     lse = _row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
-    grad = gradient_array(out, x, target=problem.target, weight=weight,
-                           grad_output=grad_output)
+    grad = gradient_array(out, x, target=problem.target, weight=weight, grad_output=grad_output)
     if checking:  # copied now: the gradient may overwrite the logits
         sample = _check.sample_rows(n_rows)
         saved = rows[sample].copy(), problem.target_rows[sample].copy()
-    row_loss = np.empty(n_rows, dtype=problem.compute) if (
-        problem.reduction == "none" or checking) else None
+    row_loss = (
+        np.empty(n_rows, dtype=problem.compute)
+        if (problem.reduction == "none" or checking)
+        else None
+    )
     dest = writable_rows(grad, rows)
     buffer = dest if dest is not None else np.empty(rows.shape, dtype=problem.compute)
-    z_rows = (rows.copy() if z_loss and np.may_share_memory(buffer, rows) else rows) \
-        if z_loss else None
+    z_rows = (
+        (rows.copy() if z_loss and np.may_share_memory(buffer, rows) else rows) if z_loss else None
+    )
     if problem.probabilities:
         scale = safe_divide(factor, n_rows) if problem.reduction == "mean" else factor
         total = _kernels.probability_loss_grad(
-            rows, problem.target_rows, problem.weight, problem.smoothing, scale, row_factors,
-            row_loss, buffer, problem.threads)
+            rows,
+            problem.target_rows,
+            problem.weight,
+            problem.smoothing,
+            scale,
+            row_factors,
+            row_loss,
+            buffer,
+            problem.threads,
+        )
         denominator = n_rows
     else:
         weight_total, bad = _kernels.index_weight_total(
-            problem.target_rows, problem.weight, problem.ignore_index, problem.n_classes)
+            problem.target_rows, problem.weight, problem.ignore_index, problem.n_classes
+        )
         if bad >= 0:
             problem.raise_bad_label(bad)
         scale = safe_divide(factor, weight_total) if problem.reduction == "mean" else factor
         total, denominator = _kernels.index_loss_grad(
-            rows, problem.target_rows, problem.weight, problem.ignore_index, problem.smoothing,
-            scale, row_factors, row_loss, buffer, problem.threads)
+            rows,
+            problem.target_rows,
+            problem.weight,
+            problem.ignore_index,
+            problem.smoothing,
+            scale,
+            row_factors,
+            row_loss,
+            buffer,
+            problem.threads,
+        )
     if z_loss:
         _add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
     if dest is None and rows.size:
@@ -703,17 +828,27 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     if checking and not z_loss:  # the reference check covers the loss without a z-loss
         row_scale = scale * (row_factors[sample] if row_factors is not None else 1.0)
         row_scale = np.broadcast_to(np.asarray(row_scale, dtype=np.float64), sample.shape)
-        _check.compare("cross_entropy_with_grad (loss)", row_loss[sample],
-                       _reference.cross_entropy(*saved, reduction="none", **problem.options),
-                       x.dtype, rows=sample)
+        _check.compare(
+            "cross_entropy_with_grad (loss)",
+            row_loss[sample],
+            _reference.cross_entropy(*saved, reduction="none", **problem.options),
+            x.dtype,
+            rows=sample,
+        )
         # Compared per unit of each row's incoming gradient, so the tolerance means the same
         # whatever the scale (1 / N for a mean).
         unit = np.where(row_scale != 0, np.abs(row_scale), 1.0)[:, None]
-        expected = _reference.cross_entropy_grad(*saved, reduction="none",
-                                                 grad_output=row_scale, **problem.options)
-        _check.compare("cross_entropy_with_grad (gradient)",
-                       grad.reshape(rows.shape)[sample] / unit, expected / unit, x.dtype,
-                       rows=sample, unit=unit)
+        expected = _reference.cross_entropy_grad(
+            *saved, reduction="none", grad_output=row_scale, **problem.options
+        )
+        _check.compare(
+            "cross_entropy_with_grad (gradient)",
+            grad.reshape(rows.shape)[sample] / unit,
+            expected / unit,
+            x.dtype,
+            rows=sample,
+            unit=unit,
+        )
     if z_loss:
         loss = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
     if return_lse:
@@ -722,8 +857,17 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
 
 
 @shares_cpus
-def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
-             sample_weight=None, num_threads=None, check=None):
+def nll_loss(
+    log_probs,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """Negative log-likelihood of class indices, with PyTorch's ``F.nll_loss`` semantics.
 
     Parameters
@@ -776,12 +920,19 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     0.1425
     """
     if sample_weight is not None:
-        rows = nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
-                        reduction="none", num_threads=num_threads, check=check)
-        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index,
-                                               sample_weight)
-        return _sw.reduce_weighted(rows, sw, denominators, check_reduction(reduction),
-                                   np.asarray(rows).dtype)
+        rows = nll_loss(
+            log_probs,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction="none",
+            num_threads=num_threads,
+            check=check,
+        )
+        sw, denominators = _sample_weight_rows(rows, target, weight, ignore_index, sample_weight)
+        return _sw.reduce_weighted(
+            rows, sw, denominators, check_reduction(reduction), np.asarray(rows).dtype
+        )
     x = float_array(log_probs, "log_probs")
     n_classes = x.shape[-1]
     if n_classes == 0:
@@ -802,10 +953,14 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     def compute_rows(sample=None):
         r = rows if sample is None else rows[sample]
         labels_used = labels if sample is None else labels[sample]
-        row_loss = np.empty(r.shape[0], dtype=compute) if (
-            reduction == "none" or sample is not None) else None
-        total, weight_sum, bad = _kernels.index_loss(r, labels_used, w, ignore, 0.0, True,
-                                                     row_loss, threads)
+        row_loss = (
+            np.empty(r.shape[0], dtype=compute)
+            if (reduction == "none" or sample is not None)
+            else None
+        )
+        total, weight_sum, bad = _kernels.index_loss(
+            r, labels_used, w, ignore, 0.0, True, row_loss, threads
+        )
         if bad >= 0:
             raise IndexError(bad_label_message(t, int(bad), n_classes, ignore))
         return total, weight_sum, row_loss
@@ -815,11 +970,15 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     if checking:
         options = dict(weight=w, ignore_index=ignore)
         check_loss(
-            "nll_loss", result, reduction, rows.shape[0],
+            "nll_loss",
+            result,
+            reduction,
+            rows.shape[0],
             lambda s: compute_rows(s)[2],
             lambda s: _reference.nll_loss(rows[s], labels[s], reduction="none", **options),
             lambda: _reference.nll_loss(rows, labels, reduction=reduction, **options),
-            x.dtype)
+            x.dtype,
+        )
     return result
 
 
@@ -859,8 +1018,16 @@ GRAD_HESS_NOTES = """
 
 
 @shares_cpus
-def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
-                            sample_weight=None, num_threads=None, check=None):
+def cross_entropy_grad_hess(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    sample_weight=None,
+    num_threads=None,
+    check=None,
+):
     """Gradient and diagonal Hessian of each row's cross-entropy, in one pass over the logits.
 
     Parameters
@@ -894,12 +1061,12 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
     ``1 - p = -expm1(ls)``, so the target's ``p_t - 1`` of a confident row and every
     ``1 - p`` keep their relative accuracy.
     """
-    problem = CrossEntropyInputs(logits, target, weight, ignore_index, "none", 0.0,
-                                  num_threads)
+    problem = CrossEntropyInputs(logits, target, weight, ignore_index, "none", 0.0, num_threads)
     if problem.probabilities:
         raise TypeError("cross_entropy_grad_hess takes integer class indices as target")
-    _, bad = _kernels.index_weight_total(problem.target_rows, problem.weight,
-                                         problem.ignore_index, problem.n_classes)
+    _, bad = _kernels.index_weight_total(
+        problem.target_rows, problem.weight, problem.ignore_index, problem.n_classes
+    )
     if bad >= 0:
         problem.raise_bad_label(bad)
     x = problem.x
@@ -917,9 +1084,9 @@ def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
         hess = c * p * q
         grad, hess = grad.astype(x.dtype), hess.astype(x.dtype)
     if check_enabled(check):
-        want = _reference.cross_entropy_grad_hess(x, problem.target, weight=weight,
-                                                  ignore_index=ignore_index,
-                                                  sample_weight=sample_weight)
+        want = _reference.cross_entropy_grad_hess(
+            x, problem.target, weight=weight, ignore_index=ignore_index, sample_weight=sample_weight
+        )
         _check.compare("cross_entropy_grad_hess (grad)", grad, want[0], x.dtype)
         _check.compare("cross_entropy_grad_hess (hess)", hess, want[1], x.dtype)
     return grad, hess
@@ -951,6 +1118,7 @@ cross_entropy_grad_hess.__doc__ += """
 
 
 # ---- z-loss and the per-row log-sum-exp (cross_entropy's z_loss= and return_lse=) -----------
+
 
 def check_z_loss(value):
     """The z-loss coefficient as a float, or a ValueError naming the argument."""
@@ -999,8 +1167,9 @@ def _add_z_loss(problem, total, denominator, row_loss, lse, z_loss):
         if problem.reduction == "sum":
             return dtype.type(np.float64(total) + z_total)
         with np.errstate(divide="ignore"):
-            return dtype.type(np.float64(total) / np.float64(denominator)
-                              + z_total / np.float64(count))
+            return dtype.type(
+                np.float64(total) / np.float64(denominator) + z_total / np.float64(count)
+            )
 
 
 def _add_z_loss_grad(problem, rows, lse, z_loss, factor, row_factors, buffer):

@@ -20,9 +20,11 @@ def sample_weights(sample_weight, shape):
     if sw.dtype.kind not in "iuf":
         raise TypeError(f"sample_weight must be real numbers, got dtype {sw.dtype}")
     sw = sw.astype(np.float64)
-    if sw.shape != tuple(shape[:sw.ndim]):
-        raise ValueError(f"sample_weight has shape {sw.shape}: expected one weight per row, "
-                         f"shape {tuple(shape[:1])} (or the leading axes of {tuple(shape)})")
+    if sw.shape != tuple(shape[: sw.ndim]):
+        raise ValueError(
+            f"sample_weight has shape {sw.shape}: expected one weight per row, "
+            f"shape {tuple(shape[:1])} (or the leading axes of {tuple(shape)})"
+        )
     if not np.all(np.isfinite(sw)):
         raise ValueError("sample_weight must be finite")
     return np.broadcast_to(sw.reshape(sw.shape + (1,) * (len(shape) - sw.ndim)), shape)
@@ -67,7 +69,7 @@ def row_grad_output(reduction, grad_output, sw, denominators):
     """The per-row (per-element) grad_output that makes a reduction="none" gradient the
     gradient of the sample-weighted reduction."""
     reduction = check_reduction(reduction)
-    with np.errstate(over="ignore", invalid="ignore"):   # huge weights: inf, as the losses
+    with np.errstate(over="ignore", invalid="ignore"):  # huge weights: inf, as the losses
         if reduction == "none":
             g = 1.0 if grad_output is None else np.asarray(grad_output, dtype=np.float64)
             return np.broadcast_to(g, sw.shape) * sw

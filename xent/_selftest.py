@@ -65,29 +65,41 @@ def _ce(**options):
             options_now = dict(options, weight=rng.random(shape[1]) + 0.5)
         else:
             options_now = options
-        return [(_xent().cross_entropy(x, t, **options_now),
-                 reference.cross_entropy(_as64(x), t, **options_now))]
+        return [
+            (
+                _xent().cross_entropy(x, t, **options_now),
+                reference.cross_entropy(_as64(x), t, **options_now),
+            )
+        ]
+
     return check
 
 
 def _ce_with_grad(rng, shape, dtype):
     x, t = _logits(rng, shape, dtype), _labels(rng, shape, ignore=True)
     loss, grad = _xent().cross_entropy_with_grad(x, t, label_smoothing=0.1)
-    return [(loss, reference.cross_entropy(_as64(x), t, label_smoothing=0.1)),
-            (grad, reference.cross_entropy_grad(_as64(x), t, label_smoothing=0.1))]
+    return [
+        (loss, reference.cross_entropy(_as64(x), t, label_smoothing=0.1)),
+        (grad, reference.cross_entropy_grad(_as64(x), t, label_smoothing=0.1)),
+    ]
 
 
 def _nll(rng, shape, dtype):
     logp = reference.log_softmax(_logits(rng, shape, "float64")).astype(dtype)
     t = _labels(rng, shape, ignore=True)
-    return [(_xent().nll_loss(logp, t, reduction="none"),
-             reference.nll_loss(_as64(logp), t, reduction="none"))]
+    return [
+        (
+            _xent().nll_loss(logp, t, reduction="none"),
+            reference.nll_loss(_as64(logp), t, reduction="none"),
+        )
+    ]
 
 
 def _rowwise(name):
     def check(rng, shape, dtype):
         x = _logits(rng, shape, dtype)
         return [(getattr(_xent(), name)(x), getattr(reference, name)(_as64(x)))]
+
     return check
 
 
@@ -100,8 +112,11 @@ def _binary(name, inputs, with_grad):
         if not with_grad:
             return [(fn(x, y, reduction="sum"), expected)]
         loss, grad = fn(x, y, reduction="sum")
-        return [(loss, expected),
-                (grad, getattr(reference, name + "_grad")(_as64(x), _as64(y), reduction="sum"))]
+        return [
+            (loss, expected),
+            (grad, getattr(reference, name + "_grad")(_as64(x), _as64(y), reduction="sum")),
+        ]
+
     return check
 
 
@@ -110,6 +125,7 @@ def _info(name, reference_name=None, inputs=_probs, two=False):
         args = [inputs(rng, shape, dtype)] + ([_probs(rng, shape, dtype)] if two else [])
         expected = getattr(reference, reference_name or name)(*map(_as64, args))
         return [(getattr(info, name)(*args), expected)]
+
     return check
 
 
@@ -134,16 +150,23 @@ def _linear_inputs(rng, shape, dtype):
 
 def _linear(rng, shape, dtype):
     h, w, t = _linear_inputs(rng, shape, dtype)
-    return [(_xent().linear_cross_entropy(h, w, t, reduction="none"),
-             reference.linear_cross_entropy(_as64(h), _as64(w), t, reduction="none"))]
+    return [
+        (
+            _xent().linear_cross_entropy(h, w, t, reduction="none"),
+            reference.linear_cross_entropy(_as64(h), _as64(w), t, reduction="none"),
+        )
+    ]
 
 
 def _linear_with_grad(rng, shape, dtype):
     h, w, t = _linear_inputs(rng, shape, dtype)
     loss, grad_h, grad_w = _xent().linear_cross_entropy_with_grad(h, w, t)
     expected_h, expected_w = reference.linear_cross_entropy_grad(_as64(h), _as64(w), t)
-    return [(loss, reference.linear_cross_entropy(_as64(h), _as64(w), t)),
-            (grad_h, expected_h), (grad_w, expected_w)]
+    return [
+        (loss, reference.linear_cross_entropy(_as64(h), _as64(w), t)),
+        (grad_h, expected_h),
+        (grad_w, expected_w),
+    ]
 
 
 _ALL = DTYPES
@@ -161,10 +184,16 @@ CHECKS = [
     ("softmax", _rowwise("softmax"), _ALL),
     ("binary_cross_entropy", _binary("binary_cross_entropy", _unit, False), _FLOATS),
     ("binary_cross_entropy_with_grad", _binary("binary_cross_entropy", _unit, True), _FLOATS),
-    ("binary_cross_entropy_with_logits",
-     _binary("binary_cross_entropy_with_logits", _logits, False), _FLOATS),
-    ("binary_cross_entropy_with_logits_with_grad",
-     _binary("binary_cross_entropy_with_logits", _logits, True), _FLOATS),
+    (
+        "binary_cross_entropy_with_logits",
+        _binary("binary_cross_entropy_with_logits", _logits, False),
+        _FLOATS,
+    ),
+    (
+        "binary_cross_entropy_with_logits_with_grad",
+        _binary("binary_cross_entropy_with_logits", _logits, True),
+        _FLOATS,
+    ),
     ("info.entropy", _info("entropy"), _FLOATS),
     ("info.cross_entropy", _info("cross_entropy", "cross_entropy_dist", two=True), _FLOATS),
     ("info.kl_divergence", _info("kl_divergence", two=True), _FLOATS),
@@ -242,20 +271,32 @@ def selftest(args=None, file=None):
     """``xent selftest``: print the table; return 0 if every row agrees, else 1."""
     file = file or sys.stdout
     isas = supported_isas()
-    print(f"xent selftest: {len(CHECKS)} functions against xent.reference on kernel variants "
-          f"{', '.join(isas)} (in use: {_dispatch.current_isa()}), shapes "
-          f"{', '.join(f'{r}x{c}' for r, c in SHAPES)}", file=file)
+    print(
+        f"xent selftest: {len(CHECKS)} functions against xent.reference on kernel variants "
+        f"{', '.join(isas)} (in use: {_dispatch.current_isa()}), shapes "
+        f"{', '.join(f'{r}x{c}' for r, c in SHAPES)}",
+        file=file,
+    )
     rows = run_checks(isas)
     width = max(len(row[0]) for row in rows)
-    print(f"{'function':<{width}}  {'isa':<8}  {'dtype':<7}  {'worst rel err':>13}  "
-          f"{'tolerance':>9}  ok", file=file)
+    print(
+        f"{'function':<{width}}  {'isa':<8}  {'dtype':<7}  {'worst rel err':>13}  "
+        f"{'tolerance':>9}  ok",
+        file=file,
+    )
     for name, isa, dtype, worst, tolerance, ok, note in rows:
-        print(f"{name:<{width}}  {isa:<8}  {dtype:<7}  {worst:>13.2e}  {tolerance:>9.0e}  "
-              f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}", file=file)
+        print(
+            f"{name:<{width}}  {isa:<8}  {dtype:<7}  {worst:>13.2e}  {tolerance:>9.0e}  "
+            f"{'ok' if ok else 'FAIL'}{'  ' + note if note else ''}",
+            file=file,
+        )
     failed = [row for row in rows if not row[5]]
     if failed:
-        print(f"xent selftest: {len(failed)} of {len(rows)} checks FAILED: "
-              f"{', '.join(sorted({f'{r[0]} ({r[1]}, {r[2]})' for r in failed}))}", file=file)
+        print(
+            f"xent selftest: {len(failed)} of {len(rows)} checks FAILED: "
+            f"{', '.join(sorted({f'{r[0]} ({r[1]}, {r[2]})' for r in failed}))}",
+            file=file,
+        )
         return 1
     print(f"xent selftest: all {len(rows)} checks agree with the reference", file=file)
     return 0

@@ -46,6 +46,7 @@ _local = threading.local()
 def shares_cpus(fn):
     """Decorator of a public function: count its call as in flight while it runs, and
     release an oversubscribed OpenMP team after it."""
+
     @functools.wraps(fn)
     def call(*args, **kwargs):
         if getattr(_local, "depth", 0):  # a call inside another (perplexity): not counted
@@ -62,6 +63,7 @@ def shares_cpus(fn):
                 _inflight["calls"] -= 1
             if _local.largest_team > available_cpus():
                 _shrink_team()
+
     return call
 
 
@@ -183,14 +185,18 @@ def get_num_threads(num_threads=None):
         if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
             raise TypeError(
                 f"num_threads must be an int or None, got {type(num_threads).__name__} "
-                f"{num_threads!r}")
+                f"{num_threads!r}"
+            )
         n = int(num_threads)
         if n == 0:
-            raise ValueError("num_threads must not be 0 (use None for the default, "
-                             "a positive count, or a negative one to count back from all CPUs)")
+            raise ValueError(
+                "num_threads must not be 0 (use None for the default, "
+                "a positive count, or a negative one to count back from all CPUs)"
+            )
         if n > MAX_THREADS:
-            raise ValueError(f"num_threads={n} is more than the {MAX_THREADS} threads one "
-                             f"call may use")
+            raise ValueError(
+                f"num_threads={n} is more than the {MAX_THREADS} threads one call may use"
+            )
         if n < 0:
             cpus = available_cpus()
             if cpus + 1 + n < 1:
@@ -356,9 +362,11 @@ def threads_within_limits(n):
     if new <= 0:
         return 1
     sharing = max(1, _inflight["calls"])  # teams other xent calls may start at the same time
-    address_limits = [(kind, field) for kind, field in
-                      (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData"))
-                      if _soft_limit(kind) is not None]
+    address_limits = [
+        (kind, field)
+        for kind, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData"))
+        if _soft_limit(kind) is not None
+    ]
     if address_limits:
         used = _proc_status_bytes(*(field for _, field in address_limits))
         stack = thread_stack_bytes()
@@ -385,6 +393,7 @@ def threads_within_limits(n):
 # cross_entropy on (200000, 50) float64: Threads 2 before, 78 after num_threads=100, 3 after
 # a later num_threads=2 call, still 78 after a num_threads=1 call. A call that was allowed
 # more threads than CPUs therefore ends with a two-thread region on a small fixed input.
+
 
 def _address_limited():
     return _soft_limit("RLIMIT_AS") is not None or _soft_limit("RLIMIT_DATA") is not None

@@ -21,17 +21,42 @@ from ._dtypes import compute_dtype, is_bfloat16
 from ._threads import get_num_threads
 
 __all__ = [
-    "REDUCTIONS", "aligned", "as_rows", "fit_dtype", "input_array", "out_overlaps_itself", "bad_label_message", "bool_option", "check_axis",
-    "check_enabled", "check_ignore_index", "check_label_smoothing", "check_loss",
-    "check_reduction", "class_targets", "class_weights", "compute_dtype", "first_outside_unit",
-    "float_array", "grad_output_factors", "gradient_array", "half_rows", "is_bfloat16",
-    "out_array", "probability_rows", "reduce_loss", "safe_divide", "store", "writable_rows",
+    "REDUCTIONS",
+    "aligned",
+    "as_rows",
+    "fit_dtype",
+    "input_array",
+    "out_overlaps_itself",
+    "bad_label_message",
+    "bool_option",
+    "check_axis",
+    "check_enabled",
+    "check_ignore_index",
+    "check_label_smoothing",
+    "check_loss",
+    "check_reduction",
+    "class_targets",
+    "class_weights",
+    "compute_dtype",
+    "first_outside_unit",
+    "float_array",
+    "grad_output_factors",
+    "gradient_array",
+    "half_rows",
+    "is_bfloat16",
+    "out_array",
+    "probability_rows",
+    "reduce_loss",
+    "safe_divide",
+    "store",
+    "writable_rows",
 ]
 
 REDUCTIONS = ("none", "mean", "sum")
 
 
 # ---- dtypes and layout ------------------------------------------------------------------------
+
 
 def aligned(a):
     """``a``, or an aligned copy of it.
@@ -59,18 +84,24 @@ def input_array(x, name):
     memory maps.
     """
     if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
-        masked = sys.modules.get("numpy.ma")   # no masked array exists unless numpy.ma is loaded
+        masked = sys.modules.get("numpy.ma")  # no masked array exists unless numpy.ma is loaded
         if masked is not None and isinstance(x, masked.MaskedArray):
-            raise TypeError(f"{name} is a numpy masked array: xent does not apply masks. Pass "
-                            f"{name}.filled(value) to give masked entries a value, or "
-                            f"{name}.compressed() to drop them (1-d)")
+            raise TypeError(
+                f"{name} is a numpy masked array: xent does not apply masks. Pass "
+                f"{name}.filled(value) to give masked entries a value, or "
+                f"{name}.compressed() to drop them (1-d)"
+            )
         if isinstance(x, np.matrix):
-            raise TypeError(f"{name} is a numpy.matrix, whose axes and products follow matrix "
-                            f"rules: pass np.asarray({name})")
+            raise TypeError(
+                f"{name} is a numpy.matrix, whose axes and products follow matrix "
+                f"rules: pass np.asarray({name})"
+            )
     elif getattr(x, "requires_grad", False) is True and callable(getattr(x, "detach", None)):
-        raise TypeError(f"{name} is a tensor that requires grad: pass {name}.detach() (and "
-                        f"call .cpu() for a tensor on another device), or use xent.torch for "
-                        f"gradients")
+        raise TypeError(
+            f"{name} is a tensor that requires grad: pass {name}.detach() (and "
+            f"call .cpu() for a tensor on another device), or use xent.torch for "
+            f"gradients"
+        )
     return np.asarray(x)
 
 
@@ -89,9 +120,11 @@ def fit_dtype(a, dtype, name):
         lost = np.isinf(b) & np.isfinite(a)
         if lost.any():
             value = a.reshape(-1)[int(np.argmax(lost.reshape(-1)))]
-            raise ValueError(f"{name} holds {value.item()!r}, beyond the largest "
-                             f"{np.dtype(dtype).name} ({np.finfo(dtype).max:.6g}) the inputs "
-                             f"are computed in")
+            raise ValueError(
+                f"{name} holds {value.item()!r}, beyond the largest "
+                f"{np.dtype(dtype).name} ({np.finfo(dtype).max:.6g}) the inputs "
+                f"are computed in"
+            )
     return b
 
 
@@ -100,13 +133,15 @@ def float_array(x, name, min_ndim=1):
     a = input_array(x, name)
     if compute_dtype(a.dtype) is None:
         kind = "floating" if a.dtype.kind == "f" else "non-floating"
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {kind} "
-                        f"dtype {a.dtype}")
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got {kind} dtype {a.dtype}"
+        )
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     if a.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least one dimension (the class axis), "
-                         f"got a 0-d array")
+        raise ValueError(
+            f"{name} must have at least one dimension (the class axis), got a 0-d array"
+        )
     return aligned(a)
 
 
@@ -117,7 +152,7 @@ def as_rows(a, dtype):
     a dtype conversion makes a copy.
     """
     n_rows = int(np.prod(a.shape[:-1], dtype=np.int64))
-    if a.dtype.itemsize == 2 and dtype == np.float32:   # float16, bfloat16: widened in parallel
+    if a.dtype.itemsize == 2 and dtype == np.float32:  # float16, bfloat16: widened in parallel
         half = as_rows(a, a.dtype).view(np.uint16)
         rows = np.empty(half.shape, dtype=dtype)
         _kernels.widen_half_rows(half, is_bfloat16(a.dtype), rows, get_num_threads())
@@ -139,8 +174,9 @@ def store(target, values, threads):
     if target.dtype.itemsize == 2 and values.dtype == np.float32 and values.size:
         bfloat = is_bfloat16(target.dtype)
         if target.flags.c_contiguous and target.dtype.isnative:
-            _kernels.narrow_half(values.reshape(-1), bfloat,
-                                 target.reshape(-1).view(np.uint16), threads)
+            _kernels.narrow_half(
+                values.reshape(-1), bfloat, target.reshape(-1).view(np.uint16), threads
+            )
             return
         bits = np.empty(values.size, dtype=np.uint16)
         _kernels.narrow_half(values.reshape(-1), bfloat, bits, threads)
@@ -164,6 +200,7 @@ def half_rows(a):
 
 # ---- options ---------------------------------------------------------------------------------
 
+
 def check_axis(axis, ndim):
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an int, got {type(axis).__name__} {axis!r}")
@@ -180,8 +217,9 @@ def check_reduction(reduction):
 
 def check_label_smoothing(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"label_smoothing must be a float in [0, 1], got "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"label_smoothing must be a float in [0, 1], got {type(value).__name__} {value!r}"
+        )
     value = float(value)
     if not 0.0 <= value <= 1.0:  # NaN fails too
         raise ValueError(f"label_smoothing must lie in [0, 1], got {value!r}")
@@ -203,8 +241,9 @@ def bool_option(value, name):
     Anything else is refused rather than read by its truth value: ``normalize="no"`` would
     otherwise mean yes.
     """
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
-                                               and value in (0, 1)):
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, numbers.Integral) and value in (0, 1)
+    ):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
@@ -217,17 +256,18 @@ def check_enabled(check):
 
 # ---- labels and weights ------------------------------------------------------------------------
 
+
 def class_weights(weight, n_classes):
     """Per-class weights as contiguous float64, or None."""
     if weight is None:
         return None
     w = input_array(weight, "weight")
     if w.dtype.kind not in "fiu":
-        raise TypeError(f"weight must be a real (floating or integer) array, got dtype "
-                        f"{w.dtype}")
+        raise TypeError(f"weight must be a real (floating or integer) array, got dtype {w.dtype}")
     if w.shape != (n_classes,):
-        raise ValueError(f"weight has shape {w.shape}, expected ({n_classes},): one weight "
-                         f"per class")
+        raise ValueError(
+            f"weight has shape {w.shape}, expected ({n_classes},): one weight per class"
+        )
     return aligned(np.ascontiguousarray(fit_dtype(w, np.float64, "weight")))
 
 
@@ -238,7 +278,8 @@ def class_targets(target, batch_shape, logits_shape):
     if target.shape != batch_shape:
         raise ValueError(
             f"target has shape {target.shape}, expected {batch_shape}: class indices have the "
-            f"shape of logits {logits_shape} without its last (class) axis")
+            f"shape of logits {logits_shape} without its last (class) axis"
+        )
     flat = target.reshape(-1)
     limit = np.iinfo(np.intp).max
     if flat.dtype.kind == "u" and flat.size and flat.max() > limit:
@@ -252,8 +293,10 @@ def bad_label_message(target, row, n_classes, ignore_index):
     allowed = f"[0, {n_classes})"
     if ignore_index is not None:
         allowed += f" or equal ignore_index={ignore_index}"
-    return (f"target[{index}] = {target.reshape(-1)[row]} is out of range: class indices "
-            f"must lie in {allowed}")
+    return (
+        f"target[{index}] = {target.reshape(-1)[row]} is out of range: class indices "
+        f"must lie in {allowed}"
+    )
 
 
 def probability_rows(target, dtype):
@@ -274,6 +317,7 @@ def probability_rows(target, dtype):
 
 # ---- outputs and reductions ---------------------------------------------------------------------
 
+
 def out_array(out, shape, dtype, name="out"):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
@@ -284,10 +328,12 @@ def out_array(out, shape, dtype, name="out"):
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     if out_overlaps_itself(out):
-        raise ValueError(f"{name} has elements that share memory with each other (a view such "
-                         f"as np.lib.stride_tricks.as_strided with overlapping rows, or a zero "
-                         f"stride): results would overwrite each other; pass an array whose "
-                         f"elements are distinct, such as a copy")
+        raise ValueError(
+            f"{name} has elements that share memory with each other (a view such "
+            f"as np.lib.stride_tricks.as_strided with overlapping rows, or a zero "
+            f"stride): results would overwrite each other; pass an array whose "
+            f"elements are distinct, such as a copy"
+        )
     return out
 
 
@@ -301,9 +347,10 @@ def out_overlaps_itself(a):
     """
     if a.size <= 1:
         return False
-    extent = a.itemsize   # bytes spanned by one element of the axes taken so far
-    for length, stride in sorted(((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1),
-                                 key=lambda axis: axis[1]):
+    extent = a.itemsize  # bytes spanned by one element of the axes taken so far
+    for length, stride in sorted(
+        ((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1), key=lambda axis: axis[1]
+    ):
         if stride < extent:
             return True
         extent = stride * (length - 1) + extent
@@ -343,8 +390,7 @@ def reduce_loss(total, denominator, row_loss, reduction, batch_shape, dtype):
         return dtype.type(np.float64(total) / np.float64(denominator))
 
 
-def check_loss(name, result, reduction, n_rows, per_row_xent, per_row_ref, reduced_ref,
-                dtype):
+def check_loss(name, result, reduction, n_rows, per_row_xent, per_row_ref, reduced_ref, dtype):
     """Check a loss: its rows (sampled when many), or its reduced value when rows are few."""
     if reduction != "none" and n_rows <= _check.MAX_CHECK_ROWS:
         _check.compare(f"{name} (reduction={reduction!r})", result, reduced_ref(), dtype)
@@ -363,10 +409,13 @@ def grad_output_factors(grad_output, reduction, batch_shape):
         raise TypeError(f"grad_output must be real, got dtype {g.dtype}")
     if reduction == "none":
         if g.shape != batch_shape:
-            raise ValueError(f"grad_output has shape {g.shape}, expected {batch_shape}: one "
-                             f"value per row of the 'none' reduction")
-        return 1.0, aligned(np.ascontiguousarray(
-            fit_dtype(g.reshape(-1), np.float64, "grad_output")))
+            raise ValueError(
+                f"grad_output has shape {g.shape}, expected {batch_shape}: one "
+                f"value per row of the 'none' reduction"
+            )
+        return 1.0, aligned(
+            np.ascontiguousarray(fit_dtype(g.reshape(-1), np.float64, "grad_output"))
+        )
     if g.size != 1:
         raise ValueError(f"grad_output of a reduced loss must be a scalar, got shape {g.shape}")
     return float(fit_dtype(g.reshape(()), np.float64, "grad_output")), None
@@ -383,8 +432,9 @@ def gradient_array(out, x, **read):
     out_array(out, x.shape, x.dtype)
     for name, value in read.items():
         if isinstance(value, np.ndarray) and np.may_share_memory(out, value):
-            raise ValueError(f"out must not overlap {name}: the gradient would overwrite it "
-                             f"while it is read")
+            raise ValueError(
+                f"out must not overlap {name}: the gradient would overwrite it while it is read"
+            )
     return out
 
 
@@ -400,5 +450,3 @@ def first_outside_unit(name, a):
     if np.ndim(a):
         name += "[" + ", ".join(str(int(i)) for i in np.unravel_index(index, np.shape(a))) + "]"
     return f"{name} = {flat[index].item()!r} is outside [0, 1]"
-
-

@@ -28,13 +28,16 @@ __all__ = ["evaluate", "cross_entropy"]
 
 def _logits_rows(logits):
     if not isinstance(logits, da.Array):
-        raise TypeError(f"logits must be a dask.array.Array, got {type(logits).__name__} "
-                        f"(use xent.evaluate for numpy arrays and files)")
+        raise TypeError(
+            f"logits must be a dask.array.Array, got {type(logits).__name__} "
+            f"(use xent.evaluate for numpy arrays and files)"
+        )
     if logits.ndim < 1 or logits.shape[-1] == 0:
         raise ValueError(f"logits has shape {logits.shape}: it needs a non-empty class axis")
     if compute_dtype(logits.dtype) is None:
-        raise TypeError(f"logits must be float16, bfloat16, float32 or float64, got dtype "
-                        f"{logits.dtype}")
+        raise TypeError(
+            f"logits must be float16, bfloat16, float32 or float64, got dtype {logits.dtype}"
+        )
     if any(np.isnan(s) for s in logits.shape):
         raise ValueError("logits has unknown chunk sizes: call logits.compute_chunk_sizes()")
     x = logits.reshape(-1, logits.shape[-1]) if logits.ndim != 2 else logits
@@ -60,8 +63,9 @@ def _row_starts(x):
     return np.concatenate([[0], np.cumsum(x.chunks[0])[:-1]]).astype(np.int64)
 
 
-def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num_threads,
-                    group, calibration_bins=15):
+def _evaluate_block(
+    x, y, row0, requested, weight, ignore_index, chunk_rows, num_threads, group, calibration_bins=15
+):
     """A worker's part: the BlockSummary of one row block."""
     opts = _ev.EvaluationOptions(requested, weight, ignore_index, num_threads)
     x = np.asarray(x)
@@ -69,8 +73,9 @@ def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num
     step = chunk_rows or _ev.default_chunk_rows(x.shape[1], x.dtype)
     values, ranks = [], []
     for start in range(0, x.shape[0], step):
-        v, r = _ev.evaluate_chunk(x[start:start + step], y[start:start + step], row0 + start,
-                                  opts)
+        v, r = _ev.evaluate_chunk(
+            x[start : start + step], y[start : start + step], row0 + start, opts
+        )
         values.append(v)
         ranks.append(r)
     values = np.concatenate(values) if values else np.empty((0, _ev.FIELDS))
@@ -78,8 +83,18 @@ def _evaluate_block(x, y, row0, requested, weight, ignore_index, chunk_rows, num
     return _ev.block_summary(values, ranks, row0, opts.topk, group, calibration_bins)
 
 
-def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chunk_rows=None,
-             num_threads=1, calibration="mass", calibration_bins=15):
+def evaluate(
+    logits,
+    labels,
+    *,
+    topk=(1, 5),
+    weight=None,
+    ignore_index=-100,
+    chunk_rows=None,
+    num_threads=1,
+    calibration="mass",
+    calibration_bins=15,
+):
     """:func:`xent.evaluate` of dask arrays: the same report, bit for bit.
 
     Parameters
@@ -128,10 +143,21 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
     chunk = _ev.check_chunk_rows(chunk_rows)
     weight = opts.weights[x.shape[1]]
     task = dask.delayed(_evaluate_block, pure=True)
-    parts = [task(xb, yb, int(row0), opts.requested, weight, opts.ignore_index, chunk,
-                  num_threads, _ev.GROUP_ROWS, bins)
-             for xb, yb, row0 in zip(x.to_delayed().ravel(), y.to_delayed().ravel(),
-                                     _row_starts(x))]
+    parts = [
+        task(
+            xb,
+            yb,
+            int(row0),
+            opts.requested,
+            weight,
+            opts.ignore_index,
+            chunk,
+            num_threads,
+            _ev.GROUP_ROWS,
+            bins,
+        )
+        for xb, yb, row0 in zip(x.to_delayed().ravel(), y.to_delayed().ravel(), _row_starts(x))
+    ]
     summaries = dask.compute(*parts)
     acc = _ev.Accumulator(opts.topk, opts.requested, calibration=kind, calibration_bins=bins)
     for s in summaries:
@@ -142,9 +168,11 @@ def evaluate(logits, labels, *, topk=(1, 5), weight=None, ignore_index=-100, chu
 def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
     """A worker's part of cross_entropy: (float64 sum of row losses, mean's denominator)."""
     from ._multiclass import CrossEntropyInputs
+
     try:
-        problem = CrossEntropyInputs(np.asarray(x), np.asarray(t), weight, ignore_index,
-                                      "sum", label_smoothing, num_threads)
+        problem = CrossEntropyInputs(
+            np.asarray(x), np.asarray(t), weight, ignore_index, "sum", label_smoothing, num_threads
+        )
         total, denominator, _ = problem.losses()
     except IndexError as exc:
         raise IndexError(f"in the row block starting at row {row0}: {exc}") from None
@@ -153,12 +181,28 @@ def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
 
 def _none_block(x, t, weight, ignore_index, label_smoothing, num_threads):
     from ._multiclass import cross_entropy as ce
-    return ce(x, t, weight=weight, ignore_index=ignore_index, reduction="none",
-              label_smoothing=label_smoothing, num_threads=num_threads)
+
+    return ce(
+        x,
+        t,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="none",
+        label_smoothing=label_smoothing,
+        num_threads=num_threads,
+    )
 
 
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, num_threads=1):
+def cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    num_threads=1,
+):
     """:func:`xent.cross_entropy` of dask arrays.
 
     Parameters
@@ -186,19 +230,25 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     >>> import dask.array as da
     >>> import numpy as np
     >>> import xent.dask
-    >>> logits = da.from_array(np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]]),
-    ...                        chunks=(2, 3))
+    >>> logits = da.from_array(
+    ...     np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]]), chunks=(2, 3)
+    ... )
     >>> target = np.array([0, 2, 1])
     >>> round(float(xent.dask.cross_entropy(logits, target)), 4)
     0.4832
 
     The sum, with label smoothing, as :func:`xent.cross_entropy` gives it on the whole array:
 
-    >>> round(float(xent.dask.cross_entropy(logits, target, reduction="sum",
-    ...                                     label_smoothing=0.1)), 4)
+    >>> round(
+    ...     float(xent.dask.cross_entropy(logits, target, reduction="sum", label_smoothing=0.1)), 4
+    ... )
     1.7895
-    >>> round(float(xent.cross_entropy(logits.compute(), target, reduction="sum",
-    ...                                label_smoothing=0.1)), 4)
+    >>> round(
+    ...     float(
+    ...         xent.cross_entropy(logits.compute(), target, reduction="sum", label_smoothing=0.1)
+    ...     ),
+    ...     4,
+    ... )
     1.7895
     """
     x = _logits_rows(logits)
@@ -206,29 +256,43 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     t_raw = target if isinstance(target, da.Array) else input_array(target, "target")
     per_class = np.dtype(t_raw.dtype).kind == "f"
     if per_class:
-        t_raw = t_raw.reshape(x.shape) if t_raw.ndim != 2 and t_raw.shape == logits.shape \
-            else t_raw
+        t_raw = t_raw.reshape(x.shape) if t_raw.ndim != 2 and t_raw.shape == logits.shape else t_raw
     t = _aligned(t_raw, x, "target", per_class)
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be one of ('none', 'mean', 'sum'), got "
-                         f"{reduction!r}")
+        raise ValueError(f"reduction must be one of ('none', 'mean', 'sum'), got {reduction!r}")
     dtype = np.dtype(logits.dtype)
     if reduction == "none":
         # blockwise with explicit indices: rows ("i") line up with the target's rows whether
         # it holds a class per row ("i") or a probability per class ("ij"); map_blocks would
         # line a 1-d target up with the logits' last axis instead
-        losses = da.blockwise(_none_block, "i", x, "ij", t, "ij" if per_class else "i",
-                              weight, None, ignore_index, None, label_smoothing, None,
-                              num_threads, None, dtype=dtype, concatenate=True)
+        losses = da.blockwise(
+            _none_block,
+            "i",
+            x,
+            "ij",
+            t,
+            "ij" if per_class else "i",
+            weight,
+            None,
+            ignore_index,
+            None,
+            label_smoothing,
+            None,
+            num_threads,
+            None,
+            dtype=dtype,
+            concatenate=True,
+        )
         return losses.reshape(batch_shape) if len(batch_shape) != 1 else losses
     task = dask.delayed(_loss_block, pure=True)
-    parts = [task(xb, tb, int(row0), weight, ignore_index, label_smoothing, num_threads)
-             for xb, tb, row0 in zip(x.to_delayed().ravel(), t.to_delayed().ravel(),
-                                     _row_starts(x))]
+    parts = [
+        task(xb, tb, int(row0), weight, ignore_index, label_smoothing, num_threads)
+        for xb, tb, row0 in zip(x.to_delayed().ravel(), t.to_delayed().ravel(), _row_starts(x))
+    ]
     total = denominator = 0.0
     for block_total, block_denominator in dask.compute(*parts):
         total += block_total
         denominator += block_denominator
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         value = total if reduction == "sum" else np.float64(total) / np.float64(denominator)
-        return dtype.type(value)   # in the logits' dtype, as xent.cross_entropy
+        return dtype.type(value)  # in the logits' dtype, as xent.cross_entropy

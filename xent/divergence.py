@@ -33,13 +33,28 @@ import numpy as np
 from . import _check, _kernels
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
-from ._validation import (as_rows, bool_option, check_enabled, check_reduction, compute_dtype,
-                          float_array, grad_output_factors, gradient_array, half_rows, store,
-                          writable_rows)
+from ._validation import (
+    as_rows,
+    bool_option,
+    check_enabled,
+    check_reduction,
+    compute_dtype,
+    float_array,
+    grad_output_factors,
+    gradient_array,
+    half_rows,
+    store,
+    writable_rows,
+)
 
-__all__ = ["js_divergence_logits", "js_divergence_logits_with_grad", "kl_divergence_logits",
-           "kl_divergence_logits_with_grad", "tv_distance_logits",
-           "tv_distance_logits_with_grad"]
+__all__ = [
+    "js_divergence_logits",
+    "js_divergence_logits_with_grad",
+    "kl_divergence_logits",
+    "kl_divergence_logits_with_grad",
+    "tv_distance_logits",
+    "tv_distance_logits_with_grad",
+]
 
 _KINDS = _kernels.divergence_kinds()
 
@@ -55,8 +70,19 @@ def tail_mass(top_mass, k, rest=None):
 class _Problem:
     """The checked arguments of a divergence call."""
 
-    def __init__(self, kind, student, teacher, teacher_topk, temperature, beta, reduction,
-                 ignore_mask, scale_by_temperature_squared, num_threads):
+    def __init__(
+        self,
+        kind,
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        num_threads,
+    ):
         s = float_array(student, "student")
         if s.shape[-1] == 0:
             raise ValueError(f"student has shape {s.shape}: the class axis (last) is empty")
@@ -70,14 +96,14 @@ class _Problem:
         beta = float(beta)
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
-        if kind == "jsd" and beta == 0:      # Liger-Kernel's limits of the generalised JSD
+        if kind == "jsd" and beta == 0:  # Liger-Kernel's limits of the generalised JSD
             kind = "forward"
         elif kind == "jsd" and beta == 1:
             kind = "reverse"
         self.kind, self.beta = kind, beta
         self.reduction = check_reduction(reduction)
         scaled = bool_option(scale_by_temperature_squared, "scale_by_temperature_squared")
-        self.factor = temperature ** 2 if scaled else 1.0
+        self.factor = temperature**2 if scaled else 1.0
         self.threads = get_num_threads(num_threads)
         if ignore_mask is None:
             self.skip = None
@@ -87,8 +113,9 @@ class _Problem:
             if mask.dtype != bool:
                 raise TypeError(f"ignore_mask must be boolean, got dtype {mask.dtype}")
             if mask.shape != self.batch:
-                raise ValueError(f"ignore_mask has shape {mask.shape}, expected the batch "
-                                 f"shape {self.batch}")
+                raise ValueError(
+                    f"ignore_mask has shape {mask.shape}, expected the batch shape {self.batch}"
+                )
             self.skip = np.ascontiguousarray(mask.reshape(-1)).view(np.uint8)
             self.kept = self.n_rows - int(np.count_nonzero(mask))
         if (teacher is None) == (teacher_topk is None):
@@ -97,8 +124,10 @@ class _Problem:
         if teacher is not None:
             t = float_array(teacher, "teacher")
             if t.shape != s.shape or t.dtype != s.dtype:
-                raise ValueError(f"teacher has shape {t.shape} and dtype {t.dtype}, expected "
-                                 f"the student's {s.shape} and {s.dtype}")
+                raise ValueError(
+                    f"teacher has shape {t.shape} and dtype {t.dtype}, expected "
+                    f"the student's {s.shape} and {s.dtype}"
+                )
             self.t = t
         else:
             self.t = None
@@ -113,8 +142,10 @@ class _Problem:
         if index.dtype.kind not in "iu":
             raise TypeError(f"teacher_topk indices must be integers, got dtype {index.dtype}")
         if index.shape != logprobs.shape or index.shape[:-1] != self.batch:
-            raise ValueError(f"teacher_topk indices {index.shape} and logprobs "
-                             f"{logprobs.shape} must both have shape {self.batch} + (k,)")
+            raise ValueError(
+                f"teacher_topk indices {index.shape} and logprobs "
+                f"{logprobs.shape} must both have shape {self.batch} + (k,)"
+            )
         k = index.shape[-1]
         index = index.reshape(self.n_rows, k).astype(np.intp)
         logprobs = logprobs.reshape(self.n_rows, k)
@@ -128,9 +159,11 @@ class _Problem:
             mass = np.exp(logprobs).sum(axis=1)
         if np.any(mass > 1 + 1e-6 * max(k, 1)):
             row = int(np.argmax(mass))
-            raise ValueError(f"teacher_topk logprobs of row {row} hold a mass of {mass[row]!r} "
-                             f"> 1: they must be the teacher's full-vocabulary "
-                             f"log-probabilities, not renormalised over the top k")
+            raise ValueError(
+                f"teacher_topk logprobs of row {row} hold a mass of {mass[row]!r} "
+                f"> 1: they must be the teacher's full-vocabulary "
+                f"log-probabilities, not renormalised over the top k"
+            )
         return index, logprobs, tail_mass(mass, k)
 
     def rows(self, x):
@@ -146,13 +179,34 @@ class _Problem:
         scale = 1.0 / self.temperature
         if half_s is not None:
             half_t = half_rows(teacher)
-            _kernels.divergence_rows_half(half_s[0], half_t[0], half_s[1], scale, _KINDS[kind],
-                                          self.beta, self.skip, coef, row_loss, lse, grad,
-                                          self.threads)
+            _kernels.divergence_rows_half(
+                half_s[0],
+                half_t[0],
+                half_s[1],
+                scale,
+                _KINDS[kind],
+                self.beta,
+                self.skip,
+                coef,
+                row_loss,
+                lse,
+                grad,
+                self.threads,
+            )
         else:
-            _kernels.divergence_rows(self.rows(self.s), self.rows(teacher), scale, _KINDS[kind],
-                                     self.beta, self.skip, coef, row_loss, lse, grad,
-                                     self.threads)
+            _kernels.divergence_rows(
+                self.rows(self.s),
+                self.rows(teacher),
+                scale,
+                _KINDS[kind],
+                self.beta,
+                self.skip,
+                coef,
+                row_loss,
+                lse,
+                grad,
+                self.threads,
+            )
         return row_loss, lse
 
     def student_topk(self):
@@ -195,10 +249,32 @@ class _Problem:
             return self.s.dtype.type(total / np.float64(self.kept))
 
 
-def _loss(kind, student, teacher, teacher_topk, temperature, beta, reduction, ignore_mask,
-          scale_by_temperature_squared, num_threads, check, name):
-    problem = _Problem(kind, student, teacher, teacher_topk, temperature, beta, reduction,
-                       ignore_mask, scale_by_temperature_squared, num_threads)
+def _loss(
+    kind,
+    student,
+    teacher,
+    teacher_topk,
+    temperature,
+    beta,
+    reduction,
+    ignore_mask,
+    scale_by_temperature_squared,
+    num_threads,
+    check,
+    name,
+):
+    problem = _Problem(
+        kind,
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        num_threads,
+    )
     if problem.topk is None:
         row_loss, _ = problem.run(problem.kind, None, None)
     else:
@@ -206,22 +282,44 @@ def _loss(kind, student, teacher, teacher_topk, temperature, beta, reduction, ig
         row_loss = problem.sparse_losses(lse[:, 0], problem.student_topk())[0]
     result = problem.reduce(row_loss)
     if check_enabled(check):
-        expected = _reference_call(name, problem, student, teacher, teacher_topk, beta,
-                                   scale_by_temperature_squared, ignore_mask, None)
+        expected = _reference_call(
+            name,
+            problem,
+            student,
+            teacher,
+            teacher_topk,
+            beta,
+            scale_by_temperature_squared,
+            ignore_mask,
+            None,
+        )
         _check.compare(name, result, expected, problem.s.dtype)
     return result
 
 
-def _reference_call(name, problem, student, teacher, teacher_topk, beta, scaled, ignore_mask,
-                    grad_output, with_grad=False):
+def _reference_call(
+    name,
+    problem,
+    student,
+    teacher,
+    teacher_topk,
+    beta,
+    scaled,
+    ignore_mask,
+    grad_output,
+    with_grad=False,
+):
     """The reference's result for the same call (its *_with_grad with with_grad)."""
     fn = getattr(_reference, name + ("_with_grad" if with_grad else ""))
-    options = dict(teacher_topk=teacher_topk, temperature=problem.temperature,
-                   reduction=problem.reduction, ignore_mask=ignore_mask,
-                   scale_by_temperature_squared=scaled)
+    options = dict(
+        teacher_topk=teacher_topk,
+        temperature=problem.temperature,
+        reduction=problem.reduction,
+        ignore_mask=ignore_mask,
+        scale_by_temperature_squared=scaled,
+    )
     if name.startswith("kl"):
-        options["direction"] = problem.kind if problem.kind in ("forward", "reverse") else \
-            "forward"
+        options["direction"] = problem.kind if problem.kind in ("forward", "reverse") else "forward"
     if name.startswith("js"):
         options["beta"] = beta
     if with_grad:
@@ -229,18 +327,46 @@ def _reference_call(name, problem, student, teacher, teacher_topk, beta, scaled,
     return fn(student, teacher, **options)
 
 
-def _with_grad(kind, student, teacher, teacher_topk, temperature, beta, reduction, ignore_mask,
-               scale_by_temperature_squared, grad_output, out, num_threads, check, name):
-    problem = _Problem(kind, student, teacher, teacher_topk, temperature, beta, reduction,
-                       ignore_mask, scale_by_temperature_squared, num_threads)
+def _with_grad(
+    kind,
+    student,
+    teacher,
+    teacher_topk,
+    temperature,
+    beta,
+    reduction,
+    ignore_mask,
+    scale_by_temperature_squared,
+    grad_output,
+    out,
+    num_threads,
+    check,
+    name,
+):
+    problem = _Problem(
+        kind,
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        num_threads,
+    )
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
     checking = check_enabled(check)
     if checking:  # copied now: the gradient may overwrite the student's logits
         saved = problem.s.copy()
     s = problem.s
-    grad = gradient_array(out, s, teacher=problem.t,
-                          teacher_topk=None if problem.topk is None else problem.topk[0],
-                          grad_output=grad_output)
+    grad = gradient_array(
+        out,
+        s,
+        teacher=problem.t,
+        teacher_topk=None if problem.topk is None else problem.topk[0],
+        grad_output=grad_output,
+    )
     n, c = problem.n_rows, problem.n_classes
     if problem.reduction == "mean":
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -270,8 +396,17 @@ def _with_grad(kind, student, teacher, teacher_topk, temperature, beta, reductio
     loss = problem.reduce(row_loss)
     if checking:
         expected_loss, expected_grad = _reference_call(
-            name, problem, saved, teacher, teacher_topk, beta, scale_by_temperature_squared,
-            ignore_mask, grad_output, with_grad=True)
+            name,
+            problem,
+            saved,
+            teacher,
+            teacher_topk,
+            beta,
+            scale_by_temperature_squared,
+            ignore_mask,
+            grad_output,
+            with_grad=True,
+        )
         _check.compare(f"{name} (loss)", loss, expected_loss, s.dtype)
         _check.compare(f"{name} (gradient)", grad, expected_grad, s.dtype)
     return loss, grad
@@ -333,68 +468,204 @@ def _check_direction(direction):
 
 
 @shares_cpus
-def kl_divergence_logits(student, teacher=None, *, teacher_topk=None, temperature=1.0,
-                         direction="forward", reduction="mean", ignore_mask=None,
-                         scale_by_temperature_squared=True, num_threads=None, check=None):
-    return _loss(_check_direction(direction), student, teacher, teacher_topk, temperature,
-                 0.5, reduction, ignore_mask, scale_by_temperature_squared, num_threads, check,
-                 "kl_divergence_logits")
+def kl_divergence_logits(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    direction="forward",
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    num_threads=None,
+    check=None,
+):
+    return _loss(
+        _check_direction(direction),
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        num_threads,
+        check,
+        "kl_divergence_logits",
+    )
 
 
 @shares_cpus
-def kl_divergence_logits_with_grad(student, teacher=None, *, teacher_topk=None,
-                                   temperature=1.0, direction="forward", reduction="mean",
-                                   ignore_mask=None, scale_by_temperature_squared=True,
-                                   grad_output=None, out=None, num_threads=None, check=None):
-    return _with_grad(_check_direction(direction), student, teacher, teacher_topk, temperature,
-                      0.5, reduction, ignore_mask, scale_by_temperature_squared, grad_output,
-                      out, num_threads, check, "kl_divergence_logits")
+def kl_divergence_logits_with_grad(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    direction="forward",
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    grad_output=None,
+    out=None,
+    num_threads=None,
+    check=None,
+):
+    return _with_grad(
+        _check_direction(direction),
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        grad_output,
+        out,
+        num_threads,
+        check,
+        "kl_divergence_logits",
+    )
 
 
 @shares_cpus
-def js_divergence_logits(student, teacher=None, *, teacher_topk=None, temperature=1.0,
-                         beta=0.5, reduction="mean", ignore_mask=None,
-                         scale_by_temperature_squared=True, num_threads=None, check=None):
-    return _loss("jsd", student, teacher, teacher_topk, temperature, beta, reduction,
-                 ignore_mask, scale_by_temperature_squared, num_threads, check,
-                 "js_divergence_logits")
+def js_divergence_logits(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    beta=0.5,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    num_threads=None,
+    check=None,
+):
+    return _loss(
+        "jsd",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        num_threads,
+        check,
+        "js_divergence_logits",
+    )
 
 
 @shares_cpus
-def js_divergence_logits_with_grad(student, teacher=None, *, teacher_topk=None,
-                                   temperature=1.0, beta=0.5, reduction="mean",
-                                   ignore_mask=None, scale_by_temperature_squared=True,
-                                   grad_output=None, out=None, num_threads=None, check=None):
-    return _with_grad("jsd", student, teacher, teacher_topk, temperature, beta, reduction,
-                      ignore_mask, scale_by_temperature_squared, grad_output, out, num_threads,
-                      check, "js_divergence_logits")
+def js_divergence_logits_with_grad(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    beta=0.5,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    grad_output=None,
+    out=None,
+    num_threads=None,
+    check=None,
+):
+    return _with_grad(
+        "jsd",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        grad_output,
+        out,
+        num_threads,
+        check,
+        "js_divergence_logits",
+    )
 
 
 @shares_cpus
-def tv_distance_logits(student, teacher=None, *, teacher_topk=None, temperature=1.0,
-                       reduction="mean", ignore_mask=None, scale_by_temperature_squared=True,
-                       num_threads=None, check=None):
-    return _loss("tv", student, teacher, teacher_topk, temperature, 0.5, reduction,
-                 ignore_mask, scale_by_temperature_squared, num_threads, check,
-                 "tv_distance_logits")
+def tv_distance_logits(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    num_threads=None,
+    check=None,
+):
+    return _loss(
+        "tv",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        num_threads,
+        check,
+        "tv_distance_logits",
+    )
 
 
 @shares_cpus
-def tv_distance_logits_with_grad(student, teacher=None, *, teacher_topk=None,
-                                 temperature=1.0, reduction="mean", ignore_mask=None,
-                                 scale_by_temperature_squared=True, grad_output=None, out=None,
-                                 num_threads=None, check=None):
-    return _with_grad("tv", student, teacher, teacher_topk, temperature, 0.5, reduction,
-                      ignore_mask, scale_by_temperature_squared, grad_output, out, num_threads,
-                      check, "tv_distance_logits")
+def tv_distance_logits_with_grad(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    grad_output=None,
+    out=None,
+    num_threads=None,
+    check=None,
+):
+    return _with_grad(
+        "tv",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        grad_output,
+        out,
+        num_threads,
+        check,
+        "tv_distance_logits",
+    )
 
 
-kl_divergence_logits.__doc__ = """KL divergence between the softmaxes of a teacher's and a
+kl_divergence_logits.__doc__ = (
+    """KL divergence between the softmaxes of a teacher's and a
     student's logits at temperature T: ``direction="forward"`` is ``KL(P || Q)`` (P the
     teacher's, Q the student's: PyTorch's ``F.kl_div(F.log_softmax(s / T, -1),
     F.log_softmax(t / T, -1), log_target=True)`` summed over classes), ``"reverse"`` is
     ``KL(Q || P)``. One read of each row pair.
-""" + _COMMON_DOC + """
+"""
+    + _COMMON_DOC
+    + """
     Returns
     -------
     scalar or numpy.ndarray
@@ -417,9 +688,14 @@ kl_divergence_logits.__doc__ = """KL divergence between the softmaxes of a teach
     ...                                    reduction="none"), 4)
     array([0.4107, 0.9957])
 """
-kl_divergence_logits_with_grad.__doc__ = """:func:`kl_divergence_logits` and its gradient with
+)
+kl_divergence_logits_with_grad.__doc__ = (
+    """:func:`kl_divergence_logits` and its gradient with
     respect to the student's logits.
-""" + _COMMON_DOC + _GRAD_DOC + """
+"""
+    + _COMMON_DOC
+    + _GRAD_DOC
+    + """
     Examples
     --------
     >>> import numpy as np
@@ -443,11 +719,15 @@ kl_divergence_logits_with_grad.__doc__ = """:func:`kl_divergence_logits` and its
     array([[-0.434 ,  0.3838,  0.0502],
            [ 0.    ,  0.    ,  0.    ]])
 """
-js_divergence_logits.__doc__ = """Generalised Jensen-Shannon divergence (Liger-Kernel's):
+)
+js_divergence_logits.__doc__ = (
+    """Generalised Jensen-Shannon divergence (Liger-Kernel's):
     ``beta KL(P || M) + (1 - beta) KL(Q || M)``, ``M = beta P + (1 - beta) Q``, P the teacher's
     and Q the student's softmax at temperature T. ``beta = 0.5`` is the symmetric JSD;
     ``beta = 0`` gives forward KL and ``beta = 1`` reverse KL (the limits, as Liger-Kernel).
-""" + _COMMON_DOC + """    beta : float in [0, 1], optional
+"""
+    + _COMMON_DOC
+    + """    beta : float in [0, 1], optional
         The teacher's weight in the mixture M (default 0.5).
 
     Returns
@@ -471,9 +751,14 @@ js_divergence_logits.__doc__ = """Generalised Jensen-Shannon divergence (Liger-K
     >>> np.round(xent.js_divergence_logits(student, teacher, beta=0.0, reduction="none"), 4)
     array([0.4323, 0.7299])
 """
-js_divergence_logits_with_grad.__doc__ = """:func:`js_divergence_logits` and its gradient
+)
+js_divergence_logits_with_grad.__doc__ = (
+    """:func:`js_divergence_logits` and its gradient
     with respect to the student's logits.
-""" + _COMMON_DOC + _GRAD_DOC + """
+"""
+    + _COMMON_DOC
+    + _GRAD_DOC
+    + """
     Examples
     --------
     >>> import numpy as np
@@ -497,9 +782,13 @@ js_divergence_logits_with_grad.__doc__ = """:func:`js_divergence_logits` and its
     array([[-0.0885,  0.0819,  0.0066],
            [ 0.    ,  0.    ,  0.    ]])
 """
-tv_distance_logits.__doc__ = """Total variation distance ``sum |P - Q| / 2`` between the
+)
+tv_distance_logits.__doc__ = (
+    """Total variation distance ``sum |P - Q| / 2`` between the
     teacher's and the student's softmax at temperature T (its gradient takes sign(0) = 0).
-""" + _COMMON_DOC + """
+"""
+    + _COMMON_DOC
+    + """
     Returns
     -------
     scalar or numpy.ndarray
@@ -521,9 +810,14 @@ tv_distance_logits.__doc__ = """Total variation distance ``sum |P - Q| / 2`` bet
     >>> round(float(xent.tv_distance_logits(student, teacher, temperature=2.0)), 4)
     1.0698
 """
-tv_distance_logits_with_grad.__doc__ = """:func:`tv_distance_logits` and its gradient with
+)
+tv_distance_logits_with_grad.__doc__ = (
+    """:func:`tv_distance_logits` and its gradient with
     respect to the student's logits.
-""" + _COMMON_DOC + _GRAD_DOC + """
+"""
+    + _COMMON_DOC
+    + _GRAD_DOC
+    + """
     Examples
     --------
     >>> import numpy as np
@@ -547,3 +841,4 @@ tv_distance_logits_with_grad.__doc__ = """:func:`tv_distance_logits` and its gra
     array([[-0.1778,  0.1453,  0.0324],
            [ 0.    ,  0.    ,  0.    ]])
 """
+)

@@ -16,11 +16,26 @@ from . import _check, _kernels
 from . import reference as _reference
 from ._multiclass import cross_entropy
 from ._threads import get_num_threads, shares_cpus
-from ._validation import (as_rows, bool_option, check_axis, check_enabled, compute_dtype,
-                          first_outside_unit, float_array)
+from ._validation import (
+    as_rows,
+    bool_option,
+    check_axis,
+    check_enabled,
+    compute_dtype,
+    first_outside_unit,
+    float_array,
+)
 
-__all__ = ["self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
-           "entropy_from_logits", "perplexity", "SUM_TOLERANCE"]
+__all__ = [
+    "self_information",
+    "entropy",
+    "cross_entropy",
+    "kl_divergence",
+    "binary_entropy",
+    "entropy_from_logits",
+    "perplexity",
+    "SUM_TOLERANCE",
+]
 
 #: How far from 1 a row's sum may be, per input dtype, before it is not a distribution.
 SUM_TOLERANCE = {
@@ -32,7 +47,7 @@ SUM_TOLERANCE = {
 _Dist = _kernels.Dist
 _Element = _kernels.Element
 _loss_cross_entropy = cross_entropy  # the loss of logits; this module's cross_entropy is of
-                                     # two distributions
+# two distributions
 
 
 def _log_base(base):
@@ -74,8 +89,10 @@ def _validate(name, sums, mins, batch, dtype, normalize):
     elif normalize:
         reason = f"sums to {float(sums[row])!r}, which cannot be normalised"
     else:
-        reason = (f"sums to {float(sums[row])!r}, not 1 (tolerance {SUM_TOLERANCE[dtype]:g}); "
-                  f"pass normalize=True to divide by the sum")
+        reason = (
+            f"sums to {float(sums[row])!r}, not 1 (tolerance {SUM_TOLERANCE[dtype]:g}); "
+            f"pass normalize=True to divide by the sum"
+        )
     raise ValueError(f"{what} is not a probability distribution: it {reason}")
 
 
@@ -105,7 +122,7 @@ def _dist_sums(kind, p_rows, q_rows, threads):
 #: With normalize=True, rows whose sum lies outside this range are divided by it before the
 #: kernel sums them: there ``sum p log p`` would overflow (p = [1e308]) or its subnormal terms
 #: lose their digits (p = [5e-324, 5e-324]).
-_SAFE_SUM = (2.0 ** -900, 2.0 ** 900)
+_SAFE_SUM = (2.0**-900, 2.0**900)
 
 
 def _normalized_sums(kind, p_rows, q_rows, sums, threads):
@@ -183,8 +200,12 @@ def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None
     >>> round(float(xent.info.entropy(counts, base=2, normalize=True)), 4)
     1.5
     """
-    scipy_form = (qk is None and axis is not None and not isinstance(axis, numbers.Integral)
-                  and np.ndim(axis) >= 1)
+    scipy_form = (
+        qk is None
+        and axis is not None
+        and not isinstance(axis, numbers.Integral)
+        and np.ndim(axis) >= 1
+    )
     if scipy_form:
         # SciPy's entropy(pk, qk, base, axis): shift the positional arguments, and take
         # SciPy's defaults with them (axis 0, pk and qk normalised)
@@ -194,7 +215,7 @@ def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None
         try:
             return _relative_entropy(p, qk, axis, base, normalize, num_threads, check)
         except (TypeError, ValueError) as e:
-            if scipy_form:   # name the argument the caller passed
+            if scipy_form:  # name the argument the caller passed
                 raise type(e)(f"axis (an array there is SciPy's qk): {e}") from None
             raise
     log_base = _log_base(base)
@@ -211,8 +232,13 @@ def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None
         h = (np.log(sum_p) - total / sum_p) if normalize else -total
     result = _finish(h / log_base, batch, a.dtype)
     if check_enabled(check):
-        _check_rows("info.entropy", result, batch, lambda s: _reference.entropy(
-            rows[s], base=base, normalize=normalize), a.dtype)
+        _check_rows(
+            "info.entropy",
+            result,
+            batch,
+            lambda s: _reference.entropy(rows[s], base=base, normalize=normalize),
+            a.dtype,
+        )
     return result
 
 
@@ -226,8 +252,9 @@ def _relative_entropy(p, qk, axis, base, normalize, num_threads, check):
     try:
         pk, qk = np.broadcast_arrays(pk, qk)
     except ValueError:
-        raise ValueError(f"qk of shape {qk.shape} does not broadcast against p of shape "
-                         f"{pk.shape}") from None
+        raise ValueError(
+            f"qk of shape {qk.shape} does not broadcast against p of shape {pk.shape}"
+        ) from None
     return kl_divergence(pk, qk, axis, base, normalize, num_threads=num_threads, check=check)
 
 
@@ -266,8 +293,15 @@ def cross_entropy(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
         h = (np.log(sum_q) - total / sum_p) if normalize else -total
     result = _finish(h / log_base, batch, dtype)
     if check_enabled(check):
-        _check_rows("info.cross_entropy", result, batch, lambda s: _reference.cross_entropy_dist(
-            p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
+        _check_rows(
+            "info.cross_entropy",
+            result,
+            batch,
+            lambda s: _reference.cross_entropy_dist(
+                p_rows[s], q_rows[s], base=base, normalize=normalize
+            ),
+            dtype,
+        )
     return result
 
 
@@ -304,8 +338,15 @@ def kl_divergence(p, q, axis=-1, base=None, normalize=False, *, num_threads=None
         kl = (total / sum_p + np.log(sum_q) - np.log(sum_p)) if normalize else total
     result = _finish(kl / log_base, batch, dtype)
     if check_enabled(check):
-        _check_rows("info.kl_divergence", result, batch, lambda s: _reference.kl_divergence(
-            p_rows[s], q_rows[s], base=base, normalize=normalize), dtype)
+        _check_rows(
+            "info.kl_divergence",
+            result,
+            batch,
+            lambda s: _reference.kl_divergence(
+                p_rows[s], q_rows[s], base=base, normalize=normalize
+            ),
+            dtype,
+        )
     return result
 
 
@@ -317,8 +358,9 @@ def _elementwise(kind, name, p, base, num_threads):
     shaped = a.reshape(1) if a.ndim == 0 else a
     rows = as_rows(shaped, compute)
     out = np.empty(rows.shape, dtype=compute)
-    _, bad = _kernels.elementwise(kind, rows, None, None, None, out, None, 1.0 / log_base, None,
-                                  threads)
+    _, bad = _kernels.elementwise(
+        kind, rows, None, None, None, out, None, 1.0 / log_base, None, threads
+    )
     if bad:
         raise ValueError(f"{name}: {first_outside_unit('p', a)}: not a probability")
     with np.errstate(over="ignore"):
@@ -354,8 +396,7 @@ def self_information(p, base=None, *, num_threads=None):
     >>> np.round(xent.info.self_information(p), 4)  # in nats
     array([0.6931, 1.3863, 2.0794,    inf])
     """
-    return _elementwise(_Element.ELEMENT_SELF_INFORMATION, "self_information", p, base,
-                        num_threads)
+    return _elementwise(_Element.ELEMENT_SELF_INFORMATION, "self_information", p, base, num_threads)
 
 
 @shares_cpus
@@ -373,8 +414,7 @@ def binary_entropy(p, base=None, *, num_threads=None):
     >>> np.round(xent.info.binary_entropy(p, base=2), 4)
     array([0.   , 0.469, 1.   , 0.   ])
     """
-    return _elementwise(_Element.ELEMENT_BINARY_ENTROPY, "binary_entropy", p, base,
-                        num_threads)
+    return _elementwise(_Element.ELEMENT_BINARY_ENTROPY, "binary_entropy", p, base, num_threads)
 
 
 @shares_cpus
@@ -403,14 +443,27 @@ def entropy_from_logits(logits, axis=-1, base=None, *, num_threads=None, check=N
     _kernels.softmax_entropy_rows(rows, out, threads)
     result = _finish(out / log_base, batch, a.dtype)
     if check_enabled(check):
-        _check_rows("info.entropy_from_logits", result, batch,
-                    lambda s: _reference.entropy_from_logits(rows[s], base=base), a.dtype)
+        _check_rows(
+            "info.entropy_from_logits",
+            result,
+            batch,
+            lambda s: _reference.entropy_from_logits(rows[s], base=base),
+            a.dtype,
+        )
     return result
 
 
 @shares_cpus
-def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
-               num_threads=None, check=None):
+def perplexity(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    num_threads=None,
+    check=None,
+):
     """Perplexity ``exp(mean cross-entropy)`` of logits against targets.
 
     Arguments as for :func:`xent.cross_entropy` (whose mean it exponentiates); returns a
@@ -433,8 +486,15 @@ def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothin
     >>> round(float(xent.info.perplexity(logits, np.array([-100, 4, 7]))), 4)
     10.0
     """
-    loss = _loss_cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
-                               reduction="mean", label_smoothing=label_smoothing,
-                               num_threads=num_threads, check=check)
+    loss = _loss_cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="mean",
+        label_smoothing=label_smoothing,
+        num_threads=num_threads,
+        check=check,
+    )
     with np.errstate(over="ignore"):
         return type(loss)(np.exp(np.float64(loss)))

@@ -17,13 +17,29 @@ import numpy as np
 from . import _blas, _linear
 from ._threads import get_num_threads, shares_cpus
 from ._multiclass import check_z_loss
-from ._validation import (as_rows, bad_label_message, bool_option, check_ignore_index,
-                          check_label_smoothing, check_reduction, class_targets,
-                          compute_dtype, fit_dtype, float_array, grad_output_factors,
-                          input_array, reduce_loss, safe_divide)
+from ._validation import (
+    as_rows,
+    bad_label_message,
+    bool_option,
+    check_ignore_index,
+    check_label_smoothing,
+    check_reduction,
+    class_targets,
+    compute_dtype,
+    fit_dtype,
+    float_array,
+    grad_output_factors,
+    input_array,
+    reduce_loss,
+    safe_divide,
+)
 
-__all__ = ["LinearCrossEntropyGrads", "LinearRowStats", "linear_cross_entropy",
-           "linear_cross_entropy_with_grad"]
+__all__ = [
+    "LinearCrossEntropyGrads",
+    "LinearRowStats",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+]
 
 # BLAS takes 32-bit sizes and leading dimensions.
 _BLAS_INT_MAX = 2**31 - 1
@@ -39,24 +55,31 @@ def _softcap(value, compute):
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"softcap must be None or a positive float, got "
-                        f"{type(value).__name__} {value!r}")
+        raise TypeError(
+            f"softcap must be None or a positive float, got {type(value).__name__} {value!r}"
+        )
     value = float(value)
     if not (value > 0 and np.isfinite(value)):
         raise ValueError(f"softcap must be a positive finite float, got {value!r}")
     info = np.finfo(compute)
-    if not float(info.tiny) <= value <= float(info.max):   # Python floats: no numpy cast
-        raise ValueError(f"softcap={value!r} is outside the range of {info.dtype.name} the "
-                         f"inputs are computed in ([{info.tiny:.6g}, {info.max:.6g}]); give "
-                         f"float64 inputs, or softcap=None for no cap")
+    if not float(info.tiny) <= value <= float(info.max):  # Python floats: no numpy cast
+        raise ValueError(
+            f"softcap={value!r} is outside the range of {info.dtype.name} the "
+            f"inputs are computed in ([{info.tiny:.6g}, {info.max:.6g}]); give "
+            f"float64 inputs, or softcap=None for no cap"
+        )
     return value
 
 
 def _blas_rows(a, name):
     """``a`` (2-d, last axis contiguous) as rows BLAS can read in place, or a copy of it."""
     step = a.strides[0]
-    ok = (a.shape[1] >= 1 and step > 0 and step % a.itemsize == 0
-          and a.shape[1] <= step // a.itemsize <= _BLAS_INT_MAX)
+    ok = (
+        a.shape[1] >= 1
+        and step > 0
+        and step % a.itemsize == 0
+        and a.shape[1] <= step // a.itemsize <= _BLAS_INT_MAX
+    )
     if not ok or (a.shape[0] == 1 and step // a.itemsize < a.shape[1]):
         a = np.ascontiguousarray(a)
     if a.shape[1] > _BLAS_INT_MAX:
@@ -94,38 +117,55 @@ class LinearCrossEntropyGrads(tuple):
         tail = () if grad_bias is None else (grad_bias,)
         return super().__new__(cls, (loss, grad_hidden, grad_weight, *tail))
 
-    def __getnewargs__(self):   # pickle and copy rebuild it through __new__
+    def __getnewargs__(self):  # pickle and copy rebuild it through __new__
         return tuple(self)
 
     def __repr__(self):
-        fields = ", ".join(f"{name}={value!r}" for name, value in zip(
-            ("loss", "grad_hidden", "grad_weight", "grad_bias"), self))
+        fields = ", ".join(
+            f"{name}={value!r}"
+            for name, value in zip(("loss", "grad_hidden", "grad_weight", "grad_bias"), self)
+        )
         return f"{type(self).__name__}({fields})"
 
     loss = property(lambda self: self[0], doc="The loss, as linear_cross_entropy returns it.")
     grad_hidden = property(lambda self: self[1], doc="d loss / d hidden, hidden's shape.")
     grad_weight = property(lambda self: self[2], doc="d loss / d weight, shape (V, H).")
-    grad_bias = property(lambda self: self[3] if len(self) > 3 else None,
-                         doc="d loss / d bias, shape (V,); None when no bias was given.")
+    grad_bias = property(
+        lambda self: self[3] if len(self) > 3 else None,
+        doc="d loss / d bias, shape (V,); None when no bias was given.",
+    )
 
 
 class _LinearInputs:
     """The checked arguments of a linear cross-entropy call."""
 
-    def __init__(self, hidden, weight, target, bias, ignore_index, reduction,
-                 label_smoothing, softcap, num_threads):
+    def __init__(
+        self,
+        hidden,
+        weight,
+        target,
+        bias,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        softcap,
+        num_threads,
+    ):
         h = float_array(hidden, "hidden")
         w = float_array(weight, "weight")
         if w.ndim != 2:
-            raise ValueError(f"weight must be 2-d (vocabulary, hidden), as a model's output "
-                             f"layer stores it, got shape {w.shape}")
+            raise ValueError(
+                f"weight must be 2-d (vocabulary, hidden), as a model's output "
+                f"layer stores it, got shape {w.shape}"
+            )
         vocab, width = w.shape
         if h.shape[-1] != width:
-            raise ValueError(f"hidden has shape {h.shape} and weight {w.shape}: the last axis "
-                             f"of hidden must equal weight's second axis ({width})")
+            raise ValueError(
+                f"hidden has shape {h.shape} and weight {w.shape}: the last axis "
+                f"of hidden must equal weight's second axis ({width})"
+            )
         if vocab == 0:
-            raise ValueError(f"weight has shape {w.shape}: the vocabulary (first axis) is "
-                             f"empty")
+            raise ValueError(f"weight has shape {w.shape}: the vocabulary (first axis) is empty")
         # Computed in the wider of the two compute dtypes, returned in the inputs' dtype when
         # they share one (float16 and bfloat16 are computed in float32).
         self.compute = compute = np.result_type(compute_dtype(h.dtype), compute_dtype(w.dtype))
@@ -149,8 +189,9 @@ class _LinearInputs:
         else:
             b = float_array(bias, "bias")
             if b.shape != (vocab,):
-                raise ValueError(f"bias has shape {b.shape}, expected ({vocab},): one per "
-                                 f"row of weight")
+                raise ValueError(
+                    f"bias has shape {b.shape}, expected ({vocab},): one per row of weight"
+                )
             self.bias = np.ascontiguousarray(fit_dtype(b, compute, "bias"))
         if width == 0:  # no features: every logit is the bias (or 0); BLAS wants k >= 1
             h_rows = np.zeros((int(np.prod(self.batch, dtype=np.int64)), 1), dtype=compute)
@@ -167,9 +208,17 @@ class _LinearInputs:
         stats = np.empty((self.n_rows, 4), dtype=np.float64)
         if self.n_rows:
             with _blas.single_threaded():
-                _linear.forward(self.hidden, self.weight, self.bias, self.labels,
-                                self.softcap, self.smoothing != 0, stats, self.threads,
-                                row_extra=extra)
+                _linear.forward(
+                    self.hidden,
+                    self.weight,
+                    self.bias,
+                    self.labels,
+                    self.softcap,
+                    self.smoothing != 0,
+                    stats,
+                    self.threads,
+                    row_extra=extra,
+                )
         return stats
 
     def row_losses(self, stats):
@@ -189,8 +238,14 @@ class _LinearInputs:
     def reduce(self, row_loss):
         with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64's range
             total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
-        return reduce_loss(total, int(np.count_nonzero(self.valid)), row_loss, self.reduction,
-                       self.batch, self.dtype)
+        return reduce_loss(
+            total,
+            int(np.count_nonzero(self.valid)),
+            row_loss,
+            self.reduction,
+            self.batch,
+            self.dtype,
+        )
 
 
 _COMMON_PARAMETERS = """hidden : array_like, shape (..., H)
@@ -237,16 +292,38 @@ _MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles
 
 
 @shares_cpus
-def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, softcap=None, z_loss=0.0,
-                         return_lse=False, return_stats=False, num_threads=None):
+def linear_cross_entropy(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    softcap=None,
+    z_loss=0.0,
+    return_lse=False,
+    return_stats=False,
+    num_threads=None,
+):
     z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
     return_stats = bool_option(return_stats, "return_stats")
     if not (z_loss or return_lse or return_stats):
-        return _forward(hidden, weight, target, bias, ignore_index, reduction,
-                        label_smoothing, softcap, num_threads)
-    problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
-                            label_smoothing, softcap, num_threads)
+        return _forward(
+            hidden,
+            weight,
+            target,
+            bias,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            softcap,
+            num_threads,
+        )
+    problem = _LinearInputs(
+        hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
+    )
     extra = np.zeros((problem.n_rows, 2), dtype=np.float64) if return_stats else None
     stats = problem.row_stats(extra)
     lse = _row_lse(stats)
@@ -315,21 +392,35 @@ linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight
     """
 
 
-def _forward(hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap,
-             num_threads):
-    problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
-                            label_smoothing, softcap, num_threads)
+def _forward(
+    hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
+):
+    problem = _LinearInputs(
+        hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
+    )
     return problem.reduce(problem.row_losses(problem.row_stats()))
 
 
 @shares_cpus
-def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
-                                   reduction="mean", label_smoothing=0.0, softcap=None,
-                                   z_loss=0.0, return_lse=False, grad_output=None,
-                                   num_threads=None):
+def linear_cross_entropy_with_grad(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    softcap=None,
+    z_loss=0.0,
+    return_lse=False,
+    grad_output=None,
+    num_threads=None,
+):
     z_loss, return_lse = check_z_loss(z_loss), bool_option(return_lse, "return_lse")
-    problem = _LinearInputs(hidden, weight, target, bias, ignore_index, reduction,
-                            label_smoothing, softcap, num_threads)
+    problem = _LinearInputs(
+        hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
+    )
     factor, row_factors = grad_output_factors(grad_output, problem.reduction, problem.batch)
     if problem.reduction == "mean":
         factor = safe_divide(factor, np.count_nonzero(problem.valid))
@@ -348,18 +439,44 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
         smooth_sum = np.empty((problem.n_rows, width), dtype=compute)
     elif spread:
         with np.errstate(over="ignore", invalid="ignore"):  # inf - inf in a column is NaN
-            weight_sum = np.ascontiguousarray(problem.weight[:, :width].sum(axis=0,
-                                                                            dtype=np.float64))
+            weight_sum = np.ascontiguousarray(
+                problem.weight[:, :width].sum(axis=0, dtype=np.float64)
+            )
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
     if problem.n_rows:
         with _blas.single_threaded():
-            _linear.forward(problem.hidden, problem.weight, problem.bias, problem.labels,
-                            problem.softcap, problem.smoothing != 0, stats, problem.threads,
-                            row_scale, keep, spread, grad_hidden, smooth_sum, weight_sum,
-                            z_loss=z_loss)
-            _linear.grad_weight(problem.hidden, problem.weight, problem.bias, problem.labels,
-                                problem.softcap, stats, row_scale, keep, spread, grad_weight,
-                                grad_bias, problem.threads, z_loss=z_loss)
+            _linear.forward(
+                problem.hidden,
+                problem.weight,
+                problem.bias,
+                problem.labels,
+                problem.softcap,
+                problem.smoothing != 0,
+                stats,
+                problem.threads,
+                row_scale,
+                keep,
+                spread,
+                grad_hidden,
+                smooth_sum,
+                weight_sum,
+                z_loss=z_loss,
+            )
+            _linear.grad_weight(
+                problem.hidden,
+                problem.weight,
+                problem.bias,
+                problem.labels,
+                problem.softcap,
+                stats,
+                row_scale,
+                keep,
+                spread,
+                grad_weight,
+                grad_bias,
+                problem.threads,
+                z_loss=z_loss,
+            )
     row_loss = problem.row_losses(stats)
     if z_loss:
         row_loss = _add_z_loss(problem, row_loss, _row_lse(stats), z_loss)
@@ -368,9 +485,10 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     with np.errstate(over="ignore"):
         grads = LinearCrossEntropyGrads(
             loss,
-            grad_hidden[:, :problem.width].astype(dtype, copy=False).reshape(problem.hidden_shape),
-            grad_weight[:, :problem.width].astype(dtype, copy=False),
-            None if grad_bias is None else grad_bias.astype(dtype))
+            grad_hidden[:, : problem.width].astype(dtype, copy=False).reshape(problem.hidden_shape),
+            grad_weight[:, : problem.width].astype(dtype, copy=False),
+            None if grad_bias is None else grad_bias.astype(dtype),
+        )
     if return_lse:
         return grads, _in_dtype(problem, _row_lse(stats))
     return grads
@@ -497,5 +615,8 @@ def _row_statistics(problem, stats, extra):
     """LinearRowStats from the forward's statistics and its extra columns."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         entropy = np.log(stats[:, 1]) - extra[:, 0] / stats[:, 1]
-    return LinearRowStats(_in_dtype(problem, _row_lse(stats)), _in_dtype(problem, entropy),
-                          extra[:, 1].astype(np.intp).reshape(problem.batch))
+    return LinearRowStats(
+        _in_dtype(problem, _row_lse(stats)),
+        _in_dtype(problem, entropy),
+        extra[:, 1].astype(np.intp).reshape(problem.batch),
+    )

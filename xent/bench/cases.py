@@ -66,7 +66,8 @@ def parse_shape(text):
     match = _SHAPE_RE.match(text)
     if match is None:
         raise argparse.ArgumentTypeError(
-            f"expected ROWSxCLASSES such as 65536x1000 or 64x1M, got {text!r}")
+            f"expected ROWSxCLASSES such as 65536x1000 or 64x1M, got {text!r}"
+        )
     rows = int(match[1]) * _SUFFIX[match[2].lower()]
     classes = int(match[3]) * _SUFFIX[match[4].lower()]
     if rows < 1 or classes < 1:
@@ -95,12 +96,12 @@ def thread_count(text):
     if value == 0:
         raise argparse.ArgumentTypeError(
             "must not be 0: give a count (4), a count back from all CPUs (-1: all of them, "
-            "-2: all but one), or leave --threads out for the default")
+            "-2: all but one), or leave --threads out for the default"
+        )
     try:
         get_num_threads(value)
     except ValueError as exc:  # phrased for the API: name the option instead
-        raise argparse.ArgumentTypeError(
-            str(exc).replace("num_threads=", "--threads ")) from None
+        raise argparse.ArgumentTypeError(str(exc).replace("num_threads=", "--threads ")) from None
     return value
 
 
@@ -138,8 +139,9 @@ def numpy_dtype(name):
         try:
             return np.dtype(importlib.import_module("ml_dtypes").bfloat16)
         except ImportError:
-            raise SystemExit("xent bench: --dtype bfloat16 needs ml_dtypes "
-                             "(pip install ml_dtypes)") from None
+            raise SystemExit(
+                "xent bench: --dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)"
+            ) from None
     return np.dtype(name)
 
 
@@ -159,8 +161,10 @@ def select_cases(args):
         cases = [Case(rows, classes, args.dtype or "float32") for rows, classes in args.shape]
     else:
         divisor = QUICK_DIVISOR if args.quick else 1
-        cases = [Case(max(1, rows // divisor), classes, args.dtype or dtype)
-                 for rows, classes, dtype in DEFAULT_CASES]
+        cases = [
+            Case(max(1, rows // divisor), classes, args.dtype or dtype)
+            for rows, classes, dtype in DEFAULT_CASES
+        ]
     return list(dict.fromkeys(cases))
 
 
@@ -199,8 +203,7 @@ def reference_mean(logits, labels, rows=REFERENCE_ROWS, progress=None):
     total = 0.0
     for start in range(0, len(labels), rows):
         stop = start + rows
-        total += reference.cross_entropy(logits[start:stop], labels[start:stop],
-                                         reduction="sum")
+        total += reference.cross_entropy(logits[start:stop], labels[start:stop], reduction="sum")
         if progress is not None:
             progress(min(stop, len(labels)))
     return float(total) / len(labels)

@@ -13,13 +13,30 @@ import sys
 from .._dispatch import config
 from .._threads import get_num_threads
 from . import linear
-from .cases import (DTYPES, QUICK_DIVISOR, REFERENCE_MAX_RUNS, REFERENCE_ROWS, parse_shape,
-                    positive_int, select_cases, select_grad_case, thread_count)
+from .cases import (
+    DTYPES,
+    QUICK_DIVISOR,
+    REFERENCE_MAX_RUNS,
+    REFERENCE_ROWS,
+    parse_shape,
+    positive_int,
+    select_cases,
+    select_grad_case,
+    thread_count,
+)
 from .measure import busy_cpus, git_commit
 from .peers import load_peers
 from .plot import import_matplotlib_figure, write_plot
-from .report import (disagreements, forward_row, forward_table, print_case_skips, print_grad,
-                     print_header, print_scaling, write_json)
+from .report import (
+    disagreements,
+    forward_row,
+    forward_table,
+    print_case_skips,
+    print_grad,
+    print_header,
+    print_scaling,
+    write_json,
+)
 from .sections import run_case, run_grad
 
 _PLOT_SUFFIXES = ("", ".png", ".pdf", ".svg")
@@ -27,6 +44,7 @@ _PLOT_SUFFIXES = ("", ".png", ".pdf", ".svg")
 
 def _output_path(suffixes=None):
     """An argparse type: a file path whose directory exists (checked before the long run)."""
+
     def check(text):
         directory = os.path.dirname(os.path.abspath(text))
         if not os.path.isdir(directory):
@@ -35,8 +53,10 @@ def _output_path(suffixes=None):
             raise argparse.ArgumentTypeError(f"{text!r} is a directory")
         if suffixes is not None and os.path.splitext(text)[1].lower() not in suffixes:
             raise argparse.ArgumentTypeError(
-                f"expected a .png, .pdf or .svg file name, got {text!r}")
+                f"expected a .png, .pdf or .svg file name, got {text!r}"
+            )
         return text
+
     return check
 
 
@@ -48,30 +68,62 @@ def add_arguments(parser):
     parser : argparse.ArgumentParser
         The ``bench`` subcommand's parser.
     """
-    parser.add_argument("--quick", action="store_true",
-                        help=f"shapes {QUICK_DIVISOR}x smaller in rows (under a minute)")
-    parser.add_argument("--shape", type=parse_shape, action="append", metavar="NxC",
-                        help="rows x classes, e.g. 65536x1000 or 64x1M (repeatable; replaces "
-                             "the default shapes; the first is also the gradient's shape)")
-    parser.add_argument("--dtype", choices=DTYPES, default=None,
-                        help="dtype of every shape (default: float32 for --shape; the default "
-                             "shapes are float32 and one float64; bfloat16 needs ml_dtypes)")
-    parser.add_argument("--threads", type=thread_count, default=None,
-                        help="threads for xent and PyTorch (default: all CPUs this process "
-                             "may use)")
-    parser.add_argument("--repeat", type=positive_int, default=5,
-                        help=f"timed runs per shape, medians reported (default 5; the numpy "
-                             f"reference at most {REFERENCE_MAX_RUNS})")
-    parser.add_argument("--no-grad", dest="grad", action="store_false",
-                        help="leave out the loss + gradient measurement")
-    parser.add_argument("--scaling", action="store_true",
-                        help="also time xent on 1..THREADS threads")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"shapes {QUICK_DIVISOR}x smaller in rows (under a minute)",
+    )
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        action="append",
+        metavar="NxC",
+        help="rows x classes, e.g. 65536x1000 or 64x1M (repeatable; replaces "
+        "the default shapes; the first is also the gradient's shape)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="dtype of every shape (default: float32 for --shape; the default "
+        "shapes are float32 and one float64; bfloat16 needs ml_dtypes)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="threads for xent and PyTorch (default: all CPUs this process may use)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=5,
+        help=f"timed runs per shape, medians reported (default 5; the numpy "
+        f"reference at most {REFERENCE_MAX_RUNS})",
+    )
+    parser.add_argument(
+        "--no-grad",
+        dest="grad",
+        action="store_false",
+        help="leave out the loss + gradient measurement",
+    )
+    parser.add_argument(
+        "--scaling", action="store_true", help="also time xent on 1..THREADS threads"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
-    parser.add_argument("--json", type=_output_path(), metavar="FILE",
-                        help="write every timing, the medians and the configuration as JSON")
-    parser.add_argument("--plot", type=_output_path(_PLOT_SUFFIXES), metavar="FILE.png",
-                        help="draw every section (throughputs, gradient, linear, thread scaling) "
-                             "with matplotlib, bars labelled with their values")
+    parser.add_argument(
+        "--json",
+        type=_output_path(),
+        metavar="FILE",
+        help="write every timing, the medians and the configuration as JSON",
+    )
+    parser.add_argument(
+        "--plot",
+        type=_output_path(_PLOT_SUFFIXES),
+        metavar="FILE.png",
+        help="draw every section (throughputs, gradient, linear, thread scaling) "
+        "with matplotlib, bars labelled with their values",
+    )
     linear.add_arguments(parser)
 
 
@@ -114,8 +166,11 @@ def _run(args):
     if args.plot:
         figure_module = import_matplotlib_figure()
         if figure_module is None:
-            print("xent bench: error: --plot needs matplotlib, which is not installed "
-                  "(pip install matplotlib), or leave out --plot", file=sys.stderr)
+            print(
+                "xent bench: error: --plot needs matplotlib, which is not installed "
+                "(pip install matplotlib), or leave out --plot",
+                file=sys.stderr,
+            )
             return 2
     threads = get_num_threads(args.threads)
     cases = select_cases(args)
@@ -137,8 +192,11 @@ def _run(args):
         write_plot(report, args.plot, figure_module)
         print(f"wrote {args.plot}")
     if messages:
-        print(f"\nxent bench: {len(messages)} result(s) DISAGREE with xent beyond the "
-              f"tolerance; exit status 1", file=sys.stderr)
+        print(
+            f"\nxent bench: {len(messages)} result(s) DISAGREE with xent beyond the "
+            f"tolerance; exit status 1",
+            file=sys.stderr,
+        )
     return report["exit_status"]
 
 
@@ -151,14 +209,22 @@ def measure_all(args, cases, peers, skipped, threads):
         The report: configuration, options, every case's numbers, the gradient's.
     """
     report = {
-        "config": config(), "commit": git_commit(), "threads": threads,
+        "config": config(),
+        "commit": git_commit(),
+        "threads": threads,
         "busy_cpus_before": busy_cpus(),
         "arguments": {k: v for k, v in vars(args).items() if k != "run"},
-        "repeat": args.repeat, "reference_max_runs": min(args.repeat, REFERENCE_MAX_RUNS),
-        "reference_rows": REFERENCE_ROWS, "seed": args.seed, "quick": args.quick,
-        "peers": {p.name: {"title": p.title, "version": p.version, "threads": p.threads}
-                  for p in peers},
-        "skipped": skipped, "cases": [], "grad": None,
+        "repeat": args.repeat,
+        "reference_max_runs": min(args.repeat, REFERENCE_MAX_RUNS),
+        "reference_rows": REFERENCE_ROWS,
+        "seed": args.seed,
+        "quick": args.quick,
+        "peers": {
+            p.name: {"title": p.title, "version": p.version, "threads": p.threads} for p in peers
+        },
+        "skipped": skipped,
+        "cases": [],
+        "grad": None,
     }
     print_header(report, peers, skipped)
     if getattr(args, "linear_only", False):
@@ -172,9 +238,11 @@ def measure_all(args, cases, peers, skipped, threads):
         report["cases"].append(result)
         table.row(forward_row(result, peer_names))
     if cases:
-        print("\nvs X: X's median time / xent's median time: above 1x xent is faster, below "
-              "1x slower.\nmem: peak RSS rise of one call. !: the result disagrees with "
-              "xent's.")
+        print(
+            "\nvs X: X's median time / xent's median time: above 1x xent is faster, below "
+            "1x slower.\nmem: peak RSS rise of one call. !: the result disagrees with "
+            "xent's."
+        )
     print_case_skips(report)
     if args.grad:
         grad_case = select_grad_case(args)

@@ -196,8 +196,9 @@ def busy_cpus(interval=0.25):
 def git_commit():
     """``git rev-parse HEAD`` in the current directory, or None where that fails."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = result.stdout.strip()

@@ -70,7 +70,7 @@ def load_torch(threads):
     torch.set_num_threads(threads)
 
     def tensor(logits):
-        if logits.dtype.name == "bfloat16":   # no numpy bfloat16 in torch: share the bits
+        if logits.dtype.name == "bfloat16":  # no numpy bfloat16 in torch: share the bits
             return torch.from_numpy(logits.view(np.int16)).view(torch.bfloat16)
         return torch.from_numpy(logits)
 
@@ -89,11 +89,18 @@ def load_torch(threads):
             if grad.dtype == torch.bfloat16:
                 return float(loss.detach()), grad.view(torch.int16).numpy().view(logits.dtype)
             return float(loss.detach()), grad.numpy()
+
         return forward_backward
 
-    return Peer("torch", "torch.nn.functional.cross_entropy", torch.__version__,
-                f"{threads} thread{'s' * (threads != 1)}", prepare, prepare_grad,
-                close=lambda: torch.set_num_threads(previous))
+    return Peer(
+        "torch",
+        "torch.nn.functional.cross_entropy",
+        torch.__version__,
+        f"{threads} thread{'s' * (threads != 1)}",
+        prepare,
+        prepare_grad,
+        close=lambda: torch.set_num_threads(previous),
+    )
 
 
 def load_scipy(threads):
@@ -105,8 +112,9 @@ def load_scipy(threads):
         rows = np.arange(len(labels))
         return lambda: float(np.mean(special.logsumexp(logits, axis=1) - logits[rows, labels]))
 
-    return Peer("scipy", "scipy.special.logsumexp - target logit", scipy.__version__,
-                "1 thread", prepare)
+    return Peer(
+        "scipy", "scipy.special.logsumexp - target logit", scipy.__version__, "1 thread", prepare
+    )
 
 
 def load_sklearn(threads):
@@ -126,19 +134,24 @@ def load_sklearn(threads):
         except TypeError as exc:
             raise PeerSkipped(f"its private API differs ({exc})") from exc
         y_true = labels.astype(logits.dtype)
-        return lambda: float(np.mean(loss.loss(y_true=y_true, raw_prediction=logits,
-                                               n_threads=threads)))
+        return lambda: float(
+            np.mean(loss.loss(y_true=y_true, raw_prediction=logits, n_threads=threads))
+        )
 
-    return Peer("sklearn", "sklearn._loss.loss.HalfMultinomialLoss", sklearn.__version__,
-                f"{threads} thread{'s' * (threads != 1)}", prepare)
+    return Peer(
+        "sklearn",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        sklearn.__version__,
+        f"{threads} thread{'s' * (threads != 1)}",
+        prepare,
+    )
 
 
 def load_jax(threads):
     """JAX with optax: ``softmax_cross_entropy_with_integer_labels``, mean, jitted."""
     jax = import_chain("jax")
     optax = import_chain("optax")
-    mean_loss = jax.jit(
-        lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y).mean())
+    mean_loss = jax.jit(lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y).mean())
 
     def prepare(logits, labels):
         if logits.dtype == np.float64 and not jax.config.jax_enable_x64:
@@ -147,8 +160,13 @@ def load_jax(threads):
         y = jax.device_put(labels.astype(np.int32))
         return lambda: float(mean_loss(x, y))
 
-    return Peer("jax", "optax.softmax_cross_entropy_with_integer_labels (jit)",
-                f"{jax.__version__}, optax {optax.__version__}", "XLA's own pool", prepare)
+    return Peer(
+        "jax",
+        "optax.softmax_cross_entropy_with_integer_labels (jit)",
+        f"{jax.__version__}, optax {optax.__version__}",
+        "XLA's own pool",
+        prepare,
+    )
 
 
 #: (name, loader) of every peer, in the table's order.

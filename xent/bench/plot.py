@@ -46,12 +46,17 @@ def write_plot(report, path, figure_module):
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, draw in zip(axes, panels):
         draw(ax, report)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    shapes = (f"--quick shapes: the default ones with {QUICK_DIVISOR}x fewer rows"
-              if report.get("quick") and not report["arguments"].get("shape") else "")
-    title = (f"xent {report['config']['xent']}, {report['config']['processor']}, "
-             f"{report['threads']} threads, kernels {report['config']['isa']}")
+    shapes = (
+        f"--quick shapes: the default ones with {QUICK_DIVISOR}x fewer rows"
+        if report.get("quick") and not report["arguments"].get("shape")
+        else ""
+    )
+    title = (
+        f"xent {report['config']['xent']}, {report['config']['processor']}, "
+        f"{report['threads']} threads, kernels {report['config']['isa']}"
+    )
     fig.suptitle(title + (f"\n{shapes}" if shapes else ""))
     fig.savefig(path, dpi=110)
 
@@ -62,23 +67,25 @@ def _bars(ax, groups, series, values, labels):
     positions = np.arange(len(groups))
     for j, name in enumerate(series):
         column = [row[j] for row in values]
-        bars = ax.bar(positions + (j - (len(series) - 1) / 2) * width, column, width,
-                      label=name)
-        ax.bar_label(bars, [labels[i][j] for i in range(len(groups))], fontsize=7,
-                     rotation=90, padding=2)
+        bars = ax.bar(positions + (j - (len(series) - 1) / 2) * width, column, width, label=name)
+        ax.bar_label(
+            bars, [labels[i][j] for i in range(len(groups))], fontsize=7, rotation=90, padding=2
+        )
     ax.set_xticks(positions, groups)
     ax.margins(y=0.25)
 
 
 def _draw_throughput(ax, report):
     cases = report["cases"]
-    names = ["xent", "reference"] + [n for n in report["peers"]
-                                      if any(n in c["medians"] for c in cases)]
-    values = [[c["elements"] / c["medians"][n] / 1e9 if n in c["medians"] else np.nan
-               for n in names] for c in cases]
+    names = ["xent", "reference"] + [
+        n for n in report["peers"] if any(n in c["medians"] for c in cases)
+    ]
+    values = [
+        [c["elements"] / c["medians"][n] / 1e9 if n in c["medians"] else np.nan for n in names]
+        for c in cases
+    ]
     labels = [[f"{v:.3g}" if np.isfinite(v) else "" for v in row] for row in values]
-    _bars(ax, [f"{c['rows']}x{c['classes']}\n{c['dtype']}" for c in cases], names, values,
-          labels)
+    _bars(ax, [f"{c['rows']}x{c['classes']}\n{c['dtype']}" for c in cases], names, values, labels)
     ax.set_yscale("log")
     ax.set_ylabel("Gelem/s (logits per second / 1e9)")
     ax.set_title("Mean cross-entropy throughput (higher is better)")
@@ -90,25 +97,35 @@ def _draw_grad(ax, report):
     grad = report["grad"]
     names = list(grad["medians"])
     medians = [grad["medians"][n] for n in names]
-    bars = ax.bar(np.arange(len(names)), [m * 1e3 for m in medians],
-                  color=[f"C{i}" for i in range(len(names))])
+    bars = ax.bar(
+        np.arange(len(names)),
+        [m * 1e3 for m in medians],
+        color=[f"C{i}" for i in range(len(names))],
+    )
     ax.bar_label(bars, [format_time(m) for m in medians], fontsize=8, padding=2)
     ax.set_xticks(np.arange(len(names)), [n.replace("_", "\n") for n in names])
     ax.margins(y=0.2)
     ax.set_ylabel("median time, ms")
-    ax.set_title(f"Loss + gradient, {grad['rows']}x{grad['classes']} {grad['dtype']} "
-                 f"(lower is better)")
+    ax.set_title(
+        f"Loss + gradient, {grad['rows']}x{grad['classes']} {grad['dtype']} (lower is better)"
+    )
     ax.grid(axis="y", alpha=0.3)
 
 
 def _draw_linear(ax, report):
     results = report["linear"]
     names = list(dict.fromkeys(n for r in results for n in r["medians"]))
-    values = [[r["medians"][n] * 1e3 if n in r["medians"] else np.nan for n in names]
-              for r in results]
+    values = [
+        [r["medians"][n] * 1e3 if n in r["medians"] else np.nan for n in names] for r in results
+    ]
     labels = [[format_time(v / 1e3) if np.isfinite(v) else "" for v in row] for row in values]
-    _bars(ax, [f"{r['rows']}x{r['hidden']}x{r['vocab']}\n{r['dtype']}" for r in results],
-          names, values, labels)
+    _bars(
+        ax,
+        [f"{r['rows']}x{r['hidden']}x{r['vocab']}\n{r['dtype']}" for r in results],
+        names,
+        values,
+        labels,
+    )
     ax.set_ylabel("median time, ms")
     ax.set_title("Fused linear cross-entropy, N x H x V (lower is better)")
     ax.legend(fontsize=8)
@@ -118,8 +135,12 @@ def _draw_linear(ax, report):
 def _draw_scaling(ax, report):
     for c in report["cases"]:
         counts = c["scaling"]["threads"]
-        ax.plot(counts, [c["elements"] / m / 1e9 for m in c["scaling"]["medians"]], "o-",
-                label=f"{c['rows']}x{c['classes']} {c['dtype']}")
+        ax.plot(
+            counts,
+            [c["elements"] / m / 1e9 for m in c["scaling"]["medians"]],
+            "o-",
+            label=f"{c['rows']}x{c['classes']} {c['dtype']}",
+        )
     ax.set_xticks(counts)
     ax.set_xlabel("threads")
     ax.set_ylim(bottom=0)

@@ -44,18 +44,25 @@ def print_header(report, peers, skipped, file=None):
     cfg = report["config"]
     versions = [f"xent {cfg['xent']}", f"numpy {cfg['numpy']}", f"python {cfg['python']}"]
     versions += [f"{peer.name} {peer.version}" for peer in peers]
-    print(f"xent bench: mean cross-entropy with integer labels, medians of {report['repeat']} "
-          f"interleaved runs (the numpy reference: {min(report['repeat'], REFERENCE_MAX_RUNS)})",
-          file=file)
+    print(
+        f"xent bench: mean cross-entropy with integer labels, medians of {report['repeat']} "
+        f"interleaved runs (the numpy reference: {min(report['repeat'], REFERENCE_MAX_RUNS)})",
+        file=file,
+    )
     print(f"  cpu:      {cfg['processor']} ({cfg['cpus']} CPUs available)", file=file)
-    print(f"  kernels:  {cfg['isa']} (available: {', '.join(cfg['isa_available'])}; "
-          f"OpenMP: {'yes' if cfg['openmp'] else 'no'})", file=file)
+    print(
+        f"  kernels:  {cfg['isa']} (available: {', '.join(cfg['isa_available'])}; "
+        f"OpenMP: {'yes' if cfg['openmp'] else 'no'})",
+        file=file,
+    )
     print(f"  threads:  xent {report['threads']}", file=file)
     busy = report["busy_cpus_before"]
     if busy is not None and busy >= 0.3:
-        print(f"  WARNING:  other processes kept {busy:.1f} of {os.cpu_count()} CPUs busy just "
-              f"before the run: timings (on all threads most of all) will be slow and noisy",
-              file=file)
+        print(
+            f"  WARNING:  other processes kept {busy:.1f} of {os.cpu_count()} CPUs busy just "
+            f"before the run: timings (on all threads most of all) will be slow and noisy",
+            file=file,
+        )
     print(f"  versions: {', '.join(versions)}", file=file)
     for peer in peers:
         print(f"  peer:     {peer.name}: {peer.title}, {peer.threads}", file=file)
@@ -95,6 +102,7 @@ def forward_table(cases, peer_names, file=None):
 
 def forward_row(result, peer_names):
     """The cells of one case's row."""
+
     def ratio(name):
         if name not in result["speedup"]:
             return "-"
@@ -102,12 +110,19 @@ def forward_row(result, peer_names):
         return format_ratio(result["speedup"][name]) + mark
 
     memory = result["peak_rss_rise"]
-    return ([f"{result['rows']} x {result['classes']}", result["dtype"],
-             format_time(result["medians"]["xent"]), f"{result['gelem_per_s']:.2f}",
-             f"{result['gb_per_s']:.2f}", ratio("reference")]
-            + [ratio(name) for name in peer_names]
-            + [format_bytes(memory.get("xent"))]
-            + ([format_bytes(memory.get("torch"))] if "torch" in peer_names else []))
+    return (
+        [
+            f"{result['rows']} x {result['classes']}",
+            result["dtype"],
+            format_time(result["medians"]["xent"]),
+            f"{result['gelem_per_s']:.2f}",
+            f"{result['gb_per_s']:.2f}",
+            ratio("reference"),
+        ]
+        + [ratio(name) for name in peer_names]
+        + [format_bytes(memory.get("xent"))]
+        + ([format_bytes(memory.get("torch"))] if "torch" in peer_names else [])
+    )
 
 
 def disagreements(report):
@@ -122,7 +137,8 @@ def disagreements(report):
                 messages.append(
                     f"{name} gives {result['results'][name]!r} where xent gives "
                     f"{result['results']['xent']!r} on {shape}: relative difference "
-                    f"{result['relative_difference'][name]:.2e} > {result['rtol']:.0e}")
+                    f"{result['relative_difference'][name]:.2e} > {result['rtol']:.0e}"
+                )
     grad = report.get("grad")
     if grad:
         shape = f"{grad['rows']} x {grad['classes']} {grad['dtype']}"
@@ -132,7 +148,8 @@ def disagreements(report):
                     f"{name} loss + gradient differ from xent's on {shape}: relative "
                     f"difference of the loss {grad['relative_difference_loss'][name]:.2e}, "
                     f"of the gradient {grad['relative_difference_grad'][name]:.2e} "
-                    f"(tolerance {grad['rtol']:.0e})")
+                    f"(tolerance {grad['rtol']:.0e})"
+                )
     return messages
 
 
@@ -140,29 +157,39 @@ def print_case_skips(report, file=None):
     """Peers that sat out single cases, and why."""
     for result in report["cases"]:
         for name, why in result["skipped"].items():
-            print(f"  {name} skipped on {result['rows']} x {result['classes']} "
-                  f"{result['dtype']}: {why}", file=file)
+            print(
+                f"  {name} skipped on {result['rows']} x {result['classes']} "
+                f"{result['dtype']}: {why}",
+                file=file,
+            )
 
 
 def print_grad(grad, file=None):
     """The loss + gradient table."""
-    print(f"\nLoss + gradient, {grad['rows']} x {grad['classes']} {grad['dtype']} "
-          f"({format_bytes(grad['bytes'])} of logits):", file=file)
-    titles = {"xent": "xent.cross_entropy_with_grad",
-              "xent_out": "  same, out=a reused buffer",
-              "xent_inplace": "  same, in place (out=logits)",
-              "torch": "torch forward + backward"}
+    print(
+        f"\nLoss + gradient, {grad['rows']} x {grad['classes']} {grad['dtype']} "
+        f"({format_bytes(grad['bytes'])} of logits):",
+        file=file,
+    )
+    titles = {
+        "xent": "xent.cross_entropy_with_grad",
+        "xent_out": "  same, out=a reused buffer",
+        "xent_inplace": "  same, in place (out=logits)",
+        "torch": "torch forward + backward",
+    }
     torch_median = grad["medians"].get("torch")
     # "vs torch" only where PyTorch ran: a column of dashes says nothing
     compare = ["vs torch"] if torch_median is not None else []
-    table = Table(["who", "median"] + compare + ["peak extra memory"],
-                  [max(len(t) for t in titles.values()), 9] + [9] * len(compare) + [17], file)
+    table = Table(
+        ["who", "median"] + compare + ["peak extra memory"],
+        [max(len(t) for t in titles.values()), 9] + [9] * len(compare) + [17],
+        file,
+    )
     for name, median in grad["medians"].items():
         mark = "" if name == "xent" or grad["agree"][name] else " !"
         cells = [titles.get(name, name), format_time(median) + (mark if not compare else "")]
         if compare:
-            cells.append(("-" if name == "torch" else format_ratio(torch_median / median))
-                         + mark)
+            cells.append(("-" if name == "torch" else format_ratio(torch_median / median)) + mark)
         table.row(cells + [format_bytes(grad["peak_rss_rise"].get(name))])
     for name, why in grad["skipped"].items():
         print(f"  {name} skipped: {why}", file=file)
@@ -173,13 +200,20 @@ def print_scaling(report, file=None):
     counts = report["cases"][0]["scaling"]["threads"]
     print("\nThread scaling of xent, Gelem/s (speedup over 1 thread):", file=file)
     widths = [max(len(f"{r['rows']} x {r['classes']} {r['dtype']}") for r in report["cases"])]
-    table = Table(["shape"] + [f"{n} thread{'s' * (n != 1)}" for n in counts],
-                  widths + [14] * len(counts), file)
+    table = Table(
+        ["shape"] + [f"{n} thread{'s' * (n != 1)}" for n in counts],
+        widths + [14] * len(counts),
+        file,
+    )
     for result in report["cases"]:
         medians = result["scaling"]["medians"]
-        table.row([f"{result['rows']} x {result['classes']} {result['dtype']}"]
-                  + [f"{result['elements'] / m / 1e9:.2f} ({format_ratio(medians[0] / m)})"
-                     for m in medians])
+        table.row(
+            [f"{result['rows']} x {result['classes']} {result['dtype']}"]
+            + [
+                f"{result['elements'] / m / 1e9:.2f} ({format_ratio(medians[0] / m)})"
+                for m in medians
+            ]
+        )
 
 
 # --------------------------------------------------------------------------------------------

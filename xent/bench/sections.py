@@ -6,10 +6,8 @@ import statistics
 import numpy as np
 
 from .._multiclass import cross_entropy, cross_entropy_with_grad
-from .cases import (GRAD_CHECK_ROWS, REFERENCE_MAX_RUNS, RTOL, agrees, make_data,
-                    reference_mean)
-from .measure import (medians_of, peak_rss_rise, relative_difference, speedups_of,
-                      time_interleaved)
+from .cases import GRAD_CHECK_ROWS, REFERENCE_MAX_RUNS, RTOL, agrees, make_data, reference_mean
+from .measure import medians_of, peak_rss_rise, relative_difference, speedups_of, time_interleaved
 from .peers import prepare_peers
 
 
@@ -42,26 +40,37 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
 
     run_xent()  # warm-up
     peer_calls, skipped = prepare_peers(peers, logits, labels)
-    calls = {"xent": run_xent, "reference": lambda: reference_mean(logits, labels),
-             **peer_calls}
+    calls = {"xent": run_xent, "reference": lambda: reference_mean(logits, labels), **peer_calls}
     timings, results = time_interleaved(
-        calls, repeat, {"reference": min(repeat, REFERENCE_MAX_RUNS)})
+        calls, repeat, {"reference": min(repeat, REFERENCE_MAX_RUNS)}
+    )
     medians = medians_of(timings)
     expected = results["xent"]
     memory = {"xent": peak_rss_rise(run_xent)}
     if "torch" in calls:
         memory["torch"] = peak_rss_rise(calls["torch"])
     return {
-        "rows": case.rows, "classes": case.classes, "dtype": case.dtype,
-        "elements": case.elements, "bytes": case.nbytes,
-        "timings": timings, "medians": medians, "speedup": speedups_of(medians),
+        "rows": case.rows,
+        "classes": case.classes,
+        "dtype": case.dtype,
+        "elements": case.elements,
+        "bytes": case.nbytes,
+        "timings": timings,
+        "medians": medians,
+        "speedup": speedups_of(medians),
         "gelem_per_s": case.elements / medians["xent"] / 1e9,
         "gb_per_s": case.nbytes / medians["xent"] / 1e9,
         "results": results,
-        "relative_difference": {name: relative_difference(value, expected)
-                                for name, value in results.items() if name != "xent"},
-        "agree": {name: agrees(value, expected, case.dtype)
-                  for name, value in results.items() if name != "xent"},
+        "relative_difference": {
+            name: relative_difference(value, expected)
+            for name, value in results.items()
+            if name != "xent"
+        },
+        "agree": {
+            name: agrees(value, expected, case.dtype)
+            for name, value in results.items()
+            if name != "xent"
+        },
         "rtol": RTOL[case.dtype],
         "peak_rss_rise": memory,
         "skipped": skipped,
@@ -80,8 +89,11 @@ def measure_scaling(logits, labels, max_threads, repeat):
     counts = list(range(1, max_threads + 1))
     calls = {n: (lambda n=n: cross_entropy(logits, labels, num_threads=n)) for n in counts}
     timings, _ = time_interleaved(calls, repeat)
-    return {"threads": counts, "timings": [timings[n] for n in counts],
-            "medians": [statistics.median(timings[n]) for n in counts]}
+    return {
+        "threads": counts,
+        "timings": [timings[n] for n in counts],
+        "medians": [statistics.median(timings[n]) for n in counts],
+    }
 
 
 def run_grad(case, peers, threads, repeat, seed):
@@ -96,8 +108,9 @@ def run_grad(case, peers, threads, repeat, seed):
         Timings, medians, speedups, losses, agreement and peak extra memory of each.
     """
     logits, labels = make_data(case, seed)
-    check_rows = np.unique(np.linspace(0, case.rows - 1, min(case.rows, GRAD_CHECK_ROWS))
-                           .astype(np.int64))
+    check_rows = np.unique(
+        np.linspace(0, case.rows - 1, min(case.rows, GRAD_CHECK_ROWS)).astype(np.int64)
+    )
 
     def run_xent():
         loss, grad = cross_entropy_with_grad(logits, labels, num_threads=threads)
@@ -121,8 +134,12 @@ def run_grad(case, peers, threads, repeat, seed):
     run_xent()  # warm-up
     run_xent_out()
     peer_calls, skipped = prepare_peers(peers, logits, labels, grad=True)
-    calls = {"xent": run_xent, "xent_out": run_xent_out,
-             "xent_inplace": (lambda: np.copyto(work, logits), run_xent_inplace), **peer_calls}
+    calls = {
+        "xent": run_xent,
+        "xent_out": run_xent_out,
+        "xent_inplace": (lambda: np.copyto(work, logits), run_xent_inplace),
+        **peer_calls,
+    }
     timings, results = time_interleaved(calls, repeat)
     medians = medians_of(timings)
     loss, grad = results["xent"]
@@ -136,14 +153,27 @@ def run_grad(case, peers, threads, repeat, seed):
         scale = float(np.max(np.abs(peer_grad[check_rows])))
         worst = float(np.max(np.abs(peer_grad[check_rows] - grad_rows)))
         rel_grad[name] = worst / scale if scale else (0.0 if worst == 0 else float("inf"))
-        agree[name] = bool(rel_loss[name] <= RTOL[case.dtype]
-                           and rel_grad[name] <= RTOL[case.dtype])
+        agree[name] = bool(
+            rel_loss[name] <= RTOL[case.dtype] and rel_grad[name] <= RTOL[case.dtype]
+        )
     del results, grad, grad_rows
-    memory = {name: peak_rss_rise(fn[1] if isinstance(fn, tuple) else fn)
-              for name, fn in calls.items()}
-    return {"rows": case.rows, "classes": case.classes, "dtype": case.dtype,
-            "elements": case.elements, "bytes": case.nbytes,
-            "timings": timings, "medians": medians, "speedup": speedups_of(medians),
-            "losses": losses, "relative_difference_loss": rel_loss,
-            "relative_difference_grad": rel_grad, "agree": agree, "rtol": RTOL[case.dtype],
-            "peak_rss_rise": memory, "skipped": skipped}
+    memory = {
+        name: peak_rss_rise(fn[1] if isinstance(fn, tuple) else fn) for name, fn in calls.items()
+    }
+    return {
+        "rows": case.rows,
+        "classes": case.classes,
+        "dtype": case.dtype,
+        "elements": case.elements,
+        "bytes": case.nbytes,
+        "timings": timings,
+        "medians": medians,
+        "speedup": speedups_of(medians),
+        "losses": losses,
+        "relative_difference_loss": rel_loss,
+        "relative_difference_grad": rel_grad,
+        "agree": agree,
+        "rtol": RTOL[case.dtype],
+        "peak_rss_rise": memory,
+        "skipped": skipped,
+    }

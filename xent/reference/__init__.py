@@ -32,49 +32,95 @@ differences for non-finite logits documented on each function.
 """
 
 from . import info, linear  # noqa: F401 (xent.reference.info mirrors xent.info)
-from ._binary import (binary_cross_entropy, binary_cross_entropy_grad,
-                      binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
-                      binary_cross_entropy_with_logits_grad_hess)
+from ._binary import (
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    binary_cross_entropy_with_logits_grad_hess,
+)
 from ._evaluation import calibration_errors, compare, evaluate, target_rank
 from ._multiclass import cross_entropy_grad_hess, log_softmax, logsumexp, nll_loss, softmax
 from ._z_loss import cross_entropy, cross_entropy_grad  # with z_loss= and return_lse=
-from .info import (binary_entropy, cross_entropy_dist, entropy, entropy_from_logits,
-                   kl_divergence, perplexity, self_information)
+from .info import (
+    binary_entropy,
+    cross_entropy_dist,
+    entropy,
+    entropy_from_logits,
+    kl_divergence,
+    perplexity,
+    self_information,
+)
 from . import divergence  # noqa: F401 (xent.reference.divergence mirrors xent.divergence)
-from .divergence import (js_divergence_logits, js_divergence_logits_with_grad,
-                         kl_divergence_logits, kl_divergence_logits_with_grad,
-                         tv_distance_logits, tv_distance_logits_with_grad)
-from .linear import (linear_cross_entropy, linear_cross_entropy_grad,
-                     linear_cross_entropy_with_grad)
+from .divergence import (
+    js_divergence_logits,
+    js_divergence_logits_with_grad,
+    kl_divergence_logits,
+    kl_divergence_logits_with_grad,
+    tv_distance_logits,
+    tv_distance_logits_with_grad,
+)
+from .linear import linear_cross_entropy, linear_cross_entropy_grad, linear_cross_entropy_with_grad
 
 __all__ = [
-    "logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "cross_entropy",
+    "nll_loss",
     # Information quantities.
-    "self_information", "entropy", "cross_entropy_dist", "kl_divergence",
-    "binary_entropy", "entropy_from_logits", "perplexity",
+    "self_information",
+    "entropy",
+    "cross_entropy_dist",
+    "kl_divergence",
+    "binary_entropy",
+    "entropy_from_logits",
+    "perplexity",
     # Binary cross-entropy.
-    "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
     # Gradients.
-    "cross_entropy_grad", "binary_cross_entropy_grad",
+    "cross_entropy_grad",
+    "binary_cross_entropy_grad",
     "binary_cross_entropy_with_logits_grad",
     # Losses with their gradients, as the public functions return them.
-    "cross_entropy_with_grad", "binary_cross_entropy_with_grad",
+    "cross_entropy_with_grad",
+    "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits_with_grad",
     # Gradients and diagonal Hessians per row, for gradient boosting.
-    "cross_entropy_grad_hess", "binary_cross_entropy_with_logits_grad_hess",
+    "cross_entropy_grad_hess",
+    "binary_cross_entropy_with_logits_grad_hess",
     # Fused linear cross-entropy.
-    "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_grad",
+    "linear_cross_entropy_with_grad",
     # Divergences between two sets of logits (distillation).
-    "kl_divergence_logits", "kl_divergence_logits_with_grad", "js_divergence_logits",
-    "js_divergence_logits_with_grad", "tv_distance_logits", "tv_distance_logits_with_grad",
+    "kl_divergence_logits",
+    "kl_divergence_logits_with_grad",
+    "js_divergence_logits",
+    "js_divergence_logits_with_grad",
+    "tv_distance_logits",
+    "tv_distance_logits_with_grad",
     # Evaluation.
-    "evaluate", "target_rank", "compare", "calibration_errors",
+    "evaluate",
+    "target_rank",
+    "compare",
+    "calibration_errors",
 ]
 
 
-def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                            return_lse=False, grad_output=None):
+def cross_entropy_with_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    return_lse=False,
+    grad_output=None,
+):
     """``(loss, grad)`` as :func:`xent.cross_entropy_with_grad` returns them (and the
     per-row log-sum-exp third with ``return_lse``).
 
@@ -88,33 +134,43 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100,
     >>> round(float(loss), 4), np.round(grad, 4)
     (0.2413, array([[-0.2144,  0.1753,  0.0391]]))
     """
-    options = dict(weight=weight, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing, z_loss=z_loss)
+    options = dict(
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+    )
     loss = cross_entropy(logits, target, return_lse=return_lse, **options)
     grad = cross_entropy_grad(logits, target, grad_output=grad_output, **options)
     return (loss[0], grad, loss[1]) if return_lse else (loss, grad)
 
 
-def binary_cross_entropy_with_grad(probs, target, *, weight=None, reduction="mean",
-                                   grad_output=None):
+def binary_cross_entropy_with_grad(
+    probs, target, *, weight=None, reduction="mean", grad_output=None
+):
     """``(loss, grad)`` as :func:`xent.binary_cross_entropy_with_grad` returns them.
 
     Examples
     --------
     >>> import numpy as np
     >>> from xent import reference
-    >>> loss, grad = reference.binary_cross_entropy_with_grad(np.array([0.9, 0.2]),
-    ...                                                       np.array([1.0, 0.0]), reduction="sum")
+    >>> loss, grad = reference.binary_cross_entropy_with_grad(
+    ...     np.array([0.9, 0.2]), np.array([1.0, 0.0]), reduction="sum"
+    ... )
     >>> round(float(loss), 4), np.round(grad, 4)
     (0.3285, array([-1.1111,  1.25  ]))
     """
     options = dict(weight=weight, reduction=reduction)
-    return (binary_cross_entropy(probs, target, **options),
-            binary_cross_entropy_grad(probs, target, grad_output=grad_output, **options))
+    return (
+        binary_cross_entropy(probs, target, **options),
+        binary_cross_entropy_grad(probs, target, grad_output=grad_output, **options),
+    )
 
 
-def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, pos_weight=None,
-                                               reduction="mean", grad_output=None):
+def binary_cross_entropy_with_logits_with_grad(
+    logits, target, *, weight=None, pos_weight=None, reduction="mean", grad_output=None
+):
     """``(loss, grad)`` as :func:`xent.binary_cross_entropy_with_logits_with_grad` returns
     them.
 
@@ -123,11 +179,13 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None, p
     >>> import numpy as np
     >>> from xent import reference
     >>> loss, grad = reference.binary_cross_entropy_with_logits_with_grad(
-    ...     np.array([2.0, -1.0]), np.array([1.0, 0.0]), reduction="sum")
+    ...     np.array([2.0, -1.0]), np.array([1.0, 0.0]), reduction="sum"
+    ... )
     >>> round(float(loss), 4), np.round(grad, 4)
     (0.4402, array([-0.1192,  0.2689]))
     """
     options = dict(weight=weight, pos_weight=pos_weight, reduction=reduction)
-    return (binary_cross_entropy_with_logits(logits, target, **options),
-            binary_cross_entropy_with_logits_grad(logits, target, grad_output=grad_output,
-                                                  **options))
+    return (
+        binary_cross_entropy_with_logits(logits, target, **options),
+        binary_cross_entropy_with_logits_grad(logits, target, grad_output=grad_output, **options),
+    )

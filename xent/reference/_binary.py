@@ -1,19 +1,22 @@
-"""Reference binary cross-entropy of probabilities and of logits, and their gradients.
-"""
+"""Reference binary cross-entropy of probabilities and of logits, and their gradients."""
 
 import numpy as np
 
 from ._common import check_reduction, grad_scale, reduce_losses, result
 
 __all__ = [
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy_grad",
-    "binary_cross_entropy_with_logits_grad", "binary_cross_entropy_with_logits_grad_hess",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy_with_logits_grad_hess",
 ]
 
 
 # ---------------------------------------------------------------------------
 # Binary cross-entropy (PyTorch semantics)
 # ---------------------------------------------------------------------------
+
 
 def _binary_inputs(x, target):
     x = np.asarray(x, dtype=np.float64)
@@ -91,8 +94,9 @@ def _log_weight(pos_weight, y):
     return 1.0 + (pw - 1.0) * y
 
 
-def binary_cross_entropy_with_logits(logits, target, *, weight=None,
-                                     pos_weight=None, reduction="mean"):
+def binary_cross_entropy_with_logits(
+    logits, target, *, weight=None, pos_weight=None, reduction="mean"
+):
     """Binary cross-entropy on logits, PyTorch's semantics.
 
     Parameters
@@ -134,8 +138,12 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None,
     >>> logits, target = np.array([2.0, -1.0, 40.0]), np.array([1.0, 0.0, 0.0])
     >>> np.round(reference.binary_cross_entropy_with_logits(logits, target, reduction="none"), 4)
     array([ 0.1269,  0.3133, 40.    ])
-    >>> np.round(reference.binary_cross_entropy_with_logits(
-    ...     logits, target, pos_weight=np.array([2.0, 2.0, 2.0]), reduction="none"), 4)
+    >>> np.round(
+    ...     reference.binary_cross_entropy_with_logits(
+    ...         logits, target, pos_weight=np.array([2.0, 2.0, 2.0]), reduction="none"
+    ...     ),
+    ...     4,
+    ... )
     array([ 0.2539,  0.3133, 40.    ])
     """
     check_reduction(reduction)
@@ -149,7 +157,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None,
         log_term = np.log1p(np.exp(-np.abs(x)))
         pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
         linear = np.where(x >= 0, (1.0 - y) * x, -pw * y * x)
-        linear = np.where(x == -np.inf, np.nan, linear)   # PyTorch's -inf + inf
+        linear = np.where(x == -np.inf, np.nan, linear)  # PyTorch's -inf + inf
         if big_l is not None:
             log_term = big_l * log_term
         losses = w * (log_term + linear)
@@ -161,8 +169,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None,
 _BCE_GRAD_FLOOR = np.float64(np.float32(1e-12))
 
 
-def binary_cross_entropy_grad(probs, target, *, weight=None,
-                              reduction="mean", grad_output=None):
+def binary_cross_entropy_grad(probs, target, *, weight=None, reduction="mean", grad_output=None):
     """Gradient of :func:`binary_cross_entropy` with respect to `probs`.
 
     Parameters
@@ -206,8 +213,8 @@ def binary_cross_entropy_grad(probs, target, *, weight=None,
     g = grad_scale(reduction, x.size, grad_output, x.shape)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.asarray(
-            g * w * (x - y) / np.maximum(x * (1.0 - x), _BCE_GRAD_FLOOR),
-            dtype=np.float64)
+            g * w * (x - y) / np.maximum(x * (1.0 - x), _BCE_GRAD_FLOOR), dtype=np.float64
+        )
 
 
 def _sigmoid(x):
@@ -217,9 +224,9 @@ def _sigmoid(x):
         return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
-                                          pos_weight=None, reduction="mean",
-                                          grad_output=None):
+def binary_cross_entropy_with_logits_grad(
+    logits, target, *, weight=None, pos_weight=None, reduction="mean", grad_output=None
+):
     """Gradient of :func:`binary_cross_entropy_with_logits` w.r.t. logits.
 
     Parameters
@@ -241,11 +248,16 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
     >>> import numpy as np
     >>> from xent import reference
     >>> logits, target = np.array([2.0, -1.0, 0.5]), np.array([1.0, 0.0, 0.0])
-    >>> np.round(reference.binary_cross_entropy_with_logits_grad(logits, target,
-    ...                                                          reduction="sum"), 4)
+    >>> np.round(
+    ...     reference.binary_cross_entropy_with_logits_grad(logits, target, reduction="sum"), 4
+    ... )
     array([-0.1192,  0.2689,  0.6225])
-    >>> np.round(reference.binary_cross_entropy_with_logits_grad(
-    ...     logits, target, pos_weight=np.array([3.0, 1.0, 1.0]), reduction="sum"), 4)
+    >>> np.round(
+    ...     reference.binary_cross_entropy_with_logits_grad(
+    ...         logits, target, pos_weight=np.array([3.0, 1.0, 1.0]), reduction="sum"
+    ...     ),
+    ...     4,
+    ... )
     array([-0.3576,  0.2689,  0.6225])
     """
     check_reduction(reduction)
@@ -256,14 +268,18 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None,
     with np.errstate(invalid="ignore", over="ignore"):
         # L sigmoid(x) - pw y = (1 - y) sigmoid(x) - pw y sigmoid(-x): 1 - sigmoid(x) is never
         # formed, so sigmoid(20) - 1 = -2.06e-9 survives
-        pw = 1.0 if pos_weight is None else np.broadcast_to(
-            np.asarray(pos_weight, dtype=np.float64), x.shape)
+        pw = (
+            1.0
+            if pos_weight is None
+            else np.broadcast_to(np.asarray(pos_weight, dtype=np.float64), x.shape)
+        )
         d = (1.0 - y) * sig - pw * y * sig_neg
         return np.asarray(g * w * d, dtype=np.float64)
 
 
-def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None,
-                                               pos_weight=None, sample_weight=None):
+def binary_cross_entropy_with_logits_grad_hess(
+    logits, target, *, weight=None, pos_weight=None, sample_weight=None
+):
     """Per-element gradient and second derivative of the BCE with logits (no reduction).
 
     Returns
@@ -281,8 +297,9 @@ def binary_cross_entropy_with_logits_grad_hess(logits, target, *, weight=None,
     >>> grad, hess = reference.binary_cross_entropy_with_logits_grad_hess(logits, target)
     >>> np.round(grad, 4), np.round(hess, 4)
     (array([ 0.2689, -0.5   , -0.1192]), array([0.1966, 0.25  , 0.105 ]))
-    >>> grad, hess = reference.binary_cross_entropy_with_logits_grad_hess(logits, target,
-    ...                                                                   pos_weight=2.0)
+    >>> grad, hess = reference.binary_cross_entropy_with_logits_grad_hess(
+    ...     logits, target, pos_weight=2.0
+    ... )
     >>> np.round(grad, 4), np.round(hess, 4)
     (array([ 0.2689, -1.    , -0.2384]), array([0.1966, 0.5   , 0.21  ]))
     """

@@ -7,8 +7,7 @@ REDUCTIONS = ("none", "mean", "sum")
 
 def check_reduction(reduction):
     if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def reduce_losses(losses, denominator, reduction):
@@ -58,6 +57,7 @@ def gather(values, index):
 # Information quantities
 # ---------------------------------------------------------------------------
 
+
 def result(out):
     """A float64 array, or a NumPy float64 scalar when 0-d."""
     out = np.asarray(out, dtype=np.float64)
@@ -67,6 +67,7 @@ def result(out):
 # ---------------------------------------------------------------------------
 # Gradients
 # ---------------------------------------------------------------------------
+
 
 def grad_scale(reduction, denominator, grad_output, shape):
     """The factor ``g`` multiplying each row's (or element's) gradient.
@@ -78,10 +79,8 @@ def grad_scale(reduction, denominator, grad_output, shape):
     if reduction == "none":
         if grad_output is None:
             return np.ones(shape, dtype=np.float64)
-        return np.broadcast_to(np.asarray(grad_output, dtype=np.float64),
-                               shape)
-    g = np.float64(1.0) if grad_output is None else np.asarray(
-        grad_output, dtype=np.float64)
+        return np.broadcast_to(np.asarray(grad_output, dtype=np.float64), shape)
+    g = np.float64(1.0) if grad_output is None else np.asarray(grad_output, dtype=np.float64)
     if g.ndim != 0:
         g = g.reshape(())  # a one-element array; anything else raises
     if reduction == "sum":

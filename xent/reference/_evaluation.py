@@ -1,5 +1,4 @@
-"""Reference dataset evaluation: the twin of :func:`xent.evaluate`.
-"""
+"""Reference dataset evaluation: the twin of :func:`xent.evaluate`."""
 
 import numpy as np
 
@@ -8,7 +7,10 @@ from ._multiclass import log_softmax
 from .info import entropy_from_logits
 
 __all__ = [
-    "target_rank", "evaluate", "calibration_errors", "compare",
+    "target_rank",
+    "evaluate",
+    "calibration_errors",
+    "compare",
 ]
 
 #: The normal quantile of a two-sided 95% interval.
@@ -51,8 +53,7 @@ def calibration_errors(confidence, correct, *, bins=15, kind="mass"):
 
     ``kind="width"`` bins by value instead: here every row falls in ``[0.5, 1]``:
 
-    >>> ece, mce, table = reference.calibration_errors(confidence, correct, bins=2,
-    ...                                                kind="width")
+    >>> ece, mce, table = reference.calibration_errors(confidence, correct, bins=2, kind="width")
     >>> round(ece, 4), table[:, 0]
     (0.0375, array([0., 4.]))
     """
@@ -65,8 +66,12 @@ def calibration_errors(confidence, correct, *, bins=15, kind="mass"):
     else:
         index = np.minimum(np.floor(np.clip(conf, 0, 1) * bins).astype(np.int64), bins - 1)
         groups = [np.flatnonzero(index == b) for b in range(bins)]
-    table = np.array([[g.size, conf[g].mean() if g.size else np.nan,
-                       ok[g].mean() if g.size else np.nan] for g in groups])
+    table = np.array(
+        [
+            [g.size, conf[g].mean() if g.size else np.nan, ok[g].mean() if g.size else np.nan]
+            for g in groups
+        ]
+    )
     kept = table[:, 0] > 0
     gap = np.abs(table[kept, 2] - table[kept, 1])
     if n == 0:
@@ -117,8 +122,18 @@ def target_rank(logits, target):
         return np.sum(~(x <= x_t[:, None]), axis=-1).astype(np.int64)
 
 
-def evaluate(logits, target, *, topk=(1, 5), weight=None, ignore_index=-100,
-             calibration="mass", calibration_bins=15, num_bytes=None, documents=None):
+def evaluate(
+    logits,
+    target,
+    *,
+    topk=(1, 5),
+    weight=None,
+    ignore_index=-100,
+    calibration="mass",
+    calibration_bins=15,
+    num_bytes=None,
+    documents=None,
+):
     """Loss, perplexity, accuracies and predictive entropy of a classifier.
 
     Parameters
@@ -179,11 +194,13 @@ def evaluate(logits, target, *, topk=(1, 5), weight=None, ignore_index=-100,
         row_loss = w * gather(-log_softmax(x), t)
         loss = np.sum(row_loss) / np.sum(w)
         rank = target_rank(x, t)
-        report = {"loss": float(loss), "perplexity": float(np.exp(loss)),
-                  "accuracy": float(np.mean(rank < 1)) if count else float("nan")}
+        report = {
+            "loss": float(loss),
+            "perplexity": float(np.exp(loss)),
+            "accuracy": float(np.mean(rank < 1)) if count else float("nan"),
+        }
         for k in topk:
-            report[f"top{int(k)}_accuracy"] = (float(np.mean(rank < k)) if count
-                                                else float("nan"))
+            report[f"top{int(k)}_accuracy"] = float(np.mean(rank < k)) if count else float("nan")
         entropy = entropy_from_logits(x) if count else np.zeros(0)
         report["entropy"] = float(np.mean(entropy)) if count else float("nan")
     report["count"] = count
@@ -201,7 +218,8 @@ def evaluate(logits, target, *, topk=(1, 5), weight=None, ignore_index=-100,
             report["ece"] = report["mce"] = nan
         else:
             report["ece"], report["mce"], _ = calibration_errors(
-                confidence, rank < 1, bins=calibration_bins, kind=calibration)
+                confidence, rank < 1, bins=calibration_bins, kind=calibration
+            )
         loss_se = _stderr(row_loss / w, w)
         report["loss_stderr"] = loss_se
         report["perplexity_stderr"] = report["perplexity"] * loss_se
@@ -213,7 +231,7 @@ def evaluate(logits, target, *, topk=(1, 5), weight=None, ignore_index=-100,
         if num_bytes is not None:
             bpb = np.sum(row_loss) / (np.log(2.0) * num_bytes)
             report["bits_per_byte"] = float(bpb)
-            report["byte_perplexity"] = float(2.0 ** bpb)
+            report["byte_perplexity"] = float(2.0**bpb)
         if documents is not None:
             ll = np.zeros(int(documents.max()) + 1 if documents.size else 0)
             np.add.at(ll, documents, -row_loss)
@@ -270,7 +288,7 @@ def compare(ref, cand, labels=None, *, ignore_index=-100):
         t = t[kept]
     xr, xc = xr[kept], xc[kept]
     n = len(xr)
-    if n == 0:   # nothing compared: every mean and percentile is NaN
+    if n == 0:  # nothing compared: every mean and percentile is NaN
         xr = xc = np.full((1, c), np.nan)
         t = np.zeros(1, dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -289,31 +307,44 @@ def compare(ref, cand, labels=None, *, ignore_index=-100):
         agree = (ar == ac) & (ar >= 0)
         if n == 0:
             agree = np.array([np.nan])
-        out = {"count": n, "ignored": int(np.sum(~kept)), "kl": float(np.mean(kl)),
-               "kl_stderr": _stderr(kl)}
+        out = {
+            "count": n,
+            "ignored": int(np.sum(~kept)),
+            "kl": float(np.mean(kl)),
+            "kl_stderr": _stderr(kl),
+        }
         for qq, v in zip((50, 90, 99, 99.9), np.percentile(kl, (50, 90, 99, 99.9))):
             out[f"kl_p{qq:g}"] = float(v)
         out["kl_max"] = float(np.max(kl))
-        out.update(js=float(np.mean(js)), top1_agreement=float(np.mean(agree)),
-                   top1_agreement_stderr=_stderr(agree))
+        out.update(
+            js=float(np.mean(js)),
+            top1_agreement=float(np.mean(agree)),
+            top1_agreement_stderr=_stderr(agree),
+        )
         if labels is not None:
             nll_r, nll_c = -gather(lp, t), -gather(lq, t)
             d = nll_c - nll_r
             dp = np.exp(-nll_c) - np.exp(-nll_r)
             ratio = float(np.exp(np.mean(d)))
-            out.update(ref_loss=float(np.mean(nll_r)), cand_loss=float(np.mean(nll_c)),
-                       ref_perplexity=float(np.exp(np.mean(nll_r))),
-                       cand_perplexity=float(np.exp(np.mean(nll_c))),
-                       perplexity_ratio=ratio,
-                       perplexity_ratio_low=float(np.exp(np.mean(d) - Z95 * _stderr(d))),
-                       perplexity_ratio_high=float(np.exp(np.mean(d) + Z95 * _stderr(d))),
-                       ref_loss_stderr=_stderr(nll_r), cand_loss_stderr=_stderr(nll_c),
-                       perplexity_ratio_stderr=ratio * _stderr(d))
+            out.update(
+                ref_loss=float(np.mean(nll_r)),
+                cand_loss=float(np.mean(nll_c)),
+                ref_perplexity=float(np.exp(np.mean(nll_r))),
+                cand_perplexity=float(np.exp(np.mean(nll_c))),
+                perplexity_ratio=ratio,
+                perplexity_ratio_low=float(np.exp(np.mean(d) - Z95 * _stderr(d))),
+                perplexity_ratio_high=float(np.exp(np.mean(d) + Z95 * _stderr(d))),
+                ref_loss_stderr=_stderr(nll_r),
+                cand_loss_stderr=_stderr(nll_c),
+                perplexity_ratio_stderr=ratio * _stderr(d),
+            )
             out["ref_perplexity_stderr"] = out["ref_perplexity"] * out["ref_loss_stderr"]
             out["cand_perplexity_stderr"] = out["cand_perplexity"] * out["cand_loss_stderr"]
-            out.update(target_prob_shift_mean=float(np.mean(dp)),
-                       target_prob_shift_rms=float(np.sqrt(np.mean(dp ** 2))),
-                       target_prob_shift_stderr=_stderr(dp))
+            out.update(
+                target_prob_shift_mean=float(np.mean(dp)),
+                target_prob_shift_rms=float(np.sqrt(np.mean(dp**2))),
+                target_prob_shift_stderr=_stderr(dp),
+            )
             for qq, v in zip((1, 10, 50, 90, 99), np.percentile(dp, (1, 10, 50, 90, 99))):
                 out[f"target_prob_shift_p{qq:g}"] = float(v)
     return out

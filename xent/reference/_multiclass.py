@@ -4,11 +4,22 @@ gradient.
 
 import numpy as np
 
-from ._common import (check_reduction, class_index_rows, class_weights, gather, grad_scale,
-                      reduce_losses)
+from ._common import (
+    check_reduction,
+    class_index_rows,
+    class_weights,
+    gather,
+    grad_scale,
+    reduce_losses,
+)
 
 __all__ = [
-    "logsumexp", "log_softmax", "softmax", "cross_entropy", "nll_loss", "cross_entropy_grad",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "cross_entropy",
+    "nll_loss",
+    "cross_entropy_grad",
     "cross_entropy_grad_hess",
 ]
 
@@ -60,8 +71,7 @@ def logsumexp(x, axis=-1, keepdims=False):
         # Accurate path (used where the maximum is finite).
         is_max = x == m
         n_max = np.sum(is_max, axis=axis, keepdims=True, dtype=np.float64)
-        rest = np.sum(np.where(is_max, 0.0, np.exp(x - shift)), axis=axis,
-                      keepdims=True)
+        rest = np.sum(np.where(is_max, 0.0, np.exp(x - shift)), axis=axis, keepdims=True)
         rest = np.where(rest == 0, rest, rest / n_max)
         accurate = np.log1p(rest) + np.log(n_max) + shift
 
@@ -110,8 +120,7 @@ def log_softmax(x, axis=-1):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)
         shifted = x - np.where(np.isfinite(m), m, 0.0)
-        return shifted - np.log(np.sum(np.exp(shifted), axis=axis,
-                                       keepdims=True))
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def softmax(x, axis=-1):
@@ -146,8 +155,9 @@ def softmax(x, axis=-1):
     return np.exp(log_softmax(x, axis=axis))
 
 
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0):
+def cross_entropy(
+    logits, target, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
     """Cross-entropy loss with PyTorch's semantics, classes on the last axis.
 
     Parameters
@@ -208,8 +218,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     >>> target = np.array([0, 2, -100])  # the last row is ignored
     >>> round(float(reference.cross_entropy(logits, target)), 4)
     0.1755
-    >>> np.round(reference.cross_entropy(logits, target, label_smoothing=0.1,
-    ...                                  reduction="none"), 4)
+    >>> np.round(reference.cross_entropy(logits, target, label_smoothing=0.1, reduction="none"), 4)
     array([0.3913, 0.2996, 0.    ])
 
     It is the oracle :func:`xent.cross_entropy` is tested against:
@@ -231,22 +240,18 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
         nll_per_class = -log_softmax(x)
 
         if np.issubdtype(raw_target.dtype, np.integer):
-            safe_t, ignored, w_t = class_index_rows(raw_target, ignore_index,
-                                                     w)
+            safe_t, ignored, w_t = class_index_rows(raw_target, ignore_index, w)
             losses = np.zeros(safe_t.shape, dtype=np.float64)
             if eps != 1.0:
-                losses = losses + (1.0 - eps) * w[safe_t] * gather(
-                    nll_per_class, safe_t)
+                losses = losses + (1.0 - eps) * w[safe_t] * gather(nll_per_class, safe_t)
             if eps != 0.0:
-                losses = losses + (eps / n_classes) * np.sum(
-                    w * nll_per_class, axis=-1)
+                losses = losses + (eps / n_classes) * np.sum(w * nll_per_class, axis=-1)
             losses = np.where(ignored, 0.0, losses)
             return reduce_losses(losses, np.sum(w_t), reduction)
 
         p = np.asarray(raw_target, dtype=np.float64)
         if p.shape != x.shape:
-            raise ValueError(
-                f"probability target shape {p.shape} != logits shape {x.shape}")
+            raise ValueError(f"probability target shape {p.shape} != logits shape {x.shape}")
         if eps != 0.0:
             p = p * (1.0 - eps) + eps / n_classes
         terms = w * p * nll_per_class
@@ -255,8 +260,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100,
         return reduce_losses(losses, losses.size, reduction)
 
 
-def nll_loss(log_probs, target, *, weight=None, ignore_index=-100,
-             reduction="mean"):
+def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood loss with PyTorch's semantics, classes last.
 
     Parameters
@@ -286,8 +290,12 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100,
     >>> log_probs = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
     >>> round(float(reference.nll_loss(log_probs, np.array([0, 2]))), 4)
     0.2899
-    >>> np.round(reference.nll_loss(log_probs, np.array([0, 2]), weight=np.array([1.0, 1.0, 2.0]),
-    ...                             reduction="none"), 4)
+    >>> np.round(
+    ...     reference.nll_loss(
+    ...         log_probs, np.array([0, 2]), weight=np.array([1.0, 1.0, 2.0]), reduction="none"
+    ...     ),
+    ...     4,
+    ... )
     array([0.3567, 0.4463])
     """
     check_reduction(reduction)
@@ -299,9 +307,16 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100,
     return reduce_losses(losses, np.sum(w_t), reduction)
 
 
-def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
-                       reduction="mean", label_smoothing=0.0,
-                       grad_output=None):
+def cross_entropy_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    grad_output=None,
+):
     """Gradient of :func:`cross_entropy` with respect to the logits.
 
     Parameters
@@ -348,8 +363,12 @@ def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
     >>> np.round(reference.cross_entropy_grad(logits, target), 4)
     array([[-0.1072,  0.0876,  0.0196],
            [ 0.0247,  0.0272, -0.0519]])
-    >>> np.round(reference.cross_entropy_grad(logits, target, reduction="none",
-    ...                                       grad_output=np.array([1.0, 0.5])), 4)
+    >>> np.round(
+    ...     reference.cross_entropy_grad(
+    ...         logits, target, reduction="none", grad_output=np.array([1.0, 0.5])
+    ...     ),
+    ...     4,
+    ... )
     array([[-0.2144,  0.1753,  0.0391],
            [ 0.0247,  0.0272, -0.0519]])
     """
@@ -364,22 +383,18 @@ def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         p = softmax(x)
         if np.issubdtype(raw_target.dtype, np.integer):
-            safe_t, ignored, w_t = class_index_rows(raw_target, ignore_index,
-                                                     w)
+            safe_t, ignored, w_t = class_index_rows(raw_target, ignore_index, w)
             rows = np.zeros(x.shape, dtype=np.float64)
             if eps != 1.0:
                 onehot = np.arange(n_classes) == safe_t[..., None]
-                rows = rows + ((1.0 - eps) * w[safe_t])[..., None] * (
-                    p - onehot)
+                rows = rows + ((1.0 - eps) * w[safe_t])[..., None] * (p - onehot)
             if eps != 0.0:
                 rows = rows + (eps / n_classes) * (np.sum(w) * p - w)
             denominator = np.sum(w_t)
         else:
             q = np.asarray(raw_target, dtype=np.float64)
             if q.shape != x.shape:
-                raise ValueError(
-                    f"probability target shape {q.shape} != logits shape "
-                    f"{x.shape}")
+                raise ValueError(f"probability target shape {q.shape} != logits shape {x.shape}")
             if eps != 0.0:
                 q = q * (1.0 - eps) + eps / n_classes
             wq = np.where(q == 0, 0.0, w * q)
@@ -392,8 +407,7 @@ def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100,
     return grad
 
 
-def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100,
-                            sample_weight=None):
+def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100, sample_weight=None):
     """Per-row gradient and diagonal Hessian of the cross-entropy (no reduction).
 
     Returns

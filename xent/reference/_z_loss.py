@@ -21,8 +21,17 @@ def _z_terms(x, target, ignore_index, z_loss):
         return lse, kept, np.where(kept, z_loss * lse * lse, 0.0)
 
 
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, return_lse=False):
+def cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    return_lse=False,
+):
     """:func:`xent.reference._multiclass.cross_entropy` with ``z_loss * lse**2`` added per
     row not ignored (the mean of that term is over the rows kept), and with
     ``return_lse`` the pair ``(loss, logsumexp per row)``.
@@ -39,8 +48,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     >>> round(float(loss), 4), np.round(lse, 4)
     (0.2489, array([2.2413, 3.1096, 2.0986]))
     """
-    loss = _multiclass.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
-                                     reduction=reduction, label_smoothing=label_smoothing)
+    loss = _multiclass.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
     x = np.asarray(logits, dtype=np.float64)
     lse, kept, z_rows = _z_terms(x, target, ignore_index, z_loss)
     if z_loss:
@@ -54,8 +69,17 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     return (loss, lse) if return_lse else loss
 
 
-def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                       label_smoothing=0.0, z_loss=0.0, grad_output=None):
+def cross_entropy_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    grad_output=None,
+):
     """The gradient of :func:`cross_entropy`: the z-loss adds ``2 z_loss lse softmax(x)``
     per row kept, times that row's incoming gradient.
 
@@ -75,16 +99,24 @@ def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100, reduct
     array([[0.0689, 0.1269, 0.0283],
            [0.04  , 0.0442, 0.2268]])
     """
-    grad = _multiclass.cross_entropy_grad(logits, target, weight=weight,
-                                          ignore_index=ignore_index, reduction=reduction,
-                                          label_smoothing=label_smoothing,
-                                          grad_output=grad_output)
+    grad = _multiclass.cross_entropy_grad(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        grad_output=grad_output,
+    )
     if not z_loss:
         return grad
     x = np.asarray(logits, dtype=np.float64)
     lse, kept, _ = _z_terms(x, target, ignore_index, z_loss)
-    g = np.ones(x.shape[:-1]) if grad_output is None else np.broadcast_to(
-        np.asarray(grad_output, dtype=np.float64), x.shape[:-1])
+    g = (
+        np.ones(x.shape[:-1])
+        if grad_output is None
+        else np.broadcast_to(np.asarray(grad_output, dtype=np.float64), x.shape[:-1])
+    )
     if reduction == "mean":
         g = g / max(int(np.count_nonzero(kept)), 1)
     coef = np.where(kept, 2.0 * z_loss * lse * g, 0.0)

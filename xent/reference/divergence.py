@@ -19,9 +19,14 @@ import numpy as np
 from ._common import reduce_losses
 from ._multiclass import log_softmax
 
-__all__ = ["js_divergence_logits", "js_divergence_logits_with_grad", "kl_divergence_logits",
-           "kl_divergence_logits_with_grad", "tv_distance_logits",
-           "tv_distance_logits_with_grad"]
+__all__ = [
+    "js_divergence_logits",
+    "js_divergence_logits_with_grad",
+    "kl_divergence_logits",
+    "kl_divergence_logits_with_grad",
+    "tv_distance_logits",
+    "tv_distance_logits_with_grad",
+]
 
 
 def _bucket_terms(lp, lq, kind, beta):
@@ -36,8 +41,10 @@ def _bucket_terms(lp, lq, kind, beta):
             g = np.where(q > 0, lq - lp, 0.0)
         elif kind == "jsd":
             lm = np.logaddexp(np.log(beta) + lp, np.log1p(-beta) + lq)
-            loss = (np.where(p > 0, beta * p * (lp - lm), 0.0)
-                    + np.where(q > 0, (1 - beta) * q * (lq - lm), 0.0)).sum(-1)
+            loss = (
+                np.where(p > 0, beta * p * (lp - lm), 0.0)
+                + np.where(q > 0, (1 - beta) * q * (lq - lm), 0.0)
+            ).sum(-1)
             g = np.where(q > 0, (1 - beta) * (lq - lm), 0.0)
         else:  # total variation
             loss = 0.5 * np.abs(p - q).sum(-1)
@@ -58,8 +65,19 @@ def _bucket_grad(kind, lp, lq, g, qg):
         return g[:, -1] - qg, q[:, :-1] * (g[:, :-1] - qg[:, None])
 
 
-def _divergence(kind, student, teacher, teacher_topk, temperature, beta, reduction,
-                ignore_mask, scale_by_temperature_squared, grad_output, want_grad):
+def _divergence(
+    kind,
+    student,
+    teacher,
+    teacher_topk,
+    temperature,
+    beta,
+    reduction,
+    ignore_mask,
+    scale_by_temperature_squared,
+    grad_output,
+    want_grad,
+):
     if kind == "jsd" and beta == 0:
         kind = "forward"
     elif kind == "jsd" and beta == 1:
@@ -86,10 +104,13 @@ def _divergence(kind, student, teacher, teacher_topk, temperature, beta, reducti
             lp = np.concatenate([lp_k, np.log(p_tail)[:, None]], -1)
             lq = np.concatenate([lq_k, np.log(q_tail)[:, None]], -1)
     loss, g = _bucket_terms(lp, lq, kind, beta)
-    factor = temperature ** 2 if scale_by_temperature_squared else 1.0
+    factor = temperature**2 if scale_by_temperature_squared else 1.0
     loss = loss * factor
-    skip = (np.zeros(n, dtype=bool) if ignore_mask is None
-            else np.asarray(ignore_mask, dtype=bool).reshape(n))
+    skip = (
+        np.zeros(n, dtype=bool)
+        if ignore_mask is None
+        else np.asarray(ignore_mask, dtype=bool).reshape(n)
+    )
     loss = np.where(skip, 0.0, loss)
     kept = int(np.count_nonzero(~skip))
     result = reduce_losses(loss.reshape(batch), kept, reduction)
@@ -107,8 +128,11 @@ def _divergence(kind, student, teacher, teacher_topk, temperature, beta, reducti
         np.put_along_axis(grad, index, top, -1)
     if grad_output is None:
         grad_output = 1.0
-    row_scale = np.broadcast_to(np.asarray(grad_output, dtype=np.float64), batch).reshape(n) \
-        if reduction == "none" else np.full(n, float(grad_output))
+    row_scale = (
+        np.broadcast_to(np.asarray(grad_output, dtype=np.float64), batch).reshape(n)
+        if reduction == "none"
+        else np.full(n, float(grad_output))
+    )
     if reduction == "mean":
         with np.errstate(divide="ignore", invalid="ignore"):
             row_scale = row_scale / kept
@@ -117,9 +141,17 @@ def _divergence(kind, student, teacher, teacher_topk, temperature, beta, reducti
     return result, grad.reshape(*batch, c)
 
 
-def kl_divergence_logits(student, teacher=None, *, teacher_topk=None, temperature=1.0,
-                         direction="forward", reduction="mean", ignore_mask=None,
-                         scale_by_temperature_squared=True):
+def kl_divergence_logits(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    direction="forward",
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+):
     """KL divergence of softmax(teacher / T) and softmax(student / T): ``direction="forward"``
     is ``KL(teacher || student)``, ``"reverse"`` is ``KL(student || teacher)``.
 
@@ -131,18 +163,39 @@ def kl_divergence_logits(student, teacher=None, *, teacher_topk=None, temperatur
     >>> teacher = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]])
     >>> np.round(reference.kl_divergence_logits(student, teacher, reduction="none"), 4)
     array([0.4323, 0.7299])
-    >>> np.round(reference.kl_divergence_logits(student, teacher, direction="reverse",
-    ...                                         reduction="none"), 4)
+    >>> np.round(
+    ...     reference.kl_divergence_logits(student, teacher, direction="reverse", reduction="none"),
+    ...     4,
+    ... )
     array([0.4107, 0.9957])
     """
-    return _divergence(direction, student, teacher, teacher_topk, temperature, 0.5, reduction,
-                       ignore_mask, scale_by_temperature_squared, None, False)
+    return _divergence(
+        direction,
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        None,
+        False,
+    )
 
 
-def kl_divergence_logits_with_grad(student, teacher=None, *, teacher_topk=None,
-                                   temperature=1.0, direction="forward", reduction="mean",
-                                   ignore_mask=None, scale_by_temperature_squared=True,
-                                   grad_output=None):
+def kl_divergence_logits_with_grad(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    direction="forward",
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    grad_output=None,
+):
     """(loss, d loss / d student) of :func:`kl_divergence_logits`.
 
     Examples
@@ -160,18 +213,38 @@ def kl_divergence_logits_with_grad(student, teacher=None, *, teacher_topk=None,
 
     A row where ``ignore_mask`` is True gets a zero gradient and leaves the mean:
 
-    >>> loss, grad = reference.kl_divergence_logits_with_grad(student, teacher,
-    ...                                                       ignore_mask=np.array([False, True]))
+    >>> loss, grad = reference.kl_divergence_logits_with_grad(
+    ...     student, teacher, ignore_mask=np.array([False, True])
+    ... )
     >>> np.round(grad[1], 4)
     array([0., 0., 0.])
     """
-    return _divergence(direction, student, teacher, teacher_topk, temperature, 0.5, reduction,
-                       ignore_mask, scale_by_temperature_squared, grad_output, True)
+    return _divergence(
+        direction,
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        grad_output,
+        True,
+    )
 
 
-def js_divergence_logits(student, teacher=None, *, teacher_topk=None, temperature=1.0,
-                         beta=0.5, reduction="mean", ignore_mask=None,
-                         scale_by_temperature_squared=True):
+def js_divergence_logits(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    beta=0.5,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+):
     """Generalised Jensen-Shannon divergence (Liger-Kernel's): ``beta KL(P || M) + (1 - beta)
     KL(Q || M)``, ``M = beta P + (1 - beta) Q``, P the teacher's, Q the student's.
 
@@ -189,14 +262,33 @@ def js_divergence_logits(student, teacher=None, *, teacher_topk=None, temperatur
     >>> np.round(reference.js_divergence_logits(student, teacher, beta=0.0, reduction="none"), 4)
     array([0.4323, 0.7299])
     """
-    return _divergence("jsd", student, teacher, teacher_topk, temperature, beta, reduction,
-                       ignore_mask, scale_by_temperature_squared, None, False)
+    return _divergence(
+        "jsd",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        None,
+        False,
+    )
 
 
-def js_divergence_logits_with_grad(student, teacher=None, *, teacher_topk=None,
-                                   temperature=1.0, beta=0.5, reduction="mean",
-                                   ignore_mask=None, scale_by_temperature_squared=True,
-                                   grad_output=None):
+def js_divergence_logits_with_grad(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    beta=0.5,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    grad_output=None,
+):
     """(loss, d loss / d student) of :func:`js_divergence_logits`.
 
     Examples
@@ -214,17 +306,37 @@ def js_divergence_logits_with_grad(student, teacher=None, *, teacher_topk=None,
 
     A row where ``ignore_mask`` is True gets a zero gradient and leaves the mean:
 
-    >>> loss, grad = reference.js_divergence_logits_with_grad(student, teacher,
-    ...                                                       ignore_mask=np.array([False, True]))
+    >>> loss, grad = reference.js_divergence_logits_with_grad(
+    ...     student, teacher, ignore_mask=np.array([False, True])
+    ... )
     >>> np.round(grad[1], 4)
     array([0., 0., 0.])
     """
-    return _divergence("jsd", student, teacher, teacher_topk, temperature, beta, reduction,
-                       ignore_mask, scale_by_temperature_squared, grad_output, True)
+    return _divergence(
+        "jsd",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        beta,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        grad_output,
+        True,
+    )
 
 
-def tv_distance_logits(student, teacher=None, *, teacher_topk=None, temperature=1.0,
-                       reduction="mean", ignore_mask=None, scale_by_temperature_squared=True):
+def tv_distance_logits(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+):
     """Total variation distance ``sum |P - Q| / 2`` of the two softmaxes.
 
     Examples
@@ -241,13 +353,32 @@ def tv_distance_logits(student, teacher=None, *, teacher_topk=None, temperature=
     >>> round(float(reference.tv_distance_logits(student, teacher, temperature=2.0)), 4)
     1.0698
     """
-    return _divergence("tv", student, teacher, teacher_topk, temperature, 0.5, reduction,
-                       ignore_mask, scale_by_temperature_squared, None, False)
+    return _divergence(
+        "tv",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        None,
+        False,
+    )
 
 
-def tv_distance_logits_with_grad(student, teacher=None, *, teacher_topk=None,
-                                 temperature=1.0, reduction="mean", ignore_mask=None,
-                                 scale_by_temperature_squared=True, grad_output=None):
+def tv_distance_logits_with_grad(
+    student,
+    teacher=None,
+    *,
+    teacher_topk=None,
+    temperature=1.0,
+    reduction="mean",
+    ignore_mask=None,
+    scale_by_temperature_squared=True,
+    grad_output=None,
+):
     """(loss, d loss / d student) of :func:`tv_distance_logits`.
 
     Examples
@@ -265,10 +396,22 @@ def tv_distance_logits_with_grad(student, teacher=None, *, teacher_topk=None,
 
     A row where ``ignore_mask`` is True gets a zero gradient and leaves the mean:
 
-    >>> loss, grad = reference.tv_distance_logits_with_grad(student, teacher,
-    ...                                                     ignore_mask=np.array([False, True]))
+    >>> loss, grad = reference.tv_distance_logits_with_grad(
+    ...     student, teacher, ignore_mask=np.array([False, True])
+    ... )
     >>> np.round(grad[1], 4)
     array([0., 0., 0.])
     """
-    return _divergence("tv", student, teacher, teacher_topk, temperature, 0.5, reduction,
-                       ignore_mask, scale_by_temperature_squared, grad_output, True)
+    return _divergence(
+        "tv",
+        student,
+        teacher,
+        teacher_topk,
+        temperature,
+        0.5,
+        reduction,
+        ignore_mask,
+        scale_by_temperature_squared,
+        grad_output,
+        True,
+    )

@@ -11,8 +11,14 @@ from ._multiclass import cross_entropy as loss_cross_entropy
 from ._multiclass import log_softmax
 
 __all__ = [
-    "self_information", "entropy", "cross_entropy", "kl_divergence", "binary_entropy",
-    "entropy_from_logits", "perplexity", "cross_entropy_dist",
+    "self_information",
+    "entropy",
+    "cross_entropy",
+    "kl_divergence",
+    "binary_entropy",
+    "entropy_from_logits",
+    "perplexity",
+    "cross_entropy_dist",
 ]
 
 
@@ -51,16 +57,19 @@ def _rel_entr(x, y):
     two are close), ``log(x / y)`` when the ratio is a normal finite number,
     and ``log(x) - log(y)`` when it underflows or overflows.
     """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore",
-                     under="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         ratio = x / y
         log_ratio = np.where(
-            (ratio > 0.5) & (ratio < 2.0), np.log1p((x - y) / y),
-            np.where((ratio > np.finfo(np.float64).tiny) & (ratio < np.inf),
-                     np.log(ratio), np.log(x) - np.log(y)))
+            (ratio > 0.5) & (ratio < 2.0),
+            np.log1p((x - y) / y),
+            np.where(
+                (ratio > np.finfo(np.float64).tiny) & (ratio < np.inf),
+                np.log(ratio),
+                np.log(x) - np.log(y),
+            ),
+        )
         value = x * log_ratio
-    out = np.where((x > 0) & (y > 0), value,
-                   np.where((x == 0) & (y >= 0), 0.0, np.inf))
+    out = np.where((x > 0) & (y > 0), value, np.where((x == 0) & (y >= 0), 0.0, np.inf))
     return np.where(np.isnan(x) | np.isnan(y), np.nan, out)
 
 
@@ -294,8 +303,7 @@ def entropy_from_logits(logits, axis=-1, base=None):
     return result(_in_base(h, base))
 
 
-def perplexity(logits, target, *, weight=None, ignore_index=-100,
-               label_smoothing=0.0):
+def perplexity(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0):
     """Perplexity, ``exp`` of the mean cross-entropy.
 
     Parameters
@@ -320,9 +328,14 @@ def perplexity(logits, target, *, weight=None, ignore_index=-100,
     >>> round(float(reference.perplexity(logits, np.array([1, 4, -100]))), 4)
     3.2567
     """
-    loss = loss_cross_entropy(logits, target, weight=weight,
-                              ignore_index=ignore_index, reduction="mean",
-                              label_smoothing=label_smoothing)
+    loss = loss_cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="mean",
+        label_smoothing=label_smoothing,
+    )
     with np.errstate(over="ignore", invalid="ignore"):
         return np.float64(np.exp(loss))
 

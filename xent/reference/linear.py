@@ -1,5 +1,4 @@
-"""Reference fused linear cross-entropy: the twin of :mod:`xent.linear`, logits formed whole.
-"""
+"""Reference fused linear cross-entropy: the twin of :mod:`xent.linear`, logits formed whole."""
 
 import numpy as np
 
@@ -7,11 +6,14 @@ from ._multiclass import log_softmax
 from ._z_loss import cross_entropy, cross_entropy_grad
 
 __all__ = [
-    "linear_cross_entropy", "linear_cross_entropy_grad", "linear_cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_grad",
+    "linear_cross_entropy_with_grad",
 ]
 
 
 # ---- fused linear cross-entropy (xent.linear) -------------------------------------------------
+
 
 def _linear_logits(hidden, weight, bias, softcap):
     """The logits ``hidden @ weight.T + bias`` (capped), materialised in float64."""
@@ -25,9 +27,20 @@ def _linear_logits(hidden, weight, bias, softcap):
     return h, w, z
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, softcap=None, z_loss=0.0,
-                         return_lse=False, return_stats=False):
+def linear_cross_entropy(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    softcap=None,
+    z_loss=0.0,
+    return_lse=False,
+    return_stats=False,
+):
     """:func:`cross_entropy` of the logits ``hidden @ weight.T + bias``, formed whole.
 
     Parameters
@@ -58,13 +71,21 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     >>> target = np.array([2, 1, 0])
     >>> round(float(reference.linear_cross_entropy(hidden, weight, target)), 4)
     0.4461
-    >>> np.round(reference.linear_cross_entropy(hidden, weight, target, softcap=1.0,
-    ...                                         reduction="none"), 4)
+    >>> np.round(
+    ...     reference.linear_cross_entropy(hidden, weight, target, softcap=1.0, reduction="none"), 4
+    ... )
     array([0.7876, 0.7107, 0.6741])
     """
     _, _, z = _linear_logits(hidden, weight, bias, softcap)
-    loss, lse = cross_entropy(z, target, ignore_index=ignore_index, reduction=reduction,
-                              label_smoothing=label_smoothing, z_loss=z_loss, return_lse=True)
+    loss, lse = cross_entropy(
+        z,
+        target,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        return_lse=True,
+    )
     if not (return_lse or return_stats):
         return loss
     result = (loss,)
@@ -77,9 +98,19 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     return result
 
 
-def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
-                              reduction="mean", label_smoothing=0.0, softcap=None,
-                              z_loss=0.0, grad_output=None):
+def linear_cross_entropy_grad(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    softcap=None,
+    z_loss=0.0,
+    grad_output=None,
+):
     """Gradients of :func:`linear_cross_entropy`: ``(grad_hidden, grad_weight[, grad_bias])``.
 
     By the chain rule through the materialised logits: with ``G`` the gradient of
@@ -93,17 +124,24 @@ def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index
     >>> from xent import reference
     >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]])
     >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
-    >>> grad_hidden, grad_weight = reference.linear_cross_entropy_grad(hidden, weight,
-    ...                                                                np.array([2, 1, -100]))
+    >>> grad_hidden, grad_weight = reference.linear_cross_entropy_grad(
+    ...     hidden, weight, np.array([2, 1, -100])
+    ... )
     >>> np.round(grad_hidden, 4)
     array([[-0.2124, -0.0063],
            [ 0.3925,  0.3706],
            [ 0.    ,  0.    ]])
     """
     h, w, z = _linear_logits(hidden, weight, bias, softcap)
-    g = cross_entropy_grad(z, target, ignore_index=ignore_index, reduction=reduction,
-                           label_smoothing=label_smoothing, z_loss=z_loss,
-                           grad_output=grad_output)
+    g = cross_entropy_grad(
+        z,
+        target,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        grad_output=grad_output,
+    )
     if softcap is not None:
         with np.errstate(invalid="ignore"):  # an entry of 0 stays 0 (ignored rows)
             g = np.where(g == 0, 0.0, g * (1.0 - (z / softcap) ** 2))
@@ -115,9 +153,20 @@ def linear_cross_entropy_grad(hidden, weight, target, *, bias=None, ignore_index
     return grads
 
 
-def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_index=-100,
-                                   reduction="mean", label_smoothing=0.0, softcap=None,
-                                   z_loss=0.0, return_lse=False, grad_output=None):
+def linear_cross_entropy_with_grad(
+    hidden,
+    weight,
+    target,
+    *,
+    bias=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    softcap=None,
+    z_loss=0.0,
+    return_lse=False,
+    grad_output=None,
+):
     """``(loss, grad_hidden, grad_weight[, grad_bias])`` as
     :func:`xent.linear_cross_entropy_with_grad` returns them (with ``return_lse``, the pair
     of that tuple and the per-row log-sum-exp).
@@ -128,14 +177,23 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, ignore_
     >>> from xent import reference
     >>> hidden = np.array([[1.0, 0.0], [0.5, -1.0]])
     >>> weight = np.array([[1.0, 1.0], [0.0, -1.0], [2.0, 0.5]])
-    >>> result = reference.linear_cross_entropy_with_grad(hidden, weight, np.array([2, 1]),
-    ...                                                   bias=np.zeros(3))
+    >>> result = reference.linear_cross_entropy_with_grad(
+    ...     hidden, weight, np.array([2, 1]), bias=np.zeros(3)
+    ... )
     >>> len(result), round(float(result[0]), 4), np.round(result[-1], 4)  # loss ... grad_bias
     (4, 0.5059, array([ 0.1833, -0.1817, -0.0016]))
     """
-    options = dict(bias=bias, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing, softcap=softcap, z_loss=z_loss)
+    options = dict(
+        bias=bias,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        softcap=softcap,
+        z_loss=z_loss,
+    )
     loss, lse = linear_cross_entropy(hidden, weight, target, return_lse=True, **options)
-    grads = (loss, *linear_cross_entropy_grad(hidden, weight, target, grad_output=grad_output,
-                                              **options))
+    grads = (
+        loss,
+        *linear_cross_entropy_grad(hidden, weight, target, grad_output=grad_output, **options),
+    )
     return (grads, lse) if return_lse else grads

@@ -47,13 +47,13 @@ def kernel_list(header_text):
     while pos < len(body.rstrip()):
         m = entry.match(body, pos)
         if m is None:
-            raise SystemExit(f"{HEADER}: cannot read XENT_KERNELS near {body[pos:pos + 60]!r}")
+            raise SystemExit(f"{HEADER}: cannot read XENT_KERNELS near {body[pos : pos + 60]!r}")
         ret, name = m.group(1), m.group(2)
         depth, i = 1, m.end()
-        while depth:   # the parameter list, up to its closing parenthesis
+        while depth:  # the parameter list, up to its closing parenthesis
             depth += {"(": 1, ")": -1}.get(body[i], 0)
             i += 1
-        params = [p.strip() for p in body[m.end():i - 1].split(",")]
+        params = [p.strip() for p in body[m.end() : i - 1].split(",")]
         close = re.compile(r"\s*\)").match(body, i)
         if close is None:
             raise SystemExit(f"{HEADER}: entry {name} does not end in '))'")
@@ -96,8 +96,9 @@ def render(entries):
     for element, suffix in ELEMENT_TYPES:
         for ret, name, params in entries:
             args = ", ".join(_cython_type(p, element) for p in params)
-            out.append(f"        {_cython_type(ret, element)} (*{name}_{suffix})({args}) "
-                       f"noexcept nogil")
+            out.append(
+                f"        {_cython_type(ret, element)} (*{name}_{suffix})({args}) noexcept nogil"
+            )
     out += [
         "",
         "",
@@ -134,7 +135,7 @@ def generate(header=HEADER, output=OUTPUT):
     try:
         with open(output) as f:
             if f.read() == text:
-                return output   # unchanged: leave its time stamp, so Cython does not rebuild
+                return output  # unchanged: leave its time stamp, so Cython does not rebuild
     except FileNotFoundError:
         pass
     with open(output, "w") as f:

@@ -59,7 +59,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 # One file per concern: _common (checking, conversion, the custom-operator machinery), then
 # one per family of losses, each registering its torch.ops.xent operators when imported.
 from ._binary import (
-    BCELoss, BCEWithLogitsLoss, binary_cross_entropy, binary_cross_entropy_with_logits,
+    BCELoss,
+    BCEWithLogitsLoss,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
 )
 from ._linear import LinearCrossEntropyLoss, linear_cross_entropy
 from ._multiclass import CrossEntropyLoss, NLLLoss, cross_entropy, nll_loss

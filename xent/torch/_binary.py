@@ -6,16 +6,35 @@ import torch
 import xent as _xent
 
 from ._common import (
-    FLOAT_DTYPES, FLOAT_NAMES, LossOp, call_op, check_float, check_reduction, check_saved,
-    check_tensor, empty_grad, legacy_reduction, loop_vmap, operand_array, refuse_double_backward,
-    scaled, to_tensor, wants_grad,
+    FLOAT_DTYPES,
+    FLOAT_NAMES,
+    LossOp,
+    call_op,
+    check_float,
+    check_reduction,
+    check_saved,
+    check_tensor,
+    empty_grad,
+    legacy_reduction,
+    loop_vmap,
+    operand_array,
+    refuse_double_backward,
+    scaled,
+    to_tensor,
+    wants_grad,
 )
 
 
-def _binary_impl(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                 pos_weight: torch.Tensor | None, logits: bool, reduction: str,
-                 num_threads: int | None, with_grad: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _binary_impl(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    logits: bool,
+    reduction: str,
+    num_threads: int | None,
+    with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     # with_grad: d loss / d input for an incoming gradient of 1 (per element for "none"),
     # which the backward scales by the real one: the loss is elementwise.
     options = dict(weight=operand_array(weight), reduction=reduction, num_threads=num_threads)
@@ -23,13 +42,15 @@ def _binary_impl(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
         options["pos_weight"] = operand_array(pos_weight)
     x, y = operand_array(input), operand_array(target)
     if with_grad:
-        function = (_xent.binary_cross_entropy_with_logits_with_grad if logits
-                    else _xent.binary_cross_entropy_with_grad)
+        function = (
+            _xent.binary_cross_entropy_with_logits_with_grad
+            if logits
+            else _xent.binary_cross_entropy_with_grad
+        )
         loss, grad = function(x, y, **options)
         grad = to_tensor(grad, input.dtype)
     else:
-        function = (_xent.binary_cross_entropy_with_logits if logits
-                    else _xent.binary_cross_entropy)
+        function = _xent.binary_cross_entropy_with_logits if logits else _xent.binary_cross_entropy
         loss, grad = function(x, y, **options), empty_grad(input.dtype)
     return to_tensor(loss, input.dtype), grad
 
@@ -49,8 +70,9 @@ def _binary_setup(ctx, inputs, output):
     ctx.logits, ctx.reduction, ctx.numel = logits, reduction, input.numel()
     ctx.input_shape, ctx.target_dtype = input.shape, target.dtype
     keep = target.requires_grad
-    ctx.save_for_backward(output[1], input if keep else None, weight if keep else None,
-                          pos_weight if keep else None)
+    ctx.save_for_backward(
+        output[1], input if keep else None, weight if keep else None, pos_weight if keep else None
+    )
 
 
 def _binary_backward(ctx, grad_loss, _):
@@ -89,25 +111,41 @@ def _binary(input, target, weight, pos_weight, reduction, num_threads, logits):
     check_float(input, "input")
     check_tensor(target, "target")
     if target.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"target must be {FLOAT_NAMES} (probabilities in [0, 1]), got "
-                        f"{target.dtype}")
+        raise TypeError(
+            f"target must be {FLOAT_NAMES} (probabilities in [0, 1]), got {target.dtype}"
+        )
     if target.shape != input.shape:
-        raise ValueError(f"target has shape {tuple(target.shape)}, expected the input's shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"target has shape {tuple(target.shape)}, expected the input's shape "
+            f"{tuple(input.shape)}"
+        )
     for value, label in ((weight, "weight"), (pos_weight, "pos_weight")):
         if value is not None:
             check_float(value, label)
             if wants_grad(value):
-                raise ValueError(f"xent.torch.{name} is not differentiable with respect to "
-                                 f"{label}: pass {label}.detach()")
+                raise ValueError(
+                    f"xent.torch.{name} is not differentiable with respect to "
+                    f"{label}: pass {label}.detach()"
+                )
     check_reduction(reduction)
-    loss, _ = call_op(_BINARY, name, input, target, weight, pos_weight, logits, reduction,
-                      num_threads, wants_grad(input))
+    loss, _ = call_op(
+        _BINARY,
+        name,
+        input,
+        target,
+        weight,
+        pos_weight,
+        logits,
+        reduction,
+        num_threads,
+        wants_grad(input),
+    )
     return loss
 
 
-def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
-                         reduction="mean", num_threads=None):
+def binary_cross_entropy(
+    input, target, weight=None, size_average=None, reduce=None, reduction="mean", num_threads=None
+):
     """Binary cross-entropy of probabilities by xent, as ``F.binary_cross_entropy``.
 
     Parameters
@@ -138,13 +176,27 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
         An input or target entry outside [0, 1], named by its index; mismatched shapes; a
         tensor not on the CPU.
     """
-    return _binary(input, target, weight, None,
-                   legacy_reduction(size_average, reduce, reduction), num_threads, False)
+    return _binary(
+        input,
+        target,
+        weight,
+        None,
+        legacy_reduction(size_average, reduce, reduction),
+        num_threads,
+        False,
+    )
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
-                                     reduce=None, reduction="mean", pos_weight=None,
-                                     num_threads=None):
+def binary_cross_entropy_with_logits(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    reduce=None,
+    reduction="mean",
+    pos_weight=None,
+    num_threads=None,
+):
     """Binary cross-entropy of logits by xent, as ``F.binary_cross_entropy_with_logits``.
 
     Parameters
@@ -171,8 +223,15 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         The loss per element or its reduction, in the input's dtype; stable for logits of
         any magnitude.
     """
-    return _binary(input, target, weight, pos_weight,
-                   legacy_reduction(size_average, reduce, reduction), num_threads, True)
+    return _binary(
+        input,
+        target,
+        weight,
+        pos_weight,
+        legacy_reduction(size_average, reduce, reduction),
+        num_threads,
+        True,
+    )
 
 
 class BCELoss(torch.nn.Module):
@@ -190,8 +249,9 @@ class BCELoss(torch.nn.Module):
         Threads xent uses.
     """
 
-    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
-                 num_threads=None):
+    def __init__(
+        self, weight=None, size_average=None, reduce=None, reduction="mean", num_threads=None
+    ):
         super().__init__()
         self.register_buffer("weight", weight)
         self.reduction = legacy_reduction(size_average, reduce, reduction)
@@ -199,8 +259,13 @@ class BCELoss(torch.nn.Module):
 
     def forward(self, input, target):
         """The loss of probabilities ``input`` against ``target``."""
-        return binary_cross_entropy(input, target, weight=self.weight,
-                                    reduction=self.reduction, num_threads=self.num_threads)
+        return binary_cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            reduction=self.reduction,
+            num_threads=self.num_threads,
+        )
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}, num_threads={self.num_threads}"
@@ -224,8 +289,15 @@ class BCEWithLogitsLoss(torch.nn.Module):
         Threads xent uses.
     """
 
-    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
-                 pos_weight=None, num_threads=None):
+    def __init__(
+        self,
+        weight=None,
+        size_average=None,
+        reduce=None,
+        reduction="mean",
+        pos_weight=None,
+        num_threads=None,
+    ):
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
@@ -234,10 +306,14 @@ class BCEWithLogitsLoss(torch.nn.Module):
 
     def forward(self, input, target):
         """The loss of logits ``input`` against ``target``."""
-        return binary_cross_entropy_with_logits(input, target, weight=self.weight,
-                                                reduction=self.reduction,
-                                                pos_weight=self.pos_weight,
-                                                num_threads=self.num_threads)
+        return binary_cross_entropy_with_logits(
+            input,
+            target,
+            weight=self.weight,
+            reduction=self.reduction,
+            pos_weight=self.pos_weight,
+            num_threads=self.num_threads,
+        )
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}, num_threads={self.num_threads}"

@@ -26,14 +26,17 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 # ---- checking and conversion -----------------------------------------------------------------
 
+
 def check_tensor(value, name):
     """Refuse what xent cannot read: non-tensors, non-CPU (meta included), non-strided."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.device.type != "cpu":
-        raise ValueError(f"xent.torch computes on CPU tensors only; {name} is on device "
-                         f"{value.device} (move it with .cpu(), or use torch.nn.functional's "
-                         f"loss there)")
+        raise ValueError(
+            f"xent.torch computes on CPU tensors only; {name} is on device "
+            f"{value.device} (move it with .cpu(), or use torch.nn.functional's "
+            f"loss there)"
+        )
     if value.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout}")
 
@@ -83,8 +86,9 @@ def to_tensor(array, dtype):
 
 def class_last(tensor, class_dim):
     """``tensor`` with its class dim moved last (a view), as numpy."""
-    return as_numpy(torch.movedim(tensor, class_dim, -1) if class_dim != tensor.ndim - 1
-                    else tensor)
+    return as_numpy(
+        torch.movedim(tensor, class_dim, -1) if class_dim != tensor.ndim - 1 else tensor
+    )
 
 
 def empty_grad(dtype):
@@ -94,8 +98,11 @@ def empty_grad(dtype):
 
 def _is_plain(tensor):
     """Whether ``tensor`` is a real tensor with values (not traced by compile or func)."""
-    return (type(tensor) is torch.Tensor and not _is_fake(tensor)
-            and not torch._C._functorch.is_functorch_wrapped_tensor(tensor))
+    return (
+        type(tensor) is torch.Tensor
+        and not _is_fake(tensor)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+    )
 
 
 # ---- the custom-operator machinery ---------------------------------------------------------------
@@ -103,7 +110,8 @@ def _is_plain(tensor):
 _NO_DOUBLE_BACKWARD = (
     "xent.torch.{name} is differentiable once only (its backward reuses the gradient of the "
     "forward pass): a backward pass with create_graph=True, for a second derivative, is not "
-    "supported; use torch.nn.functional.{name} for that")
+    "supported; use torch.nn.functional.{name} for that"
+)
 
 
 def refuse_double_backward(name):
@@ -120,17 +128,18 @@ def loop_vmap(op, n_outputs=None):
     with its own mean), so mapping is a loop. Correct for every operator, not fast.
     ``n_outputs``: the number of tensors ``op`` returns as a tuple, None for one tensor.
     """
+
     def rule(info, in_dims, *args):
         results = []
         for i in range(info.batch_size):
             call = [a.select(d, i) if d is not None else a for a, d in zip(args, in_dims)]
             result = op(*call)
             results.append((result,) if n_outputs is None else result)
-        outputs = tuple(torch.stack([r[k] for r in results])
-                        for k in range(n_outputs or 1))
+        outputs = tuple(torch.stack([r[k] for r in results]) for k in range(n_outputs or 1))
         if n_outputs is None:
             return outputs[0], 0
         return outputs, (0,) * n_outputs
+
     return rule
 
 
@@ -138,7 +147,8 @@ _NO_FUNC_TRANSFORMS = (
     "xent.torch.{name} does not support torch.func.grad, jvp, jacrev or jacfwd (PyTorch runs "
     "a custom operator's autograd formula under autograd only): use loss.backward() or "
     "torch.autograd.grad, or torch.nn.functional.{name} inside torch.func transforms "
-    "(torch.func.vmap alone works)")
+    "(torch.func.vmap alone works)"
+)
 
 
 class LossOp(NamedTuple):
@@ -175,10 +185,13 @@ class _EagerOp(torch.autograd.Function):
 def _plain_eager(args):
     """Whether the call runs eagerly on plain tensors: no compile, tracing, torch.func
     transform or dispatch mode that needs the registered operator."""
-    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch._C._are_functorch_transforms_active()
-            and _current_dispatch_mode() is None
-            and all(type(a) is torch.Tensor for a in args if isinstance(a, torch.Tensor)))
+    return (
+        not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()
+        and _current_dispatch_mode() is None
+        and all(type(a) is torch.Tensor for a in args if isinstance(a, torch.Tensor))
+    )
 
 
 def call_op(spec, name, *args):
@@ -200,8 +213,10 @@ def call_op(spec, name, *args):
 
 def check_saved(grad, shape, name):
     if grad.shape != shape:  # the placeholder of with_grad=False
-        raise RuntimeError(f"torch.ops.xent.{name} was called with with_grad=False, so it has "
-                           f"no gradient to give: call xent.torch.{name}, which sets it")
+        raise RuntimeError(
+            f"torch.ops.xent.{name} was called with with_grad=False, so it has "
+            f"no gradient to give: call xent.torch.{name}, which sets it"
+        )
 
 
 def scaled(grad, grad_loss, scale):
@@ -213,42 +228,48 @@ def scaled(grad, grad_loss, scale):
 
 # ---- checks shared by the losses -------------------------------------------------------------
 
+
 def class_problem(input, target, name="input"):
     """Check a classification input and target in PyTorch's layout; return the class dim."""
     check_float(input, name)
     check_tensor(target, "target")
     if input.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension (the classes), got a 0-d "
-                         f"tensor")
+        raise ValueError(f"{name} must have at least one dimension (the classes), got a 0-d tensor")
     class_dim = 1 if input.ndim >= 2 else 0
     if input.shape[class_dim] == 0:
-        raise ValueError(f"{name} has shape {tuple(input.shape)}: its class dim {class_dim} "
-                         f"is empty")
+        raise ValueError(
+            f"{name} has shape {tuple(input.shape)}: its class dim {class_dim} is empty"
+        )
     return class_dim
 
 
 def check_index_target(input, target, class_dim, name="input"):
     if target.dtype not in _INDEX_DTYPES:
-        raise TypeError(f"target must hold class indices (an integer dtype) or "
-                        f"probabilities (a floating dtype), got {target.dtype}")
-    batch_shape = input.shape[:class_dim] + input.shape[class_dim + 1:]
+        raise TypeError(
+            f"target must hold class indices (an integer dtype) or "
+            f"probabilities (a floating dtype), got {target.dtype}"
+        )
+    batch_shape = input.shape[:class_dim] + input.shape[class_dim + 1 :]
     if target.shape != batch_shape:
-        raise ValueError(f"target has shape {tuple(target.shape)}, expected "
-                         f"{tuple(batch_shape)}: class indices have the shape of {name} "
-                         f"{tuple(input.shape)} without its class dim {class_dim}")
+        raise ValueError(
+            f"target has shape {tuple(target.shape)}, expected "
+            f"{tuple(batch_shape)}: class indices have the shape of {name} "
+            f"{tuple(input.shape)} without its class dim {class_dim}"
+        )
 
 
 def check_class_weight(weight, n_classes):
     if weight is not None:
         check_float(weight, "weight")
         if weight.shape != (n_classes,):
-            raise ValueError(f"weight has shape {tuple(weight.shape)}, expected "
-                             f"({n_classes},): one weight per class")
+            raise ValueError(
+                f"weight has shape {tuple(weight.shape)}, expected "
+                f"({n_classes},): one weight per class"
+            )
 
 
 def wants_grad(tensor):
     return tensor is not None and torch.is_grad_enabled() and tensor.requires_grad
-
 
 
 def legacy_reduction(size_average, reduce, reduction):

@@ -6,34 +6,65 @@ import torch
 import xent as _xent
 
 from ._common import (
-    LossOp, call_op, check_float, check_index_target, check_reduction, check_tensor, empty_grad,
-    loop_vmap, as_numpy, refuse_double_backward, scaled, to_tensor, wants_grad,
+    LossOp,
+    call_op,
+    check_float,
+    check_index_target,
+    check_reduction,
+    check_tensor,
+    empty_grad,
+    loop_vmap,
+    as_numpy,
+    refuse_double_backward,
+    scaled,
+    to_tensor,
+    wants_grad,
 )
 from ._multiclass import cross_entropy
 
 
 def _linear_arrays(input, linear_weight, target, linear_bias):
-    return (as_numpy(input), as_numpy(linear_weight), as_numpy(target),
-            None if linear_bias is None else as_numpy(linear_bias))
+    return (
+        as_numpy(input),
+        as_numpy(linear_weight),
+        as_numpy(target),
+        None if linear_bias is None else as_numpy(linear_bias),
+    )
 
 
 def _linear_grads(grads, input, linear_weight, linear_bias):
     """xent's (grad_hidden, grad_weight[, grad_bias]) as tensors of the inputs' dtypes."""
-    grad_bias = (to_tensor(grads[2], linear_bias.dtype) if linear_bias is not None
-                 else empty_grad(input.dtype))
+    grad_bias = (
+        to_tensor(grads[2], linear_bias.dtype)
+        if linear_bias is not None
+        else empty_grad(input.dtype)
+    )
     return to_tensor(grads[0], input.dtype), to_tensor(grads[1], linear_weight.dtype), grad_bias
 
 
-def _linear_impl(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
-                 linear_bias: torch.Tensor | None, ignore_index: int, reduction: str,
-                 label_smoothing: float, softcap: float | None, num_threads: int | None,
-                 with_grad: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear_impl(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    linear_bias: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    softcap: float | None,
+    num_threads: int | None,
+    with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     # with_grad (reduced losses only): the gradients for an incoming gradient of 1, from the
     # same tiled pass as the loss; the backward scales them.
     h, w, t, b = _linear_arrays(input, linear_weight, target, linear_bias)
-    options = dict(bias=b, ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing, softcap=softcap, num_threads=num_threads)
+    options = dict(
+        bias=b,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        softcap=softcap,
+        num_threads=num_threads,
+    )
     if with_grad:
         loss, *grads = _xent.linear_cross_entropy_with_grad(h, w, t, **options)
         grads = _linear_grads(grads, input, linear_weight, linear_bias)
@@ -47,43 +78,91 @@ _linear_op = torch.library.custom_op("xent::linear_cross_entropy", mutates_args=
 
 
 @_linear_op.register_fake
-def _(input, linear_weight, target, linear_bias, ignore_index, reduction, label_smoothing,
-      softcap, num_threads, with_grad):
+def _(
+    input,
+    linear_weight,
+    target,
+    linear_bias,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    softcap,
+    num_threads,
+    with_grad,
+):
     loss = input.new_empty(input.shape[:-1] if reduction == "none" else ())
     if not with_grad:
         return (loss,) + tuple(input.new_empty(0) for _ in range(3))
-    return (loss, input.new_empty(input.shape), linear_weight.new_empty(linear_weight.shape),
-            linear_bias.new_empty(linear_bias.shape) if linear_bias is not None
-            else input.new_empty(0))
+    return (
+        loss,
+        input.new_empty(input.shape),
+        linear_weight.new_empty(linear_weight.shape),
+        linear_bias.new_empty(linear_bias.shape) if linear_bias is not None else input.new_empty(0),
+    )
 
 
 @torch.library.custom_op("xent::linear_cross_entropy_backward", mutates_args=())
-def _linear_backward_op(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
-                        linear_bias: torch.Tensor | None, ignore_index: int,
-                        label_smoothing: float, softcap: float | None,
-                        num_threads: int | None, grad_output: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear_backward_op(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    linear_bias: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    softcap: float | None,
+    num_threads: int | None,
+    grad_output: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # reduction="none": each row's incoming gradient is known only now, so the tiled pass
     # runs again with it (the logits are recomputed, never stored).
     h, w, t, b = _linear_arrays(input, linear_weight, target, linear_bias)
     _, *grads = _xent.linear_cross_entropy_with_grad(
-        h, w, t, bias=b, ignore_index=ignore_index, reduction="none",
-        label_smoothing=label_smoothing, softcap=softcap, num_threads=num_threads,
-        grad_output=grad_output.detach().to(torch.float64).numpy())
+        h,
+        w,
+        t,
+        bias=b,
+        ignore_index=ignore_index,
+        reduction="none",
+        label_smoothing=label_smoothing,
+        softcap=softcap,
+        num_threads=num_threads,
+        grad_output=grad_output.detach().to(torch.float64).numpy(),
+    )
     return _linear_grads(grads, input, linear_weight, linear_bias)
 
 
 @_linear_backward_op.register_fake
-def _(input, linear_weight, target, linear_bias, ignore_index, label_smoothing, softcap,
-      num_threads, grad_output):
-    return (input.new_empty(input.shape), linear_weight.new_empty(linear_weight.shape),
-            linear_bias.new_empty(linear_bias.shape) if linear_bias is not None
-            else input.new_empty(0))
+def _(
+    input,
+    linear_weight,
+    target,
+    linear_bias,
+    ignore_index,
+    label_smoothing,
+    softcap,
+    num_threads,
+    grad_output,
+):
+    return (
+        input.new_empty(input.shape),
+        linear_weight.new_empty(linear_weight.shape),
+        linear_bias.new_empty(linear_bias.shape) if linear_bias is not None else input.new_empty(0),
+    )
 
 
 def _linear_setup(ctx, inputs, output):
-    input, linear_weight, target, linear_bias, ignore_index, reduction, label_smoothing, \
-        softcap, num_threads, _ = inputs
+    (
+        input,
+        linear_weight,
+        target,
+        linear_bias,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        softcap,
+        num_threads,
+        _,
+    ) = inputs
     ctx.reduction = reduction
     ctx.options = (ignore_index, label_smoothing, softcap, num_threads)
     if reduction == "none":
@@ -96,13 +175,24 @@ def _linear_backward(ctx, grad_loss, *_):
     refuse_double_backward("linear_cross_entropy")
     if ctx.reduction == "none":
         input, linear_weight, target, linear_bias = ctx.saved_tensors
-        grads = _linear_backward_op(input, linear_weight, target, linear_bias, *ctx.options,
-                                    grad_loss)
+        grads = _linear_backward_op(
+            input, linear_weight, target, linear_bias, *ctx.options, grad_loss
+        )
     else:
         grads = [scaled(g, grad_loss, grad_loss) for g in ctx.saved_tensors]
     needs = ctx.needs_input_grad
-    return (grads[0] if needs[0] else None, grads[1] if needs[1] else None, None,
-            grads[2] if needs[3] else None, None, None, None, None, None, None)
+    return (
+        grads[0] if needs[0] else None,
+        grads[1] if needs[1] else None,
+        None,
+        grads[2] if needs[3] else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
@@ -115,9 +205,20 @@ def _capped(logits, softcap):
     return logits if softcap is None else softcap * torch.tanh(logits / softcap)
 
 
-def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
-                         reduction="mean", ignore_index=None, label_smoothing=0.0,
-                         options=None, softcap=None, num_threads=None):
+def linear_cross_entropy(
+    input,
+    linear_weight,
+    target,
+    *,
+    linear_bias=None,
+    weight=None,
+    reduction="mean",
+    ignore_index=None,
+    label_smoothing=0.0,
+    options=None,
+    softcap=None,
+    num_threads=None,
+):
     """``F.cross_entropy(F.linear(input, linear_weight, linear_bias), target)`` without the
     logits, as PyTorch's ``F.linear_cross_entropy``, plus Gemma's ``softcap``.
 
@@ -172,35 +273,62 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     if weight is not None:
         check_tensor(weight, "weight")
     if input.ndim == 0:
-        raise ValueError("input must have at least one dimension (the features), got a 0-d "
-                         "tensor")
+        raise ValueError("input must have at least one dimension (the features), got a 0-d tensor")
     if linear_weight.ndim < 2 or linear_weight.shape[-1] != input.shape[-1]:
-        raise ValueError(f"linear_weight has shape {tuple(linear_weight.shape)} and input "
-                         f"{tuple(input.shape)}: expected (V, {input.shape[-1]})")
+        raise ValueError(
+            f"linear_weight has shape {tuple(linear_weight.shape)} and input "
+            f"{tuple(input.shape)}: expected (V, {input.shape[-1]})"
+        )
     for other, label in ((linear_weight, "linear_weight"), (linear_bias, "linear_bias")):
         if other is not None and other.dtype != input.dtype:
-            raise TypeError(f"{label} has dtype {other.dtype}, input {input.dtype}: they "
-                            f"must match, as in torch.nn.functional.linear")
+            raise TypeError(
+                f"{label} has dtype {other.dtype}, input {input.dtype}: they "
+                f"must match, as in torch.nn.functional.linear"
+            )
     check_reduction(reduction)
     ignore_index = -100 if ignore_index is None else ignore_index
-    fused = (linear_weight.ndim == 2 and weight is None and not target.dtype.is_floating_point
-             and (linear_bias is None or linear_bias.ndim == 1))
+    fused = (
+        linear_weight.ndim == 2
+        and weight is None
+        and not target.dtype.is_floating_point
+        and (linear_bias is None or linear_bias.ndim == 1)
+    )
     if not fused:
         # What xent's tiled head does not cover goes through the logits, still by xent.
-        logits = torch.nn.functional.linear(input, linear_weight.flatten(0, -2),
-                                            None if linear_bias is None
-                                            else linear_bias.flatten())
+        logits = torch.nn.functional.linear(
+            input,
+            linear_weight.flatten(0, -2),
+            None if linear_bias is None else linear_bias.flatten(),
+        )
         if linear_weight.ndim > 2:
             logits = logits.unflatten(-1, linear_weight.shape[:-1])
-        return cross_entropy(_capped(logits, softcap), target, weight=weight,
-                             ignore_index=ignore_index, reduction=reduction,
-                             label_smoothing=label_smoothing, num_threads=num_threads)
+        return cross_entropy(
+            _capped(logits, softcap),
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            num_threads=num_threads,
+        )
     check_index_target(input, target, input.ndim - 1)
     with_grad = reduction != "none" and any(
-        wants_grad(t) for t in (input, linear_weight, linear_bias))
-    loss, *_ = call_op(_LINEAR, "linear_cross_entropy", input, linear_weight, target,
-                       linear_bias, ignore_index, reduction, label_smoothing, softcap,
-                       num_threads, with_grad)
+        wants_grad(t) for t in (input, linear_weight, linear_bias)
+    )
+    loss, *_ = call_op(
+        _LINEAR,
+        "linear_cross_entropy",
+        input,
+        linear_weight,
+        target,
+        linear_bias,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        softcap,
+        num_threads,
+        with_grad,
+    )
     return loss
 
 
@@ -224,12 +352,25 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         As :func:`linear_cross_entropy`.
     """
 
-    def __init__(self, in_features, num_classes, *, bias=False, device=None, dtype=None,
-                 reduction="mean", weight=None, ignore_index=None, label_smoothing=0.0,
-                 softcap=None, num_threads=None):
+    def __init__(
+        self,
+        in_features,
+        num_classes,
+        *,
+        bias=False,
+        device=None,
+        dtype=None,
+        reduction="mean",
+        weight=None,
+        ignore_index=None,
+        label_smoothing=0.0,
+        softcap=None,
+        num_threads=None,
+    ):
         super().__init__()
-        self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device,
-                                      dtype=dtype)
+        self.linear = torch.nn.Linear(
+            in_features, num_classes, bias=bias, device=device, dtype=dtype
+        )
         self.register_buffer("weight", weight)
         self.reduction, self.ignore_index = reduction, ignore_index
         self.label_smoothing, self.softcap = label_smoothing, softcap
@@ -237,12 +378,21 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     def forward(self, input, target):
         """The loss of ``self.linear(input)`` against ``target``."""
-        return linear_cross_entropy(input, self.linear.weight, target,
-                                    linear_bias=self.linear.bias, weight=self.weight,
-                                    reduction=self.reduction, ignore_index=self.ignore_index,
-                                    label_smoothing=self.label_smoothing, softcap=self.softcap,
-                                    num_threads=self.num_threads)
+        return linear_cross_entropy(
+            input,
+            self.linear.weight,
+            target,
+            linear_bias=self.linear.bias,
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            softcap=self.softcap,
+            num_threads=self.num_threads,
+        )
 
     def extra_repr(self):
-        return (f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
-                f"label_smoothing={self.label_smoothing}, softcap={self.softcap}")
+        return (
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
+            f"label_smoothing={self.label_smoothing}, softcap={self.softcap}"
+        )

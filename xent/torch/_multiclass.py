@@ -6,13 +6,29 @@ import torch
 import xent as _xent
 
 from ._common import (
-    FLOAT_DTYPES, FLOAT_NAMES, LossOp, call_op, check_class_weight, check_index_target,
-    check_saved, class_last, class_problem, empty_grad, legacy_reduction, loop_vmap, as_numpy,
-    operand_array, refuse_double_backward, scaled, to_tensor, wants_grad,
+    FLOAT_DTYPES,
+    FLOAT_NAMES,
+    LossOp,
+    call_op,
+    check_class_weight,
+    check_index_target,
+    check_saved,
+    class_last,
+    class_problem,
+    empty_grad,
+    legacy_reduction,
+    loop_vmap,
+    as_numpy,
+    operand_array,
+    refuse_double_backward,
+    scaled,
+    to_tensor,
+    wants_grad,
 )
 
 
 # ---- cross_entropy -------------------------------------------------------------------------------
+
 
 def _grad_like(logits, class_dim):
     """An empty tensor shaped and strided as xent's gradient: the class dim innermost."""
@@ -21,17 +37,30 @@ def _grad_like(logits, class_dim):
     return torch.movedim(empty, -1, class_dim) if class_dim != logits.ndim - 1 else empty
 
 
-def _cross_entropy_impl(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                        ignore_index: int, reduction: str, label_smoothing: float,
-                        num_threads: int | None, with_grad: bool
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def _cross_entropy_impl(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    num_threads: int | None,
+    with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     class_dim = 1 if input.ndim >= 2 else 0
     x = class_last(input, class_dim)
-    t = (operand_array(torch.movedim(target, class_dim, -1)) if target.dtype.is_floating_point
-         else as_numpy(target))
-    options = dict(weight=operand_array(weight), ignore_index=ignore_index,
-                   reduction=reduction, label_smoothing=label_smoothing,
-                   num_threads=num_threads)
+    t = (
+        operand_array(torch.movedim(target, class_dim, -1))
+        if target.dtype.is_floating_point
+        else as_numpy(target)
+    )
+    options = dict(
+        weight=operand_array(weight),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        num_threads=num_threads,
+    )
     if with_grad:
         loss, grad = _xent.cross_entropy_with_grad(x, t, **options)
         grad = torch.movedim(to_tensor(grad, input.dtype), -1, class_dim)
@@ -40,15 +69,15 @@ def _cross_entropy_impl(input: torch.Tensor, target: torch.Tensor, weight: torch
     return to_tensor(loss, input.dtype), grad
 
 
-_cross_entropy_op = torch.library.custom_op("xent::cross_entropy",
-                                            mutates_args=())(_cross_entropy_impl)
+_cross_entropy_op = torch.library.custom_op("xent::cross_entropy", mutates_args=())(
+    _cross_entropy_impl
+)
 
 
 @_cross_entropy_op.register_fake
-def _(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
-      with_grad):
+def _(input, target, weight, ignore_index, reduction, label_smoothing, num_threads, with_grad):
     class_dim = 1 if input.ndim >= 2 else 0
-    batch = input.shape[:class_dim] + input.shape[class_dim + 1:]
+    batch = input.shape[:class_dim] + input.shape[class_dim + 1 :]
     loss = input.new_empty(batch if reduction == "none" else ())
     return loss, _grad_like(input, class_dim) if with_grad else input.new_empty(0)
 
@@ -61,10 +90,10 @@ def _cross_entropy_setup(ctx, inputs, output):
     ctx.n_rows = input.numel() // max(input.shape[ctx.class_dim], 1)
     ctx.weight_dtype = None if weight is None else weight.dtype
     probabilities = target.dtype.is_floating_point
-    keep = probabilities and (target.requires_grad or (weight is not None
-                                                       and weight.requires_grad))
-    ctx.save_for_backward(output[1], input if keep else None, target if keep else None,
-                          weight if keep else None)
+    keep = probabilities and (target.requires_grad or (weight is not None and weight.requires_grad))
+    ctx.save_for_backward(
+        output[1], input if keep else None, target if keep else None, weight if keep else None
+    )
 
 
 def _cross_entropy_backward(ctx, grad_loss, _):
@@ -94,7 +123,7 @@ def _cross_entropy_backward(ctx, grad_loss, _):
             # A probability of exactly 0 contributes 0, even against a -inf logit.
             terms = torch.where(q == 0, torch.zeros((), dtype=compute), q * log_p) * -scale
             other_dims = [d for d in range(logits.ndim) if d != class_dim]
-            grad_weight = (terms.sum(dim=other_dims) if other_dims else terms)
+            grad_weight = terms.sum(dim=other_dims) if other_dims else terms
             grad_weight = grad_weight.to(ctx.weight_dtype)
     return grad_input, grad_target, grad_weight, None, None, None, None, None
 
@@ -105,14 +134,21 @@ def _along(weight, class_dim, ndim):
 
 
 _cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
-_CROSS_ENTROPY = LossOp(_cross_entropy_op, _cross_entropy_impl, _cross_entropy_setup,
-                        _cross_entropy_backward, True)
+_CROSS_ENTROPY = LossOp(
+    _cross_entropy_op, _cross_entropy_impl, _cross_entropy_setup, _cross_entropy_backward, True
+)
 _cross_entropy_op.register_vmap(loop_vmap(_cross_entropy_op, 2))
 
 
-
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, num_threads=None):
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    num_threads=None,
+):
     """Cross-entropy of CPU tensors by xent, as ``torch.nn.functional.cross_entropy``.
 
     Parameters
@@ -187,17 +223,31 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         if target.dtype not in FLOAT_DTYPES:
             raise TypeError(f"probability target must be {FLOAT_NAMES}, got {target.dtype}")
         if target.shape != input.shape:
-            raise ValueError(f"probability target has shape {tuple(target.shape)}, expected "
-                             f"the input's shape {tuple(input.shape)} (for class indices "
-                             f"use an integer dtype)")
+            raise ValueError(
+                f"probability target has shape {tuple(target.shape)}, expected "
+                f"the input's shape {tuple(input.shape)} (for class indices "
+                f"use an integer dtype)"
+            )
     else:
         check_index_target(input, target, class_dim)
     check_class_weight(weight, n_classes)
     if wants_grad(weight) and not probabilities:
-        raise ValueError("the cross-entropy of class indices is not differentiable with "
-                         "respect to weight (as in PyTorch): pass weight.detach()")
-    loss, _ = call_op(_CROSS_ENTROPY, "cross_entropy", input, target, weight, ignore_index,
-                      reduction, label_smoothing, num_threads, wants_grad(input))
+        raise ValueError(
+            "the cross-entropy of class indices is not differentiable with "
+            "respect to weight (as in PyTorch): pass weight.detach()"
+        )
+    loss, _ = call_op(
+        _CROSS_ENTROPY,
+        "cross_entropy",
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        num_threads,
+        wants_grad(input),
+    )
     return loss
 
 
@@ -233,8 +283,14 @@ class CrossEntropyLoss(torch.nn.Module):
     torch.Size([4, 3])
     """
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                 num_threads=None):
+    def __init__(
+        self,
+        weight=None,
+        ignore_index=-100,
+        reduction="mean",
+        label_smoothing=0.0,
+        num_threads=None,
+    ):
         super().__init__()
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
@@ -244,25 +300,43 @@ class CrossEntropyLoss(torch.nn.Module):
 
     def forward(self, input, target):
         """The loss of ``input`` against ``target``: see :func:`cross_entropy`."""
-        return cross_entropy(input, target, weight=self.weight,
-                             ignore_index=self.ignore_index, reduction=self.reduction,
-                             label_smoothing=self.label_smoothing,
-                             num_threads=self.num_threads)
+        return cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            num_threads=self.num_threads,
+        )
 
     def extra_repr(self):
-        return (f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
-                f"label_smoothing={self.label_smoothing}, num_threads={self.num_threads}")
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}, num_threads={self.num_threads}"
+        )
 
 
 # ---- nll_loss --------------------------------------------------------------------------------
 
-def _nll_loss_impl(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                   ignore_index: int, reduction: str, num_threads: int | None) -> torch.Tensor:
+
+def _nll_loss_impl(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    num_threads: int | None,
+) -> torch.Tensor:
     class_dim = 1 if input.ndim >= 2 else 0
-    loss = _xent.nll_loss(class_last(input, class_dim), as_numpy(target),
-                          weight=operand_array(weight),
-                          ignore_index=ignore_index, reduction=reduction,
-                          num_threads=num_threads)
+    loss = _xent.nll_loss(
+        class_last(input, class_dim),
+        as_numpy(target),
+        weight=operand_array(weight),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        num_threads=num_threads,
+    )
     return to_tensor(loss, input.dtype)
 
 
@@ -272,7 +346,7 @@ _nll_loss_op = torch.library.custom_op("xent::nll_loss", mutates_args=())(_nll_l
 @_nll_loss_op.register_fake
 def _(input, target, weight, ignore_index, reduction, num_threads):
     class_dim = 1 if input.ndim >= 2 else 0
-    batch = input.shape[:class_dim] + input.shape[class_dim + 1:]
+    batch = input.shape[:class_dim] + input.shape[class_dim + 1 :]
     return input.new_empty(batch if reduction == "none" else ())
 
 
@@ -295,8 +369,11 @@ def _nll_backward(ctx, grad_loss):
     labels = target.long()
     valid = labels != ctx.ignore_index
     safe = torch.where(valid, labels, 0)
-    row_weight = (weight.detach().to(compute)[safe] if weight is not None
-                  else torch.ones(labels.shape, dtype=compute))
+    row_weight = (
+        weight.detach().to(compute)[safe]
+        if weight is not None
+        else torch.ones(labels.shape, dtype=compute)
+    )
     row_weight = torch.where(valid, row_weight, 0)
     g = grad_loss.to(compute)
     if ctx.reduction == "mean":
@@ -305,8 +382,11 @@ def _nll_backward(ctx, grad_loss):
     else:
         coefficient = -g * row_weight
     grad = torch.zeros(ctx.input_shape, dtype=ctx.input_dtype)
-    grad.scatter_(ctx.class_dim, safe.unsqueeze(ctx.class_dim),
-                  coefficient.unsqueeze(ctx.class_dim).to(ctx.input_dtype))
+    grad.scatter_(
+        ctx.class_dim,
+        safe.unsqueeze(ctx.class_dim),
+        coefficient.unsqueeze(ctx.class_dim).to(ctx.input_dtype),
+    )
     return grad, None, None, None, None, None
 
 
@@ -315,8 +395,16 @@ _NLL_LOSS = LossOp(_nll_loss_op, _nll_loss_impl, _nll_setup, _nll_backward, Fals
 _nll_loss_op.register_vmap(loop_vmap(_nll_loss_op))
 
 
-def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-             reduction="mean", num_threads=None):
+def nll_loss(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+    num_threads=None,
+):
     """Negative log-likelihood of CPU tensors by xent, as ``torch.nn.functional.nll_loss``.
 
     Parameters
@@ -352,10 +440,13 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     check_index_target(input, target, class_dim)
     check_class_weight(weight, input.shape[class_dim])
     if wants_grad(weight):
-        raise ValueError("nll_loss is not differentiable with respect to weight (as in "
-                         "PyTorch): pass weight.detach()")
-    return call_op(_NLL_LOSS, "nll_loss", input, target, weight, ignore_index, reduction,
-                   num_threads)
+        raise ValueError(
+            "nll_loss is not differentiable with respect to weight (as in "
+            "PyTorch): pass weight.detach()"
+        )
+    return call_op(
+        _NLL_LOSS, "nll_loss", input, target, weight, ignore_index, reduction, num_threads
+    )
 
 
 class NLLLoss(torch.nn.Module):
@@ -375,8 +466,15 @@ class NLLLoss(torch.nn.Module):
         Threads xent uses.
     """
 
-    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                 reduction="mean", num_threads=None):
+    def __init__(
+        self,
+        weight=None,
+        size_average=None,
+        ignore_index=-100,
+        reduce=None,
+        reduction="mean",
+        num_threads=None,
+    ):
         super().__init__()
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
@@ -385,9 +483,17 @@ class NLLLoss(torch.nn.Module):
 
     def forward(self, input, target):
         """The loss of log-probabilities ``input`` against class indices ``target``."""
-        return nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                        reduction=self.reduction, num_threads=self.num_threads)
+        return nll_loss(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            num_threads=self.num_threads,
+        )
 
     def extra_repr(self):
-        return (f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
-                f"num_threads={self.num_threads}")
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"num_threads={self.num_threads}"
+        )
