@@ -365,7 +365,9 @@ def compare(
                 n = len(pr)
                 t = None
                 if y_flat is not None:
-                    t = np.asarray(y_flat[start : start + n])
+                    # a private copy is checked and indexed with: a concurrent writer of
+                    # the caller's labels cannot send the kernel outside a row
+                    t = np.array(y_flat[start : start + n], copy=True)
                     bad = (t != ignore_index) & ((t < 0) | (t >= c))
                     if bad.any():
                         i = int(np.argmax(bad))
@@ -374,7 +376,7 @@ def compare(
                             f"{start + i}): class indices must lie in [0, {c}) or equal "
                             f"ignore_index={ignore_index}"
                         )
-                    t = aligned(np.ascontiguousarray(t, dtype=np.intp))
+                    t = aligned(t.astype(np.intp, copy=False))
                 values = np.empty((n, len(COLUMNS)))
                 _kernels.compare_rows(pr, pc, t, ignore_index, values, threads)
                 kept = values[:, _C["counted"]] == 1

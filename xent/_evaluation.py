@@ -571,7 +571,10 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
         with np.errstate(over="ignore"):
             rows = np.ascontiguousarray(rows, dtype=compute)
     rows = aligned(rows)
-    t = np.asarray(labels)
+    # A private copy, checked, is what the kernel indexes with: another thread writing the
+    # caller's labels during the call cannot make it read outside a row (N integers: cheap
+    # beside the N x C logits).
+    t = np.array(labels, copy=True)
     bad = (t != opts.ignore_index) & ((t < 0) | (t >= c))
     if bad.any():
         i = int(np.argmax(bad))
@@ -580,7 +583,7 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
             f"labels[{row0 + i}] = {t[i]} is out of range{where}: class indices "
             f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}"
         )
-    t = aligned(np.ascontiguousarray(t, dtype=np.intp))
+    t = aligned(t.astype(np.intp, copy=False))  # still private: a cast copies, intp does not
     if buffers is None:
         values, rank = np.empty((n, FIELDS)), np.empty(n, dtype=np.intp)
     else:

@@ -179,7 +179,9 @@ class _LinearInputs:
         self.threads = get_num_threads(num_threads)
         t = input_array(target, "target")
         self.target = t
-        self.labels = class_targets(t, self.batch, (*self.batch, vocab))
+        # a private copy is checked and indexed with: another thread writing the caller's
+        # labels during the call cannot send the kernels outside the weight's rows
+        self.labels = np.array(class_targets(t, self.batch, (*self.batch, vocab)), copy=True)
         bad = (self.labels != self.ignore_index) & ((self.labels < 0) | (self.labels >= vocab))
         if bad.any():
             raise IndexError(bad_label_message(t, int(np.argmax(bad)), vocab, self.ignore_index))
