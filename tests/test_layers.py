@@ -32,7 +32,7 @@ def test_no_module_imports_a_siblings_private_name():
     assert offences == []
 
 
-def test_bfloat16_is_supported_whatever_ran_before():
+def test_bfloat16_is_supported_whatever_ran_before(tmp_path):
     """In a fresh interpreter, before any bfloat16 call, the dtype table and check mode's
     tolerances already know bfloat16; a bfloat16 call changes neither table."""
     code = (
@@ -46,7 +46,12 @@ def test_bfloat16_is_supported_whatever_ran_before():
         "assert dict(_dtypes.COMPUTE_DTYPE) == table and dict(_check.TOLERANCES) == tolerances\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        # from a temporary directory: the installed xent, not a source tree in the cwd
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     ).stdout
     assert out.split() == ["float32", "(0.016,", "0.016)"]
 
