@@ -56,8 +56,11 @@ start=$(date +%s)
 # One mypy cache for both checks, in the run's temporary directory (never in the tree).
 export MYPY_CACHE_DIR="$WORK/mypy-cache"
 step "python -m mypy.stubtest xent (the stubs against the run time; allowlist: tests/typing)"
-python -m mypy.stubtest xent --mypy-config-file pyproject.toml \
-    --allowlist tests/typing/stubtest-allowlist.txt
+# from outside the checkout: stubtest imports xent, and must find the installed one (built,
+# with its stubs), not the source tree in the current directory
+ROOT=$(pwd)
+(cd "$WORK" && python -m mypy.stubtest xent --mypy-config-file "$ROOT/pyproject.toml" \
+    --allowlist "$ROOT/tests/typing/stubtest-allowlist.txt")
 step "mypy --strict tests/typing/usage.py (the README's calls, typed)"
 mypy --strict tests/typing/usage.py
 elapsed "the type checks" "$start"
