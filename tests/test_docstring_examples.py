@@ -5,13 +5,14 @@ imports what it uses, as a reader copying it would), on each kernel variant this
 and its printed output must match what the docstring shows. The public names are read from
 the modules' ``__all__``, so a function added later without examples fails here.
 
-xent.torch's docstrings are its owner's and are not collected here.
+xent.torch's examples run where PyTorch is installed (xent never requires it).
 """
 
 import doctest
 import importlib
 import importlib.util
 import inspect
+import sys
 
 import numpy as np
 import pytest
@@ -25,10 +26,21 @@ MODULES = [
     "xent.reference",
     "xent.reference.info",
     "xent.reference.linear",
+    "xent.torch",
 ]
 
 #: Modules whose examples need an optional dependency: (module, the package it needs).
-OPTIONAL = {"xent.dask": "dask"}
+OPTIONAL = {"xent.dask": "dask", "xent.torch": "torch"}
+
+
+#: torch.nn.Module methods that PyTorch calls for the user (module(x), repr(module)).
+_MODULE_HOOKS = {"forward", "extra_repr"}
+
+
+def _is_torch_module(cls):
+    """Whether ``cls`` is a ``torch.nn.Module`` (False where torch is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and issubclass(cls, torch.nn.Module)
 
 
 def public_objects():
@@ -56,6 +68,8 @@ def public_objects():
             found.append(pytest.param(f"{module_name}.{name}", obj, id=f"{module_name}.{name}"))
             if inspect.isclass(obj):
                 for method_name, method in vars(obj).items():
+                    if method_name in _MODULE_HOOKS and _is_torch_module(obj):
+                        continue  # called as module(x): the class's own example shows it
                     if not method_name.startswith("_") and inspect.isfunction(method):
                         qualified = f"{module_name}.{name}.{method_name}"
                         found.append(pytest.param(qualified, method, id=qualified))

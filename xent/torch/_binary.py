@@ -175,6 +175,15 @@ def binary_cross_entropy(
     ValueError
         An input or target entry outside [0, 1], named by its index; mismatched shapes; a
         tensor not on the CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import xent.torch
+    >>> probs = torch.tensor([0.8176, 0.3775, 0.9526])
+    >>> labels = torch.tensor([1.0, 0.0, 1.0])
+    >>> round(xent.torch.binary_cross_entropy(probs, labels).item(), 4)
+    0.2413
     """
     return _binary(
         input,
@@ -222,6 +231,19 @@ def binary_cross_entropy_with_logits(
     torch.Tensor
         The loss per element or its reduction, in the input's dtype; stable for logits of
         any magnitude.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import xent.torch
+    >>> logits = torch.tensor([1.5, -0.5, 3.0], requires_grad=True)
+    >>> labels = torch.tensor([1.0, 0.0, 1.0])
+    >>> loss = xent.torch.binary_cross_entropy_with_logits(logits, labels)
+    >>> round(loss.item(), 4)
+    0.2414
+    >>> loss.backward()
+    >>> logits.grad
+    tensor([-0.0608,  0.1258, -0.0158])
     """
     return _binary(
         input,
@@ -247,6 +269,15 @@ class BCELoss(torch.nn.Module):
         How the elementwise losses are reduced.
     num_threads : int or None, optional
         Threads xent uses.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import xent.torch
+    >>> criterion = xent.torch.BCELoss()
+    >>> probs = torch.tensor([0.8176, 0.3775, 0.9526])
+    >>> round(criterion(probs, torch.tensor([1.0, 0.0, 1.0])).item(), 4)
+    0.2413
     """
 
     def __init__(
@@ -287,6 +318,15 @@ class BCEWithLogitsLoss(torch.nn.Module):
         Weight of the positive term, registered as the buffer ``pos_weight``.
     num_threads : int or None, optional
         Threads xent uses.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import xent.torch
+    >>> criterion = xent.torch.BCEWithLogitsLoss(pos_weight=torch.tensor(2.0))
+    >>> logits = torch.tensor([1.5, -0.5, 3.0])
+    >>> round(criterion(logits, torch.tensor([1.0, 0.0, 1.0])).item(), 4)
+    0.3247
     """
 
     def __init__(

@@ -264,6 +264,22 @@ def linear_cross_entropy(
     tiled pass as the loss (:func:`xent.linear_cross_entropy_with_grad`), and the backward
     scales them; for ``"none"`` the backward runs the tiled pass again with each row's
     incoming gradient. The N x V logits are never stored. First derivatives only.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import xent.torch
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> hidden = torch.randn(4, 8, generator=generator, requires_grad=True)
+    >>> lm_head = torch.randn(10, 8, generator=generator)
+    >>> target = torch.tensor([1, 3, 5, 7])
+    >>> loss = xent.torch.linear_cross_entropy(hidden, lm_head, target)
+    >>> reference = torch.nn.functional.cross_entropy(hidden @ lm_head.T, target)
+    >>> torch.allclose(loss, reference)
+    True
+    >>> loss.backward()
+    >>> hidden.grad.shape
+    torch.Size([4, 8])
     """
     check_float(input, "input")
     check_float(linear_weight, "linear_weight")
@@ -350,6 +366,17 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         Of the layer's parameters.
     reduction, weight, ignore_index, label_smoothing, softcap, num_threads : optional
         As :func:`linear_cross_entropy`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import xent.torch
+    >>> head = xent.torch.LinearCrossEntropyLoss(8, 10)
+    >>> hidden = torch.randn(4, 8, requires_grad=True)
+    >>> loss = head(hidden, torch.tensor([1, 3, 5, 7]))
+    >>> loss.backward()
+    >>> head.linear.weight.grad.shape, hidden.grad.shape
+    (torch.Size([10, 8]), torch.Size([4, 8]))
     """
 
     def __init__(
