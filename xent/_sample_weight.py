@@ -58,15 +58,16 @@ def exact_parts(values, first=None):
     ``first``, if given, is the values' exact sum rounded once, already known (a kernel's
     total of these very values): it saves a pass.
     """
-    v = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-    parts = [float(_kernels.exact_sum(v) if first is None else first)]
+    values = np.asarray(values).reshape(-1)
+    n = values.size
+    buffer = np.empty(n + 48)  # the values as float64, then the negated parts found so far
+    buffer[:n] = values
+    parts = [float(_kernels.exact_sum(buffer[:n]) if first is None else first)]
     if not np.isfinite(parts[0]) or parts[0] == 0:
         return np.array(parts)
-    buffer = np.empty(v.size + 48)  # the values, then the negated parts found so far
-    buffer[: v.size] = v
     while True:
-        buffer[v.size + len(parts) - 1] = -parts[-1]
-        rest = float(_kernels.exact_sum(buffer[: v.size + len(parts)]))
+        buffer[n + len(parts) - 1] = -parts[-1]
+        rest = float(_kernels.exact_sum(buffer[: n + len(parts)]))
         if rest == 0:  # the remainder is a multiple of 2^-1074 that rounds to 0: it is 0
             return np.array(parts)
         parts.append(rest)

@@ -186,8 +186,8 @@ def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
         # float32 lanes sum their rows in double before rounding each row to float32: the
         # parts are of the float32 rows (the same for any chunking; see cross_entropy)
         loss_parts = _sw.exact_parts(row_loss)
-    if problem.probabilities:
-        weight_parts = np.array([float(denominator)])  # a row count: exact
+    if problem.probabilities or problem.weight is None:
+        weight_parts = np.array([float(denominator)])  # a count of rows: exact
     else:
         weight_parts = _sw.exact_parts(
             _sw.class_row_weights(problem.target_rows, problem.weight, problem.ignore_index)
