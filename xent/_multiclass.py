@@ -158,7 +158,10 @@ def logsumexp(
     summed apart from the others, so a result near 0 keeps its relative accuracy:
     ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, the positive and negative
     weights are reduced apart, ``p = logsumexp(x + log b)`` and ``n`` likewise, and the
-    result is ``max(p, n) + log1p(-exp(-|p - n|))``.
+    result is ``max(p, n) + log(1 - exp(-|p - n|))``, as ``log(-expm1(-d))`` where the two
+    nearly cancel: ``logsumexp([0, 1e-300], b=[1, -1], return_sign=True)`` is
+    ``(-690.7755278982137, -1.0)``, the exact value. The result's dtype is ``x``'s and
+    ``b``'s promoted as numpy promotes them (float64 for integers alone), as SciPy's.
 
     Examples
     --------
