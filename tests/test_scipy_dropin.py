@@ -216,3 +216,69 @@ def test_info_entropy_axis_none_like_scipy():
         scipy.stats.entropy(pk, np.broadcast_to(qk[:1], pk.shape), axis=None),
         rtol=1e-13,
     )
+
+
+@pytest.mark.parametrize(
+    "a, b, axis, want, want_sign",
+    [
+        # a row of -inf gives -inf with sign 0, beside an ordinary row
+        (
+            [[-np.inf, -np.inf], [0.0, 1.0]],
+            [1.0, -1.0],
+            -1,
+            [-np.inf, 1 + np.log1p(-np.exp(-1))],
+            [0.0, -1.0],
+        ),
+        # a row whose weights are all 0 is an empty sum
+        ([[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [1.0, 0.0]], -1, [-np.inf, 3.0], [0.0, 1.0]),
+        # a 0-d x broadcast against b: e^2 - 3 e^2 = -2 e^2
+        (2.0, [1.0, -3.0], None, 2 + np.log(2.0), -1.0),
+        # +inf with a negative weight: -inf's sum, sign -1
+        ([np.inf, 0.0], [-1.0, 1.0], None, np.inf, -1.0),
+        # integers: float64; 3 e^1 ... as exact sums
+        ([3, 1, 2], [1, -1, 2], None, np.log(np.exp(3) - np.exp(1) + 2 * np.exp(2)), 1.0),
+        # empty axes: -inf with sign 0 (SciPy gives -1 for an empty sum)
+        (np.zeros((2, 0)), np.ones((2, 0)), -1, [-np.inf, -np.inf], [0.0, 0.0]),
+        # a scalar weight over several axes
+        (
+            np.arange(6.0).reshape(2, 3),
+            -2.0,
+            (0, 1),
+            np.log(2 * np.exp(np.arange(6.0)).sum()),
+            -1.0,
+        ),
+    ],
+)
+def test_weight_rows_and_shapes(a, b, axis, want, want_sign):
+    """Rows of -inf, weights of 0, 0-d and empty input, integers, tuples of axes: the value
+    and sign of log|sum b e^a|, within 2 ulp of numpy's direct sum (exact enough here)."""
+    got, sign = xent.logsumexp(a, axis=axis, b=b, return_sign=True)
+    np.testing.assert_allclose(got, want, rtol=4.5e-16, atol=0)
+    np.testing.assert_array_equal(sign, want_sign)
+    assert np.asarray(got).dtype == np.float64
+
+
+def test_weighted_negative_weight_on_the_max():
+    """A negative weight on the largest entry with a positive total (SciPy's gh-22903 case):
+    a value, not NaN, without return_sign; within 32 ulp of the exact value (mpmath): the
+    sums of the positive and negative terms are each accurate, their difference loses
+    about log2(12.8) bits (the condition number of the subtraction here)."""
+    mpmath = pytest.importorskip("mpmath")
+    a = np.array([3.06409428, 0.37251854, 3.87471931])
+    b = np.array([1.88190708, 2.84174795, -0.85016884])
+    with mpmath.workprec(200):
+        exact = float(
+            mpmath.log(sum(mpmath.mpf(w) * mpmath.exp(mpmath.mpf(v)) for v, w in zip(a, b)))
+        )
+    got = xent.logsumexp(a, b=b, axis=None)
+    assert abs(got - exact) <= 32 * np.spacing(exact)
+    b[0] = -3.85016884  # now the total is negative: NaN without return_sign, as SciPy's
+    assert np.isnan(xent.logsumexp(a, b=b, axis=None))
+
+
+def test_inputs_are_not_written():
+    a, b = np.array([5.0, 4.0]), np.array([3.0, -2.0])
+    xent.logsumexp(a, axis=None)
+    xent.logsumexp(a, axis=None, b=b, return_sign=True)
+    np.testing.assert_array_equal(a, [5.0, 4.0])
+    np.testing.assert_array_equal(b, [3.0, -2.0])
