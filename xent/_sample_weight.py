@@ -56,7 +56,8 @@ def exact_parts(values, first=None):
     or three passes over the values and the widest (2^-1074 to 2^1024) about 40. A sum that
     is not finite (an inf or NaN among the values, or an overflow) is its own single part.
     ``first``, if given, is the values' exact sum rounded once, already known (a kernel's
-    total of these very values): it saves a pass.
+    total of these very values): it saves a pass. (Were it another number, the parts would
+    still sum to the exact total: the loop runs until nothing is left, only longer.)
     """
     values = np.asarray(values).reshape(-1)
     n = values.size
