@@ -38,6 +38,11 @@ def _rows_of(a):
     return a.reshape(int(np.prod(a.shape[:-1], dtype=np.int64)), a.shape[-1])
 
 
+def _real_dtype(dtype):
+    """Integers and the floats xent computes with, bfloat16 included (numpy kind "V")."""
+    return dtype.kind in "fiu" or compute_dtype(dtype) is not None
+
+
 def _operand(value, name, shape, dtype):
     """``value`` broadcast to ``shape`` as (N, C) rows of ``dtype`` with a contiguous last axis.
 
@@ -49,7 +54,7 @@ def _operand(value, name, shape, dtype):
         ones = np.ones(n_cols, dtype=dtype)
         return np.broadcast_to(ones, (int(np.prod(shape[:-1], dtype=np.int64)), n_cols))
     a = input_array(value, name)
-    if a.dtype.kind not in "fiu":
+    if not _real_dtype(a.dtype):
         raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
     a = fit_dtype(a, dtype, name)
     try:
@@ -116,7 +121,7 @@ def _binary(
     )
     x = float_array(input, input_name, min_ndim=0)
     y = input_array(target, "target")
-    if y.dtype.kind not in "fiu":
+    if not _real_dtype(y.dtype):
         raise TypeError(f"target must be real (probabilities in [0, 1]), got dtype {y.dtype}")
     if y.shape != x.shape:
         raise ValueError(f"target has shape {y.shape}, expected the {input_name}' shape {x.shape}")

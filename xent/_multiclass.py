@@ -158,7 +158,10 @@ def logsumexp(
     summed apart from the others, so a result near 0 keeps its relative accuracy:
     ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, the positive and negative
     weights are reduced apart, ``p = logsumexp(x + log b)`` and ``n`` likewise, and the
-    result is ``max(p, n) + log1p(-exp(-|p - n|))``.
+    result is ``max(p, n) + log(1 - exp(-|p - n|))``, as ``log(-expm1(-d))`` where the two
+    nearly cancel: ``logsumexp([0, 1e-300], b=[1, -1], return_sign=True)`` is
+    ``(-690.7755278982137, -1.0)``, the exact value. The result's dtype is ``x``'s and
+    ``b``'s promoted as numpy promotes them (float64 for integers alone), as SciPy's.
 
     Examples
     --------
@@ -185,7 +188,7 @@ def logsumexp(
     threads = get_num_threads(num_threads)
     checking = check_enabled(check)
     if b is not None:
-        return _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking)
+        return _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking)
     shape = a.shape
     axes = check_axes(axis, a.ndim)
     rows, ax = reduce_axes_last(a, axes)
@@ -206,10 +209,31 @@ def _keep_dims(result, shape, axes, keepdims):
     return result[()] if result.ndim == 0 else result
 
 
-def _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking):
-    """logsumexp(a, b=b): the positive and negative weights' sums apart, then combined."""
-    b = scipy_array(b, "b", promote_to=a.dtype)
-    dtype = np.result_type(compute_dtype(a.dtype), compute_dtype(b.dtype))
+def _weighted_result_dtype(x_dtype, b_dtype):
+    """The dtype of logsumexp(x, b=b), SciPy's rule: x's and b's dtypes promoted together
+    as numpy does (float32 with int32 is float64, float16 with float16 stays float16), and
+    float64 when both are integers or bools."""
+    try:
+        dtype = np.result_type(x_dtype, b_dtype)
+    except TypeError:  # bfloat16 (ml_dtypes) beside a dtype numpy cannot promote it with
+        dtype = np.result_type(compute_dtype(x_dtype), compute_dtype(b_dtype))
+    return np.dtype(np.float64) if dtype.kind in "iub" else dtype
+
+
+def _log1mexp(d):
+    """log(1 - exp(-d)) for d >= 0, accurate at both ends: log(-expm1(-d)) where 1 - exp(-d)
+    would cancel (d below log 2), log1p(-exp(-d)) where exp(-d) is the small part."""
+    return np.where(d < np.log(2.0), np.log(-np.expm1(-d)), np.log1p(-np.exp(-d)))
+
+
+def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking):
+    """logsumexp(a, b=b): the positive and negative weights' sums apart, then combined.
+    x is the caller's argument (its dtype decides the result's with b's), a its checked
+    float array."""
+    b_given = input_array(b, "b")
+    result_dtype = _weighted_result_dtype(input_array(x, "x").dtype, b_given.dtype)
+    b = scipy_array(b_given, "b", promote_to=a.dtype)
+    dtype = compute_dtype(result_dtype)
     try:
         a, b = np.broadcast_arrays(a.astype(dtype), b.astype(dtype))
     except ValueError:
@@ -228,15 +252,17 @@ def _weighted_logsumexp(a, axis, b, keepdims, return_sign, threads, checking):
     lp, ln = np.asarray(lp, dtype=np.float64), np.asarray(ln, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         big, small = np.maximum(lp, ln), np.minimum(lp, ln)
-        result = np.where(small == -np.inf, big, big + np.log1p(-np.exp(small - big)))
+        # the difference of the two sums: exact cancellation (p == n) gives log 0 = -inf
+        result = np.where(small == -np.inf, big, big + _log1mexp(big - small))
         result = np.where(np.isnan(lp) | np.isnan(ln), np.nan, result)
         sign = np.where(lp > ln, 1.0, np.where(ln > lp, -1.0, 0.0))
         sign = np.where(np.isnan(result), np.nan, sign)
         if not return_sign:
             result = np.where(sign < 0, np.nan, result)
-    result = _keep_dims(result.astype(dtype), shape, axes, keepdims)
+    with np.errstate(over="ignore"):
+        result = _keep_dims(result.astype(result_dtype), shape, axes, keepdims)
     if return_sign:
-        return result, _keep_dims(sign.astype(dtype), shape, axes, keepdims)
+        return result, _keep_dims(sign.astype(result_dtype), shape, axes, keepdims)
     return result
 
 

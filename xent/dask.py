@@ -21,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import numpy as np
 
 from . import _evaluation as _ev
+from . import _sample_weight as _sw
 from ._validation import compute_dtype, input_array
 
 __all__ = ["evaluate", "cross_entropy"]
@@ -166,17 +167,32 @@ def evaluate(
 
 
 def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
-    """A worker's part of cross_entropy: (float64 sum of row losses, mean's denominator)."""
+    """A worker's part of cross_entropy: the block's row losses and its rows' weights (the
+    mean's denominator) as exact partial sums (:func:`xent._sample_weight.exact_parts`, a
+    few doubles each), so the sums over all blocks are exact whatever the chunking."""
     from ._multiclass import CrossEntropyInputs
 
     try:
         problem = CrossEntropyInputs(
-            np.asarray(x), np.asarray(t), weight, ignore_index, "sum", label_smoothing, num_threads
+            np.asarray(x), np.asarray(t), weight, ignore_index, "none", label_smoothing, num_threads
         )
-        total, denominator, _ = problem.losses()
+        total, denominator, row_loss = problem.losses()
     except IndexError as exc:
         raise IndexError(f"in the row block starting at row {row0}: {exc}") from None
-    return float(total), float(denominator)
+    if problem.compute == np.float64:
+        # the kernel summed exactly these row values: its rounded total is the first part
+        loss_parts = _sw.exact_parts(row_loss, first=total)
+    else:
+        # float32 lanes sum their rows in double before rounding each row to float32: the
+        # parts are of the float32 rows (the same for any chunking; see cross_entropy)
+        loss_parts = _sw.exact_parts(row_loss)
+    if problem.probabilities or problem.weight is None:
+        weight_parts = np.array([float(denominator)])  # a count of rows: exact
+    else:
+        weight_parts = _sw.exact_parts(
+            _sw.class_row_weights(problem.target_rows, problem.weight, problem.ignore_index)
+        )
+    return loss_parts, weight_parts
 
 
 def _none_block(x, t, weight, ignore_index, label_smoothing, num_threads):
@@ -218,12 +234,16 @@ def cross_entropy(
     Returns
     -------
     numpy scalar, or dask.array.Array for ``reduction="none"`` (lazy)
-        ``"mean"`` and ``"sum"`` compute at once: each block's float64 sum of row losses
-        and its denominator (summed weights, or row count for probabilities) come back and
-        are added in block order; the mean is their ratio. This agrees with
-        :func:`xent.cross_entropy` in one machine's memory to float64 rounding (about
-        1e-15 relative, as sums group differently), not bit for bit; use :func:`evaluate`
-        for results that are.
+        ``"mean"`` and ``"sum"`` compute at once: each block's exact sum of row losses and
+        of its denominator (summed weights, or row count for probabilities) comes back as a
+        few doubles that lose nothing; the totals are summed exactly and rounded once, the
+        mean is their ratio. The result has the same bits for any chunking, any order of
+        the blocks and any thread count, and for float64 logits the same bits as
+        :func:`xent.cross_entropy` on the whole array in one machine's memory. For float32
+        and half-precision logits the sums are of the float32 row losses, where
+        :func:`xent.cross_entropy` sums the rows before their rounding to float32: the two
+        totals differ by at most that rounding (6e-8 relative), which the float32 result
+        hides but for the rare total that lies on a float32 rounding boundary.
 
     Examples
     --------
@@ -289,10 +309,9 @@ def cross_entropy(
         task(xb, tb, int(row0), weight, ignore_index, label_smoothing, num_threads)
         for xb, tb, row0 in zip(x.to_delayed().ravel(), t.to_delayed().ravel(), _row_starts(x))
     ]
-    total = denominator = 0.0
-    for block_total, block_denominator in dask.compute(*parts):
-        total += block_total
-        denominator += block_denominator
+    results = dask.compute(*parts)
+    total = _sw.exact_total(np.concatenate([loss for loss, _ in results]))
+    denominator = _sw.exact_total(np.concatenate([w for _, w in results]))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         value = total if reduction == "sum" else np.float64(total) / np.float64(denominator)
         return dtype.type(value)  # in the logits' dtype, as xent.cross_entropy

@@ -65,7 +65,10 @@ def _log_base(base):
 def _distributions(p, name, axis, dtype=None):
     """(array, batch shape, (N, C) rows in the compute dtype) of distributions on ``axis``."""
     a = float_array(p, name)
-    moved = np.moveaxis(a, check_axis(axis, a.ndim), -1)
+    if axis is None:  # SciPy's axis=None: one distribution of all the entries
+        moved = a.reshape(-1)
+    else:
+        moved = np.moveaxis(a, check_axis(axis, a.ndim), -1)
     if moved.shape[-1] == 0:
         raise ValueError(f"{name} has shape {a.shape}: its distribution axis is empty")
     compute = dtype or compute_dtype(a.dtype)
@@ -168,8 +171,9 @@ def entropy(p, axis=-1, base=None, normalize=False, *, qk=None, num_threads=None
     ----------
     p : array_like
         Probabilities, float16/float32/float64 (integers promoted to float64).
-    axis : int, optional
-        The distribution axis (default: the last).
+    axis : int or None, optional
+        The distribution axis (default: the last); ``None``: all entries are one
+        distribution (SciPy's ``axis=None``).
     base : float, optional
         Logarithm base (default e: nats; 2: bits).
     normalize : bool, optional

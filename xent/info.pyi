@@ -24,7 +24,7 @@ SUM_TOLERANCE: dict[np.dtype[Any], float]
 
 def entropy(
     p: ArrayLike,
-    axis: int = -1,
+    axis: int | None = -1,
     base: float | None = None,
     normalize: bool = False,
     *,
@@ -35,7 +35,7 @@ def entropy(
 def cross_entropy(
     p: ArrayLike,
     q: ArrayLike,
-    axis: int = -1,
+    axis: int | None = -1,
     base: float | None = None,
     normalize: bool = False,
     *,
@@ -45,7 +45,7 @@ def cross_entropy(
 def kl_divergence(
     p: ArrayLike,
     q: ArrayLike,
-    axis: int = -1,
+    axis: int | None = -1,
     base: float | None = None,
     normalize: bool = False,
     *,

@@ -1,0 +1,344 @@
+"""Measured errors of xent, PyTorch and SciPy against mpmath, per magnitude of the result.
+
+    python benchmarks/accuracy_table.py [--rows 1500] [--seed 0] [--dtypes float64,float32]
+
+Rows are built as tests/test_accuracy_mpmath.py builds them: a max repeated 1 to 3 times and
+up to six other values, each repeated 1 to 3 times, at gaps below the max drawn to reach the
+edge of the dtype's range (so a confident row's loss goes down to the smallest normal). The
+exact value of every result is computed with mpmath at 200 bits from the row's own entries
+(rounded to the dtype). Functions: logsumexp, cross_entropy of the max (tiny) and of the
+lowest entry (large), log_softmax of the max and of the lowest entry, the target's gradient
+entry p_t - 1, and binary cross-entropy with logits (x across the dtype's range, y 0 or 1).
+
+Errors are in ulp of the exact value for float64, relative for float32, bfloat16 and float16
+(the half precisions are computed in float32 by xent and PyTorch and returned in their dtype;
+SciPy gets the float32 values and its result is rounded to the dtype). Each line gives the
+worst and the median error per band of |exact value|, over the results at or above the
+dtype's smallest normal (a band without any is left out). A result that is NaN, infinite or 0
+where the exact value is not counts as "inf". Runs in well under two minutes (about 30 s).
+"""
+
+import argparse
+import math
+import sys
+import time
+import warnings
+
+import mpmath
+import numpy as np
+
+import xent
+from xent._dispatch import current_isa
+
+mpmath.mp.prec = 200
+
+BANDS = [(1e-300, 1e-100), (1e-100, 1e-20), (1e-20, 1e-8), (1e-8, 1.0), (1.0, 1e4)]
+#: The widest gap below a row's max whose exp is a normal number of the dtype.
+MAX_GAP = {"float64": 700.0, "float32": 86.0, "bfloat16": 86.0, "float16": 9.5}
+LIBRARIES = ("xent", "torch", "scipy")
+FUNCTIONS = (
+    "logsumexp",
+    "cross_entropy (target the max)",
+    "cross_entropy (target the lowest)",
+    "log_softmax (the max)",
+    "log_softmax (the lowest)",
+    "gradient p_t - 1",
+    "BCE with logits",
+)
+
+
+def numpy_dtype(name):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def ml_finfo(dtype):
+    """np.finfo, or ml_dtypes' for bfloat16 (numpy's does not know it)."""
+    if dtype.name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
+def error(got, exact, dtype_name):
+    """ulp of exact (float64) or relative error; inf for a non-finite or lost result."""
+    got = float(got)
+    if not math.isfinite(got) or (got == 0 and exact != 0):
+        return math.inf
+    diff = abs(mpmath.mpf(got) - exact)
+    if dtype_name == "float64":
+        return float(diff / mpmath.mpf(float(np.spacing(abs(float(exact))))))
+    return float(diff / abs(exact))
+
+
+def draw_row(rng, dtype, dtype_name):
+    """A row as tests/test_accuracy_mpmath.py's strategy draws it, and its exact log-sum-exp
+    (shift + log(ties + rest), the ties kept apart so nothing cancels)."""
+    max_gap = MAX_GAP[dtype_name]
+    if rng.integers(2):
+        # a confident row: every other entry about as far below the max, the gap drawn so
+        # that the loss of the max, about e^-gap, is spread evenly over the bands in log scale
+        # (every term a normal number: the gap stays within max_gap, as in the tests)
+        gap_scale = rng.uniform(0.02, max_gap - 2)
+        return _row(
+            rng,
+            dtype,
+            rng.uniform(-50, 50),
+            [gap_scale + rng.uniform(0, 2) for _ in range(rng.integers(1, 7))],
+        )
+    top_kind = rng.integers(3)
+    top = (
+        0.0 if top_kind == 0 else rng.uniform(-1e3, 1e3) if top_kind == 1 else rng.uniform(1e3, 9e3)
+    )
+    if dtype_name == "float16":
+        top = float(np.clip(top, -6e4, 6e4))
+    gaps = []
+    for _ in range(rng.integers(1, 7)):
+        kind = rng.integers(3)
+        gaps.append(
+            rng.uniform(0, 4)
+            if kind == 0
+            else rng.uniform(0, max_gap)
+            if kind == 1
+            else rng.uniform(0.8 * max_gap, max_gap)
+        )
+    return _row(rng, dtype, top, gaps)
+
+
+def _row(rng, dtype, top, gaps):
+    """The row of a max ``top`` (1 to 3 times) and entries ``gaps`` below it (1 to 3 times
+    each), shuffled, with its exact log-sum-exp."""
+    values = [top] * int(rng.integers(1, 4))
+    for gap in gaps:
+        values += [float(dtype.type(dtype.type(top) - dtype.type(gap)))] * int(rng.integers(1, 4))
+    row = np.array(values, dtype=np.float64).astype(dtype)
+    rng.shuffle(row)
+    distinct, counts = np.unique(row.astype(np.float64), return_counts=True)
+    shift = mpmath.mpf(float(distinct[-1]))
+    rest = mpmath.fsum(
+        int(k) * mpmath.exp(mpmath.mpf(float(v)) - shift)
+        for v, k in zip(distinct[:-1], counts[:-1])
+    )
+    ties = int(counts[-1])
+    return row, shift, mpmath.log(ties) + mpmath.log1p(rest / ties)
+
+
+def exact_values(row, shift, log_sum):
+    """The exact results of one row, by function name."""
+    top, low = int(np.argmax(row)), int(np.argmin(row))
+    x_top, x_low = mpmath.mpf(float(row[top])), mpmath.mpf(float(row[low]))
+    return (
+        top,
+        low,
+        {
+            "logsumexp": shift + log_sum,
+            "cross_entropy (target the max)": shift - x_top + log_sum,
+            "cross_entropy (target the lowest)": shift - x_low + log_sum,
+            "log_softmax (the max)": x_top - shift - log_sum,
+            "log_softmax (the lowest)": x_low - shift - log_sum,
+            "gradient p_t - 1": mpmath.expm1(x_top - shift - log_sum),
+        },
+    )
+
+
+# ---- the three libraries, on one row (a 1 x C array of the dtype) -------------------------
+
+
+def xent_row(x, top, low):
+    losses = xent.cross_entropy(np.repeat(x, 2, axis=0), np.array([top, low]), reduction="none")
+    log_softmax = xent.log_softmax(x)[0]
+    _, grad = xent.cross_entropy_with_grad(x, np.array([top]), reduction="sum")
+    return {
+        "logsumexp": xent.logsumexp(x)[0],
+        "cross_entropy (target the max)": losses[0],
+        "cross_entropy (target the lowest)": losses[1],
+        "log_softmax (the max)": log_softmax[top],
+        "log_softmax (the lowest)": log_softmax[low],
+        "gradient p_t - 1": grad[0, top],
+    }
+
+
+def torch_tensor(a, dtype_name):
+    import torch
+
+    return torch.tensor(np.asarray(a, dtype=np.float64)).to(getattr(torch, dtype_name))
+
+
+def torch_row(x, top, low, dtype_name):
+    import torch
+    import torch.nn.functional as F
+
+    t = torch_tensor(x, dtype_name)
+    losses = F.cross_entropy(t.repeat(2, 1), torch.tensor([top, low]), reduction="none")
+    log_softmax = F.log_softmax(t, dim=-1)[0]
+    leaf = t.clone().requires_grad_(True)
+    F.cross_entropy(leaf, torch.tensor([top]), reduction="sum").backward()
+    return {
+        "logsumexp": torch.logsumexp(t, dim=-1)[0].item(),
+        "cross_entropy (target the max)": losses[0].item(),
+        "cross_entropy (target the lowest)": losses[1].item(),
+        "log_softmax (the max)": log_softmax[top].item(),
+        "log_softmax (the lowest)": log_softmax[low].item(),
+        "gradient p_t - 1": leaf.grad[0, top].item(),
+    }
+
+
+def scipy_row(x, top, low, dtype):
+    import scipy.special as sc
+
+    row = np.asarray(x[0], dtype=np.float64 if dtype == np.float64 else np.float32)
+    lse = sc.logsumexp(row)
+    log_softmax = sc.log_softmax(row)
+    p = sc.softmax(row)
+    out = {
+        "logsumexp": lse,
+        "cross_entropy (target the max)": lse - row[top],
+        "cross_entropy (target the lowest)": lse - row[low],
+        "log_softmax (the max)": log_softmax[top],
+        "log_softmax (the lowest)": log_softmax[low],
+        "gradient p_t - 1": p[top] - 1,
+    }
+    return {k: dtype.type(v) for k, v in out.items()}
+
+
+def bce_cases(rng, n, dtype, dtype_name):
+    """(x, y, exact loss) with x spread in log scale across the dtype's range."""
+    limit = {"float64": 700.0, "float32": 87.0, "bfloat16": 87.0, "float16": 11.0}[dtype_name]
+    x = np.exp(rng.uniform(np.log(1e-3), np.log(limit), n)) * rng.choice([-1.0, 1.0], n)
+    x = x.astype(dtype)
+    y = rng.integers(0, 2, n).astype(dtype)
+    exact = []
+    for xi, yi in zip(x.astype(np.float64), y.astype(np.float64)):
+        mx = mpmath.mpf(float(xi))
+        # log(1 + e^-x) for y = 1, log(1 + e^x) for y = 0: no cancellation at any precision
+        exact.append(mpmath.log1p(mpmath.exp(-mx if yi == 1 else mx)))
+    return x, y, exact
+
+
+def bce_results(x, y, dtype, dtype_name):
+    import scipy.special as sc
+    import torch.nn.functional as F
+
+    got = {"xent": xent.binary_cross_entropy_with_logits(x, y, reduction="none")}
+    got["torch"] = (
+        F.binary_cross_entropy_with_logits(
+            torch_tensor(x, dtype_name), torch_tensor(y, dtype_name), reduction="none"
+        )
+        .double()
+        .numpy()
+    )
+    compute = np.float64 if dtype == np.float64 else np.float32
+    xs, ys = x.astype(compute), y.astype(compute)
+    scipy_loss = -(ys * sc.log_expit(xs) + (1 - ys) * sc.log_expit(-xs))
+    got["scipy"] = scipy_loss.astype(dtype)
+    return got
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+
+def band_of(value):
+    v = abs(float(value))
+    for i, (low, high) in enumerate(BANDS):
+        if low <= v < high or (i == len(BANDS) - 1 and v == high):
+            return i
+    return None
+
+
+def measure(dtype_name, n_rows, seed):
+    """{function: {library: {band: [errors]}}} for one dtype."""
+    dtype = numpy_dtype(dtype_name)
+    rng = np.random.default_rng(seed)
+    errors = {f: {lib: {b: [] for b in range(len(BANDS))} for lib in LIBRARIES} for f in FUNCTIONS}
+
+    # the bounds hold down to the dtype's smallest normal: below it a result has fewer digits
+    # (a subnormal) or rounds to 0, whoever computes it
+    smallest = float(ml_finfo(dtype).tiny)
+
+    def record(function, exact, got_by_library):
+        band = band_of(exact)
+        if band is None or abs(float(exact)) < smallest:
+            return
+        for lib, got in got_by_library.items():
+            errors[function][lib][band].append(error(got, exact, dtype_name))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(n_rows):
+            row, shift, log_sum = draw_row(rng, dtype, dtype_name)
+            top, low, exact = exact_values(row, shift, log_sum)
+            x = row[None, :]
+            results = {
+                "xent": xent_row(x, top, low),
+                "torch": torch_row(x, top, low, dtype_name),
+                "scipy": scipy_row(x, top, low, dtype),
+            }
+            for function, value in exact.items():
+                record(function, value, {lib: results[lib][function] for lib in LIBRARIES})
+        x, y, exact = bce_cases(rng, n_rows * 2, dtype, dtype_name)
+        got = bce_results(x, y, dtype, dtype_name)
+        for i, value in enumerate(exact):
+            record("BCE with logits", value, {lib: got[lib][i] for lib in LIBRARIES})
+    return errors
+
+
+def fmt(v, dtype_name):
+    if math.isinf(v):
+        return "inf"
+    if dtype_name == "float64":
+        return f"{v:.3g}" if v < 1e4 else f"{v:.1e}"
+    return f"{v:.2g}"
+
+
+def print_table(dtype_name, errors, out):
+    unit = "ulp" if dtype_name == "float64" else "relative error"
+    out.write(f"\n## {dtype_name}: worst / median {unit}, per band of |exact result|\n\n")
+    header = "| function | band | n | " + " | ".join(LIBRARIES) + " |\n"
+    out.write(header)
+    out.write("|---|---|---|" + "---|" * len(LIBRARIES) + "\n")
+    for function in FUNCTIONS:
+        for b, (low, high) in enumerate(BANDS):
+            n = len(errors[function]["xent"][b])
+            if n == 0:
+                continue
+            cells = []
+            for lib in LIBRARIES:
+                e = np.array(errors[function][lib][b])
+                cells.append(f"{fmt(e.max(), dtype_name)} / {fmt(float(np.median(e)), dtype_name)}")
+            out.write(f"| {function} | {low:g}..{high:g} | {n} | " + " | ".join(cells) + " |\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1500, help="rows per dtype (default 1500)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtypes",
+        default="float64,float32,bfloat16,float16",
+        help="comma-separated (default: float64,float32,bfloat16,float16)",
+    )
+    args = parser.parse_args(argv)
+    import scipy
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    out = sys.stdout
+    out.write(
+        f"# Errors against mpmath (200 bits): xent {xent.__version__}, torch "
+        f"{torch.__version__}, scipy {scipy.__version__}; {args.rows} rows per dtype, "
+        f"seed {args.seed}, kernel variant {current_isa()}\n"
+    )
+    for dtype_name in args.dtypes.split(","):
+        errors = measure(dtype_name, args.rows, args.seed)
+        print_table(dtype_name, errors, out)
+        out.flush()
+    out.write(f"\n({time.perf_counter() - start:.0f} s)\n")
+
+
+if __name__ == "__main__":
+    main()
