@@ -160,12 +160,23 @@ typedef struct {
     ptrdiff_t rank;
     double max;
     double sum_sq;
+    /* sum = ties + rest, split as in xent_lse_state (the terms equal to the shift counted
+     * apart), so that the loss keeps its relative accuracy: see xent_eval_log_sum */
+    double ties;
+    double rest;
 } xent_eval_state;
 
 static inline xent_eval_state xent_eval_init(void)
 {
-    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0, -INFINITY, 0.0};
+    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0, -INFINITY, 0.0, 0.0, 0.0};
     return st;
+}
+
+/* log(sum) of an evaluation state, in xent_lse_log_sum's accurate form. */
+static inline double xent_eval_log_sum(const xent_eval_state *st)
+{
+    xent_lse_state lse = {st->shift, st->sum, st->ties, st->rest, 0.0};
+    return xent_lse_log_sum(&lse);
 }
 
 /*
@@ -238,7 +249,9 @@ static inline xent_compare_state xent_compare_init(void)
                                      double qg, double coef, T *out))                          \
     X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
-                             xent_compare_state *st))
+                             xent_compare_state *st))                                          \
+    X(void, rows_evaluate_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,             \
+                                     ptrdiff_t n, const T *target, xent_eval_state *st))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
