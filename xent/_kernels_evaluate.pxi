@@ -157,8 +157,9 @@ def add_in_order(const double[:, ::1] rows, double[::1] total):
                 total[f] += rows[i, f]
 
 
-from libc.math cimport rint
 from libc.stdint cimport int64_t
+
+cdef double ROUND_MAGIC = 6755399441055744.0   # 1.5 * 2^52
 
 
 def calibration_histograms(const double[:, ::1] values, Py_ssize_t column,
@@ -186,8 +187,10 @@ def calibration_histograms(const double[:, ::1] values, Py_ssize_t column,
             c = 0.0 if c < 0 else (1.0 if c > 1 else c)   # rounding may put it past 1
             correct = rank[i] == 0
             scaled = c * 4294967296.0                     # exact: a power of two
-            high = rint(scaled)
-            low = rint((scaled - high) * 4294967296.0)
+            # rint by adding and subtracting 1.5 * 2^52 (round to nearest even, as rint in
+            # the default rounding mode, for |v| < 2^51): no libm call in a baseline build
+            high = (scaled + ROUND_MAGIC) - ROUND_MAGIC
+            low = ((scaled - high) * 4294967296.0 + ROUND_MAGIC) - ROUND_MAGIC
             b = <Py_ssize_t>(c * nfine)
             if b > nfine - 1:
                 b = nfine - 1

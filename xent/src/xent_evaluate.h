@@ -150,11 +150,8 @@ static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows
     T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], tgt[XENT_LANES];
     T c[XENT_LANES], b[XENT_LANES], q[XENT_LANES], rank[XENT_LANES];
     double s[XENT_LANES];
-    for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
-        const T *row = x + (r < nrows ? r : nrows - 1) * stride;   /* spare lanes: a copy */
-        for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = row[j];
-        tgt[r] = target[r < nrows ? r : nrows - 1];
-    }
+    F(transpose_rows)(x, stride, nrows, n, buf);
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) tgt[r] = target[r < nrows ? r : nrows - 1];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd

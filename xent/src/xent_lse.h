@@ -13,6 +13,12 @@
  */
 #define XENT_LANES ((ptrdiff_t)(64 / sizeof(T)))
 
+/* A function attribute for the kernels that gather (see transpose_rows); an instruction set
+ * file may set it to a tuning under which the compiler emits gathers. */
+#ifndef XENT_GATHER_TUNE
+#define XENT_GATHER_TUNE
+#endif
+
 /* Max and sum across the lanes, by halving: a few vector steps, not a serial chain. */
 static inline T F(lanes_max)(T *m)
 {
@@ -97,6 +103,7 @@ static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail
 {
     T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = 0;
+#if XENT_F32
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
          * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
@@ -105,10 +112,29 @@ static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail
     }
     if (tail) F(sum_exp_group)(tail, shift, s, c, comp);
     *ties += F(lanes_sum)(c);
-#if XENT_F32
     return F(lanes_sum)(s);
 #else
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] -= comp[l];
+    /* Two compensated sums, of the even and the odd groups: a Kahan step is a chain of four
+     * dependent additions, and one chain per lane made the loop wait on it rather than on
+     * exp. The two are joined exactly (TwoSum) with both compensations. */
+    T s2[XENT_LANES], c2[XENT_LANES], comp2[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s2[l] = c2[l] = comp2[l] = 0;
+    ptrdiff_t g = 0;
+    for (; g + 2 * XENT_LANES <= whole; g += 2 * XENT_LANES) {
+        __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);   /* as for float, above */
+        __builtin_prefetch(x + whole + 2 * XENT_LANES + g, 0, 3);
+        F(sum_exp_group)(x + g, shift, s, c, comp);
+        F(sum_exp_group)(x + g + XENT_LANES, shift, s2, c2, comp2);
+    }
+    if (g < whole) F(sum_exp_group)(x + g, shift, s, c, comp);
+    if (tail) F(sum_exp_group)(tail, shift, s2, c2, comp2);
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T a = s[l], b = s2[l], sum = a + b, bv = sum - a;
+        T err = (a - (sum - bv)) + (b - bv);
+        s[l] = sum + (err - (comp[l] + comp2[l]));
+        c[l] += c2[l];
+    }
+    *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 #endif
 }
@@ -162,19 +188,45 @@ static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 }
 
 /*
+ * buf[j][r] = x[r * stride + j] for the rows r < nrows of a group (n <= XENT_SMALL_ROW), the
+ * spare lanes r >= nrows filled with copies of the last row (their results are not used).
+ * With 32-bit offsets the loop is a vector gather per column where the instruction set has
+ * one (XENT_GATHER_TUNE asks the compiler for it): about twice as fast as element copies.
+ */
+static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
+                                               ptrdiff_t nrows, ptrdiff_t n,
+                                               T buf[XENT_SMALL_ROW][XENT_LANES])
+{
+    if ((XENT_LANES - 1) * stride + n < INT32_MAX) {
+        int32_t offset[XENT_LANES];
+        for (ptrdiff_t r = 0; r < XENT_LANES; r++)
+            offset[r] = (int32_t)((r < nrows ? r : nrows - 1) * stride);
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const T *column = x + j;
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < XENT_LANES; r++) buf[j][r] = column[offset[r]];
+        }
+    } else {
+        for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
+            const T *row = x + (r < nrows ? r : nrows - 1) * stride;
+            for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = row[j];
+        }
+    }
+}
+
+/*
  * Log-sum-exp states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one
  * row per vector lane: a row of 10 logits fills less than one vector, so across rows is the
  * way to vectorise. The rows (stride in elements) are copied transposed into a small buffer,
  * then max and exp-sum run over the entries with every lane busy. Same rules as row_lse:
  * shift -inf and sum 0 for an all -inf row, a +inf entry shifts by T_MAX, NaN spreads.
  */
-static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
-                              xent_lse_state *st)
+static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                              ptrdiff_t n, xent_lse_state *st)
 {
     T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
     double s[XENT_LANES];
-    for (ptrdiff_t r = 0; r < XENT_LANES; r++)
-        for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = r < nrows ? x[r * stride + j] : 0;
+    F(transpose_rows)(x, stride, nrows, n, buf);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
