@@ -168,7 +168,7 @@ static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
             T v = buf[j][l], d = v - shift[l];
             T tie = v == shift[l] ? 1 : 0;
-            T e = F(exp)(d);   /* as rows_lse_small: the same loss, bit for bit */
+            T e = F(exp_small)(v, shift[l]);   /* as rows_lse_small: the same loss */
             T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
             s[l] += (double)(e - tie);
             c[l] += tie;

@@ -93,11 +93,24 @@ static inline double xent_lse_value(const xent_lse_state *st)
     return st->shift + xent_lse_log_sum(st);
 }
 
+/*
+ * exp(a - b) for a <= b, with the rounding of the difference put back: a - b may need more
+ * than 53 bits (1.53 - 67.53), and exp carries its rounding relative, tens of ulp of a tiny
+ * result. TwoSum gives the rounding error err exactly; exp(a - b) = exp(d) (1 + err).
+ */
+static inline double xent_exp_diff(double a, double b)
+{
+    double d = a - b, bv = d - a;
+    double err = (a - (d - bv)) + (-b - bv);
+    double e = exp(d), fix = e * err;
+    return e + (fix == fix ? fix : 0.0);   /* infinite a, b or d: err or e * err is NaN */
+}
+
 /* Rescale a state to a larger shift: its ties are no longer ties, they join the rest. */
 static inline void xent_lse_rescale(xent_lse_state *st, double shift)
 {
     if (st->sum != 0) {   /* NaN stays NaN */
-        double r = exp(st->shift - shift);
+        double r = xent_exp_diff(st->shift, shift);
         st->rest = st->ties * r + (st->rest + st->rest_err) * r;
         st->rest_err = 0;
         st->ties = 0;
@@ -133,7 +146,7 @@ static inline void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *par
         xent_lse_add_rest(acc, part->rest);
         acc->rest_err += part->rest_err;
     } else if (part->sum != 0) {   /* an empty or all -inf stretch (sum 0) adds nothing */
-        double r = exp(part->shift - acc->shift);   /* NaN stays NaN */
+        double r = xent_exp_diff(part->shift, acc->shift);   /* NaN stays NaN */
         xent_lse_add_rest(acc, part->ties * r + (part->rest + part->rest_err) * r);
     }
     acc->sum = acc->ties + acc->rest;

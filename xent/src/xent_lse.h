@@ -67,6 +67,28 @@ static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
 }
 
 /*
+ * exp(x - shift) as a term of a sum of exps (see exp_term), x <= shift. In double the rounding
+ * of the difference is put back: x - shift needs more than 53 bits when the two differ by far
+ * in magnitude (1.53 - 67.53 is rounded by up to 7e-15), and exp(d) carries that error
+ * relative, 45 ulp of a tiny loss such as log1p(exp(-66)). TwoSum gives the rounding error err
+ * exactly, and exp(x - shift) = exp(d) (1 + err) to far below an ulp. In float the term's
+ * own 1e-6 budget covers it for the differences exp does not underflow at (see the tests).
+ */
+static inline T F(exp_term_exact)(T x, T shift)
+{
+    T d = x - shift;
+#if XENT_F32
+    return F(exp_term)(d);
+#else
+    T bv = d - x;
+    T err = (x - (d - bv)) + (-shift - bv);
+    T e = F(exp_term)(d), fix = e * err;
+    /* an infinite entry or difference makes err NaN (a -inf entry: the term is 0) */
+    return e + (fix == fix ? fix : 0);
+#endif
+}
+
+/*
  * One group's exp(x - shift) into the lane sums s, and its entries equal to the shift into
  * the lane counts c. Their terms are exactly 1 and are kept out of s: a float lane holding 1
  * would round every small term added to it to a multiple of 2^-24, and in a confident row
@@ -78,7 +100,7 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
-        T term = F(exp_term)(g[l] - shift) - tie;
+        T term = F(exp_term_exact)(g[l], shift) - tie;
 #if XENT_F32
         (void)comp;
         s[l] += term;   /* float results need 1e-6: the lanes' roundings are far below */
@@ -214,6 +236,22 @@ static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
     }
 }
 
+/* exp(x - shift) for rows_lse_small: F(exp), and in double the difference's rounding put
+ * back as in exp_term_exact. */
+static inline T F(exp_small)(T x, T shift)
+{
+    T d = x - shift;
+#if XENT_F32
+    return F(exp)(d);
+#else
+    T bv = d - x;
+    T err = (x - (d - bv)) + (-shift - bv);
+    T e = F(exp)(d), fix = e * err;
+    /* an infinite entry or difference makes err NaN, or e * err (inf * 0): then no fix */
+    return e + (fix == fix ? fix : 0);
+#endif
+}
+
 /*
  * Log-sum-exp states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one
  * row per vector lane: a row of 10 logits fills less than one vector, so across rows is the
@@ -242,7 +280,7 @@ static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {   /* the max's terms apart, as row_lse */
             T tie = buf[j][l] == shift[l] ? 1 : 0;      /* in T: the select stays in T lanes */
-            s[l] += (double)(F(exp)(buf[j][l] - shift[l]) - tie);
+            s[l] += (double)(F(exp_small)(buf[j][l], shift[l]) - tie);
             c[l] += tie;
         }
     }
