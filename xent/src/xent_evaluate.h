@@ -102,7 +102,7 @@ static inline void F(evaluate_chunk)(const T *x, ptrdiff_t n, T target, xent_eva
              * itself may be -inf), then r = 0 made it NaN. Where r is 0 the old terms are
              * 0 against the new shift; NaN in the sums still spreads. */
             double d = st->shift - (double)shift;
-            double r = exp(d);
+            double r = xent_exp_diff(st->shift, (double)shift);   /* d's rounding put back */
             st->xlogit = r * st->xlogit + (r == 0 ? 0.0 : r * d) * st->sum;
             st->rest = st->ties * r + st->rest * r;   /* the old ties are no longer ties */
             st->ties = 0;
