@@ -127,6 +127,24 @@ def test_rows_against_mpmath(isa, dtype, data):
     _check_row(dtype, *data.draw(rows(dtype)))
 
 
+@pytest.mark.parametrize("classes", [2, 10, 100, 5000])
+@pytest.mark.parametrize("top", [1.52978866, -3.7, 100.25])
+def test_rounded_differences_float64(isa, classes, top):
+    """float64 entries far below a max of another magnitude: x - max needs more than 53 bits
+    (1.53 - 67.53 is rounded by up to 7e-15), and a tiny loss log1p(exp(x - max)) carried
+    that rounding, 45 ulp (found by test_rows_against_mpmath). The kernels put it back."""
+    row = np.full(classes, top, dtype=F64)
+    row[1:] = top - np.linspace(66.0, 400.0, classes - 1)
+    order = np.random.default_rng(classes).permutation(classes)
+    row = row[order]
+    t = int(np.argmax(row))
+    exact_sum = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(top)) for v in row)
+    exact_loss = mpmath.log1p(exact_sum - 1)
+    loss = xent.cross_entropy(row[None, :], np.array([t]), reduction="none")[0]
+    check(loss, exact_loss, F64, f"C={classes}, max {top}")
+    assert in_range(exact_loss, F64)
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("classes", [1, 2, 1000, 100_000, 1 << 20])
 def test_long_confident_rows(isa, dtype, classes):

@@ -33,7 +33,10 @@ cdef extern from "xent_kernels.h" nogil:
         Py_ssize_t rank
         double max
         double sum_sq
+        double ties
+        double rest
     xent_eval_state xent_eval_init()
+    double xent_eval_log_sum(const xent_eval_state *st)
 
     # Online state of a pair of rows for compare: log-sum-exps, argmaxes, KL and JSD.
     ctypedef struct xent_compare_state:

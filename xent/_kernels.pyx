@@ -25,7 +25,7 @@ cnp.import_array()
 ctypedef cnp.intp_t intp_t
 
 from xent cimport _kernel_api as kern
-from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
+from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init, xent_eval_log_sum,
                                  xent_eval_state, xent_lse_init, xent_lse_log_sum, xent_lse_merge,
                                  xent_lse_state, xent_lse_value)
 from xent._table cimport kernel_table
@@ -108,6 +108,12 @@ cdef extern from "xent_exactsum.h" nogil:
     void xent_exact_add(xent_exact_sum *acc, double v)
     void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *part)
     double xent_exact_round(xent_exact_sum *acc)
+    # the batch way in: the same exact sum, a group of values at a time, vectorised
+    ctypedef struct xent_exact_batch:
+        pass
+    void xent_exact_batch_init(xent_exact_batch *b)
+    void xent_exact_batch_add(xent_exact_sum *acc, xent_exact_batch *b, const double *v, int n)
+    void xent_exact_batch_flush(xent_exact_sum *acc, xent_exact_batch *b)
 
 
 cdef class _Partials:

@@ -42,17 +42,45 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
     Ignored rows get values 0 and rank -1. Labels must be in range (checked by the caller).
     Each row's results depend on that row only, so they are the same on any thread count.
     """
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
-    cdef intp_t t
-    cdef const floating *row
-    cdef xent_eval_state st
-    cdef double wt, log_sum, wl, ent, p_t, brier
-    cdef Py_ssize_t f
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
+    cdef bint small = _small_rows(x)
+    cdef const double *w = &weight[0] if weight is not None else NULL
     if n == 0:
         return
     with nogil:
-        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
-                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+        for b in prange(nblocks, schedule="dynamic",
+                        num_threads=_threads_for(nthreads, nblocks)):
+            _evaluate_block(x, target, w, ignore_index, small, values, rank, b * rows,
+                            min(n, (b + 1) * rows))
+
+
+cdef void _evaluate_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
+                          intp_t ignore_index, bint small, double[:, ::1] values,
+                          intp_t[::1] rank, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """evaluate_rows' work for rows r0 .. r1 - 1: short rows a group at a time, one row per
+    vector lane (rows_evaluate_small), longer ones row by row (row_evaluate)."""
+    cdef Py_ssize_t c = x.shape[1], i, g0, g1, f
+    cdef Py_ssize_t stride = x.strides[0] // <Py_ssize_t>sizeof(floating)
+    cdef intp_t t
+    cdef const floating *row
+    cdef xent_eval_state group[SMALL_GROUP]
+    cdef floating targets[SMALL_GROUP]
+    cdef double wt, log_sum, wl, ent, p_t, brier
+    g0 = r0
+    while g0 < r1:
+        g1 = min(g0 + SMALL_GROUP, r1)
+        if small:
+            for i in range(g0, g1):
+                t = target[i]
+                targets[i - g0] = _row(x, i)[t] if t != ignore_index else 0
+            if floating is float or g1 - g0 <= 8:
+                kern.rows_evaluate_small(_row(x, g0), stride, g1 - g0, c, targets, group)
+            else:   # double lanes hold 8 rows: two calls
+                kern.rows_evaluate_small(_row(x, g0), stride, 8, c, targets, group)
+                kern.rows_evaluate_small(_row(x, g0 + 8), stride, g1 - g0 - 8, c, targets + 8,
+                                         group + 8)
+        for i in range(g0, g1):
             t = target[i]
             if t == ignore_index:
                 for f in range(EVAL_FIELDS):
@@ -60,27 +88,43 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
                 rank[i] = -1
                 continue
             row = _row(x, i)
-            st = xent_eval_init()
-            kern.row_evaluate(row, c, row[t], &st)
-            wt = weight[t] if weight is not None else 1.0
-            log_sum = log(st.sum)
-            # as _index_block: (shift - x_t) + log(sum), so huge logits keep their differences
-            wl = wt * ((st.shift - <double>row[t]) + log_sum)
-            ent = log_sum - st.xlogit / st.sum
-            values[i, EVAL_LOSS] = wl
-            values[i, EVAL_WEIGHT] = wt
-            values[i, EVAL_ENTROPY] = ent
-            values[i, EVAL_LOSS_SQ] = wl * wl
-            values[i, EVAL_WEIGHT_LOSS] = wt * wl
-            values[i, EVAL_WEIGHT_SQ] = wt * wt
-            values[i, EVAL_ENTROPY_SQ] = ent * ent
-            # p_t and the top-1 probability from the same shift and sum as the loss
-            p_t = exp(<double>row[t] - st.shift) / st.sum
-            brier = st.sum_sq / (st.sum * st.sum) - 2 * p_t + 1
-            values[i, EVAL_BRIER] = brier
-            values[i, EVAL_BRIER_SQ] = brier * brier
-            values[i, EVAL_CONFIDENCE] = exp(st.max - st.shift) / st.sum
-            rank[i] = st.rank
+            if not small:
+                group[i - g0] = xent_eval_init()
+                kern.row_evaluate(row, c, row[t], &group[i - g0])
+            _evaluate_values(&group[i - g0], <double>row[t], weight[t] if weight != NULL else 1.0,
+                             values, rank, i)
+        g0 = g1
+
+
+cdef inline void _evaluate_values(const xent_eval_state *st, double x_t, double wt,
+                                  double[:, ::1] values, intp_t[::1] rank,
+                                  Py_ssize_t i) noexcept nogil:
+    """Row i's columns (evaluate_columns()) from its evaluation state and target logit."""
+    # the loss as cross-entropy computes it: (shift - x_t) + log(sum) in the accurate form
+    # (log1p of the terms below the max), so huge logits keep their differences and a
+    # confident row's tiny loss its digits
+    cdef double log_sum = xent_eval_log_sum(st)
+    cdef double wl = wt * ((st.shift - x_t) + log_sum)
+    cdef double ent = log_sum - st.xlogit / st.sum
+    # p_t and the top-1 probability from the same shift and sum as the loss
+    cdef double p_t = exp(x_t - st.shift) / st.sum
+    cdef double brier = st.sum_sq / (st.sum * st.sum) - 2 * p_t + 1
+    values[i, EVAL_LOSS] = wl
+    values[i, EVAL_WEIGHT] = wt
+    values[i, EVAL_ENTROPY] = ent
+    values[i, EVAL_LOSS_SQ] = wl * wl
+    values[i, EVAL_WEIGHT_LOSS] = wt * wl
+    values[i, EVAL_WEIGHT_SQ] = wt * wt
+    values[i, EVAL_ENTROPY_SQ] = ent * ent
+    values[i, EVAL_BRIER] = brier
+    values[i, EVAL_BRIER_SQ] = brier * brier
+    # exp(max - shift) is exactly 1 when the max is the (finite) shift: no exp needed; a +inf
+    # or all -inf row keeps its NaN (inf / inf, exp(NaN) / 0)
+    if st.max == st.shift and st.shift > -INFINITY:
+        values[i, EVAL_CONFIDENCE] = 1.0 / st.sum
+    else:
+        values[i, EVAL_CONFIDENCE] = exp(st.max - st.shift) / st.sum
+    rank[i] = st.rank
 
 
 def group_sums(const double[:, ::1] values, Py_ssize_t row0, Py_ssize_t group,
@@ -113,8 +157,9 @@ def add_in_order(const double[:, ::1] rows, double[::1] total):
                 total[f] += rows[i, f]
 
 
-from libc.math cimport rint
 from libc.stdint cimport int64_t
+
+cdef double ROUND_MAGIC = 6755399441055744.0   # 1.5 * 2^52
 
 
 def calibration_histograms(const double[:, ::1] values, Py_ssize_t column,
@@ -142,8 +187,10 @@ def calibration_histograms(const double[:, ::1] values, Py_ssize_t column,
             c = 0.0 if c < 0 else (1.0 if c > 1 else c)   # rounding may put it past 1
             correct = rank[i] == 0
             scaled = c * 4294967296.0                     # exact: a power of two
-            high = rint(scaled)
-            low = rint((scaled - high) * 4294967296.0)
+            # rint by adding and subtracting 1.5 * 2^52 (round to nearest even, as rint in
+            # the default rounding mode, for |v| < 2^51): no libm call in a baseline build
+            high = (scaled + ROUND_MAGIC) - ROUND_MAGIC
+            low = ((scaled - high) * 4294967296.0 + ROUND_MAGIC) - ROUND_MAGIC
             b = <Py_ssize_t>(c * nfine)
             if b > nfine - 1:
                 b = nfine - 1

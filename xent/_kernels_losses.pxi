@@ -12,23 +12,30 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
 
     small: the states of rows come from rows_lse_small (stride a whole number of elements).
     """
-    cdef Py_ssize_t i, g0
+    cdef Py_ssize_t i, g0, k
     cdef intp_t t
     cdef const floating *row
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
     cdef double wt, loss
+    # the group's losses and weights, added exactly a group at a time (xent_exact_batch_add)
+    cdef double losses[SMALL_GROUP]
+    cdef double weights[SMALL_GROUP]
+    cdef xent_exact_batch loss_batch, weight_batch
     # without class weights the weight sum is a count: added once, exactly, at the end
     cdef Py_ssize_t kept = 0
     bad_out[0] = -1
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
+    xent_exact_batch_init(&loss_batch)
+    xent_exact_batch_init(&weight_batch)
     g0 = r0
     while g0 < r1:
         if small:   # short rows: their states a group at a time, several rows per vector
             _group_lse(<const floating *>(<const char *>x0 + (g0 - first) * stride),
                        stride // <Py_ssize_t>sizeof(floating), min(SMALL_GROUP, r1 - g0), c,
                        group)
+        k = 0
         for i in range(g0, min(g0 + SMALL_GROUP, r1)):
             t = target[i]
             if t == ignore_index:
@@ -60,12 +67,17 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
                     loss += smoothing / c * _row_nll_sum(row, c, weight, st)
             if row_loss != NULL:
                 row_loss[i] = <floating>loss
-            xent_exact_add(loss_out, loss)
-            if weight != NULL:
-                xent_exact_add(weight_out, wt)
-            else:
-                kept += 1
+            losses[k] = loss
+            weights[k] = wt
+            k += 1
+        xent_exact_batch_add(loss_out, &loss_batch, losses, <int>k)
+        if weight != NULL:
+            xent_exact_batch_add(weight_out, &weight_batch, weights, <int>k)
+        else:
+            kept += k
         g0 += SMALL_GROUP
+    xent_exact_batch_flush(loss_out, &loss_batch)
+    xent_exact_batch_flush(weight_out, &weight_batch)
     xent_exact_add(weight_out, <double>kept)
 
 
@@ -113,7 +125,11 @@ cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const d
     cdef const floating *row
     cdef xent_lse_state st
     cdef double loss, mass
+    cdef double losses[SMALL_GROUP]
+    cdef int k = 0
+    cdef xent_exact_batch batch
     xent_exact_init(loss_out)
+    xent_exact_batch_init(&batch)
     for i in range(r0, r1):
         row = _row(x, i)
         st = _row_lse(row, c)
@@ -121,7 +137,13 @@ cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const d
                             &mass)
         if row_loss != NULL:
             row_loss[i] = <floating>loss
-        xent_exact_add(loss_out, loss)
+        losses[k] = loss
+        k += 1
+        if k == SMALL_GROUP:
+            xent_exact_batch_add(loss_out, &batch, losses, k)
+            k = 0
+    xent_exact_batch_add(loss_out, &batch, losses, k)
+    xent_exact_batch_flush(loss_out, &batch)
 
 
 def probability_loss(const floating[:, :] x, const floating[:, :] p,

@@ -5,7 +5,7 @@
  */
 
 /*
- * Sum of e = exp(x[i] - shift) over the whole groups, in *xlogit the sum of e (x[i] - shift)
+ * (Used by xent_divergence.h.) Sum of e = exp(x[i] - shift) over the whole groups, in *xlogit the sum of e (x[i] - shift)
  * (a term is 0 where e is 0, so -inf entries add nothing; NaN spreads) and in *sq the sum of
  * e^2 (for sum p^2). The same lanes and order as sum_exp_chunk, with the entropy's sum and the
  * squares alongside: one more multiply-add per entry, no more reads.
@@ -31,6 +31,41 @@ static inline double F(sum_exp_xlogit_groups)(const T *x, ptrdiff_t n, T shift, 
     *sq = F(lanes_sum)(q);
     *xlogit = F(lanes_sum)(b);
     return F(lanes_sum)(s);
+}
+
+/*
+ * Over the whole groups of x[0..n): into *rest the sum of e = exp(x[i] - shift) of the entries
+ * below the shift, into *ties the count of entries equal to it (their e is exactly 1, kept
+ * apart as in sum_exp_group, so the loss of a confident row keeps its digits), into *xlogit
+ * the sum of e (x[i] - shift) (a term is 0 where e is 0, so -inf entries add nothing; NaN
+ * spreads) and into *sq the sum of e^2 (for sum p^2). One read, a few multiply-adds more
+ * than the log-sum-exp's.
+ */
+static inline void F(sum_exp_ties_xlogit_groups)(const T *x, ptrdiff_t n, T shift,
+                                                 double *rest, double *ties, double *xlogit,
+                                                 double *sq)
+{
+    T s[XENT_LANES], c[XENT_LANES], b[XENT_LANES], q[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = b[l] = q[l] = 0;
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T d = x[g + l] - shift;
+            T tie = x[g + l] == shift ? 1 : 0;
+            T e = F(exp_term)(d);
+            /* where e is 0, d may be -inf: the clamp keeps 0 * d at 0 (a max, not a select
+             * on e, which gcc does not vectorise here) */
+            T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+            s[l] += e - tie;
+            c[l] += tie;
+            b[l] += e * dc;
+            q[l] += e * e;
+        }
+    }
+    *sq += F(lanes_sum)(q);
+    *xlogit += F(lanes_sum)(b);
+    *ties += F(lanes_sum)(c);
+    *rest += F(lanes_sum)(s);
 }
 
 /* Entries of x[0..n) that are not <= target: strictly greater, or NaN (any, if target is). */
@@ -67,20 +102,29 @@ static inline void F(evaluate_chunk)(const T *x, ptrdiff_t n, T target, xent_eva
              * itself may be -inf), then r = 0 made it NaN. Where r is 0 the old terms are
              * 0 against the new shift; NaN in the sums still spreads. */
             double d = st->shift - (double)shift;
-            double r = exp(d);
+            double r = xent_exp_diff(st->shift, (double)shift);   /* d's rounding put back */
             st->xlogit = r * st->xlogit + (r == 0 ? 0.0 : r * d) * st->sum;
-            st->sum *= r;
+            st->rest = st->ties * r + st->rest * r;   /* the old ties are no longer ties */
+            st->ties = 0;
+            st->sum = st->rest;
             st->sum_sq *= r * r;   /* r^2 may underflow to 0: the old squares are then too */
         }
         st->shift = shift;
     }
-    double b, b_tail = 0, q, q_tail = 0;
-    double sum = F(sum_exp_xlogit_groups)(x, whole, (T)st->shift, &b, &q);
+    if (cmax > XENT_T_MAX) {   /* +inf: exp(inf - T_MAX) = inf, which exp_term does not give */
+        double inf_terms = F(has_nan)(x, n) ? NAN : INFINITY;
+        st->rest += inf_terms;
+        st->sum = st->ties + st->rest;
+        st->xlogit += inf_terms;
+        st->sum_sq += inf_terms;
+        return;
+    }
+    F(sum_exp_ties_xlogit_groups)(x, whole, (T)st->shift, &st->rest, &st->ties, &st->xlogit,
+                                  &st->sum_sq);
     if (whole < n)
-        sum += F(sum_exp_xlogit_groups)(tail, XENT_LANES, (T)st->shift, &b_tail, &q_tail);
-    st->sum += sum;
-    st->xlogit += b + b_tail;
-    st->sum_sq += q + q_tail;
+        F(sum_exp_ties_xlogit_groups)(tail, XENT_LANES, (T)st->shift, &st->rest, &st->ties,
+                                      &st->xlogit, &st->sum_sq);
+    st->sum = st->ties + st->rest;
 }
 
 /*
@@ -91,4 +135,61 @@ static void F(row_evaluate)(const T *x, ptrdiff_t n, T target, xent_eval_state *
 {
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
         F(evaluate_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), target, st);
+}
+
+/*
+ * Evaluation states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW) at once, one row per
+ * vector lane, as rows_lse_small does for the log-sum-exp: the rows (stride in elements) are
+ * copied transposed into a small buffer, then the max, the terms, their ties, the entropy's
+ * sum, the squares and the rank run with every lane busy. target[r] is row r's target logit.
+ * A row with a +inf or no finite entry (all -inf, or NaN only) is done by row_evaluate.
+ */
+static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
+                                   const T *target, xent_eval_state *st)
+{
+    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], tgt[XENT_LANES];
+    T c[XENT_LANES], b[XENT_LANES], q[XENT_LANES], rank[XENT_LANES];
+    double s[XENT_LANES];
+    F(transpose_rows)(x, stride, nrows, n, buf);
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) tgt[r] = target[r < nrows ? r : nrows - 1];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = buf[j][l] > m[l] ? buf[j][l] : m[l];
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        /* rows left to row_evaluate get a harmless shift here; their lanes are unused */
+        shift[l] = m[l] > XENT_T_MAX || m[l] == -(T)INFINITY ? 0 : m[l];
+        s[l] = c[l] = b[l] = q[l] = rank[l] = 0;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T v = buf[j][l], d = v - shift[l];
+            T tie = v == shift[l] ? 1 : 0;
+            T e = F(exp_small)(v, shift[l]);   /* as rows_lse_small: the same loss */
+            T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+            s[l] += (double)(e - tie);
+            c[l] += tie;
+            b[l] += e * dc;
+            q[l] += e * e;
+            rank[l] += !(v <= tgt[l]) ? 1 : 0;
+        }
+    }
+    for (ptrdiff_t r = 0; r < nrows; r++) {
+        st[r] = xent_eval_init();
+        if (m[r] > XENT_T_MAX || m[r] == -(T)INFINITY) {
+            F(row_evaluate)(x + r * stride, n, target[r], &st[r]);
+            continue;
+        }
+        st[r].shift = (double)m[r];
+        st[r].max = (double)m[r];
+        st[r].ties = (double)c[r];
+        st[r].rest = s[r];
+        st[r].sum = (double)c[r] + s[r];
+        st[r].xlogit = (double)b[r];
+        st[r].sum_sq = (double)q[r];
+        st[r].rank = (ptrdiff_t)rank[r];
+    }
 }

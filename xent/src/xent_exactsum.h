@@ -85,6 +85,78 @@ static inline void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *p
     acc->nan += part->nan;
 }
 
+/*
+ * The fast way in, for many values: a batch accumulator beside the exact one.
+ *
+ * Each value v with |v| < 2^20 is cut, by floating-point operations that are exact, into parts
+ * on four fixed grids: a_k = v rounded to a multiple of g_k (g = 2^-20, 2^-60, 2^-100, 2^-140),
+ * by the classic (v + 1.5 2^52 g_k) - 1.5 2^52 g_k, then v -= a_k. When nothing is left after
+ * the fourth grid (every value from about 2^-88 to 2^20 with at most 53 bits), the parts are
+ * integers times g_k below 2^40 in magnitude, so up to 2^12 of them add up in a double lane
+ * without rounding: the lanes hold exact sums, whatever the order. Values that do not split
+ * (tiny, huge, inf, NaN) go to xent_exact_add one by one. The lanes are moved into the exact
+ * accumulator every XENT_EXACT_BATCH_FLUSH values and by xent_exact_batch_flush.
+ *
+ * The result is the same exact sum as xent_exact_add's, so the rounded total keeps its bits;
+ * the cost is a dozen vector operations for XENT_EXACT_LANES values instead of a dozen scalar
+ * ones and three read-modify-writes for each.
+ */
+#define XENT_EXACT_LANES 16
+#define XENT_EXACT_GRIDS 4
+#define XENT_EXACT_BATCH_FLUSH 4096   /* 2^12 parts below 2^40 grid units: below 2^52 */
+
+typedef struct {
+    double part[XENT_EXACT_GRIDS][XENT_EXACT_LANES];
+    int64_t count;   /* values in the lanes since the last flush (per lane at most this) */
+} xent_exact_batch;
+
+static inline void xent_exact_batch_init(xent_exact_batch *b) { memset(b, 0, sizeof *b); }
+
+/* Move the lanes' exact sums into acc and clear them. */
+static inline void xent_exact_batch_flush(xent_exact_sum *acc, xent_exact_batch *b)
+{
+    for (int k = 0; k < XENT_EXACT_GRIDS; k++)
+        for (int l = 0; l < XENT_EXACT_LANES; l++) {
+            if (b->part[k][l] != 0) xent_exact_add(acc, b->part[k][l]);
+            b->part[k][l] = 0;
+        }
+    b->count = 0;
+}
+
+/* acc (through b) += v[0] + ... + v[n - 1], exactly; n <= XENT_EXACT_LANES. */
+static inline void xent_exact_batch_add(xent_exact_sum *acc, xent_exact_batch *b,
+                                        const double *v, int n)
+{
+    /* 1.5 2^52 g_k: adding and subtracting it rounds |v| < 2^51 g_k to a multiple of g_k */
+    const double magic0 = 0x1.8p32, magic1 = 0x1.8p-8, magic2 = 0x1.8p-48, magic3 = 0x1.8p-88;
+    unsigned char slow[XENT_EXACT_LANES];
+    int any_slow = 0;
+    if (b->count + n > XENT_EXACT_BATCH_FLUSH) xent_exact_batch_flush(acc, b);
+    b->count += n;
+#pragma omp simd reduction(| : any_slow)
+    for (int l = 0; l < n; l++) {
+        /* volatile-free: without -ffast-math the compiler keeps (v + M) - M as written */
+        double x = v[l];
+        double a0 = (x + magic0) - magic0, r = x - a0;
+        double a1 = (r + magic1) - magic1;
+        r = r - a1;
+        double a2 = (r + magic2) - magic2;
+        r = r - a2;
+        double a3 = (r + magic3) - magic3;
+        r = r - a3;
+        int fast = (x < 0x1p20) & (x > -0x1p20) & (r == 0);   /* NaN: both compares false */
+        b->part[0][l] += fast ? a0 : 0.0;
+        b->part[1][l] += fast ? a1 : 0.0;
+        b->part[2][l] += fast ? a2 : 0.0;
+        b->part[3][l] += fast ? a3 : 0.0;
+        slow[l] = (unsigned char)!fast;
+        any_slow |= !fast;
+    }
+    if (any_slow)
+        for (int l = 0; l < n; l++)
+            if (slow[l]) xent_exact_add(acc, v[l]);
+}
+
 /* NaN, +inf or -inf if the sum has one of them (then *special is 1), else 0. */
 static inline double xent_exact_special(const xent_exact_sum *acc, int *special)
 {

@@ -93,11 +93,24 @@ static inline double xent_lse_value(const xent_lse_state *st)
     return st->shift + xent_lse_log_sum(st);
 }
 
+/*
+ * exp(a - b) for a <= b, with the rounding of the difference put back: a - b may need more
+ * than 53 bits (1.53 - 67.53), and exp carries its rounding relative, tens of ulp of a tiny
+ * result. TwoSum gives the rounding error err exactly; exp(a - b) = exp(d) (1 + err).
+ */
+static inline double xent_exp_diff(double a, double b)
+{
+    double d = a - b, bv = d - a;
+    double err = (a - (d - bv)) + (-b - bv);
+    double e = exp(d), fix = e * err;
+    return e + (fix == fix ? fix : 0.0);   /* infinite a, b or d: err or e * err is NaN */
+}
+
 /* Rescale a state to a larger shift: its ties are no longer ties, they join the rest. */
 static inline void xent_lse_rescale(xent_lse_state *st, double shift)
 {
     if (st->sum != 0) {   /* NaN stays NaN */
-        double r = exp(st->shift - shift);
+        double r = xent_exp_diff(st->shift, shift);
         st->rest = st->ties * r + (st->rest + st->rest_err) * r;
         st->rest_err = 0;
         st->ties = 0;
@@ -133,7 +146,7 @@ static inline void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *par
         xent_lse_add_rest(acc, part->rest);
         acc->rest_err += part->rest_err;
     } else if (part->sum != 0) {   /* an empty or all -inf stretch (sum 0) adds nothing */
-        double r = exp(part->shift - acc->shift);   /* NaN stays NaN */
+        double r = xent_exp_diff(part->shift, acc->shift);   /* NaN stays NaN */
         xent_lse_add_rest(acc, part->ties * r + (part->rest + part->rest_err) * r);
     }
     acc->sum = acc->ties + acc->rest;
@@ -160,12 +173,23 @@ typedef struct {
     ptrdiff_t rank;
     double max;
     double sum_sq;
+    /* sum = ties + rest, split as in xent_lse_state (the terms equal to the shift counted
+     * apart), so that the loss keeps its relative accuracy: see xent_eval_log_sum */
+    double ties;
+    double rest;
 } xent_eval_state;
 
 static inline xent_eval_state xent_eval_init(void)
 {
-    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0, -INFINITY, 0.0};
+    xent_eval_state st = {-INFINITY, 0.0, 0.0, 0, -INFINITY, 0.0, 0.0, 0.0};
     return st;
+}
+
+/* log(sum) of an evaluation state, in xent_lse_log_sum's accurate form. */
+static inline double xent_eval_log_sum(const xent_eval_state *st)
+{
+    xent_lse_state lse = {st->shift, st->sum, st->ties, st->rest, 0.0};
+    return xent_lse_log_sum(&lse);
 }
 
 /*
@@ -238,7 +262,9 @@ static inline xent_compare_state xent_compare_init(void)
                                      double qg, double coef, T *out))                          \
     X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
-                             xent_compare_state *st))
+                             xent_compare_state *st))                                          \
+    X(void, rows_evaluate_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,             \
+                                     ptrdiff_t n, const T *target, xent_eval_state *st))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

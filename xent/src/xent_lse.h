@@ -13,6 +13,12 @@
  */
 #define XENT_LANES ((ptrdiff_t)(64 / sizeof(T)))
 
+/* A function attribute for the kernels that gather (see transpose_rows); an instruction set
+ * file may set it to a tuning under which the compiler emits gathers. */
+#ifndef XENT_GATHER_TUNE
+#define XENT_GATHER_TUNE
+#endif
+
 /* Max and sum across the lanes, by halving: a few vector steps, not a serial chain. */
 static inline T F(lanes_max)(T *m)
 {
@@ -61,6 +67,28 @@ static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
 }
 
 /*
+ * exp(x - shift) as a term of a sum of exps (see exp_term), x <= shift. In double the rounding
+ * of the difference is put back: x - shift needs more than 53 bits when the two differ by far
+ * in magnitude (1.53 - 67.53 is rounded by up to 7e-15), and exp(d) carries that error
+ * relative, 45 ulp of a tiny loss such as log1p(exp(-66)). TwoSum gives the rounding error err
+ * exactly, and exp(x - shift) = exp(d) (1 + err) to far below an ulp. In float the term's
+ * own 1e-6 budget covers it for the differences exp does not underflow at (see the tests).
+ */
+static inline T F(exp_term_exact)(T x, T shift)
+{
+    T d = x - shift;
+#if XENT_F32
+    return F(exp_term)(d);
+#else
+    T bv = d - x;
+    T err = (x - (d - bv)) + (-shift - bv);
+    T e = F(exp_term)(d), fix = e * err;
+    /* an infinite entry or difference makes err NaN (a -inf entry: the term is 0) */
+    return e + (fix == fix ? fix : 0);
+#endif
+}
+
+/*
  * One group's exp(x - shift) into the lane sums s, and its entries equal to the shift into
  * the lane counts c. Their terms are exactly 1 and are kept out of s: a float lane holding 1
  * would round every small term added to it to a multiple of 2^-24, and in a confident row
@@ -72,7 +100,7 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
-        T term = F(exp_term)(g[l] - shift) - tie;
+        T term = F(exp_term_exact)(g[l], shift) - tie;
 #if XENT_F32
         (void)comp;
         s[l] += term;   /* float results need 1e-6: the lanes' roundings are far below */
@@ -97,6 +125,7 @@ static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail
 {
     T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = 0;
+#if XENT_F32
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
          * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
@@ -105,10 +134,29 @@ static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail
     }
     if (tail) F(sum_exp_group)(tail, shift, s, c, comp);
     *ties += F(lanes_sum)(c);
-#if XENT_F32
     return F(lanes_sum)(s);
 #else
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] -= comp[l];
+    /* Two compensated sums, of the even and the odd groups: a Kahan step is a chain of four
+     * dependent additions, and one chain per lane made the loop wait on it rather than on
+     * exp. The two are joined exactly (TwoSum) with both compensations. */
+    T s2[XENT_LANES], c2[XENT_LANES], comp2[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s2[l] = c2[l] = comp2[l] = 0;
+    ptrdiff_t g = 0;
+    for (; g + 2 * XENT_LANES <= whole; g += 2 * XENT_LANES) {
+        __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);   /* as for float, above */
+        __builtin_prefetch(x + whole + 2 * XENT_LANES + g, 0, 3);
+        F(sum_exp_group)(x + g, shift, s, c, comp);
+        F(sum_exp_group)(x + g + XENT_LANES, shift, s2, c2, comp2);
+    }
+    if (g < whole) F(sum_exp_group)(x + g, shift, s, c, comp);
+    if (tail) F(sum_exp_group)(tail, shift, s2, c2, comp2);
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T a = s[l], b = s2[l], sum = a + b, bv = sum - a;
+        T err = (a - (sum - bv)) + (b - bv);
+        s[l] = sum + (err - (comp[l] + comp2[l]));
+        c[l] += c2[l];
+    }
+    *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 #endif
 }
@@ -162,19 +210,61 @@ static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 }
 
 /*
+ * buf[j][r] = x[r * stride + j] for the rows r < nrows of a group (n <= XENT_SMALL_ROW), the
+ * spare lanes r >= nrows filled with copies of the last row (their results are not used).
+ * With 32-bit offsets the loop is a vector gather per column where the instruction set has
+ * one (XENT_GATHER_TUNE asks the compiler for it): about twice as fast as element copies.
+ */
+static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
+                                               ptrdiff_t nrows, ptrdiff_t n,
+                                               T buf[XENT_SMALL_ROW][XENT_LANES])
+{
+    if ((XENT_LANES - 1) * stride + n < INT32_MAX) {
+        int32_t offset[XENT_LANES];
+        for (ptrdiff_t r = 0; r < XENT_LANES; r++)
+            offset[r] = (int32_t)((r < nrows ? r : nrows - 1) * stride);
+        for (ptrdiff_t j = 0; j < n; j++) {
+            const T *column = x + j;
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < XENT_LANES; r++) buf[j][r] = column[offset[r]];
+        }
+    } else {
+        for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
+            const T *row = x + (r < nrows ? r : nrows - 1) * stride;
+            for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = row[j];
+        }
+    }
+}
+
+/* exp(x - shift) for rows_lse_small: F(exp), and in double the difference's rounding put
+ * back as in exp_term_exact. */
+static inline T F(exp_small)(T x, T shift)
+{
+    T d = x - shift;
+#if XENT_F32
+    return F(exp)(d);
+#else
+    T bv = d - x;
+    T err = (x - (d - bv)) + (-shift - bv);
+    T e = F(exp)(d), fix = e * err;
+    /* an infinite entry or difference makes err NaN, or e * err (inf * 0): then no fix */
+    return e + (fix == fix ? fix : 0);
+#endif
+}
+
+/*
  * Log-sum-exp states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one
  * row per vector lane: a row of 10 logits fills less than one vector, so across rows is the
  * way to vectorise. The rows (stride in elements) are copied transposed into a small buffer,
  * then max and exp-sum run over the entries with every lane busy. Same rules as row_lse:
  * shift -inf and sum 0 for an all -inf row, a +inf entry shifts by T_MAX, NaN spreads.
  */
-static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
-                              xent_lse_state *st)
+static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                              ptrdiff_t n, xent_lse_state *st)
 {
     T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
     double s[XENT_LANES];
-    for (ptrdiff_t r = 0; r < XENT_LANES; r++)
-        for (ptrdiff_t j = 0; j < n; j++) buf[j][r] = r < nrows ? x[r * stride + j] : 0;
+    F(transpose_rows)(x, stride, nrows, n, buf);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
@@ -190,7 +280,7 @@ static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptr
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {   /* the max's terms apart, as row_lse */
             T tie = buf[j][l] == shift[l] ? 1 : 0;      /* in T: the select stays in T lanes */
-            s[l] += (double)(F(exp)(buf[j][l] - shift[l]) - tie);
+            s[l] += (double)(F(exp_small)(buf[j][l], shift[l]) - tie);
             c[l] += tie;
         }
     }
