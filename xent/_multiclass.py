@@ -772,8 +772,11 @@ def cross_entropy_with_grad(
     # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
     lse = _row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
+    grad = gradient_array(out, problem.x, target=problem.target, weight=weight, grad_output=grad_output)
+    half_dest = _half_gradient_rows(problem, grad) if not (z_loss or checking) else None
+    if half_dest is not None:
+        return _half_loss_grad(problem, half_dest, grad, factor, row_factors, lse, return_lse)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
-    grad = gradient_array(out, x, target=problem.target, weight=weight, grad_output=grad_output)
     if checking:  # copied now: the gradient may overwrite the logits
         sample = _check.sample_rows(n_rows)
         saved = rows[sample].copy(), problem.target_rows[sample].copy()
@@ -851,6 +854,52 @@ def cross_entropy_with_grad(
         )
     if z_loss:
         loss = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+    if return_lse:
+        return loss, grad, _lse_result(problem, lse)
+    return loss, grad
+
+
+def _half_gradient_rows(problem, grad):
+    """grad's half bits as rows the half gradient kernel can write, or None.
+
+    That takes float16 / bfloat16 logits read directly (problem.half) with class indices, and
+    a gradient array of native byte order whose rows are either the logits' own (in place) or
+    apart from them.
+    """
+    if problem.half is None or problem.probabilities or not grad.dtype.isnative:
+        return None
+    return writable_rows(grad.view(np.uint16), problem.half[0])
+
+
+def _half_loss_grad(problem, dest, grad, factor, row_factors, lse, return_lse):
+    """cross_entropy_with_grad of half logits, widened a few rows (or a chunk) at a time.
+
+    The gradient is computed in float32 in cache and rounded into ``dest``: no float32 copy
+    of the logits or of their gradient, the same bits as the float32 path rounded.
+    """
+    n_rows = dest.shape[0]
+    weight_total, bad = _kernels.index_weight_total(
+        problem.target_rows, problem.weight, problem.ignore_index, problem.n_classes
+    )
+    if bad >= 0:
+        problem.raise_bad_label(bad)
+    scale = safe_divide(factor, weight_total) if problem.reduction == "mean" else factor
+    row_loss = np.empty(n_rows, dtype=problem.compute) if problem.reduction == "none" else None
+    total, denominator = _kernels.index_loss_grad_half(
+        *problem.half,
+        problem.target_rows,
+        problem.weight,
+        problem.ignore_index,
+        problem.smoothing,
+        scale,
+        row_factors,
+        row_loss,
+        dest,
+        problem.threads,
+    )
+    loss = reduce_loss(
+        total, denominator, row_loss, problem.reduction, problem.batch, problem.x.dtype
+    )
     if return_lse:
         return loss, grad, _lse_result(problem, lse)
     return loss, grad

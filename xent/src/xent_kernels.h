@@ -238,7 +238,11 @@ static inline xent_compare_state xent_compare_init(void)
                                      double qg, double coef, T *out))                          \
     X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
-                             xent_compare_state *st))
+                             xent_compare_state *st))                                          \
+    X(void, row_lse_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st))   \
+    X(void, row_softmax_grad_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat,              \
+                                       double shift, double log_sum, double a, const double *w, \
+                                       double b, uint16_t *out))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
