@@ -202,11 +202,13 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                             double scale, const double[::1] grad_rows,
                             const xent_lse_state *states, floating *row_loss, floating *grad0,
                             Py_ssize_t grad_stride, Py_ssize_t r0, Py_ssize_t r1,
-                            xent_exact_sum *loss_out, xent_exact_sum *weight_out) noexcept nogil:
+                            xent_exact_sum *loss_out, xent_exact_sum *weight_out,
+                            bint stream=False) noexcept nogil:
     """Losses and gradients of rows r0 .. r1 - 1.
 
     Row i of c logits lies (i - first) * stride bytes after x0, its gradient (i - first) *
     grad_stride bytes after grad0 (which may be x0, with the same stride: in place).
+    stream: write the gradient with non-temporal stores (grad0 apart from x0, not read soon).
     """
     cdef Py_ssize_t i, k, g0
     cdef intp_t t
@@ -260,10 +262,16 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                 kept += 1
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
-            kern.row_softmax_grad(
-                row, c, st.shift, log_sum,
-                g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
-                g * smoothing / c, grow)
+            if stream:
+                kern.row_softmax_grad_stream(
+                    row, c, st.shift, log_sum,
+                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                    g * smoothing / c, grow)
+            else:
+                kern.row_softmax_grad(
+                    row, c, st.shift, log_sum,
+                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                    g * smoothing / c, grow)
             grow[t] = <floating>_target_grad(g, wt, smoothing, c, weight_total, x_t, st.shift,
                                              log_sum)
         g0 += SMALL_GROUP
@@ -273,12 +281,13 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
 def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
                     intp_t ignore_index, double smoothing, double scale,
                     const double[::1] grad_rows, floating[::1] row_loss, floating[:, :] grad,
-                    int nthreads):
+                    int nthreads, bint stream=False):
     """Cross-entropy with class indices and its gradient with respect to the logits.
 
     grad (N, C) may be x itself. Row i's gradient is scaled by scale * grad_rows[i]
     (grad_rows None: 1). Labels must have been checked (index_weight_total). Returns
-    (sum of row losses, sum of the weights of the non-ignored rows).
+    (sum of row losses, sum of the weights of the non-ignored rows). stream: write grad with
+    non-temporal stores (only where grad is apart from x and will not be read soon).
     """
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
@@ -297,7 +306,7 @@ def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const doub
                                   ignore_index, smoothing, scale, grad_rows, states, out,
                                   _out_row(grad, 0), grad.strides[0], b * rows,
                                   min(n, (b + 1) * rows), &part.exact_loss[b],
-                                  &part.exact_weight[b])
+                                  &part.exact_weight[b], stream)
     finally:
         free(states)
     loss, weight_sum, _ = part.combine()

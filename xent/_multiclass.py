@@ -822,6 +822,7 @@ def cross_entropy_with_grad(
             row_loss,
             buffer,
             problem.threads,
+            _streams(buffer, rows, z_loss),
         )
     if z_loss:
         _add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
@@ -857,6 +858,24 @@ def cross_entropy_with_grad(
     if return_lse:
         return loss, grad, _lse_result(problem, lse)
     return loss, grad
+
+
+#: Gradients at least this large, apart from the logits, are written with non-temporal
+#: stores: larger than the caches of most machines, so that what is read next would not find
+#: them there anyway, and the stores then skip reading each line before writing it.
+#: Measured by benchmarks/half_speed.py (loss + gradient into a new array).
+STREAM_BYTES = 64 * 2**20
+
+
+def _streams(buffer, rows, z_loss):
+    """Whether the gradient kernel writes buffer with non-temporal stores.
+
+    Not in place (the logits' lines are in cache already: measured no faster), and not with
+    a z-loss, whose gradient is added to the buffer right after.
+    """
+    return bool(
+        buffer.nbytes >= STREAM_BYTES and not z_loss and not np.may_share_memory(buffer, rows)
+    )
 
 
 def _half_gradient_rows(problem, grad):

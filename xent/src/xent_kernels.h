@@ -242,7 +242,10 @@ static inline xent_compare_state xent_compare_init(void)
     X(void, row_lse_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st))   \
     X(void, row_softmax_grad_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat,              \
                                        double shift, double log_sum, double a, const double *w, \
-                                       double b, uint16_t *out))
+                                       double b, uint16_t *out))                                \
+    X(void, row_softmax_grad_stream, S, (const T *x, ptrdiff_t n, double shift,                 \
+                                         double log_sum, double a, const double *w, double b,   \
+                                         T *out))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
