@@ -21,6 +21,9 @@ cdef inline void _widen_rows(const uint16_t[:, :] x, bint bfloat, Py_ssize_t r0,
                              float *buf) noexcept nogil:
     """Rows r0 .. r1 - 1 of float16 (or bfloat16) bits, as float32 rows packed into buf."""
     cdef Py_ssize_t i, c = x.shape[1]
+    if x.strides[0] == c * <Py_ssize_t>sizeof(uint16_t):   # contiguous rows: one vector loop
+        kern.widen_half(&x[r0, 0], (r1 - r0) * c, bfloat, buf)
+        return
     for i in range(r0, r1):
         kern.widen_half(&x[i, 0], c, bfloat, buf + (i - r0) * c)
 
@@ -151,6 +154,20 @@ def logsumexp_rows_half(const uint16_t[:, :] x, bint bfloat, float[::1] out, int
             st = xent_lse_init()
             kern.xent_k.row_lse_half_f32(&x[i, 0], c, bfloat, &st)
             out[i] = <float>xent_lse_value(&st)
+
+
+def transform_rows_half(const uint16_t[:, :] x, bint bfloat, bint softmax,
+                        uint16_t[:, :] out, int nthreads):
+    """out = log_softmax (softmax) of float16 (or bfloat16) rows x, rounded to their dtype.
+
+    Widened a chunk at a time in L1: the bits of the float32 path rounded, without its float32
+    copies of x and of the result. out may be x. Rows shorter than split_row_length().
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=_block_rows(c),
+                        num_threads=_threads_for(nthreads, n // _block_rows(c) + 1)):
+            kern.xent_k.row_transform_half_f32(&x[i, 0], c, bfloat, softmax, &out[i, 0])
 
 
 cdef void _index_grad_half_block(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] target,

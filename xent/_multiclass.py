@@ -292,6 +292,8 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
     else:
         out_array(out, a.shape, a.dtype)
     compute = compute_dtype(a.dtype)
+    if not checking and _half_transform(name, a, ax, out, threads):
+        return out
     rows = as_rows(np.moveaxis(a, ax, -1), compute)
     if checking:  # copied before the kernel runs, which may overwrite x (out=x)
         sample = _check.sample_rows(rows.shape[0])
@@ -858,6 +860,21 @@ def cross_entropy_with_grad(
     if return_lse:
         return loss, grad, _lse_result(problem, lse)
     return loss, grad
+
+
+def _half_transform(name, a, ax, out, threads):
+    """log_softmax / softmax of float16 or bfloat16 ``a`` into ``out`` read and written as
+    half bits, a chunk widened at a time; False (nothing done) where that does not apply."""
+    moved = np.moveaxis(a, ax, -1)
+    half = half_rows(moved) if moved.shape[-1] else None
+    if half is None or not out.dtype.isnative:
+        return False
+    dest = writable_rows(np.moveaxis(out, ax, -1).view(np.uint16), half[0])
+    if dest is None:
+        return False
+    if dest.size:
+        _kernels.transform_rows_half(*half, name == "softmax", dest, threads)
+    return True
 
 
 #: Gradients at least this large, apart from the logits, are written with non-temporal

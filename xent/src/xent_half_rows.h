@@ -41,4 +41,32 @@ static void F(row_softmax_grad_half)(const uint16_t *h, ptrdiff_t n, int bfloat,
     }
 }
 
+/*
+ * out = log_softmax (softmax != 0: softmax) of the row of half bits h, rounded to half bits:
+ * row_log_softmax's (row_softmax's) values on the widened row, a chunk at a time, without a
+ * float copy of the row or of the result. out may be h (the row's log-sum-exp is known before
+ * the first chunk is written, and each chunk is widened before it is overwritten).
+ */
+static void F(row_transform_half)(const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,
+                                  uint16_t *out)
+{
+    T buf[XENT_HALF_CHUNK];
+    xent_lse_state st = xent_lse_init();
+    F(row_lse_half)(h, n, bfloat, &st);
+    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
+    for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
+        ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
+        F(widen_half)(h + start, len, bfloat, buf);
+        if (softmax) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < len; j++)
+                buf[j] = F(exp)((T)(((double)buf[j] - shift) - log_sum));
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < len; j++) buf[j] = (T)(((double)buf[j] - shift) - log_sum);
+        }
+        F(narrow_half)(buf, len, bfloat, out + start);
+    }
+}
+
 #undef XENT_HALF_CHUNK

@@ -245,7 +245,9 @@ static inline xent_compare_state xent_compare_init(void)
                                        double b, uint16_t *out))                                \
     X(void, row_softmax_grad_stream, S, (const T *x, ptrdiff_t n, double shift,                 \
                                          double log_sum, double a, const double *w, double b,   \
-                                         T *out))
+                                         T *out))                                               \
+    X(void, row_transform_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,    \
+                                    uint16_t *out))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {
