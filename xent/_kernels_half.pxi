@@ -29,20 +29,27 @@ cdef inline void _widen_rows(const uint16_t[:, :] x, bint bfloat, Py_ssize_t r0,
 
 
 cdef enum:
-    # Rows up to this long are widened a few at a time into this many floats (16 KiB), which
-    # stay in L1 while the float32 kernels read them; longer rows are widened a chunk at a
-    # time inside the row kernels (row_lse_half, row_softmax_grad_half).
+    # Short rows (up to XENT_SMALL_ROW, which the float32 kernels take several at a time) are
+    # widened many at a time into this many floats (16 KiB), which stay in L1 while the
+    # float32 kernels read them. Longer rows are widened a chunk at a time inside the row
+    # kernels (row_lse_half, row_softmax_grad_half), or, with label smoothing (which reads a
+    # row once more), widened whole, a few rows at a time.
     HALF_ROWS_FLOATS = 4096
 
 
+cdef inline bint _half_by_rows(Py_ssize_t c, double smoothing) noexcept nogil:
+    """Whether rows are widened whole into the scratch (else a chunk at a time)."""
+    return c <= XENT_SMALL_ROW or smoothing != 0
+
+
 cdef inline Py_ssize_t _half_sub_rows(Py_ssize_t c) noexcept nogil:
-    """Rows widened at once (c <= HALF_ROWS_FLOATS)."""
-    return HALF_ROWS_FLOATS // c if c > 0 else HALF_ROWS_FLOATS
+    """Rows widened at once into the scratch."""
+    return max(1, HALF_ROWS_FLOATS // max(c, 1))
 
 
 cdef inline Py_ssize_t _half_scratch_floats(Py_ssize_t c) noexcept nogil:
-    """Scratch floats per thread: a few short rows, or one long row (for label smoothing)."""
-    return HALF_ROWS_FLOATS if c <= HALF_ROWS_FLOATS else c
+    """Scratch floats per thread: a few rows, or one long row."""
+    return max(<Py_ssize_t>HALF_ROWS_FLOATS, c)
 
 
 cdef inline void _merge_block(xent_exact_sum *loss_out, xent_exact_sum *weight_out,
@@ -71,9 +78,7 @@ cdef void _index_half_block(const uint16_t[:, :] x, bint bfloat, const intp_t[::
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
     bad_out[0] = -1
-    if c <= HALF_ROWS_FLOATS or smoothing != 0:
-        if c > HALF_ROWS_FLOATS:
-            sub = 1   # label smoothing reads a long row again: widened whole, into L2
+    if _half_by_rows(c, smoothing):
         s0 = r0
         while s0 < r1:
             s1 = min(r1, s0 + sub)
@@ -84,7 +89,7 @@ cdef void _index_half_block(const uint16_t[:, :] x, bint bfloat, const intp_t[::
             _merge_block(loss_out, weight_out, bad_out, &loss, &weight, bad)
             s0 = s1
         return
-    # long rows without smoothing: the loss is (shift - x_t) + log(sum), as in _index_block
+    # longer rows without smoothing: the loss is (shift - x_t) + log(sum), as in _index_block
     for i in range(r0, r1):
         t = target[i]
         if t == ignore_index:
@@ -115,8 +120,9 @@ def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] targe
                     bint log_probs, float[::1] row_loss, int nthreads):
     """index_loss of float16 (or, with bfloat, bfloat16) logits given as their bits.
 
-    Short rows are widened a few at a time into their thread's float32 scratch, which stays
-    in L1 for the float32 kernels; long rows a chunk at a time inside row_lse_half. The same
+    Short rows are widened many at a time into their thread's float32 scratch, which stays
+    in L1 for the float32 kernels; longer rows a chunk at a time inside row_lse_half (whole,
+    with label smoothing). The same
     bits as index_loss of the logits converted to float32, without that N x C copy. Rows
     shorter than split_row_length() only.
     """
@@ -188,9 +194,7 @@ cdef void _index_grad_half_block(const uint16_t[:, :] x, bint bfloat, const intp
     cdef double wt, value, g, log_sum
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
-    if c <= HALF_ROWS_FLOATS or smoothing != 0:
-        if c > HALF_ROWS_FLOATS:
-            sub = 1
+    if _half_by_rows(c, smoothing):
         s0 = r0
         while s0 < r1:
             s1 = min(r1, s0 + sub)

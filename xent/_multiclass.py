@@ -7,9 +7,10 @@ Conventions shared by every function of xent:
   batch axes. (PyTorch puts classes on axis 1 of a multi-dimensional input.)
 * float32 and float64 inputs are computed in their own precision with double accumulators;
   float16 and bfloat16 (``ml_dtypes.bfloat16``) are computed in float32 and returned in their
-  own dtype. ``logsumexp`` and ``cross_entropy`` with class indices read them directly, a
-  block of rows at a time widened in cache (rows shorter than 262,144 classes); other
-  functions convert them to float32 first. Other dtypes are refused.
+  own dtype. ``logsumexp``, ``log_softmax``, ``softmax``, and ``cross_entropy`` and
+  ``cross_entropy_with_grad`` with class indices read them directly, a few rows or a chunk
+  of a row at a time widened in cache (rows shorter than 262,144 classes), and write half
+  results directly; other functions convert them to float32 first. Other dtypes are refused.
 * Any row stride is read in place, read-only arrays and memory maps included; an input whose
   class axis is not contiguous is copied once.
 * Inputs are never modified, unless passed as ``out=``.
