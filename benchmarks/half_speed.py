@@ -29,7 +29,7 @@ from xent import _kernels
 def median_times(funcs, repeat):
     """Median seconds of each function, its runs interleaved with the others'."""
     times = {name: [] for name in funcs}
-    for name, func in funcs.items():  # warm up
+    for func in funcs.values():  # warm up
         func()
     for _ in range(repeat):
         for name, func in funcs.items():
@@ -67,7 +67,9 @@ def forward(threads, repeat):
             base = t[f"{op} float32"]
             line = f"  {n:>6} x {c:<6} {op:<3} f32 {base * 1e3:7.2f}"
             for name in ("bfloat16", "float16"):
-                line += f" | {name} {t[f'{op} {name}'] * 1e3:7.2f} ({base / t[f'{op} {name}']:.2f}x)"
+                line += (
+                    f" | {name} {t[f'{op} {name}'] * 1e3:7.2f} ({base / t[f'{op} {name}']:.2f}x)"
+                )
             print(line, flush=True)
 
 
@@ -115,7 +117,9 @@ def grad(threads, repeat):
     for name, value in t.items():
         print(f"  {name:<32} {value * 1e3:8.1f}")
     print(f"  in place / (x *= 1):      {t['xent grad out=logits'] / t['x *= 1 in place']:.2f}")
-    print(f"  new array / copy:         {t['xent grad out=new array'] / t['copy x -> y (numpy, 2 threads)']:.2f}")
+    print(
+        f"  new array / copy:         {t['xent grad out=new array'] / t['copy x -> y (numpy, 2 threads)']:.2f}"
+    )
     print(f"  torch / in place:         {t['torch fwd+bwd'] / t['xent grad out=logits']:.1f}x")
     print(f"  torch / new array:        {t['torch fwd+bwd'] / t['xent grad out=new array']:.1f}x")
 

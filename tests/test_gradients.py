@@ -452,7 +452,7 @@ def test_cross_entropy_with_grad_check_mode():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
-@pytest.mark.parametrize("c", [5, 100, 3001])
+@pytest.mark.parametrize("c", [5, 100, 3001, 5000])
 def test_streamed_gradient_has_the_same_bits(isa, dtype, c, monkeypatch):
     """Non-temporal stores (gradients apart from the logits, large) write the same bits as
     plain stores, from any alignment of the output rows, with class weights and smoothing."""

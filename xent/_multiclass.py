@@ -775,7 +775,9 @@ def cross_entropy_with_grad(
     # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
     lse = _row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
-    grad = gradient_array(out, problem.x, target=problem.target, weight=weight, grad_output=grad_output)
+    grad = gradient_array(
+        out, problem.x, target=problem.target, weight=weight, grad_output=grad_output
+    )
     half_dest = _half_gradient_rows(problem, grad) if not (z_loss or checking) else None
     if half_dest is not None:
         return _half_loss_grad(problem, half_dest, grad, factor, row_factors, lse, return_lse)
