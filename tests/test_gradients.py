@@ -449,3 +449,35 @@ def test_cross_entropy_with_grad_check_mode():
                     )
     big = rng.standard_normal((5000, 4)).astype(np.float32)  # checked on a sample of rows
     xent.cross_entropy_with_grad(big, rng.integers(0, 4, size=5000), check=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("c", [5, 100, 3001, 5000])
+def test_streamed_gradient_has_the_same_bits(isa, dtype, c, monkeypatch):
+    """Non-temporal stores (gradients apart from the logits, large) write the same bits as
+    plain stores, from any alignment of the output rows, with class weights and smoothing."""
+    from xent import _kernels, _multiclass
+
+    rng = np.random.default_rng(c)
+    n = 37
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    target = rng.integers(0, c, n)
+    weight = rng.uniform(0.5, 2, c)
+    for options in ({}, {"weight": weight, "label_smoothing": 0.1}):
+        want_loss, want = xent.cross_entropy_with_grad(x, target, **options)
+        monkeypatch.setattr(_multiclass, "STREAM_BYTES", 0)
+        for offset in range(3):  # output rows at every alignment of a few elements
+            store = np.zeros(n * c + 3, dtype=dtype)
+            out = store[offset : offset + n * c].reshape(n, c)
+            loss, grad = xent.cross_entropy_with_grad(x, target, out=out, **options)
+            assert grad is out
+            assert np.array_equal(grad.view(np.uint8), want.view(np.uint8))
+            assert np.array_equal(np.asarray(loss), np.asarray(want_loss))
+        monkeypatch.undo()
+    # the kernel itself, streamed or not
+    plain, streamed = np.empty_like(x), np.empty_like(x)
+    args = (x, target, None, -100, 0.0, 1.0 / n, None, None)
+    assert _kernels.index_loss_grad(*args, plain, 2, False) == _kernels.index_loss_grad(
+        *args, streamed, 2, True
+    )
+    assert np.array_equal(plain.view(np.uint8), streamed.view(np.uint8))

@@ -172,3 +172,79 @@ def test_half_gradients_and_softmax_equal_rounded_float32(dtype, layout):
     out = np.empty_like(x)
     xent.log_softmax(x, out=out)
     assert same_bits(out, xent.log_softmax(x.astype(np.float32)).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("n, c", [(300, 10), (70, 1000), (9, 5000), (4, 40000)])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.2}, {"weight": "w", "ignore_index": 2}],
+    ids=["plain", "smoothing", "weight-ignore"],
+)
+@pytest.mark.parametrize("where", ["new", "in-place"])
+def test_half_gradient_read_directly_equals_rounded_float32(isa, dtype, n, c, options, where):
+    """The half gradient, computed a few rows (or a chunk of a long row) at a time, has the
+    float32 path's bits rounded to the half dtype, in place too, with per-row grad_output."""
+    x = logits(dtype, (n, c))
+    rng = np.random.default_rng(7)
+    target = rng.integers(0, c, n)
+    target[1] = 2  # ignored in the weight-ignore case
+    opts = dict(options)
+    if opts.get("weight") == "w":
+        opts["weight"] = rng.uniform(0.5, 2, c)
+    x32 = x.astype(np.float32)
+    for reduction, grad_output in (("mean", 0.75), ("none", rng.uniform(-1, 2, n))):
+        kwargs = dict(opts, reduction=reduction, grad_output=grad_output)
+        want_loss, want_grad = xent.cross_entropy_with_grad(x32, target, **kwargs)
+        source = x.copy()
+        out = source if where == "in-place" else None
+        loss, grad = xent.cross_entropy_with_grad(source, target, out=out, **kwargs)
+        assert grad.dtype == dtype and (grad is source) == (where == "in-place")
+        assert same_bits(grad, want_grad.astype(dtype))
+        forward = xent.cross_entropy(x, target, reduction=reduction, **opts)
+        assert same_bits(loss, forward)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+def test_half_gradient_threads_agree(dtype):
+    x = logits(dtype, (3000, 300))
+    target = np.random.default_rng(8).integers(0, 300, 3000)
+    one = xent.cross_entropy_with_grad(x, target, num_threads=1)
+    two = xent.cross_entropy_with_grad(x, target, num_threads=2)
+    assert same_bits(one[0], two[0]) and same_bits(one[1], two[1])
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("c", [100, 20000])
+def test_half_gradient_allocates_no_float32_copy(dtype, c):
+    """Peak traced memory: the half gradient itself (new) or next to nothing (in place), not
+    the float32 copies of the logits and gradient (four times the logits' size)."""
+    import tracemalloc
+
+    x = logits(dtype, (4_000_000 // c, c))
+    target = np.random.default_rng(9).integers(0, c, x.shape[0])
+    for out in (None, x):
+        tracemalloc.start()
+        try:
+            xent.cross_entropy_with_grad(x, target, out=out, num_threads=2)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        limit = (x.nbytes if out is None else 0) + x.nbytes // 4
+        assert peak < limit, (out is None, peak, x.nbytes)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=str)
+@pytest.mark.parametrize("shape, axis", [((50, 10), -1), ((6, 5000), -1), ((3000, 4), 0)])
+@pytest.mark.parametrize("func", ["softmax", "log_softmax"])
+def test_half_transforms_read_directly_equal_rounded_float32(isa, dtype, shape, axis, func):
+    """softmax and log_softmax of half logits, computed a chunk at a time into the half
+    output (in place too), have the float32 path's bits rounded."""
+    x = logits(dtype, shape)
+    x[1] = np.array(-np.inf).astype(dtype)  # an all -inf row (or column)
+    want = getattr(xent, func)(x.astype(np.float32), axis=axis).astype(dtype)
+    got = getattr(xent, func)(x, axis=axis)
+    assert got.dtype == dtype and same_bits(got, want)
+    inplace = x.copy()
+    assert getattr(xent, func)(inplace, axis=axis, out=inplace) is inplace
+    assert same_bits(inplace, want)

@@ -80,6 +80,7 @@ def index_loss_grad(
     row_loss: _Floating | None,
     grad: _Floating,
     nthreads: int,
+    stream: bool = ...,
 ) -> tuple[float, float]: ...
 def probability_loss_grad(
     x: _Floating,
@@ -107,6 +108,22 @@ def index_loss_half(
     nthreads: int,
 ) -> tuple[float, float, int]: ...
 def logsumexp_rows_half(x: _Bits, bfloat: bool, out: _Float32, nthreads: int) -> None: ...
+def transform_rows_half(
+    x: _Bits, bfloat: bool, softmax: bool, out: _Bits, nthreads: int
+) -> None: ...
+def index_loss_grad_half(
+    x: _Bits,
+    bfloat: bool,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    smoothing: float,
+    scale: float,
+    grad_rows: _Float64 | None,
+    row_loss: _Float32 | None,
+    grad: _Bits,
+    nthreads: int,
+) -> tuple[float, float]: ...
 def widen_half_rows(x: _Bits, bfloat: bool, out: _Float32, nthreads: int) -> None: ...
 def narrow_half(x: _Float32, bfloat: bool, out: _Bits, nthreads: int) -> None: ...
 def widen_half(h: _Bits, bfloat: bool, out: _Float32) -> None: ...

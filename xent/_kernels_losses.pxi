@@ -194,39 +194,73 @@ cdef inline double _row_g(const double[::1] grad_rows, Py_ssize_t i) noexcept no
     return grad_rows[i] if grad_rows is not None else 1.0
 
 
-cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
-                            const double *weight, double weight_total, intp_t ignore_index,
-                            double smoothing, double scale, const double[::1] grad_rows,
-                            const xent_lse_state *states, floating *row_loss,
-                            floating[:, :] grad, Py_ssize_t r0, Py_ssize_t r1,
-                            xent_exact_sum *loss_out, xent_exact_sum *weight_out) noexcept nogil:
-    cdef Py_ssize_t i, k, g0, c = x.shape[1]
+cdef double _weight_total(const double[::1] weight, Py_ssize_t c):
+    """W = sum of the class weights (C without them), for the label smoothing's gradient."""
+    cdef double total = 0
+    cdef Py_ssize_t k
+    if weight is None:
+        return c
+    for k in range(c):
+        total += weight[k]
+    return total
+
+
+cdef inline double _target_grad(double g, double wt, double smoothing, Py_ssize_t c,
+                               double weight_total, double x_t, double shift,
+                               double log_sum) noexcept nogil:
+    """The gradient's entry at the target, g ((1-eps) w_t (p_t - 1) + eps/C (W p_t - w_t)).
+
+    In double: p_t - 1 cancels, so it is expm1 of the log-softmax (for the max's entry,
+    -rest / (1 + rest) to the last bits).
+    """
+    cdef double p_t_minus_1 = expm1((x_t - shift) - log_sum)
+    cdef double p_t = p_t_minus_1 + 1.0
+    return g * ((1.0 - smoothing) * wt * p_t_minus_1 + smoothing / c * (weight_total * p_t - wt))
+
+
+cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
+                            Py_ssize_t first, const intp_t[::1] target, const double *weight,
+                            double weight_total, intp_t ignore_index, double smoothing,
+                            double scale, const double[::1] grad_rows,
+                            const xent_lse_state *states, floating *row_loss, floating *grad0,
+                            Py_ssize_t grad_stride, Py_ssize_t r0, Py_ssize_t r1,
+                            xent_exact_sum *loss_out, xent_exact_sum *weight_out,
+                            bint stream=False) noexcept nogil:
+    """Losses and gradients of rows r0 .. r1 - 1.
+
+    Row i of c logits lies (i - first) * stride bytes after x0, its gradient (i - first) *
+    grad_stride bytes after grad0 (which may be x0, with the same stride: in place).
+    stream: write the gradient with non-temporal stores (grad0 apart from x0, not read soon).
+    """
+    cdef Py_ssize_t i, k, g0
     cdef intp_t t
     cdef const floating *row
     cdef floating *grow
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
     # as _index_block does, so that the losses are the same, bit for bit
-    cdef bint small = states == NULL and _small_rows(x)
-    cdef double wt, x_t, g, p_t, p_t_minus_1, loss, log_sum
+    cdef bint small = (states == NULL and c <= XENT_SMALL_ROW
+                       and stride % <Py_ssize_t>sizeof(floating) == 0)
+    cdef double wt, x_t, g, loss, log_sum
     cdef Py_ssize_t kept = 0   # as _index_block
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
     g0 = r0
     while g0 < r1:
         if small:
-            _group_lse(_row(x, g0), x.strides[0] // <Py_ssize_t>sizeof(floating),
-                       min(SMALL_GROUP, r1 - g0), c, group)
+            _group_lse(<const floating *>(<const char *>x0 + (g0 - first) * stride),
+                       stride // <Py_ssize_t>sizeof(floating), min(SMALL_GROUP, r1 - g0), c,
+                       group)
         for i in range(g0, min(g0 + SMALL_GROUP, r1)):
             t = target[i]
-            grow = _out_row(grad, i)
+            grow = <floating *>(<char *>grad0 + (i - first) * grad_stride)
             if t == ignore_index or t < 0 or t >= c:   # out of range: raised by the caller
                 for k in range(c):
                     grow[k] = 0
                 if row_loss != NULL:
                     row_loss[i] = 0
                 continue
-            row = _row(x, i)
+            row = <const floating *>(<const char *>x0 + (i - first) * stride)
             wt = weight[t] if weight != NULL else 1.0
             x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
             if states != NULL:
@@ -250,16 +284,18 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
                 kept += 1
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
-            kern.row_softmax_grad(
-                row, c, st.shift, log_sum,
-                g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
-                g * smoothing / c, grow)
-            # the target's entry again, in double: p_t - 1 cancels, so it is expm1 of the
-            # log-softmax (for the max's entry, -rest / (1 + rest) to the last bits)
-            p_t_minus_1 = expm1((x_t - st.shift) - log_sum)
-            p_t = p_t_minus_1 + 1.0
-            grow[t] = <floating>(g * ((1.0 - smoothing) * wt * p_t_minus_1
-                                      + smoothing / c * (weight_total * p_t - wt)))
+            if stream:
+                kern.row_softmax_grad_stream(
+                    row, c, st.shift, log_sum,
+                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                    g * smoothing / c, grow)
+            else:
+                kern.row_softmax_grad(
+                    row, c, st.shift, log_sum,
+                    g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
+                    g * smoothing / c, grow)
+            grow[t] = <floating>_target_grad(g, wt, smoothing, c, weight_total, x_t, st.shift,
+                                             log_sum)
         g0 += SMALL_GROUP
     xent_exact_add(weight_out, <double>kept)
 
@@ -267,34 +303,32 @@ cdef void _index_grad_block(const floating[:, :] x, const intp_t[::1] target,
 def index_loss_grad(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
                     intp_t ignore_index, double smoothing, double scale,
                     const double[::1] grad_rows, floating[::1] row_loss, floating[:, :] grad,
-                    int nthreads):
+                    int nthreads, bint stream=False):
     """Cross-entropy with class indices and its gradient with respect to the logits.
 
     grad (N, C) may be x itself. Row i's gradient is scaled by scale * grad_rows[i]
     (grad_rows None: 1). Labels must have been checked (index_weight_total). Returns
-    (sum of row losses, sum of the weights of the non-ignored rows).
+    (sum of row losses, sum of the weights of the non-ignored rows). stream: write grad with
+    non-temporal stores (only where grad is apart from x and will not be read soon).
     """
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
     cdef _Partials part = _Partials(nblocks, True)
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef floating *out = &row_loss[0] if row_loss is not None and n > 0 else NULL
-    cdef double weight_total = c
+    cdef double weight_total = _weight_total(weight, c)
     if n == 0:
         return 0.0, 0.0
-    if weight is not None:
-        weight_total = 0
-        for b in range(c):
-            weight_total += weight[b]
     cdef xent_lse_state *states = _split_lse(x, nthreads) if _split_rows(c) else NULL
     try:
         with nogil:
             for b in prange(nblocks, schedule="dynamic",
                             num_threads=_threads_for(nthreads, nblocks)):
-                _index_grad_block(x, target, w, weight_total, ignore_index, smoothing, scale,
-                                  grad_rows, states, out, grad, b * rows,
+                _index_grad_block(_row(x, 0), x.strides[0], c, 0, target, w, weight_total,
+                                  ignore_index, smoothing, scale, grad_rows, states, out,
+                                  _out_row(grad, 0), grad.strides[0], b * rows,
                                   min(n, (b + 1) * rows), &part.exact_loss[b],
-                                  &part.exact_weight[b])
+                                  &part.exact_weight[b], stream)
     finally:
         free(states)
     loss, weight_sum, _ = part.combine()

@@ -7,9 +7,10 @@ Conventions shared by every function of xent:
   batch axes. (PyTorch puts classes on axis 1 of a multi-dimensional input.)
 * float32 and float64 inputs are computed in their own precision with double accumulators;
   float16 and bfloat16 (``ml_dtypes.bfloat16``) are computed in float32 and returned in their
-  own dtype. ``logsumexp`` and ``cross_entropy`` with class indices read them directly, a
-  block of rows at a time widened in cache (rows shorter than 262,144 classes); other
-  functions convert them to float32 first. Other dtypes are refused.
+  own dtype. ``logsumexp``, ``log_softmax``, ``softmax``, and ``cross_entropy`` and
+  ``cross_entropy_with_grad`` with class indices read them directly, a few rows or a chunk
+  of a row at a time widened in cache (rows shorter than 262,144 classes), and write half
+  results directly; other functions convert them to float32 first. Other dtypes are refused.
 * Any row stride is read in place, read-only arrays and memory maps included; an input whose
   class axis is not contiguous is copied once.
 * Inputs are never modified, unless passed as ``out=``.
@@ -318,6 +319,8 @@ def _rowwise_transform(name, kernel, reference_fn, x, axis, out, num_threads, ch
     else:
         out_array(out, a.shape, a.dtype)
     compute = compute_dtype(a.dtype)
+    if not checking and _half_transform(name, a, ax, out, threads):
+        return out
     rows = as_rows(np.moveaxis(a, ax, -1), compute)
     if checking:  # copied before the kernel runs, which may overwrite x (out=x)
         sample = _check.sample_rows(rows.shape[0])
@@ -798,8 +801,13 @@ def cross_entropy_with_grad(
     # the z-loss and log-sum-exp options read the logits before the gradient may overwrite them
     lse = _row_logsumexp(problem) if z_loss or return_lse else None
     checking = check_enabled(check)
+    grad = gradient_array(
+        out, problem.x, target=problem.target, weight=weight, grad_output=grad_output
+    )
+    half_dest = _half_gradient_rows(problem, grad) if not (z_loss or checking) else None
+    if half_dest is not None:
+        return _half_loss_grad(problem, half_dest, grad, factor, row_factors, lse, return_lse)
     x, rows, n_rows = problem.x, problem.rows, problem.rows.shape[0]
-    grad = gradient_array(out, x, target=problem.target, weight=weight, grad_output=grad_output)
     if checking:  # copied now: the gradient may overwrite the logits
         sample = _check.sample_rows(n_rows)
         saved = rows[sample].copy(), problem.target_rows[sample].copy()
@@ -845,6 +853,7 @@ def cross_entropy_with_grad(
             row_loss,
             buffer,
             problem.threads,
+            _streams(buffer, rows, z_loss),
         )
     if z_loss:
         _add_z_loss_grad(problem, z_rows, lse, z_loss, factor, row_factors, buffer)
@@ -877,6 +886,85 @@ def cross_entropy_with_grad(
         )
     if z_loss:
         loss = _add_z_loss(problem, total, denominator, row_loss, lse, z_loss)
+    if return_lse:
+        return loss, grad, _lse_result(problem, lse)
+    return loss, grad
+
+
+def _half_transform(name, a, ax, out, threads):
+    """log_softmax / softmax of float16 or bfloat16 ``a`` into ``out`` read and written as
+    half bits, a chunk widened at a time; False (nothing done) where that does not apply."""
+    moved = np.moveaxis(a, ax, -1)
+    half = half_rows(moved) if moved.shape[-1] else None
+    if half is None or not out.dtype.isnative:
+        return False
+    dest = writable_rows(np.moveaxis(out, ax, -1).view(np.uint16), half[0])
+    if dest is None:
+        return False
+    if dest.size:
+        _kernels.transform_rows_half(*half, name == "softmax", dest, threads)
+    return True
+
+
+#: Gradients at least this large, apart from the logits, are written with non-temporal
+#: stores: larger than the caches of most machines, so that what is read next would not find
+#: them there anyway, and the stores then skip reading each line before writing it.
+#: Measured by benchmarks/half_speed.py (loss + gradient into a new array).
+STREAM_BYTES = 64 * 2**20
+
+
+def _streams(buffer, rows, z_loss):
+    """Whether the gradient kernel writes buffer with non-temporal stores.
+
+    Not in place (the logits' lines are in cache already: measured no faster), and not with
+    a z-loss, whose gradient is added to the buffer right after.
+    """
+    return bool(
+        buffer.nbytes >= STREAM_BYTES and not z_loss and not np.may_share_memory(buffer, rows)
+    )
+
+
+def _half_gradient_rows(problem, grad):
+    """grad's half bits as rows the half gradient kernel can write, or None.
+
+    That takes float16 / bfloat16 logits read directly (problem.half) with class indices, and
+    a gradient array of native byte order whose rows are either the logits' own (in place) or
+    apart from them.
+    """
+    if problem.half is None or problem.probabilities or not grad.dtype.isnative:
+        return None
+    return writable_rows(grad.view(np.uint16), problem.half[0])
+
+
+def _half_loss_grad(problem, dest, grad, factor, row_factors, lse, return_lse):
+    """cross_entropy_with_grad of half logits, widened a few rows (or a chunk) at a time.
+
+    The gradient is computed in float32 in cache and rounded into ``dest``: no float32 copy
+    of the logits or of their gradient, the same bits as the float32 path rounded.
+    """
+    n_rows = dest.shape[0]
+    weight_total, bad = _kernels.index_weight_total(
+        problem.target_rows, problem.weight, problem.ignore_index, problem.n_classes
+    )
+    if bad >= 0:
+        problem.raise_bad_label(bad)
+    scale = safe_divide(factor, weight_total) if problem.reduction == "mean" else factor
+    row_loss = np.empty(n_rows, dtype=problem.compute) if problem.reduction == "none" else None
+    total, denominator = _kernels.index_loss_grad_half(
+        *problem.half,
+        problem.target_rows,
+        problem.weight,
+        problem.ignore_index,
+        problem.smoothing,
+        scale,
+        row_factors,
+        row_loss,
+        dest,
+        problem.threads,
+    )
+    loss = reduce_loss(
+        total, denominator, row_loss, problem.reduction, problem.batch, problem.x.dtype
+    )
     if return_lse:
         return loss, grad, _lse_result(problem, lse)
     return loss, grad

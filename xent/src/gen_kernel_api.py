@@ -113,6 +113,8 @@ def render(entries):
         "# FIELDS: " + " ".join(f"{name}_{s}" for _, s in ELEMENT_TYPES for _, name, _ in entries),
     ]
     for ret, name, params in entries:
+        if not any(re.search(r"\bT\b", p) for p in [ret, *params]):
+            continue  # no element type to choose by: call xent_k.<name>_f32 directly
         generic = ", ".join(_cython_type(p, "floating") for p in params)
         call = ", ".join(_param_name(p) for p in params)
         give = "" if ret == "void" else "return "

@@ -5,10 +5,13 @@
 
 /*
  * out[i] = h[i] widened exactly to T, where h holds IEEE float16 (bfloat == 0) or bfloat16
- * (bfloat == 1) bits. bfloat16 is the top half of a float. float16's exponent and mantissa,
- * moved to a float's places, are off by the bias difference, 2^(127 - 15): one multiply puts
- * normals and subnormals right; inf and NaN (payload kept) get the all-ones exponent instead.
- * Branch-free, so it vectorises with or without F16C.
+ * (bfloat == 1) bits. bfloat16 is the top half of a float. float16's normals are its bits
+ * moved to a float's places with the exponent rebiased by 127 - 15 (an integer add); its
+ * subnormals, m 2^-24 with m < 2^10, are the integer m converted and scaled (both exact, and
+ * no operand is a subnormal float: arithmetic on those takes a microcode assist on x86, 16x
+ * slower for a whole row of them, and float16 gradients are often subnormal); inf and NaN
+ * (payload kept) get the all-ones exponent. Branch-free, so it vectorises with or without
+ * F16C (whose conversion quiets a signalling NaN: its payload would not be kept).
  */
 static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
 {
@@ -24,13 +27,14 @@ static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
     }
 #pragma omp simd
     for (ptrdiff_t i = 0; i < n; i++) {
-        uint32_t v = h[i], magnitude = (v & 0x7fffu) << 13, bits;
-        float f;
-        memcpy(&f, &magnitude, sizeof f);
-        f *= 0x1p112f;
-        memcpy(&bits, &f, sizeof bits);
-        bits = magnitude >= (0x7c00u << 13) ? magnitude | 0x7f800000u : bits;
+        uint32_t v = h[i], magnitude = v & 0x7fffu, bits;
+        uint32_t normal = (magnitude << 13) + ((uint32_t)(127 - 15) << 23);
+        float sub = (float)(int32_t)magnitude * 0x1p-24f;
+        memcpy(&bits, &sub, sizeof bits);
+        bits = magnitude < 0x400u ? bits : normal;
+        bits = magnitude >= 0x7c00u ? (magnitude << 13) | 0x7f800000u : bits;
         bits |= (v & 0x8000u) << 16;
+        float f;
         memcpy(&f, &bits, sizeof f);
         out[i] = (T)f;
     }

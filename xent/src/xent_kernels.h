@@ -264,7 +264,16 @@ static inline xent_compare_state xent_compare_init(void)
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
                              xent_compare_state *st))                                          \
     X(void, rows_evaluate_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,             \
-                                     ptrdiff_t n, const T *target, xent_eval_state *st))
+                                     ptrdiff_t n, const T *target, xent_eval_state *st))        \
+    X(void, row_lse_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st))   \
+    X(void, row_softmax_grad_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat,              \
+                                       double shift, double log_sum, double a, const double *w, \
+                                       double b, uint16_t *out))                                \
+    X(void, row_softmax_grad_stream, S, (const T *x, ptrdiff_t n, double shift,                 \
+                                         double log_sum, double a, const double *w, double b,   \
+                                         T *out))                                               \
+    X(void, row_transform_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,    \
+                                    uint16_t *out))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

@@ -1,0 +1,72 @@
+/*
+ * Row kernels that read float16 or bfloat16 bits directly: a row is widened one chunk at a
+ * time into a float buffer on the stack, which stays in L1 while the float kernels read it,
+ * so a row is read from memory once, at half the bytes, and no block of widened rows goes
+ * through L2. The arithmetic is that of the float kernels on the same chunks: the results
+ * have the bits of the float path on the row widened first.
+ * Part of one instantiation (see xent_instantiate.h); after xent_lse.h and xent_losses.h.
+ */
+
+/* Half entries widened per chunk: the chunk row_lse folds at a time (XENT_CHUNK entries of
+ * T), so that folding the widened chunks is folding the widened row's chunks. */
+#define XENT_HALF_CHUNK XENT_CHUNK
+
+/* Log-sum-exp state of one row of half bits (start from xent_lse_init): row_lse's result on
+ * the row widened to T. */
+static void F(row_lse_half)(const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st)
+{
+    T buf[XENT_HALF_CHUNK];
+    for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
+        ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
+        F(widen_half)(h + start, len, bfloat, buf);
+        F(lse_chunk)(buf, len, st);
+    }
+}
+
+/*
+ * out = row_softmax_grad of the row of half bits h, rounded to half bits: each chunk is
+ * widened, its gradient computed in place in L1 and narrowed into out. out may be h (each
+ * chunk is read whole before it is written). The caller fixes the target's entry.
+ */
+static void F(row_softmax_grad_half)(const uint16_t *h, ptrdiff_t n, int bfloat, double shift,
+                                     double log_sum, double a, const double *w, double b,
+                                     uint16_t *out)
+{
+    T buf[XENT_HALF_CHUNK];
+    for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
+        ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
+        F(widen_half)(h + start, len, bfloat, buf);
+        F(row_softmax_grad)(buf, len, shift, log_sum, a, w ? w + start : NULL, b, buf);
+        F(narrow_half)(buf, len, bfloat, out + start);
+    }
+}
+
+/*
+ * out = log_softmax (softmax != 0: softmax) of the row of half bits h, rounded to half bits:
+ * row_log_softmax's (row_softmax's) values on the widened row, a chunk at a time, without a
+ * float copy of the row or of the result. out may be h (the row's log-sum-exp is known before
+ * the first chunk is written, and each chunk is widened before it is overwritten).
+ */
+static void F(row_transform_half)(const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,
+                                  uint16_t *out)
+{
+    T buf[XENT_HALF_CHUNK];
+    xent_lse_state st = xent_lse_init();
+    F(row_lse_half)(h, n, bfloat, &st);
+    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
+    for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
+        ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
+        F(widen_half)(h + start, len, bfloat, buf);
+        if (softmax) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < len; j++)
+                buf[j] = F(exp)((T)(((double)buf[j] - shift) - log_sum));
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < len; j++) buf[j] = (T)(((double)buf[j] - shift) - log_sum);
+        }
+        F(narrow_half)(buf, len, bfloat, out + start);
+    }
+}
+
+#undef XENT_HALF_CHUNK
