@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from . import _blas, _linear
+from . import _blas, _kernels, _linear
 from ._threads import get_num_threads, shares_cpus
 from ._multiclass import check_z_loss
 from ._validation import (
@@ -205,9 +205,11 @@ class _LinearInputs:
         self.n_rows = self.hidden.shape[0]
 
     def row_stats(self, extra=None):
-        """Per row (shift, sum-exp, target logit, sum of logits) from one tiled pass (and,
-        into extra unless None, what return_stats needs: see _linear.forward)."""
+        """Per row (shift, sum-exp, target logit, sum of logits) and log(sum-exp), from one
+        tiled pass (and, into extra unless None, what return_stats needs: see
+        _linear.forward)."""
         stats = np.empty((self.n_rows, 4), dtype=np.float64)
+        log_sum = np.empty(self.n_rows, dtype=np.float64)
         if self.n_rows:
             with _blas.single_threaded():
                 _linear.forward(
@@ -220,15 +222,20 @@ class _LinearInputs:
                     stats,
                     self.threads,
                     row_extra=extra,
+                    log_sum=log_sum,
                 )
-        return stats
+        return stats, log_sum
 
-    def row_losses(self, stats):
-        """Per-row losses in float64 (0 for ignored rows), as PyTorch's cross_entropy."""
+    def row_losses(self, stats, log_sum=None):
+        """Per-row losses in float64 (0 for ignored rows), as PyTorch's cross_entropy.
+
+        log_sum: each row's log(sum-exp) as the kernels give it (ties and rest apart, so a
+        confident row's loss log1p(rest) keeps its digits); else log of stats' sum-exp."""
         shift, sum_exp, target_logit, logit_sum = stats.T
         eps = self.smoothing
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            log_sum = np.log(sum_exp)
+            if log_sum is None:
+                log_sum = np.log(sum_exp)
             loss = np.zeros(self.n_rows)
             if eps != 1:
                 # -log_softmax at the target, as (shift - z_t) + log_sum: no rounding of lse
@@ -238,8 +245,9 @@ class _LinearInputs:
         return np.where(self.valid, loss, 0.0)
 
     def reduce(self, row_loss):
-        with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64's range
-            total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
+        # The exact sum of the rows' float64 losses, rounded once: the mean and the sum are
+        # correctly rounded, whatever the order or the partition of the rows.
+        total = _kernels.exact_sum(np.ascontiguousarray(row_loss, dtype=np.float64).reshape(-1))
         return reduce_loss(
             total,
             int(np.count_nonzero(self.valid)),
@@ -327,14 +335,14 @@ def linear_cross_entropy(
         hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
     )
     extra = np.zeros((problem.n_rows, 2), dtype=np.float64) if return_stats else None
-    stats = problem.row_stats(extra)
-    lse = _row_lse(stats)
-    loss = problem.reduce(_add_z_loss(problem, problem.row_losses(stats), lse, z_loss))
+    stats, log_sum = problem.row_stats(extra)
+    lse = _row_lse(stats, log_sum)
+    loss = problem.reduce(_add_z_loss(problem, problem.row_losses(stats, log_sum), lse, z_loss))
     result = (loss,)
     if return_lse:
         result += (_in_dtype(problem, lse),)
     if return_stats:
-        result += (_row_statistics(problem, stats, extra),)
+        result += (_row_statistics(problem, stats, extra, log_sum),)
     return result
 
 
@@ -400,7 +408,7 @@ def _forward(
     problem = _LinearInputs(
         hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
     )
-    return problem.reduce(problem.row_losses(problem.row_stats()))
+    return problem.reduce(problem.row_losses(*problem.row_stats()))
 
 
 @shares_cpus
@@ -445,9 +453,10 @@ def linear_cross_entropy_with_grad(
                 problem.weight[:, :width].sum(axis=0, dtype=np.float64)
             )
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
+    log_sum = np.empty(problem.n_rows, dtype=np.float64)
     if problem.n_rows:
         with _blas.single_threaded():
-            _linear.forward(
+            _linear.gradient(
                 problem.hidden,
                 problem.weight,
                 problem.bias,
@@ -455,33 +464,19 @@ def linear_cross_entropy_with_grad(
                 problem.softcap,
                 problem.smoothing != 0,
                 stats,
-                problem.threads,
+                log_sum,
                 row_scale,
                 keep,
                 spread,
                 grad_hidden,
-                smooth_sum,
-                weight_sum,
-                z_loss=z_loss,
-            )
-            _linear.grad_weight(
-                problem.hidden,
-                problem.weight,
-                problem.bias,
-                problem.labels,
-                problem.softcap,
-                stats,
-                row_scale,
-                keep,
-                spread,
                 grad_weight,
                 grad_bias,
                 problem.threads,
                 z_loss=z_loss,
             )
-    row_loss = problem.row_losses(stats)
+    row_loss = problem.row_losses(stats, log_sum)
     if z_loss:
-        row_loss = _add_z_loss(problem, row_loss, _row_lse(stats), z_loss)
+        row_loss = _add_z_loss(problem, row_loss, _row_lse(stats, log_sum), z_loss)
     loss = problem.reduce(row_loss)
     dtype = problem.dtype
     with np.errstate(over="ignore"):
@@ -492,7 +487,7 @@ def linear_cross_entropy_with_grad(
             None if grad_bias is None else grad_bias.astype(dtype),
         )
     if return_lse:
-        return grads, _in_dtype(problem, _row_lse(stats))
+        return grads, _in_dtype(problem, _row_lse(stats, log_sum))
     return grads
 
 
@@ -595,9 +590,9 @@ True
 """
 
 
-def _row_lse(stats):
+def _row_lse(stats, log_sum=None):
     with np.errstate(divide="ignore", invalid="ignore"):
-        return stats[:, 0] + np.log(stats[:, 1])
+        return stats[:, 0] + (np.log(stats[:, 1]) if log_sum is None else log_sum)
 
 
 def _in_dtype(problem, values):
@@ -613,12 +608,12 @@ def _add_z_loss(problem, row_loss, lse, z_loss):
         return row_loss + np.where(problem.valid, z_loss * lse * lse, 0.0)
 
 
-def _row_statistics(problem, stats, extra):
+def _row_statistics(problem, stats, extra, log_sum):
     """LinearRowStats from the forward's statistics and its extra columns."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        entropy = np.log(stats[:, 1]) - extra[:, 0] / stats[:, 1]
+        entropy = log_sum - extra[:, 0] / stats[:, 1]
     return LinearRowStats(
-        _in_dtype(problem, _row_lse(stats)),
+        _in_dtype(problem, _row_lse(stats, log_sum)),
         _in_dtype(problem, entropy),
         extra[:, 1].astype(np.intp).reshape(problem.batch),
     )
