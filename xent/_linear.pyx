@@ -476,12 +476,23 @@ cdef inline void _softmax_grad_row(const floating *x, Py_ssize_t n, double shift
 # ---- gradient in three gemms: a chunk of rows' logits, its softmax gradient, two products ----
 
 
+# A chunk of rows holds its whole (rows x V) block of logits (then of d loss / d logits) in
+# one buffer of at most about this many bytes, and never fewer than ROW_BLOCK rows; the rows
+# are a function of V and the dtype alone, never of the thread count, so every gemm call (and
+# so every bit of the result) is the same on any number of threads. 128 MiB: 1024 rows of a
+# 32 000 float32 vocabulary, enough rows for grad_weight's gemms to run near the BLAS's rate.
+# Changed only by tests (set_chunk_bytes), to cut small problems into several chunks.
+cdef Py_ssize_t _chunk_bytes = 128 * 1024 * 1024
+
+
+def set_chunk_bytes(Py_ssize_t nbytes):
+    """Set the chunk's byte budget (for tests); returns the previous one."""
+    global _chunk_bytes
+    previous, _chunk_bytes = _chunk_bytes, nbytes
+    return previous
+
+
 cdef enum:
-    # A chunk of rows holds its whole (rows x V) block of logits (then of d loss / d logits)
-    # in one buffer of at most about CHUNK_BYTES, and never fewer than ROW_BLOCK rows; the
-    # rows are a function of V and the dtype alone, never of the thread count, so every gemm
-    # call (and so every bit of the result) is the same on any number of threads.
-    CHUNK_BYTES = 64 * 1024 * 1024
     # grad_hidden's product is cut into stretches of this many columns of H, so that a call
     # with few rows still keeps every thread busy and no single gemm outlasts a signal check.
     HIDDEN_STRETCH = 256
@@ -489,9 +500,9 @@ cdef enum:
 
 def chunk_rows(Py_ssize_t n, Py_ssize_t vocab, Py_ssize_t itemsize):
     """Rows per chunk of the three-gemm gradient: a multiple of ROW_BLOCK, set by V and the
-    dtype so that the chunk's logits take at most about CHUNK_BYTES (at least ROW_BLOCK rows),
+    dtype so that the chunk's logits take at most about the chunk's byte budget (at least ROW_BLOCK rows),
     and no more than n rounded up to ROW_BLOCK."""
-    cdef Py_ssize_t rows = CHUNK_BYTES // max(vocab * itemsize, 1)
+    cdef Py_ssize_t rows = _chunk_bytes // max(vocab * itemsize, 1)
     rows = max(ROW_BLOCK, rows - rows % ROW_BLOCK)
     return min(rows, max(ROW_BLOCK, (n + ROW_BLOCK - 1) // ROW_BLOCK * ROW_BLOCK))
 
@@ -653,7 +664,7 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
     log(sum-exp) in the form that keeps a confident row's digits. grad_weight is overwritten
     and grad_bias (float64, or None) must come in zeroed. Between batches of gemms the GIL is
     taken back to check for signals: a KeyboardInterrupt raises within a fraction of a second,
-    and the scratch is freed. Memory: the chunk's logits (about CHUNK_BYTES) and O(rows x V /
+    and the scratch is freed. Memory: the chunk's logits (at most 128 MiB, or ROW_BLOCK rows) and O(rows x V /
     VOCAB_TILE) states.
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)

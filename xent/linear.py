@@ -343,7 +343,8 @@ def linear_cross_entropy(
         result += (_in_dtype(problem, lse),)
     if return_stats:
         result += (_row_statistics(problem, stats, extra, log_sum),)
-    return result
+    # z_loss alone returns the loss, as documented (and as the reference does): not a 1-tuple
+    return result if len(result) > 1 else loss
 
 
 linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight.T + bias``, without forming them.
