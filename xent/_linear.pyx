@@ -25,6 +25,8 @@ tiles in a fixed order. Which thread computes a tile never changes a bit of the 
   the row blocks in order. No two threads ever write the same memory.
 """
 
+import threading
+
 cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -33,7 +35,6 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
-from cpython.exc cimport PyErr_CheckSignals
 
 cnp.import_array()
 
@@ -230,9 +231,9 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
     final shift (the entropy of the softmax is log(sum-exp) - that / sum-exp) and the index of
     the largest logit (the first, if tied).
 
-    The pieces of work run in batches of a few per thread, the GIL taken back between two
-    batches to check for signals: a KeyboardInterrupt raises within a fraction of a second
-    (the scratch freed). Memory: one tile and a scratch row per thread, and per row and
+    Between two pieces of work the caller's thread takes the GIL back for a moment to run the
+    signal handlers: a KeyboardInterrupt raises within a piece's time (a fraction of a
+    second), the scratch freed. Memory: one tile and a scratch row per thread, and per row and
     stretch of the vocabulary a log-sum-exp state (and 4 doubles past the first stretch).
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
@@ -248,10 +249,11 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
         log_sum_out = &log_sum_view[0]
     cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
-    cdef Py_ssize_t nchunks = _vocab_chunks(nblocks, ntiles), item, blk, start, stop
+    cdef Py_ssize_t nchunks = _vocab_chunks(nblocks, ntiles), item, blk
     cdef Py_ssize_t nitems = nblocks * nchunks
     cdef int threads = _threads_for(nthreads, nitems)
-    cdef Py_ssize_t batch = _batch(threads)
+    cdef volatile int stop = 0
+    cdef bint watch = _watch_signals()
     cdef Pieces pieces
     memset(&pieces, 0, sizeof(Pieces))
     pieces.nchunks, pieces.ntiles = nchunks, ntiles
@@ -266,15 +268,13 @@ def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
             pieces.stats = <double *>_alloc(nchunks * p.n * 4 * sizeof(double))
             if p.extra != NULL:
                 pieces.extra = <double *>_alloc(nchunks * p.n * 2 * sizeof(double))
-        start = 0
-        while start < nitems:
-            stop = _min(nitems, start + batch)
-            with nogil:
-                for item in prange(start, stop, num_threads=threads, schedule="dynamic"):
+        with nogil:
+            for item in prange(nitems, num_threads=threads, schedule="dynamic"):
+                if not _stopped(&stop, threadid(), watch):
                     _forward_piece(&p, &pieces, item // nchunks, item % nchunks,
                                    scratch + threadid() * SCRATCH_PER_THREAD)
-            PyErr_CheckSignals()
-            start = stop
+        if stop:
+            _raise_pending()
         with nogil:
             for blk in prange(nblocks, num_threads=_threads_for(threads, nblocks),
                               schedule="static"):
@@ -313,10 +313,32 @@ cdef void *_alloc(size_t nbytes) except NULL:
     return buf
 
 
-cdef inline Py_ssize_t _batch(int threads) noexcept nogil:
-    # Pieces of work run between two checks for a signal: a few per thread (each is a few
-    # gemms of at most ROW_BLOCK x VOCAB_TILE x H, or ROW_BLOCK x HIDDEN_STRETCH x V, flops).
-    return 4 * threads
+cdef extern from "Python.h":
+    # Declared without an exception value: a handler's exception stays set, for _raise_pending.
+    int _check_signals "PyErr_CheckSignals"()
+
+
+cdef bint _stopped(volatile int *stop, int tid, bint watch) noexcept nogil:
+    """Whether the threads must stop taking work: between two of its pieces of work, thread 0
+    (the caller's thread) takes the GIL back for a moment and runs the signal handlers; once
+    one raised (KeyboardInterrupt on Ctrl-C), every thread stops at its next piece. Only when
+    watch: Python runs its handlers in the main thread alone, so a call from another thread
+    never waits for the GIL here."""
+    if watch and tid == 0 and not stop[0]:
+        with gil:
+            if _check_signals() != 0:
+                stop[0] = 1
+    return stop[0] != 0
+
+
+cdef bint _watch_signals():
+    """Whether the calling thread is the main thread, the one that runs signal handlers."""
+    return threading.current_thread() is threading.main_thread()
+
+
+cdef int _raise_pending() except -1:
+    """Raise the exception a signal handler left set (after the threads have joined)."""
+    return -1
 
 
 cdef struct Pieces:
@@ -520,42 +542,41 @@ cdef struct Chunk:
     bint first              # the first chunk: grad_weight is set, not added to
 
 
-cdef void _chunk_logits(const Problem *p, const Chunk *ch, Py_ssize_t item,
+cdef void _chunk_logits(const Problem *p, const Chunk *ch, Py_ssize_t k,
                         floating *scratch) noexcept nogil:
-    """Item = (block of rows, vocabulary tile): the tile's logits into the chunk, and each
-    row's log-sum-exp state of the tile, target logit and sum of logits."""
-    cdef Py_ssize_t blk = item // ch.ntiles, k = item % ch.ntiles
-    cdef Py_ssize_t r0 = blk * ROW_BLOCK, v0 = k * VOCAB_TILE
-    cdef Py_ssize_t nrows = _min(ROW_BLOCK, ch.nrows - r0)
+    """Vocabulary tile k: the chunk's logits there (one gemm over all of the chunk's rows, so
+    the tile of weight is packed once), and each row's log-sum-exp state of the tile, target
+    logit and sum of logits."""
+    cdef Py_ssize_t v0 = k * VOCAB_TILE
     cdef Py_ssize_t ncols = _min(VOCAB_TILE, p.vocab - v0)
     cdef Py_ssize_t i, j, t, ld = p.vocab
-    cdef floating *tile = <floating *>ch.z + r0 * ld + v0
+    cdef floating *strip = <floating *>ch.z + v0
     cdef floating *row
     cdef floating beta = 0
     cdef xent_lse_state st
     cdef double total
     if p.bias != NULL:
-        for i in range(nrows):
-            memcpy(tile + i * ld, <const floating *>p.bias + v0, ncols * sizeof(floating))
+        for i in range(ch.nrows):
+            memcpy(strip + i * ld, <const floating *>p.bias + v0, ncols * sizeof(floating))
         beta = 1
-    _gemm(b"T", b"N", <int>ncols, <int>nrows, <int>p.hdim, <floating>1,
+    _gemm(b"T", b"N", <int>ncols, <int>ch.nrows, <int>p.hdim, <floating>1,
           <const floating *>p.weight + v0 * p.ldw, <int>p.ldw,
-          <const floating *>p.hidden + (ch.c0 + r0) * p.ldh, <int>p.ldh, beta, tile, <int>ld)
-    for i in range(nrows):
-        row = tile + i * ld
+          <const floating *>p.hidden + ch.c0 * p.ldh, <int>p.ldh, beta, strip, <int>ld)
+    for i in range(ch.nrows):
+        row = strip + i * ld
         if p.softcap > 0:
             _softcap_row(row, ncols, p.softcap, scratch, <floating *>NULL)
         st = xent_lse_init()
         kern.row_lse(row, ncols, &st)
-        ch.states[(r0 + i) * ch.ntiles + k] = st
-        t = p.target[ch.c0 + r0 + i] - v0
+        ch.states[i * ch.ntiles + k] = st
+        t = p.target[ch.c0 + i] - v0
         if 0 <= t < ncols:
-            p.stats[4 * (ch.c0 + r0 + i) + 2] = row[t]
+            p.stats[4 * (ch.c0 + i) + 2] = row[t]
         if p.want_sum:
             total = 0
             for j in range(ncols):
                 total += row[j]
-            ch.sums[(r0 + i) * ch.ntiles + k] = total
+            ch.sums[i * ch.ntiles + k] = total
 
 
 cdef void _chunk_merge(const Problem *p, const Chunk *ch, Py_ssize_t i) noexcept nogil:
@@ -632,18 +653,16 @@ cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
                 gb[j] += row[j]
 
 
-cdef void _chunk_grad_hidden(const Problem *p, const Chunk *ch, Py_ssize_t item,
-                             Py_ssize_t nstretch, const floating *dtype_only) noexcept nogil:
-    """Item = (block of rows, stretch of H): grad_hidden[rows, stretch] = G[rows] @ W[:, stretch]."""
-    cdef Py_ssize_t blk = item // nstretch, s = item % nstretch
-    cdef Py_ssize_t r0 = blk * ROW_BLOCK, h0 = s * HIDDEN_STRETCH
-    cdef Py_ssize_t nrows = _min(ROW_BLOCK, ch.nrows - r0)
+cdef void _chunk_grad_hidden(const Problem *p, const Chunk *ch, Py_ssize_t s,
+                             const floating *dtype_only) noexcept nogil:
+    """Stretch s of H: grad_hidden[chunk, stretch] = G @ W[:, stretch], one gemm over all of
+    the chunk's rows (the stretch of weight is packed once)."""
+    cdef Py_ssize_t h0 = s * HIDDEN_STRETCH
     cdef Py_ssize_t width = _min(HIDDEN_STRETCH, p.hdim - h0)
-    # Column-major: gh^T (width x nrows) = W[:, stretch]^T (width x V) x G[rows]^T (V x nrows).
-    _gemm(b"N", b"N", <int>width, <int>nrows, <int>p.vocab, <floating>1,
-          <const floating *>p.weight + h0, <int>p.ldw, <floating *>ch.z + r0 * p.vocab,
-          <int>p.vocab, <floating>0, <floating *>p.grad_hidden + (ch.c0 + r0) * p.hdim + h0,
-          <int>p.hdim)
+    # Column-major: gh^T (width x rows) = W[:, stretch]^T (width x V) x G^T (V x rows).
+    _gemm(b"N", b"N", <int>width, <int>ch.nrows, <int>p.vocab, <floating>1,
+          <const floating *>p.weight + h0, <int>p.ldw, <floating *>ch.z, <int>p.vocab,
+          <floating>0, <floating *>p.grad_hidden + ch.c0 * p.hdim + h0, <int>p.hdim)
 
 
 def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
@@ -657,14 +676,14 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
     (rows x V) into one buffer, tile by tile, with each tile's log-sum-exp state per row,
     merged in tile order; (2) per vocabulary tile, the logits become d loss / d logits in
     place and grad_weight[tile] (+)= G[:, tile]^T @ hidden[chunk]; (3) grad_hidden[chunk] =
-    G @ weight, by blocks of rows x stretches of H. Every gemm's operands and every sum's
+    G @ weight, by stretches of H. Every gemm's operands and every sum's
     order depend on the shapes alone: the same bits on any thread count.
 
     row_stats[i] = (shift, sum-exp, target logit, sum of logits (want_sum)); log_sum[i] =
     log(sum-exp) in the form that keeps a confident row's digits. grad_weight is overwritten
-    and grad_bias (float64, or None) must come in zeroed. Between batches of gemms the GIL is
-    taken back to check for signals: a KeyboardInterrupt raises within a fraction of a second,
-    and the scratch is freed. Memory: the chunk's logits (at most 128 MiB, or ROW_BLOCK rows) and O(rows x V /
+    and grad_bias (float64, or None) must come in zeroed. Between two gemms the caller's thread
+    takes the GIL back for a moment to run the signal handlers: a KeyboardInterrupt raises
+    within a gemm's time (a fraction of a second), and the scratch is freed. Memory: the chunk's logits (at most 128 MiB, or ROW_BLOCK rows) and O(rows x V /
     VOCAB_TILE) states.
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
@@ -681,9 +700,10 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
     cdef Py_ssize_t rows = chunk_rows(p.n, p.vocab, sizeof(floating))
     cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
     cdef Py_ssize_t nstretch = (p.hdim + HIDDEN_STRETCH - 1) // HIDDEN_STRETCH
-    cdef Py_ssize_t nblocks, nitems, start, stop, item, i
+    cdef Py_ssize_t item, i
     cdef int threads = nthreads if nthreads > 0 else 1
-    cdef Py_ssize_t batch = _batch(threads)
+    cdef volatile int stop = 0
+    cdef bint watch = _watch_signals()
     cdef floating *scratch = NULL
     memset(&ch, 0, sizeof(Chunk))
     ch.ntiles = ntiles
@@ -701,39 +721,30 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
         while ch.c0 < p.n:
             ch.nrows = _min(rows, p.n - ch.c0)
             ch.first = ch.c0 == 0
-            nblocks = (ch.nrows + ROW_BLOCK - 1) // ROW_BLOCK
-            # (1) logits and their log-sum-exp states
-            nitems = nblocks * ntiles
-            start = 0
-            while start < nitems:
-                stop = _min(nitems, start + batch)
-                with nogil:
-                    for item in prange(start, stop, num_threads=threads, schedule="dynamic"):
+            # (1) logits and their log-sum-exp states, by vocabulary tiles
+            with nogil:
+                for item in prange(ntiles, num_threads=threads, schedule="dynamic"):
+                    if not _stopped(&stop, threadid(), watch):
                         _chunk_logits(&p, &ch, item, scratch + threadid() * VOCAB_TILE)
-                PyErr_CheckSignals()
-                start = stop
+            if stop:
+                _raise_pending()
             with nogil:
                 for i in prange(ch.nrows, num_threads=threads, schedule="static"):
                     _chunk_merge(&p, &ch, i)
             # (2) d loss / d logits and grad_weight, by vocabulary tiles
-            start = 0
-            while start < ntiles:
-                stop = _min(ntiles, start + batch)
-                with nogil:
-                    for item in prange(start, stop, num_threads=threads, schedule="dynamic"):
+            with nogil:
+                for item in prange(ntiles, num_threads=threads, schedule="dynamic"):
+                    if not _stopped(&stop, threadid(), watch):
                         _chunk_grad_weight(&p, &ch, item, scratch + threadid() * VOCAB_TILE)
-                PyErr_CheckSignals()
-                start = stop
-            # (3) grad_hidden of the chunk's rows
-            nitems = nblocks * nstretch
-            start = 0
-            while start < nitems:
-                stop = _min(nitems, start + batch)
-                with nogil:
-                    for item in prange(start, stop, num_threads=threads, schedule="dynamic"):
-                        _chunk_grad_hidden(&p, &ch, item, nstretch, scratch)
-                PyErr_CheckSignals()
-                start = stop
+            if stop:
+                _raise_pending()
+            # (3) grad_hidden of the chunk's rows, by stretches of H
+            with nogil:
+                for item in prange(nstretch, num_threads=threads, schedule="dynamic"):
+                    if not _stopped(&stop, threadid(), watch):
+                        _chunk_grad_hidden(&p, &ch, item, scratch)
+            if stop:
+                _raise_pending()
             ch.c0 += ch.nrows
     finally:
         free(ch.z)
