@@ -18,11 +18,16 @@ tiles in a fixed order. Which thread computes a tile never changes a bit of the 
   (stretches only when there are fewer than 32 blocks: ``vocab_chunks``, a function of the
   shapes). Each row's (max, sum-exp) state folds the stretch's tiles in order, and the
   stretches' states are merged in order afterwards.
-- ``forward`` with ``grad_hidden``: the same pass also accumulates each row's gradient
-  sum_j exp(z_j - shift) W_j over the tiles in order (gemm with beta = 1), rescaled when the
-  row's shift grows, as flash attention does.
-- ``grad_weight``: threads take vocabulary tiles; a tile's grad_weight (and grad_bias) rows sum
-  the row blocks in order. No two threads ever write the same memory.
+- ``gradient``: chunks of rows (their whole rows x V block of logits in one buffer, the rows
+  set by V and the dtype), in order; per chunk three gemms: the logits (threads take
+  vocabulary tiles), d loss / d logits in place and grad_weight[tile] (+)= G[:, tile]^T h
+  (threads take vocabulary tiles: no two write the same memory), grad_hidden = G W (threads
+  take stretches of H).
+
+The log-sum-exp state of a tile is the row kernels' (xent_lse_state: the largest terms apart
+from the rest), merged in tile order, so forward and gradient give the same bits. Between two
+pieces of work the caller's thread takes the GIL back for a moment to run the signal handlers
+(Ctrl-C); the drivers raise once every thread has stopped, their scratch freed.
 """
 
 import threading
@@ -195,10 +200,10 @@ cdef inline void _tile_of(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_
                  scratch, slope)
 
 
-# Per-thread scratch: a tile, a second tile for the softcap's slopes, a scratch row.
+# Per-thread scratch of the forward: a tile and a scratch row (the softcap's exp).
 cdef enum:
     TILE = ROW_BLOCK * VOCAB_TILE
-    SCRATCH_PER_THREAD = 2 * TILE + VOCAB_TILE
+    SCRATCH_PER_THREAD = TILE + VOCAB_TILE
 
 
 cdef void *_scratch(int threads, size_t itemsize) except NULL:
@@ -377,7 +382,7 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
     for tile_index in range(first_tile, end_tile):
         v0 = tile_index * VOCAB_TILE
         ncols = _min(VOCAB_TILE, p.vocab - v0)
-        _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, <floating *>NULL)
+        _tile_of(p, r0, nrows, v0, ncols, tile, buf + TILE, <floating *>NULL)
         for i in range(nrows):
             row = tile + i * ncols
             st = stats + 4 * i

@@ -5,8 +5,9 @@ A language model's loss over a vocabulary of 32 000 to 256 000 classes needs N x
 (8192 tokens x 128 256 classes = 4 GiB of float32) that nobody keeps. These functions compute
 them tile by tile (xent/_linear.pyx): one single-threaded BLAS gemm per tile of 256 rows x 512
 classes into a buffer of the thread's own, folded into each row's online log-sum-exp while it
-is in cache. Beyond the inputs (and the gradients), a call holds O(N) numbers and one or two
-tiles per thread.
+is in cache. Beyond the inputs, the forward holds O(N) numbers and one or two tiles per
+thread; the gradient (three gemms, as PyTorch's forward and backward) one chunk of rows x V
+logits, at most 128 MiB.
 """
 
 import collections
@@ -286,19 +287,23 @@ _Z_LOSS_PARAMETERS = """z_loss : float, optional
     return_lse : bool, optional
         Also return the per-row log-sum-exp (shape ``(...)``), free: the pass computes it."""
 
-_MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles of 256 rows x 512 classes, one
-    single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (512 KiB in
-    float32), and folded into each row's (max, sum-exp) state while the tile is in cache.
+_MEMORY_AND_THREADS = """The logits are never stored whole: the forward computes them in tiles of 256 rows x 512
+    classes, one single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns
+    (512 KiB in float32), folded into each row's log-sum-exp state while the tile is in cache.
+    The state is the row kernels' (the largest terms counted apart from the rest), so a
+    confident row's loss ``log1p(rest)`` keeps its digits down to float64's smallest numbers.
     Threads take pieces of work: a block of 256 rows x a stretch of the vocabulary (with
     fewer than 32 blocks the vocabulary is cut into stretches, so few rows still use every
-    thread), merged in a fixed order. Beyond the inputs, a call allocates about 50 bytes per
-    row, 32 more per row and extra stretch, and two tiles (1 MiB in float32) per thread.
+    thread), merged in a fixed order. Beyond the inputs, a call allocates about 90 bytes per
+    row, 72 more per row and extra stretch, and a tile (512 KiB in float32) per thread.
 
-    The tiling depends only on the shapes and every sum runs over the tiles in a fixed order,
-    so the result has the same bits on any number of threads. While the call runs, the
+    The tiling depends only on the shapes, every sum runs over the tiles in a fixed order and
+    the mean and sum over rows are the exact sum of the rows' float64 losses rounded once, so
+    the result has the same bits on any number of threads. While the call runs, the
     process's OpenBLAS is held to one thread (restored afterwards), so BLAS never starts
-    threads of its own inside xent's: no oversubscription. Mixed float32/float64 inputs are
-    computed in float64; float16 and bfloat16 in float32."""
+    threads of its own inside xent's: no oversubscription. Ctrl-C (KeyboardInterrupt) stops a
+    long call between two gemms, within a fraction of a second, and leaves nothing behind.
+    Mixed float32/float64 inputs are computed in float64; float16 and bfloat16 in float32."""
 
 
 @shares_cpus
@@ -521,17 +526,21 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     -----
     {_MEMORY_AND_THREADS}
 
-    The gradient takes two tiled passes, four gemms per tile where PyTorch's forward and
-    backward take three in all. In the first, threads take blocks of rows: the forward's
-    pass also accumulates ``sum_j exp(z_j - max) W_j`` per row, rescaled when the row's
-    running max grows (as flash attention does), which gives ``grad_hidden`` at the end. In
-    the second, threads take vocabulary tiles and recompute the tiles of logits and of
-    ``G = d loss / d logits`` to add ``G.T @ hidden_rows`` to their rows of ``grad_weight``.
-    Every entry of a gradient is written by one thread and summed over tiles in a fixed
-    order: the same bits on any number of threads. Beyond the gradients it allocates O(N + V)
-    numbers, two tiles per thread, an accumulator of H numbers per row and extra stretch of
-    the vocabulary (at most 8192 x H in all), and an N x H one more when ``softcap`` and
-    ``label_smoothing`` are both given.
+    The gradient takes three gemms, as PyTorch's forward and backward do, over chunks of
+    rows: for each chunk in turn, (1) its logits ``hidden[chunk] @ weight.T`` into one buffer,
+    tile by tile, each tile folded into the rows' log-sum-exp states; (2) per vocabulary tile,
+    the logits become ``G = d loss / d logits`` in place and ``G[:, tile].T @ hidden[chunk]``
+    is added to ``grad_weight[tile]``; (3) ``grad_hidden[chunk] = G @ weight``. Threads take
+    vocabulary tiles in (1) and (2) and stretches of 256 columns of H in (3); every entry of a
+    gradient is written by one gemm and summed over the chunks in order: the same bits on any
+    number of threads.
+
+    Memory beyond the inputs and the gradients: the chunk's buffer, ``rows x V`` numbers of
+    the compute dtype with ``rows`` the largest multiple of 256 that keeps it within 128 MiB
+    (at least 256, at most N rounded up to 256: 1024 rows, 125 MiB, for V = 32 000 in float32;
+    256 rows, 125 MiB, for V = 128 256), fixed by V and the dtype, never by the thread count;
+    plus 40 bytes per row and vocabulary tile of the chunk (48 with ``label_smoothing``),
+    O(N) numbers, and ``grad_bias`` in float64.
 
     Examples
     --------
