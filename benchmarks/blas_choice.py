@@ -39,29 +39,34 @@ class OpenBLAS:
 
     def __init__(self, name, path):
         self.name, self.lib = name, ctypes.CDLL(path)
-        for prefix, suffix, int_t in (
+        for prefix, suffix, index_type in (
             ("scipy_", "64_", ctypes.c_int64),
             ("scipy_", "", ctypes.c_int),
             ("", "", ctypes.c_int),
         ):
             gemm = getattr(self.lib, f"{prefix}cblas_sgemm{suffix}", None)
             if gemm is not None:
+                int_t = index_type
                 break
         else:
             raise OSError(f"{path}: no cblas_sgemm")
         self.int_t = int_t
         self.gemm = gemm
         self.gemm.restype = None
-        self.gemm.argtypes = [ctypes.c_int] * 3 + [int_t] * 3 + [
-            ctypes.c_float,
-            ctypes.c_void_p,
-            int_t,
-            ctypes.c_void_p,
-            int_t,
-            ctypes.c_float,
-            ctypes.c_void_p,
-            int_t,
-        ]
+        self.gemm.argtypes = (
+            [ctypes.c_int] * 3
+            + [int_t] * 3
+            + [
+                ctypes.c_float,
+                ctypes.c_void_p,
+                int_t,
+                ctypes.c_void_p,
+                int_t,
+                ctypes.c_float,
+                ctypes.c_void_p,
+                int_t,
+            ]
+        )
         core = getattr(self.lib, f"{prefix}openblas_get_corename{suffix}")
         core.restype = ctypes.c_char_p
         self.core = core().decode()
@@ -87,7 +92,10 @@ def find_openblas():
 
     found = []
     for name, pattern in (
-        ("scipy (cython_blas)", os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*.so*")),
+        (
+            "scipy (cython_blas)",
+            os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*.so*"),
+        ),
         ("numpy", os.path.join(os.path.dirname(numpy.__file__) + ".libs", "*openblas*.so*")),
     ):
         found += [(name, path) for path in sorted(glob.glob(pattern))[:1]]

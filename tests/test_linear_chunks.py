@@ -48,7 +48,11 @@ def test_chunk_rows_depend_on_the_shapes_only():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"bias": True, "softcap": 3.0, "label_smoothing": 0.1}, {"z_loss": 1e-3, "reduction": "sum"}],
+    [
+        {},
+        {"bias": True, "softcap": 3.0, "label_smoothing": 0.1},
+        {"z_loss": 1e-3, "reduction": "sum"},
+    ],
     ids=str,
 )
 def test_several_chunks_against_the_reference(small_chunks, options, dtype):
@@ -112,9 +116,7 @@ def test_mean_is_the_exactly_rounded_sum():
     rows = xent.linear_cross_entropy(hidden, weight, target, reduction="none")
     valid = target != -100
     exact = _kernels.exact_sum(np.ascontiguousarray(rows[valid]))
-    means = {
-        xent.linear_cross_entropy(hidden, weight, target, num_threads=t) for t in (1, 2, 3)
-    }
+    means = {xent.linear_cross_entropy(hidden, weight, target, num_threads=t) for t in (1, 2, 3)}
     assert means == {np.float64(exact / np.count_nonzero(valid))}
 
 

@@ -448,16 +448,6 @@ def linear_cross_entropy_with_grad(
     grad_hidden = np.empty((problem.n_rows, width), dtype=compute)
     grad_weight = np.zeros(problem.weight.shape, dtype=compute)
     grad_bias = None if problem.bias is None else np.zeros(problem.vocab, dtype=np.float64)
-    # The uniform (smoothing) part of grad_hidden is spread * sum_j slope_j W_j: the column
-    # sums of weight without softcap, else one more N x H accumulator.
-    smooth_sum = weight_sum = None
-    if spread and problem.softcap:
-        smooth_sum = np.empty((problem.n_rows, width), dtype=compute)
-    elif spread:
-        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf in a column is NaN
-            weight_sum = np.ascontiguousarray(
-                problem.weight[:, :width].sum(axis=0, dtype=np.float64)
-            )
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
     log_sum = np.empty(problem.n_rows, dtype=np.float64)
     if problem.n_rows:
