@@ -15,6 +15,8 @@ _Float64 = NDArray[np.float64]
 
 def tiling() -> tuple[int, int]: ...
 def vocab_chunks(n: int, vocab: int) -> int: ...
+def set_chunk_bytes(nbytes: int) -> int: ...
+def chunk_rows(n: int, vocab: int, itemsize: int) -> int: ...
 def forward(
     hidden: _Floating,
     weight: _Floating,
@@ -24,25 +26,22 @@ def forward(
     want_sum: bool,
     row_stats: _Float64,
     nthreads: int,
-    row_scale: _Float64 | None = None,
-    keep: float = 1,
-    spread: float = 0,
-    grad_hidden: _Floating | None = None,
-    smooth_sum: _Floating | None = None,
-    weight_sum: _Float64 | None = None,
-    z_loss: float = 0,
     row_extra: _Float64 | None = None,
+    log_sum: _Float64 | None = None,
 ) -> None: ...
-def grad_weight(
+def gradient(
     hidden: _Floating,
     weight: _Floating,
     bias: _Floating | None,
     target: NDArray[np.intp],
     softcap: float,
+    want_sum: bool,
     row_stats: _Float64,
+    log_sum: _Float64,
     row_scale: _Float64,
     keep: float,
     spread: float,
+    grad_hidden: _Floating,
     grad_weight: _Floating,
     grad_bias: _Float64 | None,
     nthreads: int,

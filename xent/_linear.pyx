@@ -18,12 +18,19 @@ tiles in a fixed order. Which thread computes a tile never changes a bit of the 
   (stretches only when there are fewer than 32 blocks: ``vocab_chunks``, a function of the
   shapes). Each row's (max, sum-exp) state folds the stretch's tiles in order, and the
   stretches' states are merged in order afterwards.
-- ``forward`` with ``grad_hidden``: the same pass also accumulates each row's gradient
-  sum_j exp(z_j - shift) W_j over the tiles in order (gemm with beta = 1), rescaled when the
-  row's shift grows, as flash attention does.
-- ``grad_weight``: threads take vocabulary tiles; a tile's grad_weight (and grad_bias) rows sum
-  the row blocks in order. No two threads ever write the same memory.
+- ``gradient``: chunks of rows (their whole rows x V block of logits in one buffer, the rows
+  set by V and the dtype), in order; per chunk three gemms: the logits (threads take
+  vocabulary tiles), d loss / d logits in place and grad_weight[tile] (+)= G[:, tile]^T h
+  (threads take vocabulary tiles: no two write the same memory), grad_hidden = G W (threads
+  take stretches of H).
+
+The log-sum-exp state of a tile is the row kernels' (xent_lse_state: the largest terms apart
+from the rest), merged in tile order, so forward and gradient give the same bits. Between two
+pieces of work the caller's thread takes the GIL back for a moment to run the signal handlers
+(Ctrl-C); the drivers raise once every thread has stopped, their scratch freed.
 """
+
+import threading
 
 cimport cython
 from cython cimport floating
@@ -39,7 +46,8 @@ cnp.import_array()
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from xent cimport _kernel_api as kern
-from xent._kernel_types cimport xent_lse_init, xent_lse_merge, xent_lse_state, xent_lse_value
+from xent._kernel_types cimport (xent_lse_init, xent_lse_log_sum, xent_lse_merge, xent_lse_state,
+                                 xent_lse_value)
 from xent._table cimport kernel_table
 
 # The instruction set in use: xent._table's, which this extension shares (no copy to sync);
@@ -157,8 +165,6 @@ cdef struct Problem:
     double keep             # 1 - eps: the weight of the target's one-hot
     double spread           # eps / V
     void *grad_hidden       # n x hdim, contiguous
-    void *smooth_sum        # n x hdim: sum_j slope_ij W_j per row (softcap + smoothing), or NULL
-    const double *weight_sum  # hdim: sum_j W_j (smoothing without softcap), or NULL
     void *grad_weight       # vocab x hdim, contiguous
     double *grad_bias       # vocab, or NULL
     # z-loss and return_stats (xent/linear.py's z_loss=, return_stats=)
@@ -194,10 +200,10 @@ cdef inline void _tile_of(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_
                  scratch, slope)
 
 
-# Per-thread scratch: a tile, a second tile for the softcap's slopes, a scratch row.
+# Per-thread scratch of the forward: a tile and a scratch row (the softcap's exp).
 cdef enum:
     TILE = ROW_BLOCK * VOCAB_TILE
-    SCRATCH_PER_THREAD = 2 * TILE + VOCAB_TILE
+    SCRATCH_PER_THREAD = TILE + VOCAB_TILE
 
 
 cdef void *_scratch(int threads, size_t itemsize) except NULL:
@@ -217,83 +223,72 @@ cdef inline int _threads_for(int nthreads, Py_ssize_t nwork) noexcept nogil:
 
 def forward(const floating[:, :] hidden, const floating[:, :] weight, bias,
             const Py_ssize_t[::1] target, double softcap, bint want_sum,
-            double[:, ::1] row_stats, int nthreads, row_scale=None, double keep=1,
-            double spread=0, grad_hidden=None, smooth_sum=None, weight_sum=None,
-            double z_loss=0, row_extra=None):
+            double[:, ::1] row_stats, int nthreads, row_extra=None, log_sum=None):
     """Per row i: row_stats[i] = (shift, sum-exp, target logit, sum of logits).
 
     hidden (N, H) and weight (V, H) have contiguous rows and any row stride (at least H);
     bias is None or a contiguous (V,) array. target[i] outside [0, V) picks up nothing (the
-    target logit stays NaN). The sum of logits is only computed when want_sum.
+    target logit stays NaN). The sum of logits is only computed when want_sum. log_sum (N,),
+    unless None: log(sum-exp) per row from the ties/rest state of the row kernels, which keeps
+    the digits of a confident row's loss log1p(rest).
 
-    With grad_hidden (N, H), the same pass also computes d loss / d hidden, as flash attention
-    does: each row accumulates sum_j exp(z_j - shift) slope_j W_j with gemm, rescaled when
-    the row's shift grows, and divides by the sum-exp at the end. row_scale[i] multiplies row
-    i's gradient (0: ignored), keep = 1 - eps and spread = eps / V weigh the one-hot and the
-    uniform part; the uniform part needs sum_j slope_j W_j: weight_sum (H,) when there is no
-    softcap, else smooth_sum (N, H), accumulated here.
-    Memory: the per-thread tiles, nothing else.
+    row_extra (N, 2), unless None: per row the sum sum_j exp(z_j - shift) (z_j - shift) at the
+    final shift (the entropy of the softmax is log(sum-exp) - that / sum-exp) and the index of
+    the largest logit (the first, if tied).
 
-    z_loss: the gradient's softmax part is multiplied by 1 + 2 z_loss lse per row (the
-    z-loss z lse**2 added to the loss). row_extra (N, 2), unless None: per row the sum
-    sum_j exp(z_j - shift) (z_j - shift) at the final shift (the entropy of the softmax is
-    log(sum-exp) - that / sum-exp) and the index of the largest logit (the first, if tied).
+    Between two pieces of work the caller's thread takes the GIL back for a moment to run the
+    signal handlers: a KeyboardInterrupt raises within a piece's time (a fraction of a
+    second), the scratch freed. Memory: one tile and a scratch row per thread, and per row and
+    stretch of the vocabulary a log-sum-exp state (and 4 doubles past the first stretch).
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
-    cdef const double[::1] scale_view, wsum_view
     cdef double[:, ::1] extra_view
-    cdef floating[:, ::1] gh_view, sm_view
+    cdef double[::1] log_sum_view
     p.want_sum = want_sum
-    p.z_loss = z_loss
     if row_extra is not None:
         extra_view = row_extra
         p.extra = &extra_view[0, 0]
-    if grad_hidden is not None:
-        scale_view = row_scale
-        p.row_scale = &scale_view[0]
-        p.keep, p.spread = keep, spread
-        gh_view = grad_hidden
-        p.grad_hidden = &gh_view[0, 0]
-        if smooth_sum is not None:
-            sm_view = smooth_sum
-            p.smooth_sum = &sm_view[0, 0]
-        if weight_sum is not None:
-            wsum_view = weight_sum
-            p.weight_sum = &wsum_view[0]
+    cdef double *log_sum_out = NULL
+    if log_sum is not None:
+        log_sum_view = log_sum
+        log_sum_out = &log_sum_view[0]
     cdef Py_ssize_t nblocks = (p.n + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
     cdef Py_ssize_t nchunks = _vocab_chunks(nblocks, ntiles), item, blk
-    cdef bint grad = p.grad_hidden != NULL
-    cdef int threads = _threads_for(nthreads, nblocks * nchunks)
+    cdef Py_ssize_t nitems = nblocks * nchunks
+    cdef int threads = _threads_for(nthreads, nitems)
+    cdef volatile int stop = 0
+    cdef bint watch = _watch_signals()
     cdef Pieces pieces
     memset(&pieces, 0, sizeof(Pieces))
     pieces.nchunks, pieces.ntiles = nchunks, ntiles
     pieces.stats = p.stats
     pieces.extra = p.extra
-    cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
+    pieces.log_sum = log_sum_out
+    cdef floating *scratch = NULL
     try:
+        scratch = <floating *>_scratch(threads, sizeof(floating))
+        pieces.states = <xent_lse_state *>_alloc(nchunks * p.n * sizeof(xent_lse_state))
         if nchunks > 1:
             pieces.stats = <double *>_alloc(nchunks * p.n * 4 * sizeof(double))
             if p.extra != NULL:
                 pieces.extra = <double *>_alloc(nchunks * p.n * 2 * sizeof(double))
-            if grad:
-                pieces.acc = _alloc((nchunks - 1) * p.n * p.hdim * sizeof(floating))
-            if p.smooth_sum != NULL:
-                pieces.smooth = _alloc((nchunks - 1) * p.n * p.hdim * sizeof(floating))
         with nogil:
-            for item in prange(nblocks * nchunks, num_threads=threads, schedule="dynamic"):
-                _forward_piece(&p, &pieces, item // nchunks, item % nchunks,
-                               scratch + threadid() * SCRATCH_PER_THREAD)
-            if nchunks > 1 or grad:
-                for blk in prange(nblocks, num_threads=_threads_for(threads, nblocks),
-                                  schedule="static"):
-                    _merge_block(&p, &pieces, blk, scratch)
+            for item in prange(nitems, num_threads=threads, schedule="dynamic"):
+                if not _stopped(&stop, threadid(), watch):
+                    _forward_piece(&p, &pieces, item // nchunks, item % nchunks,
+                                   scratch + threadid() * SCRATCH_PER_THREAD)
+        if stop:
+            _raise_pending()
+        with nogil:
+            for blk in prange(nblocks, num_threads=_threads_for(threads, nblocks),
+                              schedule="static"):
+                _merge_block(&p, &pieces, blk)
     finally:
         free(scratch)
+        free(pieces.states)
         if nchunks > 1:
             free(pieces.stats)
-            free(pieces.acc)
-            free(pieces.smooth)
             if p.extra != NULL:
                 free(pieces.extra)
 
@@ -323,44 +318,56 @@ cdef void *_alloc(size_t nbytes) except NULL:
     return buf
 
 
+cdef extern from "Python.h":
+    # Declared without an exception value: a handler's exception stays set, for _raise_pending.
+    int _check_signals "PyErr_CheckSignals"()
+
+
+cdef bint _stopped(volatile int *stop, int tid, bint watch) noexcept nogil:
+    """Whether the threads must stop taking work: between two of its pieces of work, thread 0
+    (the caller's thread) takes the GIL back for a moment and runs the signal handlers; once
+    one raised (KeyboardInterrupt on Ctrl-C), every thread stops at its next piece. Only when
+    watch: Python runs its handlers in the main thread alone, so a call from another thread
+    never waits for the GIL here."""
+    if watch and tid == 0 and not stop[0]:
+        with gil:
+            if _check_signals() != 0:
+                stop[0] = 1
+    return stop[0] != 0
+
+
+cdef bint _watch_signals():
+    """Whether the calling thread is the main thread, the one that runs signal handlers."""
+    return threading.current_thread() is threading.main_thread()
+
+
+cdef int _raise_pending() except -1:
+    """Raise the exception a signal handler left set (after the threads have joined)."""
+    return -1
+
+
 cdef struct Pieces:
     # The vocabulary is cut into nchunks stretches of whole tiles. Stretch c of row r keeps
-    # its own statistics (stats[(c n + r) 4 ...]) and, for the gradient, its own accumulators:
-    # stretch 0 in grad_hidden / smooth_sum themselves, stretch c > 0 in acc / smooth at
-    # ((c - 1) n + r) H. With one stretch, stats is the caller's row_stats.
+    # its own log-sum-exp state (states[c n + r]) and statistics (stats[(c n + r) 4 ...]);
+    # with one stretch, stats is the caller's row_stats.
     Py_ssize_t nchunks, ntiles
     double *stats
-    void *acc
-    void *smooth
+    xent_lse_state *states
     double *extra   # return_stats: stretch c of row r at extra[(c n + r) 2 ...], or NULL
-
-
-cdef inline void *_chunk_rows(const Problem *p, void *first, void *rest, Py_ssize_t c,
-                              Py_ssize_t r0, size_t itemsize) noexcept nogil:
-    """Row r0 of stretch c's accumulator (entries of itemsize bytes), or NULL if none."""
-    if first == NULL:
-        return NULL
-    if c == 0:
-        return <char *>first + r0 * p.hdim * itemsize
-    return <char *>rest + ((c - 1) * p.n + r0) * p.hdim * itemsize
+    double *log_sum  # per row, or NULL
 
 
 cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk, Py_ssize_t c,
                          floating *buf) noexcept nogil:
-    """Rows blk * ROW_BLOCK.. against the tiles of stretch c: statistics and accumulators."""
+    """Rows blk * ROW_BLOCK.. against the tiles of stretch c: their states and statistics."""
     cdef Py_ssize_t r0 = blk * ROW_BLOCK
     cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
     cdef Py_ssize_t first_tile = c * pieces.ntiles // pieces.nchunks
     cdef Py_ssize_t end_tile = (c + 1) * pieces.ntiles // pieces.nchunks
     cdef Py_ssize_t i, j, v0, ncols, t, tile_index
-    cdef bint grad = p.grad_hidden != NULL
     cdef floating *tile = buf
-    cdef floating *slope = buf + TILE if grad and p.softcap > 0 else <floating *>NULL
-    cdef floating *gh = <floating *>_chunk_rows(p, p.grad_hidden, pieces.acc, c, r0,
-                                                sizeof(floating))
-    cdef floating *sm = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, c, r0,
-                                                sizeof(floating))
     cdef double *stats = pieces.stats + 4 * (c * p.n + r0)
+    cdef xent_lse_state *states = pieces.states + c * p.n + r0
     cdef double *extra = pieces.extra + 2 * (c * p.n + r0) if pieces.extra != NULL else NULL
     cdef floating *row
     cdef double *st
@@ -369,22 +376,29 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
     for i in range(nrows):
         st = stats + 4 * i
         st[0], st[1], st[2], st[3] = -INFINITY_, 0.0, NAN_, 0.0
+        states[i] = xent_lse_init()
         if extra != NULL:
             extra[2 * i], extra[2 * i + 1] = 0.0, 0.0
     for tile_index in range(first_tile, end_tile):
         v0 = tile_index * VOCAB_TILE
         ncols = _min(VOCAB_TILE, p.vocab - v0)
-        _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, slope)
+        _tile_of(p, r0, nrows, v0, ncols, tile, buf + TILE, <floating *>NULL)
         for i in range(nrows):
             row = tile + i * ncols
             st = stats + 4 * i
-            shift_before, sum_before = st[0], st[1]
-            # the stats keep (shift, sum) only: carried as all rest, no ties, as before
-            lse.shift, lse.sum, lse.ties, lse.rest, lse.rest_err = st[0], st[1], 0.0, st[1], 0.0
+            shift_before, sum_before = states[i].shift, states[i].sum
+            # the tile's own state, merged in tile order: the gradient's pass (gradient())
+            # merges the same states in the same order, so both give the same bits
+            lse = xent_lse_init()
             _row_lse(row, ncols, &lse)
-            st[0], st[1] = lse.shift, lse.sum
+            if tile_index == first_tile:
+                states[i] = lse
+            else:
+                xent_lse_merge(&states[i], &lse)
+            st[0], st[1] = states[i].shift, states[i].sum
             if extra != NULL:
-                _fold_extra(row, ncols, v0, shift_before, sum_before, lse.shift, extra + 2 * i)
+                _fold_extra(row, ncols, v0, shift_before, sum_before, states[i].shift,
+                            extra + 2 * i)
             t = p.target[r0 + i] - v0
             if 0 <= t < ncols:
                 st[2] = row[t]
@@ -393,19 +407,6 @@ cdef void _forward_piece(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
                 for j in range(ncols):
                     total += row[j]
                 st[3] += total
-            if grad:
-                if tile_index > first_tile and lse.shift > shift_before:
-                    _scale_row(gh + i * p.hdim, p.hdim, exp(shift_before - lse.shift))
-                # row = exp(z - shift) (times the softcap's slope): this tile's share of the
-                # softmax, up to the row's final 1 / sum-exp.
-                _softmax_grad_row(row, ncols, lse.shift, 0.0, 1.0, 0.0, row)
-                if slope != NULL:
-                    for j in range(ncols):
-                        row[j] = row[j] * slope[i * ncols + j]
-        if grad:
-            _add_product(p, v0, nrows, ncols, tile, gh, tile_index == first_tile)
-            if sm != NULL:
-                _add_product(p, v0, nrows, ncols, slope, sm, tile_index == first_tile)
 
 
 cdef inline void _fold_extra(const floating *row, Py_ssize_t ncols, Py_ssize_t v0,
@@ -433,132 +434,52 @@ cdef inline void _merge_extra(const Problem *p, const Pieces *pieces, Py_ssize_t
                               double shift) noexcept nogil:
     """Row r's (xlogit, argmax) from its stretches', the row's merged shift given."""
     cdef Py_ssize_t c
-    cdef const double *part
+    cdef const xent_lse_state *part
     cdef const double *ex
     cdef double xl = 0, best = -INFINITY_, r_c
     cdef double *out = p.extra + 2 * r
     out[1] = 0
     for c in range(pieces.nchunks):
-        part = pieces.stats + 4 * (c * p.n + r)
+        part = pieces.states + c * p.n + r
         ex = pieces.extra + 2 * (c * p.n + r)
-        if part[1] != 0 and part[0] != -INFINITY_:
-            r_c = exp(part[0] - shift)
+        if part.sum != 0 and part.shift != -INFINITY_:
+            r_c = exp(part.shift - shift)
             if r_c != 0:
-                xl += r_c * (ex[0] + (part[0] - shift) * part[1])
-        if part[0] > best:   # strictly: the first stretch holding the maximum wins
-            best = part[0]
+                xl += r_c * (ex[0] + (part.shift - shift) * part.sum)
+        if part.shift > best:   # strictly: the first stretch holding the maximum wins
+            best = part.shift
             out[1] = ex[1]
     out[0] = xl
 
 
-cdef void _merge_block(const Problem *p, const Pieces *pieces, Py_ssize_t blk,
-                       const floating *dtype_only) noexcept nogil:
-    """Fold the stretches of each row, in stretch order, then finish its gradient."""
+cdef void _merge_block(const Problem *p, const Pieces *pieces, Py_ssize_t blk) noexcept nogil:
+    """Fold the stretches of each row, in stretch order (ties/rest states merged)."""
     cdef Py_ssize_t r0 = blk * ROW_BLOCK
     cdef Py_ssize_t nrows = _min(ROW_BLOCK, p.n - r0)
-    cdef Py_ssize_t i, c, k, t
+    cdef Py_ssize_t i, c, r
     cdef double *st
     cdef const double *part
-    cdef xent_lse_state acc, piece
-    cdef double total, factor
-    cdef floating f
-    cdef floating *gh
-    cdef floating *sm
-    cdef const floating *other
+    cdef xent_lse_state acc
+    cdef double total
     for i in range(nrows):
-        st = p.stats + 4 * (r0 + i)
-        gh = <floating *>_chunk_rows(p, p.grad_hidden, pieces.acc, 0, r0 + i, sizeof(floating))
-        sm = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, 0, r0 + i, sizeof(floating))
+        r = r0 + i
+        st = p.stats + 4 * r
+        acc = pieces.states[r]
         if pieces.nchunks > 1:
-            part = pieces.stats + 4 * (r0 + i)
-            acc = xent_lse_init()
-            acc.shift, acc.sum, acc.rest = part[0], part[1], part[1]
-            total = part[3]
-            t = p.target[r0 + i]
+            total = pieces.stats[4 * r + 3]
             st[2] = NAN_
             for c in range(1, pieces.nchunks):
-                part = pieces.stats + 4 * (c * p.n + r0 + i)
-                piece = xent_lse_init()
-                piece.shift, piece.sum, piece.rest = part[0], part[1], part[1]
-                xent_lse_merge(&acc, &piece)
-                total += part[3]
+                xent_lse_merge(&acc, &pieces.states[c * p.n + r])
+                total += pieces.stats[4 * (c * p.n + r) + 3]
             for c in range(pieces.nchunks):  # the target logit, from its stretch
-                part = pieces.stats + 4 * (c * p.n + r0 + i)
+                part = pieces.stats + 4 * (c * p.n + r)
                 if part[2] == part[2]:
                     st[2] = part[2]
-            if gh != NULL and p.row_scale[r0 + i] != 0:
-                # Every stretch's accumulator onto the common shift, added in stretch order.
-                part = pieces.stats + 4 * (r0 + i)
-                factor = exp(part[0] - acc.shift) if part[1] != 0 else 0.0
-                _scale_row(gh, p.hdim, factor)
-                for c in range(1, pieces.nchunks):
-                    part = pieces.stats + 4 * (c * p.n + r0 + i)
-                    if part[1] == 0:
-                        continue
-                    f = <floating>exp(part[0] - acc.shift)
-                    other = <floating *>_chunk_rows(p, p.grad_hidden, pieces.acc, c, r0 + i,
-                                                    sizeof(floating))
-                    for k in range(p.hdim):
-                        gh[k] += f * other[k]
-                    if sm != NULL:
-                        other = <floating *>_chunk_rows(p, p.smooth_sum, pieces.smooth, c, r0 + i,
-                                                        sizeof(floating))
-                        for k in range(p.hdim):
-                            sm[k] += other[k]
             st[0], st[1], st[3] = acc.shift, acc.sum, total
             if p.extra != NULL:
-                _merge_extra(p, pieces, r0 + i, acc.shift)
-        if gh != NULL:
-            _finish_row(p, r0 + i, gh, sm)
-
-
-cdef inline void _scale_row(floating *x, Py_ssize_t n, double factor) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef floating f = <floating>factor
-    for k in range(n):
-        x[k] = x[k] * f
-
-
-cdef inline void _add_product(const Problem *p, Py_ssize_t v0, Py_ssize_t nrows,
-                              Py_ssize_t ncols, const floating *g, floating *out,
-                              bint first) noexcept nogil:
-    """out (nrows x H) (+)= g (nrows x ncols) @ weight[v0:v0 + ncols] (ncols x H)."""
-    # Column-major: out^T (H x nrows) = W_rows^T (H x ncols) x g^T (ncols x nrows).
-    _gemm(b"N", b"N", <int>p.hdim, <int>nrows, <int>ncols, <floating>1,
-          <const floating *>p.weight + v0 * p.ldw, <int>p.ldw, g, <int>ncols,
-          <floating>(0 if first else 1), out, <int>p.hdim)
-
-
-cdef void _finish_row(const Problem *p, Py_ssize_t r, floating *row,
-                      const floating *smooth_row) noexcept nogil:
-    """row = a_r (acc_r / sum-exp_r - keep slope_t W_t - spread sum_j slope_j W_j)."""
-    cdef Py_ssize_t k, t
-    cdef double a = p.row_scale[r], inv, target_share, y
-    cdef const double *st = p.stats + 4 * r
-    cdef const floating *wt
-    if a == 0:
-        memset(row, 0, p.hdim * sizeof(floating))
-        return
-    inv = 1 / st[1]
-    if p.z_loss != 0:   # the z-loss's gradient 2 z lse softmax joins the softmax's share
-        inv = inv * (1 + 2 * p.z_loss * (st[0] + log(st[1])))
-    t = p.target[r]
-    wt = <const floating *>p.weight + t * p.ldw
-    target_share = p.keep
-    if p.softcap > 0:
-        y = st[2] / p.softcap
-        target_share = p.keep * <floating>(1 - <floating>y * <floating>y)
-    if p.spread == 0:
-        for k in range(p.hdim):
-            row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]))
-    elif smooth_row != NULL:
-        for k in range(p.hdim):
-            row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
-                                     - p.spread * smooth_row[k]))
-    else:
-        for k in range(p.hdim):
-            row[k] = <floating>(a * (row[k] * inv - target_share * wt[k]
-                                     - p.spread * p.weight_sum[k]))
+                _merge_extra(p, pieces, r, acc.shift)
+        if pieces.log_sum != NULL:
+            pieces.log_sum[r] = xent_lse_log_sum(&acc)
 
 
 cdef extern from *:
@@ -570,7 +491,7 @@ cdef extern from *:
     double NAN_ "XENT_LINEAR_NAN"
 
 
-# ---- gradient: tiles of d loss / d logits, recomputed, multiplied into the two gradients -----
+# ---- the softmax gradient of a row ---------------------------------------------------------
 
 cdef inline void _softmax_grad_row(const floating *x, Py_ssize_t n, double shift,
                                    double log_sum, double a, double b,
@@ -578,91 +499,260 @@ cdef inline void _softmax_grad_row(const floating *x, Py_ssize_t n, double shift
     kern.row_softmax_grad(x, n, shift, log_sum, a, NULL, b, out)
 
 
-cdef void _grad_tile(const Problem *p, Py_ssize_t r0, Py_ssize_t nrows, Py_ssize_t v0,
-                     Py_ssize_t ncols, floating *buf) noexcept nogil:
-    """buf's first tile = d loss / d logits of rows r0.., classes v0.. (rows of ncols).
 
-    Row i: a_i (softmax - (1 - eps) onehot(t) - eps / V), times the softcap's slope. The
-    target's entry, where softmax - 1 cancels, is recomputed in double.
-    """
-    cdef floating *tile = buf
-    cdef floating *slope = buf + TILE if p.softcap > 0 else <floating *>NULL
-    cdef Py_ssize_t i, j, t
+# ---- gradient in three gemms: a chunk of rows' logits, its softmax gradient, two products ----
+
+
+# A chunk of rows holds its whole (rows x V) block of logits (then of d loss / d logits) in
+# one buffer of at most about this many bytes, and never fewer than ROW_BLOCK rows; the rows
+# are a function of V and the dtype alone, never of the thread count, so every gemm call (and
+# so every bit of the result) is the same on any number of threads. 128 MiB: 1024 rows of a
+# 32 000 float32 vocabulary, enough rows for grad_weight's gemms to run near the BLAS's rate.
+# Changed only by tests (set_chunk_bytes), to cut small problems into several chunks.
+cdef Py_ssize_t _chunk_bytes = 128 * 1024 * 1024
+
+
+def set_chunk_bytes(Py_ssize_t nbytes):
+    """Set the chunk's byte budget (for tests); returns the previous one."""
+    global _chunk_bytes
+    previous, _chunk_bytes = _chunk_bytes, nbytes
+    return previous
+
+
+cdef enum:
+    # grad_hidden's product is cut into stretches of this many columns of H, so that a call
+    # with few rows still keeps every thread busy and no single gemm outlasts a signal check.
+    HIDDEN_STRETCH = 256
+
+
+def chunk_rows(Py_ssize_t n, Py_ssize_t vocab, Py_ssize_t itemsize):
+    """Rows per chunk of the three-gemm gradient: a multiple of ROW_BLOCK, set by V and the
+    dtype so that the chunk's logits take at most about the chunk's byte budget (at least ROW_BLOCK rows),
+    and no more than n rounded up to ROW_BLOCK."""
+    cdef Py_ssize_t rows = _chunk_bytes // max(vocab * itemsize, 1)
+    rows = max(ROW_BLOCK, rows - rows % ROW_BLOCK)
+    return min(rows, max(ROW_BLOCK, (n + ROW_BLOCK - 1) // ROW_BLOCK * ROW_BLOCK))
+
+
+cdef struct Chunk:
+    # Rows c0 .. c0 + nrows of the problem; z their logits (nrows x V, row stride V), turned
+    # into d loss / d logits in place; states the per-(row, tile) log-sum-exp states and
+    # sums the per-(row, tile) sums of logits (label smoothing).
+    Py_ssize_t c0, nrows, ntiles
+    Py_ssize_t nchunks      # stretches of the vocabulary forward() cuts the rows into
+    void *z
+    xent_lse_state *states
+    double *sums
+    double *log_sum         # per row of the problem: log(sum-exp), accurate (ties/rest)
+    bint first              # the first chunk: grad_weight is set, not added to
+
+
+cdef void _chunk_logits(const Problem *p, const Chunk *ch, Py_ssize_t k,
+                        floating *scratch) noexcept nogil:
+    """Vocabulary tile k: the chunk's logits there (one gemm over all of the chunk's rows, so
+    the tile of weight is packed once), and each row's log-sum-exp state of the tile, target
+    logit and sum of logits."""
+    cdef Py_ssize_t v0 = k * VOCAB_TILE
+    cdef Py_ssize_t ncols = _min(VOCAB_TILE, p.vocab - v0)
+    cdef Py_ssize_t i, j, t, ld = p.vocab
+    cdef floating *strip = <floating *>ch.z + v0
     cdef floating *row
-    cdef const double *st
+    cdef floating beta = 0
+    cdef xent_lse_state st
+    cdef double total
+    if p.bias != NULL:
+        for i in range(ch.nrows):
+            memcpy(strip + i * ld, <const floating *>p.bias + v0, ncols * sizeof(floating))
+        beta = 1
+    _gemm(b"T", b"N", <int>ncols, <int>ch.nrows, <int>p.hdim, <floating>1,
+          <const floating *>p.weight + v0 * p.ldw, <int>p.ldw,
+          <const floating *>p.hidden + ch.c0 * p.ldh, <int>p.ldh, beta, strip, <int>ld)
+    for i in range(ch.nrows):
+        row = strip + i * ld
+        if p.softcap > 0:
+            _softcap_row(row, ncols, p.softcap, scratch, <floating *>NULL)
+        st = xent_lse_init()
+        kern.row_lse(row, ncols, &st)
+        ch.states[i * ch.ntiles + k] = st
+        t = p.target[ch.c0 + i] - v0
+        if 0 <= t < ncols:
+            p.stats[4 * (ch.c0 + i) + 2] = row[t]
+        if p.want_sum:
+            total = 0
+            for j in range(ncols):
+                total += row[j]
+            ch.sums[i * ch.ntiles + k] = total
+
+
+cdef void _chunk_merge(const Problem *p, const Chunk *ch, Py_ssize_t i) noexcept nogil:
+    """Row i of the chunk: its tiles' states merged as forward() merges them (in tile order
+    within each stretch of the vocabulary, then the stretches in order): the same bits."""
+    cdef Py_ssize_t k, c, first, end
+    cdef xent_lse_state acc, part
+    cdef double *st = p.stats + 4 * (ch.c0 + i)
+    cdef double total = 0, piece
+    for c in range(ch.nchunks):
+        first = c * ch.ntiles // ch.nchunks
+        end = (c + 1) * ch.ntiles // ch.nchunks
+        part = ch.states[i * ch.ntiles + first]
+        for k in range(first + 1, end):
+            xent_lse_merge(&part, &ch.states[i * ch.ntiles + k])
+        if c == 0:
+            acc = part
+        else:
+            xent_lse_merge(&acc, &part)
+        if p.want_sum:
+            piece = 0
+            for k in range(first, end):
+                piece += ch.sums[i * ch.ntiles + k]
+            total = piece if c == 0 else total + piece
+    st[0], st[1], st[3] = acc.shift, acc.sum, total
+    ch.log_sum[ch.c0 + i] = xent_lse_log_sum(&acc)
+
+
+cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
+                             floating *slope) noexcept nogil:
+    """Vocabulary tile k: the chunk's logits there become d loss / d logits, and
+    grad_weight[tile] (+)= G[:, tile]^T @ hidden[chunk] (grad_bias += its column sums)."""
+    cdef Py_ssize_t v0 = k * VOCAB_TILE, ld = p.vocab
+    cdef Py_ssize_t ncols = _min(VOCAB_TILE, p.vocab - v0)
+    cdef Py_ssize_t i, j, t, r
+    cdef floating *strip = <floating *>ch.z + v0
+    cdef floating *row
+    cdef floating y, inv_cap = <floating>(1 / p.softcap) if p.softcap > 0 else 0
     cdef double a, shift, log_sum, zt, share
-    _tile_of(p, r0, nrows, v0, ncols, tile, buf + 2 * TILE, slope)
-    for i in range(nrows):
-        row = tile + i * ncols
-        a = p.row_scale[r0 + i]
+    cdef double *gb
+    for i in range(ch.nrows):
+        r = ch.c0 + i
+        row = strip + i * ld
+        a = p.row_scale[r]
         if a == 0:
             memset(row, 0, ncols * sizeof(floating))
             continue
-        st = p.stats + 4 * (r0 + i)
-        shift, log_sum = st[0], log(st[1])
+        shift, log_sum = p.stats[4 * r], ch.log_sum[r]
         # the softmax's share: 1, or 1 + 2 z lse with a z-loss
         share = 1 + 2 * p.z_loss * (shift + log_sum) if p.z_loss != 0 else 1.0
-        t = p.target[r0 + i] - v0
+        t = p.target[r] - v0
         zt = row[t] if 0 <= t < ncols else 0
+        if p.softcap > 0:
+            # the cap's slope 1 - tanh^2, from the capped logit (cap tanh) it replaces
+            for j in range(ncols):
+                y = row[j] * inv_cap
+                slope[j] = 1 - y * y
         _softmax_grad_row(row, ncols, shift, log_sum, a * share, a * p.spread, row)
         if 0 <= t < ncols:
-            row[t] = <floating>(a * ((share * exp((zt - shift) - log_sum) - p.keep)
-                                     - p.spread))
-        if slope != NULL:
+            # where softmax - 1 cancels: in double, from the logit itself
+            row[t] = <floating>(a * ((share * exp((zt - shift) - log_sum) - p.keep) - p.spread))
+        if p.softcap > 0:
             for j in range(ncols):
-                row[j] = row[j] * slope[i * ncols + j]
+                row[j] = row[j] * slope[j]
+    _gemm(b"N", b"T", <int>p.hdim, <int>ncols, <int>ch.nrows, <floating>1,
+          <const floating *>p.hidden + ch.c0 * p.ldh, <int>p.ldh, strip, <int>ld,
+          <floating>(0 if ch.first else 1), <floating *>p.grad_weight + v0 * p.hdim,
+          <int>p.hdim)
+    if p.grad_bias != NULL:
+        gb = p.grad_bias + v0
+        for i in range(ch.nrows):
+            row = strip + i * ld
+            for j in range(ncols):
+                gb[j] += row[j]
 
 
-def grad_weight(const floating[:, :] hidden, const floating[:, :] weight, bias,
-                const Py_ssize_t[::1] target, double softcap, double[:, ::1] row_stats,
-                const double[::1] row_scale, double keep, double spread,
-                floating[:, ::1] grad_weight, grad_bias, int nthreads, double z_loss=0):
-    """grad_weight (and grad_bias, float64) from the forward's row statistics.
+cdef void _chunk_grad_hidden(const Problem *p, const Chunk *ch, Py_ssize_t s,
+                             const floating *dtype_only) noexcept nogil:
+    """Stretch s of H: grad_hidden[chunk, stretch] = G @ W[:, stretch], one gemm over all of
+    the chunk's rows (the stretch of weight is packed once)."""
+    cdef Py_ssize_t h0 = s * HIDDEN_STRETCH
+    cdef Py_ssize_t width = _min(HIDDEN_STRETCH, p.hdim - h0)
+    # Column-major: gh^T (width x rows) = W[:, stretch]^T (width x V) x G^T (V x rows).
+    _gemm(b"N", b"N", <int>width, <int>ch.nrows, <int>p.vocab, <floating>1,
+          <const floating *>p.weight + h0, <int>p.ldw, <floating *>ch.z, <int>p.vocab,
+          <floating>0, <floating *>p.grad_hidden + ch.c0 * p.hdim + h0, <int>p.hdim)
 
-    row_scale[i] multiplies row i's gradient (0 for ignored rows); keep = 1 - eps,
-    spread = eps / V. Threads take vocabulary tiles; each recomputes its tiles of logits and
-    of G = d loss / d logits for every block of rows in order and adds G^T @ hidden_rows, so
-    every entry of the gradient is written by one thread, in a fixed order.
+
+def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
+             const Py_ssize_t[::1] target, double softcap, bint want_sum,
+             double[:, ::1] row_stats, double[::1] log_sum, const double[::1] row_scale,
+             double keep, double spread, floating[:, ::1] grad_hidden,
+             floating[:, ::1] grad_weight, grad_bias, int nthreads, double z_loss=0):
+    """Row statistics, log(sum-exp) and both gradients in three gemms per chunk of rows.
+
+    For each chunk of chunk_rows(n, V, itemsize) rows, in order: (1) the chunk's logits
+    (rows x V) into one buffer, tile by tile, with each tile's log-sum-exp state per row,
+    merged in tile order; (2) per vocabulary tile, the logits become d loss / d logits in
+    place and grad_weight[tile] (+)= G[:, tile]^T @ hidden[chunk]; (3) grad_hidden[chunk] =
+    G @ weight, by stretches of H. Every gemm's operands and every sum's
+    order depend on the shapes alone: the same bits on any thread count.
+
+    row_stats[i] = (shift, sum-exp, target logit, sum of logits (want_sum)); log_sum[i] =
+    log(sum-exp) in the form that keeps a confident row's digits. grad_weight is overwritten
+    and grad_bias (float64, or None) must come in zeroed. Between two gemms the caller's thread
+    takes the GIL back for a moment to run the signal handlers: a KeyboardInterrupt raises
+    within a gemm's time (a fraction of a second), and the scratch is freed. Memory: the chunk's logits (at most 128 MiB, or ROW_BLOCK rows) and O(rows x V /
+    VOCAB_TILE) states.
     """
     cdef Problem p = _problem(hidden, weight, bias, target, softcap, row_stats)
     cdef double[::1] gb_view
+    cdef Chunk ch
+    p.want_sum = want_sum
     p.row_scale = &row_scale[0]
-    p.keep, p.spread = keep, spread
-    p.z_loss = z_loss
+    p.keep, p.spread, p.z_loss = keep, spread, z_loss
+    p.grad_hidden = &grad_hidden[0, 0]
     p.grad_weight = &grad_weight[0, 0]
     if grad_bias is not None:
         gb_view = grad_bias
         p.grad_bias = &gb_view[0]
-    cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE, k
-    cdef int threads = _threads_for(nthreads, ntiles)
-    cdef floating *scratch = <floating *>_scratch(threads, sizeof(floating))
+    cdef Py_ssize_t rows = chunk_rows(p.n, p.vocab, sizeof(floating))
+    cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
+    cdef Py_ssize_t nstretch = (p.hdim + HIDDEN_STRETCH - 1) // HIDDEN_STRETCH
+    cdef Py_ssize_t item, i
+    cdef int threads = nthreads if nthreads > 0 else 1
+    cdef volatile int stop = 0
+    cdef bint watch = _watch_signals()
+    cdef floating *scratch = NULL
+    memset(&ch, 0, sizeof(Chunk))
+    ch.ntiles = ntiles
+    ch.nchunks = _vocab_chunks((p.n + ROW_BLOCK - 1) // ROW_BLOCK, ntiles)
+    ch.log_sum = &log_sum[0]
+    for i in range(p.n):
+        row_stats[i, 2] = NAN_
     try:
-        with nogil:
-            for k in prange(ntiles, num_threads=threads, schedule="dynamic"):
-                _grad_weight_tile(&p, k, scratch + threadid() * SCRATCH_PER_THREAD)
+        ch.z = _alloc(rows * p.vocab * sizeof(floating))
+        ch.states = <xent_lse_state *>_alloc(rows * ntiles * sizeof(xent_lse_state))
+        if want_sum:
+            ch.sums = <double *>_alloc(rows * ntiles * sizeof(double))
+        scratch = <floating *>_alloc(threads * VOCAB_TILE * sizeof(floating))
+        ch.c0 = 0
+        while ch.c0 < p.n:
+            ch.nrows = _min(rows, p.n - ch.c0)
+            ch.first = ch.c0 == 0
+            # (1) logits and their log-sum-exp states, by vocabulary tiles
+            with nogil:
+                for item in prange(ntiles, num_threads=threads, schedule="dynamic"):
+                    if not _stopped(&stop, threadid(), watch):
+                        _chunk_logits(&p, &ch, item, scratch + threadid() * VOCAB_TILE)
+            if stop:
+                _raise_pending()
+            with nogil:
+                for i in prange(ch.nrows, num_threads=threads, schedule="static"):
+                    _chunk_merge(&p, &ch, i)
+            # (2) d loss / d logits and grad_weight, by vocabulary tiles
+            with nogil:
+                for item in prange(ntiles, num_threads=threads, schedule="dynamic"):
+                    if not _stopped(&stop, threadid(), watch):
+                        _chunk_grad_weight(&p, &ch, item, scratch + threadid() * VOCAB_TILE)
+            if stop:
+                _raise_pending()
+            # (3) grad_hidden of the chunk's rows, by stretches of H
+            with nogil:
+                for item in prange(nstretch, num_threads=threads, schedule="dynamic"):
+                    if not _stopped(&stop, threadid(), watch):
+                        _chunk_grad_hidden(&p, &ch, item, scratch)
+            if stop:
+                _raise_pending()
+            ch.c0 += ch.nrows
     finally:
+        free(ch.z)
+        free(ch.states)
+        free(ch.sums)
         free(scratch)
-
-
-cdef void _grad_weight_tile(const Problem *p, Py_ssize_t k, floating *buf) noexcept nogil:
-    cdef Py_ssize_t v0 = k * VOCAB_TILE
-    cdef Py_ssize_t ncols = _min(VOCAB_TILE, p.vocab - v0)
-    cdef Py_ssize_t r0, nrows, i, j, blk
-    cdef floating *gw = <floating *>p.grad_weight + v0 * p.hdim
-    cdef double *gb = p.grad_bias + v0 if p.grad_bias != NULL else NULL
-    if gb != NULL:
-        for j in range(ncols):
-            gb[j] = 0
-    for blk in range((p.n + ROW_BLOCK - 1) // ROW_BLOCK):
-        r0 = blk * ROW_BLOCK
-        nrows = _min(ROW_BLOCK, p.n - r0)
-        _grad_tile(p, r0, nrows, v0, ncols, buf)
-        # Row-major gw (ncols x H) += G^T (ncols x nrows) @ hidden_rows (nrows x H);
-        # column-major: gw^T (H x ncols) += hidden_rows^T (H x nrows) x G (nrows x ncols).
-        _gemm(b"N", b"T", <int>p.hdim, <int>ncols, <int>nrows, <floating>1,
-              <const floating *>p.hidden + r0 * p.ldh, <int>p.ldh, buf, <int>ncols,
-              <floating>(0 if r0 == 0 else 1), gw, <int>p.hdim)
-        if gb != NULL:
-            for i in range(nrows):
-                for j in range(ncols):
-                    gb[j] += buf[i * ncols + j]

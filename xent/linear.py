@@ -5,8 +5,9 @@ A language model's loss over a vocabulary of 32 000 to 256 000 classes needs N x
 (8192 tokens x 128 256 classes = 4 GiB of float32) that nobody keeps. These functions compute
 them tile by tile (xent/_linear.pyx): one single-threaded BLAS gemm per tile of 256 rows x 512
 classes into a buffer of the thread's own, folded into each row's online log-sum-exp while it
-is in cache. Beyond the inputs (and the gradients), a call holds O(N) numbers and one or two
-tiles per thread.
+is in cache. Beyond the inputs, the forward holds O(N) numbers and one or two tiles per
+thread; the gradient (three gemms, as PyTorch's forward and backward) one chunk of rows x V
+logits, at most 128 MiB.
 """
 
 import collections
@@ -14,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from . import _blas, _linear
+from . import _blas, _kernels, _linear
 from ._threads import get_num_threads, shares_cpus
 from ._multiclass import check_z_loss
 from ._validation import (
@@ -205,9 +206,11 @@ class _LinearInputs:
         self.n_rows = self.hidden.shape[0]
 
     def row_stats(self, extra=None):
-        """Per row (shift, sum-exp, target logit, sum of logits) from one tiled pass (and,
-        into extra unless None, what return_stats needs: see _linear.forward)."""
+        """Per row (shift, sum-exp, target logit, sum of logits) and log(sum-exp), from one
+        tiled pass (and, into extra unless None, what return_stats needs: see
+        _linear.forward)."""
         stats = np.empty((self.n_rows, 4), dtype=np.float64)
+        log_sum = np.empty(self.n_rows, dtype=np.float64)
         if self.n_rows:
             with _blas.single_threaded():
                 _linear.forward(
@@ -220,15 +223,20 @@ class _LinearInputs:
                     stats,
                     self.threads,
                     row_extra=extra,
+                    log_sum=log_sum,
                 )
-        return stats
+        return stats, log_sum
 
-    def row_losses(self, stats):
-        """Per-row losses in float64 (0 for ignored rows), as PyTorch's cross_entropy."""
+    def row_losses(self, stats, log_sum=None):
+        """Per-row losses in float64 (0 for ignored rows), as PyTorch's cross_entropy.
+
+        log_sum: each row's log(sum-exp) as the kernels give it (ties and rest apart, so a
+        confident row's loss log1p(rest) keeps its digits); else log of stats' sum-exp."""
         shift, sum_exp, target_logit, logit_sum = stats.T
         eps = self.smoothing
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            log_sum = np.log(sum_exp)
+            if log_sum is None:
+                log_sum = np.log(sum_exp)
             loss = np.zeros(self.n_rows)
             if eps != 1:
                 # -log_softmax at the target, as (shift - z_t) + log_sum: no rounding of lse
@@ -238,8 +246,9 @@ class _LinearInputs:
         return np.where(self.valid, loss, 0.0)
 
     def reduce(self, row_loss):
-        with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64's range
-            total = float(np.sum(row_loss))  # numpy's pairwise sum: a fixed order
+        # The exact sum of the rows' float64 losses, rounded once: the mean and the sum are
+        # correctly rounded, whatever the order or the partition of the rows.
+        total = _kernels.exact_sum(np.ascontiguousarray(row_loss, dtype=np.float64).reshape(-1))
         return reduce_loss(
             total,
             int(np.count_nonzero(self.valid)),
@@ -278,19 +287,23 @@ _Z_LOSS_PARAMETERS = """z_loss : float, optional
     return_lse : bool, optional
         Also return the per-row log-sum-exp (shape ``(...)``), free: the pass computes it."""
 
-_MEMORY_AND_THREADS = """The logits are never stored: they are computed in tiles of 256 rows x 512 classes, one
-    single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns (512 KiB in
-    float32), and folded into each row's (max, sum-exp) state while the tile is in cache.
+_MEMORY_AND_THREADS = """The logits are never stored whole: the forward computes them in tiles of 256 rows x 512
+    classes, one single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns
+    (512 KiB in float32), folded into each row's log-sum-exp state while the tile is in cache.
+    The state is the row kernels' (the largest terms counted apart from the rest), so a
+    confident row's loss ``log1p(rest)`` keeps its digits down to float64's smallest numbers.
     Threads take pieces of work: a block of 256 rows x a stretch of the vocabulary (with
     fewer than 32 blocks the vocabulary is cut into stretches, so few rows still use every
-    thread), merged in a fixed order. Beyond the inputs, a call allocates about 50 bytes per
-    row, 32 more per row and extra stretch, and two tiles (1 MiB in float32) per thread.
+    thread), merged in a fixed order. Beyond the inputs, a call allocates about 90 bytes per
+    row, 72 more per row and extra stretch, and a tile (512 KiB in float32) per thread.
 
-    The tiling depends only on the shapes and every sum runs over the tiles in a fixed order,
-    so the result has the same bits on any number of threads. While the call runs, the
+    The tiling depends only on the shapes, every sum runs over the tiles in a fixed order and
+    the mean and sum over rows are the exact sum of the rows' float64 losses rounded once, so
+    the result has the same bits on any number of threads. While the call runs, the
     process's OpenBLAS is held to one thread (restored afterwards), so BLAS never starts
-    threads of its own inside xent's: no oversubscription. Mixed float32/float64 inputs are
-    computed in float64; float16 and bfloat16 in float32."""
+    threads of its own inside xent's: no oversubscription. Ctrl-C (KeyboardInterrupt) stops a
+    long call between two gemms, within a fraction of a second, and leaves nothing behind.
+    Mixed float32/float64 inputs are computed in float64; float16 and bfloat16 in float32."""
 
 
 @shares_cpus
@@ -327,15 +340,16 @@ def linear_cross_entropy(
         hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
     )
     extra = np.zeros((problem.n_rows, 2), dtype=np.float64) if return_stats else None
-    stats = problem.row_stats(extra)
-    lse = _row_lse(stats)
-    loss = problem.reduce(_add_z_loss(problem, problem.row_losses(stats), lse, z_loss))
+    stats, log_sum = problem.row_stats(extra)
+    lse = _row_lse(stats, log_sum)
+    loss = problem.reduce(_add_z_loss(problem, problem.row_losses(stats, log_sum), lse, z_loss))
     result = (loss,)
     if return_lse:
         result += (_in_dtype(problem, lse),)
     if return_stats:
-        result += (_row_statistics(problem, stats, extra),)
-    return result
+        result += (_row_statistics(problem, stats, extra, log_sum),)
+    # z_loss alone returns the loss, as documented (and as the reference does): not a 1-tuple
+    return result if len(result) > 1 else loss
 
 
 linear_cross_entropy.__doc__ = f"""Cross-entropy of the logits ``hidden @ weight.T + bias``, without forming them.
@@ -400,7 +414,7 @@ def _forward(
     problem = _LinearInputs(
         hidden, weight, target, bias, ignore_index, reduction, label_smoothing, softcap, num_threads
     )
-    return problem.reduce(problem.row_losses(problem.row_stats()))
+    return problem.reduce(problem.row_losses(*problem.row_stats()))
 
 
 @shares_cpus
@@ -434,20 +448,11 @@ def linear_cross_entropy_with_grad(
     grad_hidden = np.empty((problem.n_rows, width), dtype=compute)
     grad_weight = np.zeros(problem.weight.shape, dtype=compute)
     grad_bias = None if problem.bias is None else np.zeros(problem.vocab, dtype=np.float64)
-    # The uniform (smoothing) part of grad_hidden is spread * sum_j slope_j W_j: the column
-    # sums of weight without softcap, else one more N x H accumulator.
-    smooth_sum = weight_sum = None
-    if spread and problem.softcap:
-        smooth_sum = np.empty((problem.n_rows, width), dtype=compute)
-    elif spread:
-        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf in a column is NaN
-            weight_sum = np.ascontiguousarray(
-                problem.weight[:, :width].sum(axis=0, dtype=np.float64)
-            )
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
+    log_sum = np.empty(problem.n_rows, dtype=np.float64)
     if problem.n_rows:
         with _blas.single_threaded():
-            _linear.forward(
+            _linear.gradient(
                 problem.hidden,
                 problem.weight,
                 problem.bias,
@@ -455,33 +460,19 @@ def linear_cross_entropy_with_grad(
                 problem.softcap,
                 problem.smoothing != 0,
                 stats,
-                problem.threads,
+                log_sum,
                 row_scale,
                 keep,
                 spread,
                 grad_hidden,
-                smooth_sum,
-                weight_sum,
-                z_loss=z_loss,
-            )
-            _linear.grad_weight(
-                problem.hidden,
-                problem.weight,
-                problem.bias,
-                problem.labels,
-                problem.softcap,
-                stats,
-                row_scale,
-                keep,
-                spread,
                 grad_weight,
                 grad_bias,
                 problem.threads,
                 z_loss=z_loss,
             )
-    row_loss = problem.row_losses(stats)
+    row_loss = problem.row_losses(stats, log_sum)
     if z_loss:
-        row_loss = _add_z_loss(problem, row_loss, _row_lse(stats), z_loss)
+        row_loss = _add_z_loss(problem, row_loss, _row_lse(stats, log_sum), z_loss)
     loss = problem.reduce(row_loss)
     dtype = problem.dtype
     with np.errstate(over="ignore"):
@@ -492,7 +483,7 @@ def linear_cross_entropy_with_grad(
             None if grad_bias is None else grad_bias.astype(dtype),
         )
     if return_lse:
-        return grads, _in_dtype(problem, _row_lse(stats))
+        return grads, _in_dtype(problem, _row_lse(stats, log_sum))
     return grads
 
 
@@ -525,17 +516,21 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
     -----
     {_MEMORY_AND_THREADS}
 
-    The gradient takes two tiled passes, four gemms per tile where PyTorch's forward and
-    backward take three in all. In the first, threads take blocks of rows: the forward's
-    pass also accumulates ``sum_j exp(z_j - max) W_j`` per row, rescaled when the row's
-    running max grows (as flash attention does), which gives ``grad_hidden`` at the end. In
-    the second, threads take vocabulary tiles and recompute the tiles of logits and of
-    ``G = d loss / d logits`` to add ``G.T @ hidden_rows`` to their rows of ``grad_weight``.
-    Every entry of a gradient is written by one thread and summed over tiles in a fixed
-    order: the same bits on any number of threads. Beyond the gradients it allocates O(N + V)
-    numbers, two tiles per thread, an accumulator of H numbers per row and extra stretch of
-    the vocabulary (at most 8192 x H in all), and an N x H one more when ``softcap`` and
-    ``label_smoothing`` are both given.
+    The gradient takes three gemms, as PyTorch's forward and backward do, over chunks of
+    rows: for each chunk in turn, (1) its logits ``hidden[chunk] @ weight.T`` into one buffer,
+    tile by tile, each tile folded into the rows' log-sum-exp states; (2) per vocabulary tile,
+    the logits become ``G = d loss / d logits`` in place and ``G[:, tile].T @ hidden[chunk]``
+    is added to ``grad_weight[tile]``; (3) ``grad_hidden[chunk] = G @ weight``. Threads take
+    vocabulary tiles in (1) and (2) and stretches of 256 columns of H in (3); every entry of a
+    gradient is written by one gemm and summed over the chunks in order: the same bits on any
+    number of threads.
+
+    Memory beyond the inputs and the gradients: the chunk's buffer, ``rows x V`` numbers of
+    the compute dtype with ``rows`` the largest multiple of 256 that keeps it within 128 MiB
+    (at least 256, at most N rounded up to 256: 1024 rows, 125 MiB, for V = 32 000 in float32;
+    256 rows, 125 MiB, for V = 128 256), fixed by V and the dtype, never by the thread count;
+    plus 40 bytes per row and vocabulary tile of the chunk (48 with ``label_smoothing``),
+    O(N) numbers, and ``grad_bias`` in float64.
 
     Examples
     --------
@@ -595,9 +590,9 @@ True
 """
 
 
-def _row_lse(stats):
+def _row_lse(stats, log_sum=None):
     with np.errstate(divide="ignore", invalid="ignore"):
-        return stats[:, 0] + np.log(stats[:, 1])
+        return stats[:, 0] + (np.log(stats[:, 1]) if log_sum is None else log_sum)
 
 
 def _in_dtype(problem, values):
@@ -613,12 +608,12 @@ def _add_z_loss(problem, row_loss, lse, z_loss):
         return row_loss + np.where(problem.valid, z_loss * lse * lse, 0.0)
 
 
-def _row_statistics(problem, stats, extra):
+def _row_statistics(problem, stats, extra, log_sum):
     """LinearRowStats from the forward's statistics and its extra columns."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        entropy = np.log(stats[:, 1]) - extra[:, 0] / stats[:, 1]
+        entropy = log_sum - extra[:, 0] / stats[:, 1]
     return LinearRowStats(
-        _in_dtype(problem, _row_lse(stats)),
+        _in_dtype(problem, _row_lse(stats, log_sum)),
         _in_dtype(problem, entropy),
         extra[:, 1].astype(np.intp).reshape(problem.batch),
     )
