@@ -238,7 +238,9 @@ static inline xent_compare_state xent_compare_init(void)
                                      double qg, double coef, T *out))                          \
     X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
-                             xent_compare_state *st))
+                             xent_compare_state *st))                                          \
+    X(double, read_sum, S, (const T *x, ptrdiff_t n))                                           \
+    X(double, copy_array, S, (const T *x, ptrdiff_t n, T *out))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

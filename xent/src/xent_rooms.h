@@ -12,3 +12,4 @@
 #include "xent_compare.h"   /* two models' rows of one token: KL, JSD, argmaxes */
 #include "xent_binary.h"    /* elementwise: surprisal, binary entropy, BCE */
 #include "xent_divergence.h"  /* KL, JSD, total variation between two rows of logits */
+#include "xent_probe.h"     /* memory probes: read and read + write bandwidth */
