@@ -1,12 +1,14 @@
 """The libraries ``xent bench`` measures xent against, each behind one small adapter.
 
 Peers, each skipped with a note where it is not installed: PyTorch
-(``torch.nn.functional.cross_entropy``), SciPy (``scipy.special.logsumexp`` minus the target
+(``torch.nn.functional.cross_entropy``, eager and through ``torch.compile``), SciPy (``scipy.special.logsumexp`` minus the target
 logit), scikit-learn (its private ``HalfMultinomialLoss``) and JAX with optax
 (``optax.softmax_cross_entropy_with_integer_labels``, jitted).
 """
 
 import importlib
+import os
+import shutil
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
@@ -103,12 +105,60 @@ def load_torch(threads):
     )
 
 
+def cpp_compiler():
+    """The C++ compiler torch.compile's CPU backend (inductor) would find, or None."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def load_torch_compile(threads):
+    """``torch.compile(F.cross_entropy)``, default mode, on ``threads`` threads.
+
+    Compiling takes seconds: it happens in the untimed warm-up call of each case, once per
+    shape, specialised to it (``dynamic=False``). Skipped where no C++ compiler is found:
+    inductor writes C++ for the CPU.
+    """
+    torch = import_chain("torch")
+    functional = import_chain("torch.nn.functional")
+    if cpp_compiler() is None:
+        raise PeerSkipped("torch.compile needs a C++ compiler for the CPU (inductor); none found")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def prepare(logits, labels):
+        if logits.dtype.name == "bfloat16":
+            x = torch.from_numpy(logits.view(np.int16)).view(torch.bfloat16)
+        else:
+            x = torch.from_numpy(logits)
+        t = torch.from_numpy(labels)
+        # A fresh compilation for each shape, specialised to it (the best case for
+        # torch.compile): without the reset the shapes before would count towards its
+        # recompile limit, past which it falls back to eager without a word.
+        torch.compiler.reset()
+        compiled = torch.compile(functional.cross_entropy, dynamic=False)
+        return lambda: float(compiled(x, t))
+
+    return Peer(
+        "torch.compile",
+        "torch.compile(torch.nn.functional.cross_entropy), compiled and warmed up before "
+        "the timing",
+        torch.__version__,
+        f"{threads} thread{'s' * (threads != 1)}",
+        prepare,
+        close=lambda: torch.set_num_threads(previous),
+    )
+
+
 def load_scipy(threads):
     """SciPy: ``logsumexp(x, axis=1) - x[arange, y]``, mean (numpy, one thread)."""
     scipy = import_chain("scipy")
     special = import_chain("scipy.special")
 
     def prepare(logits, labels):
+        if logits.dtype.name == "bfloat16":
+            raise PeerSkipped("its logsumexp takes NumPy's own dtypes, not ml_dtypes' bfloat16")
         rows = np.arange(len(labels))
         return lambda: float(np.mean(special.logsumexp(logits, axis=1) - logits[rows, labels]))
 
@@ -172,6 +222,7 @@ def load_jax(threads):
 #: (name, loader) of every peer, in the table's order.
 PEER_LOADERS = [
     ("torch", load_torch),
+    ("torch.compile", load_torch_compile),
     ("scipy", load_scipy),
     ("sklearn", load_sklearn),
     ("jax", load_jax),

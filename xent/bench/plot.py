@@ -7,6 +7,7 @@ import numpy as np
 from .cases import QUICK_DIVISOR
 from .peers import import_chain
 from .report import format_time
+from .roofline import format_fraction, format_gemms
 
 
 def import_matplotlib_figure():
@@ -38,6 +39,8 @@ def write_plot(report, path, figure_module):
         panels.append(_draw_grad)
     if report.get("linear"):
         panels.append(_draw_linear)
+    if roofline_bars(report):
+        panels.append(_draw_roofline)
     if cases and cases[0]["scaling"] is not None:
         panels.append(_draw_scaling)
     columns = min(2, max(1, len(panels)))
@@ -148,3 +151,48 @@ def _draw_scaling(ax, report):
     ax.set_title("xent thread scaling")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+
+
+def roofline_bars(report):
+    """(label, fraction of the limit, value label, limit name) for every line that has a
+    limit: each shape's xent against its read, the gradients against the in-place read +
+    write, and the linear head's lines as one GEMM's time over theirs."""
+    bars = []
+    for c in report["cases"]:
+        if "fraction_of_read_bw" in c:
+            value = c["fraction_of_read_bw"]
+            label = f"{c['rows']}x{c['classes']}\n{c['dtype']}"
+            bars.append((label, value, format_fraction(value), "read"))
+    grad = report.get("grad") or {}
+    names = {"xent": "grad", "xent_out": "grad\nout=", "xent_inplace": "grad\nin place"}
+    for name, value in grad.get("fraction_of_read_write_bw", {}).items():
+        bars.append((names.get(name, name), value, format_fraction(value), "read + write"))
+    for r in report.get("linear") or []:
+        shape = f"{r['rows']}x{r['hidden']}x{r['vocab']}"
+        for section, what in ((r, "linear"), (r.get("grad"), "linear\n+grad")):
+            if section and "gemms" in section and "xent" in section["gemms"]:
+                gemms = section["gemms"]["xent"]
+                bars.append((f"{what}\n{shape}", 1 / gemms, f"{format_gemms(gemms)} GEMM", "GEMM"))
+    return bars
+
+
+def _draw_roofline(ax, report):
+    bars = roofline_bars(report)
+    limits = list(dict.fromkeys(limit for *_, limit in bars))
+    colors = {limit: f"C{i}" for i, limit in enumerate(limits)}
+    positions = np.arange(len(bars))
+    drawn = ax.bar(
+        positions,
+        [value * 100 for _, value, _, _ in bars],
+        color=[colors[limit] for *_, limit in bars],
+    )
+    ax.bar_label(drawn, [text for _, _, text, _ in bars], fontsize=7, rotation=90, padding=2)
+    for limit in limits:  # one legend entry per kind of limit
+        ax.bar([0], [0], color=colors[limit], label=f"of {limit}")
+    ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(positions, [label for label, *_ in bars], fontsize=7)
+    ax.margins(y=0.25)
+    ax.set_ylabel("% of the machine's limit (100: at it)")
+    ax.set_title("Roofline: each line's fraction of its limit (higher is better)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
