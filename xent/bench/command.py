@@ -121,6 +121,12 @@ def add_arguments(parser):
         help="leave out the header's machine limits (its DRAM probe reads an array of up to "
         "1 GiB, and the GEMM runs at the linear shape); each shape's own probe still runs",
     )
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="leave out the torch.compile peer (it compiles each shape anew: seconds each)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     parser.add_argument(
         "--json",
@@ -187,7 +193,8 @@ def _run(args):
     cases = select_cases(args)
     if not args.shape and not args.dtype and not has_bfloat16():
         print("xent bench: the bfloat16 shapes are left out: they need ml_dtypes", file=sys.stderr)
-    peers, skipped = load_peers(threads)
+    leave_out = {} if args.compile else {"torch.compile": "left out (--no-compile)"}
+    peers, skipped = load_peers(threads, leave_out)
     try:
         report = measure_all(args, cases, peers, skipped, threads)
     finally:

@@ -9,6 +9,7 @@ logit), scikit-learn (its private ``HalfMultinomialLoss``) and JAX with optax
 import importlib
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
@@ -136,8 +137,14 @@ def load_torch_compile(threads):
         # A fresh compilation for each shape, specialised to it (the best case for
         # torch.compile): without the reset the shapes before would count towards its
         # recompile limit, past which it falls back to eager without a word.
-        torch.compiler.reset()
-        compiled = torch.compile(functional.cross_entropy, dynamic=False)
+        # Compile now, hushing the warnings torch's compiler raises about its own internals
+        # as it imports them (deprecations: under "-W error", as in xent's tests, they would
+        # stop it).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.compiler.reset()
+            compiled = torch.compile(functional.cross_entropy, dynamic=False)
+            compiled(x, t)
         return lambda: float(compiled(x, t))
 
     return Peer(
@@ -229,13 +236,15 @@ PEER_LOADERS = [
 ]
 
 
-def load_peers(threads):
+def load_peers(threads, leave_out=()):
     """Load every installed peer.
 
     Parameters
     ----------
     threads : int
         Threads for the peers that take a count.
+    leave_out : dict, optional
+        Peer name -> why it is left out (the options asked so): listed as skipped.
 
     Returns
     -------
@@ -246,6 +255,9 @@ def load_peers(threads):
     """
     peers, skipped = [], {}
     for name, loader in PEER_LOADERS:
+        if name in leave_out:
+            skipped[name] = leave_out[name]
+            continue
         try:
             peers.append(loader(threads))
         except ImportError:

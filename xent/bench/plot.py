@@ -156,7 +156,8 @@ def _draw_scaling(ax, report):
 def roofline_bars(report):
     """(label, fraction of the limit, value label, limit name) for every line that has a
     limit: each shape's xent against its read, the gradients against the in-place read +
-    write, and the linear head's lines as one GEMM's time over theirs."""
+    write, the linear head's loss against one GEMM of its shape and its loss with the
+    gradients against three (the forward's and the two of the backward)."""
     bars = []
     for c in report["cases"]:
         if "fraction_of_read_bw" in c:
@@ -169,10 +170,12 @@ def roofline_bars(report):
         bars.append((names.get(name, name), value, format_fraction(value), "read + write"))
     for r in report.get("linear") or []:
         shape = f"{r['rows']}x{r['hidden']}x{r['vocab']}"
-        for section, what in ((r, "linear"), (r.get("grad"), "linear\n+grad")):
+        # the loss's limit is one GEMM, the loss with its gradients' three
+        for section, what, limit in ((r, "linear", 1), (r.get("grad"), "linear\n+grad", 3)):
             if section and "gemms" in section and "xent" in section["gemms"]:
                 gemms = section["gemms"]["xent"]
-                bars.append((f"{what}\n{shape}", 1 / gemms, f"{format_gemms(gemms)} GEMM", "GEMM"))
+                text = f"{format_gemms(gemms)} GEMM"
+                bars.append((f"{what}\n{shape}", limit / gemms, text, "GEMMs (1, or 3 with grads)"))
     return bars
 
 
