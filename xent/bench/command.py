@@ -275,6 +275,16 @@ def measure_all(args, cases, peers, skipped, threads):
             "call. !: the result disagrees with xent's."
         )
     print_case_skips(report)
+    compile_seconds = [
+        c["peer_warmup_seconds"]["torch.compile"]
+        for c in report["cases"]
+        if "torch.compile" in c.get("peer_warmup_seconds", {})
+    ]
+    if compile_seconds:
+        print(
+            f"  torch.compile: compiling and warming up took {sum(compile_seconds):.1f} s "
+            f"over {len(compile_seconds)} shape(s), outside the timing"
+        )
     if args.grad:
         grad_case = select_grad_case(args)
         _progress(f"measuring loss + gradient on {grad_case.label} {grad_case.dtype} ...")

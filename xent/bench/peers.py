@@ -9,6 +9,7 @@ logit), scikit-learn (its private ``HalfMultinomialLoss``) and JAX with optax
 import importlib
 import os
 import shutil
+import time
 import warnings
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -269,16 +270,19 @@ def load_peers(threads, leave_out=()):
     return peers, skipped
 
 
-def prepare_peers(peers, logits, labels, grad=False):
+def prepare_peers(peers, logits, labels, grad=False, warmup_seconds=None):
     """Name -> call for each peer that runs on this data (after one untimed warm-up call).
 
-    Returns the calls and a dict name -> why a peer sits this case out.
+    Returns the calls and a dict name -> why a peer sits this case out. ``warmup_seconds``,
+    a dict, receives name -> seconds of the preparation and warm-up (torch.compile's
+    compilation, JAX's jit).
     """
     calls, skipped = {}, {}
     for peer in peers:
         prepare = peer.prepare_grad if grad else peer.prepare
         if prepare is None:
             continue
+        start = time.perf_counter()
         try:
             fn = prepare(logits, labels)
             fn()  # warm-up: thread pools, allocator arenas, jit compilation
@@ -288,4 +292,6 @@ def prepare_peers(peers, logits, labels, grad=False):
             skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
         else:
             calls[peer.name] = fn
+        if warmup_seconds is not None:
+            warmup_seconds[peer.name] = time.perf_counter() - start
     return calls, skipped

@@ -45,7 +45,8 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
         return float(cross_entropy(logits, labels, num_threads=threads))
 
     run_xent()  # warm-up
-    peer_calls, skipped = prepare_peers(peers, logits, labels)
+    warmup_seconds = {}
+    peer_calls, skipped = prepare_peers(peers, logits, labels, warmup_seconds=warmup_seconds)
     # the read bandwidth's probe reads the same array, in the same rounds as the others
     probe = read_probe(logits, threads)
     probe()
@@ -98,6 +99,7 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
         "rtol": RTOL[case.dtype],
         "peak_rss_rise": memory,
         "skipped": skipped,
+        "peer_warmup_seconds": warmup_seconds,
         "scaling": measure_scaling(logits, labels, threads, repeat) if scaling else None,
     }
 
