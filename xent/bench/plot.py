@@ -49,6 +49,7 @@ def write_plot(report, path, figure_module):
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, draw in zip(axes, panels):
         draw(ax, report)
+        _fit_tick_labels(ax)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     shapes = (
@@ -62,6 +63,24 @@ def write_plot(report, path, figure_module):
     )
     fig.suptitle(title + (f"\n{shapes}" if shapes else ""))
     fig.savefig(path, dpi=110)
+
+
+#: Short dtype names for crowded axes.
+_SHORT_DTYPES = {"float32": "f32", "float64": "f64", "bfloat16": "bf16", "float16": "f16"}
+
+
+def _fit_tick_labels(ax, most=5):
+    """More than ``most`` groups on an axis: their labels on one line each, slanted, so that
+    neighbours do not overlap."""
+    labels = ax.get_xticklabels()
+    if len(labels) <= most:
+        return
+    for label in labels:
+        text = label.get_text().replace("\n", " ")
+        for name, short in _SHORT_DTYPES.items():
+            text = text.replace(name, short)
+        label.set_text(text)
+    ax.set_xticks(ax.get_xticks(), labels, rotation=40, ha="right", fontsize=7)
 
 
 def _bars(ax, groups, series, values, labels):
