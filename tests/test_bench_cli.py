@@ -543,3 +543,19 @@ def test_a_peer_that_overflows_is_reported_but_not_a_disagreement(tmp_path, caps
     assert any(cell.endswith("x !") for cell in table_row(out, "2000 x 50"))
     report = json.loads(path.read_text())
     assert report["exit_status"] == 0 and len(report["peer_failures"]) == 1
+
+
+def test_a_probe_that_misses_elements_exits_1(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from xent import _kernels
+    from xent.bench import roofline
+
+    def short_read(x, threads):  # reads all but the last element
+        return _kernels.read_sum(x[:-1], threads)
+
+    fake = SimpleNamespace(read_sum=short_read, copy_array=_kernels.copy_array)
+    monkeypatch.setattr(roofline, "_kernels", fake)
+    argv = ["bench", "--shape", "300x40", "--repeat", "1", "--no-grad", "--no-linear"]
+    assert cli.main(argv + ["--no-compile"]) == 1
+    assert "DISAGREEMENT: the bandwidth probes' sums of ones" in capsys.readouterr().out

@@ -201,6 +201,7 @@ def _run(args):
         for peer in reversed(peers):  # the last loaded first: each restores what it found
             peer.close()
     messages = disagreements(report) + linear.disagreements(report.get("linear") or [])
+    messages += limit_disagreements(report.get("limits"))
     failures = peer_failures(report)
     for message in failures:
         print(f"PEER FAILED: {message}")
@@ -305,6 +306,17 @@ def measure_limits(args, threads):
     if cases:
         limits["gemm"] = linear.measure_gemm(cases[0], threads, args.repeat, args.seed)
     return limits
+
+
+def limit_disagreements(limits):
+    """Messages for the header's probes whose results are wrong: a probe that did not read
+    every element, or a GEMM whose product is not numpy's."""
+    messages = []
+    if limits and not limits["memory"]["sums_agree"]:
+        messages.append("the bandwidth probes' sums of ones are not the number of elements")
+    if limits and limits.get("gemm") and not limits["gemm"]["agree"]:
+        messages.append("the header's GEMM product differs from numpy's matmul")
+    return messages
 
 
 def main(argv=None):
