@@ -5,7 +5,10 @@ The package's parts each do one job, and import each other in this order only:
 - :mod:`~xent.bench.measure`: timing (interleaved runs, medians) and memory (peak resident
   set, tracemalloc), for any calls; also used by ``xent`` and ``benchmarks/``;
 - :mod:`~xent.bench.cases`: the shapes, their data, the tolerances, the argparse types;
-- :mod:`~xent.bench.peers`: PyTorch, SciPy, scikit-learn and JAX behind one adapter each;
+- :mod:`~xent.bench.roofline`: the machine's limits (read and read + write bandwidth, the
+  GEMM rate) and each line's fraction of its limit;
+- :mod:`~xent.bench.peers`: PyTorch (eager and torch.compile), SciPy, scikit-learn and JAX
+  behind one adapter each;
 - :mod:`~xent.bench.report`: the format helpers, tables and JSON;
 - :mod:`~xent.bench.sections`: the cross-entropy and gradient measurements;
 - :mod:`~xent.bench.linear`: the fused linear cross-entropy section;
@@ -58,6 +61,7 @@ from .peers import (
     load_scipy,
     load_sklearn,
     load_torch,
+    load_torch_compile,
     prepare_peers,
 )
 from .plot import import_matplotlib_figure, write_plot
@@ -69,6 +73,7 @@ from .report import (
     format_time,
     forward_row,
     forward_table,
+    peer_failures,
     print_case_skips,
     print_grad,
     print_header,
@@ -108,6 +113,7 @@ __all__ = [
     "load_scipy",
     "load_sklearn",
     "load_torch",
+    "load_torch_compile",
     "main",
     "make_data",
     "measure_all",
@@ -115,6 +121,7 @@ __all__ = [
     "median_time",
     "medians_of",
     "numpy_dtype",
+    "peer_failures",
     "parse_shape",
     "peak_rss_rise",
     "positive_int",

@@ -20,11 +20,17 @@ REFERENCE_ROWS = 2048
 REFERENCE_MAX_RUNS = 3
 #: Shapes and dtypes measured by default: (rows, classes, dtype).
 DEFAULT_CASES = [
+    (1 << 20, 2, "float32"),
     (1 << 20, 10, "float32"),
+    (1 << 20, 64, "float32"),
     (65536, 1000, "float32"),
     (8192, 32000, "float32"),
     (64, 1 << 20, "float32"),
     (65536, 1000, "float64"),
+    (1 << 20, 10, "bfloat16"),
+    (8192, 32000, "bfloat16"),
+    (1 << 20, 10, "float16"),
+    (8192, 32000, "float16"),
 ]
 #: The shape of the loss + gradient measurement.
 DEFAULT_GRAD_SHAPE = (8192, 32000)
@@ -145,6 +151,15 @@ def numpy_dtype(name):
     return np.dtype(name)
 
 
+def has_bfloat16():
+    """Whether ml_dtypes, numpy's bfloat16, is installed."""
+    try:
+        importlib.import_module("ml_dtypes")
+    except ImportError:
+        return False
+    return True
+
+
 def select_cases(args):
     """The cases the options ask for, in order, without duplicates.
 
@@ -165,6 +180,8 @@ def select_cases(args):
             Case(max(1, rows // divisor), classes, args.dtype or dtype)
             for rows, classes, dtype in DEFAULT_CASES
         ]
+        if not has_bfloat16():  # the default run goes on without them (--dtype asks for it)
+            cases = [case for case in cases if case.dtype != "bfloat16"]
     return list(dict.fromkeys(cases))
 
 

@@ -16,6 +16,7 @@ from . import linear
 from .cases import (
     DTYPES,
     QUICK_DIVISOR,
+    has_bfloat16,
     REFERENCE_MAX_RUNS,
     REFERENCE_ROWS,
     parse_shape,
@@ -26,10 +27,12 @@ from .cases import (
 )
 from .measure import busy_cpus, git_commit
 from .peers import load_peers
+from .roofline import measure_memory_limits
 from .plot import import_matplotlib_figure, write_plot
 from .report import (
     disagreements,
     forward_row,
+    peer_failures,
     forward_table,
     print_case_skips,
     print_grad,
@@ -86,7 +89,8 @@ def add_arguments(parser):
         choices=DTYPES,
         default=None,
         help="dtype of every shape (default: float32 for --shape; the default "
-        "shapes are float32 and one float64; bfloat16 needs ml_dtypes)",
+        "shapes are float32, one float64 and two each of bfloat16 and float16; bfloat16 "
+        "needs ml_dtypes, without which its default shapes are left out)",
     )
     parser.add_argument(
         "--threads",
@@ -109,6 +113,19 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--scaling", action="store_true", help="also time xent on 1..THREADS threads"
+    )
+    parser.add_argument(
+        "--no-limits",
+        dest="limits",
+        action="store_false",
+        help="leave out the header's machine limits (its DRAM probe reads an array of up to "
+        "1 GiB, and the GEMM runs at the linear shape); each shape's own probe still runs",
+    )
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="leave out the torch.compile peer (it compiles each shape anew: seconds each)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     parser.add_argument(
@@ -174,15 +191,23 @@ def _run(args):
             return 2
     threads = get_num_threads(args.threads)
     cases = select_cases(args)
-    peers, skipped = load_peers(threads)
+    if not args.shape and not args.dtype and not has_bfloat16():
+        print("xent bench: the bfloat16 shapes are left out: they need ml_dtypes", file=sys.stderr)
+    leave_out = {} if args.compile else {"torch.compile": "left out (--no-compile)"}
+    peers, skipped = load_peers(threads, leave_out)
     try:
         report = measure_all(args, cases, peers, skipped, threads)
     finally:
-        for peer in peers:
+        for peer in reversed(peers):  # the last loaded first: each restores what it found
             peer.close()
     messages = disagreements(report) + linear.disagreements(report.get("linear") or [])
+    messages += limit_disagreements(report.get("limits"))
+    failures = peer_failures(report)
+    for message in failures:
+        print(f"PEER FAILED: {message}")
     for message in messages:
         print(f"DISAGREEMENT: {message}")
+    report["peer_failures"] = failures
     report["disagreements"] = messages
     report["exit_status"] = 1 if messages else 0
     if args.json:
@@ -226,6 +251,11 @@ def measure_all(args, cases, peers, skipped, threads):
         "cases": [],
         "grad": None,
     }
+    report["limits"] = None
+    if getattr(args, "limits", True):
+        _progress("measuring the machine's limits ...")
+        report["limits"] = measure_limits(args, threads)
+        _clear_progress()
     print_header(report, peers, skipped)
     if getattr(args, "linear_only", False):
         cases, args.grad = [], False
@@ -239,11 +269,23 @@ def measure_all(args, cases, peers, skipped, threads):
         table.row(forward_row(result, peer_names))
     if cases:
         print(
-            "\nvs X: X's median time / xent's median time: above 1x xent is faster, below "
-            "1x slower.\nmem: peak RSS rise of one call. !: the result disagrees with "
-            "xent's."
+            "\nof read bw: a plain multi-threaded read of the same array (its sum), timed in "
+            "the same rounds,\nover xent's time: 100% is as fast as the memory (or the "
+            "cache where the array fits) gives it.\nvs X: X's median time / xent's median "
+            "time: above 1x xent is faster, below 1x slower.\nmem: peak RSS rise of one "
+            "call. !: the result disagrees with xent's."
         )
     print_case_skips(report)
+    compile_seconds = [
+        c["peer_warmup_seconds"]["torch.compile"]
+        for c in report["cases"]
+        if "torch.compile" in c.get("peer_warmup_seconds", {})
+    ]
+    if compile_seconds:
+        print(
+            f"  torch.compile: compiling and warming up took {sum(compile_seconds):.1f} s "
+            f"over {len(compile_seconds)} shape(s), outside the timing"
+        )
     if args.grad:
         grad_case = select_grad_case(args)
         _progress(f"measuring loss + gradient on {grad_case.label} {grad_case.dtype} ...")
@@ -254,6 +296,27 @@ def measure_all(args, cases, peers, skipped, threads):
         print_scaling(report)
     linear.measure(args, peers, threads, report, progress=_progress)
     return report
+
+
+def measure_limits(args, threads):
+    """The header's limits: memory bandwidths, and the GEMM rate at the first linear shape
+    (when the linear section runs)."""
+    limits = {"memory": measure_memory_limits(threads, args.repeat), "gemm": None}
+    cases = linear.select_linear_cases(args) if getattr(args, "linear", True) else []
+    if cases:
+        limits["gemm"] = linear.measure_gemm(cases[0], threads, args.repeat, args.seed)
+    return limits
+
+
+def limit_disagreements(limits):
+    """Messages for the header's probes whose results are wrong: a probe that did not read
+    every element, or a GEMM whose product is not numpy's."""
+    messages = []
+    if limits and not limits["memory"]["sums_agree"]:
+        messages.append("the bandwidth probes' sums of ones are not the number of elements")
+    if limits and limits.get("gemm") and not limits["gemm"]["agree"]:
+        messages.append("the header's GEMM product differs from numpy's matmul")
+    return messages
 
 
 def main(argv=None):

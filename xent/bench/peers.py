@@ -1,12 +1,16 @@
 """The libraries ``xent bench`` measures xent against, each behind one small adapter.
 
 Peers, each skipped with a note where it is not installed: PyTorch
-(``torch.nn.functional.cross_entropy``), SciPy (``scipy.special.logsumexp`` minus the target
+(``torch.nn.functional.cross_entropy``, eager and through ``torch.compile``), SciPy (``scipy.special.logsumexp`` minus the target
 logit), scikit-learn (its private ``HalfMultinomialLoss``) and JAX with optax
 (``optax.softmax_cross_entropy_with_integer_labels``, jitted).
 """
 
 import importlib
+import os
+import shutil
+import time
+import warnings
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
@@ -103,12 +107,66 @@ def load_torch(threads):
     )
 
 
+def cpp_compiler():
+    """The C++ compiler torch.compile's CPU backend (inductor) would find, or None."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def load_torch_compile(threads):
+    """``torch.compile(F.cross_entropy)``, default mode, on ``threads`` threads.
+
+    Compiling takes seconds: it happens in the untimed warm-up call of each case, once per
+    shape, specialised to it (``dynamic=False``). Skipped where no C++ compiler is found:
+    inductor writes C++ for the CPU.
+    """
+    torch = import_chain("torch")
+    functional = import_chain("torch.nn.functional")
+    if cpp_compiler() is None:
+        raise PeerSkipped("torch.compile needs a C++ compiler for the CPU (inductor); none found")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def prepare(logits, labels):
+        if logits.dtype.name == "bfloat16":
+            x = torch.from_numpy(logits.view(np.int16)).view(torch.bfloat16)
+        else:
+            x = torch.from_numpy(logits)
+        t = torch.from_numpy(labels)
+        # A fresh compilation for each shape, specialised to it (the best case for
+        # torch.compile): without the reset the shapes before would count towards its
+        # recompile limit, past which it falls back to eager without a word.
+        # Compile now, hushing the warnings torch's compiler raises about its own internals
+        # as it imports them (deprecations: under "-W error", as in xent's tests, they would
+        # stop it).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.compiler.reset()
+            compiled = torch.compile(functional.cross_entropy, dynamic=False)
+            compiled(x, t)
+        return lambda: float(compiled(x, t))
+
+    return Peer(
+        "torch.compile",
+        "torch.compile(torch.nn.functional.cross_entropy), compiled and warmed up before "
+        "the timing",
+        torch.__version__,
+        f"{threads} thread{'s' * (threads != 1)}",
+        prepare,
+        close=lambda: torch.set_num_threads(previous),
+    )
+
+
 def load_scipy(threads):
     """SciPy: ``logsumexp(x, axis=1) - x[arange, y]``, mean (numpy, one thread)."""
     scipy = import_chain("scipy")
     special = import_chain("scipy.special")
 
     def prepare(logits, labels):
+        if logits.dtype.name == "bfloat16":
+            raise PeerSkipped("its logsumexp takes NumPy's own dtypes, not ml_dtypes' bfloat16")
         rows = np.arange(len(labels))
         return lambda: float(np.mean(special.logsumexp(logits, axis=1) - logits[rows, labels]))
 
@@ -172,19 +230,22 @@ def load_jax(threads):
 #: (name, loader) of every peer, in the table's order.
 PEER_LOADERS = [
     ("torch", load_torch),
+    ("torch.compile", load_torch_compile),
     ("scipy", load_scipy),
     ("sklearn", load_sklearn),
     ("jax", load_jax),
 ]
 
 
-def load_peers(threads):
+def load_peers(threads, leave_out=()):
     """Load every installed peer.
 
     Parameters
     ----------
     threads : int
         Threads for the peers that take a count.
+    leave_out : dict, optional
+        Peer name -> why it is left out (the options asked so): listed as skipped.
 
     Returns
     -------
@@ -195,6 +256,9 @@ def load_peers(threads):
     """
     peers, skipped = [], {}
     for name, loader in PEER_LOADERS:
+        if name in leave_out:
+            skipped[name] = leave_out[name]
+            continue
         try:
             peers.append(loader(threads))
         except ImportError:
@@ -206,16 +270,19 @@ def load_peers(threads):
     return peers, skipped
 
 
-def prepare_peers(peers, logits, labels, grad=False):
+def prepare_peers(peers, logits, labels, grad=False, warmup_seconds=None):
     """Name -> call for each peer that runs on this data (after one untimed warm-up call).
 
-    Returns the calls and a dict name -> why a peer sits this case out.
+    Returns the calls and a dict name -> why a peer sits this case out. ``warmup_seconds``,
+    a dict, receives name -> seconds of the preparation and warm-up (torch.compile's
+    compilation, JAX's jit).
     """
     calls, skipped = {}, {}
     for peer in peers:
         prepare = peer.prepare_grad if grad else peer.prepare
         if prepare is None:
             continue
+        start = time.perf_counter()
         try:
             fn = prepare(logits, labels)
             fn()  # warm-up: thread pools, allocator arenas, jit compilation
@@ -225,4 +292,6 @@ def prepare_peers(peers, logits, labels, grad=False):
             skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
         else:
             calls[peer.name] = fn
+        if warmup_seconds is not None:
+            warmup_seconds[peer.name] = time.perf_counter() - start
     return calls, skipped

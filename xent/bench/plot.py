@@ -7,6 +7,7 @@ import numpy as np
 from .cases import QUICK_DIVISOR
 from .peers import import_chain
 from .report import format_time
+from .roofline import format_fraction, format_gemms
 
 
 def import_matplotlib_figure():
@@ -38,6 +39,8 @@ def write_plot(report, path, figure_module):
         panels.append(_draw_grad)
     if report.get("linear"):
         panels.append(_draw_linear)
+    if roofline_bars(report):
+        panels.append(_draw_roofline)
     if cases and cases[0]["scaling"] is not None:
         panels.append(_draw_scaling)
     columns = min(2, max(1, len(panels)))
@@ -46,6 +49,7 @@ def write_plot(report, path, figure_module):
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, draw in zip(axes, panels):
         draw(ax, report)
+        _fit_tick_labels(ax)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     shapes = (
@@ -59,6 +63,24 @@ def write_plot(report, path, figure_module):
     )
     fig.suptitle(title + (f"\n{shapes}" if shapes else ""))
     fig.savefig(path, dpi=110)
+
+
+#: Short dtype names for crowded axes.
+_SHORT_DTYPES = {"float32": "f32", "float64": "f64", "bfloat16": "bf16", "float16": "f16"}
+
+
+def _fit_tick_labels(ax, most=5):
+    """More than ``most`` groups on an axis: their labels on one line each, slanted, so that
+    neighbours do not overlap."""
+    labels = ax.get_xticklabels()
+    if len(labels) <= most:
+        return
+    for label in labels:
+        text = label.get_text().replace("\n", " ")
+        for name, short in _SHORT_DTYPES.items():
+            text = text.replace(name, short)
+        label.set_text(text)
+    ax.set_xticks(ax.get_xticks(), labels, rotation=40, ha="right", fontsize=7)
 
 
 def _bars(ax, groups, series, values, labels):
@@ -148,3 +170,51 @@ def _draw_scaling(ax, report):
     ax.set_title("xent thread scaling")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+
+
+def roofline_bars(report):
+    """(label, fraction of the limit, value label, limit name) for every line that has a
+    limit: each shape's xent against its read, the gradients against the in-place read +
+    write, the linear head's loss against one GEMM of its shape and its loss with the
+    gradients against three (the forward's and the two of the backward)."""
+    bars = []
+    for c in report["cases"]:
+        if "fraction_of_read_bw" in c:
+            value = c["fraction_of_read_bw"]
+            label = f"{c['rows']}x{c['classes']}\n{c['dtype']}"
+            bars.append((label, value, format_fraction(value), "read"))
+    grad = report.get("grad") or {}
+    names = {"xent": "grad", "xent_out": "grad\nout=", "xent_inplace": "grad\nin place"}
+    for name, value in grad.get("fraction_of_read_write_bw", {}).items():
+        bars.append((names.get(name, name), value, format_fraction(value), "read + write"))
+    for r in report.get("linear") or []:
+        shape = f"{r['rows']}x{r['hidden']}x{r['vocab']}"
+        # the loss's limit is one GEMM, the loss with its gradients' three
+        for section, what, limit in ((r, "linear", 1), (r.get("grad"), "linear\n+grad", 3)):
+            if section and "gemms" in section and "xent" in section["gemms"]:
+                gemms = section["gemms"]["xent"]
+                text = f"{format_gemms(gemms)} GEMM"
+                bars.append((f"{what}\n{shape}", limit / gemms, text, "GEMMs (1, or 3 with grads)"))
+    return bars
+
+
+def _draw_roofline(ax, report):
+    bars = roofline_bars(report)
+    limits = list(dict.fromkeys(limit for *_, limit in bars))
+    colors = {limit: f"C{i}" for i, limit in enumerate(limits)}
+    positions = np.arange(len(bars))
+    drawn = ax.bar(
+        positions,
+        [value * 100 for _, value, _, _ in bars],
+        color=[colors[limit] for *_, limit in bars],
+    )
+    ax.bar_label(drawn, [text for _, _, text, _ in bars], fontsize=7, rotation=90, padding=2)
+    for limit in limits:  # one legend entry per kind of limit
+        ax.bar([0], [0], color=colors[limit], label=f"of {limit}")
+    ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(positions, [label for label, *_ in bars], fontsize=7)
+    ax.margins(y=0.25)
+    ax.set_ylabel("% of the machine's limit (100: at it)")
+    ax.set_title("Roofline: each line's fraction of its limit (higher is better)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .cases import REFERENCE_MAX_RUNS
+from .roofline import format_fraction
 
 
 def format_time(seconds):
@@ -63,12 +64,44 @@ def print_header(report, peers, skipped, file=None):
             f"before the run: timings (on all threads most of all) will be slow and noisy",
             file=file,
         )
+    print_limits(report.get("limits"), file)
     print(f"  versions: {', '.join(versions)}", file=file)
     for peer in peers:
         print(f"  peer:     {peer.name}: {peer.title}, {peer.threads}", file=file)
     for name, why in skipped.items():
         print(f"  skipped:  {name}: {why}", file=file)
     print(file=file)
+
+
+def print_limits(limits, file=None):
+    """The header's lines of the machine's measured limits (nothing if none were measured)."""
+    if not limits:
+        return
+    memory = limits["memory"]
+    cache = memory["last_level_cache_bytes"]
+    cache_note = f"; largest cache {format_bytes(cache)}" if cache else ""
+    print(
+        f"  limits:   read {memory['read_dram_gb_per_s']:.1f} GB/s from DRAM "
+        f"({format_bytes(memory['dram_probe_bytes'])} array{cache_note}), "
+        f"{memory['read_cache_gb_per_s']:.1f} GB/s from cache "
+        f"({format_bytes(memory['cache_probe_bytes'])}); in-place read + write "
+        f"{memory['read_write_gb_per_s']:.1f} GB/s",
+        file=file,
+    )
+    gemm = limits.get("gemm")
+    if gemm:
+        print(
+            f"            GEMM {gemm['gflops']:.0f} GFLOP/s ({gemm['dtype']} "
+            f"{gemm['rows']} x {gemm['hidden']} x {gemm['vocab']}, {gemm['blas']}, "
+            f"{gemm['threads']} threads)",
+            file=file,
+        )
+    print(
+        "            each shape's fraction is against a read (or read + write) of its own "
+        "array, timed\n            in the same rounds; the linear head's time is in GEMMs "
+        "of its shape, timed alike",
+        file=file,
+    )
 
 
 class Table:
@@ -92,10 +125,10 @@ def forward_table(cases, peer_names, file=None):
 
     A peer that is not installed has no column (it is listed as skipped above the table).
     """
-    headers = ["shape", "dtype", "xent", "Gelem/s", "GB/s", "vs reference"]
+    headers = ["shape", "dtype", "xent", "Gelem/s", "GB/s", "of read bw", "vs reference"]
     headers += [f"vs {name}" for name in peer_names]
     headers += ["xent mem"] + (["torch mem"] if "torch" in peer_names else [])
-    widths = [max(len(case.label) for case in cases), 7, 9, 7, 6, 7]
+    widths = [max(len(case.label) for case in cases), 8, 9, 7, 6, 10, 7]
     widths += [7] * len(peer_names) + [10, 10]
     return Table(headers, widths, file)
 
@@ -117,6 +150,7 @@ def forward_row(result, peer_names):
             format_time(result["medians"]["xent"]),
             f"{result['gelem_per_s']:.2f}",
             f"{result['gb_per_s']:.2f}",
+            format_fraction(result["fraction_of_read_bw"]),
             ratio("reference"),
         ]
         + [ratio(name) for name in peer_names]
@@ -133,7 +167,7 @@ def disagreements(report):
     for result in report["cases"]:
         shape = f"{result['rows']} x {result['classes']} {result['dtype']}"
         for name, ok in result["agree"].items():
-            if not ok:
+            if not ok and not _peer_failed(result, name):
                 messages.append(
                     f"{name} gives {result['results'][name]!r} where xent gives "
                     f"{result['results']['xent']!r} on {shape}: relative difference "
@@ -149,6 +183,30 @@ def disagreements(report):
                     f"difference of the loss {grad['relative_difference_loss'][name]:.2e}, "
                     f"of the gradient {grad['relative_difference_grad'][name]:.2e} "
                     f"(tolerance {grad['rtol']:.0e})"
+                )
+    return messages
+
+
+def _peer_failed(result, name):
+    """Whether a peer gave inf or NaN where xent's result is finite (a float16 sum that
+    overflowed, say): the peer is wrong, not in doubt."""
+    value, expected = float(result["results"][name]), float(result["results"]["xent"])
+    return not np.isfinite(value) and bool(np.isfinite(expected))
+
+
+def peer_failures(report):
+    """One message for each peer result that is inf or NaN where xent's is finite.
+
+    These are marked ``!`` in the table like a disagreement, but do not set the exit status:
+    that says a result is in doubt, and a non-finite mean of finite logits is not."""
+    messages = []
+    for result in report["cases"]:
+        for name in result["agree"]:
+            if name != "reference" and _peer_failed(result, name):
+                messages.append(
+                    f"{name} gives {result['results'][name]!r} where xent gives "
+                    f"{result['results']['xent']!r} on {result['rows']} x {result['classes']} "
+                    f"{result['dtype']}: the logits are finite (the peer's result overflowed)"
                 )
     return messages
 
@@ -180,17 +238,27 @@ def print_grad(grad, file=None):
     torch_median = grad["medians"].get("torch")
     # "vs torch" only where PyTorch ran: a column of dashes says nothing
     compare = ["vs torch"] if torch_median is not None else []
+    fractions = grad.get("fraction_of_read_write_bw", {})
     table = Table(
-        ["who", "median"] + compare + ["peak extra memory"],
-        [max(len(t) for t in titles.values()), 9] + [9] * len(compare) + [17],
+        ["who", "median", "of r+w bw"] + compare + ["peak extra memory"],
+        [max(len(t) for t in titles.values()), 9, 9] + [9] * len(compare) + [17],
         file,
     )
     for name, median in grad["medians"].items():
         mark = "" if name == "xent" or grad["agree"][name] else " !"
         cells = [titles.get(name, name), format_time(median) + (mark if not compare else "")]
+        cells.append(format_fraction(fractions[name]) if name in fractions else "")
         if compare:
             cells.append(("-" if name == "torch" else format_ratio(torch_median / median)) + mark)
         table.row(cells + [format_bytes(grad["peak_rss_rise"].get(name))])
+    probe = grad.get("read_write_probe")
+    if probe:
+        print(
+            f"of r+w bw: an in-place read and write of the same array (the in-place "
+            f"gradient's traffic) took {format_time(probe['median'])} "
+            f"({probe['gb_per_s']:.1f} GB/s), over each time",
+            file=file,
+        )
     for name, why in grad["skipped"].items():
         print(f"  {name} skipped: {why}", file=file)
 

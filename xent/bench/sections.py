@@ -9,6 +9,12 @@ from .._multiclass import cross_entropy, cross_entropy_with_grad
 from .cases import GRAD_CHECK_ROWS, REFERENCE_MAX_RUNS, RTOL, agrees, make_data, reference_mean
 from .measure import medians_of, peak_rss_rise, relative_difference, speedups_of, time_interleaved
 from .peers import prepare_peers
+from .roofline import READ_PROBE, READ_WRITE_PROBE, fraction, read_probe, read_write_probe
+
+
+def split_probe(timings, results, name):
+    """Take a probe's timings and result out of the interleaved runs' (they are no peer)."""
+    return timings.pop(name), results.pop(name)
 
 
 def run_case(case, peers, threads, repeat, seed, scaling=False):
@@ -39,11 +45,23 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
         return float(cross_entropy(logits, labels, num_threads=threads))
 
     run_xent()  # warm-up
-    peer_calls, skipped = prepare_peers(peers, logits, labels)
-    calls = {"xent": run_xent, "reference": lambda: reference_mean(logits, labels), **peer_calls}
+    warmup_seconds = {}
+    peer_calls, skipped = prepare_peers(peers, logits, labels, warmup_seconds=warmup_seconds)
+    # the read bandwidth's probe reads the same array, in the same rounds as the others
+    probe = read_probe(logits, threads)
+    probe()
+    calls = {
+        "xent": run_xent,
+        READ_PROBE: probe,
+        "reference": lambda: reference_mean(logits, labels),
+        **peer_calls,
+    }
     timings, results = time_interleaved(
         calls, repeat, {"reference": min(repeat, REFERENCE_MAX_RUNS)}
     )
+    probe_timings, probe_sum = split_probe(timings, results, READ_PROBE)
+    del calls[READ_PROBE]
+    probe_median = statistics.median(probe_timings)
     medians = medians_of(timings)
     expected = results["xent"]
     memory = {"xent": peak_rss_rise(run_xent)}
@@ -60,6 +78,13 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
         "speedup": speedups_of(medians),
         "gelem_per_s": case.elements / medians["xent"] / 1e9,
         "gb_per_s": case.nbytes / medians["xent"] / 1e9,
+        "read_probe": {
+            "timings": probe_timings,
+            "median": probe_median,
+            "gb_per_s": case.nbytes / probe_median / 1e9,
+            "sum": probe_sum,
+        },
+        "fraction_of_read_bw": fraction(probe_median, medians["xent"]),
         "results": results,
         "relative_difference": {
             name: relative_difference(value, expected)
@@ -74,6 +99,7 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
         "rtol": RTOL[case.dtype],
         "peak_rss_rise": memory,
         "skipped": skipped,
+        "peer_warmup_seconds": warmup_seconds,
         "scaling": measure_scaling(logits, labels, threads, repeat) if scaling else None,
     }
 
@@ -134,13 +160,22 @@ def run_grad(case, peers, threads, repeat, seed):
     run_xent()  # warm-up
     run_xent_out()
     peer_calls, skipped = prepare_peers(peers, logits, labels, grad=True)
+    # The limit of the in-place gradient: one in-place read and write of the same array,
+    # restored as the in-place call's is (the probe writes back what it reads: unchanged).
+    probe = read_write_probe(work, threads)
+    probe()
     calls = {
         "xent": run_xent,
         "xent_out": run_xent_out,
+        # before the in-place call, whose gradient stays in work for the check below
+        READ_WRITE_PROBE: (lambda: np.copyto(work, logits), probe),
         "xent_inplace": (lambda: np.copyto(work, logits), run_xent_inplace),
         **peer_calls,
     }
     timings, results = time_interleaved(calls, repeat)
+    probe_timings, probe_sum = split_probe(timings, results, READ_WRITE_PROBE)
+    del calls[READ_WRITE_PROBE]
+    probe_median = statistics.median(probe_timings)
     medians = medians_of(timings)
     loss, grad = results["xent"]
     grad_rows = grad[check_rows]
@@ -169,6 +204,17 @@ def run_grad(case, peers, threads, repeat, seed):
         "timings": timings,
         "medians": medians,
         "speedup": speedups_of(medians),
+        "read_write_probe": {
+            "timings": probe_timings,
+            "median": probe_median,
+            "gb_per_s": 2 * case.nbytes / probe_median / 1e9,
+            "sum": probe_sum,
+        },
+        "fraction_of_read_write_bw": {
+            name: fraction(probe_median, median)
+            for name, median in medians.items()
+            if name.startswith("xent")
+        },
         "losses": losses,
         "relative_difference_loss": rel_loss,
         "relative_difference_grad": rel_grad,

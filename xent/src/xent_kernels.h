@@ -273,7 +273,9 @@ static inline xent_compare_state xent_compare_init(void)
                                          double log_sum, double a, const double *w, double b,   \
                                          T *out))                                               \
     X(void, row_transform_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,    \
-                                    uint16_t *out))
+                                    uint16_t *out))                                             \
+    X(double, read_sum, S, (const T *x, ptrdiff_t n))                                           \
+    X(double, copy_array, S, (const T *x, ptrdiff_t n, T *out))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

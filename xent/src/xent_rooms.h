@@ -13,3 +13,4 @@
 #include "xent_binary.h"    /* elementwise: surprisal, binary entropy, BCE */
 #include "xent_divergence.h"  /* KL, JSD, total variation between two rows of logits */
 #include "xent_half_rows.h"  /* rows of float16 / bfloat16 bits, widened a chunk at a time */
+#include "xent_probe.h"     /* memory probes: read and read + write bandwidth */
