@@ -19,8 +19,21 @@ XENT_REQUIRE_OPENMP=1 CFLAGS="-fsanitize=address,undefined -fno-omit-frame-point
 LDFLAGS="-fsanitize=address,undefined" \
     python setup.py build_ext --inplace > build.log 2>&1 || { tail -30 build.log; exit 1; }
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# The reports go to files as well as to stderr: pytest captures a test's stderr, and a report
+# written there by a process the sanitizer then ends would be lost with the capture.
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$work/sanitizer"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$work/sanitizer"
+report() {
+    local status=$?
+    if compgen -G "$work/sanitizer.*" > /dev/null; then
+        echo "sanitize.sh: the sanitizers reported:" >&2
+        cat "$work"/sanitizer.* >&2
+        status=1
+    fi
+    rm -rf "$work"
+    exit $status
+}
+trap report EXIT
 # Left out: the GIL test times a long call against another thread, meaningless at sanitizer
 # speed; the memory tests measure resident memory, which ASan's shadow and quarantine grow.
 python -m pytest -q -p no:cacheprovider tests \
