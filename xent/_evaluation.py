@@ -635,6 +635,7 @@ def _pieces(rows, i, piece_cols, compute, scratch):
         hi = min(c, lo + piece_cols)
         if isinstance(rows, FileArray):
             part = rows.read_span(i, lo, hi, out=scratch.get("read", hi - lo, rows.dtype))
+            rows.advise_span(i, hi, min(c, hi + piece_cols))  # the next piece, from disk
         else:
             part = rows[i, lo:hi]
         if part.dtype != compute or not part.flags.c_contiguous or not part.flags.aligned:

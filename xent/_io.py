@@ -61,6 +61,13 @@ NPZ_RATIO_FREE = 64 * 2**20
 _READ_STEP = 1 << 30
 
 
+#: Whether reads ask the kernel for readahead: the next chunk while this one is computed
+#: (``POSIX_FADV_WILLNEED``), and a sequential window for each read. benchmarks/read_path.py
+#: measures it; off, reads are plain ``pread`` calls.
+READ_AHEAD = True
+
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", 3)
+
 #: Reads of at least this many bytes are split among threads (see :func:`_parallel_reads`).
 _PARALLEL_READ_BYTES = 16 << 20
 
@@ -277,6 +284,31 @@ class FileArray:
         self._read_into(out, position, f"row {row:,}, elements {lo:,} to {hi:,}")
         return out
 
+    def advise(self, start, stop):
+        """Tell the kernel that rows ``start:stop`` will be read soon (``POSIX_FADV_WILLNEED``):
+        from a cold cache, the disk reads them while the caller computes on the rows before.
+        A hint only: nothing is read here, and a failure is ignored."""
+        self._advise(self.offset + start * self.row_bytes, (stop - start) * self.row_bytes)
+
+    def advise_span(self, row, lo, hi):
+        """:meth:`advise` for elements ``lo:hi`` of row ``row`` (the next piece of a long row)."""
+        itemsize = self.dtype.itemsize
+        self._advise(self.offset + row * self.row_bytes + lo * itemsize, (hi - lo) * itemsize)
+
+    def _advise(self, position, length):
+        if not READ_AHEAD or length <= 0 or not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            fd, _ = _open_regular(self.path)
+        except (OSError, ArrayFileError):
+            return  # the read itself will say what is wrong
+        try:
+            os.posix_fadvise(fd, position, length, _WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
     def _read_into(self, out, position, what):
         """Fill the C-contiguous ``out`` with the file's bytes from ``position``."""
         want = out.nbytes
@@ -287,6 +319,8 @@ class FileArray:
         try:
             if (info.st_dev, info.st_ino) != self._identity:
                 raise ArrayFileError(f"{self.path}: the file was replaced while it was read")
+            if READ_AHEAD and hasattr(os, "posix_fadvise"):  # a larger readahead window
+                os.posix_fadvise(fd, position, want, os.POSIX_FADV_SEQUENTIAL)
             parts = _split(want, _parallel_reads())
             if len(parts) == 1:
                 self._pread(fd, view, position, 0, want, what)
@@ -602,6 +636,8 @@ def row_chunks(rows, step):
         if isinstance(rows, FileArray):
             if buffer is None:
                 buffer = np.empty((min(step, n), rows.shape[1]), dtype=rows.dtype)
-            yield start, rows.read(start, stop, out=buffer[: stop - start])
+            part = rows.read(start, stop, out=buffer[: stop - start])
+            rows.advise(stop, min(n, stop + step))  # read from disk while this one is computed
+            yield start, part
         else:
             yield start, rows[start:stop]
