@@ -1822,9 +1822,137 @@ def test_fuzz_concurrent_writer(labels):
     assert "returned" in proc.stdout, proc.stdout
 
 
+# ---- calls under process limits, from several threads at once ----------------------------------
+#
+# Under an address limit a little above what the process uses (ulimit -v) or a task limit with
+# almost no task left (ulimit -u), every spec's valid calls run from three Python threads at
+# once, with num_threads up to 1000 and oversubscription allowed: the OpenMP runtime ends the
+# process if a team's thread fails to start, so each call's team must be checked against the
+# limits and started before another call takes what it counted on. Each call must return the
+# result the spec expects or raise a clear error (MemoryError included: the address space may
+# really be full); the child must not end.
+
+LIMIT_EXAMPLES = int(os.environ.get("XENT_FUZZ_LIMIT_EXAMPLES", "8"))
+
+
+def set_limit(kind):
+    """Set a tight limit of ``kind`` ("as" or "nproc") on this process."""
+    import resource
+
+    def status(field):
+        with open("/proc/self/status") as f:
+            return int(dict(line.split(":", 1) for line in f)[field].split()[0])
+
+    if kind == "as":
+        limit = (status("VmSize") << 10) + (400 << 20)  # room for the calls, not for 64 stacks
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+    else:
+        if os.getuid() == 0:  # RLIMIT_NPROC does not apply to root
+            os.setgid(65534)
+            os.setuid(65534)
+        limit = status("Threads") + 4  # the two callers and two more threads
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def run_under_limits(kind, examples=LIMIT_EXAMPLES):
+    """Every spec's valid calls from three threads at once under a limit (see above)."""
+    import threading
+
+    outcomes = collections.Counter()
+    set_limit(kind)
+    for spec in SPECS:
+        if spec.name != "get_num_threads":
+            limited_spec(spec, examples, outcomes, threading)
+    return outcomes
+
+
+def limited_spec(spec, examples, outcomes, threading):
+    """Run one spec's calls from three threads at once (see run_under_limits)."""
+
+    @settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(data=st.data())
+    def run(data):
+        kw = data.draw(spec.draw, label="valid call")
+        if "num_threads" in kw:
+            kw = dict(kw, num_threads=data.draw(st.sampled_from([2, 64, 1000])))
+        answers = [None] * 3
+
+        def call(i):
+            try:
+                answers[i] = ("returned", spec.call(kw))
+            except (*ERRORS, MemoryError) as e:
+                answers[i] = (f"raised {type(e).__name__}", e)
+
+        started = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # values warn where they warn
+            for i in (1, 2):
+                t = threading.Thread(target=call, args=(i,))
+                try:
+                    t.start()
+                    started.append(t)
+                except RuntimeError:  # the limit holds for this test's own threads too
+                    pass
+            call(0)
+            for t in started:
+                t.join()
+        kw = {k: np.asarray(v) if k in ARRAY_ARGS and v is not None else v for k, v in kw.items()}
+        x_name = next(
+            n for n in ("x", "logits", "log_probs", "probs", "p", "hidden", "ref") if n in kw
+        )
+        kw["_before"] = kw[x_name]
+        for answer in answers:
+            if answer is None:
+                continue
+            outcomes[f"{spec.name}: {answer[0]}"] += 1
+            if answer[0] == "returned" and "out" not in kw:  # out=: three writers race
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        spec.expect(kw, answer[1])
+                except MemoryError:
+                    pass  # the reference's own arrays may not fit
+
+    run()
+
+
+@pytest.mark.parametrize("kind", ["as", "nproc"])
+def test_fuzz_under_limits(kind, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    os.chmod(tmp_path, 0o755)  # the child may run as another user
+    env = dict(os.environ, XENT_ALLOW_OVERSUBSCRIBE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--limits", kind],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env=env,
+    )
+    if proc.returncode < 0:
+        raise AssertionError(
+            f"the child died of {signal.Signals(-proc.returncode).name} under a "
+            f"{kind} limit:\n{proc.stderr[-4000:]}"
+        )
+    assert "Thread creation failed" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "returned" in proc.stdout, proc.stdout
+
+
 if __name__ == "__main__":
     import sys
 
+    if sys.argv[1:2] == ["--limits"]:
+        import faulthandler
+
+        faulthandler.enable()
+        counts = run_under_limits(sys.argv[2])
+        print(json.dumps(dict(sorted(counts.items())), indent=1))
     if sys.argv[1:2] == ["--concurrent"]:
         import faulthandler
 
