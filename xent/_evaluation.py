@@ -687,7 +687,8 @@ def _not_le_count(piece, target_value, m, scratch):
 
 def evaluate_long_row(rows, i, label, row0, opts, name="", local0=0, scratch=None):
     """Values (1, fields) and rank (1,) of row ``i`` of ``rows`` (n, C), read and evaluated
-    a piece of :data:`PIECE_BYTES` at a time, as :func:`evaluate_chunk` gives for that row.
+    a piece of :data:`PIECE_BYTES` at a time, as :func:`evaluate_chunk` gives for that row
+    (the rank capped at the largest k of ``opts.topk``: the metrics use only rank < k).
 
     The pieces' states are combined in float64 as the kernel combines its own blocks: with
     the row's max M, S = sum_j S_j exp(m_j - M) (S_j, m_j: a sub-row's sum and max), the loss
@@ -711,6 +712,9 @@ def evaluate_long_row(rows, i, label, row0, opts, name="", local0=0, scratch=Non
             f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}"
         )
     piece_cols = long_row_cols(rows.dtype)
+    # Only rank < k (k of topk, 1 included) and rank == 0 are reported: a rank of at least
+    # the largest k is as good as the exact one, and later pieces need no counting.
+    enough = max(opts.topk)
     target_value = None
     maxima, firsts, states, not_le = [], [], [], 0
     for lo, piece in _pieces(rows, i, piece_cols, compute, scratch):
@@ -726,7 +730,8 @@ def evaluate_long_row(rows, i, label, row0, opts, name="", local0=0, scratch=Non
                     )[0]
                 )
         m, x0, v = _subrow_states(piece, opts.threads)
-        not_le += _not_le_count(piece, target_value, m, scratch)
+        if not_le < enough:  # past the largest k, the count changes no metric
+            not_le += _not_le_count(piece, target_value, m, scratch)
         maxima.append(m)
         firsts.append(x0)
         states.append(v)
@@ -734,7 +739,7 @@ def evaluate_long_row(rows, i, label, row0, opts, name="", local0=0, scratch=Non
     x0 = np.concatenate(firsts)
     v = np.concatenate(states)
     wt = float(opts.class_weights(c)[t]) if opts.class_weights(c) is not None else 1.0
-    rank[0] = not_le
+    rank[0] = min(not_le, enough)
     finite = np.isfinite(m)
     if np.isnan(m).any() or np.isposinf(m).any() or not finite.any():
         # the kernel's own answer: these cases depend only on the maxima and the target
