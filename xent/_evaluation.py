@@ -955,8 +955,10 @@ def evaluate(
 
     Memory stays bounded by one chunk: logits are read in place (float16 is converted one
     chunk at a time), never copied whole. Sums are float64 in an order fixed by the global
-    row index, so any ``chunk_rows``, batching or thread count gives the same bits.
-    Ctrl-C stops between chunks (within well under a second) with ``KeyboardInterrupt``.
+    row index, so any ``chunk_rows``, batching or thread count gives the same bits. A row
+    longer than 32 MiB of the compute dtype is read and evaluated a piece at a time, its
+    pieces combined in float64 (see docs/robustness.md). Ctrl-C stops between chunks or
+    pieces (within well under a second) with ``KeyboardInterrupt``.
 
     Calibration, standard errors and the language-model units come from the same read: the
     row kernel also returns the top-1 probability and ``sum_k p_k^2`` (so the Brier score is
