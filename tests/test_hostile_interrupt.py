@@ -1,6 +1,7 @@
 """Long rows and interruption: a row longer than a piece is read and evaluated a piece at a
 time (bounded memory, Ctrl-C between pieces) and gives the unsplit row's numbers."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -235,3 +236,14 @@ def test_ctrl_c_stops_evaluate_of_a_long_row_leaving_nothing_behind(tmp_path):
     assert fds <= 4, out  # stdin, stdout, stderr and the listing's own: no file left open
     assert proc.returncode == 0, err
     assert waited < 2, f"took {waited:.2f} s to stop"  # measured: about 0.5 s
+
+
+def test_a_long_row_file_that_shrinks_gives_an_error_naming_it(small_pieces, tmp_path):
+    from xent import _io
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 5000)))
+    x = _io.open_npy(str(tmp_path / "x.npy"))  # checked whole here, then cut under the run
+    os.truncate(tmp_path / "x.npy", os.path.getsize(tmp_path / "x.npy") - 30000)
+    small_pieces()
+    with pytest.raises(_io.ArrayFileError, match=r"x\.npy: the file shrank .*\(row 1, elements"):
+        xent.evaluate(x, np.array([0, 1]))
