@@ -1829,8 +1829,8 @@ def test_fuzz_concurrent_writer(labels):
 # once, with num_threads up to 1000 and oversubscription allowed: the OpenMP runtime ends the
 # process if a team's thread fails to start, so each call's team must be checked against the
 # limits and started before another call takes what it counted on. Each call must return the
-# result the spec expects or raise a clear error (MemoryError included: the address space may
-# really be full); the child must not end.
+# bits of the same call on one thread or raise a clear error (MemoryError included: the
+# address space may really be full); the child must not end.
 
 LIMIT_EXAMPLES = int(os.environ.get("XENT_FUZZ_LIMIT_EXAMPLES", "8"))
 
@@ -1898,24 +1898,42 @@ def limited_spec(spec, examples, outcomes, threading):
             call(0)
             for t in started:
                 t.join()
-        kw = {k: np.asarray(v) if k in ARRAY_ARGS and v is not None else v for k, v in kw.items()}
-        x_name = next(
-            n for n in ("x", "logits", "log_probs", "probs", "p", "hidden", "ref") if n in kw
-        )
-        kw["_before"] = kw[x_name]
+        # The answer of one thread (which starts no thread) is what every team must give:
+        # results never depend on the thread count. Accuracy against the reference is
+        # test_fuzz's question; here it is the limits'.
+        one = None
+        if "out" not in kw:  # out=: three writers race on it
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    one = ("returned", spec.call(dict(kw, num_threads=1)))
+            except (*ERRORS, MemoryError) as e:
+                one = (f"raised {type(e).__name__}", e)
         for answer in answers:
             if answer is None:
                 continue
             outcomes[f"{spec.name}: {answer[0]}"] += 1
-            if answer[0] == "returned" and "out" not in kw:  # out=: three writers race
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        spec.expect(kw, answer[1])
-                except MemoryError:
-                    pass  # the reference's own arrays may not fit
+            if answer[0] == "returned" and one is not None and one[0] == "returned":
+                assert same_bits(answer[1], one[1]), (spec.name, kw.get("num_threads"))
 
     run()
+
+
+def same_bits(a, b):
+    """Two results hold the same bits: arrays, numbers (NaN equal to NaN), reports, and
+    tuples, lists and dicts of them."""
+    import dataclasses
+
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        return all(same_bits(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, (tuple, list)) and type(a) is type(b):
+        return len(a) == len(b) and all(same_bits(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_bits(a[k], b[k]) for k in a)
+    return a is b or a == b or (a != a and b != b)
 
 
 @pytest.mark.parametrize("kind", ["as", "nproc"])
