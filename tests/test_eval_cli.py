@@ -250,30 +250,21 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path):
         f.truncate(rows * classes * 4)
     with open(tmp_path / "t.bin", "wb") as f:
         f.truncate(rows)
+    argv = ["eval", "x.bin", "t.bin", "--dtype", "float32", "--shape", str(classes)]
+    argv += ["--labels-dtype", "int8", "--threads", "1"]
+    # xent's own entry point, after a line saying it is imported: a signal during the
+    # import (slow on a busy machine) would test Python's import, not xent
+    code = f"import sys, xent.cli; print('ready', flush=True); sys.exit(xent.cli.main({argv!r}))"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xent",
-            "eval",
-            "x.bin",
-            "t.bin",
-            "--dtype",
-            "float32",
-            "--shape",
-            str(classes),
-            "--labels-dtype",
-            "int8",
-            "--threads",
-            "1",
-        ],
+        [sys.executable, "-c", code],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(2.0)  # imported, files opened, evaluating
+        assert proc.stdout.readline().strip() == "ready", proc.communicate()
+        time.sleep(1.0)  # files opened, evaluating
         assert proc.poll() is None, proc.communicate()
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)

@@ -1822,9 +1822,155 @@ def test_fuzz_concurrent_writer(labels):
     assert "returned" in proc.stdout, proc.stdout
 
 
+# ---- calls under process limits, from several threads at once ----------------------------------
+#
+# Under an address limit a little above what the process uses (ulimit -v) or a task limit with
+# almost no task left (ulimit -u), every spec's valid calls run from three Python threads at
+# once, with num_threads up to 1000 and oversubscription allowed: the OpenMP runtime ends the
+# process if a team's thread fails to start, so each call's team must be checked against the
+# limits and started before another call takes what it counted on. Each call must return the
+# bits of the same call on one thread or raise a clear error (MemoryError included: the
+# address space may really be full); the child must not end.
+
+LIMIT_EXAMPLES = int(os.environ.get("XENT_FUZZ_LIMIT_EXAMPLES", "8"))
+
+
+def set_limit(kind):
+    """Set a tight limit of ``kind`` ("as" or "nproc") on this process."""
+    import resource
+
+    def status(field):
+        with open("/proc/self/status") as f:
+            return int(dict(line.split(":", 1) for line in f)[field].split()[0])
+
+    if kind == "as":
+        limit = (status("VmSize") << 10) + (400 << 20)  # room for the calls, not for 64 stacks
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+    else:
+        if os.getuid() == 0:  # RLIMIT_NPROC does not apply to root
+            os.setgid(65534)
+            os.setuid(65534)
+        limit = status("Threads") + 4  # the two callers and two more threads
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def run_under_limits(kind, examples=LIMIT_EXAMPLES):
+    """Every spec's valid calls from three threads at once under a limit (see above)."""
+    import threading
+
+    outcomes = collections.Counter()
+    set_limit(kind)
+    for spec in SPECS:
+        if spec.name != "get_num_threads":
+            limited_spec(spec, examples, outcomes, threading)
+    return outcomes
+
+
+def limited_spec(spec, examples, outcomes, threading):
+    """Run one spec's calls from three threads at once (see run_under_limits)."""
+
+    @settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(data=st.data())
+    def run(data):
+        kw = data.draw(spec.draw, label="valid call")
+        if "num_threads" in kw:
+            kw = dict(kw, num_threads=data.draw(st.sampled_from([2, 64, 1000])))
+        answers = [None] * 3
+
+        def call(i):
+            try:
+                answers[i] = ("returned", spec.call(kw))
+            except (*ERRORS, MemoryError) as e:
+                answers[i] = (f"raised {type(e).__name__}", e)
+
+        started = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # values warn where they warn
+            for i in (1, 2):
+                t = threading.Thread(target=call, args=(i,))
+                try:
+                    t.start()
+                    started.append(t)
+                except RuntimeError:  # the limit holds for this test's own threads too
+                    pass
+            call(0)
+            for t in started:
+                t.join()
+        # The answer of one thread (which starts no thread) is what every team must give:
+        # results never depend on the thread count. Accuracy against the reference is
+        # test_fuzz's question; here it is the limits'.
+        one = None
+        if "out" not in kw:  # out=: three writers race on it
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    one = ("returned", spec.call(dict(kw, num_threads=1)))
+            except (*ERRORS, MemoryError) as e:
+                one = (f"raised {type(e).__name__}", e)
+        for answer in answers:
+            if answer is None:
+                continue
+            outcomes[f"{spec.name}: {answer[0]}"] += 1
+            if answer[0] == "returned" and one is not None and one[0] == "returned":
+                assert same_bits(answer[1], one[1]), (spec.name, kw.get("num_threads"))
+
+    run()
+
+
+def same_bits(a, b):
+    """Two results hold the same bits: arrays, numbers (NaN equal to NaN), reports, and
+    tuples, lists and dicts of them."""
+    import dataclasses
+
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        return all(same_bits(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, (tuple, list)) and type(a) is type(b):
+        return len(a) == len(b) and all(same_bits(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_bits(a[k], b[k]) for k in a)
+    return a is b or a == b or (a != a and b != b)
+
+
+@pytest.mark.parametrize("kind", ["as", "nproc"])
+def test_fuzz_under_limits(kind, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    os.chmod(tmp_path, 0o755)  # the child may run as another user
+    env = dict(os.environ, XENT_ALLOW_OVERSUBSCRIBE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--limits", kind],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env=env,
+    )
+    if proc.returncode < 0:
+        raise AssertionError(
+            f"the child died of {signal.Signals(-proc.returncode).name} under a "
+            f"{kind} limit:\n{proc.stderr[-4000:]}"
+        )
+    assert "Thread creation failed" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "returned" in proc.stdout, proc.stdout
+
+
 if __name__ == "__main__":
     import sys
 
+    if sys.argv[1:2] == ["--limits"]:
+        import faulthandler
+
+        faulthandler.enable()
+        counts = run_under_limits(sys.argv[2])
+        print(json.dumps(dict(sorted(counts.items())), indent=1))
     if sys.argv[1:2] == ["--concurrent"]:
         import faulthandler
 

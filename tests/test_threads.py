@@ -424,3 +424,38 @@ def test_a_large_team_does_not_outlive_its_call(tmp_path, allowed):
     assert done.returncode == 0, done.stderr[-2000:]
     before, after = map(int, done.stdout.split())
     assert after <= before + available_cpus() - 1, (before, after)
+
+
+def test_limit_check_and_team_start_are_one_step_across_threads(monkeypatch):
+    # Two Python threads calling at once under a limit: each call's team is started before
+    # the other call checks the limits, so neither counts on tasks or address space the
+    # other's team is about to take (before, both checked, then both started).
+    import threading
+    import time
+
+    from xent import _table, _threads
+
+    if not _table.has_openmp():
+        pytest.skip("serial build: no team is ever started")
+    events = []
+    monkeypatch.setattr(_threads, "_limited", lambda: True)
+
+    def check(n):
+        events.append(("check", threading.get_ident()))
+        time.sleep(0.05)  # a slow /proc scan: the window another call could use
+        return n, True
+
+    def start(n):
+        events.append(("start", threading.get_ident()))
+
+    monkeypatch.setattr(_threads, "_team_within_limits", check)
+    monkeypatch.setattr(_threads, "_start_team", start)
+    monkeypatch.setenv(_threads.OVERSUBSCRIBE_ENV, "1")  # 2 threads even on 1 CPU
+    callers = [threading.Thread(target=_threads.get_num_threads, args=(2,)) for _ in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert len(events) == 4
+    assert [kind for kind, _ in events] == ["check", "start", "check", "start"], events
+    assert events[0][1] == events[1][1] and events[2][1] == events[3][1], events

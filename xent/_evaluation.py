@@ -15,6 +15,7 @@ or Dask blocks carries its running sum across, so any chunking, batching or thre
 """
 
 import dataclasses
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -596,6 +597,199 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
     return values, rank
 
 
+# ---- long rows: a row evaluated a piece of columns at a time --------------------------------
+
+#: A row longer than this many bytes of the compute dtype is read and evaluated in pieces of
+#: this size (:func:`evaluate_long_row`): memory stays bounded by a piece, not by a row, and
+#: Ctrl-C is seen between pieces (each takes milliseconds).
+PIECE_BYTES = 32 * 2**20
+
+#: Columns of each sub-row a piece is cut into: the kernel's rows, spread over the threads.
+SUBROW_COLS = 2**16
+
+
+def long_row_cols(dtype):
+    """Rows with more columns than this are evaluated by :func:`evaluate_long_row`."""
+    itemsize = compute_dtype(np.dtype(dtype).newbyteorder("=")).itemsize
+    return max(SUBROW_COLS, PIECE_BYTES // itemsize)
+
+
+class _LongRowScratch:
+    """Buffers lent from one piece to the next (one piece's worth each)."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def get(self, name, n, dtype):
+        a = self.arrays.get(name)
+        if a is None or a.dtype != dtype or len(a) < n:
+            a = self.arrays[name] = np.empty(n, dtype=dtype)
+        return a[:n]
+
+
+def _pieces(rows, i, piece_cols, compute, scratch):
+    """(first column, piece) of row ``i`` of ``rows`` (an ndarray or a FileArray), each
+    piece C-contiguous, aligned and of the compute dtype, in buffers reused piece to piece."""
+    c = rows.shape[1]
+    for lo in range(0, c, piece_cols):
+        hi = min(c, lo + piece_cols)
+        if isinstance(rows, FileArray):
+            part = rows.read_span(i, lo, hi, out=scratch.get("read", hi - lo, rows.dtype))
+            rows.advise_span(i, hi, min(c, hi + piece_cols))  # the next piece, from disk
+        else:
+            part = rows[i, lo:hi]
+        if part.dtype != compute or not part.flags.c_contiguous or not part.flags.aligned:
+            out = scratch.get("piece", hi - lo, compute)
+            with np.errstate(over="ignore"):
+                np.copyto(out, part, casting="unsafe")
+            part = out
+        yield lo, part
+
+
+def _subrow_states(piece, nthreads):
+    """Per sub-row of ``piece``: its max m and first element (compute dtype), and the
+    kernel's float64 values for the sub-row with its first element as the target.
+
+    From those values (see :func:`evaluate_long_row`): the top-1 probability is 1 / S (S the
+    sum of exp(x - m) as the kernel keeps it), the entropy is the sub-row's, and sum p^2 =
+    brier + 2 p_0 - 1 with p_0 = exp(x_0 - m) / S.
+    """
+    n = len(piece)
+    q = min(SUBROW_COLS, n)
+    whole = n - n % q
+    blocks = [piece[:whole].reshape(-1, q)]
+    if whole < n:
+        blocks.append(piece[whole:].reshape(1, -1))
+    maxima, firsts, states = [], [], []
+    for block in blocks:
+        values = np.empty((len(block), FIELDS))
+        rank = np.empty(len(block), dtype=np.intp)
+        first = np.zeros(len(block), dtype=np.intp)
+        _kernels.evaluate_rows(block, first, None, -1, values, rank, nthreads)
+        maxima.append(block.max(axis=1))  # NaN if the sub-row holds one
+        firsts.append(block[:, 0].copy())
+        states.append(values)
+    return np.concatenate(maxima), np.concatenate(firsts), np.concatenate(states)
+
+
+def _not_le_count(piece, target_value, m, scratch):
+    """How many elements of ``piece`` are not ``<=`` target_value (greater, or NaN).
+
+    Only sub-rows whose max is not <= the target can hold such elements: the rest are
+    skipped (for a good model, most of them).
+    """
+    if not np.any(~(m <= target_value)):
+        return 0
+    flags = scratch.get("flags", len(piece), np.bool_)
+    np.less_equal(piece, target_value, out=flags)
+    return len(piece) - int(np.count_nonzero(flags))
+
+
+def evaluate_long_row(rows, i, label, row0, opts, name="", local0=0, scratch=None):
+    """Values (1, fields) and rank (1,) of row ``i`` of ``rows`` (n, C), read and evaluated
+    a piece of :data:`PIECE_BYTES` at a time, as :func:`evaluate_chunk` gives for that row
+    (the rank capped at the largest k of ``opts.topk``: the metrics use only rank < k).
+
+    The pieces' states are combined in float64 as the kernel combines its own blocks: with
+    the row's max M, S = sum_j S_j exp(m_j - M) (S_j, m_j: a sub-row's sum and max), the loss
+    (M - x_t) + log S, the entropy sum_j w_j (H_j + log S - log S_j + M - m_j) with w_j =
+    S_j exp(m_j - M) / S (terms >= 0: nothing cancels), sum p^2 = sum_j w_j^2 sum_j p^2. A
+    row holding NaN or +inf, or only -inf, gets the kernel's own answer for a row of the
+    sub-rows' maxima and the target (the non-finite cases depend only on those).
+    """
+    scratch = scratch or _LongRowScratch()
+    c = rows.shape[1]
+    compute = compute_dtype(rows.dtype.newbyteorder("="))
+    values = np.zeros((1, FIELDS))
+    rank = np.full(1, -1, dtype=np.intp)
+    t = int(label)
+    if t == opts.ignore_index:
+        return values, rank
+    if not 0 <= t < c:
+        where = f" ({name}row {local0})" if name else ""
+        raise IndexError(
+            f"labels[{row0}] = {t} is out of range{where}: class indices "
+            f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}"
+        )
+    piece_cols = long_row_cols(rows.dtype)
+    # Only rank < k (k of topk, 1 included) and rank == 0 are reported: a rank of at least
+    # the largest k is as good as the exact one, and later pieces need no counting.
+    enough = max(opts.topk)
+    target_value = None
+    maxima, firsts, states, not_le = [], [], [], 0
+    for lo, piece in _pieces(rows, i, piece_cols, compute, scratch):
+        if target_value is None:  # the target's value, read once (private from here on)
+            if lo <= t < lo + len(piece):
+                target_value = compute.type(piece[t - lo])
+            else:
+                target_value = compute.type(
+                    np.asarray(
+                        rows[i, t : t + 1]
+                        if not isinstance(rows, FileArray)
+                        else rows.read_span(i, t, t + 1)
+                    )[0]
+                )
+        m, x0, v = _subrow_states(piece, opts.threads)
+        if not_le < enough:  # past the largest k, the count changes no metric
+            not_le += _not_le_count(piece, target_value, m, scratch)
+        maxima.append(m)
+        firsts.append(x0)
+        states.append(v)
+    m = np.concatenate(maxima)
+    x0 = np.concatenate(firsts)
+    v = np.concatenate(states)
+    wt = float(opts.class_weights(c)[t]) if opts.class_weights(c) is not None else 1.0
+    rank[0] = min(not_le, enough)
+    finite = np.isfinite(m)
+    if np.isnan(m).any() or np.isposinf(m).any() or not finite.any():
+        # the kernel's own answer: these cases depend only on the maxima and the target
+        small = np.append(m, target_value).astype(compute)[None, :]
+        small_values = np.empty((1, FIELDS))
+        _kernels.evaluate_rows(
+            small,
+            np.array([len(m)], dtype=np.intp),
+            None,
+            -1,
+            small_values,
+            np.empty(1, np.intp),
+            1,
+        )
+        wl = wt * small_values[0, _LOSS]
+        ent = small_values[0, _ENTROPY]
+        brier = small_values[0, _BRIER]
+        confidence = small_values[0, _CONFIDENCE]
+    else:
+        m, x0, v = m[finite].astype(np.float64), x0[finite].astype(np.float64), v[finite]
+        big = m.max()
+        s_j = 1.0 / v[:, _CONFIDENCE]  # exp(max - shift) / S_j, and shift = max: 1 / S_j
+        log_s_j = np.log(s_j)
+        scaled = s_j * np.exp(m - big)
+        s = math.fsum(scaled)
+        log_s = math.log(s)
+        w = scaled / s
+        wl = wt * ((big - float(target_value)) + log_s)
+        ent = math.fsum(w * (v[:, _ENTROPY] + (log_s - log_s_j) + (big - m)))
+        p_0 = np.exp(x0 - m) * v[:, _CONFIDENCE]  # the first element's probability
+        sum_sq_j = v[:, _BRIER] + 2 * p_0 - 1  # sum p^2 within the sub-row
+        p_t = math.exp(float(target_value) - big) / s
+        brier = math.fsum(w * w * sum_sq_j) - 2 * p_t + 1
+        confidence = 1.0 / s
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN as the kernel's
+        values[0] = (
+            wl,
+            wt,
+            ent,
+            wl * wl,
+            wt * wl,
+            wt * wt,
+            ent * ent,
+            brier,
+            brier * brier,
+            confidence,
+        )
+    return values, rank
+
+
 # ---- language-model units: bytes and documents ------------------------------------------------
 
 
@@ -761,8 +955,10 @@ def evaluate(
 
     Memory stays bounded by one chunk: logits are read in place (float16 is converted one
     chunk at a time), never copied whole. Sums are float64 in an order fixed by the global
-    row index, so any ``chunk_rows``, batching or thread count gives the same bits.
-    Ctrl-C stops between chunks (within well under a second) with ``KeyboardInterrupt``.
+    row index, so any ``chunk_rows``, batching or thread count gives the same bits. A row
+    longer than 32 MiB of the compute dtype is read and evaluated a piece at a time, its
+    pieces combined in float64 (see docs/robustness.md). Ctrl-C stops between chunks or
+    pieces (within well under a second) with ``KeyboardInterrupt``.
 
     Calibration, standard errors and the language-model units come from the same read: the
     row kernel also returns the top-1 probability and ``sum_k p_k^2`` (so the Brier score is
@@ -804,6 +1000,7 @@ def evaluate(
     )
     acc = Accumulator(opts.topk, opts.requested, calibration=kind, calibration_bins=bins)
     buffers = {}
+    scratch = _LongRowScratch()
     bar = _progress_bar(progress, total_rows)
     try:
         for x, y, name in batches:
@@ -817,6 +1014,19 @@ def evaluate(
             y_flat = y.reshape(-1)
             done = 0
             for rows in _flat_rows(x):
+                if rows.shape[1] > long_row_cols(rows.dtype):
+                    # a row too long for one chunk: read and evaluated in pieces
+                    for i in range(rows.shape[0]):
+                        values, rank = evaluate_long_row(
+                            rows, i, y_flat[done + i], acc.row, opts, name, done + i, scratch
+                        )
+                        units.add(acc.row, values, rank)
+                        acc.add_values(values)
+                        acc.add_ranks(rank, values)
+                        if bar is not None:
+                            bar.update(1)
+                    done += rows.shape[0]
+                    continue
                 for start, part in row_chunks(rows, step):
                     values, rank = evaluate_chunk(
                         part,

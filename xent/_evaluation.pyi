@@ -140,6 +140,21 @@ def evaluate_chunk(
     buffers: Any = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]: ...
 
+PIECE_BYTES: int
+SUBROW_COLS: int
+
+def long_row_cols(dtype: np.dtype[Any]) -> int: ...
+def evaluate_long_row(
+    rows: Any,
+    i: int,
+    label: int,
+    row0: int,
+    opts: EvaluationOptions,
+    name: str = "",
+    local0: int = 0,
+    scratch: Any = None,
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]: ...
+
 class LanguageModelUnits:
     total_bytes: int | None
     row_bytes: Any

@@ -61,6 +61,13 @@ NPZ_RATIO_FREE = 64 * 2**20
 _READ_STEP = 1 << 30
 
 
+#: Whether reads ask the kernel for readahead: the next chunk while this one is computed
+#: (``POSIX_FADV_WILLNEED``), and a sequential window for each read. benchmarks/read_path.py
+#: measures it; off, reads are plain ``pread`` calls.
+READ_AHEAD = True
+
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", 3)
+
 #: Reads of at least this many bytes are split among threads (see :func:`_parallel_reads`).
 _PARALLEL_READ_BYTES = 16 << 20
 
@@ -243,52 +250,88 @@ class FileArray:
         whole = self.read(0, self.shape[0]) if self.shape else self.read(0, 1).reshape(())
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
+    @property
+    def row_bytes(self):
+        """Bytes of one row of the first axis."""
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def rows(self, start, stop):
+        """Rows ``start:stop`` as a FileArray: nothing is read until its rows are."""
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise IndexError(f"rows {start}:{stop} out of range for {self.shape[0]} rows")
+        return FileArray(
+            self.path,
+            self.dtype,
+            (stop - start, *self.shape[1:]),
+            self.offset + start * self.row_bytes,
+            self._identity,
+        )
+
     def read(self, start, stop, out=None):
         """Rows ``start:stop`` of the first axis, read from the file (into ``out`` if given:
         a C-contiguous array of this dtype and of the rows' shape, reused by the caller)."""
-        row_shape = self.shape[1:]
         if out is None:
-            out = np.empty((stop - start, *row_shape), dtype=self.dtype)
-        row_bytes = math.prod(row_shape) * self.dtype.itemsize
-        want = (stop - start) * row_bytes
+            out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        self._read_into(out, self.offset + start * self.row_bytes, f"rows {start:,} to {stop:,}")
+        return out
+
+    def read_span(self, row, lo, hi, out=None):
+        """Elements ``lo:hi`` of row ``row`` of a 2-D FileArray (a long row, read a piece at
+        a time), into ``out`` if given (a C-contiguous 1-D array of this dtype)."""
+        if out is None:
+            out = np.empty(hi - lo, dtype=self.dtype)
+        position = self.offset + row * self.row_bytes + lo * self.dtype.itemsize
+        self._read_into(out, position, f"row {row:,}, elements {lo:,} to {hi:,}")
+        return out
+
+    def advise(self, start, stop):
+        """Tell the kernel that rows ``start:stop`` will be read soon (``POSIX_FADV_WILLNEED``):
+        from a cold cache, the disk reads them while the caller computes on the rows before.
+        A hint only: nothing is read here, and a failure is ignored."""
+        self._advise(self.offset + start * self.row_bytes, (stop - start) * self.row_bytes)
+
+    def advise_span(self, row, lo, hi):
+        """:meth:`advise` for elements ``lo:hi`` of row ``row`` (the next piece of a long row)."""
+        itemsize = self.dtype.itemsize
+        self._advise(self.offset + row * self.row_bytes + lo * itemsize, (hi - lo) * itemsize)
+
+    def _advise(self, position, length):
+        if not READ_AHEAD or length <= 0 or not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            fd, _ = _open_regular(self.path)
+        except (OSError, ArrayFileError):
+            return  # the read itself will say what is wrong
+        try:
+            os.posix_fadvise(fd, position, length, _WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _read_into(self, out, position, what):
+        """Fill the C-contiguous ``out`` with the file's bytes from ``position``."""
+        want = out.nbytes
         if want == 0:
-            return out
+            return
         view = memoryview(out.reshape(-1).view(np.uint8))
         fd, info = _open_regular(self.path)
         try:
             if (info.st_dev, info.st_ino) != self._identity:
                 raise ArrayFileError(f"{self.path}: the file was replaced while it was read")
-            position = self.offset + start * row_bytes
+            if READ_AHEAD and hasattr(os, "posix_fadvise"):  # a larger readahead window
+                os.posix_fadvise(fd, position, want, os.POSIX_FADV_SEQUENTIAL)
             parts = _split(want, _parallel_reads())
             if len(parts) == 1:
-                self._pread(fd, view, position, 0, want, start, stop)
+                self._pread(fd, view, position, 0, want, what)
             else:  # a copy by one core is slower than the kernels' pass: several readers
-                import threading
-
-                failures = []
-
-                def read_part(lo, hi):
-                    try:
-                        self._pread(fd, view, position, lo, hi, start, stop)
-                    except BaseException as exc:  # raised in the calling thread below
-                        failures.append(exc)
-
-                threads = [
-                    threading.Thread(target=read_part, args=part, name="xent-read")
-                    for part in parts[1:]
-                ]
-                for t in threads:
-                    t.start()
-                read_part(*parts[0])
-                for t in threads:
-                    t.join()
-                if failures:
-                    raise failures[0]
+                _read_in_threads(
+                    parts, lambda lo, hi: self._pread(fd, view, position, lo, hi, what)
+                )
         finally:
             os.close(fd)
-        return out
 
-    def _pread(self, fd, view, position, lo, hi, start, stop):
+    def _pread(self, fd, view, position, lo, hi, what):
         """Fill view[lo:hi] from the file at position + lo, or raise if the file ends first."""
         done = lo
         while done < hi:
@@ -297,10 +340,47 @@ class FileArray:
                 size = os.fstat(fd).st_size
                 raise ArrayFileError(
                     f"{self.path}: the file shrank to {size:,} bytes while it was read "
-                    f"(rows {start:,} to {stop:,} need bytes up to at least "
+                    f"({what} need bytes up to at least "
                     f"{position + hi:,}): was it overwritten during the evaluation?"
                 )
             done += got
+
+
+def _read_in_threads(parts, read_part):
+    """Run ``read_part(lo, hi)`` for each (lo, hi) of ``parts``, the first in this thread.
+
+    Every reader is joined before this returns or raises, Ctrl-C included: a reader left
+    running would write into a buffer the caller has moved on from (and keep the process
+    alive after the interpreter wants to exit). The reads are bounded, so the wait is short.
+    """
+    import threading
+
+    failures = []
+
+    def run(lo, hi):
+        try:
+            read_part(lo, hi)
+        except BaseException as exc:  # raised in the calling thread below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=part, name="xent-read") for part in parts[1:]]
+    started, interrupted = [], False
+    try:
+        for t in threads:
+            t.start()
+            started.append(t)
+        read_part(*parts[0])
+    finally:
+        for t in started:
+            while t.is_alive():
+                try:
+                    t.join()
+                except KeyboardInterrupt:  # join again: the read ends within milliseconds
+                    interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
+    if failures:
+        raise failures[0]
 
 
 def open_npy(path):
@@ -556,6 +636,8 @@ def row_chunks(rows, step):
         if isinstance(rows, FileArray):
             if buffer is None:
                 buffer = np.empty((min(step, n), rows.shape[1]), dtype=rows.dtype)
-            yield start, rows.read(start, stop, out=buffer[: stop - start])
+            part = rows.read(start, stop, out=buffer[: stop - start])
+            rows.advise(stop, min(n, stop + step))  # read from disk while this one is computed
+            yield start, part
         else:
             yield start, rows[start:stop]

@@ -29,6 +29,8 @@ _state = {"threaded": False, "serial_child": False}
 def _after_fork_in_child():
     if _state["threaded"]:
         _state["serial_child"] = True
+    global _team_lock
+    _team_lock = threading.Lock()  # a fork while another thread held it: free in the child
 
 
 if hasattr(os, "register_at_fork"):
@@ -206,14 +208,18 @@ def get_num_threads(num_threads=None):
             n = available_cpus()
     if n == 1 or not _table.has_openmp() or _state["serial_child"]:
         return 1
-    n = threads_within_limits(n)
+    if _limited():
+        # Check and start under one lock: no other xent call takes the tasks or the address
+        # space between this call's check and the runtime's thread starts. Where a limit is
+        # near, the team is started now (the runtime then keeps its threads in the calling
+        # thread's pool, and the call's regions of at most n threads create none), before
+        # the call allocates its outputs: the stacks fit while the check says they do.
+        with _team_lock:
+            n, near = _team_within_limits(n)
+            if near and n > 1:
+                _start_team(n)
     if n == 1:
         return 1
-    if _address_limited():
-        # The call allocates its outputs after this check; were its team started after
-        # that, the stacks might no longer fit. Start the team now, while they do: the
-        # runtime keeps its threads for the call's regions.
-        _start_team(n)
     _state["threaded"] = True
     if getattr(_local, "depth", 0):
         _local.largest_team = max(getattr(_local, "largest_team", 1), n)
@@ -358,9 +364,21 @@ def threads_within_limits(n):
         Between 1 and ``n``: ``n`` when no limit is near, 1 when even one more thread might
         fail to start (a team of one starts no thread).
     """
+    return _team_within_limits(n)[0]
+
+
+#: A cgroup whose pids.max leaves fewer spare tasks than this is near its limit.
+_PIDS_NEAR = 256
+
+
+def _team_within_limits(n):
+    """(threads_within_limits(n), whether a limit is near): an address limit, or tasks
+    counted close enough to a task limit that the runtime's thread starts should follow the
+    check at once (see get_num_threads)."""
     new = n - 1
     if new <= 0:
-        return 1
+        return 1, False
+    near = False
     sharing = max(1, _inflight["calls"])  # teams other xent calls may start at the same time
     address_limits = [
         (kind, field)
@@ -368,6 +386,7 @@ def threads_within_limits(n):
         if _soft_limit(kind) is not None
     ]
     if address_limits:
+        near = True
         used = _proc_status_bytes(*(field for _, field in address_limits))
         stack = thread_stack_bytes()
         for kind, field in address_limits:
@@ -377,12 +396,14 @@ def threads_within_limits(n):
     if tasks is not None and os.getuid() != 0:  # the kernel does not apply it to root
         on_system = _tasks_on_system()
         if on_system is None or on_system + new * sharing + TASK_RESERVE > tasks:
+            near = True
             free = tasks - _tasks_of_user(os.getuid()) - TASK_RESERVE
             new = min(new, max(0, free) // sharing)
     pids = _cgroup_pids_headroom()
     if pids is not None:
+        near = near or pids < new * sharing + _PIDS_NEAR
         new = min(new, max(0, pids - TASK_RESERVE) // sharing)
-    return new + 1
+    return new + 1, near
 
 
 # ---- Releasing an oversubscribed team ----------------------------------------------------
@@ -395,8 +416,18 @@ def threads_within_limits(n):
 # more threads than CPUs therefore ends with a two-thread region on a small fixed input.
 
 
-def _address_limited():
-    return _soft_limit("RLIMIT_AS") is not None or _soft_limit("RLIMIT_DATA") is not None
+#: Held from a limit check to the end of the team start it allows (see get_num_threads).
+_team_lock = threading.Lock()
+
+
+def _limited():
+    """Whether a limit a team could reach is set: an address limit, a task limit the kernel
+    applies (not to root), or a cgroup's pids.max. Without one no check or start is needed."""
+    if _soft_limit("RLIMIT_AS") is not None or _soft_limit("RLIMIT_DATA") is not None:
+        return True
+    if _soft_limit("RLIMIT_NPROC") is not None and os.getuid() != 0:
+        return True
+    return _cgroup_pids_headroom() is not None
 
 
 def _start_team(n):
@@ -415,4 +446,5 @@ def _start_team(n):
 
 def _shrink_team():
     if _table.has_openmp() and not _state["serial_child"]:
-        _start_team(threads_within_limits(2))
+        with _team_lock:
+            _start_team(threads_within_limits(2))

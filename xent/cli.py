@@ -22,8 +22,8 @@ import numpy as np
 
 from . import __version__, _check, _dispatch
 from ._dispatch import show_config
-from ._evaluation import evaluate
-from ._io import ArrayFileError
+from ._evaluation import evaluate, long_row_cols
+from ._io import ArrayFileError, FileArray
 from ._io import file_kind as _file_kind
 from ._io import npz_arrays as _npz_arrays
 from ._io import open_npy as _open_npy
@@ -319,11 +319,14 @@ def _chunks(pairs, names, args, bar):
         )
         flat = _flat(x, y)
         # a generator, not a list: a file's chunks are read one at a time, when evaluated
-        parts = (
-            [(x, y)]
-            if flat is None
-            else ((part, flat[1][i : i + len(part)]) for i, part in _row_chunks(flat[0], step))
-        )
+        if flat is None:
+            parts = [(x, y)]
+        elif isinstance(flat[0], FileArray) and classes > long_row_cols(x.dtype):
+            # rows longer than a piece: passed unread, one at a time; xent.evaluate reads
+            # each a piece at a time (a row read whole would be one unbounded chunk)
+            parts = ((flat[0].rows(i, i + 1), flat[1][i : i + 1]) for i in range(flat[0].shape[0]))
+        else:
+            parts = ((part, flat[1][i : i + len(part)]) for i, part in _row_chunks(flat[0], step))
         row = 0
         for px, py in parts:
             labels = np.asarray(py).reshape(-1)
@@ -347,6 +350,17 @@ def count_nan_rows(pairs, ignore_index, chunk_rows=1 << 16):
     for x, y in pairs:
         flat = _flat(x, y)
         xs, ys = flat if flat is not None else (x.reshape(-1, x.shape[-1]), y.reshape(-1))
+        if isinstance(xs, FileArray) and xs.shape[1] > chunk_rows:
+            # long rows: a piece of each at a time, never a row read whole
+            for i in range(xs.shape[0]):
+                if ys[i] == ignore_index:
+                    continue
+                piece = 1 << 22
+                count += any(
+                    np.isnan(xs.read_span(i, lo, min(lo + piece, xs.shape[1]))).any()
+                    for lo in range(0, xs.shape[1], piece)
+                )
+            continue
         for i in range(0, xs.shape[0], chunk_rows):
             nan = np.isnan(xs[i : i + chunk_rows]).any(axis=1)
             count += int(np.count_nonzero(nan & (ys[i : i + chunk_rows] != ignore_index)))
