@@ -90,6 +90,26 @@ def test_kl_of_close_models_keeps_its_digits(dtype):
     assert got.js == pytest.approx(want["js"], rel=rel)
 
 
+def test_huge_logits_keep_their_softmax(isa, dtype):
+    # a row of equal logits at 1e17 has the uniform softmax; its log-sum-exp 1e17 + log 2
+    # rounds to 1e17 in double, and subtracting that rounded sum once gave every entry q = 1
+    # (a KL of 0.315 where the exact one is 0.0082)
+    ref = np.array([[0.12573022, -0.13210486], [3.0, -1.0]], dtype=dtype)
+    for big in (1e17, 1e30, 1e300):
+        if big > float(np.finfo(dtype).max):
+            continue
+        cand = np.full_like(ref, big)
+        cand[1] = [big, big]
+        lp = log_softmax(ref.astype(np.float64), -1)
+        want = np.sum(np.exp(lp) * (lp - np.log(0.5)), axis=1)
+        values = np.empty((2, len(_kernels.compare_columns())))
+        _kernels.compare_rows(ref, cand, np.zeros(2, np.intp), -100, values, 1)
+        kl = dict(zip(_kernels.compare_columns(), values.T))["kl"]
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(kl, want, rtol=tol, atol=tol, err_msg=f"logits at {big}")
+        assert xent.compare(ref, cand).kl == pytest.approx(want.mean(), rel=tol, abs=tol)
+
+
 def test_against_pytorch_kl_div(dtype):
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F

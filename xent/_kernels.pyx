@@ -145,6 +145,16 @@ cdef class _Partials:
         if (self.loss == NULL or self.weight == NULL or self.bad == NULL
                 or exact and (self.exact_loss == NULL or self.exact_weight == NULL)):
             raise MemoryError("xent: cannot allocate per-block partial sums")
+        # Every slot starts as an empty sum and "no bad row": a driver that fills only the
+        # losses (probability targets count rows, not weights) leaves the rest well defined.
+        cdef Py_ssize_t b
+        for b in range(max(nblocks, 1)):
+            self.loss[b] = 0
+            self.weight[b] = 0
+            self.bad[b] = -1
+            if exact:
+                xent_exact_init(&self.exact_loss[b])
+                xent_exact_init(&self.exact_weight[b])
 
     def __dealloc__(self):
         free(self.loss)

@@ -119,8 +119,9 @@ static inline void F(argmax_chunk)(const T *x, ptrdiff_t n, ptrdiff_t start, dou
 }
 
 /* Pass 2 over one chunk: the KL and JSD sums of its entries, in T lanes. */
-static inline void F(divergence_chunk)(const T *r, const T *c, ptrdiff_t n, T lse_r, T lse_c,
-                                       T delta, double *kl, double *js)
+static inline void F(divergence_chunk)(const T *r, const T *c, ptrdiff_t n, T shift_r,
+                                       T log_sum_r, T shift_c, T log_sum_c, T delta, double *kl,
+                                       double *js)
 {
     T k[XENT_LANES], j[XENT_LANES], gr[XENT_LANES], gc[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) k[l] = j[l] = 0;
@@ -140,7 +141,7 @@ static inline void F(divergence_chunk)(const T *r, const T *c, ptrdiff_t n, T ls
             /* (x_r - x_c) - delta keeps the digits of close models; where the logits are far
              * apart (|x_r - x_c| above |log p| + |log q|: a logit of 1e30 against 0.1) it
              * would lose them all, and (x_r - lse_r) - (x_c - lse_c) is the accurate one */
-            T lp = xr - lse_r, lq = xc - lse_c, gap = xr - xc;
+            T lp = (xr - shift_r) - log_sum_r, lq = (xc - shift_c) - log_sum_c, gap = xr - xc;
             T far = (gap < 0 ? -gap : gap) > (lp < 0 ? -lp : lp) + (lq < 0 ? -lq : lq);
             T d = far ? lp - lq : gap - delta;
             T p = F(exp)(lp), q = F(exp)(lq);
@@ -178,14 +179,19 @@ static void F(row_compare)(const T *ref, const T *cand, ptrdiff_t n, xent_compar
         F(lse_chunk)(ref + start, len, &st->ref);
         F(lse_chunk)(cand + start, len, &st->cand);
     }
-    double lse_r = xent_lse_value(&st->ref), lse_c = xent_lse_value(&st->cand);
-    if (!isfinite(lse_r) || !isfinite(lse_c)) {
+    if (!isfinite(xent_lse_value(&st->ref)) || !isfinite(xent_lse_value(&st->cand))) {
         st->kl = st->js = NAN;
         return;
     }
-    /* lse_r and lse_c as T for p and q; their difference rounded once, from doubles */
-    T delta = (T)(lse_r - lse_c);
+    /* Each log-sum-exp in its two parts, shift (the row's max) and log_sum: log p_i is
+     * (x_i - shift) - log_sum, exact in its first step where x_i is near the max. Their sum
+     * would round log_sum away at large logits (1e17 + log 2 is 1e17 in double, and every
+     * entry of a row of equal logits then got q = 1). Their difference rounded once. */
+    double shift_r = st->ref.shift, log_sum_r = xent_lse_log_sum(&st->ref);
+    double shift_c = st->cand.shift, log_sum_c = xent_lse_log_sum(&st->cand);
+    T delta = (T)((shift_r - shift_c) + (log_sum_r - log_sum_c));
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)      /* pass 2: in cache */
         F(divergence_chunk)(ref + start, cand + start, xent_chunk_len(n, start, XENT_CHUNK),
-                            (T)lse_r, (T)lse_c, delta, &st->kl, &st->js);
+                            (T)shift_r, (T)log_sum_r, (T)shift_c, (T)log_sum_c, delta, &st->kl,
+                            &st->js);
 }
