@@ -275,7 +275,14 @@ static inline xent_compare_state xent_compare_init(void)
     X(void, row_transform_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,    \
                                     uint16_t *out))                                             \
     X(double, read_sum, S, (const T *x, ptrdiff_t n))                                           \
-    X(double, copy_array, S, (const T *x, ptrdiff_t n, T *out))
+    X(double, copy_array, S, (const T *x, ptrdiff_t n, T *out))                                 \
+    X(void, log_lanes_array, S, (const double *x, ptrdiff_t n, int plus_one, double *out))      \
+    X(ptrdiff_t, rows_index_loss_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,      \
+                                            ptrdiff_t n, const ptrdiff_t *target,               \
+                                            ptrdiff_t ignore_index, const double *weight,       \
+                                            double keep, xent_lse_state *st, double *log_sum,   \
+                                            double *loss, double *wt, T *row_loss,              \
+                                            ptrdiff_t *bad))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

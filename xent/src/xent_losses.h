@@ -145,3 +145,68 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
     F(row_softmax_grad)(x, n, shift, log_sum, a, w, b, out);
 #endif
 }
+
+/*
+ * Cross-entropy of up to XENT_LANES short rows against class indices, a group at a time, so
+ * that a row of 10 logits costs no call, no scalar log and no per-row bookkeeping of its own.
+ * The rows' log-sum-exps are those of rows_lse_small (the same bits), and the log of each
+ * row's sum is taken across rows in vector lanes, in xent_lse_log_sum's accurate form:
+ * log(ties) + log1p(rest / ties), log(sum) where no entry is a tie (an all -inf, +inf or NaN
+ * row); with ties = 1 this is log1p(rest) exactly, since log(1) = 0.
+ *
+ * For row r: target[r] is its class; ignore_index or a label outside [0, n) make it skipped
+ * (loss and weight 0, row_loss 0 for ignore_index, and the first out-of-range row's index in
+ * *bad, else -1). Otherwise wt[r] = weight[target] (1 without weights) and
+ *     loss[r] = keep * wt[r] * ((shift - x_t) + log_sum[r])   (0 where keep = 0),
+ * keep = 1 - label smoothing, the smoothing's own term left to the caller; row_loss[r] (unless
+ * NULL) gets loss[r] rounded to T. st[r] and log_sum[r] are the row's state and log(sum), for
+ * the gradient and the smoothing term. Returns the number of rows not skipped.
+ */
+static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                          ptrdiff_t n, const ptrdiff_t *target,
+                                          ptrdiff_t ignore_index, const double *weight,
+                                          double keep, xent_lse_state *st, double *log_sum,
+                                          double *loss, double *wt, T *row_loss,
+                                          ptrdiff_t *bad)
+{
+    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    double s[XENT_LANES], x_t[XENT_LANES], w[XENT_LANES], shift_d[XENT_LANES];
+    double out[XENT_LANES], logs[XENT_LANES];
+    int use[XENT_LANES];
+    ptrdiff_t kept = 0;
+    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    *bad = -1;
+    /* the targets: a scalar pass (a gather of one entry per row, and the label checks) */
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
+        ptrdiff_t t = r < nrows ? target[r] : ignore_index;
+        int ok = t != ignore_index && t >= 0 && t < n;
+        if (r < nrows && t != ignore_index && !ok && *bad < 0) *bad = r;
+        use[r] = ok;
+        kept += ok;
+        x_t[r] = ok ? (double)x[r * stride + t] : 0.0;
+        w[r] = ok ? (weight ? weight[t] : 1.0) : 0.0;
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        double ties = (double)c[l], rest = s[l];
+        /* no tie: log(sum) = log(rest) + log1p(0) */
+        double a = ties > 0 ? ties : rest, b = ties > 0 ? rest / ties : 0.0;
+        double ls = xent_log_lanes(a) + xent_log1p_lanes(b);
+        shift_d[l] = m[l] == -(T)INFINITY ? -INFINITY : (double)shift[l];
+        logs[l] = ls;
+        double v = keep * w[l] * ((shift_d[l] - x_t[l]) + ls);
+        out[l] = keep != 0 && use[l] ? v : 0.0;
+    }
+    for (ptrdiff_t r = 0; r < nrows; r++) {
+        st[r].shift = shift_d[r];
+        st[r].ties = (double)c[r];
+        st[r].rest = s[r];
+        st[r].rest_err = 0;
+        st[r].sum = (double)c[r] + s[r];
+        log_sum[r] = logs[r];
+        loss[r] = out[r];
+        wt[r] = w[r];
+        if (row_loss && (use[r] || target[r] == ignore_index)) row_loss[r] = (T)out[r];
+    }
+    return kept;
+}
