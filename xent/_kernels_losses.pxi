@@ -6,24 +6,32 @@ cdef inline Py_ssize_t _group_loss(const floating *row0, Py_ssize_t stride, Py_s
                                    Py_ssize_t c, const intp_t *target, intp_t ignore_index,
                                    const double *weight, double keep, xent_lse_state *st,
                                    double *log_sum, double *loss, double *wt,
-                                   floating *row_loss, Py_ssize_t *bad) noexcept nogil:
+                                   floating *row_loss, Py_ssize_t *bad,
+                                   xent_exact_sum *loss_sum, xent_exact_batch *loss_batch,
+                                   xent_exact_sum *weight_sum,
+                                   xent_exact_batch *weight_batch) noexcept nogil:
     """Losses of nrows (<= SMALL_GROUP) short rows from row0 on, by rows_index_loss_small.
 
     stride: from one row to the next, in elements. The arrays hold nrows entries; row_loss
-    (or NULL) points at the first row's. Returns the number of rows not skipped; *bad: the
-    first out-of-range label's row (from row0), else -1.
+    (or NULL) points at the first row's; st and log_sum may be NULL (not wanted), and so may
+    the exact sums (the losses and weights not added). Returns the number of rows not
+    skipped; *bad: the first out-of-range label's row (from row0), else -1.
     """
     cdef Py_ssize_t kept, bad2
     # float lanes hold all 16 rows; double lanes 8: then two calls
     cdef Py_ssize_t lanes = 8 if floating is double else SMALL_GROUP
     kept = kern.rows_index_loss_small(row0, stride, min(nrows, lanes), c,
                                       <const Py_ssize_t *>target, ignore_index, weight, keep,
-                                      st, log_sum, loss, wt, row_loss, bad)
+                                      st, log_sum, loss, wt, row_loss, bad, loss_sum,
+                                      loss_batch, weight_sum, weight_batch)
     if nrows > lanes:
         kept += kern.rows_index_loss_small(row0 + 8 * stride, stride, nrows - 8, c,
                                            <const Py_ssize_t *>(target + 8), ignore_index,
-                                           weight, keep, st + 8, log_sum + 8, loss + 8, wt + 8,
-                                           row_loss + 8 if row_loss != NULL else NULL, &bad2)
+                                           weight, keep, st + 8 if st != NULL else NULL,
+                                           log_sum + 8 if log_sum != NULL else NULL, loss + 8,
+                                           wt + 8, row_loss + 8 if row_loss != NULL else NULL,
+                                           &bad2, loss_sum, loss_batch, weight_sum,
+                                           weight_batch)
         if bad[0] < 0 and bad2 >= 0:
             bad[0] = bad2 + 8
     return kept
@@ -40,6 +48,7 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
     small: the states of rows come from rows_lse_small (stride a whole number of elements).
     """
     cdef Py_ssize_t i, g0, k, nrows, bad, kept_group
+    cdef bint plain
     cdef intp_t t
     cdef const floating *row
     cdef xent_lse_state st
@@ -61,23 +70,27 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
     if small and not log_probs and states == NULL:
         # short rows: a group's losses in one kernel call (a skipped row adds a 0 loss and a
         # 0 weight: the exact sums are those of the rows kept)
+        # without smoothing the kernel adds the losses (and weights) into the exact sums
+        plain = smoothing == 0
         while g0 < r1:
             nrows = min(SMALL_GROUP, r1 - g0)
-            kept_group = _group_loss(<const floating *>(<const char *>x0 + (g0 - first) * stride),
-                                stride // <Py_ssize_t>sizeof(floating), nrows, c, &target[g0],
-                                ignore_index, weight, 1.0 - smoothing, group, log_sums,
-                                losses, weights,
-                                row_loss + g0 if row_loss != NULL and smoothing == 0 else NULL,
-                                &bad)
+            kept_group = _group_loss(
+                <const floating *>(<const char *>x0 + (g0 - first) * stride),
+                stride // <Py_ssize_t>sizeof(floating), nrows, c, &target[g0], ignore_index,
+                weight, 1.0 - smoothing, NULL if plain else group,
+                NULL if plain else log_sums, losses, weights,
+                row_loss + g0 if row_loss != NULL and plain else NULL, &bad,
+                loss_out if plain else NULL, &loss_batch,
+                weight_out if plain and weight != NULL else NULL, &weight_batch)
             if bad >= 0 and bad_out[0] < 0:
                 bad_out[0] = g0 + bad
-            if smoothing != 0:
+            if not plain:
                 _add_smoothing(x0, stride, first, c, target, weight, ignore_index, smoothing,
                                group, log_sums, losses, row_loss, g0, nrows)
-            xent_exact_batch_add(loss_out, &loss_batch, losses, <int>nrows)
-            if weight != NULL:
-                xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
-            else:
+                xent_exact_batch_add(loss_out, &loss_batch, losses, <int>nrows)
+                if weight != NULL:
+                    xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
+            if weight == NULL:
                 kept += kept_group
             g0 += SMALL_GROUP
         xent_exact_batch_flush(loss_out, &loss_batch)
@@ -313,6 +326,7 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
     stream: write the gradient with non-temporal stores (grad0 apart from x0, not read soon).
     """
     cdef Py_ssize_t i, k, g0, nrows, bad, kept_group
+    cdef bint plain
     cdef intp_t t
     cdef const floating *row
     cdef floating *grow
@@ -337,19 +351,21 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
         if small:
             # the group's losses by the kernel _index_block uses (the same bits), read whole
             # before any of its rows' gradients may overwrite them (grad is x)
-            kept_group = _group_loss(<const floating *>(<const char *>x0 + (g0 - first) * stride),
-                                stride // <Py_ssize_t>sizeof(floating), nrows, c, &target[g0],
-                                ignore_index, weight, 1.0 - smoothing, group, log_sums,
-                                losses, weights,
-                                row_loss + g0 if row_loss != NULL and smoothing == 0 else NULL,
-                                &bad)
-            if smoothing != 0:
+            plain = smoothing == 0
+            kept_group = _group_loss(
+                <const floating *>(<const char *>x0 + (g0 - first) * stride),
+                stride // <Py_ssize_t>sizeof(floating), nrows, c, &target[g0], ignore_index,
+                weight, 1.0 - smoothing, group, log_sums, losses, weights,
+                row_loss + g0 if row_loss != NULL and plain else NULL, &bad,
+                loss_out if plain else NULL, &loss_batch,
+                weight_out if plain and weight != NULL else NULL, &weight_batch)
+            if not plain:
                 _add_smoothing(x0, stride, first, c, target, weight, ignore_index, smoothing,
                                group, log_sums, losses, row_loss, g0, nrows)
-            xent_exact_batch_add(loss_out, &loss_batch, losses, <int>nrows)
-            if weight != NULL:
-                xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
-            else:
+                xent_exact_batch_add(loss_out, &loss_batch, losses, <int>nrows)
+                if weight != NULL:
+                    xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
+            if weight == NULL:
                 kept += kept_group
         for i in range(g0, g0 + nrows):
             t = target[i]

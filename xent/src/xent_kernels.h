@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "xent_exactsum.h"   /* exact sums, which some kernels add into */
+
 /* Rows are processed in chunks this long (bytes): a chunk stays in L1 between its max pass
  * and its exp-sum pass, so the row is read from memory once whatever its length. */
 #define XENT_CHUNK_BYTES 4096
@@ -282,7 +284,10 @@ static inline xent_compare_state xent_compare_init(void)
                                             ptrdiff_t ignore_index, const double *weight,       \
                                             double keep, xent_lse_state *st, double *log_sum,   \
                                             double *loss, double *wt, T *row_loss,              \
-                                            ptrdiff_t *bad))
+                                            ptrdiff_t *bad, xent_exact_sum *loss_sum,           \
+                                            xent_exact_batch *loss_batch,                       \
+                                            xent_exact_sum *weight_sum,                         \
+                                            xent_exact_batch *weight_batch))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

@@ -243,7 +243,13 @@ static void F(log1p_array)(const T *x, ptrdiff_t n, T *out)
  * log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN gives NaN; subnormals scaled first.
  * Measured against mpmath over the whole double range in tests/test_math.py.
  */
-static inline double xent_log_lanes(double x)
+#if defined(__GNUC__) || defined(__clang__)
+/* inlined even where it is used twice: a call in a loop would keep the loop scalar */
+#define XENT_LANES_INLINE static inline __attribute__((always_inline))
+#else
+#define XENT_LANES_INLINE static inline
+#endif
+XENT_LANES_INLINE double xent_log_lanes(double x)
 {
     const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
     double sub = x < DBL_MIN ? 54.0 : 0.0;
@@ -291,7 +297,7 @@ static inline double xent_log_lanes(double x)
  * Measured against mpmath (tests/test_math.py): log at most 0.72 ulp with FMA, 0.75
  * without; log1p at most 0.99 and 1.02.
  */
-static inline double xent_log1p_lanes(double y)
+XENT_LANES_INLINE double xent_log1p_lanes(double y)
 {
     double u = 1.0 + y;
     double r = xent_log_lanes(u) - ((u - 1.0) - y) / u;
