@@ -178,7 +178,7 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
 {
     T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
     double s[XENT_LANES], x_t[XENT_LANES], w[XENT_LANES], shift_d[XENT_LANES];
-    double out[XENT_LANES], logs[XENT_LANES], log_ties[XENT_LANES];
+    double out[XENT_LANES], logs[XENT_LANES], log_ties[XENT_LANES], rest_part[XENT_LANES];
     ptrdiff_t t_of[XENT_LANES];
     int use[XENT_LANES], skip_bad[XENT_LANES];
     int kept = 0, any_bad = 0, any_tie = 0;
@@ -207,20 +207,25 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
                 break;
             }
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) any_tie |= c[l] != 1;
+    /* log(ties) and rest / ties: with every ties = 1 they are 0 and rest exactly, and the
+     * division (a slow vector instruction) and the log are left out */
 #pragma omp simd
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) log_ties[l] = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        log_ties[l] = 0;
+        rest_part[l] = s[l];
+    }
     if (any_tie) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
             double ties = (double)c[l];
-            log_ties[l] = xent_log_lanes(ties > 0 ? ties : s[l]);   /* no tie: log(sum) */
+            /* no tie: log(sum) = log(rest) + log1p(0) */
+            log_ties[l] = xent_log_lanes(ties > 0 ? ties : s[l]);
+            rest_part[l] = ties > 0 ? s[l] / ties : 0.0;
         }
     }
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-        double ties = (double)c[l];
-        /* no tie: log(sum) = log(rest) + log1p(0) */
-        double ls = log_ties[l] + xent_log1p_lanes(ties > 0 ? s[l] / ties : 0.0);
+        double ls = log_ties[l] + xent_log1p_lanes(rest_part[l]);
         shift_d[l] = m[l] == -(T)INFINITY ? -INFINITY : (double)shift[l];
         logs[l] = ls;
         double v = keep * w[l] * ((shift_d[l] - x_t[l]) + ls);
