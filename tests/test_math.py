@@ -115,3 +115,59 @@ def test_log_special_values(isa, dtype):
     assert got[0] == 0.0 and got[1] == -np.inf and got[2] == np.inf
     assert np.isnan(got[3]) and np.isnan(got[5])
     assert got[4] == dtype(1e-30)
+
+
+def lanes_ulp_error(x, plus_one):
+    """ulp errors of the short rows' double log (log1p) against mpmath at 80 bits."""
+    mpmath = pytest.importorskip("mpmath")
+    got = kernel(lambda a, out: _kernels.log_lanes_array(a, plus_one, out), x)
+    fn = mpmath.log1p if plus_one else mpmath.log
+    with mpmath.workprec(80):
+        exact = np.array([fn(mpmath.mpf(float(v))) for v in x], dtype=object)
+        return np.array(
+            [
+                float(abs(mpmath.mpf(float(g)) - e) / np.spacing(abs(float(e))))
+                for g, e in zip(got, exact)
+            ]
+        )
+
+
+def test_log_lanes_against_mpmath(isa):
+    """xent_log_lanes (the log of a short row's sum of exps): within 1 ulp over the whole
+    double range, subnormals included; special values as IEEE's log."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate(
+        [
+            10.0 ** rng.uniform(-323, 308, 20_000),
+            rng.uniform(0.5, 2.0, 10_000),  # both sides of sqrt(2) and of 1
+            1.0 + rng.uniform(-1e-6, 1e-6, 2_000),  # tiny results near 1
+            np.arange(1.0, 65.0),  # the tie counts of a row of up to 64 entries
+            [np.finfo(np.float64).smallest_subnormal, np.finfo(np.float64).max],
+        ]
+    )
+    x = x[(x > 0) & (x != 1.0)]
+    err = lanes_ulp_error(x, plus_one=False)
+    assert err.max() <= 0.8, f"{isa}: max ulp error {err.max():.3f} at {x[err.argmax()]!r}"
+    special = np.array([1.0, 0.0, -0.0, -1.0, np.inf, -np.inf, np.nan])
+    got = kernel(lambda a, out: _kernels.log_lanes_array(a, False, out), special)
+    assert got[0] == 0.0 and got[1] == -np.inf and got[2] == -np.inf and got[4] == np.inf
+    assert np.isnan(got[3]) and np.isnan(got[5]) and np.isnan(got[6])
+
+
+def test_log1p_lanes_against_mpmath(isa):
+    """xent_log1p_lanes (of a row's other terms over its ties, >= 0): within 1 ulp from the
+    subnormals to the largest double; log1p(0) = 0, log1p(inf) = inf, NaN stays NaN."""
+    rng = np.random.default_rng(6)
+    y = np.concatenate(
+        [
+            10.0 ** rng.uniform(-320, 308, 20_000),
+            rng.uniform(0.0, 2.0, 10_000),  # where u = 1 + y rounds, and the sqrt(2) edge
+            10.0 ** rng.uniform(-17, -15, 2_000),  # u rounds to 1 or next to it
+        ]
+    )
+    y = y[y > 0]
+    err = lanes_ulp_error(y, plus_one=True)
+    assert err.max() <= 1.05, f"{isa}: max ulp error {err.max():.3f} at {y[err.argmax()]!r}"
+    special = np.array([0.0, np.inf, np.nan, 5e-324])
+    got = kernel(lambda a, out: _kernels.log_lanes_array(a, True, out), special)
+    assert got[0] == 0.0 and got[1] == np.inf and np.isnan(got[2]) and got[3] == 5e-324

@@ -53,3 +53,19 @@ cdef extern from "xent_kernels.h" nogil:
     int XENT_SMALL_ROW
     int XENT_OPENMP
     int xent_omp_max_threads()
+
+
+cdef extern from "xent_exactsum.h" nogil:
+    # A sum of doubles held exactly (a small superaccumulator): see xent/src/xent_exactsum.h.
+    ctypedef struct xent_exact_sum:
+        pass
+    void xent_exact_init(xent_exact_sum *acc)
+    void xent_exact_add(xent_exact_sum *acc, double v)
+    void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *part)
+    double xent_exact_round(xent_exact_sum *acc)
+    # the batch way in: the same exact sum, a group of values at a time, vectorised
+    ctypedef struct xent_exact_batch:
+        pass
+    void xent_exact_batch_init(xent_exact_batch *b)
+    void xent_exact_batch_add(xent_exact_sum *acc, xent_exact_batch *b, const double *v, int n)
+    void xent_exact_batch_flush(xent_exact_sum *acc, xent_exact_batch *b)

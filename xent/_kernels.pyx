@@ -27,7 +27,10 @@ ctypedef cnp.intp_t intp_t
 from xent cimport _kernel_api as kern
 from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init, xent_eval_log_sum,
                                  xent_eval_state, xent_lse_init, xent_lse_log_sum, xent_lse_merge,
-                                 xent_lse_state, xent_lse_value)
+                                 xent_lse_state, xent_lse_value, xent_exact_sum, xent_exact_init,
+                                 xent_exact_add, xent_exact_merge, xent_exact_round,
+                                 xent_exact_batch, xent_exact_batch_init, xent_exact_batch_add,
+                                 xent_exact_batch_flush)
 from xent._table cimport kernel_table
 
 # The instruction set is chosen by xent._table (which owns the one compiled copy of the
@@ -98,22 +101,6 @@ cdef inline double _row_nll_dot(const floating *row, const floating *p, Py_ssize
                                 const double *w, double a, double b, xent_lse_state st,
                                 double *mass) noexcept nogil:
     return kern.row_nll_dot(row, p, n, w, a, b, st.shift, xent_lse_log_sum(&st), mass)
-
-
-cdef extern from "xent_exactsum.h" nogil:
-    # A sum of doubles held exactly (a small superaccumulator): see xent/src/xent_exactsum.h.
-    ctypedef struct xent_exact_sum:
-        pass
-    void xent_exact_init(xent_exact_sum *acc)
-    void xent_exact_add(xent_exact_sum *acc, double v)
-    void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *part)
-    double xent_exact_round(xent_exact_sum *acc)
-    # the batch way in: the same exact sum, a group of values at a time, vectorised
-    ctypedef struct xent_exact_batch:
-        pass
-    void xent_exact_batch_init(xent_exact_batch *b)
-    void xent_exact_batch_add(xent_exact_sum *acc, xent_exact_batch *b, const double *v, int n)
-    void xent_exact_batch_flush(xent_exact_sum *acc, xent_exact_batch *b)
 
 
 cdef class _Partials:

@@ -2,6 +2,41 @@
 # and its gradients.
 # The shared helpers (_row, _block_rows, _Partials, kern, ...) are defined in _kernels.pyx.
 
+cdef inline Py_ssize_t _group_loss(const floating *row0, Py_ssize_t stride, Py_ssize_t nrows,
+                                   Py_ssize_t c, const intp_t *target, intp_t ignore_index,
+                                   const double *weight, double keep, xent_lse_state *st,
+                                   double *log_sum, double *loss, double *wt,
+                                   floating *row_loss, Py_ssize_t *bad,
+                                   xent_exact_sum *loss_sum, xent_exact_batch *loss_batch,
+                                   xent_exact_sum *weight_sum,
+                                   xent_exact_batch *weight_batch) noexcept nogil:
+    """Losses of nrows (<= SMALL_GROUP) short rows from row0 on, by rows_index_loss_small.
+
+    stride: from one row to the next, in elements. The arrays hold nrows entries; row_loss
+    (or NULL) points at the first row's; st and log_sum may be NULL (not wanted), and so may
+    the exact sums (the losses and weights not added). Returns the number of rows not
+    skipped; *bad: the first out-of-range label's row (from row0), else -1.
+    """
+    cdef Py_ssize_t kept, bad2
+    # float lanes hold all 16 rows; double lanes 8: then two calls
+    cdef Py_ssize_t lanes = 8 if floating is double else SMALL_GROUP
+    kept = kern.rows_index_loss_small(row0, stride, min(nrows, lanes), c,
+                                      <const Py_ssize_t *>target, ignore_index, weight, keep,
+                                      st, log_sum, loss, wt, row_loss, bad, loss_sum,
+                                      loss_batch, weight_sum, weight_batch)
+    if nrows > lanes:
+        kept += kern.rows_index_loss_small(row0 + 8 * stride, stride, nrows - 8, c,
+                                           <const Py_ssize_t *>(target + 8), ignore_index,
+                                           weight, keep, st + 8 if st != NULL else NULL,
+                                           log_sum + 8 if log_sum != NULL else NULL, loss + 8,
+                                           wt + 8, row_loss + 8 if row_loss != NULL else NULL,
+                                           &bad2, loss_sum, loss_batch, weight_sum,
+                                           weight_batch)
+        if bad[0] < 0 and bad2 >= 0:
+            bad[0] = bad2 + 8
+    return kept
+
+
 cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ssize_t first,
                        bint small, const intp_t[::1] target, const double *weight,
                        intp_t ignore_index, double smoothing, bint log_probs,
@@ -12,11 +47,13 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
 
     small: the states of rows come from rows_lse_small (stride a whole number of elements).
     """
-    cdef Py_ssize_t i, g0, k
+    cdef Py_ssize_t i, g0, k, nrows, bad, kept_group
+    cdef bint plain
     cdef intp_t t
     cdef const floating *row
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
+    cdef double log_sums[SMALL_GROUP]
     cdef double wt, loss
     # the group's losses and weights, added exactly a group at a time (xent_exact_batch_add)
     cdef double losses[SMALL_GROUP]
@@ -30,6 +67,36 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
     xent_exact_batch_init(&loss_batch)
     xent_exact_batch_init(&weight_batch)
     g0 = r0
+    if small and not log_probs and states == NULL:
+        # short rows: a group's losses in one kernel call (a skipped row adds a 0 loss and a
+        # 0 weight: the exact sums are those of the rows kept)
+        # without smoothing the kernel adds the losses (and weights) into the exact sums
+        plain = smoothing == 0
+        while g0 < r1:
+            nrows = min(SMALL_GROUP, r1 - g0)
+            kept_group = _group_loss(
+                <const floating *>(<const char *>x0 + (g0 - first) * stride),
+                stride // <Py_ssize_t>sizeof(floating), nrows, c, &target[g0], ignore_index,
+                weight, 1.0 - smoothing, NULL if plain else group,
+                NULL if plain else log_sums, losses, weights,
+                row_loss + g0 if row_loss != NULL and plain else NULL, &bad,
+                loss_out if plain else NULL, &loss_batch,
+                weight_out if plain and weight != NULL else NULL, &weight_batch)
+            if bad >= 0 and bad_out[0] < 0:
+                bad_out[0] = g0 + bad
+            if not plain:
+                _add_smoothing(x0, stride, first, c, target, weight, ignore_index, smoothing,
+                               group, log_sums, losses, row_loss, g0, nrows)
+                xent_exact_batch_add(loss_out, &loss_batch, losses, <int>nrows)
+                if weight != NULL:
+                    xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
+            if weight == NULL:
+                kept += kept_group
+            g0 += SMALL_GROUP
+        xent_exact_batch_flush(loss_out, &loss_batch)
+        xent_exact_batch_flush(weight_out, &weight_batch)
+        xent_exact_add(weight_out, <double>kept)
+        return
     while g0 < r1:
         if small:   # short rows: their states a group at a time, several rows per vector
             _group_lse(<const floating *>(<const char *>x0 + (g0 - first) * stride),
@@ -79,6 +146,32 @@ cdef void _index_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_s
     xent_exact_batch_flush(loss_out, &loss_batch)
     xent_exact_batch_flush(weight_out, &weight_batch)
     xent_exact_add(weight_out, <double>kept)
+
+
+cdef inline void _add_smoothing(const floating *x0, Py_ssize_t stride, Py_ssize_t first,
+                                Py_ssize_t c, const intp_t[::1] target, const double *weight,
+                                intp_t ignore_index, double smoothing,
+                                const xent_lse_state *group, const double *log_sums,
+                                double *losses, floating *row_loss, Py_ssize_t g0,
+                                Py_ssize_t nrows) noexcept nogil:
+    """Label smoothing's term, eps / C * sum_j w_j nll_j, added to the losses of a group
+    (_group_loss's, rows g0 .. g0 + nrows - 1), and the row losses written."""
+    cdef Py_ssize_t k
+    cdef intp_t t
+    cdef const floating *row
+    for k in range(nrows):
+        t = target[g0 + k]
+        if t == ignore_index:
+            if row_loss != NULL:
+                row_loss[g0 + k] = 0
+            continue
+        if t < 0 or t >= c:
+            continue
+        row = <const floating *>(<const char *>x0 + (g0 + k - first) * stride)
+        losses[k] += smoothing / c * kern.row_nll_sum(row, c, weight, group[k].shift,
+                                                       log_sums[k])
+        if row_loss != NULL:
+            row_loss[g0 + k] = <floating>losses[k]
 
 
 def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
@@ -232,12 +325,17 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
     grad_stride bytes after grad0 (which may be x0, with the same stride: in place).
     stream: write the gradient with non-temporal stores (grad0 apart from x0, not read soon).
     """
-    cdef Py_ssize_t i, k, g0
+    cdef Py_ssize_t i, k, g0, nrows, bad, kept_group
+    cdef bint plain
     cdef intp_t t
     cdef const floating *row
     cdef floating *grow
     cdef xent_lse_state st
     cdef xent_lse_state group[SMALL_GROUP]
+    cdef double log_sums[SMALL_GROUP]
+    cdef double losses[SMALL_GROUP]
+    cdef double weights[SMALL_GROUP]
+    cdef xent_exact_batch loss_batch, weight_batch
     # as _index_block does, so that the losses are the same, bit for bit
     cdef bint small = (states == NULL and c <= XENT_SMALL_ROW
                        and stride % <Py_ssize_t>sizeof(floating) == 0)
@@ -245,13 +343,31 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
     cdef Py_ssize_t kept = 0   # as _index_block
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
+    xent_exact_batch_init(&loss_batch)
+    xent_exact_batch_init(&weight_batch)
     g0 = r0
     while g0 < r1:
+        nrows = min(SMALL_GROUP, r1 - g0)
         if small:
-            _group_lse(<const floating *>(<const char *>x0 + (g0 - first) * stride),
-                       stride // <Py_ssize_t>sizeof(floating), min(SMALL_GROUP, r1 - g0), c,
-                       group)
-        for i in range(g0, min(g0 + SMALL_GROUP, r1)):
+            # the group's losses by the kernel _index_block uses (the same bits), read whole
+            # before any of its rows' gradients may overwrite them (grad is x)
+            plain = smoothing == 0
+            kept_group = _group_loss(
+                <const floating *>(<const char *>x0 + (g0 - first) * stride),
+                stride // <Py_ssize_t>sizeof(floating), nrows, c, &target[g0], ignore_index,
+                weight, 1.0 - smoothing, group, log_sums, losses, weights,
+                row_loss + g0 if row_loss != NULL and plain else NULL, &bad,
+                loss_out if plain else NULL, &loss_batch,
+                weight_out if plain and weight != NULL else NULL, &weight_batch)
+            if not plain:
+                _add_smoothing(x0, stride, first, c, target, weight, ignore_index, smoothing,
+                               group, log_sums, losses, row_loss, g0, nrows)
+                xent_exact_batch_add(loss_out, &loss_batch, losses, <int>nrows)
+                if weight != NULL:
+                    xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
+            if weight == NULL:
+                kept += kept_group
+        for i in range(g0, g0 + nrows):
             t = target[i]
             grow = <floating *>(<char *>grad0 + (i - first) * grad_stride)
             if t == ignore_index or t < 0 or t >= c:   # out of range: raised by the caller
@@ -263,25 +379,24 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
             row = <const floating *>(<const char *>x0 + (i - first) * stride)
             wt = weight[t] if weight != NULL else 1.0
             x_t = row[t]   # read before the gradient may overwrite the row (grad is x)
-            if states != NULL:
-                st = states[i]
-            elif small:
+            if small:
                 st = group[i - g0]
+                log_sum = log_sums[i - g0]
             else:
-                st = _row_lse(row, c)
-            log_sum = xent_lse_log_sum(&st)
-            loss = 0
-            if smoothing != 1:
-                loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
-            if smoothing != 0:
-                loss += smoothing / c * _row_nll_sum(row, c, weight, st)
-            if row_loss != NULL:
-                row_loss[i] = <floating>loss
-            xent_exact_add(loss_out, loss)
-            if weight != NULL:
-                xent_exact_add(weight_out, wt)
-            else:
-                kept += 1
+                st = states[i] if states != NULL else _row_lse(row, c)
+                log_sum = xent_lse_log_sum(&st)
+                loss = 0
+                if smoothing != 1:
+                    loss = (1.0 - smoothing) * wt * ((st.shift - x_t) + log_sum)
+                if smoothing != 0:
+                    loss += smoothing / c * _row_nll_sum(row, c, weight, st)
+                if row_loss != NULL:
+                    row_loss[i] = <floating>loss
+                xent_exact_add(loss_out, loss)
+                if weight != NULL:
+                    xent_exact_add(weight_out, wt)
+                else:
+                    kept += 1
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
             if stream:
@@ -297,6 +412,8 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
             grow[t] = <floating>_target_grad(g, wt, smoothing, c, weight_total, x_t, st.shift,
                                              log_sum)
         g0 += SMALL_GROUP
+    xent_exact_batch_flush(loss_out, &loss_batch)
+    xent_exact_batch_flush(weight_out, &weight_batch)
     xent_exact_add(weight_out, <double>kept)
 
 
@@ -389,3 +506,11 @@ def exact_sum(const double[::1] values):
     for i in range(values.shape[0]):
         xent_exact_add(&acc, values[i])
     return xent_exact_round(&acc)
+
+
+def log_lanes_array(const double[::1] x, bint plus_one, double[::1] out):
+    """out = log(x) (plus_one: log1p(x)) by the vectorised double log the short rows' losses
+    use (xent_log_lanes in xent/src/xent_math.h), for its accuracy test."""
+    if x.shape[0]:
+        with nogil:
+            kern.xent_k.log_lanes_array_f64(&x[0], x.shape[0], plus_one, &out[0])

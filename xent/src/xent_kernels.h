@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "xent_exactsum.h"   /* exact sums, which some kernels add into */
+
 /* Rows are processed in chunks this long (bytes): a chunk stays in L1 between its max pass
  * and its exp-sum pass, so the row is read from memory once whatever its length. */
 #define XENT_CHUNK_BYTES 4096
@@ -275,7 +277,17 @@ static inline xent_compare_state xent_compare_init(void)
     X(void, row_transform_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, int softmax,    \
                                     uint16_t *out))                                             \
     X(double, read_sum, S, (const T *x, ptrdiff_t n))                                           \
-    X(double, copy_array, S, (const T *x, ptrdiff_t n, T *out))
+    X(double, copy_array, S, (const T *x, ptrdiff_t n, T *out))                                 \
+    X(void, log_lanes_array, S, (const double *x, ptrdiff_t n, int plus_one, double *out))      \
+    X(ptrdiff_t, rows_index_loss_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,      \
+                                            ptrdiff_t n, const ptrdiff_t *target,               \
+                                            ptrdiff_t ignore_index, const double *weight,       \
+                                            double keep, xent_lse_state *st, double *log_sum,   \
+                                            double *loss, double *wt, T *row_loss,              \
+                                            ptrdiff_t *bad, xent_exact_sum *loss_sum,           \
+                                            xent_exact_batch *loss_batch,                       \
+                                            xent_exact_sum *weight_sum,                         \
+                                            xent_exact_batch *weight_batch))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

@@ -145,3 +145,109 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
     F(row_softmax_grad)(x, n, shift, log_sum, a, w, b, out);
 #endif
 }
+
+/*
+ * Cross-entropy of up to XENT_LANES short rows against class indices, a group at a time, so
+ * that a row of 10 logits costs no call, no scalar log and no per-row bookkeeping of its own.
+ * The rows' log-sum-exps are those of rows_lse_small (the same bits), and the log of each
+ * row's sum is taken across rows in vector lanes, in xent_lse_log_sum's accurate form:
+ * log(ties) + log1p(rest / ties), log(sum) where no entry is a tie (an all -inf, +inf or NaN
+ * row); with ties = 1 this is log1p(rest) exactly, since log(1) = 0, so log(ties) is only
+ * computed when a lane needs it (a tie of two maxima is rare in real logits).
+ *
+ * For row r: target[r] is its class; ignore_index or a label outside [0, n) make it skipped
+ * (loss and weight 0, row_loss 0 for ignore_index, and the first out-of-range row's index in
+ * *bad, else -1). Otherwise wt[r] = weight[target] (1 without weights) and
+ *     loss[r] = keep * wt[r] * ((shift - x_t) + log_sum[r])   (0 where keep = 0),
+ * keep = 1 - label smoothing, the smoothing's own term left to the caller; row_loss[r] (unless
+ * NULL) gets loss[r] rounded to T. st[r] and log_sum[r] are the row's state and log(sum), for
+ * the gradient and the smoothing term (NULL: not wanted). Unless NULL, the group's losses are
+ * added exactly into loss_sum (through loss_batch), its weights into weight_sum: here, where
+ * the batch sum is compiled for the instruction set, not in the driver. A skipped row adds 0,
+ * which leaves an exact sum as it is. Returns the number of rows not skipped.
+ */
+static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                          ptrdiff_t n, const ptrdiff_t *target,
+                                          ptrdiff_t ignore_index, const double *weight,
+                                          double keep, xent_lse_state *st, double *log_sum,
+                                          double *loss, double *wt, T *row_loss,
+                                          ptrdiff_t *bad, xent_exact_sum *loss_sum,
+                                          xent_exact_batch *loss_batch,
+                                          xent_exact_sum *weight_sum,
+                                          xent_exact_batch *weight_batch)
+{
+    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    double s[XENT_LANES], x_t[XENT_LANES], w[XENT_LANES], shift_d[XENT_LANES];
+    double out[XENT_LANES], logs[XENT_LANES], log_ties[XENT_LANES], rest_part[XENT_LANES];
+    ptrdiff_t t_of[XENT_LANES];
+    int use[XENT_LANES], skip_bad[XENT_LANES];
+    int kept = 0, any_bad = 0, any_tie = 0;
+    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    /* the targets, branch-free so that it vectorises: a label out of place reads entry 0 of
+     * the group's last row (its result is masked) */
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) t_of[r] = target[r < nrows ? r : nrows - 1];
+#pragma omp simd reduction(+ : kept) reduction(| : any_bad)
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
+        ptrdiff_t t = t_of[r];
+        int in_group = r < nrows, ignored = t == ignore_index;
+        int ok = in_group & !ignored & (t >= 0) & (t < n);
+        ptrdiff_t at = ok ? (in_group ? r : 0) * stride + t : 0;
+        use[r] = ok;
+        skip_bad[r] = in_group & !ignored & !ok;
+        any_bad |= skip_bad[r];
+        kept += ok;
+        x_t[r] = ok ? (double)x[at] : 0.0;
+        w[r] = ok ? (weight ? weight[ok ? t : 0] : 1.0) : 0.0;
+    }
+    *bad = -1;
+    if (any_bad)
+        for (ptrdiff_t r = 0; r < nrows; r++)
+            if (skip_bad[r]) {
+                *bad = r;
+                break;
+            }
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) any_tie |= c[l] != 1;
+    /* log(ties) and rest / ties: with every ties = 1 they are 0 and rest exactly, and the
+     * division (a slow vector instruction) and the log are left out */
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        log_ties[l] = 0;
+        rest_part[l] = s[l];
+    }
+    if (any_tie) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            double ties = (double)c[l];
+            /* no tie: log(sum) = log(rest) + log1p(0) */
+            log_ties[l] = xent_log_lanes(ties > 0 ? ties : s[l]);
+            rest_part[l] = ties > 0 ? s[l] / ties : 0.0;
+        }
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        double ls = log_ties[l] + xent_log1p_lanes(rest_part[l]);
+        shift_d[l] = m[l] == -(T)INFINITY ? -INFINITY : (double)shift[l];
+        logs[l] = ls;
+        double v = keep * w[l] * ((shift_d[l] - x_t[l]) + ls);
+        out[l] = keep != 0 && use[l] ? v : 0.0;
+    }
+    if (st)
+        for (ptrdiff_t r = 0; r < nrows; r++) {
+            st[r].shift = shift_d[r];
+            st[r].ties = (double)c[r];
+            st[r].rest = s[r];
+            st[r].rest_err = 0;
+            st[r].sum = (double)c[r] + s[r];
+            log_sum[r] = logs[r];
+        }
+    for (ptrdiff_t r = 0; r < nrows; r++) {
+        loss[r] = out[r];
+        wt[r] = w[r];
+    }
+    if (row_loss)
+        for (ptrdiff_t r = 0; r < nrows; r++)
+            if (use[r] || t_of[r] == ignore_index) row_loss[r] = (T)out[r];
+    if (loss_sum) xent_exact_batch_add(loss_sum, loss_batch, out, (int)nrows);
+    if (weight_sum) xent_exact_batch_add(weight_sum, weight_batch, w, (int)nrows);
+    return kept;
+}

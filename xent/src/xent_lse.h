@@ -253,17 +253,19 @@ static inline T F(exp_small)(T x, T shift)
 }
 
 /*
- * Log-sum-exp states of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one
- * row per vector lane: a row of 10 logits fills less than one vector, so across rows is the
- * way to vectorise. The rows (stride in elements) are copied transposed into a small buffer,
- * then max and exp-sum run over the entries with every lane busy. Same rules as row_lse:
- * shift -inf and sum 0 for an all -inf row, a +inf entry shifts by T_MAX, NaN spreads.
+ * Log-sum-exp of up to XENT_LANES short rows (n <= XENT_SMALL_ROW entries) at once, one row
+ * per vector lane: a row of 10 logits fills less than one vector, so across rows is the way
+ * to vectorise. The rows (stride in elements) are copied transposed into a small buffer, then
+ * max and exp-sum run over the entries with every lane busy. Per lane: m the row's max, shift
+ * what its terms are shifted by, c its count of entries equal to the shift, s the sum of the
+ * other terms. Same rules as row_lse: shift 0 (m -inf) and sums 0 for an all -inf row, a +inf
+ * entry shifts by T_MAX, NaN spreads.
  */
-static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
-                              ptrdiff_t n, xent_lse_state *st)
+static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                      ptrdiff_t n, T m[XENT_LANES], T shift[XENT_LANES],
+                                      T c[XENT_LANES], double s[XENT_LANES])
 {
-    T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
-    double s[XENT_LANES];
+    T buf[XENT_SMALL_ROW][XENT_LANES];
     F(transpose_rows)(x, stride, nrows, n, buf);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -284,6 +286,15 @@ static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
             c[l] += tie;
         }
     }
+}
+
+/* Log-sum-exp states of up to XENT_LANES short rows (see group_lse_lanes). */
+static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                              ptrdiff_t n, xent_lse_state *st)
+{
+    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    double s[XENT_LANES];
+    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
         st[r].ties = (double)c[r];

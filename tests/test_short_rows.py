@@ -1,0 +1,56 @@
+"""Short rows (C <= 64) go through one kernel call per group of 16 rows (8 for float64):
+rows_index_loss_small. Groups that mix kept, ignored and out-of-range rows, weights (zero
+among them), label smoothing and partial last groups, against the reference, and the loss
+of cross_entropy_with_grad bit for bit the same as cross_entropy's."""
+
+import numpy as np
+import pytest
+
+import xent
+from xent import reference as ref
+
+TOL = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+def problem(dtype, n, c, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    t = rng.integers(0, c, n)
+    t[::7] = -100  # ignored rows inside groups
+    if n > 5:
+        x[3, :] = x[3, 0]  # a row of ties only: log(ties) is needed for its group
+        x[5, -1] = np.inf  # +inf: its loss is inf or NaN, as the reference's
+    return x, t
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c", [(1, 1), (9, 2), (16, 10), (37, 10), (100, 64), (17, 3)])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.25}, {"weight": True}, {"weight": True, "label_smoothing": 1.0}],
+    ids=["plain", "smoothing", "weight", "weight-smoothing-1"],
+)
+def test_short_rows_against_reference(isa, dtype, n, c, options):
+    x, t = problem(dtype, n, c, seed=n * 100 + c)
+    kw = dict(options)
+    if kw.pop("weight", False):
+        w = np.random.default_rng(1).uniform(0.5, 2, c)
+        w[0] = 0.0  # a kept row may weigh 0
+        kw["weight"] = w
+    for reduction in ("none", "sum", "mean"):
+        got = xent.cross_entropy(x, t, reduction=reduction, **kw)
+        want = ref.cross_entropy(x.astype(np.float64), t, reduction=reduction, **kw)
+        np.testing.assert_allclose(
+            np.asarray(got, np.float64), want, rtol=TOL[dtype], atol=0, equal_nan=True
+        )
+        loss, _ = xent.cross_entropy_with_grad(x, t, reduction=reduction, **kw)
+        assert np.asarray(loss).tobytes() == np.asarray(got).tobytes(), reduction
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_bad_label_in_a_group_is_named(dtype):
+    x, t = problem(dtype, 40, 10, seed=3)
+    t[21] = 10  # in the second group of 16, and in the third group of 8 for float64
+    t[30] = -5
+    with pytest.raises(IndexError, match="21"):
+        xent.cross_entropy(x, t)
