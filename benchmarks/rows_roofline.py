@@ -95,7 +95,9 @@ def main():
     ctype = ctypes.c_float if dtype == np.float32 else ctypes.c_double
     t = args.threads
     print(f"xent {xent.__version__} isa={xent._kernels.current_isa()} threads={t} dtype={dtype}")
-    print(f"{'shape':>16} {'read GB/s':>9} {'ce ms':>8} {'Gelem/s':>8} {'of read':>7} {'eval ms':>8} {'ev/ce':>6}")
+    print(
+        f"{'shape':>16} {'read GB/s':>9} {'ce ms':>8} {'Gelem/s':>8} {'of read':>7} {'eval ms':>8} {'ev/ce':>6}"
+    )
     for shape in (parse_shape(s) for s in args.shapes.split(",")):
         rng = np.random.default_rng(0)
         logits = rng.standard_normal(shape).astype(dtype)
