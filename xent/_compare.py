@@ -424,6 +424,8 @@ def _report(total, n, ignored, labelled, kl_parts, shift_parts):
             diff_se = se("nll_diff")
             ratio = float(np.exp(diff))
             lo, hi = _cal.interval(diff, diff_se)
+            # a huge loss difference overflows to an infinite ratio, as the ratio itself does
+            interval = (float(np.exp(lo)), float(np.exp(hi)))
             ref_ppl, cand_ppl = float(np.exp(ref_loss)), float(np.exp(cand_loss))
             shift = {"mean": mean("dp"), "rms": float(np.sqrt(mean("dp_sq"))), "stderr": se("dp")}
         shift.update({_pct_key(q): v for q, v in _percentiles(shifts, SHIFT_PERCENTILES).items()})
@@ -433,7 +435,7 @@ def _report(total, n, ignored, labelled, kl_parts, shift_parts):
             ref_perplexity=ref_ppl,
             cand_perplexity=cand_ppl,
             perplexity_ratio=ratio,
-            perplexity_ratio_interval=(float(np.exp(lo)), float(np.exp(hi))),
+            perplexity_ratio_interval=interval,
             target_prob_shift=shift,
             target_prob_shifts=shifts,
             stderr={
