@@ -146,6 +146,28 @@ def test_rounded_differences_float64(isa, classes, top):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("classes", [16, 33, 40, 64])
+@pytest.mark.parametrize("gap", [5.0, 30.0, 300.0, 690.0])
+def test_short_confident_rows_of_equal_terms(isa, dtype, classes, gap):
+    """Rows short enough for the group kernels (one row per vector lane), the max once and
+    every other entry the same: their terms are equal, so an uncompensated sum rounds the same
+    way at each step (7 ulp on [0, -30 x 63] in float64). Rows of a group differ in size."""
+    rows_ = np.full((3, classes), -gap, dtype=dtype)
+    rows_[:, 0] = 0
+    rows_[1, classes // 2 :] = -np.inf  # fewer terms in the same group
+    rows_[2, 1] = dtype(-gap / 2)
+    losses = xent.cross_entropy(rows_, np.zeros(3, np.intp), reduction="none")
+    if np.exp(-gap / 2) < np.finfo(dtype).tiny:  # float32: every term below the range
+        np.testing.assert_array_equal(losses, 0)
+        return
+    for r in range(3):
+        exact = mpmath.log1p(
+            mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in rows_[r, 1:] if v > -np.inf)
+        )
+        check(losses[r], exact, dtype, f"C={classes}, gap {gap}, row {r}")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("classes", [1, 2, 1000, 100_000, 1 << 20])
 def test_long_confident_rows(isa, dtype, classes):
     """C up to 1M: the max once, every other entry far below it, the loss down to tiny."""

@@ -278,6 +278,7 @@ static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nr
         shift[l] = m[l] == -(T)INFINITY ? 0 : shift[l];   /* exp(-inf - 0) = 0 */
         s[l] = c[l] = 0;
     }
+#if XENT_F32
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {   /* the max's terms apart, as row_lse */
@@ -286,6 +287,26 @@ static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nr
             c[l] += tie;
         }
     }
+#else
+    /* A double result is held to 4 ulp: up to 63 terms of one size added in a row round the
+     * same way each time (7 ulp on the loss of [0, -30 x 63]), so the lanes carry Kahan's
+     * compensation, as the long rows' chains do. */
+    double comp[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) comp[l] = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T tie = buf[j][l] == shift[l] ? 1 : 0;
+            double y = (F(exp_small)(buf[j][l], shift[l]) - tie) - comp[l], t = s[l] + y;
+            double lost = (t - s[l]) - y;
+            comp[l] = lost == lost ? lost : 0;   /* NaN once the sum is inf (a +inf entry) */
+            s[l] = t;
+            c[l] += tie;
+        }
+    }
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] -= comp[l];
+#endif
 }
 
 /* Log-sum-exp states of up to XENT_LANES short rows (see group_lse_lanes). */
