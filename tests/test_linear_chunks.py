@@ -41,7 +41,7 @@ def _problem(n, width, vocab, dtype, seed=0):
 def test_chunk_rows_depend_on_the_shapes_only():
     assert _linear.chunk_rows(10**6, 32000, 4) == 1024
     assert _linear.chunk_rows(10**6, 128256, 4) == ROWS  # never fewer than a block
-    assert _linear.chunk_rows(300, 32000, 4) == 2 * ROWS  # no more than the rows, rounded up
+    assert _linear.chunk_rows(700, 32000, 4) == 2 * ROWS  # no more than the rows, rounded up
     assert _linear.chunk_rows(10**6, 32000, 8) == 512
 
 
