@@ -295,3 +295,106 @@ def test_check_mode(rng):
     topk = (index, np.take_along_axis(lp, index, 1))
     loss, grad = xent.js_divergence_logits_with_grad(s, teacher_topk=topk, check=True)
     assert np.isfinite(loss) and grad.shape == s.shape
+
+
+def _exact_kl_and_grad(student, teacher, temperature, direction, prec=200):
+    """KL and its gradient with respect to the student's logits, for one row, at prec bits:
+    forward KL(P_teacher || Q_student), gradient (Q - P) / T; reverse KL(Q || P), gradient
+    Q (log Q - log P - KL) / T."""
+    import mpmath
+
+    with mpmath.workprec(prec):
+        s = [mpmath.mpf(float(x)) / temperature for x in student]
+        t = [mpmath.mpf(float(x)) / temperature for x in teacher]
+        lse_s = mpmath.log(mpmath.fsum(mpmath.exp(y) for y in s))
+        lse_t = mpmath.log(mpmath.fsum(mpmath.exp(y) for y in t))
+        log_q = [x - lse_s for x in s]
+        log_p = [x - lse_t for x in t]
+        if direction == "forward":
+            kl = mpmath.fsum(mpmath.exp(lp) * (lp - lq) for lp, lq in zip(log_p, log_q))
+            grad = [(mpmath.exp(lq) - mpmath.exp(lp)) / temperature for lp, lq in zip(log_p, log_q)]
+        else:
+            kl = mpmath.fsum(mpmath.exp(lq) * (lq - lp) for lp, lq in zip(log_p, log_q))
+            grad = [mpmath.exp(lq) * (lq - lp - kl) / temperature for lp, lq in zip(log_p, log_q)]
+        return float(kl), np.array([float(g) for g in grad])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("c,noise", [(10, 1e-5), (300, 1e-3), (2500, 1e-2), (2500, 0.3)])
+def test_kl_of_close_distributions_against_mpmath(isa, rng, dtype, direction, c, noise):
+    """A student close to its teacher: the KL (second order in the logits' differences, down
+    to 1e-11 here) keeps its digits, and so does its gradient (Q - P, a difference of nearly
+    equal probabilities), where the textbook form E_P[log P - log Q] keeps only what the two
+    log-sum-exps share (5e-4 relative in float32, 1e-9 in float64 before)."""
+    # float32's lanes sum in float, within a few ulp here; float64's rounding of 2500 terms
+    # reaches about 50 ulp (1e-14)
+    rtol = 3e-6 if dtype == np.float32 else (40 + c / 16) * float(np.finfo(dtype).eps)
+    for temperature in (1.0, 2.0):
+        teacher = (rng.standard_normal(c) * 3).astype(dtype)
+        student = (teacher + rng.standard_normal(c) * noise).astype(dtype)
+        loss, grad = xent.kl_divergence_logits_with_grad(
+            student[None],
+            teacher[None],
+            temperature=temperature,
+            direction=direction,
+            reduction="none",
+            scale_by_temperature_squared=False,
+        )
+        kl, want_grad = _exact_kl_and_grad(student, teacher, temperature, direction)
+        assert abs(float(loss[0]) - kl) <= rtol * kl, (float(loss[0]), kl)
+        err = np.abs(grad[0].astype(np.float64) - want_grad).max()
+        assert err <= rtol * np.abs(want_grad).max(), err
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_kl_far_and_off_centre_against_mpmath(isa, rng, dtype, direction):
+    """Rows the second-order sums do not serve alone: distributions far apart (KL 50 to 800),
+    a first distribution whose mode lies far from the row's first entries (the centre c is
+    taken again where it has its mass), and mass of the second distribution where the
+    first one's weights underflow (the textbook form takes over)."""
+    rows_s, rows_t = [], []
+    for gap in (50.0, 100.0, 800.0):
+        rows_t.append([gap, 0.0, 0.0] + [-5.0] * 3000)
+        rows_s.append([0.0, gap, 0.0] + [-5.0] * 3000)
+    # the first distribution's mode late in the row, the differences there of 40
+    late_t = (rng.standard_normal(3003) * 2).tolist()
+    late_s = (np.asarray(late_t) + 0.01 * rng.standard_normal(3003)).tolist()
+    late_t[2900], late_s[2900] = 200.0, 160.0
+    late_t[2901], late_s[2901] = 199.0, 159.5
+    rows_t.append(late_t)
+    rows_s.append(late_s)
+    first, second = (rows_t, rows_s) if direction == "forward" else (rows_s, rows_t)
+    # the second distribution's mass where the first one's weights underflow
+    first.append([0.0] * 10 + [-400.0] * 2993)
+    second.append([0.0] * 10 + [0.5] * 2993)
+    student = np.array(rows_s, dtype=dtype)
+    teacher = np.array(rows_t, dtype=dtype)
+    loss, grad = xent.kl_divergence_logits_with_grad(
+        student, teacher, direction=direction, reduction="none"
+    )
+    # half precisions are computed in float32, held against the exact value of their inputs
+    eps = float(np.finfo(np.float64 if dtype == np.float64 else np.float32).eps)
+    rtol = 1e-13 if dtype == np.float64 else 2e-6
+    for row in range(len(student)):
+        kl, want_grad = _exact_kl_and_grad(student[row], teacher[row], 1.0, direction)
+        assert abs(float(loss[row]) - kl) <= rtol * kl, (row, float(loss[row]), kl)
+        # a log-probability is known to eps times the row's largest logit (up to 800 here)
+        # and so is the gradient's relative accuracy
+        largest = max(np.abs(student[row]).max(), np.abs(teacher[row]).max())
+        err = np.abs(grad[row].astype(np.float64) - want_grad).max()
+        assert err <= 8 * eps * float(largest) * max(np.abs(want_grad).max(), 1.0), (row, err)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_kl_where_the_ratio_nears_exp_range(isa, dtype):
+    """A class where the teacher's probability is exp(90) (float32) or exp(718) (float64)
+    times the student's: its term of the second-order sum is beyond exp's range, and once c
+    is centred, just inside it, where the vector exp clamps (the textbook form takes over)."""
+    edge = 89.85 if dtype == np.float32 else 718.2
+    teacher = np.array([[7.75812, 12.150181]], dtype=dtype)
+    student = np.array([[64.56619 + edge, 64.56619]], dtype=dtype)
+    for direction, (s, t) in (("forward", (student, teacher)), ("reverse", (teacher, student))):
+        loss = xent.kl_divergence_logits(s, t, direction=direction, reduction="none")
+        kl, _ = _exact_kl_and_grad(s[0], t[0], 1.0, direction)
+        assert abs(float(loss[0]) - kl) <= 1e-6 * kl, (direction, float(loss[0]), kl)

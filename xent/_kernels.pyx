@@ -14,7 +14,7 @@ threads.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, exp, expm1, log
+from libc.math cimport INFINITY, NAN, exp, expm1, fabs, log, log1p
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport free, malloc
 

@@ -20,14 +20,72 @@ def divergence_kinds():
             "tv": DIV_TV, "softmax": DIV_SOFTMAX}
 
 
+cdef inline double _omega(double x) noexcept nogil:
+    """x - log1p(x), by its series where the difference would cancel."""
+    cdef double term = x * x, total = 0
+    cdef int k
+    if fabs(x) >= 0.01:
+        return x - log1p(x)
+    for k in range(2, 12):   # x^k / k with alternating signs: below 1e-20 x^2 by k = 11
+        total += term / k if k % 2 == 0 else -term / k
+        term *= x
+    return total
+
+
 cdef inline double _divergence_row(const floating *s, const floating *t, Py_ssize_t c,
                                    floating scale, int kind, double beta, double coef,
                                    floating *grad, double *lse) noexcept nogil:
     """One row pair: its divergence (the second read only for JSD and TV), the two
     log-sum-exps into lse[0] (student), lse[1] (teacher), and coef times the gradient into
-    grad unless NULL. DIV_SOFTMAX: no divergence (0), grad = coef softmax(scale s)."""
-    cdef double st[5]
-    cdef double lse_s, lse_t, loss = 0, qg = 0
+    grad unless NULL. DIV_SOFTMAX: no divergence (0), grad = coef softmax(scale s).
+
+    KL both ways comes from row_kl_second_order's sums (xent_divergence.h), so a small
+    divergence of close distributions keeps its digits, and so does its gradient; a result
+    that is not finite (or a row whose second distribution has mass before the first one's
+    first finite entry) from the textbook form of row_kl_logits."""
+    cdef double st[7]
+    cdef double lse_s, lse_t, lse_p, loss = 0, qg = 0, a, b, size, kl_c = NAN, kl_log1p = NAN
+    cdef bint near
+    cdef const floating *first = t if kind == DIV_FORWARD_KL else s
+    cdef const floating *second = s if kind == DIV_FORWARD_KL else t
+    if kind == DIV_FORWARD_KL or kind == DIV_REVERSE_KL:
+        kl_c = NAN   # the kernel picks c
+        for attempt in range(2):
+            st[0] = -INFINITY
+            st[1] = st[2] = st[3] = st[4] = 0
+            st[5] = kl_c
+            st[6] = 0
+            kern.row_kl_second_order(first, second, c, scale, st)
+            a = st[4] / st[1]
+            b = st[3] / st[1]
+            kl_log1p = log1p(b - a)
+            near = fabs(b - a) < 0.5
+            # near: b >= 0 and omega(b - a) ~ (b - a)^2 / 2 small beside it
+            loss = b - _omega(b - a) if near else a + kl_log1p
+            size = b if near else fabs(a) + fabs(kl_log1p)
+            if attempt == 1 or st[5] != st[5] or a - a != 0:
+                break
+            # once more with r centred (E_P[r] = 0) where c was taken far from where P has
+            # its mass: there 1 + b - a = E_P[exp(-r)] is far from 1 and the terms cancel
+            # (log1p(b - a) can lose all its digits); otherwise keep the first pass
+            if loss - loss == 0 and fabs(a) <= 0.5 and size <= 4 * fabs(loss):
+                break
+            kl_c = st[5] + a
+        kl_c = NAN
+        lse_p = st[0] + log(st[1])
+        if loss - loss == 0 and st[5] == st[5] and st[6] == 0:
+            kl_c = st[5]
+            if kind == DIV_FORWARD_KL:
+                lse_t, lse_s = lse_p, lse_p - kl_c + kl_log1p
+            else:
+                lse_s, lse_t = lse_p, lse_p - kl_c + kl_log1p
+                qg = loss
+            lse[0] = lse_s
+            lse[1] = lse_t
+            if grad != NULL:
+                kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg, coef,
+                                         kl_c, kl_log1p, grad)
+            return loss
     st[0] = -INFINITY
     st[1] = 0
     st[2] = -INFINITY
@@ -51,7 +109,8 @@ cdef inline double _divergence_row(const floating *s, const floating *t, Py_ssiz
     lse[0] = lse_s
     lse[1] = lse_t
     if grad != NULL:
-        kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg, coef, grad)
+        kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg, coef, NAN, NAN,
+                                 grad)
     return loss
 
 

@@ -671,6 +671,14 @@ kl_divergence_logits.__doc__ = (
     scalar or numpy.ndarray
         In the student's dtype; times ``T**2`` unless switched off.
 
+    Notes
+    -----
+    A student close to its teacher has a KL of second order in the logits' differences,
+    which ``E_P[log P] - E_P[log Q]`` would bury under the rounding of the two log-sum-exps.
+    xent sums second-order terms of ``r = (p - q) / T - c`` instead (``KL = a + log1p(b - a)``
+    with ``a = E_P[r]``, ``b = E_P[expm1(-r) + r]``), so a KL of 1e-11 keeps about 1e-6
+    relative accuracy in float32 and 1e-14 in float64 (see the distillation guide).
+
     Examples
     --------
     >>> import numpy as np
