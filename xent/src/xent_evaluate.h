@@ -48,6 +48,10 @@ static inline void F(sum_exp_ties_xlogit_groups)(const T *x, ptrdiff_t n, T shif
     T s[XENT_LANES], c[XENT_LANES], b[XENT_LANES], q[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = b[l] = q[l] = 0;
     for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+        /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
+         * is busy with exp, as sum_exp_chunk does: the next chunk's first pass (the rank's
+         * count) then finds it in cache instead of waiting on memory. A hint: never faults. */
+        __builtin_prefetch(x + n + g, 0, 3);
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
             T d = x[g + l] - shift;
