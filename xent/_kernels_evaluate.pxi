@@ -232,6 +232,8 @@ cdef inline void _bin_confidence(double c, int64_t correct, int64_t *fine, Py_ss
 # ---- evaluate's one pass: the sums, counts and histograms gathered by the threads ------------
 
 cdef enum:
+    # evaluate_summary gives whole runs of rows to the threads up to this row length
+    WHOLE_RUN_COLS = 256
     # per-thread counters of evaluate_summary, then one column per k of topk (rank < k)
     EVAL_COUNT = 0      # counted rows
     EVAL_IGNORED = 1    # rows whose label is ignore_index
@@ -431,7 +433,12 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
         first = min(group, n)
     nseg = 1 + (n - first + group - 1) // group
     nblocks = (n + rows - 1) // rows
-    whole_runs = nthreads == 1 or nseg >= min(nblocks, MIN_BLOCKS_PER_THREAD * nthreads)
+    # Whole runs per thread for short rows (a run is at most 4096 x WHOLE_RUN_COLS entries,
+    # and its rows' columns would cost as much as the rows to write out and read back);
+    # longer rows go in blocks, which share the work finer (a thread that the machine's load
+    # holds up delays the chunk by a block, not by a run), for 80 bytes written per row.
+    whole_runs = nthreads == 1 or (
+        c <= WHOLE_RUN_COLS and nseg >= min(nblocks, MIN_BLOCKS_PER_THREAD * nthreads))
     sums = <double *>malloc(nseg * EVAL_FIELDS * sizeof(double))
     bads = <Py_ssize_t *>malloc(max(nseg, nblocks) * sizeof(Py_ssize_t))
     if values is not None:

@@ -81,13 +81,39 @@ static inline ptrdiff_t F(count_not_le)(const T *x, ptrdiff_t n, T target)
     return count;
 }
 
+/*
+ * Largest entry of the whole groups in x[0..n) (NaN ignored; -inf if none: max_groups' lanes
+ * and order, so the same value, zero's sign included) and, added to *rank, the count of
+ * those entries that are not <= target: the rank's count and the max in one pass.
+ */
+static inline T F(max_rank_groups)(const T *x, ptrdiff_t n, T target, ptrdiff_t *rank)
+{
+    T m[XENT_LANES];
+    int32_t count[XENT_LANES];   /* a chunk is short: 32-bit lanes hold its counts */
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        m[l] = -(T)INFINITY;
+        count[l] = 0;
+    }
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            m[l] = x[g + l] > m[l] ? x[g + l] : m[l];
+            count[l] += !(x[g + l] <= target);
+        }
+    }
+    ptrdiff_t total = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) total += count[l];
+    *rank += total;
+    return F(lanes_max)(m);
+}
+
 /* Fold one chunk (at most XENT_CHUNK entries) into the evaluation state. */
 static inline void F(evaluate_chunk)(const T *x, ptrdiff_t n, T target, xent_eval_state *st)
 {
     ptrdiff_t whole = n - n % XENT_LANES;
     T tail[XENT_LANES];
-    st->rank += F(count_not_le)(x, n, target);
-    T cmax = F(max_groups)(x, whole);
+    T cmax = F(max_rank_groups)(x, whole, target, &st->rank);
+    st->rank += F(count_not_le)(x + whole, n - whole, target);
     if (whole < n) {
         for (ptrdiff_t l = 0; l < XENT_LANES; l++)
             tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
