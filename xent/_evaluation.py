@@ -289,7 +289,8 @@ class Accumulator:
         ``values`` (n, FIELDS) and ``rank`` (n,) are given to receive the rows' columns and
         ranks (for the language-model units).
 
-        ``rows``: (n, C) of the compute dtype with contiguous rows; ``target``: intp labels,
+        ``rows``: (n, C) of the compute dtype with contiguous rows, or :class:`HalfRows`;
+        ``target``: intp labels,
         checked by the kernel. Returns the first chunk row whose label is out of range, or
         -1; after a bad label the totals hold part of the chunk (the caller raises).
         """
@@ -302,8 +303,7 @@ class Accumulator:
         fine, width = self.histogram.thread_tables(threads)
         if len(self._closed) < n // self.group + 2:
             self._closed = np.empty((n // self.group + 2, FIELDS))
-        k, bad = _kernels.evaluate_summary(
-            rows,
+        args = (
             target,
             weights,
             ignore_index,
@@ -319,6 +319,10 @@ class Accumulator:
             rank,
             threads,
         )
+        if isinstance(rows, HalfRows):
+            k, bad = _kernels.evaluate_summary_half(rows.bits, rows.bfloat, *args)
+        else:
+            k, bad = _kernels.evaluate_summary(rows, *args)
         _kernels.add_in_order(self._closed[:k], self.total)
         self.row += n
         return bad
@@ -654,13 +658,22 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
     return values, rank
 
 
-def _compute_rows(rows, threads, buffers):
-    """``rows`` (n, C) as the kernels read them: the compute dtype, contiguous rows, aligned.
+class HalfRows:
+    """float16 or bfloat16 rows as the kernel reads them: their bits, (n, C) uint16 with a
+    contiguous last axis, widened a few rows at a time inside the kernel's threads."""
 
-    float16 and bfloat16 are widened in parallel into a float32 buffer lent from one chunk to
-    the next (``buffers``); other conversions are numpy's, one chunk at a time.
-    """
-    n, c = rows.shape
+    def __init__(self, bits, bfloat):
+        self.bits, self.bfloat = bits, bfloat
+
+    def __len__(self):
+        return len(self.bits)
+
+
+def _compute_rows(rows):
+    """``rows`` (n, C) as the kernels read them: the compute dtype with contiguous rows and
+    aligned, or :class:`HalfRows` for float16 and bfloat16 rows with a contiguous last axis
+    (never widened whole); other conversions are numpy's, one chunk at a time."""
+    c = rows.shape[1]
     compute = compute_dtype(rows.dtype.newbyteorder("="))
     contiguous = c == 1 or rows.strides[1] == rows.itemsize
     if rows.dtype == compute and contiguous:
@@ -671,14 +684,8 @@ def _compute_rows(rows, threads, buffers):
         and compute == np.float32
         and contiguous
         and rows.strides[0] % 2 == 0
-        and n * c
     ):
-        out = buffers.get("widened")
-        if out is None or out.size < n * c:
-            out = buffers["widened"] = np.empty(n * c, dtype=np.float32)
-        out = out[: n * c].reshape(n, c)
-        _kernels.widen_half_rows(rows.view(np.uint16), is_bfloat16(rows.dtype), out, threads)
-        return out
+        return HalfRows(aligned(rows.view(np.uint16)), is_bfloat16(rows.dtype))
     with np.errstate(over="ignore"):
         return aligned(np.ascontiguousarray(rows, dtype=compute))
 
@@ -712,7 +719,7 @@ def evaluate_chunk_into(acc, rows, labels, opts, name="", local0=0, buffers=None
     buffers = {} if buffers is None else buffers
     n, c = rows.shape
     row0 = acc.row
-    rows = _compute_rows(rows, opts.threads, buffers)
+    rows = _compute_rows(rows)
     t = _kernel_labels(labels)
     if t is None:  # checked here, then cast: every value now fits
         t = np.array(labels, copy=True)

@@ -42,96 +42,23 @@ def evaluate_rows(const floating[:, :] x, const intp_t[::1] target, const double
     Ignored rows get values 0 and rank -1. Labels must be in range (checked by the caller).
     Each row's results depend on that row only, so they are the same on any thread count.
     """
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b, bad = -1
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
     cdef bint small = _small_rows(x)
     cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef _EvalSinks sink
     if n == 0:
         return
+    sink.sum = NULL
+    sink.values = &values[0, 0]
+    sink.rank = &rank[0]
+    sink.counts = NULL   # then no histogram, no counters
     with nogil:
         for b in prange(nblocks, schedule="dynamic",
                         num_threads=_threads_for(nthreads, nblocks)):
-            _evaluate_block(x, target, w, ignore_index, small, values, rank, b * rows,
-                            min(n, (b + 1) * rows))
-
-
-cdef void _evaluate_block(const floating[:, :] x, const intp_t[::1] target, const double *weight,
-                          intp_t ignore_index, bint small, double[:, ::1] values,
-                          intp_t[::1] rank, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """evaluate_rows' work for rows r0 .. r1 - 1: short rows a group at a time, one row per
-    vector lane (rows_evaluate_small), longer ones row by row (row_evaluate)."""
-    cdef Py_ssize_t c = x.shape[1], i, g0, g1, f
-    cdef Py_ssize_t stride = x.strides[0] // <Py_ssize_t>sizeof(floating)
-    cdef intp_t t
-    cdef const floating *row
-    cdef xent_eval_state group[SMALL_GROUP]
-    cdef floating targets[SMALL_GROUP]
-    cdef double wt, log_sum, wl, ent, p_t, brier
-    g0 = r0
-    while g0 < r1:
-        g1 = min(g0 + SMALL_GROUP, r1)
-        if small:
-            for i in range(g0, g1):
-                t = target[i]
-                targets[i - g0] = _row(x, i)[t] if t != ignore_index else 0
-            if floating is float or g1 - g0 <= 8:
-                kern.rows_evaluate_small(_row(x, g0), stride, g1 - g0, c, targets, group)
-            else:   # double lanes hold 8 rows: two calls
-                kern.rows_evaluate_small(_row(x, g0), stride, 8, c, targets, group)
-                kern.rows_evaluate_small(_row(x, g0 + 8), stride, g1 - g0 - 8, c, targets + 8,
-                                         group + 8)
-        for i in range(g0, g1):
-            t = target[i]
-            if t == ignore_index:
-                for f in range(EVAL_FIELDS):
-                    values[i, f] = 0
-                rank[i] = -1
-                continue
-            row = _row(x, i)
-            if not small:
-                group[i - g0] = xent_eval_init()
-                kern.row_evaluate(row, c, row[t], &group[i - g0])
-            _evaluate_values(&group[i - g0], <double>row[t], weight[t] if weight != NULL else 1.0,
-                             values, rank, i)
-        g0 = g1
-
-
-cdef inline void _evaluate_values(const xent_eval_state *st, double x_t, double wt,
-                                  double[:, ::1] values, intp_t[::1] rank,
-                                  Py_ssize_t i) noexcept nogil:
-    """Row i's columns (evaluate_columns()) from its evaluation state and target logit."""
-    _row_columns(st, x_t, wt, &values[i, 0])
-    rank[i] = st.rank
-
-
-cdef inline void _row_columns(const xent_eval_state *st, double x_t, double wt,
-                              double *v) noexcept nogil:
-    """v[0 .. EVAL_FIELDS): a row's columns (evaluate_columns()) from its evaluation state and
-    target logit."""
-    # the loss as cross-entropy computes it: (shift - x_t) + log(sum) in the accurate form
-    # (log1p of the terms below the max), so huge logits keep their differences and a
-    # confident row's tiny loss its digits
-    cdef double log_sum = xent_eval_log_sum(st)
-    cdef double wl = wt * ((st.shift - x_t) + log_sum)
-    cdef double ent = log_sum - st.xlogit / st.sum
-    # p_t and the top-1 probability from the same shift and sum as the loss
-    cdef double p_t = exp(x_t - st.shift) / st.sum
-    cdef double brier = st.sum_sq / (st.sum * st.sum) - 2 * p_t + 1
-    v[EVAL_LOSS] = wl
-    v[EVAL_WEIGHT] = wt
-    v[EVAL_ENTROPY] = ent
-    v[EVAL_LOSS_SQ] = wl * wl
-    v[EVAL_WEIGHT_LOSS] = wt * wl
-    v[EVAL_WEIGHT_SQ] = wt * wt
-    v[EVAL_ENTROPY_SQ] = ent * ent
-    v[EVAL_BRIER] = brier
-    v[EVAL_BRIER_SQ] = brier * brier
-    # exp(max - shift) is exactly 1 when the max is the (finite) shift: no exp needed; a +inf
-    # or all -inf row keeps its NaN (inf / inf, exp(NaN) / 0)
-    if st.max == st.shift and st.shift > -INFINITY:
-        v[EVAL_CONFIDENCE] = 1.0 / st.sum
-    else:
-        v[EVAL_CONFIDENCE] = exp(st.max - st.shift) / st.sum
+            # the sinks are shared, read only: each row writes its own values and rank
+            _summary_rows(&x[0, 0], x.strides[0], c, 0, &target[0], w, ignore_index, small,
+                          b * rows, min(n, (b + 1) * rows), &sink, &bad)
 
 
 def group_sums(const double[:, ::1] values, Py_ssize_t row0, Py_ssize_t group,
@@ -255,15 +182,53 @@ cdef struct _EvalSinks:
     Py_ssize_t ntopk
 
 
-cdef void _summary_rows(const floating[:, :] x, const intp_t *target, const double *weight,
+cdef inline void _row_columns(const xent_eval_state *st, double x_t, double wt,
+                              double *v) noexcept nogil:
+    """v[0 .. EVAL_FIELDS): a row's columns (evaluate_columns()) from its evaluation state and
+    target logit."""
+    # the loss as cross-entropy computes it: (shift - x_t) + log(sum) in the accurate form
+    # (log1p of the terms below the max), so huge logits keep their differences and a
+    # confident row's tiny loss its digits
+    cdef double log_sum = xent_eval_log_sum(st)
+    cdef double wl = wt * ((st.shift - x_t) + log_sum)
+    cdef double ent = log_sum - st.xlogit / st.sum
+    # p_t and the top-1 probability from the same shift and sum as the loss
+    cdef double p_t = exp(x_t - st.shift) / st.sum
+    cdef double brier = st.sum_sq / (st.sum * st.sum) - 2 * p_t + 1
+    v[EVAL_LOSS] = wl
+    v[EVAL_WEIGHT] = wt
+    v[EVAL_ENTROPY] = ent
+    v[EVAL_LOSS_SQ] = wl * wl
+    v[EVAL_WEIGHT_LOSS] = wt * wl
+    v[EVAL_WEIGHT_SQ] = wt * wt
+    v[EVAL_ENTROPY_SQ] = ent * ent
+    v[EVAL_BRIER] = brier
+    v[EVAL_BRIER_SQ] = brier * brier
+    # exp(max - shift) is exactly 1 when the max is the (finite) shift: no exp needed; a +inf
+    # or all -inf row keeps its NaN (inf / inf, exp(NaN) / 0)
+    if st.max == st.shift and st.shift > -INFINITY:
+        v[EVAL_CONFIDENCE] = 1.0 / st.sum
+    else:
+        v[EVAL_CONFIDENCE] = exp(st.max - st.shift) / st.sum
+
+
+cdef inline const floating *_row_at(const floating *x0, Py_ssize_t stride_bytes,
+                                    Py_ssize_t base, Py_ssize_t i) noexcept nogil:
+    return <const floating *>(<const char *>x0 + (i - base) * stride_bytes)
+
+
+cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t c,
+                        Py_ssize_t base, const intp_t *target, const double *weight,
                         intp_t ignore_index, bint small, Py_ssize_t r0, Py_ssize_t r1,
                         _EvalSinks *out, Py_ssize_t *bad) noexcept nogil:
-    """Rows r0 .. r1 - 1 in order: each row's columns, as evaluate_rows gives them, added to
-    out.sum one row after the other (ignored rows add their zeros, as group_sums does), and its
-    rank and confidence to the thread's counters and histograms. The first label out of range
-    goes to *bad (its row is then taken as ignored: the caller raises)."""
-    cdef Py_ssize_t c = x.shape[1], i, g0, g1, f, j, r
-    cdef Py_ssize_t stride = x.strides[0] // <Py_ssize_t>sizeof(floating)
+    """Rows r0 .. r1 - 1 in order (row i of c entries at x0 + (i - base) * stride_bytes;
+    small: rows_evaluate_small serves them, which needs a stride in whole elements): each
+    row's columns, as evaluate_rows gives them, added to out.sum one row after the other
+    (ignored rows add their zeros, as group_sums does), and its rank and confidence to the
+    thread's counters and histograms. The first label out of range goes to *bad (its row is
+    then taken as ignored: the caller raises)."""
+    cdef Py_ssize_t i, g0, g1, f, j, r
+    cdef Py_ssize_t stride = stride_bytes // <Py_ssize_t>sizeof(floating)
     cdef intp_t t
     cdef intp_t labels[SMALL_GROUP]
     cdef const floating *row
@@ -288,12 +253,12 @@ cdef void _summary_rows(const floating[:, :] x, const intp_t *target, const doub
         if small:
             for i in range(g0, g1):
                 t = labels[i - g0]
-                targets[i - g0] = _row(x, i)[t] if t != ignore_index else 0
+                targets[i - g0] = _row_at(x0, stride_bytes, base, i)[t] if t != ignore_index else 0
             if floating is float or g1 - g0 <= 8:
-                kern.rows_evaluate_small(_row(x, g0), stride, g1 - g0, c, targets, group)
+                kern.rows_evaluate_small(_row_at(x0, stride_bytes, base, g0), stride, g1 - g0, c, targets, group)
             else:   # double lanes hold 8 rows: two calls
-                kern.rows_evaluate_small(_row(x, g0), stride, 8, c, targets, group)
-                kern.rows_evaluate_small(_row(x, g0 + 8), stride, g1 - g0 - 8, c, targets + 8,
+                kern.rows_evaluate_small(_row_at(x0, stride_bytes, base, g0), stride, 8, c, targets, group)
+                kern.rows_evaluate_small(_row_at(x0, stride_bytes, base, g0 + 8), stride, g1 - g0 - 8, c, targets + 8,
                                          group + 8)
         # the group's columns first, then their bins fetched all at once (the fine table is
         # as large as L2 and hit at random: one row's miss at a time made half of the time)
@@ -305,7 +270,7 @@ cdef void _summary_rows(const floating[:, :] x, const intp_t *target, const doub
                     v[f] = 0
                 ranks[i - g0] = -1
                 continue
-            row = _row(x, i)
+            row = _row_at(x0, stride_bytes, base, i)
             if not small:
                 group[i - g0] = xent_eval_init()
                 kern.row_evaluate(row, c, row[t], &group[i - g0])
@@ -344,17 +309,24 @@ cdef void _summary_rows(const floating[:, :] x, const intp_t *target, const doub
         g0 = g1
 
 
-cdef void _summary_task(const floating[:, :] x, const intp_t *target, const double *weight,
-                        intp_t ignore_index, bint small, Py_ssize_t r0, Py_ssize_t r1,
-                        double *sum, double *values, intp_t *rank, int64_t *counts,
-                        int64_t *fine, int64_t *width, Py_ssize_t nfine, Py_ssize_t nwidth,
-                        const intp_t *topk, Py_ssize_t ntopk, Py_ssize_t *bad) noexcept nogil:
+cdef void _summary_task(const floating *x0, Py_ssize_t stride_bytes, const uint16_t *h0,
+                        Py_ssize_t hstride, bint bfloat, float *scratch,
+                        Py_ssize_t scratch_rows, Py_ssize_t c, bint small,
+                        const intp_t *target, const double *weight, intp_t ignore_index,
+                        Py_ssize_t r0, Py_ssize_t r1, double *sum, double *values, intp_t *rank,
+                        int64_t *counts, int64_t *fine, int64_t *width, Py_ssize_t nfine,
+                        Py_ssize_t nwidth, const intp_t *topk, Py_ssize_t ntopk,
+                        Py_ssize_t *bad) noexcept nogil:
     """_summary_rows with its sinks (a thread's own: built here, in the thread). The running
     sum is kept on this thread's stack meanwhile: the runs' sums sit side by side in memory,
-    and two threads writing one cache line row after row would take turns for it."""
+    and two threads writing one cache line row after row would take turns for it.
+
+    With h0 (float16 or bfloat16 rows, hstride elements apart; floating is float), the rows
+    are widened scratch_rows at a time into this thread's scratch and read from there, in
+    cache: the float32 rows evaluate_rows would read, never written out whole."""
     cdef _EvalSinks sink
     cdef double running[EVAL_FIELDS]
-    cdef Py_ssize_t f
+    cdef Py_ssize_t f, p0, p1, i
     if sum != NULL:
         for f in range(EVAL_FIELDS):
             running[f] = sum[f]
@@ -368,7 +340,21 @@ cdef void _summary_task(const floating[:, :] x, const intp_t *target, const doub
     sink.nwidth = nwidth
     sink.topk = topk
     sink.ntopk = ntopk
-    _summary_rows(x, target, weight, ignore_index, small, r0, r1, &sink, bad)
+    if h0 == NULL:
+        _summary_rows(x0, stride_bytes, c, 0, target, weight, ignore_index, small, r0, r1, &sink,
+                      bad)
+    elif floating is float:
+        p0 = r0
+        while p0 < r1:
+            p1 = min(r1, p0 + scratch_rows)
+            if hstride == c:   # contiguous rows: one vector loop
+                kern.widen_half(h0 + p0 * hstride, (p1 - p0) * c, bfloat, scratch)
+            else:
+                for i in range(p0, p1):
+                    kern.widen_half(h0 + i * hstride, c, bfloat, scratch + (i - p0) * c)
+            _summary_rows(scratch, c * <Py_ssize_t>sizeof(float), c, p0, target, weight,
+                          ignore_index, c <= XENT_SMALL_ROW, p0, p1, &sink, bad)
+            p0 = p1
     if sum != NULL:
         for f in range(EVAL_FIELDS):
             sum[f] = running[f]
@@ -393,15 +379,16 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
     The rows' columns (evaluate_columns()) are added one by one in row order within each run
     of rows between multiples of group (global index), the first run continuing carry; each
     run that reaches a multiple of group is written, in order, to closed (n // group + 2
-    rows), and the open run at the end is left in carry: exactly group_sums' sums. Runs go to
-    the threads whole when there are enough of them (the columns never leave the thread);
-    else the rows' columns are written to values in parallel blocks, then summed by runs.
+    rows), and the open run at the end is left in carry: exactly group_sums' sums. Runs of
+    short rows go to the threads whole (the columns never leave the thread); longer rows go
+    in blocks, their columns written to values, then summed by runs.
 
     counts[thread] += (counted rows, ignored rows, counted rows with a NaN confidence, then
     for each k of topk the counted rows with rank < k); fine[thread] and width[thread] (FINE x
     4, bins x 4) get calibration_histograms' counts and fixed-point sums (each thread's row
-    of counts should be 64 bytes clear of the next's: threads bump them row after row). All integers, so
-    adding the threads' tables up gives the same totals however the rows were shared.
+    of counts should be 64 bytes clear of the next's: threads bump them row after row). All
+    integers, so adding the threads' tables up gives the same totals however the rows were
+    shared.
 
     values (n x EVAL_FIELDS) and rank (n), if given, get every row's columns and rank as
     evaluate_rows writes them. nthreads: at most counts.shape[0]. Labels are checked here.
@@ -410,24 +397,63 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
     range, or -1). With a bad label the sums and tables hold part of the chunk: the caller
     raises and drops them.
     """
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
+    if x.shape[0] == 0:
+        return 0, -1
+    return _summary_chunk(&x[0, 0], x.strides[0], NULL, 0, False, x.shape[0], x.shape[1],
+                          _small_rows(x), target, weight, ignore_index, row0, group, carry,
+                          closed, topk, counts, fine, width, values, rank, nthreads)
+
+
+def evaluate_summary_half(const uint16_t[:, :] h, bint bfloat, const intp_t[::1] target,
+                          const double[::1] weight, intp_t ignore_index, Py_ssize_t row0,
+                          Py_ssize_t group, double[::1] carry, double[:, ::1] closed,
+                          const intp_t[::1] topk, int64_t[:, ::1] counts,
+                          int64_t[:, :, ::1] fine, int64_t[:, :, ::1] width,
+                          double[:, ::1] values, intp_t[::1] rank, int nthreads):
+    """evaluate_summary of float16 (or, with bfloat, bfloat16) rows h (their bits, a contiguous
+    last axis), widened a few rows at a time inside the threads: the same results as
+    evaluate_summary of h widened to float32 whole, without writing that array."""
+    cdef const float *no_floats = NULL
+    if h.shape[0] == 0:
+        return 0, -1
+    return _summary_chunk(no_floats, 0, &h[0, 0], h.strides[0] // <Py_ssize_t>sizeof(uint16_t),
+                          bfloat, h.shape[0], h.shape[1], h.shape[1] <= XENT_SMALL_ROW, target,
+                          weight, ignore_index, row0, group, carry, closed, topk, counts, fine,
+                          width, values, rank, nthreads)
+
+
+cdef tuple _summary_chunk(const floating *x0, Py_ssize_t stride_bytes, const uint16_t *h0,
+                          Py_ssize_t hstride, bint bfloat, Py_ssize_t n, Py_ssize_t c,
+                          bint small, const intp_t[::1] target, const double[::1] weight,
+                          intp_t ignore_index, Py_ssize_t row0, Py_ssize_t group,
+                          double[::1] carry, double[:, ::1] closed, const intp_t[::1] topk,
+                          int64_t[:, ::1] counts, int64_t[:, :, ::1] fine,
+                          int64_t[:, :, ::1] width, double[:, ::1] values, intp_t[::1] rank,
+                          int nthreads):
+    """evaluate_summary's work for n > 0 rows of c entries: float rows at x0 (stride_bytes
+    apart), or half rows at h0 (hstride elements apart; x0 NULL)."""
     cdef Py_ssize_t first, nseg, nblocks, rows = _block_rows(c), s, b, f, k = 0, i, a, e
-    cdef Py_ssize_t nfine = fine.shape[1], nwidth = width.shape[1], ncount = counts.shape[1]
-    cdef bint small = _small_rows(x), whole_runs
+    cdef Py_ssize_t nfine = fine.shape[1], nwidth = width.shape[1]
+    cdef Py_ssize_t scratch_rows = _half_sub_rows(c)
+    cdef bint whole_runs
     cdef const double *w = &weight[0] if weight is not None else NULL
     cdef double *sums
     cdef double *buf = NULL
     cdef bint own_buf = False
+    cdef float *scratch = NULL
     cdef Py_ssize_t *bads
     cdef Py_ssize_t bad = -1
     cdef int tid
-    cdef intp_t *rank_out = &rank[0] if rank is not None and n else NULL
+    cdef intp_t *rank_out = &rank[0] if rank is not None else NULL
     cdef const intp_t *ks = &topk[0] if topk.shape[0] else NULL
     cdef Py_ssize_t nk = topk.shape[0]
-    if n == 0:
-        return 0, -1
+    if target.shape[0] != n or (values is not None and values.shape[0] < n) or (
+            rank is not None and rank.shape[0] < n):
+        raise ValueError("evaluate_summary: target, values and rank need a row per row")
     if counts.shape[0] < nthreads or fine.shape[0] < nthreads or width.shape[0] < nthreads:
         raise ValueError("evaluate_summary: fewer per-thread tables than threads")
+    if counts.shape[1] < 3 + nk or closed.shape[0] < n // group + 2:
+        raise ValueError("evaluate_summary: counts or closed too small")
     first = (group - row0 % group) % group
     if first == 0 or first > n:
         first = min(group, n)
@@ -439,6 +465,8 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
     # holds up delays the chunk by a block, not by a run), for 80 bytes written per row.
     whole_runs = nthreads == 1 or (
         c <= WHOLE_RUN_COLS and nseg >= min(nblocks, MIN_BLOCKS_PER_THREAD * nthreads))
+    if h0 != NULL:
+        scratch = _half_scratch(nthreads, scratch_rows, c)
     sums = <double *>malloc(nseg * EVAL_FIELDS * sizeof(double))
     bads = <Py_ssize_t *>malloc(max(nseg, nblocks) * sizeof(Py_ssize_t))
     if values is not None:
@@ -449,6 +477,7 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
     if sums == NULL or bads == NULL or (not whole_runs and buf == NULL):
         free(sums)
         free(bads)
+        free(scratch)
         if own_buf:
             free(buf)
         raise MemoryError("xent: cannot allocate evaluate's per-run sums")
@@ -461,7 +490,9 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
         if whole_runs:
             for s in prange(nseg, schedule="dynamic", num_threads=_threads_for(nthreads, nseg)):
                 tid = threadid()
-                _summary_task(x, &target[0], w, ignore_index, small,
+                _summary_task(x0, stride_bytes, h0, hstride, bfloat,
+                              scratch + tid * scratch_rows * c if scratch != NULL else NULL,
+                              scratch_rows, c, small, &target[0], w, ignore_index,
                               _segment_start(s, first, group, n),
                               _segment_start(s + 1, first, group, n), sums + s * EVAL_FIELDS,
                               buf, rank_out, &counts[tid, 0], &fine[tid, 0, 0],
@@ -470,7 +501,9 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
             for b in prange(nblocks, schedule="dynamic",
                             num_threads=_threads_for(nthreads, nblocks)):
                 tid = threadid()
-                _summary_task(x, &target[0], w, ignore_index, small, b * rows,
+                _summary_task(x0, stride_bytes, h0, hstride, bfloat,
+                              scratch + tid * scratch_rows * c if scratch != NULL else NULL,
+                              scratch_rows, c, small, &target[0], w, ignore_index, b * rows,
                               min(n, (b + 1) * rows), NULL, buf, rank_out, &counts[tid, 0],
                               &fine[tid, 0, 0], &width[tid, 0, 0], nfine, nwidth, ks, nk,
                               &bads[b])
@@ -497,6 +530,7 @@ def evaluate_summary(const floating[:, :] x, const intp_t[::1] target, const dou
                 carry[f] = sums[s * EVAL_FIELDS + f]
     free(sums)
     free(bads)
+    free(scratch)
     if own_buf:
         free(buf)
     return k, bad
