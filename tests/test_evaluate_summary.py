@@ -45,7 +45,8 @@ def one_pass(x, t, w, row0, group, carry, width_bins, threads, per_row):
     k, bad = _kernels.evaluate_summary(
         x, t, w, -100, row0, group, carry, closed, TOPK, counts, fine, width, values, rank, threads
     )
-    return values, rank, closed[:k], carry, counts.sum(axis=0), fine.sum(axis=0), width.sum(axis=0), bad
+    tables = counts.sum(axis=0), fine.sum(axis=0), width.sum(axis=0)
+    return (values, rank, closed[:k], carry, *tables, bad)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

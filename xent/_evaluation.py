@@ -22,9 +22,9 @@ import numpy as np
 
 from . import _calibration as _cal
 from . import _kernels
+from ._dtypes import is_bfloat16
 from ._io import FileArray, is_path, open_array, row_chunks
 from ._threads import get_num_threads, shares_cpus
-from ._dtypes import is_bfloat16
 from ._validation import aligned, check_ignore_index, class_weights, compute_dtype
 
 #: Rows per summation group (see the module docstring). Fixed: results depend on it.
@@ -290,9 +290,9 @@ class Accumulator:
         ranks (for the language-model units).
 
         ``rows``: (n, C) of the compute dtype with contiguous rows, or :class:`HalfRows`;
-        ``target``: intp labels,
-        checked by the kernel. Returns the first chunk row whose label is out of range, or
-        -1; after a bad label the totals hold part of the chunk (the caller raises).
+        ``target``: intp labels, checked by the kernel. Returns the first chunk row whose
+        label is out of range, or -1; after a bad label the totals hold part of the chunk
+        (the caller raises).
         """
         n = len(rows)
         if self._thread_counts is None or len(self._thread_counts) < threads:

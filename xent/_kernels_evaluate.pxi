@@ -192,8 +192,10 @@ cdef inline void _row_columns(const xent_eval_state *st, double x_t, double wt,
     cdef double log_sum = xent_eval_log_sum(st)
     cdef double wl = wt * ((st.shift - x_t) + log_sum)
     cdef double ent = log_sum - st.xlogit / st.sum
-    # p_t and the top-1 probability from the same shift and sum as the loss
-    cdef double p_t = exp(x_t - st.shift) / st.sum
+    # p_t and the top-1 probability from the same shift and sum as the loss; a target that is
+    # the (finite) shift, the top-1 of a confident row, has exp(0) = 1 exactly: no libm call
+    cdef double p_t = (1.0 if x_t == st.shift and st.shift > -INFINITY
+                       else exp(x_t - st.shift)) / st.sum
     cdef double brier = st.sum_sq / (st.sum * st.sum) - 2 * p_t + 1
     v[EVAL_LOSS] = wl
     v[EVAL_WEIGHT] = wt
@@ -251,14 +253,15 @@ cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t 
                 t = ignore_index
             labels[i - g0] = t
         if small:
+            row = _row_at(x0, stride_bytes, base, g0)
             for i in range(g0, g1):
                 t = labels[i - g0]
                 targets[i - g0] = _row_at(x0, stride_bytes, base, i)[t] if t != ignore_index else 0
             if floating is float or g1 - g0 <= 8:
-                kern.rows_evaluate_small(_row_at(x0, stride_bytes, base, g0), stride, g1 - g0, c, targets, group)
+                kern.rows_evaluate_small(row, stride, g1 - g0, c, targets, group)
             else:   # double lanes hold 8 rows: two calls
-                kern.rows_evaluate_small(_row_at(x0, stride_bytes, base, g0), stride, 8, c, targets, group)
-                kern.rows_evaluate_small(_row_at(x0, stride_bytes, base, g0 + 8), stride, g1 - g0 - 8, c, targets + 8,
+                kern.rows_evaluate_small(row, stride, 8, c, targets, group)
+                kern.rows_evaluate_small(row + 8 * stride, stride, g1 - g0 - 8, c, targets + 8,
                                          group + 8)
         # the group's columns first, then their bins fetched all at once (the fine table is
         # as large as L2 and hit at random: one row's miss at a time made half of the time)
