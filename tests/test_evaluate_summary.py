@@ -139,3 +139,22 @@ def test_per_row_outputs_only_for_the_units_that_need_them():
     assert both.bits_per_byte == pytest.approx(
         plain.loss * plain.count / (np.log(2) * nbytes[kept].sum()), rel=1e-12
     )
+
+
+def test_threads_own_tables_fold_to_the_same_report(monkeypatch):
+    # chunks this small normally go straight into the totals on one thread: lowered, every
+    # chunk fills the threads' own counters and histograms, added up once by the report
+    x, t = classifier_outputs(30000, 9, seed=8, ignore_every=6)
+    x[123, 4] = np.nan
+    base = xent.evaluate(x, t, topk=(1, 3), calibration="width", num_threads=1)
+    for limit in (1, 50_000):  # every chunk on the threads' tables; the small ones not
+        monkeypatch.setattr(ev, "PARALLEL_ELEMENTS", limit)
+        for chunk in (None, 4096, 5000, 777):
+            got = xent.evaluate(
+                x, t, topk=(1, 3), calibration="width", num_threads=2, chunk_rows=chunk
+            )
+            assert got == base
+    mass = xent.evaluate(x, t, num_threads=2, chunk_rows=6000)
+    monkeypatch.setattr(ev, "PARALLEL_ELEMENTS", 2**22)
+    assert mass == xent.evaluate(x, t, num_threads=1)
+    assert mass.count == int(np.count_nonzero(t >= 0)) and np.isnan(mass.ece)

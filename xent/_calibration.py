@@ -115,8 +115,9 @@ class CalibrationHistogram:
     def fold_threads(self):
         """Add the per-thread tables into the totals, and drop them."""
         if self._thread_fine is not None:
-            self.fine += self._thread_fine.sum(axis=0)
-            self.width += self._thread_width.sum(axis=0)
+            for fine, width in zip(self._thread_fine, self._thread_width):  # no 2 MiB temporary
+                self.fine += fine
+                self.width += width
             self._thread_fine = self._thread_width = None
 
     def add_rows(self, values, column, rank):
