@@ -119,6 +119,8 @@ def test_half_rows_widened_in_parallel_give_float32_bits(half):
     want = xent.evaluate(h.astype(np.float32), t)
     for threads in (1, 2):
         assert xent.evaluate(h, t, num_threads=threads, chunk_rows=1234) == want
+    # every third row: widened row by row from the strided rows
+    assert xent.evaluate(h[::3], t[::3]) == xent.evaluate(h[::3].astype(np.float32), t[::3])
     # a strided view (every other class) is converted by numpy instead: the same bits
     assert xent.evaluate(h[:, ::2], t % 17) == xent.evaluate(h[:, ::2].astype(np.float32), t % 17)
 
