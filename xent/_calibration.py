@@ -1,8 +1,8 @@
 """Calibration of the top-1 prediction and standard errors, kept in one pass over any data.
 
-:func:`xent.evaluate` feeds each chunk's per-row top-1 probability (confidence) and top-1
-correctness into a :class:`CalibrationHistogram`, and its sums of squares into the standard
-errors computed here. Everything kept is integer, so it merges exactly and in any order: the
+:func:`xent.evaluate`'s kernel bins each row's top-1 probability (confidence) and top-1
+correctness into a :class:`CalibrationHistogram` (per-thread tables, added up once), and its
+sums of squares go into the standard errors computed here. Everything kept is integer, so it merges exactly and in any order: the
 same bits for any chunking, batching, thread count or Dask block split.
 
 Two kinds of bins:

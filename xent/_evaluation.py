@@ -4,7 +4,10 @@ their standard errors in one pass.
 :func:`evaluate` reads logits a chunk of rows at a time (arrays, memory maps, ``.npy`` files,
 or iterables of batches), so memory stays bounded by the chunk whatever the dataset's size.
 One kernel call per row finds the max, the sum of exps, the target's rank, the entropy's sum
-and the sum of squared probabilities (Brier score) in a single read of the row.
+and the sum of squared probabilities (Brier score) in a single read of the row, and one pass
+per chunk (:meth:`Accumulator.add_chunk`) gathers the sums, the rank counts and the
+calibration histograms inside the threads: no per-row array is built unless per-row byte
+counts or document ids need one.
 
 Exactness: every row yields float64 values (weighted loss, weight, entropy) that depend on
 that row only. They are added in an order fixed by the global row index: rows are summed one
