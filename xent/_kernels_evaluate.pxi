@@ -93,9 +93,6 @@ def add_in_order(const double[:, ::1] rows, double[::1] total):
 
 from libc.stdint cimport int64_t
 
-cdef extern from *:
-    void __builtin_prefetch(const void *addr, int rw, int locality) nogil
-
 cdef double ROUND_MAGIC = 6755399441055744.0   # 1.5 * 2^52
 
 
@@ -263,8 +260,9 @@ cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t 
                 kern.rows_evaluate_small(row, stride, 8, c, targets, group)
                 kern.rows_evaluate_small(row + 8 * stride, stride, g1 - g0 - 8, c, targets + 8,
                                          group + 8)
-        # the group's columns first, then their bins fetched all at once (the fine table is
-        # as large as L2 and hit at random: one row's miss at a time made half of the time)
+        # the group's columns first (one call of the short-row kernel serves the group), then
+        # the rows into the sinks in order. The fine table (2 MiB, a core's L2) is hit at
+        # random: about 5 ns a row at C = 10, which prefetching the group's bins did not help
         for i in range(g0, g1):
             t = labels[i - g0]
             v = cols[i - g0]
@@ -280,11 +278,6 @@ cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t 
             _row_columns(&group[i - g0], <double>row[t], weight[t] if weight != NULL else 1.0,
                          v)
             ranks[i - g0] = group[i - g0].rank
-            conf = v[EVAL_CONFIDENCE]
-            if out.counts != NULL and conf == conf:
-                conf = 0.0 if conf < 0 else (1.0 if conf > 1 else conf)
-                j = <Py_ssize_t>(conf * out.nfine)
-                __builtin_prefetch(out.fine + 4 * min(j, out.nfine - 1), 1, 3)
         for i in range(g0, g1):
             v = cols[i - g0]
             r = ranks[i - g0]
