@@ -21,6 +21,14 @@ cdef enum:
     EVAL_CONFIDENCE = 9   # max_k p_k, the top-1 prediction's probability
     EVAL_FIELDS = 10
 
+# rows_evaluate_small writes the columns in C's order (xent_kernels.h)
+if (EVAL_LOSS, EVAL_WEIGHT, EVAL_ENTROPY, EVAL_LOSS_SQ, EVAL_WEIGHT_LOSS, EVAL_WEIGHT_SQ,
+        EVAL_ENTROPY_SQ, EVAL_BRIER, EVAL_BRIER_SQ, EVAL_CONFIDENCE, EVAL_FIELDS) != (
+        XENT_EVAL_LOSS, XENT_EVAL_WEIGHT, XENT_EVAL_ENTROPY, XENT_EVAL_LOSS_SQ,
+        XENT_EVAL_WEIGHT_LOSS, XENT_EVAL_WEIGHT_SQ, XENT_EVAL_ENTROPY_SQ, XENT_EVAL_BRIER,
+        XENT_EVAL_BRIER_SQ, XENT_EVAL_CONFIDENCE, XENT_EVAL_FIELDS):
+    raise ImportError("xent._kernels: evaluate's columns differ from xent_kernels.h's")
+
 
 def evaluate_columns():
     """Names of evaluate_rows' float64 columns, in order."""
@@ -92,6 +100,9 @@ def add_in_order(const double[:, ::1] rows, double[::1] total):
 
 
 from libc.stdint cimport int64_t
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr, int rw, int locality) nogil
 
 cdef double ROUND_MAGIC = 6755399441055744.0   # 1.5 * 2^52
 
@@ -182,7 +193,9 @@ cdef struct _EvalSinks:
 cdef inline void _row_columns(const xent_eval_state *st, double x_t, double wt,
                               double *v) noexcept nogil:
     """v[0 .. EVAL_FIELDS): a row's columns (evaluate_columns()) from its evaluation state and
-    target logit."""
+    target logit, for rows longer than XENT_SMALL_ROW and the short rows rows_evaluate_small
+    leaves (a +inf entry, or no finite entry); rows_evaluate_small computes the same columns
+    (XENT_EVAL_* in xent/src/xent_kernels.h) in vector lanes."""
     # the loss as cross-entropy computes it: (shift - x_t) + log(sum) in the accurate form
     # (log1p of the terms below the max), so huge logits keep their differences and a
     # confident row's tiny loss its digits
@@ -225,17 +238,25 @@ cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t 
     row's columns, as evaluate_rows gives them, added to out.sum one row after the other
     (ignored rows add their zeros, as group_sums does), and its rank and confidence to the
     thread's counters and histograms. The first label out of range goes to *bad (its row is
-    then taken as ignored: the caller raises)."""
-    cdef Py_ssize_t i, g0, g1, f, j, r
+    then taken as ignored: the caller raises).
+
+    A group's columns are computed, its fine bins fetched, and its rows go into the sinks
+    after the next group's columns are computed: the fine table (2 MiB, more than a core's
+    L2 on some machines) is hit at random, and waiting for each row's bin, or even for the
+    group's bins fetched just before, was a third of the time at C = 10."""
+    cdef Py_ssize_t i, g0, g1, f, j, pending0 = 0, pending = 0
     cdef Py_ssize_t stride = stride_bytes // <Py_ssize_t>sizeof(floating)
     cdef intp_t t
     cdef intp_t labels[SMALL_GROUP]
     cdef const floating *row
     cdef xent_eval_state group[SMALL_GROUP]
     cdef floating targets[SMALL_GROUP]
-    cdef double cols[SMALL_GROUP][EVAL_FIELDS]
+    cdef double wts[SMALL_GROUP]
+    cdef int left, cur = 0
+    # two groups' columns and ranks: the one being computed and the one waiting for its bins
+    cdef double cols[2][SMALL_GROUP * EVAL_FIELDS]
+    cdef intp_t ranks[2][SMALL_GROUP]
     cdef double *v
-    cdef intp_t ranks[SMALL_GROUP]
     cdef double conf
     g0 = r0
     while g0 < r1:
@@ -249,27 +270,39 @@ cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t 
                     bad[0] = i
                 t = ignore_index
             labels[i - g0] = t
+        left = -1   # rows whose columns are computed below: all, or those the kernel left
         if small:
+            # the short-row kernel gives the group's states and, in its vector lanes, their
+            # columns (a scalar log, exp and four divisions per row here were a fifth of the
+            # time at C = 10)
             row = _row_at(x0, stride_bytes, base, g0)
             for i in range(g0, g1):
                 t = labels[i - g0]
-                targets[i - g0] = _row_at(x0, stride_bytes, base, i)[t] if t != ignore_index else 0
+                if t != ignore_index:
+                    targets[i - g0] = _row_at(x0, stride_bytes, base, i)[t]
+                    wts[i - g0] = weight[t] if weight != NULL else 1.0
+                else:
+                    targets[i - g0] = 0
+                    wts[i - g0] = 0
             if floating is float or g1 - g0 <= 8:
-                kern.rows_evaluate_small(row, stride, g1 - g0, c, targets, group)
+                left = kern.rows_evaluate_small(row, stride, g1 - g0, c, targets, group, wts,
+                                                cols[cur])
             else:   # double lanes hold 8 rows: two calls
-                kern.rows_evaluate_small(row, stride, 8, c, targets, group)
-                kern.rows_evaluate_small(row + 8 * stride, stride, g1 - g0 - 8, c, targets + 8,
-                                         group + 8)
-        # the group's columns first (one call of the short-row kernel serves the group), then
-        # the rows into the sinks in order. The fine table (2 MiB, a core's L2) is hit at
-        # random: about 5 ns a row at C = 10, which prefetching the group's bins did not help
+                left = kern.rows_evaluate_small(row, stride, 8, c, targets, group, wts,
+                                                cols[cur])
+                left |= kern.rows_evaluate_small(row + 8 * stride, stride, g1 - g0 - 8, c,
+                                                 targets + 8, group + 8, wts + 8,
+                                                 cols[cur] + 8 * EVAL_FIELDS) << 8
         for i in range(g0, g1):
             t = labels[i - g0]
-            v = cols[i - g0]
+            v = cols[cur] + (i - g0) * EVAL_FIELDS
             if t == ignore_index:
                 for f in range(EVAL_FIELDS):
                     v[f] = 0
-                ranks[i - g0] = -1
+                ranks[cur][i - g0] = -1
+                continue
+            if not (left >> (i - g0)) & 1:   # done by the short-row kernel
+                ranks[cur][i - g0] = group[i - g0].rank
                 continue
             row = _row_at(x0, stride_bytes, base, i)
             if not small:
@@ -277,32 +310,55 @@ cdef void _summary_rows(const floating *x0, Py_ssize_t stride_bytes, Py_ssize_t 
                 kern.row_evaluate(row, c, row[t], &group[i - g0])
             _row_columns(&group[i - g0], <double>row[t], weight[t] if weight != NULL else 1.0,
                          v)
-            ranks[i - g0] = group[i - g0].rank
-        for i in range(g0, g1):
-            v = cols[i - g0]
-            r = ranks[i - g0]
-            if out.sum != NULL:
-                for f in range(EVAL_FIELDS):
-                    out.sum[f] += v[f]
-            if out.values != NULL:
-                for f in range(EVAL_FIELDS):
-                    out.values[i * EVAL_FIELDS + f] = v[f]
-            if out.rank != NULL:
-                out.rank[i] = r
-            if out.counts == NULL:
-                continue
-            if r < 0:
-                out.counts[EVAL_IGNORED] += 1
-                continue
-            out.counts[EVAL_COUNT] += 1
-            for j in range(out.ntopk):
-                out.counts[EVAL_HITS + j] += r < out.topk[j]
-            conf = v[EVAL_CONFIDENCE]
-            if conf != conf:
-                out.counts[EVAL_NAN] += 1
-            else:
-                _bin_confidence(conf, r == 0, out.fine, out.nfine, out.width, out.nwidth)
+            ranks[cur][i - g0] = group[i - g0].rank
+        if out.counts != NULL:
+            for i in range(g1 - g0):
+                conf = cols[cur][i * EVAL_FIELDS + EVAL_CONFIDENCE]
+                if ranks[cur][i] >= 0 and conf == conf:
+                    conf = 0.0 if conf < 0 else (1.0 if conf > 1 else conf)
+                    j = min(<Py_ssize_t>(conf * out.nfine), out.nfine - 1)
+                    __builtin_prefetch(out.fine + 4 * j, 1, 3)
+        if pending:
+            _sink_rows(out, cols[1 - cur], ranks[1 - cur], pending0, pending)
+        pending0, pending, cur = g0, g1 - g0, 1 - cur
         g0 = g1
+    if pending:
+        _sink_rows(out, cols[1 - cur], ranks[1 - cur], pending0, pending)
+
+
+cdef inline void _sink_rows(_EvalSinks *out, const double *cols, const intp_t *ranks,
+                            Py_ssize_t i0, Py_ssize_t n) noexcept nogil:
+    """Rows i0 .. i0 + n - 1 (their columns, EVAL_FIELDS a row, and ranks; rank -1: ignored)
+    into the sinks, in order."""
+    cdef Py_ssize_t k, f, j, i
+    cdef intp_t r
+    cdef const double *v
+    cdef double conf
+    for k in range(n):
+        i = i0 + k
+        v = cols + k * EVAL_FIELDS
+        r = ranks[k]
+        if out.sum != NULL:
+            for f in range(EVAL_FIELDS):
+                out.sum[f] += v[f]
+        if out.values != NULL:
+            for f in range(EVAL_FIELDS):
+                out.values[i * EVAL_FIELDS + f] = v[f]
+        if out.rank != NULL:
+            out.rank[i] = r
+        if out.counts == NULL:
+            continue
+        if r < 0:
+            out.counts[EVAL_IGNORED] += 1
+            continue
+        out.counts[EVAL_COUNT] += 1
+        for j in range(out.ntopk):
+            out.counts[EVAL_HITS + j] += r < out.topk[j]
+        conf = v[EVAL_CONFIDENCE]
+        if conf != conf:
+            out.counts[EVAL_NAN] += 1
+        else:
+            _bin_confidence(conf, r == 0, out.fine, out.nfine, out.width, out.nwidth)
 
 
 cdef void _summary_task(const floating *x0, Py_ssize_t stride_bytes, const uint16_t *h0,
