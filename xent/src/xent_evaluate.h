@@ -173,12 +173,14 @@ static void F(row_evaluate)(const T *x, ptrdiff_t n, T target, xent_eval_state *
  * copied transposed into a small buffer, then the max, the terms, their ties, the entropy's
  * sum, the squares and the rank run with every lane busy. target[r] is row r's target logit.
  *
- * With cols, each row's columns (XENT_EVAL_* below: what evaluate sums) are computed in the
- * lanes too, w[r] being row r's class weight: the log of the sum in rows_index_loss_small's
- * form (so the loss has cross_entropy's bits), the target's probability from its own term of
- * the sum, and the top-1 probability 1 / sum (the max is the shift). These were a scalar libm
- * log and exp and four divisions per row (a fifth of evaluate's time at C = 10; for longer
- * rows, where _row_columns still serves, doing the same in lanes measured no faster).
+ * With cols, each row's columns (XENT_EVAL_* of xent_kernels.h: what evaluate sums) are
+ * computed in the lanes too, w[r] being row r's class weight: the log of the sum in
+ * rows_index_loss_small's form (float32 rows' losses have cross_entropy's bits; float64 ones,
+ * which cross_entropy sums with compensation, are within a few ulp), the target's probability
+ * from its own term of the sum, and the top-1 probability 1 / sum (the max is the shift).
+ * These were a scalar libm log and exp and four divisions per row (a fifth of evaluate's
+ * time at C = 10; for longer rows, where _row_columns still serves, doing the same in lanes
+ * measured no faster).
  *
  * A row with a +inf or no finite entry (all -inf, or NaN only) is done by row_evaluate, and
  * its columns are left to the caller: bit r of the result is set for such a row r.
