@@ -113,11 +113,12 @@ TRUNCATE_AFTER_FIRST_CHUNK = """
     import os, sys
     import xent
     from xent import _kernels
-    real = _kernels.evaluate_rows
+    real = _kernels.evaluate_summary
     def truncating(*args):
-        real(*args)
+        result = real(*args)
         os.truncate("x.npy", 4096)
-    _kernels.evaluate_rows = truncating
+        return result
+    _kernels.evaluate_summary = truncating
 """
 
 
@@ -157,12 +158,13 @@ def test_file_replaced_during_evaluate_raises(data, tmp_path):
     code = """
         import os, numpy as np, xent
         from xent import _kernels
-        real = _kernels.evaluate_rows
+        real = _kernels.evaluate_summary
         def replacing(*args):
-            real(*args)
+            result = real(*args)
             np.save("y.npy", np.zeros((2000, 30), np.float32))
             os.replace("y.npy", "x.npy")
-        _kernels.evaluate_rows = replacing
+            return result
+        _kernels.evaluate_summary = replacing
         try:
             xent.evaluate("x.npy", "t.npy", chunk_rows=500)
         except ValueError as exc:

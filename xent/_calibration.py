@@ -1,8 +1,8 @@
 """Calibration of the top-1 prediction and standard errors, kept in one pass over any data.
 
-:func:`xent.evaluate` feeds each chunk's per-row top-1 probability (confidence) and top-1
-correctness into a :class:`CalibrationHistogram`, and its sums of squares into the standard
-errors computed here. Everything kept is integer, so it merges exactly and in any order: the
+:func:`xent.evaluate`'s kernel bins each row's top-1 probability (confidence) and top-1
+correctness into a :class:`CalibrationHistogram` (per-thread tables, added up once), and its
+sums of squares go into the standard errors computed here. Everything kept is integer, so it merges exactly and in any order: the
 same bits for any chunking, batching, thread count or Dask block split.
 
 Two kinds of bins:
@@ -98,6 +98,27 @@ class CalibrationHistogram:
         self.fine = np.zeros((FINE_BINS, 4), dtype=np.int64)
         self.width = np.zeros((width_bins, 4), dtype=np.int64)
         self.nan = 0  # counted rows whose confidence is NaN (a row holding NaN or +inf)
+        # per-thread tables that evaluate's kernel fills (thread_tables), folded in on demand
+        self._thread_fine = self._thread_width = None
+
+    def thread_tables(self, nthreads):
+        """(fine, width): zeroed per-thread tables, shapes (nthreads, FINE_BINS, 4) and
+        (nthreads, width_bins, 4), that :func:`xent._kernels.evaluate_summary` adds rows to.
+        They are kept across calls (a chunk's rows never leave the kernel's threads) and
+        folded into :attr:`fine` and :attr:`width` when those are read (integers: exact)."""
+        if self._thread_fine is None or len(self._thread_fine) < nthreads:
+            self.fold_threads()
+            self._thread_fine = np.zeros((nthreads, FINE_BINS, 4), dtype=np.int64)
+            self._thread_width = np.zeros((nthreads, self.width_bins, 4), dtype=np.int64)
+        return self._thread_fine, self._thread_width
+
+    def fold_threads(self):
+        """Add the per-thread tables into the totals, and drop them."""
+        if self._thread_fine is not None:
+            for fine, width in zip(self._thread_fine, self._thread_width):  # no 2 MiB temporary
+                self.fine += fine
+                self.width += width
+            self._thread_fine = self._thread_width = None
 
     def add_rows(self, values, column, rank):
         """Fold in one chunk's per-row values (confidence in ``column``) and ranks (-1:
@@ -119,12 +140,15 @@ class CalibrationHistogram:
             table += np.stack(_bin_sums(index, correct, high, low, nbins), axis=1)
 
     def merge(self, other):
+        self.fold_threads()
+        other.fold_threads()
         self.fine += other.fine
         self.width += other.width
         self.nan += other.nan
 
     def bins(self, kind, nbins):
         """(table, error bound): table rows (low, high, count, confidence, accuracy)."""
+        self.fold_threads()
         if kind == "width":
             edges = np.arange(nbins + 1) / nbins
             sums = self.width.T

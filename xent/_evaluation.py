@@ -4,7 +4,10 @@ their standard errors in one pass.
 :func:`evaluate` reads logits a chunk of rows at a time (arrays, memory maps, ``.npy`` files,
 or iterables of batches), so memory stays bounded by the chunk whatever the dataset's size.
 One kernel call per row finds the max, the sum of exps, the target's rank, the entropy's sum
-and the sum of squared probabilities (Brier score) in a single read of the row.
+and the sum of squared probabilities (Brier score) in a single read of the row, and one pass
+per chunk (:meth:`Accumulator.add_chunk`) gathers the sums, the rank counts and the
+calibration histograms inside the threads: no per-row array is built unless per-row byte
+counts or document ids need one.
 
 Exactness: every row yields float64 values (weighted loss, weight, entropy) that depend on
 that row only. They are added in an order fixed by the global row index: rows are summed one
@@ -22,6 +25,7 @@ import numpy as np
 
 from . import _calibration as _cal
 from . import _kernels
+from ._dtypes import is_bfloat16
 from ._io import FileArray, is_path, open_array, row_chunks
 from ._threads import get_num_threads, shares_cpus
 from ._validation import aligned, check_ignore_index, class_weights, compute_dtype
@@ -37,6 +41,11 @@ CHUNK_BYTES = 128 * 2**20
 
 #: At most this many rows per chunk (short rows): the per-row buffers stay at 32 MiB.
 MAX_CHUNK_ROWS = 2**20
+
+#: A chunk of fewer logits is evaluated on one thread, its histogram counts added straight
+#: into the totals: the threads' own fine histograms (2 MiB each, added up once per call)
+#: cost about a millisecond, more than a second thread saves on 16 MiB of float32.
+PARALLEL_ELEMENTS = 2**22
 
 FIELDS = _kernels.evaluate_fields()  # float64 columns per row: _kernels.evaluate_columns()
 (
@@ -276,6 +285,71 @@ class Accumulator:
         self.calibration, self.calibration_bins = calibration, calibration_bins
         self.histogram = _cal.CalibrationHistogram(calibration_bins)
         self.loss_total = None  # the summed loss, with num_bytes (set by report)
+        # per-thread counters of add_chunk's kernel (count, ignored, NaN confidences, then the
+        # hits of each k), folded into count, ignored, hits and the histogram's NaN count
+        self._thread_counts = None
+        self._ks = np.array(topk, dtype=np.intp)
+        self._closed = np.empty((0, FIELDS))
+
+    def add_chunk(self, rows, target, weights, ignore_index, threads, values=None, rank=None):
+        """Evaluate the next rows (global rows self.row, ...) and fold them in, in one pass of
+        the kernel (:func:`xent._kernels.evaluate_summary`): no per-row array is built unless
+        ``values`` (n, FIELDS) and ``rank`` (n,) are given to receive the rows' columns and
+        ranks (for the language-model units).
+
+        ``rows``: (n, C) of the compute dtype with contiguous rows, or :class:`HalfRows`;
+        ``target``: intp labels, checked by the kernel. Returns the first chunk row whose
+        label is out of range, or -1; after a bad label the totals hold part of the chunk
+        (the caller raises).
+        """
+        n = len(rows)
+        elements = n * (rows.bits if isinstance(rows, HalfRows) else rows).shape[1]
+        if elements < PARALLEL_ELEMENTS:
+            threads = 1  # then straight into the totals: no per-thread tables to fold
+        if self._thread_counts is None or len(self._thread_counts) < threads:
+            self._fold_threads()
+            # each thread's row rounded up to 64 bytes and 64 more: no cache line shared
+            width = -(-(3 + len(self.topk)) // 8) * 8 + 8
+            self._thread_counts = np.zeros((threads, width), dtype=np.int64)
+        if threads == 1:
+            fine, width = self.histogram.fine[None], self.histogram.width[None]
+        else:
+            fine, width = self.histogram.thread_tables(threads)
+        if len(self._closed) < n // self.group + 2:
+            self._closed = np.empty((n // self.group + 2, FIELDS))
+        args = (
+            target,
+            weights,
+            ignore_index,
+            self.row,
+            self.group,
+            self.carry,
+            self._closed,
+            self._ks,
+            self._thread_counts,
+            fine,
+            width,
+            values,
+            rank,
+            threads,
+        )
+        if isinstance(rows, HalfRows):
+            k, bad = _kernels.evaluate_summary_half(rows.bits, rows.bfloat, *args)
+        else:
+            k, bad = _kernels.evaluate_summary(rows, *args)
+        _kernels.add_in_order(self._closed[:k], self.total)
+        self.row += n
+        return bad
+
+    def _fold_threads(self):
+        """Add the per-thread counters of add_chunk into the totals, and drop them."""
+        if self._thread_counts is not None:
+            counts = self._thread_counts.sum(axis=0)
+            self.count += int(counts[0])
+            self.ignored += int(counts[1])
+            self.histogram.nan += int(counts[2])
+            self.hits += counts[3 : 3 + len(self.topk)]
+            self._thread_counts = None
 
     def add_values(self, values):
         """Feed per-row values of the next rows (global rows self.row, ...)."""
@@ -311,6 +385,7 @@ class Accumulator:
             self.histogram.merge(s.calibration)
 
     def report(self):
+        self._fold_threads()
         total = self.total.copy()
         if self.row % self.group:  # the last, unfinished group
             _kernels.add_in_order(self.carry[None, :], total)
@@ -595,6 +670,90 @@ def evaluate_chunk(rows, labels, row0, opts, name="", local0=0, buffers=None):
         rows, t, opts.class_weights(c), opts.ignore_index, values, rank, opts.threads
     )
     return values, rank
+
+
+class HalfRows:
+    """float16 or bfloat16 rows as the kernel reads them: their bits, (n, C) uint16 with a
+    contiguous last axis, widened a few rows at a time inside the kernel's threads."""
+
+    def __init__(self, bits, bfloat):
+        self.bits, self.bfloat = bits, bfloat
+
+    def __len__(self):
+        return len(self.bits)
+
+
+def _compute_rows(rows):
+    """``rows`` (n, C) as the kernels read them: the compute dtype with contiguous rows and
+    aligned, or :class:`HalfRows` for float16 and bfloat16 rows with a contiguous last axis
+    (never widened whole); other conversions are numpy's, one chunk at a time."""
+    c = rows.shape[1]
+    compute = compute_dtype(rows.dtype.newbyteorder("="))
+    contiguous = c == 1 or rows.strides[1] == rows.itemsize
+    if rows.dtype == compute and contiguous:
+        return aligned(rows)
+    if (
+        rows.dtype.itemsize == 2
+        and rows.dtype.isnative
+        and compute == np.float32
+        and contiguous
+        and rows.strides[0] % 2 == 0
+    ):
+        return HalfRows(aligned(rows.view(np.uint16)), is_bfloat16(rows.dtype))
+    with np.errstate(over="ignore"):
+        return aligned(np.ascontiguousarray(rows, dtype=compute))
+
+
+def _kernel_labels(labels):
+    """The labels as the kernel reads them (intp, contiguous), or None where a cast to intp
+    could turn an out-of-range label into a valid one (unsigned 64-bit): then the caller
+    checks them in numpy first. The kernel reads each label once and checks that value, so
+    the caller's own array is used where it is already intp."""
+    t = np.asarray(labels)
+    if t.dtype == np.intp and t.flags.c_contiguous and t.flags.aligned:
+        return t
+    if not np.can_cast(t.dtype, np.intp):
+        return None
+    return np.ascontiguousarray(t, dtype=np.intp)
+
+
+def _label_error(labels, i, c, row0, opts, name, local0):
+    where = f" ({name}row {local0 + i})" if name else ""
+    return IndexError(
+        f"labels[{row0 + i}] = {labels[i]} is out of range{where}: class indices "
+        f"must lie in [0, {c}) or equal ignore_index={opts.ignore_index}"
+    )
+
+
+def evaluate_chunk_into(acc, rows, labels, opts, name="", local0=0, buffers=None, units=None):
+    """Evaluate one chunk of rows (global rows acc.row, ...; rows local0... of the batch called
+    name, for error messages) and fold it into the :class:`Accumulator` ``acc`` in one kernel
+    pass; per-row values are built only for ``units`` that need them (per-row byte counts or
+    document ids)."""
+    buffers = {} if buffers is None else buffers
+    n, c = rows.shape
+    row0 = acc.row
+    rows = _compute_rows(rows)
+    t = _kernel_labels(labels)
+    if t is None:  # checked here, then cast: every value now fits
+        t = np.array(labels, copy=True)
+        bad = (t != opts.ignore_index) & ((t < 0) | (t >= c))
+        if bad.any():
+            raise _label_error(t, int(np.argmax(bad)), c, row0, opts, name, local0)
+        t = t.astype(np.intp)
+    values = rank = None
+    per_row = units is not None and (units.row_bytes is not None or units.documents is not None)
+    if per_row:
+        if len(buffers.get("rank", ())) < n:
+            buffers.update(values=np.empty((n, FIELDS)), rank=np.empty(n, dtype=np.intp))
+        values, rank = buffers["values"][:n], buffers["rank"][:n]
+    bad = acc.add_chunk(
+        rows, t, opts.class_weights(c), opts.ignore_index, opts.threads, values, rank
+    )
+    if bad >= 0:
+        raise _label_error(np.asarray(labels), bad, c, row0, opts, name, local0)
+    if per_row:
+        units.add(row0, values, rank)
 
 
 # ---- long rows: a row evaluated a piece of columns at a time --------------------------------
@@ -1028,18 +1187,16 @@ def evaluate(
                     done += rows.shape[0]
                     continue
                 for start, part in row_chunks(rows, step):
-                    values, rank = evaluate_chunk(
+                    evaluate_chunk_into(
+                        acc,
                         part,
                         y_flat[done + start : done + start + len(part)],
-                        acc.row,
                         opts,
                         name,
                         done + start,
                         buffers,
+                        units,
                     )
-                    units.add(acc.row, values, rank)
-                    acc.add_values(values)
-                    acc.add_ranks(rank, values)
                     if bar is not None:
                         bar.update(len(part))
                 done += rows.shape[0]

@@ -19,6 +19,7 @@ _Calibration = Literal["mass", "width"]
 GROUP_ROWS: int
 CHUNK_BYTES: int
 MAX_CHUNK_ROWS: int
+PARALLEL_ELEMENTS: int
 FIELDS: int
 
 @dataclass(frozen=True)
@@ -96,6 +97,16 @@ class Accumulator:
         calibration: _Calibration = "mass",
         calibration_bins: int = 15,
     ) -> None: ...
+    def add_chunk(
+        self,
+        rows: NDArray[np.floating[Any]] | HalfRows,
+        target: NDArray[np.intp],
+        weights: NDArray[np.float64] | None,
+        ignore_index: int,
+        threads: int,
+        values: NDArray[np.float64] | None = None,
+        rank: NDArray[np.intp] | None = None,
+    ) -> int: ...
     def add_values(self, values: NDArray[np.float64]) -> None: ...
     def add_ranks(
         self, rank: NDArray[np.intp], values: NDArray[np.float64] | None = None
@@ -139,6 +150,23 @@ def evaluate_chunk(
     local0: int = 0,
     buffers: Any = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]: ...
+
+class HalfRows:
+    bits: NDArray[np.uint16]
+    bfloat: bool
+    def __init__(self, bits: NDArray[np.uint16], bfloat: bool) -> None: ...
+    def __len__(self) -> int: ...
+
+def evaluate_chunk_into(
+    acc: Accumulator,
+    rows: NDArray[Any],
+    labels: NDArray[np.integer[Any]],
+    opts: EvaluationOptions,
+    name: str = "",
+    local0: int = 0,
+    buffers: Any = None,
+    units: LanguageModelUnits | None = None,
+) -> None: ...
 
 PIECE_BYTES: int
 SUBROW_COLS: int

@@ -51,6 +51,19 @@ cdef extern from "xent_kernels.h" nogil:
     xent_compare_state xent_compare_init()
 
     int XENT_SMALL_ROW
+    # the columns of a row that xent.evaluate sums, in the vector kernels' order
+    enum:
+        XENT_EVAL_LOSS
+        XENT_EVAL_WEIGHT
+        XENT_EVAL_ENTROPY
+        XENT_EVAL_LOSS_SQ
+        XENT_EVAL_WEIGHT_LOSS
+        XENT_EVAL_WEIGHT_SQ
+        XENT_EVAL_ENTROPY_SQ
+        XENT_EVAL_BRIER
+        XENT_EVAL_BRIER_SQ
+        XENT_EVAL_CONFIDENCE
+        XENT_EVAL_FIELDS
     int XENT_OPENMP
     int xent_omp_max_threads()
 

@@ -201,6 +201,41 @@ def evaluate_rows(
 ) -> None: ...
 def group_sums(values: _Float64, row0: int, group: int, carry: _Float64, out: _Float64) -> int: ...
 def add_in_order(rows: _Float64, total: _Float64) -> None: ...
+def evaluate_summary(
+    x: _Floating,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    row0: int,
+    group: int,
+    carry: _Float64,
+    closed: _Float64,
+    topk: _Index,
+    counts: NDArray[np.int64],
+    fine: NDArray[np.int64],
+    width: NDArray[np.int64],
+    values: _Float64 | None,
+    rank: _Index | None,
+    nthreads: int,
+) -> tuple[int, int]: ...
+def evaluate_summary_half(
+    h: _Bits,
+    bfloat: bool,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    row0: int,
+    group: int,
+    carry: _Float64,
+    closed: _Float64,
+    topk: _Index,
+    counts: NDArray[np.int64],
+    fine: NDArray[np.int64],
+    width: NDArray[np.int64],
+    values: _Float64 | None,
+    rank: _Index | None,
+    nthreads: int,
+) -> tuple[int, int]: ...
 
 # ---- divergences between rows (_kernels_divergence.pxi) ------------------------------------
 

@@ -32,7 +32,11 @@ from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
                                  xent_lse_state, xent_lse_value, xent_exact_sum, xent_exact_init,
                                  xent_exact_add, xent_exact_merge, xent_exact_round,
                                  xent_exact_batch, xent_exact_batch_init, xent_exact_batch_add,
-                                 xent_exact_batch_flush, xent_exact_parts, XENT_EXACT_WORDS)
+                                 xent_exact_batch_flush, xent_exact_parts, XENT_EXACT_WORDS,
+                                 XENT_EVAL_LOSS, XENT_EVAL_WEIGHT, XENT_EVAL_ENTROPY,
+                                 XENT_EVAL_LOSS_SQ, XENT_EVAL_WEIGHT_LOSS, XENT_EVAL_WEIGHT_SQ,
+                                 XENT_EVAL_ENTROPY_SQ, XENT_EVAL_BRIER, XENT_EVAL_BRIER_SQ,
+                                 XENT_EVAL_CONFIDENCE, XENT_EVAL_FIELDS)
 from xent._table cimport kernel_table
 
 # The instruction set is chosen by xent._table (which owns the one compiled copy of the

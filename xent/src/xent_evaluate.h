@@ -48,6 +48,10 @@ static inline void F(sum_exp_ties_xlogit_groups)(const T *x, ptrdiff_t n, T shif
     T s[XENT_LANES], c[XENT_LANES], b[XENT_LANES], q[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = b[l] = q[l] = 0;
     for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+        /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
+         * is busy with exp, as sum_exp_chunk does: the next chunk's first pass (the rank's
+         * count) then finds it in cache instead of waiting on memory. A hint: never faults. */
+        __builtin_prefetch(x + n + g, 0, 3);
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
             T d = x[g + l] - shift;
@@ -77,13 +81,39 @@ static inline ptrdiff_t F(count_not_le)(const T *x, ptrdiff_t n, T target)
     return count;
 }
 
+/*
+ * Largest entry of the whole groups in x[0..n) (NaN ignored; -inf if none: max_groups' lanes
+ * and order, so the same value, zero's sign included) and, added to *rank, the count of
+ * those entries that are not <= target: the rank's count and the max in one pass.
+ */
+static inline T F(max_rank_groups)(const T *x, ptrdiff_t n, T target, ptrdiff_t *rank)
+{
+    T m[XENT_LANES];
+    int32_t count[XENT_LANES];   /* a chunk is short: 32-bit lanes hold its counts */
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        m[l] = -(T)INFINITY;
+        count[l] = 0;
+    }
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            m[l] = x[g + l] > m[l] ? x[g + l] : m[l];
+            count[l] += !(x[g + l] <= target);
+        }
+    }
+    ptrdiff_t total = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) total += count[l];
+    *rank += total;
+    return F(lanes_max)(m);
+}
+
 /* Fold one chunk (at most XENT_CHUNK entries) into the evaluation state. */
 static inline void F(evaluate_chunk)(const T *x, ptrdiff_t n, T target, xent_eval_state *st)
 {
     ptrdiff_t whole = n - n % XENT_LANES;
     T tail[XENT_LANES];
-    st->rank += F(count_not_le)(x, n, target);
-    T cmax = F(max_groups)(x, whole);
+    T cmax = F(max_rank_groups)(x, whole, target, &st->rank);
+    st->rank += F(count_not_le)(x + whole, n - whole, target);
     if (whole < n) {
         for (ptrdiff_t l = 0; l < XENT_LANES; l++)
             tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
@@ -142,16 +172,32 @@ static void F(row_evaluate)(const T *x, ptrdiff_t n, T target, xent_eval_state *
  * vector lane, as rows_lse_small does for the log-sum-exp: the rows (stride in elements) are
  * copied transposed into a small buffer, then the max, the terms, their ties, the entropy's
  * sum, the squares and the rank run with every lane busy. target[r] is row r's target logit.
- * A row with a +inf or no finite entry (all -inf, or NaN only) is done by row_evaluate.
+ *
+ * With cols, each row's columns (XENT_EVAL_* of xent_kernels.h: what evaluate sums) are
+ * computed in the lanes too, w[r] being row r's class weight: the log of the sum in
+ * rows_index_loss_small's form (float32 rows' losses have cross_entropy's bits; float64 ones,
+ * which cross_entropy sums with compensation, are within a few ulp), the target's probability
+ * from its own term of the sum, and the top-1 probability 1 / sum (the max is the shift).
+ * These were a scalar libm log and exp and four divisions per row (a fifth of evaluate's
+ * time at C = 10; for longer rows, where _row_columns still serves, doing the same in lanes
+ * measured no faster).
+ *
+ * A row with a +inf or no finite entry (all -inf, or NaN only) is done by row_evaluate, and
+ * its columns are left to the caller: bit r of the result is set for such a row r.
  */
-static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
-                                   const T *target, xent_eval_state *st)
+static int F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,
+                                  const T *target, xent_eval_state *st, const double *w,
+                                  double *cols)
 {
     T buf[XENT_SMALL_ROW][XENT_LANES], m[XENT_LANES], shift[XENT_LANES], tgt[XENT_LANES];
-    T c[XENT_LANES], b[XENT_LANES], q[XENT_LANES], rank[XENT_LANES];
-    double s[XENT_LANES];
+    T c[XENT_LANES], b[XENT_LANES], q[XENT_LANES], rank[XENT_LANES], e_t[XENT_LANES];
+    double s[XENT_LANES], wt[XENT_LANES], out[XENT_EVAL_FIELDS][XENT_LANES];
+    int left = 0;
     F(transpose_rows)(x, stride, nrows, n, buf);
-    for (ptrdiff_t r = 0; r < XENT_LANES; r++) tgt[r] = target[r < nrows ? r : nrows - 1];
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
+        tgt[r] = target[r < nrows ? r : nrows - 1];
+        wt[r] = cols && w ? w[r < nrows ? r : nrows - 1] : 1.0;
+    }
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
@@ -161,7 +207,7 @@ static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         /* rows left to row_evaluate get a harmless shift here; their lanes are unused */
         shift[l] = m[l] > XENT_T_MAX || m[l] == -(T)INFINITY ? 0 : m[l];
-        s[l] = c[l] = b[l] = q[l] = rank[l] = 0;
+        s[l] = c[l] = b[l] = q[l] = rank[l] = e_t[l] = 0;
     }
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
@@ -175,12 +221,42 @@ static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows
             b[l] += e * dc;
             q[l] += e * e;
             rank[l] += !(v <= tgt[l]) ? 1 : 0;
+            /* the target's term as the sum has it (every entry equal to the target's value
+             * has this term): exactly 1 where the target is the max */
+            e_t[l] = v == tgt[l] ? e : e_t[l];
         }
+    }
+    if (cols) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            /* log(sum) = log(ties) + log1p(rest / ties), as rows_index_loss_small forms it
+             * (ties >= 1 in a lane that is used: the max is a tie) */
+            double ties = (double)c[l] > 1 ? (double)c[l] : 1.0, rest = s[l];
+            double sum = (double)c[l] + rest;
+            double log_sum = xent_log_lanes(ties) + xent_log1p_lanes(rest / ties);
+            double inv = 1.0 / sum, x_t = (double)tgt[l];
+            double wl = wt[l] * (((double)shift[l] - x_t) + log_sum);
+            double ent = log_sum - (double)b[l] * inv;
+            double brier = (double)q[l] * inv * inv - 2 * ((double)e_t[l] * inv) + 1;
+            out[XENT_EVAL_LOSS][l] = wl;
+            out[XENT_EVAL_WEIGHT][l] = wt[l];
+            out[XENT_EVAL_ENTROPY][l] = ent;
+            out[XENT_EVAL_LOSS_SQ][l] = wl * wl;
+            out[XENT_EVAL_WEIGHT_LOSS][l] = wt[l] * wl;
+            out[XENT_EVAL_WEIGHT_SQ][l] = wt[l] * wt[l];
+            out[XENT_EVAL_ENTROPY_SQ][l] = ent * ent;
+            out[XENT_EVAL_BRIER][l] = brier;
+            out[XENT_EVAL_BRIER_SQ][l] = brier * brier;
+            out[XENT_EVAL_CONFIDENCE][l] = inv;
+        }
+        for (ptrdiff_t r = 0; r < nrows; r++)
+            for (int f = 0; f < XENT_EVAL_FIELDS; f++) cols[r * XENT_EVAL_FIELDS + f] = out[f][r];
     }
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r] = xent_eval_init();
         if (m[r] > XENT_T_MAX || m[r] == -(T)INFINITY) {
             F(row_evaluate)(x + r * stride, n, target[r], &st[r]);
+            left |= 1 << r;
             continue;
         }
         st[r].shift = (double)m[r];
@@ -192,4 +268,5 @@ static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows
         st[r].sum_sq = (double)q[r];
         st[r].rank = (ptrdiff_t)rank[r];
     }
+    return left;
 }

@@ -187,6 +187,24 @@ static inline xent_eval_state xent_eval_init(void)
     return st;
 }
 
+/* The columns of a row that xent.evaluate sums, in this order (rows_evaluate_small writes
+ * them; _kernels_evaluate.pxi's EVAL_* name the same columns and its _row_columns computes
+ * them for longer rows): w[t] * loss, w[t], entropy, (w[t] loss)^2, w[t] (w[t] loss), w[t]^2,
+ * entropy^2, Brier score, its square, top-1 probability. */
+enum {
+    XENT_EVAL_LOSS,
+    XENT_EVAL_WEIGHT,
+    XENT_EVAL_ENTROPY,
+    XENT_EVAL_LOSS_SQ,
+    XENT_EVAL_WEIGHT_LOSS,
+    XENT_EVAL_WEIGHT_SQ,
+    XENT_EVAL_ENTROPY_SQ,
+    XENT_EVAL_BRIER,
+    XENT_EVAL_BRIER_SQ,
+    XENT_EVAL_CONFIDENCE,
+    XENT_EVAL_FIELDS
+};
+
 /* log(sum) of an evaluation state, in xent_lse_log_sum's accurate form. */
 static inline double xent_eval_log_sum(const xent_eval_state *st)
 {
@@ -268,8 +286,9 @@ static inline xent_compare_state xent_compare_init(void)
     X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
                              xent_compare_state *st))                                          \
-    X(void, rows_evaluate_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,             \
-                                     ptrdiff_t n, const T *target, xent_eval_state *st))        \
+    X(int, rows_evaluate_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,              \
+                                    ptrdiff_t n, const T *target, xent_eval_state *st,          \
+                                    const double *w, double *cols))                             \
     X(void, row_lse_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st))   \
     X(void, row_softmax_grad_half, S, (const uint16_t *h, ptrdiff_t n, int bfloat,              \
                                        double shift, double log_sum, double a, const double *w, \
