@@ -12,14 +12,26 @@
 #define XENT_HALF_CHUNK XENT_CHUNK
 
 /* Log-sum-exp state of one row of half bits (start from xent_lse_init): row_lse's result on
- * the row widened to T. */
+ * the row widened to T, its rest computed again exactly where row_lse's would be (the chunks
+ * widened a second time: the half row is usually still in cache). */
 static void F(row_lse_half)(const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st)
 {
     T buf[XENT_HALF_CHUNK];
+    double bound = 0;
     for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
         ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
         F(widen_half)(h + start, len, bfloat, buf);
-        F(lse_chunk)(buf, len, st);
+        F(lse_chunk_bound)(buf, len, st, &bound);
+    }
+    if (F(rest_needs_rescue)(st, bound)) {
+        double ties = 0;
+        F(rescue_start)(st);
+        for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
+            ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
+            F(widen_half)(h + start, len, bfloat, buf);
+            F(rescue_rest_chunk)(buf, len, (T)st->shift, &ties, st);
+        }
+        F(rescue_finish)(st, ties);
     }
 }
 

@@ -67,26 +67,63 @@ static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
 }
 
 /*
- * exp(x - shift) as a term of a sum of exps (see exp_term), x <= shift. In double the rounding
- * of the difference is put back: x - shift needs more than 53 bits when the two differ by far
- * in magnitude (1.53 - 67.53 is rounded by up to 7e-15), and exp(d) carries that error
- * relative, 45 ulp of a tiny loss such as log1p(exp(-66)). TwoSum gives the rounding error err
- * exactly, and exp(x - shift) = exp(d) (1 + err) to far below an ulp. In float the term's
- * own 1e-6 budget covers it for the differences exp does not underflow at (see the tests).
+ * exp(x - shift) as a term of a sum of exps (see exp_term), x <= shift, with the rounding of
+ * the difference put back: x - shift may need more bits than T has when the two differ by far
+ * in magnitude (1.53 - 67.53 is rounded by up to 7e-15 in double, 4e-6 in float), and exp(d)
+ * carries that error relative (45 ulp of a tiny double loss such as log1p(exp(-66)), 5e-6 of
+ * a float term near the smallest normal). TwoSum gives the rounding error err exactly, and
+ * exp(x - shift) = exp(d) (1 + err) to far below an ulp. In float, ln2 is also taken in two
+ * parts (exp_term's one part puts |k| 1.9e-9 into a term of size 2^k). Double's long rows
+ * use it for every term; float's only for the rows whose fast terms could miss the bound (see
+ * XENT_F32_REST_BUDGET): it is a fifth of their loop's time.
  */
 static inline T F(exp_term_exact)(T x, T shift)
 {
     T d = x - shift;
-#if XENT_F32
-    return F(exp_term)(d);
-#else
     T bv = d - x;
     T err = (x - (d - bv)) + (-shift - bv);
-    T e = F(exp_term)(d), fix = e * err;
+#if XENT_F32
+    T scale, yc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+    T e = F(exp_poly)(yc, &scale, 1) * scale;
+    e = d < XENT_EXP_UNDER ? 0 : e;
+#else
+    T e = F(exp_term)(d);
+#endif
+    T fix = e * err;
     /* an infinite entry or difference makes err NaN (a -inf entry: the term is 0) */
     return e + (fix == fix ? fix : 0);
-#endif
 }
+
+/*
+ * The float32 budget. A float term exp_term(x - shift) is off by up to |d| (2^-24 + 2.8e-9)
+ * relative, d = x - shift: the rounding of d (at most |d| 2^-24, carried relative by exp) and
+ * the one-part ln2 (|k| 1.9e-9 <= |d| 2.8e-9). So rest, the sum of the terms below the shift,
+ * is off by at most XENT_F32_TERM_ERR * sum_i t_i |d_i| (rounding of the exp itself and of
+ * the additions apart: a few 1e-8). The sum of t_i |d_i| is taken beside the sum in the same
+ * loop (one multiply-add a term) and rescaled with it when the shift grows (the terms' errors
+ * were made against the old shift: they scale with the terms). Where it bounds rest's
+ * relative error above XENT_F32_REST_BUDGET, the row's rest is computed again from the row,
+ * every term exact (exp_term_exact) and summed in double (rescue_rest_chunk). Every result
+ * of a row moves by at most rest's relative error (a confident row's loss log1p(rest), its
+ * max's log-softmax, the gradient p_t - 1 = -rest / (ties + rest); less where the ties weigh
+ * more), and the bound holds for any cut of the row into stretches merged later (each
+ * stretch's rest, scaled exactly, keeps its relative error), so the decision is the row's own.
+ * Random logits (std 3) stay below it: sum t |d| / rest is the terms' mean distance from the
+ * max, about 3 (2e-7); rows whose terms lie 8 or more below their max - confident rows - are
+ * the ones computed twice.
+ */
+#define XENT_F32_TERM_ERR 0x1.2p-24        /* 2^-24 + 2.8e-9, and the bound's own rounding */
+#define XENT_F32_REST_BUDGET 5e-7
+
+/* Whether a float row's rest (terms' distance sum bound, see XENT_F32_REST_BUDGET) must be
+ * computed exactly. False for NaN and infinite rests (they carry themselves) and rest 0. */
+#ifndef XENT_F32_REST_INEXACT_DEFINED
+#define XENT_F32_REST_INEXACT_DEFINED
+static inline int xent_f32_rest_inexact(double rest, double bound)
+{
+    return XENT_F32_TERM_ERR * bound > XENT_F32_REST_BUDGET * rest;
+}
+#endif
 
 /*
  * One group's exp(x - shift) into the lane sums s, and its entries equal to the shift into
@@ -94,17 +131,24 @@ static inline T F(exp_term_exact)(T x, T shift)
  * would round every small term added to it to a multiple of 2^-24, and in a confident row
  * (the target the max, every other term small) the loss is log(1 + the small terms), so it
  * would lose its relative accuracy. Every entry <= shift (lse_chunk deals with +inf before).
+ * In float, b gets sum t (x - shift) (<= 0), the error bound of XENT_F32_REST_BUDGET.
  */
-static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
+static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T *b)
 {
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
-        T term = F(exp_term_exact)(g[l], shift) - tie;
 #if XENT_F32
         (void)comp;
-        s[l] += term;   /* float results need 1e-6: the lanes' roundings are far below */
+        T d = g[l] - shift;
+        T term = F(exp_term)(d) - tie;
+        /* d clamped as exp_term clamps it: a -inf entry's 0 * d would be NaN */
+        T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+        s[l] += term;   /* the lanes' roundings: a few 1e-8, far below the budget */
+        b[l] += term * dc;
 #else
+        (void)b;
+        T term = F(exp_term_exact)(g[l], shift) - tie;
         /* Kahan's compensated sum: a double result is held to 4 ulp, and 64 equal terms in a
          * lane round the same way each time (4 ulp for a chunk, hundreds for 1M entries) */
         T y = term - comp[l], t = s[l] + y;
@@ -118,47 +162,114 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
 /*
  * Sum of exp(x - shift) over a chunk (its whole groups and its padded tail group, as in
  * max_chunk), in T lanes: a chunk is short enough. The count of entries equal to the shift
- * is added to *ties. One loop for both parts, so the constants are set up once per chunk.
+ * is added to *ties; in float, sum t |x - shift| (the error bound) to *bound. One loop for
+ * both parts, so the constants are set up once per chunk.
  */
 static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail, T shift,
-                                      double *ties)
+                                      double *ties, double *bound)
 {
-    T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = 0;
+    T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES], b[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = b[l] = 0;
 #if XENT_F32
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
          * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
         __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);
-        F(sum_exp_group)(x + g, shift, s, c, comp);
+        F(sum_exp_group)(x + g, shift, s, c, comp, b);
     }
-    if (tail) F(sum_exp_group)(tail, shift, s, c, comp);
+    if (tail) F(sum_exp_group)(tail, shift, s, c, comp, b);
     *ties += F(lanes_sum)(c);
+    *bound -= F(lanes_sum)(b);
     return F(lanes_sum)(s);
 #else
     /* Two compensated sums, of the even and the odd groups: a Kahan step is a chain of four
      * dependent additions, and one chain per lane made the loop wait on it rather than on
      * exp. The two are joined exactly (TwoSum) with both compensations. */
+    (void)bound;
     T s2[XENT_LANES], c2[XENT_LANES], comp2[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s2[l] = c2[l] = comp2[l] = 0;
     ptrdiff_t g = 0;
     for (; g + 2 * XENT_LANES <= whole; g += 2 * XENT_LANES) {
         __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);   /* as for float, above */
         __builtin_prefetch(x + whole + 2 * XENT_LANES + g, 0, 3);
-        F(sum_exp_group)(x + g, shift, s, c, comp);
-        F(sum_exp_group)(x + g + XENT_LANES, shift, s2, c2, comp2);
+        F(sum_exp_group)(x + g, shift, s, c, comp, b);
+        F(sum_exp_group)(x + g + XENT_LANES, shift, s2, c2, comp2, b);
     }
-    if (g < whole) F(sum_exp_group)(x + g, shift, s, c, comp);
-    if (tail) F(sum_exp_group)(tail, shift, s2, c2, comp2);
+    if (g < whole) F(sum_exp_group)(x + g, shift, s, c, comp, b);
+    if (tail) F(sum_exp_group)(tail, shift, s2, c2, comp2, b);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-        T a = s[l], b = s2[l], sum = a + b, bv = sum - a;
-        T err = (a - (sum - bv)) + (b - bv);
+        T a = s[l], b2 = s2[l], sum = a + b2, bv = sum - a;
+        T err = (a - (sum - bv)) + (b2 - bv);
         s[l] = sum + (err - (comp[l] + comp2[l]));
         c[l] += c2[l];
     }
     *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 #endif
+}
+
+/* One group's exact terms (exp_term_exact) into double lane sums s, its ties into c. */
+static inline void F(rescue_group)(const T *g, T shift, double *s, double *c)
+{
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T tie = g[l] == shift ? 1 : 0;
+        s[l] += (double)(F(exp_term_exact)(g[l], shift) - tie);
+        c[l] += (double)tie;
+    }
+}
+
+/*
+ * The exact rest of a chunk against the row's final shift (see XENT_F32_REST_BUDGET): every
+ * term exp_term_exact, summed in double lanes, added into the state's rest as lse_chunk adds
+ * a chunk's (its rounding into rest_err), the entries equal to the shift counted into *ties.
+ * Entries <= shift, none +inf (a row with +inf has an infinite rest, never recomputed).
+ */
+static inline void F(rescue_rest_chunk)(const T *x, ptrdiff_t n, T shift, double *ties,
+                                        xent_lse_state *st)
+{
+    double s[XENT_LANES], c[XENT_LANES];
+    ptrdiff_t whole = n - n % XENT_LANES;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) F(rescue_group)(x + g, shift, s, c);
+    if (whole < n) {
+        T tail[XENT_LANES];
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+            tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
+        F(rescue_group)(tail, shift, s, c);
+    }
+    double rest = 0, count = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        rest += s[l];
+        count += c[l];
+    }
+    *ties += count;
+    xent_lse_add_rest(st, rest);
+}
+
+/* Whether a row's state (bound = sum t |d| of its terms) must have its rest computed again
+ * (see XENT_F32_REST_BUDGET). Never in double: its terms are exact already. */
+static inline int F(rest_needs_rescue)(const xent_lse_state *st, double bound)
+{
+#if XENT_F32
+    return xent_f32_rest_inexact(st->rest + st->rest_err, bound);
+#else
+    (void)st;
+    (void)bound;
+    return 0;
+#endif
+}
+
+/* Start the recomputation of a state's rest (see rescue_rest_chunk, then rescue_finish). */
+static inline void F(rescue_start)(xent_lse_state *st)
+{
+    st->rest = st->rest_err = 0;
+}
+
+static inline void F(rescue_finish)(xent_lse_state *st, double ties)
+{
+    st->ties = ties;
+    st->sum = st->ties + st->rest;
 }
 
 static inline int F(has_nan)(const T *x, ptrdiff_t n)
@@ -171,9 +282,12 @@ static inline int F(has_nan)(const T *x, ptrdiff_t n)
 /*
  * Fold one chunk into the online log-sum-exp state. The shift is the largest finite entry
  * seen so far (a +inf entry shifts by T_MAX instead, so its exp and the sum become +inf); the
- * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN.
+ * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN. In float, *bound
+ * (0 to start) carries sum t |d| of the terms in rest, rescaled with it (see
+ * XENT_F32_REST_BUDGET).
  */
-static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
+static inline void F(lse_chunk_bound)(const T *x, ptrdiff_t n, xent_lse_state *st,
+                                      double *bound)
 {
     ptrdiff_t whole = n - n % XENT_LANES;
     T tail_group[XENT_LANES], *tail = NULL;
@@ -188,25 +302,57 @@ static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
         return;
     }
     T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
-    if (shift > st->shift) xent_lse_rescale(st, shift);
+    if (shift > st->shift) {
+        /* the terms' error bound scales with them (their errors were made against the old
+         * shift); 0 stays 0 (the first chunk: exp(-inf) = 0) */
+        if (*bound != 0) *bound *= xent_exp_diff(st->shift, shift);
+        xent_lse_rescale(st, shift);
+    }
     if (cmax > XENT_T_MAX) {   /* +inf: exp(inf - T_MAX) = inf, which exp_term does not give */
         st->rest += F(has_nan)(x, n) ? NAN : INFINITY;   /* rest_err stays finite */
         st->sum = st->ties + st->rest;
         return;
     }
-    double ties = 0, rest = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties);
+    double ties = 0, rest = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties, bound);
     st->ties += ties;
     xent_lse_add_rest(st, rest);
     st->sum = st->ties + st->rest;
 }
 
+/* lse_chunk_bound without the error bound (for a caller that does not recompute rows). */
+static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
+{
+    double bound = 0;
+    F(lse_chunk_bound)(x, n, st, &bound);
+}
+
 #define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
 
-/* Log-sum-exp state of one row (start from xent_lse_init). */
+/*
+ * Log-sum-exp state of one row (start from xent_lse_init; a state already holding entries
+ * gets the row's merged into it). In float, the row's rest is computed a second time, exactly,
+ * where the fast terms could miss the budget (see XENT_F32_REST_BUDGET): a pass over a row
+ * that is usually still in cache.
+ */
 static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 {
+    if (XENT_F32 && (st->shift != -INFINITY || st->sum != 0)) {   /* not fresh: merged */
+        xent_lse_state part = xent_lse_init();
+        F(row_lse)(x, n, &part);
+        xent_lse_merge(st, &part);
+        return;
+    }
+    double bound = 0;
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
-        F(lse_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), st);
+        F(lse_chunk_bound)(x + start, xent_chunk_len(n, start, XENT_CHUNK), st, &bound);
+    if (F(rest_needs_rescue)(st, bound)) {
+        double ties = 0;
+        F(rescue_start)(st);
+        for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+            F(rescue_rest_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK),
+                                 (T)st->shift, &ties, st);
+        F(rescue_finish)(st, ties);
+    }
 }
 
 /*
@@ -236,20 +382,18 @@ static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
     }
 }
 
-/* exp(x - shift) for rows_lse_small: F(exp), and in double the difference's rounding put
- * back as in exp_term_exact. */
+/* exp(x - shift) for rows_lse_small: F(exp), the difference's rounding put back as in
+ * exp_term_exact (F(exp) reduces with ln2 in two parts already). In float too: the group's
+ * loop is bound by its gather and bookkeeping more than by exp, so the fix costs little
+ * there, and a short row has no second pass to fall back on. */
 static inline T F(exp_small)(T x, T shift)
 {
     T d = x - shift;
-#if XENT_F32
-    return F(exp)(d);
-#else
     T bv = d - x;
     T err = (x - (d - bv)) + (-shift - bv);
     T e = F(exp)(d), fix = e * err;
     /* an infinite entry or difference makes err NaN, or e * err (inf * 0): then no fix */
     return e + (fix == fix ? fix : 0);
-#endif
 }
 
 /*
