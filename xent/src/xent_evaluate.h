@@ -135,6 +135,7 @@ static void F(row_evaluate)(const T *x, ptrdiff_t n, T target, xent_eval_state *
 {
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
         F(evaluate_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), target, st);
+    F(eval_rescue)(x, n, st);   /* float: a row that could miss 1e-6 gets its rest exact */
 }
 
 /*
@@ -177,6 +178,7 @@ static void F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows
             rank[l] += !(v <= tgt[l]) ? 1 : 0;
         }
     }
+    F(group_rescue)(buf, n, shift, c, s);   /* float: as rows_lse_small, the same loss */
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r] = xent_eval_init();
         if (m[r] > XENT_T_MAX || m[r] == -(T)INFINITY) {

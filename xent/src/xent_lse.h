@@ -13,6 +13,10 @@
  */
 #define XENT_LANES ((ptrdiff_t)(64 / sizeof(T)))
 
+#if defined(__AVX512F__) && defined(__GNUC__)
+#include <immintrin.h>   /* sum_exp_group's float vector, written out */
+#endif
+
 /* A function attribute for the kernels that gather (see transpose_rows); an instruction set
  * file may set it to a tuning under which the compiler emits gathers. */
 #ifndef XENT_GATHER_TUNE
@@ -135,17 +139,46 @@ static inline int xent_f32_rest_inexact(double rest, double bound)
  */
 static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T *b)
 {
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+    /* The same arithmetic as below, on one vector (XENT_LANES floats), written out so that
+     * the tie's 1 is a masked add and subtract and the bound a multiply-add masked by exp's
+     * own underflow mask: the loop is bound by its vector instructions, and this keeps it at
+     * the count it had without the bound (the compiler's version of the selects took two
+     * more). exp_poly's steps in its order: the same bits. */
+    (void)comp;
+    const __m512 one = _mm512_set1_ps(1.0f), sh = _mm512_set1_ps(shift);
+    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
+    __m512 x = _mm512_loadu_ps(g), d = _mm512_sub_ps(x, sh);
+    __mmask16 tie = _mm512_cmp_ps_mask(x, sh, _CMP_EQ_OQ);
+    __mmask16 live = _mm512_cmp_ps_mask(d, _mm512_set1_ps(XENT_EXP_UNDER), _CMP_NLT_UQ);
+    __m512 kr = _mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic);
+    __m512 k = _mm512_sub_ps(kr, magic);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
+    __m512i bits = _mm512_add_epi32(_mm512_castps_si512(kr),
+                                    _mm512_set1_epi32(XENT_EXP_BIAS - (int32_t)0x4b400000));
+    __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(bits, XENT_MANT_BITS));
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
+    p = _mm512_fmadd_ps(p, r, one);
+    p = _mm512_fmadd_ps(p, r, one);
+    __m512 e = _mm512_maskz_mul_ps(live, p, scale);   /* 0 where exp(d) is subnormal */
+    __m512 term = _mm512_mask_sub_ps(e, tie, e, one);
+    _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), term));
+    _mm512_storeu_ps(c, _mm512_mask_add_ps(_mm512_loadu_ps(c), tie, _mm512_loadu_ps(c), one));
+    _mm512_storeu_ps(b, _mm512_mask3_fmadd_ps(term, d, _mm512_loadu_ps(b), live));
+#else
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
 #if XENT_F32
         (void)comp;
-        T d = g[l] - shift;
-        T term = F(exp_term)(d) - tie;
-        /* d clamped as exp_term clamps it: a -inf entry's 0 * d would be NaN */
-        T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+        T d = g[l] - shift, term = F(exp_term)(d) - tie;
         s[l] += term;   /* the lanes' roundings: a few 1e-8, far below the budget */
-        b[l] += term * dc;
+        /* term * d (0 for a tie), d clamped where the term is 0 (a -inf entry's 0 * d would
+         * be NaN) */
+        b[l] += term * (d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d);
 #else
         (void)b;
         T term = F(exp_term_exact)(g[l], shift) - tie;
@@ -157,6 +190,7 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
 #endif
         c[l] += tie;
     }
+#endif
 }
 
 /*
@@ -382,11 +416,9 @@ static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
     }
 }
 
-/* exp(x - shift) for rows_lse_small: F(exp), the difference's rounding put back as in
- * exp_term_exact (F(exp) reduces with ln2 in two parts already). In float too: the group's
- * loop is bound by its gather and bookkeeping more than by exp, so the fix costs little
- * there, and a short row has no second pass to fall back on. */
-static inline T F(exp_small)(T x, T shift)
+/* exp(x - shift) for the group kernels with the difference's rounding put back, as in
+ * exp_term_exact (F(exp) reduces with ln2 in two parts already). */
+static inline T F(exp_small_exact)(T x, T shift)
 {
     T d = x - shift;
     T bv = d - x;
@@ -394,6 +426,100 @@ static inline T F(exp_small)(T x, T shift)
     T e = F(exp)(d), fix = e * err;
     /* an infinite entry or difference makes err NaN, or e * err (inf * 0): then no fix */
     return e + (fix == fix ? fix : 0);
+}
+
+/* exp(x - shift) for rows_lse_small: exact in double; in float F(exp) of the rounded
+ * difference, the rows that could miss the budget recomputed by group_rescue. */
+static inline T F(exp_small)(T x, T shift)
+{
+#if XENT_F32
+    return F(exp)(x - shift);
+#else
+    return F(exp_small_exact)(x, shift);
+#endif
+}
+
+/*
+ * The group kernels' float budget, with nothing added to their loop: a term's error is
+ * t |d| XENT_F32_TERM_ERR relative (see XENT_F32_REST_BUDGET), and for any a >= 0,
+ * t |d| = e^-|d| |d| <= a t + e^-(a+1) (the largest of e^-u (u - a) is at u = a + 1). So over
+ * the m terms below the shift, sum t |d| <= a rest + m e^-(a+1), and a row meets the budget
+ * when XENT_F32_TERM_ERR (a rest + m e^-(a+1)) <= XENT_F32_REST_BUDGET rest: with a = 6.3,
+ * when rest >= 5.9e-4 m (a row of 64 whose loss is above 0.037). The short rows below that
+ * (confident rows) are recomputed exactly.
+ */
+#define XENT_F32_GROUP_A 6.3
+#define XENT_F32_GROUP_TAIL 6.7554e-4     /* > e^-(a+1) = e^-7.3 */
+
+#ifndef XENT_F32_GROUP_INEXACT_DEFINED
+#define XENT_F32_GROUP_INEXACT_DEFINED
+/* rest: the sum of the m terms below the shift. False for NaN and infinite rests. */
+static inline int xent_f32_group_inexact(double rest, double m)
+{
+    return XENT_F32_TERM_ERR * (XENT_F32_GROUP_A * rest + m * XENT_F32_GROUP_TAIL) >
+           XENT_F32_REST_BUDGET * rest;
+}
+#endif
+
+/*
+ * For the float group kernels: each lane's rest s[l] (the sum of its n - c[l] terms below
+ * shift[l], buf transposed as transpose_rows leaves it) replaced by the exact sum
+ * (exp_small_exact, in double) where the fast terms could miss the budget (see
+ * xent_f32_group_inexact). The decision is the lane's own: its row's result does not depend
+ * on the rows beside it. Nothing in double (exp_small is exact there).
+ */
+static inline void F(group_rescue)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+                                   const T *shift, const T *c, double *s)
+{
+#if XENT_F32
+    int need[XENT_LANES], any = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        need[l] = xent_f32_group_inexact(s[l], (double)n - (double)c[l]);
+        any |= need[l];
+    }
+    if (!any) return;
+    double exact[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) exact[l] = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T tie = buf[j][l] == shift[l] ? 1 : 0;
+            exact[l] += (double)(F(exp_small_exact)(buf[j][l], shift[l]) - tie);
+        }
+    }
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = need[l] ? exact[l] : s[l];
+#else
+    (void)buf;
+    (void)n;
+    (void)shift;
+    (void)c;
+    (void)s;
+#endif
+}
+
+/*
+ * For row_evaluate (xent.evaluate's long rows): a float row's rest and ties computed again
+ * exactly, as row_lse does, where the fast terms could miss the budget. Its state's xlogit,
+ * sum t (x - shift) against the final shift, bounds the distances the terms were computed at
+ * (see XENT_F32_REST_BUDGET). Nothing in double.
+ */
+static inline void F(eval_rescue)(const T *x, ptrdiff_t n, xent_eval_state *st)
+{
+#if XENT_F32
+    if (!xent_f32_rest_inexact(st->rest, -st->xlogit)) return;
+    xent_lse_state lse = xent_lse_init();
+    double ties = 0;
+    for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+        F(rescue_rest_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), (T)st->shift,
+                             &ties, &lse);
+    st->ties = ties;
+    st->rest = lse.rest + lse.rest_err;
+    st->sum = st->ties + st->rest;
+#else
+    (void)x;
+    (void)n;
+    (void)st;
+#endif
 }
 
 /*
@@ -431,6 +557,7 @@ static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nr
             c[l] += tie;
         }
     }
+    F(group_rescue)(buf, n, shift, c, s);
 #else
     /* A double result is held to 4 ulp: up to 63 terms of one size added in a row round the
      * same way each time (7 ulp on the loss of [0, -30 x 63]), so the lanes carry Kahan's
