@@ -440,24 +440,62 @@ static inline T F(exp_small)(T x, T shift)
 }
 
 /*
- * The group kernels' float budget, with nothing added to their loop: a term's error is
- * t |d| XENT_F32_TERM_ERR relative (see XENT_F32_REST_BUDGET), and for any a >= 0,
- * t |d| = e^-|d| |d| <= a t + e^-(a+1) (the largest of e^-u (u - a) is at u = a + 1). So over
- * the m terms below the shift, sum t |d| <= a rest + m e^-(a+1), and a row meets the budget
- * when XENT_F32_TERM_ERR (a rest + m e^-(a+1)) <= XENT_F32_REST_BUDGET rest: with a = 6.3,
- * when rest >= 5.9e-4 m (a row of 64 whose loss is above 0.037). The short rows below that
- * (confident rows) are recomputed exactly.
+ * The group kernels' float budget, with nothing added to their loop. Their terms are F(exp)
+ * of the rounded difference (ln2 in two parts) summed in double, so a term is off by
+ * t |d| XENT_F32_GROUP_TERM_ERR relative (d's rounding) besides exp's own 1.15 ulp, and the
+ * sum adds nothing that counts: a rest off by XENT_F32_GROUP_BUDGET (7e-7), plus 1.4e-7 from
+ * exp and 6e-8 from rounding the result to float, keeps a result within 1e-6. For any
+ * a >= 0, t |d| = e^-|d| |d| <= a t + e^-(a+1) (e^-u (u - a) is largest at u = a + 1), so
+ * over the m terms below the shift sum t |d| <= a rest + m e^-(a+1), and a row meets the
+ * budget when XENT_F32_GROUP_TERM_ERR (a rest + m e^-(a+1)) <= XENT_F32_GROUP_BUDGET rest:
+ * with a = 10.65, when rest >= 8.7e-6 m. Only rows whose max stands 10 or more above the rest
+ * are below that (a few in 100000 rows of random logits of std 3): those are recomputed.
  */
-#define XENT_F32_GROUP_A 6.3
-#define XENT_F32_GROUP_TAIL 6.7554e-4     /* > e^-(a+1) = e^-7.3 */
+#define XENT_F32_GROUP_TERM_ERR 0x1.02p-24   /* 2^-24 and the rounding of the test itself */
+#define XENT_F32_GROUP_BUDGET 7e-7
+#define XENT_F32_GROUP_A 10.65
+#define XENT_F32_GROUP_TAIL 8.72e-6          /* >= e^-(a+1) = e^-11.65 = 8.719e-6 */
+
+/* The same test solved for rest, as one float comparison per lane (the test runs once per
+ * group, and its double form was 5% of a group of rows of 10): rest < m * RESCUE_BELOW with
+ * RESCUE_BELOW = TERM_ERR TAIL / (BUDGET - TERM_ERR A) = 8.6929e-6, rounded up (rest rounded
+ * to float moves it by 6e-8 relative: the margin covers it). */
+#define XENT_F32_GROUP_RESCUE_BELOW 8.70e-6f
 
 #ifndef XENT_F32_GROUP_INEXACT_DEFINED
 #define XENT_F32_GROUP_INEXACT_DEFINED
 /* rest: the sum of the m terms below the shift. False for NaN and infinite rests. */
-static inline int xent_f32_group_inexact(double rest, double m)
+static inline int xent_f32_group_inexact(double rest, float m)
 {
-    return XENT_F32_TERM_ERR * (XENT_F32_GROUP_A * rest + m * XENT_F32_GROUP_TAIL) >
-           XENT_F32_REST_BUDGET * rest;
+    return (float)rest < m * XENT_F32_GROUP_RESCUE_BELOW;
+}
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define XENT_COLD static __attribute__((noinline, cold))
+#else
+#define XENT_COLD static
+#endif
+
+#if XENT_F32
+/* group_rescue's recomputation, apart: rarely run, and kept out of the group loops' code. */
+XENT_COLD void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+                                     const T *shift, const T *c, double *s)
+{
+    int need[XENT_LANES];
+    double exact[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        need[l] = xent_f32_group_inexact(s[l], (float)n - c[l]);
+        exact[l] = 0;
+    }
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T tie = buf[j][l] == shift[l] ? 1 : 0;
+            exact[l] += (double)(F(exp_small_exact)(buf[j][l], shift[l]) - tie);
+        }
+    }
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = need[l] ? exact[l] : s[l];
 }
 #endif
 
@@ -472,22 +510,12 @@ static inline void F(group_rescue)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t 
                                    const T *shift, const T *c, double *s)
 {
 #if XENT_F32
-    int need[XENT_LANES], any = 0;
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-        need[l] = xent_f32_group_inexact(s[l], (double)n - (double)c[l]);
-        any |= need[l];
-    }
-    if (!any) return;
-    double exact[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) exact[l] = 0;
-    for (ptrdiff_t j = 0; j < n; j++) {
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-            T tie = buf[j][l] == shift[l] ? 1 : 0;
-            exact[l] += (double)(F(exp_small_exact)(buf[j][l], shift[l]) - tie);
-        }
-    }
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = need[l] ? exact[l] : s[l];
+    /* the test as a bit mask: one vector comparison (a group of 10-entry rows is short
+     * work, and a reduction of flags across the lanes took 5% of it) */
+    uint32_t any = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+        any |= (uint32_t)xent_f32_group_inexact(s[l], (float)n - c[l]) << l;
+    if (__builtin_expect(any != 0, 0)) F(group_rescue_lanes)(buf, n, shift, c, s);
 #else
     (void)buf;
     (void)n;
@@ -531,9 +559,11 @@ static inline void F(eval_rescue)(const T *x, ptrdiff_t n, xent_eval_state *st)
  * other terms. Same rules as row_lse: shift 0 (m -inf) and sums 0 for an all -inf row, a +inf
  * entry shifts by T_MAX, NaN spreads.
  */
-static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
-                                      ptrdiff_t n, T m[XENT_LANES], T shift[XENT_LANES],
-                                      T c[XENT_LANES], double s[XENT_LANES])
+/* (always inlined: grown by group_rescue's test, the compiler stopped inlining it into
+ * rows_index_loss_small, and a call per group cost 5% on rows of 10) */
+XENT_LANES_INLINE void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                          ptrdiff_t n, T m[XENT_LANES], T shift[XENT_LANES],
+                                          T c[XENT_LANES], double s[XENT_LANES])
 {
     T buf[XENT_SMALL_ROW][XENT_LANES];
     F(transpose_rows)(x, stride, nrows, n, buf);
