@@ -182,7 +182,13 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
     ptrdiff_t t_of[XENT_LANES];
     int use[XENT_LANES], skip_bad[XENT_LANES];
     int kept = 0, any_bad = 0, any_tie = 0;
-    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    uint32_t redo = F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+#if XENT_F32
+    /* float rows that could miss 1e-6: their rest again, exactly (see group_inexact_lanes) */
+    if (redo) F(group_rescue_rows)(x, stride, nrows, n, shift, s, redo);
+#else
+    (void)redo;
+#endif
     /* the targets, branch-free so that it vectorises: a label out of place reads entry 0 of
      * the group's last row (its result is masked) */
     for (ptrdiff_t r = 0; r < XENT_LANES; r++) t_of[r] = target[r < nrows ? r : nrows - 1];

@@ -456,18 +456,20 @@ static inline T F(exp_small)(T x, T shift)
 #define XENT_F32_GROUP_A 10.65
 #define XENT_F32_GROUP_TAIL 8.72e-6          /* >= e^-(a+1) = e^-11.65 = 8.719e-6 */
 
-/* The same test solved for rest, as one float comparison per lane (the test runs once per
- * group, and its double form was 5% of a group of rows of 10): rest < m * RESCUE_BELOW with
- * RESCUE_BELOW = TERM_ERR TAIL / (BUDGET - TERM_ERR A) = 8.6929e-6, rounded up (rest rounded
- * to float moves it by 6e-8 relative: the margin covers it). */
-#define XENT_F32_GROUP_RESCUE_BELOW 8.70e-6f
+/* The same test solved for rest: rest < m RESCUE_BELOW, RESCUE_BELOW = TERM_ERR TAIL /
+ * (BUDGET - TERM_ERR A) = 8.6938e-6 (rounded up). It runs once per group, where a group of
+ * rows of 10 is short work (a test in double with the count of ties took 5% of it), so it
+ * takes the row's length n for m (m <= n: more rows recomputed, never fewer) and leaves out a
+ * rest of 0 (no terms, or all of them 0: nothing to be off). */
+#define XENT_F32_GROUP_RESCUE_BELOW 8.70e-6
 
 #ifndef XENT_F32_GROUP_INEXACT_DEFINED
 #define XENT_F32_GROUP_INEXACT_DEFINED
-/* rest: the sum of the m terms below the shift. False for NaN and infinite rests. */
-static inline int xent_f32_group_inexact(double rest, float m)
+/* rest: the sum of the terms below the shift of a row of n entries. False for NaN and
+ * infinite rests. */
+static inline int xent_f32_group_inexact(double rest, double below)
 {
-    return (float)rest < m * XENT_F32_GROUP_RESCUE_BELOW;
+    return (rest > 0) & (rest < below);
 }
 #endif
 
@@ -477,17 +479,34 @@ static inline int xent_f32_group_inexact(double rest, float m)
 #define XENT_COLD static
 #endif
 
-#if XENT_F32
-/* group_rescue's recomputation, apart: rarely run, and kept out of the group loops' code. */
-XENT_COLD void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
-                                     const T *shift, const T *c, double *s)
+/*
+ * The float group kernels' rows that could miss the budget (see xent_f32_group_inexact), as a
+ * bit mask of lanes: s[l] the sum of lane l's terms below its shift, n the rows' length.
+ * One vector comparison: the test runs once per group.
+ */
+static inline uint32_t F(group_inexact_lanes)(ptrdiff_t n, const double *s)
 {
-    int need[XENT_LANES];
+    uint32_t mask = 0;
+#if XENT_F32
+    const double below = (double)n * XENT_F32_GROUP_RESCUE_BELOW;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+        mask |= (uint32_t)xent_f32_group_inexact(s[l], below) << l;
+#else
+    (void)n;
+    (void)s;
+#endif
+    return mask;
+}
+
+#if XENT_F32
+/* The lanes of mask: s[l] replaced by the exact sum of the terms below shift[l]
+ * (exp_small_exact, summed in double), buf transposed as transpose_rows leaves it. Rarely
+ * run, so apart from the group loops (whose code it would crowd: 5% on rows of 10). */
+XENT_COLD void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+                                     const T *shift, double *s, uint32_t mask)
+{
     double exact[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-        need[l] = xent_f32_group_inexact(s[l], (float)n - c[l]);
-        exact[l] = 0;
-    }
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) exact[l] = 0;
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
@@ -495,33 +514,38 @@ XENT_COLD void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_
             exact[l] += (double)(F(exp_small_exact)(buf[j][l], shift[l]) - tie);
         }
     }
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = need[l] ? exact[l] : s[l];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = (mask >> l) & 1 ? exact[l] : s[l];
+}
+
+/* group_rescue_lanes from the rows themselves (transposed again: the rows are in cache). */
+XENT_COLD void F(group_rescue_rows)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                    ptrdiff_t n, const T *shift, double *s, uint32_t mask)
+{
+    T buf[XENT_SMALL_ROW][XENT_LANES];
+    F(transpose_rows)(x, stride, nrows, n, buf);
+    F(group_rescue_lanes)(buf, n, shift, s, mask);
 }
 #endif
 
 /*
- * For the float group kernels: each lane's rest s[l] (the sum of its n - c[l] terms below
- * shift[l], buf transposed as transpose_rows leaves it) replaced by the exact sum
- * (exp_small_exact, in double) where the fast terms could miss the budget (see
- * xent_f32_group_inexact). The decision is the lane's own: its row's result does not depend
- * on the rows beside it. Nothing in double (exp_small is exact there).
+ * For the float group kernels: each lane's rest s[l] (the sum of its terms below shift[l],
+ * buf transposed as transpose_rows leaves it) replaced by the exact sum where the fast terms
+ * could miss the budget (see xent_f32_group_inexact). The decision is the lane's own: its
+ * row's result does not depend on the rows beside it. Nothing in double (exp_small is exact
+ * there). c: unused (kept for the callers' sake).
  */
 static inline void F(group_rescue)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
                                    const T *shift, const T *c, double *s)
 {
+    (void)c;
 #if XENT_F32
-    /* the test as a bit mask: one vector comparison (a group of 10-entry rows is short
-     * work, and a reduction of flags across the lanes took 5% of it) */
-    uint32_t any = 0;
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++)
-        any |= (uint32_t)xent_f32_group_inexact(s[l], (float)n - c[l]) << l;
-    if (__builtin_expect(any != 0, 0)) F(group_rescue_lanes)(buf, n, shift, c, s);
+    uint32_t mask = F(group_inexact_lanes)(n, s);
+    if (mask) F(group_rescue_lanes)(buf, n, shift, s, mask);
 #else
     (void)buf;
-    (void)n;
     (void)shift;
-    (void)c;
     (void)s;
+    (void)n;
 #endif
 }
 
@@ -559,11 +583,13 @@ static inline void F(eval_rescue)(const T *x, ptrdiff_t n, xent_eval_state *st)
  * other terms. Same rules as row_lse: shift 0 (m -inf) and sums 0 for an all -inf row, a +inf
  * entry shifts by T_MAX, NaN spreads.
  */
-/* (always inlined: grown by group_rescue's test, the compiler stopped inlining it into
- * rows_index_loss_small, and a call per group cost 5% on rows of 10) */
-XENT_LANES_INLINE void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
-                                          ptrdiff_t n, T m[XENT_LANES], T shift[XENT_LANES],
-                                          T c[XENT_LANES], double s[XENT_LANES])
+/* Returns the lanes whose rows could miss the float budget (group_inexact_lanes; 0 in
+ * double), for the caller to pass to group_rescue_rows. (Always inlined: the compiler
+ * stopped inlining it into rows_index_loss_small once it grew, which cost 5% on rows of 10.) */
+XENT_LANES_INLINE uint32_t F(group_lse_lanes)(const T *x, ptrdiff_t stride,
+                                              ptrdiff_t nrows, ptrdiff_t n, T m[XENT_LANES],
+                                              T shift[XENT_LANES], T c[XENT_LANES],
+                                              double s[XENT_LANES])
 {
     T buf[XENT_SMALL_ROW][XENT_LANES];
     F(transpose_rows)(x, stride, nrows, n, buf);
@@ -587,7 +613,7 @@ XENT_LANES_INLINE void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_
             c[l] += tie;
         }
     }
-    F(group_rescue)(buf, n, shift, c, s);
+    return F(group_inexact_lanes)(n, s);
 #else
     /* A double result is held to 4 ulp: up to 63 terms of one size added in a row round the
      * same way each time (7 ulp on the loss of [0, -30 x 63]), so the lanes carry Kahan's
@@ -607,6 +633,7 @@ XENT_LANES_INLINE void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_
     }
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] -= comp[l];
+    return 0;
 #endif
 }
 
@@ -616,7 +643,12 @@ static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
 {
     T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
     double s[XENT_LANES];
-    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    uint32_t redo = F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+#if XENT_F32
+    if (redo) F(group_rescue_rows)(x, stride, nrows, n, shift, s, redo);
+#else
+    (void)redo;
+#endif
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
         st[r].ties = (double)c[r];
