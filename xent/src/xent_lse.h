@@ -473,10 +473,12 @@ static inline int xent_f32_group_inexact(double rest, double below)
 }
 #endif
 
+/* Out of line, but not "cold": gcc compiles a cold function for size, without vectors, and
+ * a dataset of confident short rows runs through these. */
 #if defined(__GNUC__) || defined(__clang__)
-#define XENT_COLD static __attribute__((noinline, cold))
+#define XENT_APART static __attribute__((noinline))
 #else
-#define XENT_COLD static
+#define XENT_APART static
 #endif
 
 /*
@@ -502,7 +504,7 @@ static inline uint32_t F(group_inexact_lanes)(ptrdiff_t n, const double *s)
 /* The lanes of mask: s[l] replaced by the exact sum of the terms below shift[l]
  * (exp_small_exact, summed in double), buf transposed as transpose_rows leaves it. Rarely
  * run, so apart from the group loops (whose code it would crowd: 5% on rows of 10). */
-XENT_COLD void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+XENT_APART void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
                                      const T *shift, double *s, uint32_t mask)
 {
     double exact[XENT_LANES];
@@ -518,7 +520,7 @@ XENT_COLD void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_
 }
 
 /* group_rescue_lanes from the rows themselves (transposed again: the rows are in cache). */
-XENT_COLD void F(group_rescue_rows)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+XENT_APART void F(group_rescue_rows)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
                                     ptrdiff_t n, const T *shift, double *s, uint32_t mask)
 {
     T buf[XENT_SMALL_ROW][XENT_LANES];
