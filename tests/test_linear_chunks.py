@@ -16,11 +16,12 @@ from xent import _kernels, _linear
 from xent import reference as ref
 
 ROWS, TILE = _linear.tiling()
+UNIT = _linear.chunk_unit()  # the gradient's chunks are multiples of it
 
 
 @pytest.fixture
 def small_chunks():
-    """Chunks of ROW_BLOCK rows whatever the vocabulary: small problems take several."""
+    """Chunks of chunk_unit() rows whatever the vocabulary: small problems take several."""
     previous = _linear.set_chunk_bytes(1)
     try:
         yield
@@ -40,8 +41,8 @@ def _problem(n, width, vocab, dtype, seed=0):
 
 def test_chunk_rows_depend_on_the_shapes_only():
     assert _linear.chunk_rows(10**6, 32000, 4) == 1024
-    assert _linear.chunk_rows(10**6, 128256, 4) == ROWS  # never fewer than a block
-    assert _linear.chunk_rows(300, 32000, 4) == 2 * ROWS  # no more than the rows, rounded up
+    assert _linear.chunk_rows(10**6, 128256, 4) == UNIT == 256  # never fewer than a unit
+    assert _linear.chunk_rows(300, 32000, 4) == 2 * UNIT  # no more than the rows, rounded up
     assert _linear.chunk_rows(10**6, 32000, 8) == 512
 
 
@@ -56,12 +57,12 @@ def test_chunk_rows_depend_on_the_shapes_only():
     ids=str,
 )
 def test_several_chunks_against_the_reference(small_chunks, options, dtype):
-    n = 3 * ROWS + 41  # four chunks, the last one short
+    n = 3 * UNIT + 41  # four chunks, the last one short
     hidden, weight, target, bias = _problem(n, 13, 2 * TILE + 3, dtype)
     kw = dict(options)
     if kw.pop("bias", False):
         kw["bias"] = bias
-    assert _linear.chunk_rows(n, weight.shape[0], hidden.itemsize) == ROWS
+    assert _linear.chunk_rows(n, weight.shape[0], hidden.itemsize) == UNIT
     got = xent.linear_cross_entropy_with_grad(hidden, weight, target, **kw)
     expected = ref.linear_cross_entropy_grad(hidden, weight, target, **kw)
     rtol = 1e-11 if dtype == np.float64 else 3e-5
@@ -112,7 +113,7 @@ def test_confident_rows_keep_their_digits(dtype):
 
 
 def test_mean_is_the_exactly_rounded_sum():
-    hidden, weight, target, _ = _problem(3 * ROWS + 5, 9, 700, np.float64, seed=5)
+    hidden, weight, target, _ = _problem(3 * UNIT + 5, 9, 700, np.float64, seed=5)
     rows = xent.linear_cross_entropy(hidden, weight, target, reduction="none")
     valid = target != -100
     exact = _kernels.exact_sum(np.ascontiguousarray(rows[valid]))

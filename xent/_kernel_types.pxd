@@ -63,6 +63,8 @@ cdef extern from "xent_exactsum.h" nogil:
     void xent_exact_add(xent_exact_sum *acc, double v)
     void xent_exact_merge(xent_exact_sum *acc, const xent_exact_sum *part)
     double xent_exact_round(xent_exact_sum *acc)
+    int xent_exact_parts(xent_exact_sum *acc, double *out)
+    enum: XENT_EXACT_WORDS
     # the batch way in: the same exact sum, a group of values at a time, vectorised
     ctypedef struct xent_exact_batch:
         pass

@@ -5,7 +5,7 @@
 # their uint16 bits. The extension trusts its arguments (the Python layer checks them).
 # Functions that found an out-of-range label return its row index, or -1.
 import enum
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +48,8 @@ def log_array(x: _Floating, out: _Floating) -> None: ...
 def log1p_array(x: _Floating, out: _Floating) -> None: ...
 
 # losses: _kernels_losses.pxi; (sum of row losses, sum of weights, first bad row or -1)
+# parts=True: the two sums as arrays of doubles whose exact sums they are (unrounded)
+@overload
 def index_loss(
     x: _Floating,
     target: _Index,
@@ -57,7 +59,21 @@ def index_loss(
     log_probs: bool,
     row_loss: _Floating | None,
     nthreads: int,
+    parts: Literal[False] = ...,
 ) -> tuple[float, float, int]: ...
+@overload
+def index_loss(
+    x: _Floating,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    smoothing: float,
+    log_probs: bool,
+    row_loss: _Floating | None,
+    nthreads: int,
+    parts: bool,
+) -> tuple[Any, Any, int]: ...
+@overload
 def probability_loss(
     x: _Floating,
     p: _Floating,
@@ -65,7 +81,18 @@ def probability_loss(
     smoothing: float,
     row_loss: _Floating | None,
     nthreads: int,
+    parts: Literal[False] = ...,
 ) -> float: ...
+@overload
+def probability_loss(
+    x: _Floating,
+    p: _Floating,
+    weight: _Float64 | None,
+    smoothing: float,
+    row_loss: _Floating | None,
+    nthreads: int,
+    parts: bool,
+) -> Any: ...
 def index_weight_total(
     target: _Index, weight: _Float64 | None, ignore_index: int, n_classes: int
 ) -> tuple[float, int]: ...
@@ -96,6 +123,7 @@ def probability_loss_grad(
 
 # float16 / bfloat16 rows as bits: _kernels_half.pxi
 def split_row_length() -> int: ...
+@overload
 def index_loss_half(
     x: _Bits,
     bfloat: bool,
@@ -106,7 +134,21 @@ def index_loss_half(
     log_probs: bool,
     row_loss: _Float32 | None,
     nthreads: int,
+    parts: Literal[False] = ...,
 ) -> tuple[float, float, int]: ...
+@overload
+def index_loss_half(
+    x: _Bits,
+    bfloat: bool,
+    target: _Index,
+    weight: _Float64 | None,
+    ignore_index: int,
+    smoothing: float,
+    log_probs: bool,
+    row_loss: _Float32 | None,
+    nthreads: int,
+    parts: bool,
+) -> tuple[Any, Any, int]: ...
 def logsumexp_rows_half(x: _Bits, bfloat: bool, out: _Float32, nthreads: int) -> None: ...
 def transform_rows_half(
     x: _Bits, bfloat: bool, softmax: bool, out: _Bits, nthreads: int
@@ -213,7 +255,10 @@ def calibration_histograms(
     fine: NDArray[np.int64],
     width: NDArray[np.int64],
 ) -> int: ...
-def exact_sum(values: _Float64) -> float: ...
+@overload
+def exact_sum(values: _Float64, parts: Literal[False] = ...) -> float: ...
+@overload
+def exact_sum(values: _Float64, parts: bool) -> Any: ...
 def log_lanes_array(x: _Float64, plus_one: bool, out: _Float64) -> None: ...
 
 # ---- memory probes for xent bench (_kernels_probe.pxi) --------------------------------------

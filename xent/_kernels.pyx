@@ -20,6 +20,8 @@ from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
 
+import numpy as np
+
 cnp.import_array()
 
 ctypedef cnp.intp_t intp_t
@@ -30,7 +32,7 @@ from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init,
                                  xent_lse_state, xent_lse_value, xent_exact_sum, xent_exact_init,
                                  xent_exact_add, xent_exact_merge, xent_exact_round,
                                  xent_exact_batch, xent_exact_batch_init, xent_exact_batch_add,
-                                 xent_exact_batch_flush)
+                                 xent_exact_batch_flush, xent_exact_parts, XENT_EXACT_WORDS)
 from xent._table cimport kernel_table
 
 # The instruction set is chosen by xent._table (which owns the one compiled copy of the
@@ -170,6 +172,22 @@ cdef class _Partials:
             loss += self.loss[b]
             weight += self.weight[b]
         return loss, weight, bad
+
+    cdef tuple combine_parts(self):
+        """As combine() for exact partials, but the two totals as arrays of exact parts
+        (xent_exact_parts): the blocks' sums unrounded, for a caller that sums them with other
+        calls' parts (xent.dask's row blocks) and rounds once at the end."""
+        loss, weight, bad = self.combine()   # merges every block into block 0
+        if self.nblocks == 0:
+            return np.zeros(1), np.zeros(1), bad
+        return _parts(&self.exact_loss[0]), _parts(&self.exact_weight[0]), bad
+
+
+cdef object _parts(xent_exact_sum *total):
+    """The exact sum as an array of the few doubles whose exact sum it is."""
+    cdef double[::1] buffer = np.empty(XENT_EXACT_WORDS)
+    cdef int count = xent_exact_parts(total, &buffer[0])
+    return np.array(buffer[:count])
 
 
 cdef enum:

@@ -117,7 +117,7 @@ cdef void _index_half_block(const uint16_t[:, :] x, bint bfloat, const intp_t[::
 
 def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] target,
                     const double[::1] weight, intp_t ignore_index, double smoothing,
-                    bint log_probs, float[::1] row_loss, int nthreads):
+                    bint log_probs, float[::1] row_loss, int nthreads, bint parts=False):
     """index_loss of float16 (or, with bfloat, bfloat16) logits given as their bits.
 
     Short rows are widened many at a time into their thread's float32 scratch, which stays
@@ -147,7 +147,7 @@ def index_loss_half(const uint16_t[:, :] x, bint bfloat, const intp_t[::1] targe
                                   &part.exact_loss[b], &part.exact_weight[b], &part.bad[b])
     finally:
         free(scratch)
-    return part.combine()
+    return part.combine_parts() if parts else part.combine()
 
 
 def logsumexp_rows_half(const uint16_t[:, :] x, bint bfloat, float[::1] out, int nthreads):

@@ -176,7 +176,7 @@ cdef inline void _add_smoothing(const floating *x0, Py_ssize_t stride, Py_ssize_
 
 def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::1] weight,
                intp_t ignore_index, double smoothing, bint log_probs, floating[::1] row_loss,
-               int nthreads):
+               int nthreads, bint parts=False):
     """Cross-entropy of logits (or, with log_probs, NLL of log-probabilities) and class indices.
 
     Returns (sum of row losses, sum of the weights of the non-ignored rows, first row whose
@@ -206,7 +206,7 @@ def index_loss(const floating[:, :] x, const intp_t[::1] target, const double[::
                              &part.exact_weight[b], &part.bad[b])
     finally:
         free(states)
-    return part.combine()
+    return part.combine_parts() if parts else part.combine()
 
 
 
@@ -241,7 +241,7 @@ cdef void _ce_prob_block(const floating[:, :] x, const floating[:, :] p, const d
 
 def probability_loss(const floating[:, :] x, const floating[:, :] p,
                        const double[::1] weight, double smoothing, floating[::1] row_loss,
-                       int nthreads):
+                       int nthreads, bint parts=False):
     """Cross-entropy with probability targets; returns the sum of the row losses."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], b
     cdef Py_ssize_t rows = _block_rows(c), nblocks = (n + rows - 1) // rows
@@ -255,7 +255,7 @@ def probability_loss(const floating[:, :] x, const floating[:, :] p,
                         num_threads=_threads_for(nthreads, nblocks)):
             _ce_prob_block(x, p, w, smoothing, out, b * rows, min(n, (b + 1) * rows),
                            &part.exact_loss[b])
-    return part.combine()[0]
+    return part.combine_parts()[0] if parts else part.combine()[0]
 
 
 # ---- gradients of the cross-entropy ----------------------------------------------------------
@@ -497,15 +497,16 @@ def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
     return part.combine()[0]
 
 
-def exact_sum(const double[::1] values):
+def exact_sum(const double[::1] values, bint parts=False):
     """The exact sum of values rounded once to a double, by the kernels' superaccumulator
-    (xent/src/xent_exactsum.h): what the reductions of the losses use (for its tests)."""
+    (xent/src/xent_exactsum.h): what the reductions of the losses use. With parts, the
+    unrounded sum as an array of the few doubles whose exact sum it is (xent_exact_parts)."""
     cdef xent_exact_sum acc
     cdef Py_ssize_t i
     xent_exact_init(&acc)
     for i in range(values.shape[0]):
         xent_exact_add(&acc, values[i])
-    return xent_exact_round(&acc)
+    return _parts(&acc) if parts else xent_exact_round(&acc)
 
 
 def log_lanes_array(const double[::1] x, bint plus_one, double[::1] out):

@@ -520,8 +520,12 @@ class CrossEntropyInputs:
             bad_label_message(self.target, int(row), self.n_classes, self.ignore_index)
         )
 
-    def losses(self, sample=None):
-        """(total, mean's denominator, row losses or None), over all rows or a sample."""
+    def losses(self, sample=None, parts=False):
+        """(total, mean's denominator, row losses or None), over all rows or a sample.
+
+        With ``parts``, the total and the denominator are arrays of doubles whose exact sums
+        they are, unrounded (see ``xent_exact_parts``), to be summed with other blocks' parts.
+        """
         target = self.target_rows if sample is None else self.target_rows[sample]
         row_loss = (
             np.empty(target.shape[0], dtype=self.compute)
@@ -530,15 +534,17 @@ class CrossEntropyInputs:
         )
         options = (self.weight, self.ignore_index, self.smoothing, False, row_loss, self.threads)
         if sample is None and self.half is not None:
-            total, weight_sum, bad = _kernels.index_loss_half(*self.half, target, *options)
+            total, weight_sum, bad = _kernels.index_loss_half(
+                *self.half, target, *options, parts=parts
+            )
         else:
             rows = self.rows if sample is None else self.rows[sample]
             if self.probabilities:
                 total = _kernels.probability_loss(
-                    rows, target, self.weight, self.smoothing, row_loss, self.threads
+                    rows, target, self.weight, self.smoothing, row_loss, self.threads, parts=parts
                 )
                 return total, rows.shape[0], row_loss
-            total, weight_sum, bad = _kernels.index_loss(rows, target, *options)
+            total, weight_sum, bad = _kernels.index_loss(rows, target, *options, parts=parts)
         if bad >= 0:
             self.raise_bad_label(bad)
         return total, weight_sum, row_loss

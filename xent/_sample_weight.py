@@ -45,35 +45,6 @@ def exact_total(values):
     return _kernels.exact_sum(np.ascontiguousarray(values, dtype=np.float64).reshape(-1))
 
 
-def exact_parts(values, first=None):
-    """A few doubles whose exact sum is the exact sum of ``values`` (float64): a partial sum
-    that loses nothing, to be summed with other parts by :func:`exact_total` in any grouping
-    and order with the same, once-rounded result (xent.dask ships one per block).
-
-    The kernels' accumulator rounds once; the parts are that rounding, then the rounding of
-    what it left (the values and the negated parts so far, summed exactly again), until
-    nothing is left: each part takes 53 more bits of the sum, so the typical sum needs two
-    or three passes over the values and the widest (2^-1074 to 2^1024) about 40. A sum that
-    is not finite (an inf or NaN among the values, or an overflow) is its own single part.
-    ``first``, if given, is the values' exact sum rounded once, already known (a kernel's
-    total of these very values): it saves a pass. (Were it another number, the parts would
-    still sum to the exact total: the loop runs until nothing is left, only longer.)
-    """
-    values = np.asarray(values).reshape(-1)
-    n = values.size
-    buffer = np.empty(n + 48)  # the values as float64, then the negated parts found so far
-    buffer[:n] = values
-    parts = [float(_kernels.exact_sum(buffer[:n]) if first is None else first)]
-    if not np.isfinite(parts[0]) or parts[0] == 0:
-        return np.array(parts)
-    while True:
-        buffer[n + len(parts) - 1] = -parts[-1]
-        rest = float(_kernels.exact_sum(buffer[: n + len(parts)]))
-        if rest == 0:  # the remainder is a multiple of 2^-1074 that rounds to 0: it is 0
-            return np.array(parts)
-        parts.append(rest)
-
-
 def mean_scale(reduction, denominators):
     """The factor of each row's gradient: 1 / (the weighted mean's denominator) for "mean"."""
     if reduction != "mean":

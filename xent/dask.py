@@ -167,32 +167,24 @@ def evaluate(
 
 
 def _loss_block(x, t, row0, weight, ignore_index, label_smoothing, num_threads):
-    """A worker's part of cross_entropy: the block's row losses and its rows' weights (the
-    mean's denominator) as exact partial sums (:func:`xent._sample_weight.exact_parts`, a
-    few doubles each), so the sums over all blocks are exact whatever the chunking."""
+    """A worker's part of cross_entropy: the block's sum of row losses and its rows' weights
+    (the mean's denominator) as the kernel's exact sums, unrounded, in a few doubles each
+    (``xent_exact_parts``), so the sums over all blocks are exact whatever the chunking."""
     from ._multiclass import CrossEntropyInputs
 
     try:
         problem = CrossEntropyInputs(
-            np.asarray(x), np.asarray(t), weight, ignore_index, "none", label_smoothing, num_threads
+            np.asarray(x), np.asarray(t), weight, ignore_index, "sum", label_smoothing, num_threads
         )
-        total, denominator, row_loss = problem.losses()
+        loss_parts, weight_parts, _ = problem.losses(parts=True)
     except IndexError as exc:
         raise IndexError(f"in the row block starting at row {row0}: {exc}") from None
-    if problem.compute == np.float64:
-        # the kernel summed exactly these row values: its rounded total is the first part
-        loss_parts = _sw.exact_parts(row_loss, first=total)
-    else:
-        # float32 lanes sum their rows in double before rounding each row to float32: the
-        # parts are of the float32 rows (the same for any chunking; see cross_entropy)
-        loss_parts = _sw.exact_parts(row_loss)
-    if problem.probabilities or problem.weight is None:
-        weight_parts = np.array([float(denominator)])  # a count of rows: exact
-    else:
-        weight_parts = _sw.exact_parts(
-            _sw.class_row_weights(problem.target_rows, problem.weight, problem.ignore_index)
-        )
-    return loss_parts, weight_parts
+    if problem.probabilities:
+        weight_parts = float(problem.rows.shape[0])  # a count of rows: exact
+    # an empty block's kernel returns plain zeros
+    return np.atleast_1d(np.asarray(loss_parts, float)), np.atleast_1d(
+        np.asarray(weight_parts, float)
+    )
 
 
 def _none_block(x, t, weight, ignore_index, label_smoothing, num_threads):
@@ -236,14 +228,12 @@ def cross_entropy(
     numpy scalar, or dask.array.Array for ``reduction="none"`` (lazy)
         ``"mean"`` and ``"sum"`` compute at once: each block's exact sum of row losses and
         of its denominator (summed weights, or row count for probabilities) comes back as a
-        few doubles that lose nothing; the totals are summed exactly and rounded once, the
-        mean is their ratio. The result has the same bits for any chunking, any order of
-        the blocks and any thread count, and for float64 logits the same bits as
-        :func:`xent.cross_entropy` on the whole array in one machine's memory. For float32
-        and half-precision logits the sums are of the float32 row losses, where
-        :func:`xent.cross_entropy` sums the rows before their rounding to float32: the two
-        totals differ by at most that rounding (6e-8 relative), which the float32 result
-        hides but for the rare total that lies on a float32 rounding boundary.
+        few doubles that lose nothing (the kernel's exact accumulator, unrounded); the totals
+        are summed exactly and rounded once, the mean is their ratio. The result has the same
+        bits for any chunking, any order of the blocks and any thread count, and the same
+        bits as :func:`xent.cross_entropy` on the whole array in one machine's memory, for
+        every dtype (float32 and half-precision rows are summed as the kernel's float64 row
+        values, before their rounding to the logits' dtype, in both).
 
     Examples
     --------

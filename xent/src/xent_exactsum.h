@@ -176,17 +176,13 @@ static inline double xent_exact_special(const xent_exact_sum *acc, int *special)
 }
 
 /*
- * The exact sum rounded once to the nearest double (ties to even); +-inf beyond the largest
- * finite double. acc is left carried (same value).
+ * The sum's magnitude as 32-bit digits (digit[i] weighs 2^(32 i - 1074); the top one may be
+ * larger) and its sign (1 if negative). acc is left carried (same value).
  */
-static inline double xent_exact_round(xent_exact_sum *acc)
+static inline int xent_exact_digits(xent_exact_sum *acc, uint64_t digit[XENT_EXACT_WORDS])
 {
-    int special;
-    double s = xent_exact_special(acc, &special);
-    if (special) return s;
     xent_exact_carry(acc);
     /* sign: the top word's; the magnitude's digits, negated in two's complement if < 0 */
-    uint64_t digit[XENT_EXACT_WORDS];
     int negative = acc->word[XENT_EXACT_WORDS - 1] < 0;
     if (negative) {
         /* -(value): negate the multi-word number (each word in [0, 2^32), top signed) */
@@ -203,6 +199,20 @@ static inline double xent_exact_round(xent_exact_sum *acc)
     } else {
         for (int i = 0; i < XENT_EXACT_WORDS; i++) digit[i] = (uint64_t)acc->word[i];
     }
+    return negative;
+}
+
+/*
+ * The exact sum rounded once to the nearest double (ties to even); +-inf beyond the largest
+ * finite double. acc is left carried (same value).
+ */
+static inline double xent_exact_round(xent_exact_sum *acc)
+{
+    int special;
+    double s = xent_exact_special(acc, &special);
+    if (special) return s;
+    uint64_t digit[XENT_EXACT_WORDS];
+    int negative = xent_exact_digits(acc, digit);
     int top = XENT_EXACT_WORDS - 1;
     while (top >= 0 && digit[top] == 0) top--;
     if (top < 0) return 0.0;
@@ -219,6 +229,40 @@ static inline double xent_exact_round(xent_exact_sum *acc)
     head = (head << 1) | (unsigned)sticky;
     double r = ldexp((double)head, 32 * lowest - 1074 - 1);
     return negative ? -r : r;
+}
+
+/*
+ * The exact sum as a few doubles whose exact sum it is: its carried words, each a 32-bit digit
+ * times a power of two, so each is one double without rounding. A block's parts summed
+ * exactly with other blocks' parts (in any order) give the same once-rounded total as one
+ * accumulator over all the rows: how a block's sum leaves its process (xent.dask) without a
+ * second pass over its values. Writes at most XENT_EXACT_WORDS doubles to out (the nonzero
+ * words, lowest first) and returns their count; a sum that is not finite, or a word beyond the
+ * double range (a sum near or past 2^1024), is its once-rounded total alone (+-inf or NaN,
+ * or the finite sum that rounds to it). acc is left carried (same value).
+ */
+static inline int xent_exact_parts(xent_exact_sum *acc, double *out)
+{
+    int special;
+    double s = xent_exact_special(acc, &special);
+    if (special) {
+        out[0] = s;
+        return 1;
+    }
+    uint64_t digit[XENT_EXACT_WORDS];
+    int negative = xent_exact_digits(acc, digit);
+    int count = 0;
+    for (int i = 0; i < XENT_EXACT_WORDS; i++) {
+        if (!digit[i]) continue;
+        /* a digit below 2^32 times a power of two: exact, unless past the double range */
+        double part = ldexp((double)digit[i], 32 * i - 1074);
+        if (isinf(part) || digit[i] >> 53) {
+            out[0] = xent_exact_round(acc);
+            return 1;
+        }
+        out[count++] = negative ? -part : part;
+    }
+    return count;
 }
 
 #endif /* XENT_EXACTSUM_H */
