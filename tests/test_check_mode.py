@@ -43,8 +43,8 @@ def test_check_catches_a_wrong_row(monkeypatch):
 def test_check_catches_a_wrong_reduced_loss(monkeypatch):
     original = _kernels.index_loss
 
-    def wrong(*args):
-        total, weight, bad = original(*args)
+    def wrong(*args, **kwargs):
+        total, weight, bad = original(*args, **kwargs)
         return total * (1 + 1e-4), weight, bad
 
     monkeypatch.setattr(_kernels, "index_loss", wrong)
@@ -58,8 +58,10 @@ def test_check_samples_rows_of_large_inputs(monkeypatch):
     t = RNG.integers(0, 5, n)
     original = _kernels.index_loss
 
-    def wrong(x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads):
-        result = original(x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads)
+    def wrong(x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads, **kwargs):
+        result = original(
+            x, target, weight, ignore_index, smoothing, log_probs, row_loss, threads, **kwargs
+        )
         if row_loss is not None:
             row_loss[:] += 1  # every row wrong
         return result
