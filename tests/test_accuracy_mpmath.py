@@ -117,6 +117,17 @@ def _check_row(dtype, top, ties, gaps, counts, order_seed):
     _, grad = xent.cross_entropy_with_grad(x, np.array([targets[0]]), reduction="sum")
     exact = mpmath.expm1(mpmath.mpf(float(row[targets[0]])) - shift - log_sum)
     check(grad[0, targets[0]], exact, dtype, f"gradient of the max of {row!r}")
+    if dtype == F32:
+        # the other entries p_j = exp(x_j - logsumexp), and softmax's: float rounds x - max
+        # by up to |x - max| 2^-25, which exp carries relative (2.6e-6 near the smallest
+        # normal) unless put back. (float64's are off by up to |x - max| 2^-53: ~350 ulp of
+        # an entry near 1e-300; not held to 4 ulp.)
+        softmax = xent.softmax(x)[0]
+        for j in range(c):
+            exact = mpmath.exp(mpmath.mpf(float(row[j])) - shift - log_sum)
+            if j != targets[0]:
+                check(grad[0, j], exact, dtype, f"gradient[{j}] of {row!r}")
+            check(softmax[j], exact, dtype, f"softmax[{j}] of {row!r}")
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
@@ -243,9 +254,13 @@ def _check_row_paths(row, what):
     loss, grad = xent.cross_entropy_with_grad(x, np.array([top]), reduction="none")
     exact = mpmath.expm1(-log_sum)
     check(grad[0, top], exact, F32, f"{what}: gradient of the max")
+    exact = mpmath.exp(mpmath.mpf(float(row[low])) - shift - log_sum)
+    check(grad[0, low], exact, F32, f"{what}: gradient of the lowest entry")
+    check(xent.softmax(x)[0, low], exact, F32, f"{what}: softmax of the lowest entry")
     assert loss[0] == losses[0], f"{what}: the loss with the gradient is another"
-    two = xent.cross_entropy(np.repeat(x, 2, axis=0), np.array([top, low]), reduction="none",
-                             num_threads=2)
+    two = xent.cross_entropy(
+        np.repeat(x, 2, axis=0), np.array([top, low]), reduction="none", num_threads=2
+    )
     assert np.array_equal(two, losses), f"{what}: two threads give other bits"
     report = xent.evaluate(x, np.array([top]))
     check(report.loss, log_sum, F32, f"{what}: evaluate's loss")

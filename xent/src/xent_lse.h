@@ -177,7 +177,8 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
         T d = g[l] - shift, term = F(exp_term)(d) - tie;
         s[l] += term;   /* the lanes' roundings: a few 1e-8, far below the budget */
         /* term * d (0 for a tie), d clamped where the term is 0 (a -inf entry's 0 * d would
-         * be NaN) */
+         * be NaN). d zeroed there instead took gcc two more blends a group on AVX2
+         * (forward 2048 x 32000: 13% slower) */
         b[l] += term * (d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d);
 #else
         (void)b;
@@ -416,8 +417,8 @@ static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
     }
 }
 
-/* exp(x - shift) for the group kernels with the difference's rounding put back, as in
- * exp_term_exact (F(exp) reduces with ln2 in two parts already). */
+/* exp(x - shift) with the difference's rounding put back, as in exp_term_exact (F(exp)
+ * reduces with ln2 in two parts already): the double group kernels' terms. */
 static inline T F(exp_small_exact)(T x, T shift)
 {
     T d = x - shift;
@@ -429,7 +430,7 @@ static inline T F(exp_small_exact)(T x, T shift)
 }
 
 /* exp(x - shift) for rows_lse_small: exact in double; in float F(exp) of the rounded
- * difference, the rows that could miss the budget recomputed by group_rescue. */
+ * difference, the rows that could miss the budget corrected by group_rescue_lanes. */
 static inline T F(exp_small)(T x, T shift)
 {
 #if XENT_F32
@@ -449,7 +450,7 @@ static inline T F(exp_small)(T x, T shift)
  * over the m terms below the shift sum t |d| <= a rest + m e^-(a+1), and a row meets the
  * budget when XENT_F32_GROUP_TERM_ERR (a rest + m e^-(a+1)) <= XENT_F32_GROUP_BUDGET rest:
  * with a = 10.65, when rest >= 8.7e-6 m. Only rows whose max stands 10 or more above the rest
- * are below that (a few in 100000 rows of random logits of std 3): those are recomputed.
+ * are below that (a few in 100000 rows of random logits of std 3): those are corrected.
  */
 #define XENT_F32_GROUP_TERM_ERR 0x1.02p-24   /* 2^-24 and the rounding of the test itself */
 #define XENT_F32_GROUP_BUDGET 7e-7
@@ -501,38 +502,55 @@ static inline uint32_t F(group_inexact_lanes)(ptrdiff_t n, const double *s)
 }
 
 #if XENT_F32
-/* The lanes of mask: s[l] replaced by the exact sum of the terms below shift[l]
- * (exp_small_exact, summed in double), buf transposed as transpose_rows leaves it. Rarely
- * run, so apart from the group loops (whose code it would crowd: 5% on rows of 10). */
+/* exp(d) for d <= 0 to about 6e-4 relative (a cubic on |r| <= ln2/2), 0 below the normal
+ * range: the size of a term, for group_rescue_lanes' correction. */
+static inline T F(exp_rough)(T d)
+{
+    T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+    T kr = dc * XENT_LOG2E + XENT_ROUND_MAGIC, k = kr - XENT_ROUND_MAGIC;
+    T r = dc - k * XENT_LN2;
+    T p = ((r * (1.0f / 6) + 0.5f) * r + 1.0f) * r + 1.0f;
+    F(bits_t) kbits, magic_bits, scale_bits;
+    T magic = XENT_ROUND_MAGIC, scale;
+    memcpy(&kbits, &kr, sizeof kbits);
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    scale_bits = (kbits - magic_bits + XENT_EXP_BIAS) << XENT_MANT_BITS;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return d < XENT_EXP_UNDER ? 0 : p * scale;
+}
+
+/*
+ * The lanes of mask: s[l], the sum of F(exp) of the rounded differences d = x - shift[l],
+ * corrected to the exact terms' sum, buf transposed as transpose_rows leaves it. A term's
+ * exact value is exp(d + err) = t (1 + err) to far below an ulp (err: d's rounding, TwoSum),
+ * so the sum gets sum t err, where t is needed only to a few parts in 1e3 (exp_rough): the
+ * correction is at most |d| 2^-25 of a term, so its own error stays below 1e-10 of the rest.
+ * Rarely run, so apart from the group loops (whose code it would crowd: 5% on rows of 10).
+ */
 XENT_APART void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
                                      const T *shift, double *s, uint32_t mask)
 {
-    double exact[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) exact[l] = 0;
+    T fix[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) fix[l] = 0;
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-            T tie = buf[j][l] == shift[l] ? 1 : 0;
-            exact[l] += (double)(F(exp_small_exact)(buf[j][l], shift[l]) - tie);
+            T x = buf[j][l], sh = shift[l], d = x - sh, bv = d - x;
+            T err = (x - (d - bv)) + (-sh - bv);
+            T f = F(exp_rough)(d) * err;
+            fix[l] += f == f ? f : 0;   /* a -inf entry: err is NaN, its term 0 */
         }
     }
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = (mask >> l) & 1 ? exact[l] : s[l];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+        s[l] = (mask >> l) & 1 ? s[l] + (double)fix[l] : s[l];
 }
 
-/* group_rescue_lanes from the rows themselves (transposed again: the rows are in cache). */
-XENT_APART void F(group_rescue_rows)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
-                                    ptrdiff_t n, const T *shift, double *s, uint32_t mask)
-{
-    T buf[XENT_SMALL_ROW][XENT_LANES];
-    F(transpose_rows)(x, stride, nrows, n, buf);
-    F(group_rescue_lanes)(buf, n, shift, s, mask);
-}
 #endif
 
 /*
  * For the float group kernels: each lane's rest s[l] (the sum of its terms below shift[l],
- * buf transposed as transpose_rows leaves it) replaced by the exact sum where the fast terms
- * could miss the budget (see xent_f32_group_inexact). The decision is the lane's own: its
+ * buf transposed as transpose_rows leaves it) corrected to the exact sum where the fast
+ * terms could miss the budget (see xent_f32_group_inexact). The decision is the lane's own: its
  * row's result does not depend on the rows beside it. Nothing in double (exp_small is exact
  * there). c: unused (kept for the callers' sake).
  */
@@ -586,14 +604,14 @@ static inline void F(eval_rescue)(const T *x, ptrdiff_t n, xent_eval_state *st)
  * entry shifts by T_MAX, NaN spreads.
  */
 /* Returns the lanes whose rows could miss the float budget (group_inexact_lanes; 0 in
- * double), for the caller to pass to group_rescue_rows. (Always inlined: the compiler
+ * double), for the caller to pass to group_rescue_lanes with buf. (Always inlined: the compiler
  * stopped inlining it into rows_index_loss_small once it grew, which cost 5% on rows of 10.) */
 XENT_LANES_INLINE uint32_t F(group_lse_lanes)(const T *x, ptrdiff_t stride,
                                               ptrdiff_t nrows, ptrdiff_t n, T m[XENT_LANES],
                                               T shift[XENT_LANES], T c[XENT_LANES],
-                                              double s[XENT_LANES])
+                                              double s[XENT_LANES],
+                                              T buf[XENT_SMALL_ROW][XENT_LANES])
 {
-    T buf[XENT_SMALL_ROW][XENT_LANES];
     F(transpose_rows)(x, stride, nrows, n, buf);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -643,11 +661,11 @@ XENT_LANES_INLINE uint32_t F(group_lse_lanes)(const T *x, ptrdiff_t stride,
 static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
                               ptrdiff_t n, xent_lse_state *st)
 {
-    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES], buf[XENT_SMALL_ROW][XENT_LANES];
     double s[XENT_LANES];
-    uint32_t redo = F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    uint32_t redo = F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s, buf);
 #if XENT_F32
-    if (redo) F(group_rescue_rows)(x, stride, nrows, n, shift, s, redo);
+    if (redo) F(group_rescue_lanes)(buf, n, shift, s, redo);
 #else
     (void)redo;
 #endif
@@ -673,12 +691,65 @@ static void F(row_log_softmax)(const T *x, ptrdiff_t n, T *out)
     for (ptrdiff_t j = 0; j < n; j++) out[j] = (T)(((double)x[j] - shift) - log_sum);
 }
 
-/* out[j] = exp(x[j] - logsumexp(x)). out may be x itself. */
+/*
+ * exp((x - shift) - log_sum), a softmax or gradient entry of a row, as exp((x - s0) - (vh + vl))
+ * with the parts of softmax_split. In float, x - shift and the subtraction of log_sum each
+ * round (by up to |x - shift| 2^-25: 2.6e-6 of an entry near the smallest normal, carried
+ * relative by exp, so a small probability missed 1e-6 by up to 4x). softmax_split makes
+ * x - s0 exact and vh + vl the rest of the shift (|vl| <= 2^-12), so one TwoSum gives the
+ * rounding of d = (x - s0) - vh exactly and exp(d) (1 + err - vl) puts it back (its square,
+ * below 3e-8, left out): an entry is then F(exp)'s own 1.15 ulp off. In double: the
+ * differences as they round (the bits these kernels always gave).
+ */
+static inline T F(exp_shifted)(T x, T s0, T vh, T vl)
+{
+#if XENT_F32
+    T u = x - s0, d = u - vh, bv = d - u;
+    T err = (u - (d - bv)) + (-vh - bv);
+    T p = F(exp)(d), fix = p * (err - vl);
+    /* an infinite entry makes err NaN (a -inf entry: p = 0) */
+    return p + (fix == fix ? fix : 0);
+#else
+    (void)vl;
+    return F(exp)((x - s0) - vh);
+#endif
+}
+
+/*
+ * The parts of a row's shift + log_sum for exp_shifted. In float, where |shift + log_sum| <
+ * 4096 it is split into T parts whole (s0 = 0, vh its rounding to T, vl the rest: below half
+ * an ulp of 4096, 2^-12); else s0 is the shift (x - shift is exact for every entry whose term
+ * is a normal float: such an x is within 87 of a shift of magnitude above 4000, Sterbenz) and
+ * vh + vl is log_sum (at most log C). Per row, in double (TwoSum for the whole split).
+ */
+static inline void F(softmax_split)(double shift, double log_sum, T *s0, T *vh, T *vl)
+{
+#if XENT_F32
+    double c = shift + log_sum;
+    if (fabs(c) < 4096) {
+        double bv = c - shift, err = (shift - (c - bv)) + (log_sum - bv);
+        *s0 = 0;
+        *vh = (T)c;
+        *vl = (T)((c - (double)*vh) + err);
+        return;
+    }
+    *s0 = (T)shift;
+    *vh = (T)log_sum;
+    *vl = (T)(log_sum - (double)*vh);
+#else
+    *s0 = (T)shift;
+    *vh = (T)log_sum;
+    *vl = 0;
+#endif
+}
+
+/* out[j] = exp(x[j] - logsumexp(x)) (exp_shifted). out may be x itself. */
 static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 {
     xent_lse_state st = xent_lse_init();
     F(row_lse)(x, n, &st);
-    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
+    T s0, vh, vl;
+    F(softmax_split)(st.shift, xent_lse_log_sum(&st), &s0, &vh, &vl);
 #pragma omp simd
-    for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp)((T)(((double)x[j] - shift) - log_sum));
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp_shifted)(x[j], s0, vh, vl);
 }

@@ -40,6 +40,17 @@ typedef uint64_t F(bits_t);
 #define XENT_SQRT2 0x1.6a09e667f3bcdp+0
 #endif
 
+#ifndef XENT_LANES_INLINE
+#if defined(__GNUC__) || defined(__clang__)
+/* inlined even where it is used twice: a call in a loop would keep the loop scalar (F(exp):
+ * once the float rows' exact terms used it too, gcc called it out of line from the gradient
+ * loop's tail, 22% of cross_entropy_with_grad on rows of 10) */
+#define XENT_LANES_INLINE static inline __attribute__((always_inline))
+#else
+#define XENT_LANES_INLINE static inline
+#endif
+#endif
+
 /*
  * exp(y), branch-free so that it vectorises: y = k ln2 + r with |r| <= ln2/2, exp(r) by a
  * polynomial, times 2^k built in the exponent bits. In float the polynomial is
@@ -51,7 +62,7 @@ typedef uint64_t F(bits_t);
  * AVX-512) and 1.15 ulp without (baseline), 0.26 on average; double at most 1.0 ulp from
  * glibc's exp. (The Taylor polynomial of degree 7 this replaced gave 1.22 ulp.)
  */
-static inline T F(exp_poly)(T yc, T *scale, int exact_ln2)
+XENT_LANES_INLINE T F(exp_poly)(T yc, T *scale, int exact_ln2)
 {
     T kr = yc * XENT_LOG2E + XENT_ROUND_MAGIC;        /* round(y / ln2), held in the low bits */
     T k = kr - XENT_ROUND_MAGIC;
@@ -97,7 +108,7 @@ static inline T F(exp_poly)(T yc, T *scale, int exact_ln2)
     return p;
 }
 
-static inline T F(exp)(T y)
+XENT_LANES_INLINE T F(exp)(T y)
 {
     T yc = y < XENT_EXP_UNDER ? XENT_EXP_UNDER : y;   /* NaN passes both clamps */
     yc = yc > XENT_EXP_CLAMP ? XENT_EXP_CLAMP : yc;
@@ -245,12 +256,6 @@ static void F(log1p_array)(const T *x, ptrdiff_t n, T *out)
  * log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN gives NaN; subnormals scaled first.
  * Measured against mpmath over the whole double range in tests/test_math.py.
  */
-#if defined(__GNUC__) || defined(__clang__)
-/* inlined even where it is used twice: a call in a loop would keep the loop scalar */
-#define XENT_LANES_INLINE static inline __attribute__((always_inline))
-#else
-#define XENT_LANES_INLINE static inline
-#endif
 XENT_LANES_INLINE double xent_log_lanes(double x)
 {
     const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
