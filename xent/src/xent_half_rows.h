@@ -83,12 +83,15 @@ static void F(row_transform_half)(const uint16_t *h, ptrdiff_t n, int bfloat, in
     F(row_lse_half)(h, n, bfloat, &st);
     double shift = st.shift, log_sum = xent_lse_log_sum(&st);
     T s0, vh, vl;
-    F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
+    int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
         ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
         F(widen_half)(h + start, len, bfloat, buf);
         F(prefetch_half)(h + start + len, n - start - len);
-        if (softmax) {
+        if (softmax && fast) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < len; j++) buf[j] = F(exp_shifted_fast)(buf[j], vh, vl);
+        } else if (softmax) {
 #pragma omp simd
             for (ptrdiff_t j = 0; j < len; j++) buf[j] = F(exp_shifted)(buf[j], s0, vh, vl);
         } else {

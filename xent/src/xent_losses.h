@@ -71,11 +71,14 @@ static void F(row_softmax_grad)(const T *x, ptrdiff_t n, double shift, double lo
      * exp_shifted puts the differences' roundings back (a float entry within 1e-6). */
     const T ta = (T)a, tb = (T)b;
     T s0, vh, vl;
-    F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
+    int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     if (w) {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++)
             out[k] = ta * F(exp_shifted)(x[k], s0, vh, vl) - tb * (T)w[k];
+    } else if (fast) {
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp_shifted_fast)(x[k], vh, vl) - tb;
     } else {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp_shifted)(x[k], s0, vh, vl) - tb;
@@ -120,7 +123,7 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
 #if defined(__AVX512F__) && defined(__GNUC__)
     const T ta = (T)a, tb = (T)b;
     T s0, vh, vl;
-    F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
+    int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     ptrdiff_t head = (ptrdiff_t)((64 - ((uintptr_t)out & 63)) & 63);
     if (head % sizeof(T) != 0 || head / (ptrdiff_t)sizeof(T) > n) {
         F(row_softmax_grad)(x, n, shift, log_sum, a, w, b, out);   /* unaligned T: plain */
@@ -135,6 +138,10 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
 #pragma omp simd
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
                 v[l] = ta * F(exp_shifted)(x[k + l], s0, vh, vl) - tb * (T)w[k + l];
+        } else if (fast) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+                v[l] = ta * F(exp_shifted_fast)(x[k + l], vh, vl) - tb;
         } else {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
