@@ -8,14 +8,17 @@ edge of the dtype's range (so a confident row's loss goes down to the smallest n
 exact value of every result is computed with mpmath at 200 bits from the row's own entries
 (rounded to the dtype). Functions: logsumexp, cross_entropy of the max (tiny) and of the
 lowest entry (large), log_softmax of the max and of the lowest entry, the target's gradient
-entry p_t - 1, and binary cross-entropy with logits (x across the dtype's range, y 0 or 1).
+entry p_t - 1, the lowest entry's gradient entry and softmax, and binary cross-entropy with
+logits (x across the dtype's range, y 0 or 1).
 
-Errors are in ulp of the exact value for float64, relative for float32, bfloat16 and float16
-(the half precisions are computed in float32 by xent and PyTorch and returned in their dtype;
-SciPy gets the float32 values and its result is rounded to the dtype). Each line gives the
-worst and the median error per band of |exact value|, over the results at or above the
-dtype's smallest normal (a band without any is left out). A result that is NaN, infinite or 0
-where the exact value is not counts as "inf". Runs in well under two minutes (about 30 s).
+Errors are in ulp of the exact value for float64 (worst and median per band of |exact value|),
+and for float32, bfloat16 and float16 the worst relative error with the worst in ulp of the
+dtype beside it (the half precisions are computed in float32 by xent and PyTorch and returned
+in their dtype; SciPy gets the float32 values and its result is rounded to the dtype). Only
+results at or above the dtype's smallest normal count (a band without any is left out). A
+result that is NaN, infinite or 0 where the exact value is not counts as "inf". Functions
+also include the gradient entry and the softmax of the lowest entry (a small probability:
+exp carries the rounding of x - max into it). Runs in well under two minutes (about 40 s).
 """
 
 import argparse
@@ -32,7 +35,15 @@ from xent._dispatch import current_isa
 
 mpmath.mp.prec = 200
 
-BANDS = [(1e-300, 1e-100), (1e-100, 1e-20), (1e-20, 1e-8), (1e-8, 1.0), (1.0, 1e4)]
+BANDS_F64 = [(1e-300, 1e-100), (1e-100, 1e-20), (1e-20, 1e-8), (1e-8, 1.0), (1.0, 1e4)]
+#: float32 and the half precisions (computed in float32): down to float32's smallest normal
+BANDS_F32 = [(1e-38, 1e-30), (1e-30, 1e-20), (1e-20, 1e-10), (1e-10, 1e-4), (1e-4, 1.0), (1.0, 1e4)]
+
+
+def bands(dtype_name):
+    return BANDS_F64 if dtype_name == "float64" else BANDS_F32
+
+
 #: The widest gap below a row's max whose exp is a normal number of the dtype.
 MAX_GAP = {"float64": 700.0, "float32": 86.0, "bfloat16": 86.0, "float16": 9.5}
 LIBRARIES = ("xent", "torch", "scipy")
@@ -43,6 +54,8 @@ FUNCTIONS = (
     "log_softmax (the max)",
     "log_softmax (the lowest)",
     "gradient p_t - 1",
+    "gradient p_j (the lowest)",
+    "softmax (the lowest)",
     "BCE with logits",
 )
 
@@ -64,15 +77,15 @@ def ml_finfo(dtype):
     return np.finfo(dtype)
 
 
-def error(got, exact, dtype_name):
-    """ulp of exact (float64) or relative error; inf for a non-finite or lost result."""
+def error(got, exact, dtype):
+    """(error in ulp of exact in dtype, relative error); inf for a non-finite or lost result."""
     got = float(got)
     if not math.isfinite(got) or (got == 0 and exact != 0):
-        return math.inf
+        return math.inf, math.inf
     diff = abs(mpmath.mpf(got) - exact)
-    if dtype_name == "float64":
-        return float(diff / mpmath.mpf(float(np.spacing(abs(float(exact))))))
-    return float(diff / abs(exact))
+    # the spacing of dtype's numbers at |exact| (above its smallest normal)
+    ulp = mpmath.ldexp(1, int(mpmath.floor(mpmath.log(abs(exact), 2))) - ml_finfo(dtype).nmant)
+    return float(diff / ulp), float(diff / abs(exact))
 
 
 def draw_row(rng, dtype, dtype_name):
@@ -141,6 +154,11 @@ def exact_values(row, shift, log_sum):
             "log_softmax (the max)": x_top - shift - log_sum,
             "log_softmax (the lowest)": x_low - shift - log_sum,
             "gradient p_t - 1": mpmath.expm1(x_top - shift - log_sum),
+            # p_j, or p_t - 1 where the lowest entry is the target (a row of equal entries)
+            "gradient p_j (the lowest)": (mpmath.exp if low != top else mpmath.expm1)(
+                x_low - shift - log_sum
+            ),
+            "softmax (the lowest)": mpmath.exp(x_low - shift - log_sum),
         },
     )
 
@@ -154,6 +172,8 @@ def xent_row(x, top, low):
     _, grad = xent.cross_entropy_with_grad(x, np.array([top]), reduction="sum")
     return {
         "logsumexp": xent.logsumexp(x)[0],
+        "gradient p_j (the lowest)": grad[0, low],
+        "softmax (the lowest)": xent.softmax(x)[0, low],
         "cross_entropy (target the max)": losses[0],
         "cross_entropy (target the lowest)": losses[1],
         "log_softmax (the max)": log_softmax[top],
@@ -179,6 +199,8 @@ def torch_row(x, top, low, dtype_name):
     F.cross_entropy(leaf, torch.tensor([top]), reduction="sum").backward()
     return {
         "logsumexp": torch.logsumexp(t, dim=-1)[0].item(),
+        "gradient p_j (the lowest)": leaf.grad[0, low].item(),
+        "softmax (the lowest)": F.softmax(t, dim=-1)[0, low].item(),
         "cross_entropy (target the max)": losses[0].item(),
         "cross_entropy (target the lowest)": losses[1].item(),
         "log_softmax (the max)": log_softmax[top].item(),
@@ -201,6 +223,8 @@ def scipy_row(x, top, low, dtype):
         "log_softmax (the max)": log_softmax[top],
         "log_softmax (the lowest)": log_softmax[low],
         "gradient p_t - 1": p[top] - 1,
+        "gradient p_j (the lowest)": p[low],
+        "softmax (the lowest)": p[low],
     }
     return {k: dtype.type(v) for k, v in out.items()}
 
@@ -241,30 +265,32 @@ def bce_results(x, y, dtype, dtype_name):
 # ---- the table -------------------------------------------------------------------------------
 
 
-def band_of(value):
+def band_of(value, dtype_name):
     v = abs(float(value))
-    for i, (low, high) in enumerate(BANDS):
-        if low <= v < high or (i == len(BANDS) - 1 and v == high):
+    edges = bands(dtype_name)
+    for i, (low, high) in enumerate(edges):
+        if low <= v < high or (i == len(edges) - 1 and v == high):
             return i
     return None
 
 
 def measure(dtype_name, n_rows, seed):
-    """{function: {library: {band: [errors]}}} for one dtype."""
+    """{function: {library: {band: [(ulp, relative error)]}}} for one dtype."""
     dtype = numpy_dtype(dtype_name)
     rng = np.random.default_rng(seed)
-    errors = {f: {lib: {b: [] for b in range(len(BANDS))} for lib in LIBRARIES} for f in FUNCTIONS}
+    n_bands = len(bands(dtype_name))
+    errors = {f: {lib: {b: [] for b in range(n_bands)} for lib in LIBRARIES} for f in FUNCTIONS}
 
     # the bounds hold down to the dtype's smallest normal: below it a result has fewer digits
     # (a subnormal) or rounds to 0, whoever computes it
     smallest = float(ml_finfo(dtype).tiny)
 
     def record(function, exact, got_by_library):
-        band = band_of(exact)
+        band = band_of(exact, dtype_name)
         if band is None or abs(float(exact)) < smallest:
             return
         for lib, got in got_by_library.items():
-            errors[function][lib][band].append(error(got, exact, dtype_name))
+            errors[function][lib][band].append(error(got, exact, dtype))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -286,29 +312,35 @@ def measure(dtype_name, n_rows, seed):
     return errors
 
 
-def fmt(v, dtype_name):
+def fmt(v):
     if math.isinf(v):
         return "inf"
-    if dtype_name == "float64":
-        return f"{v:.3g}" if v < 1e4 else f"{v:.1e}"
-    return f"{v:.2g}"
+    return f"{v:.3g}" if v < 1e4 else f"{v:.1e}"
 
 
 def print_table(dtype_name, errors, out):
-    unit = "ulp" if dtype_name == "float64" else "relative error"
-    out.write(f"\n## {dtype_name}: worst / median {unit}, per band of |exact result|\n\n")
-    header = "| function | band | n | " + " | ".join(LIBRARIES) + " |\n"
-    out.write(header)
+    """float64: worst / median ulp; the others: worst relative error (worst ulp)."""
+    if dtype_name == "float64":
+        out.write(f"\n## {dtype_name}: worst / median ulp, per band of |exact result|\n\n")
+    else:
+        out.write(
+            f"\n## {dtype_name}: worst relative error (worst ulp of {dtype_name}), per band "
+            "of |exact result|\n\n"
+        )
+    out.write("| function | band | n | " + " | ".join(LIBRARIES) + " |\n")
     out.write("|---|---|---|" + "---|" * len(LIBRARIES) + "\n")
     for function in FUNCTIONS:
-        for b, (low, high) in enumerate(BANDS):
+        for b, (low, high) in enumerate(bands(dtype_name)):
             n = len(errors[function]["xent"][b])
             if n == 0:
                 continue
             cells = []
             for lib in LIBRARIES:
-                e = np.array(errors[function][lib][b])
-                cells.append(f"{fmt(e.max(), dtype_name)} / {fmt(float(np.median(e)), dtype_name)}")
+                e = np.array(errors[function][lib][b]).reshape(-1, 2)
+                if dtype_name == "float64":
+                    cells.append(f"{fmt(e[:, 0].max())} / {fmt(float(np.median(e[:, 0])))}")
+                else:
+                    cells.append(f"{e[:, 1].max():.2g} ({fmt(e[:, 0].max())})")
             out.write(f"| {function} | {low:g}..{high:g} | {n} | " + " | ".join(cells) + " |\n")
 
 

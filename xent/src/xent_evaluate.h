@@ -165,6 +165,7 @@ static void F(row_evaluate)(const T *x, ptrdiff_t n, T target, xent_eval_state *
 {
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
         F(evaluate_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), target, st);
+    F(eval_rescue)(x, n, st);   /* float: a row that could miss 1e-6 gets its rest exact */
 }
 
 /*
@@ -226,6 +227,7 @@ static int F(rows_evaluate_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
             e_t[l] = v == tgt[l] ? e : e_t[l];
         }
     }
+    F(group_rescue)(buf, n, shift, c, s);   /* float: as rows_lse_small, the same loss */
     if (cols) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {

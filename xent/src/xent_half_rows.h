@@ -25,15 +25,28 @@ static inline void F(prefetch_half)(const uint16_t *next, ptrdiff_t n)
 }
 
 /* Log-sum-exp state of one row of half bits (start from xent_lse_init): row_lse's result on
- * the row widened to T. */
+ * the row widened to T, its rest computed again exactly where row_lse's would be (the chunks
+ * widened a second time: the half row is usually still in cache). */
 static void F(row_lse_half)(const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse_state *st)
 {
     T buf[XENT_HALF_CHUNK];
+    double bound = 0;
     for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
         ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
         F(widen_half)(h + start, len, bfloat, buf);
         F(prefetch_half)(h + start + len, n - start - len);
-        F(lse_chunk)(buf, len, st);
+        F(lse_chunk_bound)(buf, len, st, &bound);
+    }
+    if (F(rest_needs_rescue)(st, bound)) {
+        double ties = 0;
+        F(rescue_start)(st);
+        for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
+            ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
+            F(widen_half)(h + start, len, bfloat, buf);
+            F(prefetch_half)(h + start + len, n - start - len);
+            F(rescue_rest_chunk)(buf, len, (T)st->shift, &ties, st);
+        }
+        F(rescue_finish)(st, ties);
     }
 }
 
@@ -69,14 +82,18 @@ static void F(row_transform_half)(const uint16_t *h, ptrdiff_t n, int bfloat, in
     xent_lse_state st = xent_lse_init();
     F(row_lse_half)(h, n, bfloat, &st);
     double shift = st.shift, log_sum = xent_lse_log_sum(&st);
+    T s0, vh, vl;
+    int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
         ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
         F(widen_half)(h + start, len, bfloat, buf);
         F(prefetch_half)(h + start + len, n - start - len);
-        if (softmax) {
+        if (softmax && fast) {
 #pragma omp simd
-            for (ptrdiff_t j = 0; j < len; j++)
-                buf[j] = F(exp)((T)(((double)buf[j] - shift) - log_sum));
+            for (ptrdiff_t j = 0; j < len; j++) buf[j] = F(exp_shifted_fast)(buf[j], vh, vl);
+        } else if (softmax) {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < len; j++) buf[j] = F(exp_shifted)(buf[j], s0, vh, vl);
         } else {
 #pragma omp simd
             for (ptrdiff_t j = 0; j < len; j++) buf[j] = (T)(((double)buf[j] - shift) - log_sum);

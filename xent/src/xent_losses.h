@@ -67,15 +67,21 @@ static void F(row_softmax_grad)(const T *x, ptrdiff_t n, double shift, double lo
                                 const double *w, double b, T *out)
 {
     /* In T: the gradient needs no more than T's precision (the target's entry, where p - 1
-     * cancels, is recomputed in double by the caller), and float lanes are twice as many. */
-    const T sh = (T)shift, ls = (T)log_sum, ta = (T)a, tb = (T)b;
+     * cancels, is recomputed in double by the caller), and float lanes are twice as many.
+     * exp_shifted puts the differences' roundings back (a float entry within 1e-6). */
+    const T ta = (T)a, tb = (T)b;
+    T s0, vh, vl;
+    int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     if (w) {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++)
-            out[k] = ta * F(exp)((x[k] - sh) - ls) - tb * (T)w[k];
+            out[k] = ta * F(exp_shifted)(x[k], s0, vh, vl) - tb * (T)w[k];
+    } else if (fast) {
+#pragma omp simd
+        for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp_shifted_fast)(x[k], vh, vl) - tb;
     } else {
 #pragma omp simd
-        for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp)((x[k] - sh) - ls) - tb;
+        for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp_shifted)(x[k], s0, vh, vl) - tb;
     }
 }
 
@@ -87,16 +93,18 @@ static void F(row_softmax_grad_prob)(const T *x, const T *p, ptrdiff_t n, double
                                      double log_sum, double mass, double g, double qa,
                                      double qb, const double *w, T *out)
 {
+    T s0, vh, vl;
+    F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     if (w) {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++) {
-            T s = F(exp)((T)(((double)x[k] - shift) - log_sum));
+            T s = F(exp_shifted)(x[k], s0, vh, vl);
             out[k] = (T)(mass * (double)s - g * w[k] * (qa * (double)p[k] + qb));
         }
     } else {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++) {
-            T s = F(exp)((T)(((double)x[k] - shift) - log_sum));
+            T s = F(exp_shifted)(x[k], s0, vh, vl);
             out[k] = (T)(mass * (double)s - g * (qa * (double)p[k] + qb));
         }
     }
@@ -113,7 +121,9 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
                                        double a, const double *w, double b, T *out)
 {
 #if defined(__AVX512F__) && defined(__GNUC__)
-    const T sh = (T)shift, ls = (T)log_sum, ta = (T)a, tb = (T)b;
+    const T ta = (T)a, tb = (T)b;
+    T s0, vh, vl;
+    int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
     ptrdiff_t head = (ptrdiff_t)((64 - ((uintptr_t)out & 63)) & 63);
     if (head % sizeof(T) != 0 || head / (ptrdiff_t)sizeof(T) > n) {
         F(row_softmax_grad)(x, n, shift, log_sum, a, w, b, out);   /* unaligned T: plain */
@@ -127,11 +137,15 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
         if (w) {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
-                v[l] = ta * F(exp)((x[k + l] - sh) - ls) - tb * (T)w[k + l];
+                v[l] = ta * F(exp_shifted)(x[k + l], s0, vh, vl) - tb * (T)w[k + l];
+        } else if (fast) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+                v[l] = ta * F(exp_shifted_fast)(x[k + l], vh, vl) - tb;
         } else {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
-                v[l] = ta * F(exp)((x[k + l] - sh) - ls) - tb;
+                v[l] = ta * F(exp_shifted)(x[k + l], s0, vh, vl) - tb;
         }
 #if XENT_F32
         _mm512_stream_ps((float *)(out + k), _mm512_loadu_ps((const float *)v));
@@ -176,13 +190,19 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
                                           xent_exact_sum *weight_sum,
                                           xent_exact_batch *weight_batch)
 {
-    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES], buf[XENT_SMALL_ROW][XENT_LANES];
     double s[XENT_LANES], x_t[XENT_LANES], w[XENT_LANES], shift_d[XENT_LANES];
     double out[XENT_LANES], logs[XENT_LANES], log_ties[XENT_LANES], rest_part[XENT_LANES];
     ptrdiff_t t_of[XENT_LANES];
     int use[XENT_LANES], skip_bad[XENT_LANES];
     int kept = 0, any_bad = 0, any_tie = 0;
-    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    uint32_t redo = F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s, buf);
+#if XENT_F32
+    /* float rows that could miss 1e-6: their rest corrected (see group_inexact_lanes) */
+    if (redo) F(group_rescue_lanes)(buf, n, shift, s, redo);
+#else
+    (void)redo;
+#endif
     /* the targets, branch-free so that it vectorises: a label out of place reads entry 0 of
      * the group's last row (its result is masked) */
     for (ptrdiff_t r = 0; r < XENT_LANES; r++) t_of[r] = target[r < nrows ? r : nrows - 1];

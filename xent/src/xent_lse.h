@@ -13,6 +13,10 @@
  */
 #define XENT_LANES ((ptrdiff_t)(64 / sizeof(T)))
 
+#if defined(__AVX512F__) && defined(__GNUC__)
+#include <immintrin.h>   /* sum_exp_group's float vector, written out */
+#endif
+
 /* A function attribute for the kernels that gather (see transpose_rows); an instruction set
  * file may set it to a tuning under which the compiler emits gathers. */
 #ifndef XENT_GATHER_TUNE
@@ -67,26 +71,63 @@ static inline T F(max_chunk)(const T *x, ptrdiff_t whole, const T *tail)
 }
 
 /*
- * exp(x - shift) as a term of a sum of exps (see exp_term), x <= shift. In double the rounding
- * of the difference is put back: x - shift needs more than 53 bits when the two differ by far
- * in magnitude (1.53 - 67.53 is rounded by up to 7e-15), and exp(d) carries that error
- * relative, 45 ulp of a tiny loss such as log1p(exp(-66)). TwoSum gives the rounding error err
- * exactly, and exp(x - shift) = exp(d) (1 + err) to far below an ulp. In float the term's
- * own 1e-6 budget covers it for the differences exp does not underflow at (see the tests).
+ * exp(x - shift) as a term of a sum of exps (see exp_term), x <= shift, with the rounding of
+ * the difference put back: x - shift may need more bits than T has when the two differ by far
+ * in magnitude (1.53 - 67.53 is rounded by up to 7e-15 in double, 4e-6 in float), and exp(d)
+ * carries that error relative (45 ulp of a tiny double loss such as log1p(exp(-66)), 5e-6 of
+ * a float term near the smallest normal). TwoSum gives the rounding error err exactly, and
+ * exp(x - shift) = exp(d) (1 + err) to far below an ulp. In float, ln2 is also taken in two
+ * parts (exp_term's one part puts |k| 1.9e-9 into a term of size 2^k). Double's long rows
+ * use it for every term; float's only for the rows whose fast terms could miss the bound (see
+ * XENT_F32_REST_BUDGET): it is a fifth of their loop's time.
  */
 static inline T F(exp_term_exact)(T x, T shift)
 {
     T d = x - shift;
-#if XENT_F32
-    return F(exp_term)(d);
-#else
     T bv = d - x;
     T err = (x - (d - bv)) + (-shift - bv);
-    T e = F(exp_term)(d), fix = e * err;
+#if XENT_F32
+    T scale, yc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+    T e = F(exp_poly)(yc, &scale, 1) * scale;
+    e = d < XENT_EXP_UNDER ? 0 : e;
+#else
+    T e = F(exp_term)(d);
+#endif
+    T fix = e * err;
     /* an infinite entry or difference makes err NaN (a -inf entry: the term is 0) */
     return e + (fix == fix ? fix : 0);
-#endif
 }
+
+/*
+ * The float32 budget. A float term exp_term(x - shift) is off by up to |d| (2^-24 + 2.8e-9)
+ * relative, d = x - shift: the rounding of d (at most |d| 2^-24, carried relative by exp) and
+ * the one-part ln2 (|k| 1.9e-9 <= |d| 2.8e-9). So rest, the sum of the terms below the shift,
+ * is off by at most XENT_F32_TERM_ERR * sum_i t_i |d_i| (rounding of the exp itself and of
+ * the additions apart: a few 1e-8). The sum of t_i |d_i| is taken beside the sum in the same
+ * loop (one multiply-add a term) and rescaled with it when the shift grows (the terms' errors
+ * were made against the old shift: they scale with the terms). Where it bounds rest's
+ * relative error above XENT_F32_REST_BUDGET, the row's rest is computed again from the row,
+ * every term exact (exp_term_exact) and summed in double (rescue_rest_chunk). Every result
+ * of a row moves by at most rest's relative error (a confident row's loss log1p(rest), its
+ * max's log-softmax, the gradient p_t - 1 = -rest / (ties + rest); less where the ties weigh
+ * more), and the bound holds for any cut of the row into stretches merged later (each
+ * stretch's rest, scaled exactly, keeps its relative error), so the decision is the row's own.
+ * Random logits (std 3) stay below it: sum t |d| / rest is the terms' mean distance from the
+ * max, about 3 (2e-7); rows whose terms lie 8 or more below their max - confident rows - are
+ * the ones computed twice.
+ */
+#define XENT_F32_TERM_ERR 0x1.2p-24        /* 2^-24 + 2.8e-9, and the bound's own rounding */
+#define XENT_F32_REST_BUDGET 5e-7
+
+/* Whether a float row's rest (terms' distance sum bound, see XENT_F32_REST_BUDGET) must be
+ * computed exactly. False for NaN and infinite rests (they carry themselves) and rest 0. */
+#ifndef XENT_F32_REST_INEXACT_DEFINED
+#define XENT_F32_REST_INEXACT_DEFINED
+static inline int xent_f32_rest_inexact(double rest, double bound)
+{
+    return XENT_F32_TERM_ERR * bound > XENT_F32_REST_BUDGET * rest;
+}
+#endif
 
 /*
  * One group's exp(x - shift) into the lane sums s, and its entries equal to the shift into
@@ -94,17 +135,54 @@ static inline T F(exp_term_exact)(T x, T shift)
  * would round every small term added to it to a multiple of 2^-24, and in a confident row
  * (the target the max, every other term small) the loss is log(1 + the small terms), so it
  * would lose its relative accuracy. Every entry <= shift (lse_chunk deals with +inf before).
+ * In float, b gets sum t (x - shift) (<= 0), the error bound of XENT_F32_REST_BUDGET.
  */
-static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
+static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T *b)
 {
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+    /* The same arithmetic as below, on one vector (XENT_LANES floats), written out so that
+     * the tie's 1 is a masked add and subtract and the bound a multiply-add masked by exp's
+     * own underflow mask: the loop is bound by its vector instructions, and this keeps it at
+     * the count it had without the bound (the compiler's version of the selects took two
+     * more). exp_poly's steps in its order: the same bits. */
+    (void)comp;
+    const __m512 one = _mm512_set1_ps(1.0f), sh = _mm512_set1_ps(shift);
+    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
+    __m512 x = _mm512_loadu_ps(g), d = _mm512_sub_ps(x, sh);
+    __mmask16 tie = _mm512_cmp_ps_mask(x, sh, _CMP_EQ_OQ);
+    __mmask16 live = _mm512_cmp_ps_mask(d, _mm512_set1_ps(XENT_EXP_UNDER), _CMP_NLT_UQ);
+    __m512 kr = _mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic);
+    __m512 k = _mm512_sub_ps(kr, magic);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
+    __m512i bits = _mm512_add_epi32(_mm512_castps_si512(kr),
+                                    _mm512_set1_epi32(XENT_EXP_BIAS - (int32_t)0x4b400000));
+    __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(bits, XENT_MANT_BITS));
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
+    p = _mm512_fmadd_ps(p, r, one);
+    p = _mm512_fmadd_ps(p, r, one);
+    __m512 e = _mm512_maskz_mul_ps(live, p, scale);   /* 0 where exp(d) is subnormal */
+    __m512 term = _mm512_mask_sub_ps(e, tie, e, one);
+    _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), term));
+    _mm512_storeu_ps(c, _mm512_mask_add_ps(_mm512_loadu_ps(c), tie, _mm512_loadu_ps(c), one));
+    _mm512_storeu_ps(b, _mm512_mask3_fmadd_ps(term, d, _mm512_loadu_ps(b), live));
+#else
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
-        T term = F(exp_term_exact)(g[l], shift) - tie;
 #if XENT_F32
         (void)comp;
-        s[l] += term;   /* float results need 1e-6: the lanes' roundings are far below */
+        T d = g[l] - shift, term = F(exp_term)(d) - tie;
+        s[l] += term;   /* the lanes' roundings: a few 1e-8, far below the budget */
+        /* term * d (0 for a tie), d clamped where the term is 0 (a -inf entry's 0 * d would
+         * be NaN). d zeroed there instead took gcc two more blends a group on AVX2
+         * (forward 2048 x 32000: 13% slower) */
+        b[l] += term * (d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d);
 #else
+        (void)b;
+        T term = F(exp_term_exact)(g[l], shift) - tie;
         /* Kahan's compensated sum: a double result is held to 4 ulp, and 64 equal terms in a
          * lane round the same way each time (4 ulp for a chunk, hundreds for 1M entries) */
         T y = term - comp[l], t = s[l] + y;
@@ -113,52 +191,120 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp)
 #endif
         c[l] += tie;
     }
+#endif
 }
 
 /*
  * Sum of exp(x - shift) over a chunk (its whole groups and its padded tail group, as in
  * max_chunk), in T lanes: a chunk is short enough. The count of entries equal to the shift
- * is added to *ties. One loop for both parts, so the constants are set up once per chunk.
+ * is added to *ties; in float, sum t |x - shift| (the error bound) to *bound. One loop for
+ * both parts, so the constants are set up once per chunk.
  */
 static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail, T shift,
-                                      double *ties)
+                                      double *ties, double *bound)
 {
-    T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES];
-    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = 0;
+    T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES], b[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = b[l] = 0;
 #if XENT_F32
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
          * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
         __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);
-        F(sum_exp_group)(x + g, shift, s, c, comp);
+        F(sum_exp_group)(x + g, shift, s, c, comp, b);
     }
-    if (tail) F(sum_exp_group)(tail, shift, s, c, comp);
+    if (tail) F(sum_exp_group)(tail, shift, s, c, comp, b);
     *ties += F(lanes_sum)(c);
+    *bound -= F(lanes_sum)(b);
     return F(lanes_sum)(s);
 #else
     /* Two compensated sums, of the even and the odd groups: a Kahan step is a chain of four
      * dependent additions, and one chain per lane made the loop wait on it rather than on
      * exp. The two are joined exactly (TwoSum) with both compensations. */
+    (void)bound;
     T s2[XENT_LANES], c2[XENT_LANES], comp2[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s2[l] = c2[l] = comp2[l] = 0;
     ptrdiff_t g = 0;
     for (; g + 2 * XENT_LANES <= whole; g += 2 * XENT_LANES) {
         __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);   /* as for float, above */
         __builtin_prefetch(x + whole + 2 * XENT_LANES + g, 0, 3);
-        F(sum_exp_group)(x + g, shift, s, c, comp);
-        F(sum_exp_group)(x + g + XENT_LANES, shift, s2, c2, comp2);
+        F(sum_exp_group)(x + g, shift, s, c, comp, b);
+        F(sum_exp_group)(x + g + XENT_LANES, shift, s2, c2, comp2, b);
     }
-    if (g < whole) F(sum_exp_group)(x + g, shift, s, c, comp);
-    if (tail) F(sum_exp_group)(tail, shift, s2, c2, comp2);
+    if (g < whole) F(sum_exp_group)(x + g, shift, s, c, comp, b);
+    if (tail) F(sum_exp_group)(tail, shift, s2, c2, comp2, b);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-        T a = s[l], b = s2[l], sum = a + b, bv = sum - a;
-        T err = (a - (sum - bv)) + (b - bv);
+        T a = s[l], b2 = s2[l], sum = a + b2, bv = sum - a;
+        T err = (a - (sum - bv)) + (b2 - bv);
         s[l] = sum + (err - (comp[l] + comp2[l]));
         c[l] += c2[l];
     }
     *ties += F(lanes_sum)(c);
     return F(lanes_sum)(s);
 #endif
+}
+
+/* One group's exact terms (exp_term_exact) into double lane sums s, its ties into c. */
+static inline void F(rescue_group)(const T *g, T shift, double *s, double *c)
+{
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T tie = g[l] == shift ? 1 : 0;
+        s[l] += (double)(F(exp_term_exact)(g[l], shift) - tie);
+        c[l] += (double)tie;
+    }
+}
+
+/*
+ * The exact rest of a chunk against the row's final shift (see XENT_F32_REST_BUDGET): every
+ * term exp_term_exact, summed in double lanes, added into the state's rest as lse_chunk adds
+ * a chunk's (its rounding into rest_err), the entries equal to the shift counted into *ties.
+ * Entries <= shift, none +inf (a row with +inf has an infinite rest, never recomputed).
+ */
+static inline void F(rescue_rest_chunk)(const T *x, ptrdiff_t n, T shift, double *ties,
+                                        xent_lse_state *st)
+{
+    double s[XENT_LANES], c[XENT_LANES];
+    ptrdiff_t whole = n - n % XENT_LANES;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = 0;
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) F(rescue_group)(x + g, shift, s, c);
+    if (whole < n) {
+        T tail[XENT_LANES];
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+            tail[l] = whole + l < n ? x[whole + l] : -(T)INFINITY;
+        F(rescue_group)(tail, shift, s, c);
+    }
+    double rest = 0, count = 0;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        rest += s[l];
+        count += c[l];
+    }
+    *ties += count;
+    xent_lse_add_rest(st, rest);
+}
+
+/* Whether a row's state (bound = sum t |d| of its terms) must have its rest computed again
+ * (see XENT_F32_REST_BUDGET). Never in double: its terms are exact already. */
+static inline int F(rest_needs_rescue)(const xent_lse_state *st, double bound)
+{
+#if XENT_F32
+    return xent_f32_rest_inexact(st->rest + st->rest_err, bound);
+#else
+    (void)st;
+    (void)bound;
+    return 0;
+#endif
+}
+
+/* Start the recomputation of a state's rest (see rescue_rest_chunk, then rescue_finish). */
+static inline void F(rescue_start)(xent_lse_state *st)
+{
+    st->rest = st->rest_err = 0;
+}
+
+static inline void F(rescue_finish)(xent_lse_state *st, double ties)
+{
+    st->ties = ties;
+    st->sum = st->ties + st->rest;
 }
 
 static inline int F(has_nan)(const T *x, ptrdiff_t n)
@@ -171,9 +317,12 @@ static inline int F(has_nan)(const T *x, ptrdiff_t n)
 /*
  * Fold one chunk into the online log-sum-exp state. The shift is the largest finite entry
  * seen so far (a +inf entry shifts by T_MAX instead, so its exp and the sum become +inf); the
- * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN.
+ * sum is rescaled when the shift grows. A NaN anywhere makes the sum NaN. In float, *bound
+ * (0 to start) carries sum t |d| of the terms in rest, rescaled with it (see
+ * XENT_F32_REST_BUDGET).
  */
-static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
+static inline void F(lse_chunk_bound)(const T *x, ptrdiff_t n, xent_lse_state *st,
+                                      double *bound)
 {
     ptrdiff_t whole = n - n % XENT_LANES;
     T tail_group[XENT_LANES], *tail = NULL;
@@ -188,25 +337,57 @@ static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
         return;
     }
     T shift = cmax > XENT_T_MAX ? XENT_T_MAX : cmax;
-    if (shift > st->shift) xent_lse_rescale(st, shift);
+    if (shift > st->shift) {
+        /* the terms' error bound scales with them (their errors were made against the old
+         * shift); 0 stays 0 (the first chunk: exp(-inf) = 0) */
+        if (*bound != 0) *bound *= xent_exp_diff(st->shift, shift);
+        xent_lse_rescale(st, shift);
+    }
     if (cmax > XENT_T_MAX) {   /* +inf: exp(inf - T_MAX) = inf, which exp_term does not give */
         st->rest += F(has_nan)(x, n) ? NAN : INFINITY;   /* rest_err stays finite */
         st->sum = st->ties + st->rest;
         return;
     }
-    double ties = 0, rest = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties);
+    double ties = 0, rest = F(sum_exp_chunk)(x, whole, tail, (T)st->shift, &ties, bound);
     st->ties += ties;
     xent_lse_add_rest(st, rest);
     st->sum = st->ties + st->rest;
 }
 
+/* lse_chunk_bound without the error bound (for a caller that does not recompute rows). */
+static inline void F(lse_chunk)(const T *x, ptrdiff_t n, xent_lse_state *st)
+{
+    double bound = 0;
+    F(lse_chunk_bound)(x, n, st, &bound);
+}
+
 #define XENT_CHUNK ((ptrdiff_t)(XENT_CHUNK_BYTES / sizeof(T)))
 
-/* Log-sum-exp state of one row (start from xent_lse_init). */
+/*
+ * Log-sum-exp state of one row (start from xent_lse_init; a state already holding entries
+ * gets the row's merged into it). In float, the row's rest is computed a second time, exactly,
+ * where the fast terms could miss the budget (see XENT_F32_REST_BUDGET): a pass over a row
+ * that is usually still in cache.
+ */
 static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
 {
+    if (XENT_F32 && (st->shift != -INFINITY || st->sum != 0)) {   /* not fresh: merged */
+        xent_lse_state part = xent_lse_init();
+        F(row_lse)(x, n, &part);
+        xent_lse_merge(st, &part);
+        return;
+    }
+    double bound = 0;
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
-        F(lse_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), st);
+        F(lse_chunk_bound)(x + start, xent_chunk_len(n, start, XENT_CHUNK), st, &bound);
+    if (F(rest_needs_rescue)(st, bound)) {
+        double ties = 0;
+        F(rescue_start)(st);
+        for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+            F(rescue_rest_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK),
+                                 (T)st->shift, &ties, st);
+        F(rescue_finish)(st, ties);
+    }
 }
 
 /*
@@ -236,19 +417,180 @@ static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
     }
 }
 
-/* exp(x - shift) for rows_lse_small: F(exp), and in double the difference's rounding put
- * back as in exp_term_exact. */
-static inline T F(exp_small)(T x, T shift)
+/* exp(x - shift) with the difference's rounding put back, as in exp_term_exact (F(exp)
+ * reduces with ln2 in two parts already): the double group kernels' terms. */
+static inline T F(exp_small_exact)(T x, T shift)
 {
     T d = x - shift;
-#if XENT_F32
-    return F(exp)(d);
-#else
     T bv = d - x;
     T err = (x - (d - bv)) + (-shift - bv);
     T e = F(exp)(d), fix = e * err;
     /* an infinite entry or difference makes err NaN, or e * err (inf * 0): then no fix */
     return e + (fix == fix ? fix : 0);
+}
+
+/* exp(x - shift) for rows_lse_small: exact in double; in float F(exp) of the rounded
+ * difference, the rows that could miss the budget corrected by group_rescue_lanes. */
+static inline T F(exp_small)(T x, T shift)
+{
+#if XENT_F32
+    return F(exp)(x - shift);
+#else
+    return F(exp_small_exact)(x, shift);
+#endif
+}
+
+/*
+ * The group kernels' float budget, with nothing added to their loop. Their terms are F(exp)
+ * of the rounded difference (ln2 in two parts) summed in double, so a term is off by
+ * t |d| XENT_F32_GROUP_TERM_ERR relative (d's rounding) besides exp's own 1.15 ulp, and the
+ * sum adds nothing that counts: a rest off by XENT_F32_GROUP_BUDGET (7e-7), plus 1.4e-7 from
+ * exp and 6e-8 from rounding the result to float, keeps a result within 1e-6. For any
+ * a >= 0, t |d| = e^-|d| |d| <= a t + e^-(a+1) (e^-u (u - a) is largest at u = a + 1), so
+ * over the m terms below the shift sum t |d| <= a rest + m e^-(a+1), and a row meets the
+ * budget when XENT_F32_GROUP_TERM_ERR (a rest + m e^-(a+1)) <= XENT_F32_GROUP_BUDGET rest:
+ * with a = 10.65, when rest >= 8.7e-6 m. Only rows whose max stands 10 or more above the rest
+ * are below that (a few in 100000 rows of random logits of std 3): those are corrected.
+ */
+#define XENT_F32_GROUP_TERM_ERR 0x1.02p-24   /* 2^-24 and the rounding of the test itself */
+#define XENT_F32_GROUP_BUDGET 7e-7
+#define XENT_F32_GROUP_A 10.65
+#define XENT_F32_GROUP_TAIL 8.72e-6          /* >= e^-(a+1) = e^-11.65 = 8.719e-6 */
+
+/* The same test solved for rest: rest < m RESCUE_BELOW, RESCUE_BELOW = TERM_ERR TAIL /
+ * (BUDGET - TERM_ERR A) = 8.6938e-6 (rounded up). It runs once per group, where a group of
+ * rows of 10 is short work (a test in double with the count of ties took 5% of it), so it
+ * takes the row's length n for m (m <= n: more rows recomputed, never fewer) and leaves out a
+ * rest of 0 (no terms, or all of them 0: nothing to be off). */
+#define XENT_F32_GROUP_RESCUE_BELOW 8.70e-6
+
+#ifndef XENT_F32_GROUP_INEXACT_DEFINED
+#define XENT_F32_GROUP_INEXACT_DEFINED
+/* rest: the sum of the terms below the shift of a row of n entries. False for NaN and
+ * infinite rests. */
+static inline int xent_f32_group_inexact(double rest, double below)
+{
+    return (rest > 0) & (rest < below);
+}
+#endif
+
+/* Out of line, but not "cold": gcc compiles a cold function for size, without vectors, and
+ * a dataset of confident short rows runs through these. */
+#if defined(__GNUC__) || defined(__clang__)
+#define XENT_APART static __attribute__((noinline))
+#else
+#define XENT_APART static
+#endif
+
+/*
+ * The float group kernels' rows that could miss the budget (see xent_f32_group_inexact), as a
+ * bit mask of lanes: s[l] the sum of lane l's terms below its shift, n the rows' length.
+ * One vector comparison: the test runs once per group.
+ */
+static inline uint32_t F(group_inexact_lanes)(ptrdiff_t n, const double *s)
+{
+    uint32_t mask = 0;
+#if XENT_F32
+    const double below = (double)n * XENT_F32_GROUP_RESCUE_BELOW;
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+        mask |= (uint32_t)xent_f32_group_inexact(s[l], below) << l;
+#else
+    (void)n;
+    (void)s;
+#endif
+    return mask;
+}
+
+#if XENT_F32
+/* exp(d) for d <= 0 to about 6e-4 relative (a cubic on |r| <= ln2/2), 0 below the normal
+ * range: the size of a term, for group_rescue_lanes' correction. */
+static inline T F(exp_rough)(T d)
+{
+    T dc = d < XENT_EXP_UNDER ? XENT_EXP_UNDER : d;
+    T kr = dc * XENT_LOG2E + XENT_ROUND_MAGIC, k = kr - XENT_ROUND_MAGIC;
+    T r = dc - k * XENT_LN2;
+    T p = ((r * (1.0f / 6) + 0.5f) * r + 1.0f) * r + 1.0f;
+    F(bits_t) kbits, magic_bits, scale_bits;
+    T magic = XENT_ROUND_MAGIC, scale;
+    memcpy(&kbits, &kr, sizeof kbits);
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    scale_bits = (kbits - magic_bits + XENT_EXP_BIAS) << XENT_MANT_BITS;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return d < XENT_EXP_UNDER ? 0 : p * scale;
+}
+
+/*
+ * The lanes of mask: s[l], the sum of F(exp) of the rounded differences d = x - shift[l],
+ * corrected to the exact terms' sum, buf transposed as transpose_rows leaves it. A term's
+ * exact value is exp(d + err) = t (1 + err) to far below an ulp (err: d's rounding, TwoSum),
+ * so the sum gets sum t err, where t is needed only to a few parts in 1e3 (exp_rough): the
+ * correction is at most |d| 2^-25 of a term, so its own error stays below 1e-10 of the rest.
+ * Rarely run, so apart from the group loops (whose code it would crowd: 5% on rows of 10).
+ */
+XENT_APART void F(group_rescue_lanes)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+                                     const T *shift, double *s, uint32_t mask)
+{
+    T fix[XENT_LANES];
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) fix[l] = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+            T x = buf[j][l], sh = shift[l], d = x - sh, bv = d - x;
+            T err = (x - (d - bv)) + (-sh - bv);
+            T f = F(exp_rough)(d) * err;
+            fix[l] += f == f ? f : 0;   /* a -inf entry: err is NaN, its term 0 */
+        }
+    }
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+        s[l] = (mask >> l) & 1 ? s[l] + (double)fix[l] : s[l];
+}
+
+#endif
+
+/*
+ * For the float group kernels: each lane's rest s[l] (the sum of its terms below shift[l],
+ * buf transposed as transpose_rows leaves it) corrected to the exact sum where the fast
+ * terms could miss the budget (see xent_f32_group_inexact). The decision is the lane's own: its
+ * row's result does not depend on the rows beside it. Nothing in double (exp_small is exact
+ * there). c: unused (kept for the callers' sake).
+ */
+static inline void F(group_rescue)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+                                   const T *shift, const T *c, double *s)
+{
+    (void)c;
+#if XENT_F32
+    uint32_t mask = F(group_inexact_lanes)(n, s);
+    if (mask) F(group_rescue_lanes)(buf, n, shift, s, mask);
+#else
+    (void)buf;
+    (void)shift;
+    (void)s;
+    (void)n;
+#endif
+}
+
+/*
+ * For row_evaluate (xent.evaluate's long rows): a float row's rest and ties computed again
+ * exactly, as row_lse does, where the fast terms could miss the budget. Its state's xlogit,
+ * sum t (x - shift) against the final shift, bounds the distances the terms were computed at
+ * (see XENT_F32_REST_BUDGET). Nothing in double.
+ */
+static inline void F(eval_rescue)(const T *x, ptrdiff_t n, xent_eval_state *st)
+{
+#if XENT_F32
+    if (!xent_f32_rest_inexact(st->rest, -st->xlogit)) return;
+    xent_lse_state lse = xent_lse_init();
+    double ties = 0;
+    for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK)
+        F(rescue_rest_chunk)(x + start, xent_chunk_len(n, start, XENT_CHUNK), (T)st->shift,
+                             &ties, &lse);
+    st->ties = ties;
+    st->rest = lse.rest + lse.rest_err;
+    st->sum = st->ties + st->rest;
+#else
+    (void)x;
+    (void)n;
+    (void)st;
 #endif
 }
 
@@ -261,11 +603,15 @@ static inline T F(exp_small)(T x, T shift)
  * other terms. Same rules as row_lse: shift 0 (m -inf) and sums 0 for an all -inf row, a +inf
  * entry shifts by T_MAX, NaN spreads.
  */
-static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
-                                      ptrdiff_t n, T m[XENT_LANES], T shift[XENT_LANES],
-                                      T c[XENT_LANES], double s[XENT_LANES])
+/* Returns the lanes whose rows could miss the float budget (group_inexact_lanes; 0 in
+ * double), for the caller to pass to group_rescue_lanes with buf. (Always inlined: the compiler
+ * stopped inlining it into rows_index_loss_small once it grew, which cost 5% on rows of 10.) */
+XENT_LANES_INLINE uint32_t F(group_lse_lanes)(const T *x, ptrdiff_t stride,
+                                              ptrdiff_t nrows, ptrdiff_t n, T m[XENT_LANES],
+                                              T shift[XENT_LANES], T c[XENT_LANES],
+                                              double s[XENT_LANES],
+                                              T buf[XENT_SMALL_ROW][XENT_LANES])
 {
-    T buf[XENT_SMALL_ROW][XENT_LANES];
     F(transpose_rows)(x, stride, nrows, n, buf);
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) m[l] = -(T)INFINITY;
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -287,6 +633,7 @@ static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nr
             c[l] += tie;
         }
     }
+    return F(group_inexact_lanes)(n, s);
 #else
     /* A double result is held to 4 ulp: up to 63 terms of one size added in a row round the
      * same way each time (7 ulp on the loss of [0, -30 x 63]), so the lanes carry Kahan's
@@ -306,6 +653,7 @@ static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nr
     }
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] -= comp[l];
+    return 0;
 #endif
 }
 
@@ -313,9 +661,14 @@ static inline void F(group_lse_lanes)(const T *x, ptrdiff_t stride, ptrdiff_t nr
 static void F(rows_lse_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
                               ptrdiff_t n, xent_lse_state *st)
 {
-    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES];
+    T m[XENT_LANES], shift[XENT_LANES], c[XENT_LANES], buf[XENT_SMALL_ROW][XENT_LANES];
     double s[XENT_LANES];
-    F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s);
+    uint32_t redo = F(group_lse_lanes)(x, stride, nrows, n, m, shift, c, s, buf);
+#if XENT_F32
+    if (redo) F(group_rescue_lanes)(buf, n, shift, s, redo);
+#else
+    (void)redo;
+#endif
     for (ptrdiff_t r = 0; r < nrows; r++) {
         st[r].shift = m[r] == -(T)INFINITY ? -INFINITY : (double)shift[r];
         st[r].ties = (double)c[r];
@@ -338,12 +691,98 @@ static void F(row_log_softmax)(const T *x, ptrdiff_t n, T *out)
     for (ptrdiff_t j = 0; j < n; j++) out[j] = (T)(((double)x[j] - shift) - log_sum);
 }
 
-/* out[j] = exp(x[j] - logsumexp(x)). out may be x itself. */
+/*
+ * exp((x - shift) - log_sum), a softmax or gradient entry of a row, as exp((x - s0) - (vh + vl))
+ * with the parts of softmax_split. In float, x - shift and the subtraction of log_sum each
+ * round (by up to |x - shift| 2^-25: 2.6e-6 of an entry near the smallest normal, carried
+ * relative by exp, so a small probability missed 1e-6 by up to 4x). softmax_split makes
+ * x - s0 exact and vh + vl the rest of the shift (|vl| <= 2^-12), so one TwoSum gives the
+ * rounding of d = (x - s0) - vh exactly and exp(d) (1 + err - vl) puts it back (its square,
+ * below 3e-8, left out): an entry is then F(exp)'s own 1.15 ulp off. In double: the
+ * differences as they round (the bits these kernels always gave).
+ */
+static inline T F(exp_shifted)(T x, T s0, T vh, T vl)
+{
+#if XENT_F32
+    T u = x - s0, d = u - vh, bv = d - u;
+    T err = (u - (d - bv)) + (-vh - bv);
+    T p = F(exp)(d), fix = p * (err - vl);
+    /* an infinite entry makes err NaN (a -inf entry: p = 0) */
+    return p + (fix == fix ? fix : 0);
+#else
+    (void)vl;
+    return F(exp)((x - s0) - vh);
+#endif
+}
+
+/*
+ * exp_shifted for a float row whose shift + log_sum is finite and below 4096 in magnitude
+ * (softmax_split returned 1: no NaN or +inf entry, s0 = 0): the same correction, with
+ * exp_term (ln2 in one part, no upper clamp: d <= 0, as vh >= shift >= x) and its ln2 error,
+ * k (ln2 - LN2) relative with k = d log2e to within 0.5 (1e-9), put back in the same
+ * multiply-add; a -inf entry is clamped to a finite one whose term is 0, so no NaN check. Four
+ * vector operations fewer an entry than exp_shifted.
+ */
+#if XENT_F32 && defined(__FMA__)
+#define XENT_F32_TERM_LN2_FIX 0x1.79a8dcp-29f   /* -log2e (ln2 - LN2) = 2.7478e-9 */
+#else
+#define XENT_F32_TERM_LN2_FIX 0.0f            /* no FMA: exp_term's ln2 is in two parts */
+#endif
+static inline T F(exp_shifted_fast)(T x, T vh, T vl)
+{
+#if XENT_F32
+    T u = x < -0x1p100f ? -0x1p100f : x;
+    T d = u - vh, bv = d - u;
+    T err = (u - (d - bv)) + (-vh - bv);
+    T corr = d * XENT_F32_TERM_LN2_FIX + (err - vl);
+    T p = F(exp_term)(d);
+    return p + p * corr;
+#else
+    return F(exp)(x - vh) + 0 * vl;   /* never called: softmax_split returns 0 in double */
+#endif
+}
+
+/*
+ * The parts of a row's shift + log_sum for exp_shifted. In float, where |shift + log_sum| <
+ * 4096 it is split into T parts whole (s0 = 0, vh its rounding to T, vl the rest: below half
+ * an ulp of 4096, 2^-12); else s0 is the shift (x - shift is exact for every entry whose term
+ * is a normal float: such an x is within 87 of a shift of magnitude above 4000, Sterbenz) and
+ * vh + vl is log_sum (at most log C). Per row, in double (TwoSum for the whole split). Returns
+ * 1 where exp_shifted_fast may be used instead.
+ */
+static inline int F(softmax_split)(double shift, double log_sum, T *s0, T *vh, T *vl)
+{
+#if XENT_F32
+    double c = shift + log_sum;
+    if (fabs(c) < 4096) {   /* false for NaN and infinities */
+        double bv = c - shift, err = (shift - (c - bv)) + (log_sum - bv);
+        *s0 = 0;
+        *vh = (T)c;
+        *vl = (T)((c - (double)*vh) + err);
+        return 1;   /* exp_shifted_fast applies */
+    }
+    *s0 = (T)shift;
+    *vh = (T)log_sum;
+    *vl = (T)(log_sum - (double)*vh);
+#else
+    *s0 = (T)shift;
+    *vh = (T)log_sum;
+    *vl = 0;
+#endif
+    return 0;
+}
+
+/* out[j] = exp(x[j] - logsumexp(x)) (exp_shifted). out may be x itself. */
 static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 {
     xent_lse_state st = xent_lse_init();
     F(row_lse)(x, n, &st);
-    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
+    T s0, vh, vl;
+    if (F(softmax_split)(st.shift, xent_lse_log_sum(&st), &s0, &vh, &vl)) {
 #pragma omp simd
-    for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp)((T)(((double)x[j] - shift) - log_sum));
+        for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp_shifted_fast)(x[j], vh, vl);
+        return;
+    }
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp_shifted)(x[j], s0, vh, vl);
 }

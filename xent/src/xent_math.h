@@ -49,6 +49,17 @@ typedef uint64_t F(bits_t);
 #define XENT_SQRT2 0x1.6a09e667f3bcdp+0
 #endif
 
+#ifndef XENT_LANES_INLINE
+#if defined(__GNUC__) || defined(__clang__)
+/* inlined even where it is used twice: a call in a loop would keep the loop scalar (F(exp):
+ * once the float rows' exact terms used it too, gcc called it out of line from the gradient
+ * loop's tail, 22% of cross_entropy_with_grad on rows of 10) */
+#define XENT_LANES_INLINE static inline __attribute__((always_inline))
+#else
+#define XENT_LANES_INLINE static inline
+#endif
+#endif
+
 /*
  * exp(y), branch-free so that it vectorises: y = k ln2 + r with |r| <= ln2/2, exp(r) by a
  * polynomial, times 2^k built in the exponent bits. In float the polynomial is
@@ -122,11 +133,13 @@ XENT_LANES_INLINE T F(exp)(T y)
  * the other terms may make up a tiny result on their own (logsumexp([0, -80]) = 1.8e-35), so a
  * term below the normal range must be 0, never rounded up to one near the smallest normal.
  * In float it reduces y with ln2 in one part, so a term of size 2^k is off by |k| 1.9e-9
- * relative: at most 2.4e-7 for a term near the smallest normal, inside the 1e-6 float
- * results are held to; skipping F(exp)'s upper clamp and its second reduction step makes the
- * log-sum-exp loops a third shorter, which is their speed (they are bound by exp, not by
- * memory). In double the one-part reduction would be off by |k| 1.1e-16 relative (~100 ulp
- * for a result near 1e-300), so the reduction is exact there.
+ * relative (2.4e-7 for a term near the smallest normal); skipping F(exp)'s upper clamp and
+ * its second reduction step makes the log-sum-exp loops a third shorter, which is their speed
+ * (they are bound by exp, not by memory). The float rows count it in their error bound, with
+ * the rounding of y itself, and the rows that bound could put above 1e-6 have their terms
+ * computed again with the exact reduction (see XENT_F32_REST_BUDGET in xent_lse.h). In
+ * double the one-part reduction would be off by |k| 1.1e-16 relative (~100 ulp for a result
+ * near 1e-300), so the reduction is exact there.
  */
 static inline T F(exp_term)(T y)
 {
