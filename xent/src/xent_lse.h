@@ -698,8 +698,8 @@ static void F(row_log_softmax)(const T *x, ptrdiff_t n, T *out)
  * relative by exp, so a small probability missed 1e-6 by up to 4x). softmax_split makes
  * x - s0 exact and vh + vl the rest of the shift (|vl| <= 2^-12), so one TwoSum gives the
  * rounding of d = (x - s0) - vh exactly and exp(d) (1 + err - vl) puts it back (its square,
- * below 3e-8, left out): an entry is then F(exp)'s own 1.15 ulp off. In double: the
- * differences as they round (the bits these kernels always gave).
+ * below 3e-8, left out): an entry is then F(exp)'s own 1.15 ulp off. In double, the same
+ * for both subtractions (vl is 0 there).
  */
 static inline T F(exp_shifted)(T x, T s0, T vh, T vl)
 {
@@ -710,8 +710,18 @@ static inline T F(exp_shifted)(T x, T s0, T vh, T vl)
     /* an infinite entry makes err NaN (a -inf entry: p = 0) */
     return p + (fix == fix ? fix : 0);
 #else
+    /* double: both subtractions' roundings by TwoSum, put back as exp(d) (1 + err); their
+     * size, up to |x - shift| 2^-53 (a third of an ulp per unit of distance, 400 ulp of an
+     * entry near 1e-300), leaves exp's own ulp and log_sum's rounding (log_sum 2^-53
+     * relative: an ulp for each 2 of log_sum) */
     (void)vl;
-    return F(exp)((x - s0) - vh);
+    T u = x - s0, bu = u - x;
+    T eu = (x - (u - bu)) + (-s0 - bu);
+    T d = u - vh, bd = d - u;
+    T ed = (u - (d - bd)) + (-vh - bd);
+    T p = F(exp)(d), fix = p * (eu + ed);
+    /* an infinite entry or shift makes the roundings NaN (a -inf entry: p = 0) */
+    return p + (fix == fix ? fix : 0);
 #endif
 }
 
