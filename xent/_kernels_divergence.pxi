@@ -66,9 +66,9 @@ cdef inline double _divergence_row(const floating *s, const floating *t, Py_ssiz
             if attempt == 1 or st[5] != st[5] or a - a != 0:
                 break
             # once more with r centred (E_P[r] = 0) where c was taken far from where P has
-            # its mass: there 1 + b - a = E_P[exp(-r)] is far from 1 and the terms cancel
-            # (log1p(b - a) can lose all its digits); otherwise keep the first pass
-            if loss - loss == 0 and fabs(a) <= 0.5 and size <= 4 * fabs(loss):
+            # its mass: there 1 + b - a = E_P[exp(-r)] is near 0 (log1p(b - a) can lose all
+            # its digits) or the terms cancel; otherwise keep the first pass
+            if loss - loss == 0 and b - a >= -0.5 and size <= 4 * fabs(loss):
                 break
             kl_c = st[5] + a
         kl_c = NAN
