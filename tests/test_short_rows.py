@@ -54,3 +54,40 @@ def test_first_bad_label_in_a_group_is_named(dtype):
     t[30] = -5
     with pytest.raises(IndexError, match="21"):
         xent.cross_entropy(x, t)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "column-slice", "every-other-row"])
+def test_every_short_width_in_every_layout(isa, dtype, layout):
+    """Groups are transposed in blocks of a vector's width (16 floats, 8 doubles) with masked
+    tails: every width up to 64, rows taken from wider or skipped rows, a partial last group;
+    per-row losses, log-sum-exps and log-softmax entries against the reference. The absolute
+    allowance is a few ulps of the row's largest magnitude: where a result is far smaller than
+    its entries (a confident row's loss, a log-sum-exp near 0), the reference's own float64
+    arithmetic is that far off (the digits of such results are tests/test_accuracy_mpmath.py's
+    business)."""
+    rng = np.random.default_rng(7)
+    for c in list(range(1, 18)) + [23, 31, 32, 33, 40, 47, 48, 49, 63, 64]:
+        n = 37
+        base = (rng.standard_normal((2 * n, c + 5)) * 3).astype(dtype)
+        if layout == "contiguous":
+            x = np.ascontiguousarray(base[:n, :c])
+        elif layout == "column-slice":
+            x = base[:n, 2 : 2 + c]
+        else:
+            x = base[::2, :c]
+        t = rng.integers(0, c, n)
+        x64 = x.astype(np.float64)
+        close = dict(rtol=TOL[dtype], atol=8 * np.finfo(dtype).eps * np.abs(x64).max())
+        np.testing.assert_allclose(
+            xent.cross_entropy(x, t, reduction="none"),
+            ref.cross_entropy(x64, t, reduction="none"),
+            **close,
+            err_msg=f"C={c}",
+        )
+        np.testing.assert_allclose(
+            xent.logsumexp(x, axis=-1), ref.logsumexp(x64), **close, err_msg=f"C={c}"
+        )
+        np.testing.assert_allclose(
+            xent.log_softmax(x), ref.log_softmax(x64), **close, err_msg=f"C={c}"
+        )
