@@ -608,6 +608,17 @@ static XENT_GATHER_TUNE void F(transpose_rows)(const T *x, ptrdiff_t stride,
                                                T buf[XENT_SMALL_ROW][XENT_LANES])
 {
 #if defined(__AVX512F__) && defined(__GNUC__)
+    /* The next group's rows, asked for now: a block's loads go down 16 rows a line at a time,
+     * a pattern the hardware prefetchers do not follow (without this the loads took most of
+     * the transpose's time on rows of 64). A prefetch past the array's end is harmless. */
+    if ((stride - n) * (ptrdiff_t)sizeof(T) < 64) {   /* rows (nearly) back to back */
+        const char *next = (const char *)(x + XENT_LANES * stride);
+        for (ptrdiff_t b = 0; b < XENT_LANES * stride * (ptrdiff_t)sizeof(T); b += 64)
+            __builtin_prefetch(next + b);
+    } else {
+        for (ptrdiff_t r = XENT_LANES; r < 2 * XENT_LANES; r++)
+            for (ptrdiff_t j = 0; j < n; j += XENT_LANES) __builtin_prefetch(x + r * stride + j);
+    }
     for (ptrdiff_t j0 = 0; j0 < n; j0 += XENT_LANES)
         F(transpose_block)(x, stride, nrows, j0, n - j0, buf);
     return;
