@@ -15,16 +15,19 @@ from xent import _kernels
 from support import hypothesis_settings
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
 @hypothesis_settings(300)
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=40))
-def test_exact_sum_is_fsum(values):
-    """The superaccumulator against the exact rational sum, rounded once by float()."""
+def test_exact_sum_is_fsum(batched, values):
+    """The superaccumulator against the exact rational sum, rounded once by float(): values
+    added one by one, and 16 at a time as the row kernels add them (values that do not split
+    on the batch's grids, tiny or huge, go one by one)."""
     exact = sum(Fraction(v) for v in values)  # exact rationals: fsum overflows early
     try:
         want = float(exact)
     except OverflowError:  # beyond the largest double: rounds to an infinity
         want = math.inf if exact > 0 else -math.inf
-    got = _kernels.exact_sum(np.array(values, dtype=np.float64))
+    got = _kernels.exact_sum(np.array(values, dtype=np.float64), batched=batched)
     assert got == want or (math.isnan(got) and math.isnan(want)), (values, got, want)
 
 

@@ -497,15 +497,23 @@ def probability_loss_grad(const floating[:, :] x, const floating[:, :] p,
     return part.combine()[0]
 
 
-def exact_sum(const double[::1] values, bint parts=False):
+def exact_sum(const double[::1] values, bint parts=False, bint batched=False):
     """The exact sum of values rounded once to a double, by the kernels' superaccumulator
     (xent/src/xent_exactsum.h): what the reductions of the losses use. With parts, the
-    unrounded sum as an array of the few doubles whose exact sum it is (xent_exact_parts)."""
+    unrounded sum as an array of the few doubles whose exact sum it is (xent_exact_parts).
+    batched: through xent_exact_batch_add, 16 values at a time, as the row kernels add."""
     cdef xent_exact_sum acc
-    cdef Py_ssize_t i
+    cdef xent_exact_batch batch
+    cdef Py_ssize_t i, n = values.shape[0]
     xent_exact_init(&acc)
-    for i in range(values.shape[0]):
-        xent_exact_add(&acc, values[i])
+    if batched:
+        xent_exact_batch_init(&batch)
+        for i in range(0, n, 16):
+            xent_exact_batch_add(&acc, &batch, &values[i], <int>min(16, n - i))
+        xent_exact_batch_flush(&acc, &batch)
+    else:
+        for i in range(n):
+            xent_exact_add(&acc, values[i])
     return _parts(&acc) if parts else xent_exact_round(&acc)
 
 

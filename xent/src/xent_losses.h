@@ -204,21 +204,27 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
     (void)redo;
 #endif
     /* the targets, branch-free so that it vectorises: a label out of place reads entry 0 of
-     * the group's last row (its result is masked) */
+     * its row (its result is masked); the target logits from the transposed group in buf, in
+     * L1 and with 32-bit offsets, not from the rows (64-bit offsets times the stride: a fifth
+     * of a group of rows of 2) */
+    int32_t at[XENT_LANES];
     for (ptrdiff_t r = 0; r < XENT_LANES; r++) t_of[r] = target[r < nrows ? r : nrows - 1];
 #pragma omp simd reduction(+ : kept) reduction(| : any_bad)
     for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
         ptrdiff_t t = t_of[r];
         int in_group = r < nrows, ignored = t == ignore_index;
         int ok = in_group & !ignored & (t >= 0) & (t < n);
-        ptrdiff_t at = ok ? (in_group ? r : 0) * stride + t : 0;
         use[r] = ok;
         skip_bad[r] = in_group & !ignored & !ok;
         any_bad |= skip_bad[r];
         kept += ok;
-        x_t[r] = ok ? (double)x[at] : 0.0;
-        w[r] = ok ? (weight ? weight[ok ? t : 0] : 1.0) : 0.0;
+        at[r] = ok ? (int32_t)t : 0;
     }
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) x_t[r] = use[r] ? (double)buf[at[r]][r] : 0.0;
+    if (weight)
+        for (ptrdiff_t r = 0; r < XENT_LANES; r++) w[r] = use[r] ? weight[at[r]] : 0.0;
+    else
+        for (ptrdiff_t r = 0; r < XENT_LANES; r++) w[r] = use[r] ? 1.0 : 0.0;
     *bad = -1;
     if (any_bad)
         for (ptrdiff_t r = 0; r < nrows; r++)
@@ -226,6 +232,7 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
                 *bad = r;
                 break;
             }
+#pragma omp simd reduction(| : any_tie)
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) any_tie |= c[l] != 1;
     /* log(ties) and rest / ties: with every ties = 1 they are 0 and rest exactly, and the
      * division (a slow vector instruction) and the log are left out */

@@ -715,6 +715,12 @@ static inline uint32_t F(group_inexact_lanes)(ptrdiff_t n, const double *s)
     uint32_t mask = 0;
 #if XENT_F32
     const double below = (double)n * XENT_F32_GROUP_RESCUE_BELOW;
+    int any = 0;
+    /* first whether any lane needs it (an OR across lanes, which vectorises whole), the
+     * mask only then: building it bit by bit took 6% of a group of rows of 2 */
+#pragma omp simd reduction(| : any)
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) any |= xent_f32_group_inexact(s[l], below);
+    if (!any) return 0;
     for (ptrdiff_t l = 0; l < XENT_LANES; l++)
         mask |= (uint32_t)xent_f32_group_inexact(s[l], below) << l;
 #else
