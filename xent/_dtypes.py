@@ -17,7 +17,8 @@ COMPUTE_DTYPE = {
 
 def is_bfloat16(dtype):
     """Whether dtype is ml_dtypes' bfloat16 (known by name: ml_dtypes need not be imported)."""
-    return dtype.name == "bfloat16" and dtype.itemsize == 2 and dtype.type.__module__ == "ml_dtypes"
+    # the size first: dtype.name is slow to build, and most dtypes are not 2 bytes wide
+    return dtype.itemsize == 2 and dtype.name == "bfloat16" and dtype.type.__module__ == "ml_dtypes"
 
 
 def compute_dtype(dtype):

@@ -19,6 +19,7 @@ Arguments are checked by :mod:`xent._validation`; the kernels are xent/_kernels.
 """
 
 import functools
+import math
 
 import numpy as np
 
@@ -1243,7 +1244,7 @@ cross_entropy_grad_hess.__doc__ += """
 def check_z_loss(value):
     """The z-loss coefficient as a float, or a ValueError naming the argument."""
     z = float(value)
-    if not (np.isfinite(z) and z >= 0):
+    if not (math.isfinite(z) and z >= 0):
         raise ValueError(f"z_loss must be a finite number >= 0, got {value!r}")
     return z
 

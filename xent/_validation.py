@@ -11,6 +11,7 @@ The names here have no leading underscore because sibling modules use them; they
 part of xent's public API.
 """
 
+import math
 import numbers
 import sys
 
@@ -151,14 +152,17 @@ def as_rows(a, dtype):
     A view where possible: only a non-contiguous class axis, an incompatible batch layout or
     a dtype conversion makes a copy.
     """
-    n_rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+    n_rows = math.prod(a.shape[:-1])
     if a.dtype.itemsize == 2 and dtype == np.float32:  # float16, bfloat16: widened in parallel
         half = as_rows(a, a.dtype).view(np.uint16)
         rows = np.empty(half.shape, dtype=dtype)
         _kernels.widen_half_rows(half, is_bfloat16(a.dtype), rows, get_num_threads())
         return rows
-    with np.errstate(over="ignore"):  # a value beyond the dtype's range rounds to inf
-        rows = a.astype(dtype, copy=False).reshape(n_rows, a.shape[-1])
+    if a.dtype == dtype:  # no conversion (and no error state to set: it costs a call 3%)
+        rows = a.reshape(n_rows, a.shape[-1])
+    else:
+        with np.errstate(over="ignore"):  # a value beyond the dtype's range rounds to inf
+            rows = a.astype(dtype).reshape(n_rows, a.shape[-1])
     if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
         rows = np.ascontiguousarray(rows)
     return rows
@@ -226,12 +230,14 @@ def check_label_smoothing(value):
     return value
 
 
+_INTP = np.iinfo(np.intp)
+
+
 def check_ignore_index(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"ignore_index must be an int, got {type(value).__name__} {value!r}")
-    info = np.iinfo(np.intp)
-    if not info.min <= int(value) <= info.max:
-        raise ValueError(f"ignore_index={value} does not fit in a {info.bits}-bit integer")
+    if not _INTP.min <= int(value) <= _INTP.max:
+        raise ValueError(f"ignore_index={value} does not fit in a {_INTP.bits}-bit integer")
     return int(value)
 
 
@@ -281,7 +287,7 @@ def class_targets(target, batch_shape, logits_shape):
             f"shape of logits {logits_shape} without its last (class) axis"
         )
     flat = target.reshape(-1)
-    limit = np.iinfo(np.intp).max
+    limit = _INTP.max
     if flat.dtype.kind == "u" and flat.size and flat.max() > limit:
         raise IndexError(bad_label_message(target, int(np.argmax(flat)), logits_shape[-1], None))
     return aligned(np.ascontiguousarray(flat, dtype=np.intp))
