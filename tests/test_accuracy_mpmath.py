@@ -337,3 +337,28 @@ def test_half_rows_take_the_float32_second_pass(isa, half, classes):
         ]:
             got, want = call(h), call(wide).astype(hdtype)
             assert np.array_equal(got.astype(F32), want.astype(F32)), f"{half} C={classes} {name}"
+
+
+def _exact_logsumexp(row):
+    return mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row))
+
+
+@pytest.mark.parametrize("classes", [2, 5, 64, 100, 3000])
+def test_float32_logsumexp_where_max_and_log_sum_cancel(isa, classes):
+    """A float32 logsumexp near 0 under a negative max: max + log(sum) cancels, and the
+    result keeps 1e-6 relative only if the sum is far more exact than float32 terms give
+    (those rows are computed again in float64). Log-probabilities (their logsumexp is the
+    few-ulp offset their rounding left, about 1e-8), and rows whose result is near +-0.5."""
+    rng = np.random.default_rng(classes)
+    logits = rng.standard_normal((6, classes)) * 2
+    log_probs = xent.log_softmax(logits.astype(np.float32))
+    shifted = (logits - xent.logsumexp(logits)[:, None] + [[0.5], [-0.5], [0.01]] * 2).astype(
+        np.float32
+    )
+    rows = np.concatenate([log_probs, shifted])
+    got = xent.logsumexp(rows)
+    _, lse = xent.cross_entropy(rows, np.zeros(len(rows), np.intp), return_lse=True)
+    for r, row in enumerate(rows):
+        exact = _exact_logsumexp(row)
+        check(got[r], exact, F32, f"logsumexp of row {r} (C={classes})")
+        check(lse[r], exact, F32, f"return_lse of row {r} (C={classes})")

@@ -165,6 +165,12 @@ def logsumexp(
     ``(-690.7755278982137, -1.0)``, the exact value. The result's dtype is ``x``'s and
     ``b``'s promoted as numpy promotes them (float64 for integers alone), as SciPy's.
 
+    A float32 (or half-precision) result below 1 in magnitude is computed again from the
+    row in float64: where a negative maximum and the log of the sum cancel (log-probabilities
+    give about 1e-8), float32 terms would leave it only about 5e-7 absolute, not 1e-6
+    relative. That costs a row about ten times its float32 time (``logsumexp`` of
+    normalised float32 log-probabilities: all of them); other rows pay nothing.
+
     Examples
     --------
     >>> import numpy as np
@@ -268,6 +274,33 @@ def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking)
     return result
 
 
+#: float32 log-sum-exps smaller than this in magnitude are computed again from float64 rows.
+#: There a negative max and log(sum) cancel: the float32 kernels' sum of terms is within
+#: about 5.5e-7 of its value (the budget of xent_lse.h), which is within 1e-6 of the result
+#: only where the result is at least about 0.6 in magnitude. The float64 kernel's terms put
+#: the error at an ulp or two of the max, far below 1e-6 of any such result.
+_F32_CANCEL_BELOW = 1.0
+
+
+def _recompute_cancelled(lse, rows_of, threads):
+    """Rows whose float32 log-sum-exp (in ``lse``, float32 or float64, one per row in C
+    order) is below _F32_CANCEL_BELOW in magnitude, computed again in float64 in place.
+    ``rows_of(index)`` gives those rows (flat row indices) as an array (k, C). Returns lse."""
+    near = np.flatnonzero(np.abs(lse) < _F32_CANCEL_BELOW)
+    if near.size:
+        again = np.empty(near.size, dtype=np.float64)
+        _kernels.logsumexp_rows(np.asarray(rows_of(near), dtype=np.float64), again, threads)
+        lse[near] = again
+    return lse
+
+
+def _rows_at(a, index):
+    """The rows (last axis) of ``a`` at flat row indices ``index``, as an array (k, C)."""
+    if a.ndim == 1:  # one row
+        return a[None, :][index]
+    return a[np.unravel_index(index, a.shape[:-1])]
+
+
 def _logsumexp_axis(a, ax, keepdims, threads, checking):
     """logsumexp of the checked float array a along the one axis ax (the fast path)."""
     moved = np.moveaxis(a, ax, -1)
@@ -283,6 +316,8 @@ def _logsumexp_axis(a, ax, keepdims, threads, checking):
         result = np.full(rows.shape[0], -np.inf, dtype=compute)
         if rows.shape[0] and n_classes:
             _kernels.logsumexp_rows(rows, result, threads)
+    if compute == np.float32 and result.size and n_classes:
+        _recompute_cancelled(result, lambda i: _rows_at(moved, i), threads)
     if checking:
         rows = as_rows(moved, compute)
         sample = _check.sample_rows(rows.shape[0])
@@ -1258,7 +1293,10 @@ def _row_logsumexp(problem):
             _kernels.logsumexp_rows_half(*problem.half, lse, problem.threads)
         else:
             _kernels.logsumexp_rows(problem.rows, lse, problem.threads)
-    return lse.astype(np.float64)
+    lse = lse.astype(np.float64)
+    if problem.compute == np.float32 and n:
+        _recompute_cancelled(lse, lambda i: _rows_at(problem.x, i), problem.threads)
+    return lse
 
 
 def _lse_result(problem, lse):
