@@ -149,7 +149,9 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
     const __m512 one = _mm512_set1_ps(1.0f), sh = _mm512_set1_ps(shift);
     const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
     __m512 x = _mm512_loadu_ps(g), d = _mm512_sub_ps(x, sh);
-    __mmask16 tie = _mm512_cmp_ps_mask(x, sh, _CMP_EQ_OQ);
+    /* x == shift exactly where x - shift == 0 (gradual underflow: no two floats differ by 0),
+     * and asking d lets x die after one load (the compiler loaded it twice for two uses) */
+    __mmask16 tie = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_EQ_OQ);
     __mmask16 live = _mm512_cmp_ps_mask(d, _mm512_set1_ps(XENT_EXP_UNDER), _CMP_NLT_UQ);
     __m512 kr = _mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic);
     __m512 k = _mm512_sub_ps(kr, magic);
