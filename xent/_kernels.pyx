@@ -49,6 +49,13 @@ kern.xent_bind_table(kernel_table())
 cdef enum:
     # A block holds about this many logits (or one row, if rows are longer).
     BLOCK_ELEMENTS = 32768
+    # A row of up to XENT_SMALL_ROW logits (the group kernels') costs about as much as 13
+    # more logits: its share of its group's fixed work (one thread, float32, AMD EPYC: 10 ns
+    # a row of 2, 15 of 10, 52 of 64). Its block is counted so, in whole groups of 16 rows:
+    # blocks of about the same time (20 us) at every width, where a block of 32768 logits
+    # was 130 us on rows of 2 (65536 x 2 ran on one thread) and a fixed 8192 logits left
+    # rows of 64 with blocks so short that their setup cost 15%.
+    SHORT_ROW_EXTRA = 13
 
 
 # ---- blocks of rows ------------------------------------------------------------------------
@@ -63,6 +70,8 @@ cdef inline Py_ssize_t _block_rows(Py_ssize_t ncols) noexcept nogil:
         return 1
     if ncols <= 1:
         return BLOCK_ELEMENTS
+    if ncols <= XENT_SMALL_ROW:
+        return BLOCK_ELEMENTS // (ncols + SHORT_ROW_EXTRA) // 16 * 16
     return BLOCK_ELEMENTS // ncols
 
 
