@@ -15,11 +15,26 @@ import time
 import tracemalloc
 
 
-def time_interleaved(calls, repeat, max_runs=None):
+#: Runs shorter than this (seconds) follow an untimed run of the same call when
+#: ``time_interleaved`` is asked to warm them: see there.
+WARM_BELOW = 0.02
+#: The pause before such a warming run (seconds): long enough for the threads of the call
+#: before (another library's OpenMP runtime) to stop spinning and sleep. libgomp spins for
+#: 300000 rounds by default, milliseconds.
+WARM_PAUSE = 0.01
+
+
+def time_interleaved(calls, repeat, max_runs=None, warm_below=None):
     """Time interleaved runs: each call once per round, ``repeat`` rounds.
 
     Interleaving makes a noisy neighbour slow every call alike, so the ratios of the medians
-    stay meaningful on a shared machine.
+    stay meaningful on a shared machine. But between two runs of a call the others run: its
+    thread pool falls asleep (waking it cost a 0.4 ms call 1.1 ms more on a 2-CPU VM, 65536
+    x 2 float32 on two threads after a 10 ms pause), and another library's threads may still
+    spin on the cores (each OpenMP runtime spins a while after its region). With
+    ``warm_below``, a call whose last run took less than that many seconds waits WARM_PAUSE
+    (the other threads go to sleep) and runs once untimed right before its timed run: the
+    steady state of a loop over batches, for every call alike.
 
     Parameters
     ----------
@@ -30,6 +45,9 @@ def time_interleaved(calls, repeat, max_runs=None):
         Number of rounds.
     max_runs : dict, optional
         Name -> largest number of runs of that call (it sits out the later rounds).
+    warm_below : float, optional
+        Seconds: runs shorter than this (judged by the call's previous run; the first
+        round always warms) are preceded by an untimed run (its setup too).
 
     Returns
     -------
@@ -46,8 +64,16 @@ def time_interleaved(calls, repeat, max_runs=None):
             if round_index >= max_runs.get(name, repeat):
                 continue
             results[name] = None  # free the previous result before the next run
+            setup = None
             if isinstance(fn, tuple):
                 setup, fn = fn
+            previous = timings[name][-1] if timings[name] else 0.0
+            if warm_below is not None and previous < warm_below:
+                time.sleep(WARM_PAUSE)
+                if setup is not None:
+                    setup()
+                fn()
+            if setup is not None:
                 setup()
             start = time.perf_counter()
             value = fn()

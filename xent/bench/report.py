@@ -99,7 +99,9 @@ def print_limits(limits, file=None):
     print(
         "            each shape's fraction is against a read (or read + write) of its own "
         "array, timed\n            in the same rounds; the linear head's time is in GEMMs "
-        "of its shape, timed alike",
+        "of its shape, timed alike;\n            in the main table a run under 20 ms follows "
+        "an untimed run of the same call\n            (a loop's steady state: its threads "
+        "awake), for every peer alike",
         file=file,
     )
 

@@ -7,7 +7,14 @@ import numpy as np
 
 from .._multiclass import cross_entropy, cross_entropy_with_grad
 from .cases import GRAD_CHECK_ROWS, REFERENCE_MAX_RUNS, RTOL, agrees, make_data, reference_mean
-from .measure import medians_of, peak_rss_rise, relative_difference, speedups_of, time_interleaved
+from .measure import (
+    WARM_BELOW,
+    medians_of,
+    peak_rss_rise,
+    relative_difference,
+    speedups_of,
+    time_interleaved,
+)
 from .peers import prepare_peers
 from .roofline import READ_PROBE, READ_WRITE_PROBE, fraction, read_probe, read_write_probe
 
@@ -57,7 +64,7 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
         **peer_calls,
     }
     timings, results = time_interleaved(
-        calls, repeat, {"reference": min(repeat, REFERENCE_MAX_RUNS)}
+        calls, repeat, {"reference": min(repeat, REFERENCE_MAX_RUNS)}, warm_below=WARM_BELOW
     )
     probe_timings, probe_sum = split_probe(timings, results, READ_PROBE)
     del calls[READ_PROBE]
