@@ -13,6 +13,10 @@
  * (payload kept) get the all-ones exponent. Branch-free, so it vectorises with or without
  * F16C (whose conversion quiets a signalling NaN: its payload would not be kept).
  */
+#if defined(__AVX512F__) && defined(__GNUC__)
+#include <immintrin.h>   /* widen_half's float16 conversion */
+#endif
+
 static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
 {
     if (bfloat) {
@@ -25,8 +29,37 @@ static void F(widen_half)(const uint16_t *h, ptrdiff_t n, int bfloat, T *out)
         }
         return;
     }
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__) && defined(__GNUC__)
+    /* AVX-512's conversion (vcvtph2ps: exact, subnormals too), a NaN's bits then put back
+     * as the rule below gives them (the conversion sets a signalling NaN's quiet bit): 4
+     * vector instructions where the rule below takes about 12, in a forward whose float16
+     * rows took 1.8x the time of bfloat16's */
+    for (; i + 16 <= n; i += 16) {
+        __m256i hv = _mm256_loadu_si256((const __m256i *)(h + i));
+        __m512 f = _mm512_cvtph_ps(hv);
+        __m512i w = _mm512_cvtepu16_epi32(hv);
+        __m512i magnitude = _mm512_and_si512(w, _mm512_set1_epi32(0x7fff));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7c00));
+        if (nan) {
+            __m512i sign = _mm512_slli_epi32(_mm512_and_si512(w, _mm512_set1_epi32(0x8000)), 16);
+            __m512i bits = _mm512_or_si512(_mm512_slli_epi32(magnitude, 13),
+                                           _mm512_set1_epi32(0x7f800000));
+            f = _mm512_mask_mov_ps(f, nan, _mm512_castsi512_ps(_mm512_or_si512(bits, sign)));
+        }
+#if XENT_F32
+        _mm512_storeu_ps((float *)(out + i), f);
+#else
+        _mm512_storeu_pd((double *)(out + i), _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+        _mm512_storeu_pd((double *)(out + i + 8),
+                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                             _mm512_castps_pd(f), 1))));
+#endif
+    }
+#endif
+    const ptrdiff_t done = i;
 #pragma omp simd
-    for (ptrdiff_t i = 0; i < n; i++) {
+    for (i = done; i < n; i++) {
         uint32_t v = h[i], magnitude = v & 0x7fffu, bits;
         uint32_t normal = (magnitude << 13) + ((uint32_t)(127 - 15) << 23);
         float sub = (float)(int32_t)magnitude * 0x1p-24f;
