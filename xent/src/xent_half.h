@@ -94,8 +94,33 @@ static void F(narrow_half)(const T *x, ptrdiff_t n, int bfloat, uint16_t *out)
         }
         return;
     }
+    ptrdiff_t i = 0;
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+    /* AVX-512's conversion (vcvtps2ph, to nearest even: numpy's rounding, subnormals and
+     * overflow to inf included), a NaN's bits then taken from the rule below (the conversion
+     * sets a signalling NaN's quiet bit) */
+    for (; i + 16 <= n; i += 16) {
+        __m512 f = _mm512_loadu_ps((const float *)(x + i));
+        __m256i h = _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i u = _mm512_castps_si512(f);
+        __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7f800000));
+        if (nan) {
+            __m512i bits = _mm512_add_epi32(
+                _mm512_set1_epi32(0x7c00),
+                _mm512_srli_epi32(_mm512_and_si512(a, _mm512_set1_epi32(0x7fffff)), 13));
+            __mmask16 empty = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(0x7c00));
+            bits = _mm512_mask_mov_epi32(bits, empty, _mm512_set1_epi32(0x7c01));
+            bits = _mm512_or_si512(
+                bits, _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)));
+            h = _mm256_mask_mov_epi16(h, nan, _mm512_cvtepi32_epi16(bits));
+        }
+        _mm256_storeu_si256((__m256i *)(out + i), h);
+    }
+#endif
+    const ptrdiff_t done = i;
 #pragma omp simd
-    for (ptrdiff_t i = 0; i < n; i++) {
+    for (i = done; i < n; i++) {
         float f = (float)x[i], magnitude, tiny;
         uint32_t u, a, tiny_bits;
         memcpy(&u, &f, sizeof u);
