@@ -362,3 +362,21 @@ def test_float32_logsumexp_where_max_and_log_sum_cancel(isa, classes):
         exact = _exact_logsumexp(row)
         check(got[r], exact, F32, f"logsumexp of row {r} (C={classes})")
         check(lse[r], exact, F32, f"return_lse of row {r} (C={classes})")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("classes", [3, 10, 64, 1000])
+def test_target_gradient_entry_on_both_sides_of_one_half(isa, dtype, classes):
+    """The target's gradient entry p_t - 1: expm1 of its log-softmax where p_t is above 1/2
+    (it cancels), exp - 1 below (it does not); both within the dtype's bound, each target
+    of a row in turn (its max among them)."""
+    rng = np.random.default_rng(classes)
+    row = (rng.standard_normal(classes) * rng.choice([0.3, 3.0, 12.0])).astype(dtype)
+    row[0] = row.max() + dtype(0.8)  # a target whose p_t lies near 1/2 on either side
+    targets = np.arange(classes) if classes <= 64 else rng.integers(0, classes, 64)
+    x = np.repeat(row[None, :], len(targets), axis=0)
+    _, grad = xent.cross_entropy_with_grad(x, targets, reduction="sum")
+    log_sum = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row))
+    for r, t in enumerate(targets):
+        exact = mpmath.expm1(mpmath.mpf(float(row[t])) - log_sum)
+        check(grad[r, t], exact, dtype, f"gradient of target {t} of C={classes}")

@@ -303,10 +303,13 @@ cdef inline double _target_grad(double g, double wt, double smoothing, Py_ssize_
                                double log_sum) noexcept nogil:
     """The gradient's entry at the target, g ((1-eps) w_t (p_t - 1) + eps/C (W p_t - w_t)).
 
-    In double: p_t - 1 cancels, so it is expm1 of the log-softmax (for the max's entry,
-    -rest / (1 + rest) to the last bits).
+    In double: p_t - 1 cancels, so it is expm1 of the log-softmax z (for the max's entry,
+    -rest / (1 + rest) to the last bits). Below z = -0.7 (p_t < 0.5) nothing cancels and
+    exp(z) - 1 is within 2 ulp: libm's exp takes about half expm1's time, which was a quarter
+    of a gradient of rows of 10.
     """
-    cdef double p_t_minus_1 = expm1((x_t - shift) - log_sum)
+    cdef double z = (x_t - shift) - log_sum
+    cdef double p_t_minus_1 = exp(z) - 1.0 if z < -0.7 else expm1(z)
     cdef double p_t = p_t_minus_1 + 1.0
     return g * ((1.0 - smoothing) * wt * p_t_minus_1 + smoothing / c * (weight_total * p_t - wt))
 
