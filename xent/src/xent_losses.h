@@ -203,10 +203,10 @@ static ptrdiff_t F(rows_index_loss_small)(const T *x, ptrdiff_t stride, ptrdiff_
 #else
     (void)redo;
 #endif
-    /* the targets, branch-free so that it vectorises: a label out of place reads entry 0 of
-     * its row (its result is masked); the target logits from the transposed group in buf, in
-     * L1 and with 32-bit offsets, not from the rows (64-bit offsets times the stride: a fifth
-     * of a group of rows of 2) */
+    /* the targets, branch-free so that it vectorises (a label out of place, an ignored row
+     * and a spare lane read nothing: their results are masked); the target logits from the
+     * transposed group in buf, in L1 and with 32-bit offsets, not from the rows (64-bit
+     * offsets times the stride: a fifth of a group of rows of 2) */
     int32_t at[XENT_LANES];
     for (ptrdiff_t r = 0; r < XENT_LANES; r++) t_of[r] = target[r < nrows ? r : nrows - 1];
 #pragma omp simd reduction(+ : kept) reduction(| : any_bad)
