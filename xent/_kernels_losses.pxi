@@ -314,6 +314,78 @@ cdef inline double _target_grad(double g, double wt, double smoothing, Py_ssize_
     return g * ((1.0 - smoothing) * wt * p_t_minus_1 + smoothing / c * (weight_total * p_t - wt))
 
 
+cdef bint _group_grad(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ssize_t first,
+                      const intp_t[::1] target, intp_t ignore_index, double smoothing,
+                      double weight_total, double scale, const double[::1] grad_rows,
+                      const xent_lse_state *group, const double *log_sums, floating *grad0,
+                      Py_ssize_t grad_stride, Py_ssize_t g0, Py_ssize_t nrows) noexcept nogil:
+    """The gradients of the group of short rows g0 .. g0 + nrows - 1 (no class weights), their
+    entries in vector lanes (rows_softmax_grad_small), then each target's entry and each
+    skipped row's zeros: the bits of _index_grad_block's row-by-row loop. False, with nothing
+    written, where the kernel declines (a float row whose log-sum-exp is too large)."""
+    cdef Py_ssize_t k, i
+    cdef intp_t t
+    cdef double g
+    cdef double shifts[SMALL_GROUP]
+    cdef double a[SMALL_GROUP]
+    cdef double b[SMALL_GROUP]
+    cdef double x_t[SMALL_GROUP]
+    # float lanes hold all 16 rows; double lanes 8: then two calls (as _group_loss)
+    cdef Py_ssize_t lanes = 8 if floating is double else SMALL_GROUP
+    cdef Py_ssize_t xs = stride // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t gs = grad_stride // <Py_ssize_t>sizeof(floating)
+    cdef const floating *x1 = <const floating *>(<const char *>x0 + (g0 - first) * stride)
+    cdef floating *out1 = <floating *>(<char *>grad0 + (g0 - first) * grad_stride)
+    for k in range(nrows):
+        i = g0 + k
+        t = target[i]
+        shifts[k] = group[k].shift
+        a[k] = 0
+        b[k] = 0
+        x_t[k] = 0
+        if t == ignore_index or t < 0 or t >= c:
+            continue
+        # read before the gradient may overwrite the row (grad is x)
+        x_t[k] = (<const floating *>(<const char *>x0 + (i - first) * stride))[t]
+        g = scale * _row_g(grad_rows, i)
+        a[k] = g * ((1.0 - smoothing) + smoothing / c * weight_total)
+        b[k] = g * smoothing / c
+    if not kern.rows_softmax_grad_small(x1, xs, min(nrows, lanes), c, shifts, log_sums, a, b,
+                                        out1, gs):
+        return False   # float: the whole group is this one call, nothing written
+    if nrows > lanes:   # double, whose kernel never declines
+        kern.rows_softmax_grad_small(x1 + lanes * xs, xs, nrows - lanes, c, shifts + lanes,
+                                     log_sums + lanes, a + lanes, b + lanes, out1 + lanes * gs,
+                                     gs)
+    _group_grad_targets(c, first, target, ignore_index, smoothing, weight_total, scale,
+                        grad_rows, group, log_sums, grad0, grad_stride, g0, nrows, x_t)
+    return True
+
+
+cdef void _group_grad_targets(Py_ssize_t c, Py_ssize_t first, const intp_t[::1] target,
+                              intp_t ignore_index, double smoothing, double weight_total,
+                              double scale, const double[::1] grad_rows,
+                              const xent_lse_state *group, const double *log_sums,
+                              floating *grad0, Py_ssize_t grad_stride, Py_ssize_t g0,
+                              Py_ssize_t nrows, const double *x_t) noexcept nogil:
+    """_group_grad's second half: each target's entry and each skipped row's zeros."""
+    cdef Py_ssize_t k, j, i
+    cdef intp_t t
+    cdef double g
+    cdef floating *grow
+    for k in range(nrows):
+        i = g0 + k
+        t = target[i]
+        grow = <floating *>(<char *>grad0 + (i - first) * grad_stride)
+        if t == ignore_index or t < 0 or t >= c:
+            for j in range(c):
+                grow[j] = 0
+            continue
+        g = scale * _row_g(grad_rows, i)
+        grow[t] = <floating>_target_grad(g, 1.0, smoothing, c, weight_total, x_t[k],
+                                         group[k].shift, log_sums[k])
+
+
 cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                             Py_ssize_t first, const intp_t[::1] target, const double *weight,
                             double weight_total, intp_t ignore_index, double smoothing,
@@ -344,6 +416,12 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                        and stride % <Py_ssize_t>sizeof(floating) == 0)
     cdef double wt, x_t, g, loss, log_sum
     cdef Py_ssize_t kept = 0   # as _index_block
+    # a group's gradient entries in vector lanes (_group_grad): rows of up to 16 (longer ones
+    # fill the per-row kernel's vectors, and the lanes would add two transposes: 1.06-1.2x
+    # its time at 64, 0.80-0.83x at 10, 0.92-0.95x at 2), without class weights (the per-row
+    # kernel's form differs with them) or non-temporal stores
+    cdef bint lanes = (small and c <= 16 and weight == NULL and not stream
+                       and grad_stride % <Py_ssize_t>sizeof(floating) == 0)
     xent_exact_init(loss_out)
     xent_exact_init(weight_out)
     xent_exact_batch_init(&loss_batch)
@@ -370,6 +448,11 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                     xent_exact_batch_add(weight_out, &weight_batch, weights, <int>nrows)
             if weight == NULL:
                 kept += kept_group
+        if lanes and _group_grad(x0, stride, c, first, target, ignore_index, smoothing,
+                                 weight_total, scale, grad_rows, group, log_sums, grad0,
+                                 grad_stride, g0, nrows):
+            g0 += SMALL_GROUP
+            continue
         for i in range(g0, g0 + nrows):
             t = target[i]
             grow = <floating *>(<char *>grad0 + (i - first) * grad_stride)

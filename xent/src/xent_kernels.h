@@ -309,7 +309,11 @@ static inline xent_compare_state xent_compare_init(void)
                                             ptrdiff_t *bad, xent_exact_sum *loss_sum,           \
                                             xent_exact_batch *loss_batch,                       \
                                             xent_exact_sum *weight_sum,                         \
-                                            xent_exact_batch *weight_batch))
+                                            xent_exact_batch *weight_batch))                    \
+    X(int, rows_softmax_grad_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,          \
+                                        ptrdiff_t n, const double *shift,                       \
+                                        const double *log_sum, const double *a,                 \
+                                        const double *b, T *out, ptrdiff_t out_stride))
 
 #define XENT_TABLE_FIELD(ret, name, S, params) ret(*name##_##S) params;
 typedef struct {

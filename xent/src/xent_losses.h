@@ -161,6 +161,55 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
 }
 
 /*
+ * out row r (out_stride elements apart; rows r < nrows) = a[r] softmax(x row r) - b[r], for
+ * up to XENT_LANES short rows (n <= XENT_SMALL_ROW, stride in elements) at once, one row per
+ * vector lane: row_softmax_grad's entries without class weights, the same bits, without a
+ * call, a padded tail group and a setup per row (rows of 10: a third of their gradient's
+ * time). shift[r], log_sum[r]: the row's log-sum-exp parts. The
+ * group is read whole before any of it is written, so out may be x. Returns 0, writing
+ * nothing, where a float row's log-sum-exp is too large for exp_shifted_fast (|shift +
+ * log_sum| >= 4096): the caller goes row by row.
+ */
+static int F(rows_softmax_grad_small)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                      ptrdiff_t n, const double *shift, const double *log_sum,
+                                      const double *a, const double *b, T *out,
+                                      ptrdiff_t out_stride)
+{
+    T s0[XENT_LANES], vh[XENT_LANES], vl[XENT_LANES], ta[XENT_LANES], tb[XENT_LANES];
+    T buf[XENT_SMALL_ROW][XENT_LANES];
+    int fast = 1;
+    for (ptrdiff_t r = 0; r < XENT_LANES; r++) {
+        ptrdiff_t row = r < nrows ? r : nrows - 1;
+        fast &= F(softmax_split)(shift[row], log_sum[row], &s0[r], &vh[r], &vl[r]);
+        ta[r] = (T)a[row];
+        tb[r] = (T)b[row];
+    }
+#if XENT_F32
+    if (!fast) return 0;
+#endif
+    F(transpose_rows)(x, stride, nrows, n, buf);
+    for (ptrdiff_t j = 0; j < n; j++) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++)
+#if XENT_F32
+            buf[j][l] = ta[l] * F(exp_shifted_fast)(buf[j][l], vh[l], vl[l]) - tb[l];
+#else
+            buf[j][l] = ta[l] * F(exp_shifted)(buf[j][l], s0[l], vh[l], vl[l]) - tb[l];
+#endif
+    }
+#if defined(__AVX512F__) && defined(__GNUC__)
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += XENT_LANES)
+        F(untranspose_block)(buf, j0, n - j0, nrows, out, out_stride);
+#else
+    for (ptrdiff_t r = 0; r < nrows; r++) {
+        T *o = out + r * out_stride;
+        for (ptrdiff_t j = 0; j < n; j++) o[j] = buf[j][r];
+    }
+#endif
+    return 1;
+}
+
+/*
  * Cross-entropy of up to XENT_LANES short rows against class indices, a group at a time, so
  * that a row of 10 logits costs no call, no scalar log and no per-row bookkeeping of its own.
  * The rows' log-sum-exps are those of rows_lse_small (the same bits), and the log of each

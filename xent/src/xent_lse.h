@@ -538,14 +538,10 @@ static void F(row_lse)(const T *x, ptrdiff_t n, xent_lse_state *st)
  * gathers took 57% of cross_entropy on rows of 64).
  */
 #if XENT_F32
-static inline void F(transpose_block)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
-                                      ptrdiff_t j0, ptrdiff_t width,
-                                      T buf[XENT_SMALL_ROW][XENT_LANES])
+/* col[k] = (v[0][k], ..., v[15][k]): the 16 x 16 transpose of v, in registers. */
+static inline void F(transpose_regs)(const __m512 v[16], __m512 col[16])
 {
-    __mmask16 in = width >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << width) - 1);
-    __m512 v[16], t[16];
-    for (int r = 0; r < 16; r++)
-        v[r] = _mm512_maskz_loadu_ps(in, x + (r < nrows ? r : nrows - 1) * stride + j0);
+    __m512 t[16];
     /* within 128-bit lanes: t[4q + i] = column i of rows 4q .. 4q + 3, for each lane */
     for (int q = 0; q < 4; q++) {
         __m512 lo01 = _mm512_unpacklo_ps(v[4 * q], v[4 * q + 1]);
@@ -563,21 +559,44 @@ static inline void F(transpose_block)(const T *x, ptrdiff_t stride, ptrdiff_t nr
         __m512 b = _mm512_shuffle_f32x4(t[i], t[4 + i], 0xdd);       /* lanes 1, 3 */
         __m512 c = _mm512_shuffle_f32x4(t[8 + i], t[12 + i], 0x88);
         __m512 d = _mm512_shuffle_f32x4(t[8 + i], t[12 + i], 0xdd);
-        __m512 col[4] = {_mm512_shuffle_f32x4(a, c, 0x88), _mm512_shuffle_f32x4(b, d, 0x88),
-                         _mm512_shuffle_f32x4(a, c, 0xdd), _mm512_shuffle_f32x4(b, d, 0xdd)};
-        for (int l = 0; l < 4; l++)
-            if (4 * l + i < width) _mm512_storeu_ps((float *)buf[j0 + 4 * l + i], col[l]);
+        col[i] = _mm512_shuffle_f32x4(a, c, 0x88);
+        col[4 + i] = _mm512_shuffle_f32x4(b, d, 0x88);
+        col[8 + i] = _mm512_shuffle_f32x4(a, c, 0xdd);
+        col[12 + i] = _mm512_shuffle_f32x4(b, d, 0xdd);
     }
 }
-#else
+
 static inline void F(transpose_block)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
                                       ptrdiff_t j0, ptrdiff_t width,
                                       T buf[XENT_SMALL_ROW][XENT_LANES])
 {
-    __mmask8 in = width >= 8 ? (__mmask8)0xff : (__mmask8)((1u << width) - 1);
-    __m512d v[8], t[8];
-    for (int r = 0; r < 8; r++)
-        v[r] = _mm512_maskz_loadu_pd(in, x + (r < nrows ? r : nrows - 1) * stride + j0);
+    __mmask16 in = width >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << width) - 1);
+    __m512 v[16], col[16];
+    for (int r = 0; r < 16; r++)
+        v[r] = _mm512_maskz_loadu_ps(in, x + (r < nrows ? r : nrows - 1) * stride + j0);
+    F(transpose_regs)(v, col);
+    for (int k = 0; k < 16 && k < width; k++) _mm512_storeu_ps((float *)buf[j0 + k], col[k]);
+}
+
+/* The way back: out[r * out_stride + j0 + k] = buf[j0 + k][r] for the rows r < nrows and
+ * the k < width (<= 16) entries of a block (masked stores: nothing past a row's end). */
+static inline void F(untranspose_block)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t j0,
+                                        ptrdiff_t width, ptrdiff_t nrows, T *out,
+                                        ptrdiff_t out_stride)
+{
+    __mmask16 in = width >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << width) - 1);
+    __m512 v[16], row[16];
+    for (int k = 0; k < 16; k++)
+        v[k] = k < width ? _mm512_loadu_ps((const float *)buf[j0 + k]) : _mm512_setzero_ps();
+    F(transpose_regs)(v, row);
+    for (int r = 0; r < 16 && r < nrows; r++)
+        _mm512_mask_storeu_ps((float *)(out + r * out_stride + j0), in, row[r]);
+}
+#else
+/* col[k] = (v[0][k], ..., v[7][k]): the 8 x 8 transpose of v, in registers. */
+static inline void F(transpose_regs)(const __m512d v[8], __m512d col[8])
+{
+    __m512d t[8];
     /* t[2q] = columns 0, 2, 4, 6 of rows 2q, 2q + 1 (in pairs); t[2q + 1] the odd ones */
     for (int q = 0; q < 4; q++) {
         t[2 * q] = _mm512_unpacklo_pd(v[2 * q], v[2 * q + 1]);
@@ -589,11 +608,37 @@ static inline void F(transpose_block)(const T *x, ptrdiff_t stride, ptrdiff_t nr
         __m512d b = _mm512_shuffle_f64x2(t[i], t[2 + i], 0xdd);
         __m512d c = _mm512_shuffle_f64x2(t[4 + i], t[6 + i], 0x88);
         __m512d d = _mm512_shuffle_f64x2(t[4 + i], t[6 + i], 0xdd);
-        __m512d col[4] = {_mm512_shuffle_f64x2(a, c, 0x88), _mm512_shuffle_f64x2(b, d, 0x88),
-                          _mm512_shuffle_f64x2(a, c, 0xdd), _mm512_shuffle_f64x2(b, d, 0xdd)};
-        for (int l = 0; l < 4; l++)
-            if (2 * l + i < width) _mm512_storeu_pd((double *)buf[j0 + 2 * l + i], col[l]);
+        col[i] = _mm512_shuffle_f64x2(a, c, 0x88);
+        col[2 + i] = _mm512_shuffle_f64x2(b, d, 0x88);
+        col[4 + i] = _mm512_shuffle_f64x2(a, c, 0xdd);
+        col[6 + i] = _mm512_shuffle_f64x2(b, d, 0xdd);
     }
+}
+
+static inline void F(transpose_block)(const T *x, ptrdiff_t stride, ptrdiff_t nrows,
+                                      ptrdiff_t j0, ptrdiff_t width,
+                                      T buf[XENT_SMALL_ROW][XENT_LANES])
+{
+    __mmask8 in = width >= 8 ? (__mmask8)0xff : (__mmask8)((1u << width) - 1);
+    __m512d v[8], col[8];
+    for (int r = 0; r < 8; r++)
+        v[r] = _mm512_maskz_loadu_pd(in, x + (r < nrows ? r : nrows - 1) * stride + j0);
+    F(transpose_regs)(v, col);
+    for (int k = 0; k < 8 && k < width; k++) _mm512_storeu_pd((double *)buf[j0 + k], col[k]);
+}
+
+/* The way back (see the float version). */
+static inline void F(untranspose_block)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t j0,
+                                        ptrdiff_t width, ptrdiff_t nrows, T *out,
+                                        ptrdiff_t out_stride)
+{
+    __mmask8 in = width >= 8 ? (__mmask8)0xff : (__mmask8)((1u << width) - 1);
+    __m512d v[8], row[8];
+    for (int k = 0; k < 8; k++)
+        v[k] = k < width ? _mm512_loadu_pd((const double *)buf[j0 + k]) : _mm512_setzero_pd();
+    F(transpose_regs)(v, row);
+    for (int r = 0; r < 8 && r < nrows; r++)
+        _mm512_mask_storeu_pd((double *)(out + r * out_stride + j0), in, row[r]);
 }
 #endif
 #endif
