@@ -267,11 +267,17 @@ def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_
     The mean's denominator, needed before a gradient pass can scale its rows: summed exactly
     and rounded once, the same bits as the denominator the loss pass returns.
     """
-    cdef Py_ssize_t i, bad = -1
+    cdef Py_ssize_t i, k = 0, kept = 0, bad = -1
     cdef intp_t t
     cdef xent_exact_sum total
+    cdef xent_exact_batch batch
+    cdef double w[16]
+    cdef bint weighted = weight is not None
     xent_exact_init(&total)
+    xent_exact_batch_init(&batch)
     with nogil:
+        # without weights the total is a count, added once; weights go 16 at a time through
+        # the batch adder (one exact addition a row was 6% of a gradient of rows of 10)
         for i in range(target.shape[0]):
             t = target[i]
             if t == ignore_index:
@@ -279,7 +285,17 @@ def index_weight_total(const intp_t[::1] target, const double[::1] weight, intp_
             if t < 0 or t >= n_classes:
                 bad = i
                 break
-            xent_exact_add(&total, weight[t] if weight is not None else 1.0)
+            if not weighted:
+                kept += 1
+                continue
+            w[k] = weight[t]
+            k += 1
+            if k == 16:
+                xent_exact_batch_add(&total, &batch, w, 16)
+                k = 0
+        xent_exact_batch_add(&total, &batch, w, <int>k)
+        xent_exact_batch_flush(&total, &batch)
+        xent_exact_add(&total, <double>kept)
     return xent_exact_round(&total), bad
 
 
