@@ -16,6 +16,8 @@ cdef extern from "xent_kernels.h" nogil:
     void xent_lse_merge(xent_lse_state *acc, const xent_lse_state *part)
     double xent_lse_value(const xent_lse_state *st)
     double xent_lse_log_sum(const xent_lse_state *st)
+    void xent_lse_softmax_exponent(const xent_lse_state *st, double log_sum, double *c_hi,
+                                   double *c_lo)
 
     # Sums over one row of a distribution p (and q), for entropy, cross-entropy and KL.
     ctypedef struct xent_dist_sums:

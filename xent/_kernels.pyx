@@ -29,6 +29,7 @@ ctypedef cnp.intp_t intp_t
 from xent cimport _kernel_api as kern
 from xent._kernel_types cimport (XENT_SMALL_ROW, xent_dist_sums, xent_eval_init, xent_eval_log_sum,
                                  xent_eval_state, xent_lse_init, xent_lse_log_sum, xent_lse_merge,
+                                 xent_lse_softmax_exponent,
                                  xent_lse_state, xent_lse_value, xent_exact_sum, xent_exact_init,
                                  xent_exact_add, xent_exact_merge, xent_exact_round,
                                  xent_exact_batch, xent_exact_batch_init, xent_exact_batch_add,

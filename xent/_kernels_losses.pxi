@@ -343,6 +343,7 @@ cdef bint _group_grad(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ss
     cdef intp_t t
     cdef double g
     cdef double shifts[SMALL_GROUP]
+    cdef double exponents[SMALL_GROUP]
     cdef double a[SMALL_GROUP]
     cdef double b[SMALL_GROUP]
     cdef double x_t[SMALL_GROUP]
@@ -355,7 +356,11 @@ cdef bint _group_grad(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ss
     for k in range(nrows):
         i = g0 + k
         t = target[i]
-        shifts[k] = group[k].shift
+        if floating is double:   # the entries' exponent to below their ulp
+            xent_lse_softmax_exponent(&group[k], log_sums[k], &shifts[k], &exponents[k])
+        else:
+            shifts[k] = group[k].shift
+            exponents[k] = log_sums[k]
         a[k] = 0
         b[k] = 0
         x_t[k] = 0
@@ -366,12 +371,12 @@ cdef bint _group_grad(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ss
         g = scale * _row_g(grad_rows, i)
         a[k] = g * ((1.0 - smoothing) + smoothing / c * weight_total)
         b[k] = g * smoothing / c
-    if not kern.rows_softmax_grad_small(x1, xs, min(nrows, lanes), c, shifts, log_sums, a, b,
+    if not kern.rows_softmax_grad_small(x1, xs, min(nrows, lanes), c, shifts, exponents, a, b,
                                         out1, gs):
         return False   # float: the whole group is this one call, nothing written
     if nrows > lanes:   # double, whose kernel never declines
         kern.rows_softmax_grad_small(x1 + lanes * xs, xs, nrows - lanes, c, shifts + lanes,
-                                     log_sums + lanes, a + lanes, b + lanes, out1 + lanes * gs,
+                                     exponents + lanes, a + lanes, b + lanes, out1 + lanes * gs,
                                      gs)
     _group_grad_targets(c, first, target, ignore_index, smoothing, weight_total, scale,
                         grad_rows, group, log_sums, grad0, grad_stride, g0, nrows, x_t)
@@ -430,7 +435,7 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
     # as _index_block does, so that the losses are the same, bit for bit
     cdef bint small = (states == NULL and c <= XENT_SMALL_ROW
                        and stride % <Py_ssize_t>sizeof(floating) == 0)
-    cdef double wt, x_t, g, loss, log_sum
+    cdef double wt, x_t, g, loss, log_sum, e_shift, e_sum
     cdef Py_ssize_t kept = 0   # as _index_block
     # a group's gradient entries in vector lanes (_group_grad): rows of up to 16 (longer ones
     # fill the per-row kernel's vectors, and the lanes would add two transposes: 1.06-1.2x
@@ -501,14 +506,17 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                     kept += 1
             # d loss / d x_k = g ((1-eps) w_t (p_k - [k = t]) + eps/C (W p_k - w_k))
             g = scale * _row_g(grad_rows, i)
+            e_shift, e_sum = st.shift, log_sum
+            if floating is double:   # the entries' exponent to below their ulp
+                xent_lse_softmax_exponent(&st, log_sum, &e_shift, &e_sum)
             if stream:
                 kern.row_softmax_grad_stream(
-                    row, c, st.shift, log_sum,
+                    row, c, e_shift, e_sum,
                     g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
                     g * smoothing / c, grow)
             else:
                 kern.row_softmax_grad(
-                    row, c, st.shift, log_sum,
+                    row, c, e_shift, e_sum,
                     g * ((1.0 - smoothing) * wt + smoothing / c * weight_total), weight,
                     g * smoothing / c, grow)
             grow[t] = <floating>_target_grad(g, wt, smoothing, c, weight_total, x_t, st.shift,
@@ -562,7 +570,7 @@ cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const
     cdef const floating *row
     cdef const floating *prow
     cdef xent_lse_state st
-    cdef double loss, mass, g
+    cdef double loss, mass, g, e_shift, e_sum
     xent_exact_init(loss_out)
     for i in range(r0, r1):
         row = _row(x, i)
@@ -574,7 +582,10 @@ cdef void _prob_grad_block(const floating[:, :] x, const floating[:, :] p, const
         xent_exact_add(loss_out, loss)
         # d loss / d x_k = g (sum_j w_j q_j p_k - w_k q_k)
         g = scale * _row_g(grad_rows, i)
-        kern.row_softmax_grad_prob(row, prow, c, st.shift, xent_lse_log_sum(&st), g * mass,
+        e_shift, e_sum = st.shift, xent_lse_log_sum(&st)
+        if floating is double:   # the entries' exponent to below their ulp
+            xent_lse_softmax_exponent(&st, e_sum, &e_shift, &e_sum)
+        kern.row_softmax_grad_prob(row, prow, c, e_shift, e_sum, g * mass,
                                    g, 1.0 - smoothing, smoothing / c, weight,
                                    _out_row(grad, i))
 

@@ -88,6 +88,80 @@ static inline double xent_lse_log_sum(const xent_lse_state *st)
     return log(st->sum);   /* no tie: an all -inf row (sum 0), or NaN */
 }
 
+/*
+ * log(x) of a finite positive normal double as hi + *lo, to about 2^-100 relative of x's log
+ * plus 2^-52 of 0.016 absolute (xent_log_lanes's form, every rounding caught by TwoSum). For
+ * the double softmax entry exp(x - shift - log_sum): rounded to double, log_sum carries up to
+ * an ulp of itself into every entry, relative, 4 to 8 ulp of an entry for log_sums from 8 to
+ * 16 (rows of 3000 to a million classes). Anything else: log(x) with *lo = 0.
+ * x = 2^e (1 + f), f exact; log(1 + f) = f - t with t = hfsq - q, hfsq = f^2 / 2 (its
+ * rounding by FMA), q = s (hfsq + R), s = f / (2 + f): |q| <= 0.016, the only part left
+ * rounded, by 3 ulp of itself at most.
+ */
+static inline double xent_log_dd(double x, double *lo)
+{
+    const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
+    *lo = 0.0;
+    if (!(x >= DBL_MIN && x <= DBL_MAX)) return log(x);
+    int e;
+    double m = 2.0 * frexp(x, &e);   /* in [1, 2), x = m 2^(e - 1) */
+    e -= 1;
+    if (m > 0x1.6a09e667f3bcdp+0) {
+        m *= 0.5;
+        e += 1;
+    }
+    double f = m - 1.0, hf = 0.5 * f, hfsq = hf * f, hfsq_err = fma(hf, f, -hfsq);
+    double s = f / (2.0 + f), z = s * s;
+    double p = 2.0 / 21;
+    p = p * z + 2.0 / 19;
+    p = p * z + 2.0 / 17;
+    p = p * z + 2.0 / 15;
+    p = p * z + 2.0 / 13;
+    p = p * z + 2.0 / 11;
+    p = p * z + 2.0 / 9;
+    p = p * z + 2.0 / 7;
+    p = p * z + 2.0 / 5;
+    p = p * z + 2.0 / 3;
+    double q = s * (hfsq + z * p);
+    /* t = hfsq - q, its rounding et (TwoSum) */
+    double t = hfsq - q, bt = t - hfsq, et = (hfsq - (t - bt)) + (-q - bt);
+    /* l1 = f - t: |t| < |f|, so Fast2Sum */
+    double l1 = f - t, e1 = (f - l1) - t;
+    /* e ln2_hi is exact (ln2_hi has 32 bits); h = e ln2_hi + l1, TwoSum */
+    double a = (double)e * ln2_hi, h = a + l1, bh = h - a, eh = (a - (h - bh)) + (l1 - bh);
+    double rest = eh + e1 - et - hfsq_err + (double)e * ln2_lo;
+    double hi = h + rest;
+    *lo = rest - (hi - h);
+    return hi;
+}
+
+/*
+ * The exponent of a double row's softmax entries, shift + log(sum), as c_hi + c_lo to well
+ * below an ulp of an entry: in double, row_softmax_grad and its kin take these two in place
+ * of shift and log_sum (F(softmax_split) and F(exp_shifted) take x - c_hi - c_lo exactly, the
+ * sum of their parts is all they use), so that an entry is off by exp's own rounding and the
+ * sum's, not log_sum's (tests/test_accuracy_mpmath.py: 4.9 ulp at a million classes before).
+ * log_sum is xent_lse_log_sum(st). A row whose sum is not finite and positive keeps
+ * (shift, log_sum) as they are, and so its entries.
+ */
+static inline void xent_lse_softmax_exponent(const xent_lse_state *st, double log_sum,
+                                             double *c_hi, double *c_lo)
+{
+    double s = st->ties + st->rest, bs = s - st->ties;
+    double s_err = (st->ties - (s - bs)) + (st->rest - bs) + st->rest_err;
+    double l_lo, l_hi = xent_log_dd(s, &l_lo);
+    double c = st->shift + l_hi;
+    if (!(s >= DBL_MIN && s <= DBL_MAX) || c - c != 0) {
+        *c_hi = st->shift;
+        *c_lo = log_sum;
+        return;
+    }
+    double bc = c - st->shift, ec = (st->shift - (c - bc)) + (l_hi - bc);
+    double lo = ec + l_lo + s_err / s, hi = c + lo;
+    *c_hi = hi;
+    *c_lo = lo - (hi - c);
+}
+
 /* SciPy's rules: an all -inf (or empty) row gives -inf, +inf gives +inf, NaN gives NaN. */
 static inline double xent_lse_value(const xent_lse_state *st)
 {

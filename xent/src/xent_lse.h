@@ -972,8 +972,10 @@ static inline T F(exp_shifted)(T x, T s0, T vh, T vl)
 #else
     /* double: both subtractions' roundings by TwoSum, put back as exp(d) (1 + err); their
      * size, up to |x - shift| 2^-53 (a third of an ulp per unit of distance, 400 ulp of an
-     * entry near 1e-300), leaves exp's own ulp and log_sum's rounding (log_sum 2^-53
-     * relative: an ulp for each 2 of log_sum) */
+     * entry near 1e-300), leaves exp's own ulp. The callers pass shift + log_sum as two
+     * parts to below an entry's ulp (xent_lse_softmax_exponent): log_sum rounded to double
+     * would be off by up to an ulp of itself, relative in every entry (an ulp for each 2 of
+     * log_sum) */
     (void)vl;
     T u = x - s0, bu = u - x;
     T eu = (x - (u - bu)) + (-s0 - bu);
@@ -1042,8 +1044,12 @@ static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 {
     xent_lse_state st = xent_lse_init();
     F(row_lse)(x, n, &st);
+    double shift = st.shift, log_sum = xent_lse_log_sum(&st);
+#if !XENT_F32
+    xent_lse_softmax_exponent(&st, log_sum, &shift, &log_sum);
+#endif
     T s0, vh, vl;
-    if (F(softmax_split)(st.shift, xent_lse_log_sum(&st), &s0, &vh, &vl)) {
+    if (F(softmax_split)(shift, log_sum, &s0, &vh, &vl)) {
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp_shifted_fast)(x[j], vh, vl);
         return;
