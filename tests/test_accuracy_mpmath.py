@@ -386,6 +386,32 @@ def test_float32_logsumexp_where_max_and_log_sum_cancel(isa, classes):
         check(lse[r], exact, F32, f"return_lse of row {r} (C={classes})")
 
 
+@pytest.mark.parametrize("classes", [2, 5, 64, 100, 3000])
+def test_float64_logsumexp_where_max_and_log_sum_cancel(isa, classes):
+    """A float64 logsumexp under a negative max, smaller than half of it: log P(A) of a
+    likely event A from log-probabilities (a subset of a row's entries) and rows shifted to
+    results near +-0.5, 1e-3, 1e-6 and 1e-9. The double sum's error is an ulp or two of
+    |max|, thousands of the result (5.7e5 ulp measured); these rows are computed again in
+    double-double. Results below 2^-45 |max| (the residue of an already normalised row) are
+    left out: see _F64_RESIDUE."""
+    rng = np.random.default_rng(classes + 1)
+    logits = rng.standard_normal((6, classes)) * 2
+    log_probs = xent.log_softmax(logits)
+    likely = np.where(rng.random(log_probs.shape) < 0.9, log_probs, -np.inf)
+    likely[:, 0] = log_probs[:, 0]
+    offsets = np.array([[0.5], [-0.5], [1e-3], [-1e-6], [1e-9], [0.01]])
+    shifted = log_probs + offsets
+    rows = np.concatenate([likely, shifted])
+    got = xent.logsumexp(rows)
+    _, lse = xent.cross_entropy(rows, np.zeros(len(rows), np.intp), return_lse=True)
+    for r, row in enumerate(rows):
+        exact = _exact_logsumexp(row[np.isfinite(row)])
+        if abs(exact) < 2.0**-45 * abs(row.max()):
+            continue  # a normalised row's residue (likely holding every entry)
+        check(got[r], exact, F64, f"logsumexp of row {r} (C={classes})")
+        check(lse[r], exact, F64, f"return_lse of row {r} (C={classes})")
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("classes", [3, 10, 64, 1000])
 def test_target_gradient_entry_on_both_sides_of_one_half(isa, dtype, classes):

@@ -169,7 +169,12 @@ def logsumexp(
     row in float64: where a negative maximum and the log of the sum cancel (log-probabilities
     give about 1e-8), float32 terms would leave it only about 5e-7 absolute, not 1e-6
     relative. That costs a row about ten times its float32 time (``logsumexp`` of
-    normalised float32 log-probabilities: all of them); other rows pay nothing.
+    normalised float32 log-probabilities: all of them); other rows pay nothing. In float64,
+    a result smaller than half its row's negative maximum (``log P(A)`` of a likely event
+    from log-probabilities) is computed again in double-double arithmetic, within an ulp:
+    the double sum would leave it an ulp or two of the maximum, thousands of its own. Not
+    below ``2**-45`` of the maximum, where the result is the rounding residue of an already
+    normalised row (about 1e-17) and is left as the double kernel gives it.
 
     Examples
     --------
@@ -282,20 +287,55 @@ def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking)
 _F32_CANCEL_BELOW = 1.0
 
 
-def _recompute_cancelled(lse, rows_of, threads):
-    """Rows whose float32 log-sum-exp (in ``lse``, float32 or float64, one per row in C
-    order) is below _F32_CANCEL_BELOW in magnitude, computed again in float64 in place.
-    ``rows_of(index)`` gives those rows (flat row indices) as an array (k, C). Returns lse."""
-    near = np.flatnonzero(np.abs(lse) < _F32_CANCEL_BELOW)
+#: float64 log-sum-exps whose magnitude is below half their row's max's (a negative max: the
+#: kernel's m + log(sum) cancels, and its error, an ulp or two of |m|, is many of the result)
+#: are computed again in double-double (row_lse_dd), which is within an ulp down to about
+#: 2^-45 |m|. Below _F64_RESIDUE |m| it is not tried: such a result is the rounding residue of
+#: an already normalised row (log-probabilities, whose logsumexp is about 1e-17), which
+#: double-double would get to about 13 digits at a hundred times the kernel's time.
+_F64_RESIDUE = 2.0**-45
+
+
+def _recompute_cancelled(lse, rows_of, threads, compute=np.float32, n_classes=None):
+    """Rows whose log-sum-exp (in ``lse``, float32 or float64, one per row in C order) lost
+    its relative digits where a negative max and log(sum) cancel, computed again in place.
+
+    float32 (``compute``): below _F32_CANCEL_BELOW in magnitude, again in float64. float64:
+    where |lse| < |max| / 2 (only possible below log(C) in magnitude, C = ``n_classes``) and
+    above _F64_RESIDUE |max|, in double-double. ``rows_of(index)`` gives the rows at flat row
+    indices as an array (k, C). Returns lse."""
+    if compute == np.float32:
+        near = np.flatnonzero(np.abs(lse) < _F32_CANCEL_BELOW)
+        if near.size:
+            again = np.empty(near.size, dtype=np.float64)
+            _kernels.logsumexp_rows(np.asarray(rows_of(near), dtype=np.float64), again, threads)
+            lse[near] = again
+        return lse
+    if n_classes is None or n_classes < 2:
+        return lse  # one entry: the result is that entry, exactly
+    near = np.flatnonzero(np.abs(lse) < math.log(n_classes))
     if near.size:
-        again = np.empty(near.size, dtype=np.float64)
-        _kernels.logsumexp_rows(np.asarray(rows_of(near), dtype=np.float64), again, threads)
-        lse[near] = again
+        # the maxima: of every row in one reduction where most rows are near (normalised
+        # log-probabilities), without gathering them
+        if 2 * near.size > lse.size:
+            top = -np.max(rows_of(None), axis=-1).reshape(-1)[near]
+        else:
+            top = -np.max(rows_of(near), axis=-1)
+        size = np.abs(lse[near])
+        need = near[(top > 0) & (size < top / 2) & (size >= _F64_RESIDUE * top)]
+        if need.size:
+            again = np.empty(need.size, dtype=np.float64)
+            rows = np.ascontiguousarray(rows_of(need), dtype=np.float64)
+            _kernels.logsumexp_rows_exact(rows, again, threads)
+            lse[need] = again
     return lse
 
 
 def _rows_at(a, index):
-    """The rows (last axis) of ``a`` at flat row indices ``index``, as an array (k, C)."""
+    """The rows (last axis) of ``a`` at flat row indices ``index``, as an array (k, C); all
+    of them (any shape whose last axis is the rows') where ``index`` is None."""
+    if index is None:
+        return a
     if a.ndim == 1:  # one row
         return a[None, :][index]
     return a[np.unravel_index(index, a.shape[:-1])]
@@ -316,8 +356,8 @@ def _logsumexp_axis(a, ax, keepdims, threads, checking):
         result = np.full(rows.shape[0], -np.inf, dtype=compute)
         if rows.shape[0] and n_classes:
             _kernels.logsumexp_rows(rows, result, threads)
-    if compute == np.float32 and result.size and n_classes:
-        _recompute_cancelled(result, lambda i: _rows_at(moved, i), threads)
+    if result.size and n_classes and compute in (np.float32, np.float64):
+        _recompute_cancelled(result, lambda i: _rows_at(moved, i), threads, compute, n_classes)
     if checking:
         rows = as_rows(moved, compute)
         sample = _check.sample_rows(rows.shape[0])
@@ -1294,8 +1334,14 @@ def _row_logsumexp(problem):
         else:
             _kernels.logsumexp_rows(problem.rows, lse, problem.threads)
     lse = lse.astype(np.float64)
-    if problem.compute == np.float32 and n:
-        _recompute_cancelled(lse, lambda i: _rows_at(problem.x, i), problem.threads)
+    if n and problem.compute in (np.float32, np.float64):
+        _recompute_cancelled(
+            lse,
+            lambda i: _rows_at(problem.x, i),
+            problem.threads,
+            problem.compute,
+            problem.x.shape[-1] if problem.x.ndim else 1,
+        )
     return lse
 
 

@@ -6,6 +6,7 @@
 #include "xent_math.h"      /* exp, log, log1p; the element type's constants */
 #include "xent_half.h"      /* float16 / bfloat16 conversion */
 #include "xent_lse.h"       /* log-sum-exp, log-softmax, softmax */
+#include "xent_lse_exact.h" /* log-sum-exp in double-double, where max and log(sum) cancel */
 #include "xent_losses.h"    /* cross-entropy of a row, its gradients */
 #include "xent_info.h"      /* entropy, cross-entropy, KL of distributions */
 #include "xent_evaluate.h"  /* loss, rank and entropy in one read */
