@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _check, _kernels
 from . import _sample_weight as _sw
+from . import _weighted_lse
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (
@@ -158,12 +159,17 @@ def logsumexp(
     SciPy's rules: a row containing +inf gives +inf, a row of all -inf (or an empty axis)
     gives -inf, and a NaN anywhere in the row gives NaN. The row's maximum's own terms are
     summed apart from the others, so a result near 0 keeps its relative accuracy:
-    ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, the positive and negative
-    weights are reduced apart, ``p = logsumexp(x + log b)`` and ``n`` likewise, and the
-    result is ``max(p, n) + log(1 - exp(-|p - n|))``, as ``log(-expm1(-d))`` where the two
-    nearly cancel: ``logsumexp([0, 1e-300], b=[1, -1], return_sign=True)`` is
-    ``(-690.7755278982137, -1.0)``, the exact value. The result's dtype is ``x``'s and
-    ``b``'s promoted as numpy promotes them (float64 for integers alone), as SciPy's.
+    ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, every row is computed in
+    float64 (and rounded once to the result's dtype): the terms ``b exp(x - m)``, ``m`` the
+    row's largest ``x`` with a weight not 0, in double-double, their sum exact however much
+    the positive and negative weights cancel, its log in double-double, so the result is
+    within an ulp or two of the exact value (measured against mpmath: weights of either
+    sign, sums cancelling to 1e-12 of their terms).
+    ``logsumexp([0, 1e-300], b=[1, -1], return_sign=True)`` is ``(-690.7755278982137,
+    -1.0)``, the exact value. Where ``m`` and ``log(sum)`` cancel (a result much smaller
+    than ``|m|``), about ``2**-80 |m|`` is left as an absolute error. This path runs in
+    numpy, in about 5 times SciPy's time. The result's dtype is ``x``'s and ``b``'s
+    promoted as numpy promotes them (float64 for integers alone), as SciPy's.
 
     A float32 (or half-precision) result below 1 in magnitude is computed again from the
     row in float64: where a negative maximum and the log of the sum cancel (log-probabilities
@@ -233,50 +239,96 @@ def _weighted_result_dtype(x_dtype, b_dtype):
     return np.dtype(np.float64) if dtype.kind in "iub" else dtype
 
 
-def _log1mexp(d):
-    """log(1 - exp(-d)) for d >= 0, accurate at both ends: log(-expm1(-d)) where 1 - exp(-d)
-    would cancel (d below log 2), log1p(-exp(-d)) where exp(-d) is the small part."""
-    return np.where(d < np.log(2.0), np.log(-np.expm1(-d)), np.log1p(-np.exp(-d)))
-
-
 def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking):
-    """logsumexp(a, b=b): the positive and negative weights' sums apart, then combined.
+    """logsumexp(a, b=b): log|sum b e^a| and its sign, every row computed in float64 to
+    within an ulp or so and rounded once to the result's dtype (see xent._weighted_lse).
     x is the caller's argument (its dtype decides the result's with b's), a its checked
-    float array."""
+    float array. Rows with a NaN, +inf or no live entry follow SciPy's rules here."""
     b_given = input_array(b, "b")
     result_dtype = _weighted_result_dtype(input_array(x, "x").dtype, b_given.dtype)
     b = scipy_array(b_given, "b", promote_to=a.dtype)
-    dtype = compute_dtype(result_dtype)
     try:
-        a, b = np.broadcast_arrays(a.astype(dtype), b.astype(dtype))
+        a, b = np.broadcast_arrays(a.astype(np.float64), b.astype(np.float64))
     except ValueError:
         raise ValueError(
             f"b of shape {b.shape} does not broadcast against x of shape {a.shape}"
         ) from None
     shape = a.shape
     axes = check_axes(axis, a.ndim)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos = np.where(b > 0, a + np.log(np.where(b > 0, b, 1)), -np.inf)
-        neg = np.where(b < 0, a + np.log(np.where(b < 0, -b, 1)), -np.inf)
-        pos = np.where(np.isnan(b), np.nan, pos).astype(dtype)
-        neg = neg.astype(dtype)
-    lp = _logsumexp_axis(*reduce_axes_last(pos, axes), False, threads, checking)
-    ln = _logsumexp_axis(*reduce_axes_last(neg, axes), False, threads, checking)
-    lp, ln = np.asarray(lp, dtype=np.float64), np.asarray(ln, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        big, small = np.maximum(lp, ln), np.minimum(lp, ln)
-        # the difference of the two sums: exact cancellation (p == n) gives log 0 = -inf
-        result = np.where(small == -np.inf, big, big + _log1mexp(big - small))
-        result = np.where(np.isnan(lp) | np.isnan(ln), np.nan, result)
-        sign = np.where(lp > ln, 1.0, np.where(ln > lp, -1.0, 0.0))
-        sign = np.where(np.isnan(result), np.nan, sign)
-        if not return_sign:
-            result = np.where(sign < 0, np.nan, result)
+    rows_a, ax = reduce_axes_last(a, axes)
+    rows_b, _ = reduce_axes_last(b, axes)
+    rows_a, rows_b = np.moveaxis(rows_a, ax, -1), np.moveaxis(rows_b, ax, -1)
+    batch, n = rows_a.shape[:-1], rows_a.shape[-1]
+    count = int(np.prod(batch, dtype=np.int64))  # -1 is ambiguous when n is 0
+    rows_a = np.ascontiguousarray(rows_a).reshape(count, n)
+    rows_b = np.ascontiguousarray(rows_b).reshape(count, n)
+    result = np.full(rows_a.shape[0], -np.inf)
+    sign = np.zeros(rows_a.shape[0])
+    if n and rows_a.shape[0]:
+        result, sign = _weighted_lse.weighted_rows(rows_a, rows_b)
+        _weighted_special_rows(rows_a, rows_b, result, sign)
+    if checking:
+        _check_weighted(rows_a, rows_b, result, sign, result_dtype)
+    if not return_sign:
+        result = np.where(sign < 0, np.nan, result)
+    result, sign = result.reshape(batch), sign.reshape(batch)
     with np.errstate(over="ignore"):
         result = _keep_dims(result.astype(result_dtype), shape, axes, keepdims)
     if return_sign:
         return result, _keep_dims(sign.astype(result_dtype), shape, axes, keepdims)
     return result
+
+
+def _weighted_special_rows(a, b, result, sign):
+    """SciPy's rules, in place, for the rows (R, C) that weighted_rows leaves as NaN: a NaN
+    weight, or a NaN value with a weight not 0, gives NaN (sign NaN), and so does an
+    infinite weight on -inf; +inf values with weights of one sign (or infinite weights)
+    give +inf with that sign, of both signs inf - inf, NaN; rows with
+    no entry of weight not 0 above -inf are an empty sum, -inf with sign 0."""
+    todo = np.flatnonzero(np.isnan(result))
+    if not todo.size:
+        return
+    a, b = a[todo], b[todo]
+    live = b != 0
+    with np.errstate(invalid="ignore"):
+        nan = np.any(np.isnan(b) | (np.isnan(a) & live), axis=-1)
+        nan = nan | np.any(np.isinf(b) & (a == -np.inf), axis=-1)  # inf * e^-inf
+        up = np.any(((a == np.inf) & (b > 0)) | ((b == np.inf) & (a > -np.inf)), axis=-1)
+        down = np.any(((a == np.inf) & (b < 0)) | ((b == -np.inf) & (a > -np.inf)), axis=-1)
+    value = np.where(up | down, np.inf, -np.inf)
+    value_sign = np.where(up, 1.0, np.where(down, -1.0, 0.0))
+    bad = nan | (up & down)
+    result[todo] = np.where(bad, np.nan, value)
+    sign[todo] = np.where(bad, np.nan, value_sign)
+
+
+def _check_weighted(a, b, result, sign, dtype):
+    """Check mode: the rows' sum of b e^a from xent.reference's log-sum-exps of the positive
+    and negative weights' terms, compared as sums scaled by the larger of the two (a
+    difference that cancels is then held to the terms' size, not to its own)."""
+    sample = _check.sample_rows(a.shape[0])
+    a, b = a[sample], b[sample]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        terms = {}
+        for name, side in (("pos", b > 0), ("neg", b < 0)):
+            logs = np.where(side, a + np.log(np.where(side, np.abs(b), 1.0)), -np.inf)
+            logs = np.where(np.isnan(b), np.nan, logs)
+            terms[name] = (
+                _reference.logsumexp(logs) if a.shape[-1] else np.full(a.shape[0], -np.inf)
+            )
+        p, q = terms["pos"], terms["neg"]
+        top = np.maximum(p, q)
+        finite = np.isfinite(top)
+        scale = np.where(finite, top, 0.0)
+        both_inf = (p == np.inf) & (q == np.inf)  # inf - inf
+        expected = np.where(finite, np.exp(p - scale) - np.exp(q - scale), top)
+        expected = np.where(both_inf, np.nan, expected)
+        got = np.where(
+            finite,
+            np.where(sign == 0, 0.0, sign * np.exp(result[sample] - scale)),
+            result[sample],
+        )
+    _check.compare("logsumexp", got, expected, dtype, rows=sample)
 
 
 #: float32 log-sum-exps smaller than this in magnitude are computed again from float64 rows.
