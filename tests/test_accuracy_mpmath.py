@@ -221,6 +221,30 @@ def test_entries_of_wide_float64_rows(isa, classes, seed):
             check(grad[0, j], exact, F64, f"gradient entry {v!r}, C={classes}")
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_linear_head_gradient_entries_of_wide_float64_rows(seed):
+    """linear_cross_entropy_with_grad's float64 softmax entries within 4 ulp: with an identity
+    weight the logits are the hidden rows exactly and grad_hidden is d loss / d logits."""
+    rng = np.random.default_rng(seed)
+    vocab = 4096
+    values = rng.normal(scale=2.0, size=32)
+    row = rng.permutation(np.repeat(values, vocab // 32))
+    hidden = np.stack([row, row[::-1]])
+    target = np.array([int(np.argmin(row)), int(np.argmin(row[::-1]))])
+    _, grad_hidden, _ = xent.linear_cross_entropy_with_grad(
+        hidden, np.eye(vocab), target, reduction="sum"
+    )
+    log_sum = mpmath.log(
+        mpmath.fsum((vocab // 32) * mpmath.exp(mpmath.mpf(float(v))) for v in values)
+    )
+    for r, x in enumerate(hidden):
+        for v in values:
+            j = int(np.flatnonzero(x == v)[0])
+            if j != target[r]:
+                exact = mpmath.exp(mpmath.mpf(float(v)) - log_sum)
+                check(grad_hidden[r, j], exact, F64, f"linear gradient entry {v!r}, row {r}")
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 def test_issue_examples(isa, dtype):
     if dtype == F64:

@@ -47,6 +47,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from xent cimport _kernel_api as kern
 from xent._kernel_types cimport (xent_lse_init, xent_lse_log_sum, xent_lse_merge, xent_lse_state,
+                                 xent_lse_softmax_exponent,
                                  xent_lse_value)
 from xent._table cimport kernel_table
 
@@ -557,6 +558,7 @@ cdef struct Chunk:
     xent_lse_state *states
     double *sums
     double *log_sum         # per row of the problem: log(sum-exp), accurate (ties/rest)
+    double *exponent        # per row of the chunk: shift + log_sum in two parts (double)
     bint first              # the first chunk: grad_weight is set, not added to
 
 
@@ -621,6 +623,10 @@ cdef void _chunk_merge(const Problem *p, const Chunk *ch, Py_ssize_t i) noexcept
             total = piece if c == 0 else total + piece
     st[0], st[1], st[3] = acc.shift, acc.sum, total
     ch.log_sum[ch.c0 + i] = xent_lse_log_sum(&acc)
+    # a double row's softmax entries: their exponent to below their ulp (the kernels' own
+    # rows do the same; see xent_lse_softmax_exponent)
+    xent_lse_softmax_exponent(&acc, ch.log_sum[ch.c0 + i], &ch.exponent[2 * i],
+                              &ch.exponent[2 * i + 1])
 
 
 cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
@@ -633,7 +639,7 @@ cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
     cdef floating *strip = <floating *>ch.z + v0
     cdef floating *row
     cdef floating y, inv_cap = <floating>(1 / p.softcap) if p.softcap > 0 else 0
-    cdef double a, shift, log_sum, zt, share
+    cdef double a, shift, log_sum, zt, share, e_shift, e_sum
     cdef double *gb
     for i in range(ch.nrows):
         r = ch.c0 + i
@@ -652,7 +658,10 @@ cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
             for j in range(ncols):
                 y = row[j] * inv_cap
                 slope[j] = 1 - y * y
-        _softmax_grad_row(row, ncols, shift, log_sum, a * share, a * p.spread, row)
+        e_shift, e_sum = shift, log_sum
+        if floating is double:
+            e_shift, e_sum = ch.exponent[2 * i], ch.exponent[2 * i + 1]
+        _softmax_grad_row(row, ncols, e_shift, e_sum, a * share, a * p.spread, row)
         if 0 <= t < ncols:
             # where softmax - 1 cancels: in double, from the logit itself
             row[t] = <floating>(a * ((share * exp((zt - shift) - log_sum) - p.keep) - p.spread))
@@ -732,6 +741,7 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
     try:
         ch.z = _alloc(rows * p.vocab * sizeof(floating))
         ch.states = <xent_lse_state *>_alloc(rows * ntiles * sizeof(xent_lse_state))
+        ch.exponent = <double *>_alloc(2 * rows * sizeof(double))
         if want_sum:
             ch.sums = <double *>_alloc(rows * ntiles * sizeof(double))
         scratch = <floating *>_alloc(threads * VOCAB_TILE * sizeof(floating))
@@ -767,5 +777,6 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
     finally:
         free(ch.z)
         free(ch.states)
+        free(ch.exponent)
         free(ch.sums)
         free(scratch)
