@@ -8,7 +8,7 @@ positive and negative terms cancel to 1e-1 ... 1e-12 of their size. The exact va
 mpmath's at 400 bits, from the very doubles (or float32 values) xent was given.
 
 Where the row's largest value m and log(sum) cancel (|result| < |m| / 2), the bound also
-allows 2**-70 |m|, the double-double log's share (see xent/_weighted_lse.py); elsewhere that
+allows 2**-70 |m|, the double-double log's share (see xent/src/xent_lse_exact.h); elsewhere that
 term is below a thousandth of an ulp.
 """
 
@@ -60,7 +60,7 @@ def _rows(seed, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_weighted_rows_against_mpmath(dtype):
-    worst = 0.0
+    checked = 0
     for a, b in _rows(20250, dtype):
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
             continue  # a float32 weight out of range
@@ -77,8 +77,8 @@ def test_weighted_rows_against_mpmath(dtype):
             bound = 1e-6 * abs(exact) + 2.0**-70 * abs(m)
         err = abs(float(got) - exact)
         assert err <= bound, (a.tolist(), b.tolist(), float(got), exact)
-        worst = max(worst, err / bound)
-    assert worst > 0  # the rows were checked, not all skipped
+        checked += 1
+    assert checked >= ROWS // 2  # the rows were checked, not all skipped
 
 
 def test_weights_summing_to_one_keep_a_small_result():

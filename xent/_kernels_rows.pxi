@@ -32,6 +32,28 @@ def logsumexp_rows_exact(const floating[:, :] x, double[::1] out, int nthreads):
             out[i] = kern.row_lse_dd(_row(x, i), c)
 
 
+def logsumexp_rows_weighted(const double[:, :] x, const double[:, :] b, double[::1] out,
+                            double[::1] sign, int nthreads):
+    """out[i], sign[i] = log|sum b[i] exp(x[i])| and its sign, in double-double with the
+    terms' sum exact (row_lse_weighted_dd); NaN (sign NaN) for the rows the caller settles by
+    SciPy's rules (NaN, infinite weights, +inf, an empty sum). x and b have the same shape."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
+    if x.shape[0] != b.shape[0] or x.shape[1] != b.shape[1]:
+        raise ValueError("x and b differ in shape")
+    if n == 0:
+        return
+    if c == 0:
+        out[:] = -INFINITY
+        sign[:] = 0
+        return
+    if x.strides[1] != sizeof(double) or b.strides[1] != sizeof(double):
+        raise ValueError("rows of x and b must be contiguous")
+    with nogil:
+        for i in prange(n, schedule="dynamic", chunksize=max(1, 2048 // c),
+                        num_threads=_threads_for(nthreads, n * c // 2048 + 1)):
+            out[i] = kern.row_lse_weighted_dd(&x[i, 0], &b[i, 0], c, &sign[i])
+
+
 def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int nthreads):
     """out[i] = x[i] - logsumexp(x[i]); out may be x itself."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i

@@ -606,6 +606,7 @@ cdef void _chunk_merge(const Problem *p, const Chunk *ch, Py_ssize_t i) noexcept
     cdef xent_lse_state acc, part
     cdef double *st = p.stats + 4 * (ch.c0 + i)
     cdef double total = 0, piece
+    acc = xent_lse_init()   # set by the first stretch (ch.nchunks >= 1)
     for c in range(ch.nchunks):
         first = c * ch.ntiles // ch.nchunks
         end = (c + 1) * ch.ntiles // ch.nchunks

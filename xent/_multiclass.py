@@ -25,7 +25,6 @@ import numpy as np
 
 from . import _check, _kernels
 from . import _sample_weight as _sw
-from . import _weighted_lse
 from . import reference as _reference
 from ._threads import get_num_threads, shares_cpus
 from ._validation import (
@@ -167,8 +166,8 @@ def logsumexp(
     sign, sums cancelling to 1e-12 of their terms).
     ``logsumexp([0, 1e-300], b=[1, -1], return_sign=True)`` is ``(-690.7755278982137,
     -1.0)``, the exact value. Where ``m`` and ``log(sum)`` cancel (a result much smaller
-    than ``|m|``), about ``2**-80 |m|`` is left as an absolute error. This path runs in
-    numpy, in about 5 times SciPy's time. The result's dtype is ``x``'s and ``b``'s
+    than ``|m|``), about ``2**-95 |m|`` is left as an absolute error. The result's dtype
+    is ``x``'s and ``b``'s
     promoted as numpy promotes them (float64 for integers alone), as SciPy's.
 
     A float32 (or half-precision) result below 1 in magnitude is computed again from the
@@ -241,7 +240,8 @@ def _weighted_result_dtype(x_dtype, b_dtype):
 
 def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking):
     """logsumexp(a, b=b): log|sum b e^a| and its sign, every row computed in float64 to
-    within an ulp or so and rounded once to the result's dtype (see xent._weighted_lse).
+    within an ulp or so and rounded once to the result's dtype (row_lse_weighted_dd in
+    xent/src/xent_lse_exact.h).
     x is the caller's argument (its dtype decides the result's with b's), a its checked
     float array. Rows with a NaN, +inf or no live entry follow SciPy's rules here."""
     b_given = input_array(b, "b")
@@ -265,7 +265,7 @@ def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking)
     result = np.full(rows_a.shape[0], -np.inf)
     sign = np.zeros(rows_a.shape[0])
     if n and rows_a.shape[0]:
-        result, sign = _weighted_lse.weighted_rows(rows_a, rows_b)
+        _kernels.logsumexp_rows_weighted(rows_a, rows_b, result, sign, threads)
         _weighted_special_rows(rows_a, rows_b, result, sign)
     if checking:
         _check_weighted(rows_a, rows_b, result, sign, result_dtype)
@@ -280,7 +280,7 @@ def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking)
 
 
 def _weighted_special_rows(a, b, result, sign):
-    """SciPy's rules, in place, for the rows (R, C) that weighted_rows leaves as NaN: a NaN
+    """SciPy's rules, in place, for the rows (R, C) that logsumexp_rows_weighted leaves as NaN: a NaN
     weight, or a NaN value with a weight not 0, gives NaN (sign NaN), and so does an
     infinite weight on -inf; +inf values with weights of one sign (or infinite weights)
     give +inf with that sign, of both signs inf - inf, NaN; rows with

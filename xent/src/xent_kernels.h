@@ -14,6 +14,7 @@
 #define XENT_KERNELS_H
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -321,6 +322,8 @@ static inline xent_compare_state xent_compare_init(void)
     X(void, rows_lse_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows, ptrdiff_t n,     \
                                 xent_lse_state *st))                                            \
     X(double, row_lse_dd, S, (const T *x, ptrdiff_t n))                                         \
+    X(double, row_lse_weighted_dd, S, (const T *x, const double *b, ptrdiff_t n,                \
+                                       double *sign))                                           \
     X(double, row_nll_sum, S, (const T *x, ptrdiff_t n, const double *w, double shift,          \
                                double log_sum))                                                  \
     X(double, row_nll_dot, S, (const T *x, const T *p, ptrdiff_t n, const double *w, double a, \
