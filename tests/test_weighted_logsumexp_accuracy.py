@@ -98,3 +98,18 @@ def test_huge_weights_do_not_overflow():
     scaled by the row's power of two before they are summed."""
     got = xent.logsumexp([0.0, 0.0], b=[1e308, 1e308])
     assert abs(got - (np.log(1e308) + np.log(2.0))) <= 4 * np.spacing(got)
+
+
+def test_subnormal_and_far_apart_weights():
+    """Weights from subnormal to huge in one row: each term's power of two is taken from its
+    weight's bits (subnormal weights scaled first), the row scaled by the largest."""
+    cases = [
+        ([0.0, 1.0, -3.0], [5e-324, 1e-310, 2.5e-320]),
+        ([0.0, -1500.0, 3.0], [1e-300, 1e300, -4e-301]),
+        ([-700.0, 0.0], [1e308, -1e-308]),
+    ]
+    for a, b in cases:
+        exact, exact_sign = _exact(np.array(a), np.array(b))
+        got, sign = xent.logsumexp(np.array(a), b=np.array(b), return_sign=True)
+        assert sign == exact_sign, (a, b)
+        assert abs(got - exact) <= 4 * np.spacing(abs(exact)), (a, b, got, exact)

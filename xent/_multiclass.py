@@ -248,7 +248,9 @@ def _weighted_logsumexp(x, a, axis, b, keepdims, return_sign, threads, checking)
     result_dtype = _weighted_result_dtype(input_array(x, "x").dtype, b_given.dtype)
     b = scipy_array(b_given, "b", promote_to=a.dtype)
     try:
-        a, b = np.broadcast_arrays(a.astype(np.float64), b.astype(np.float64))
+        a, b = np.broadcast_arrays(
+            a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
+        )
     except ValueError:
         raise ValueError(
             f"b of shape {b.shape} does not broadcast against x of shape {a.shape}"

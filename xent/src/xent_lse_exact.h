@@ -22,34 +22,34 @@ typedef struct {
     double hi, lo;
 } xent_dd;
 
-static inline xent_dd xent_dd_of(double hi, double lo)
+XENT_LANES_INLINE xent_dd xent_dd_of(double hi, double lo)
 {
     xent_dd r = {hi, lo};
     return r;
 }
 
-static inline xent_dd xent_dd_fast_two_sum(double a, double b)   /* |a| >= |b| or a = 0 */
+XENT_LANES_INLINE xent_dd xent_dd_fast_two_sum(double a, double b)   /* |a| >= |b| or a = 0 */
 {
     double s = a + b;
     xent_dd r = {s, b - (s - a)};
     return r;
 }
 
-static inline xent_dd xent_dd_two_sum(double a, double b)
+XENT_LANES_INLINE xent_dd xent_dd_two_sum(double a, double b)
 {
     double s = a + b, bb = s - a;
     xent_dd r = {s, (a - (s - bb)) + (b - bb)};
     return r;
 }
 
-static inline xent_dd xent_dd_add(xent_dd a, xent_dd b)
+XENT_LANES_INLINE xent_dd xent_dd_add(xent_dd a, xent_dd b)
 {
     xent_dd s = xent_dd_two_sum(a.hi, b.hi), t = xent_dd_two_sum(a.lo, b.lo);
     s = xent_dd_fast_two_sum(s.hi, s.lo + t.hi);
     return xent_dd_fast_two_sum(s.hi, s.lo + t.lo);
 }
 
-static inline xent_dd xent_dd_mul(xent_dd a, xent_dd b)
+XENT_LANES_INLINE xent_dd xent_dd_mul(xent_dd a, xent_dd b)
 {
     double p = a.hi * b.hi, e = fma(a.hi, b.hi, -p);   /* p + e = a.hi b.hi exactly */
     return xent_dd_fast_two_sum(p, e + (a.hi * b.lo + a.lo * b.hi));
@@ -95,7 +95,7 @@ static const double xent_dd_exp2_64[64][2] = {
  * expm1(r) for |r| <= ln2/128 (a double-double), to about 2^-100 relative: its series, the
  * terms to r^4 in double-double and the rest (below 4e-14 of it) in double.
  */
-static inline xent_dd xent_dd_expm1_small(xent_dd r)
+XENT_LANES_INLINE xent_dd xent_dd_expm1_small(xent_dd r)
 {
     double x = r.hi;
     /* 1/5! + x/6! + x^2/7! + x^3/8!, times x */
@@ -116,27 +116,37 @@ static inline xent_dd xent_dd_expm1_small(xent_dd r)
  * dh + dl = n ln2/64 + r, ln2/64 in three parts (the first of 32 bits: n C1 and dh - n C1
  * exact), |r| <= ln2/128; v = 2^(j/64) (1 + expm1(r)), n = 64 k + j.
  */
-static inline xent_dd xent_dd_exp_parts(double dh, double dl, int *k)
+XENT_LANES_INLINE xent_dd xent_dd_exp_parts(double dh, double dl, int64_t *k)
 {
     const double c1 = 0x1.62e42ff000000p-7, c2 = -0x1.718432a1b0e26p-41,
-                 c3 = -0x1.9ff0342542fc3p-96;
-    double n = nearbyint(dh * 0x1.71547652b82fep+6);
+                 c3 = -0x1.9ff0342542fc3p-96, shifter = 0x1.8p52;
+    /* rint by the shifter (|dh 64/ln2| < 2^51): no libm call, so a loop of it vectorises */
+    double n = (dh * 0x1.71547652b82fep+6 + shifter) - shifter;
     double a = dh - n * c1;
     double p = n * c2, pe = fma(n, c2, -p);
     xent_dd r = xent_dd_two_sum(a, -p);
     r = xent_dd_fast_two_sum(r.hi, r.lo + ((dl - pe) - n * c3));
     xent_dd e = xent_dd_expm1_small(r);
-    long ni = (long)n;
-    long j = ni & 63;
-    *k = (int)((ni - j) / 64);
+    int64_t ni = (int64_t)n, j = ni & 63;
+    *k = (ni - j) / 64;
     xent_dd t = xent_dd_of(xent_dd_exp2_64[j][0], xent_dd_exp2_64[j][1]);
     return xent_dd_add(t, xent_dd_mul(t, e));
 }
 
+/* 2^k for a normal power of two (-1022 <= k <= 1023), from its bits */
+XENT_LANES_INLINE double xent_dd_pow2(int64_t k)
+{
+    uint64_t bits = (uint64_t)(k + 1023) << 52;
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
 static inline xent_dd xent_dd_exp(double dh, double dl)
 {
-    int k;
+    int64_t k;
     xent_dd v = xent_dd_exp_parts(dh, dl, &k);
+    /* k to int: ldexp takes an int */
     return xent_dd_of(ldexp(v.hi, k), ldexp(v.lo, k));
 }
 
@@ -188,6 +198,24 @@ static inline double xent_dd_log_result(double m, xent_dd s, int scale)
     xent_dd t = xent_dd_two_sum(b.hi, p);
     return t.hi + (((a.lo + b.lo) + t.lo) + ((pe + c * l3) + fix));
 }
+/* w = f 2^e with |f| in [0.5, 1) for a finite w other than 0 (frexp's), from the bits, so that
+ * a loop of it vectorises: a subnormal w is scaled by 2^64 first */
+XENT_LANES_INLINE int64_t xent_dd_frexp(double w, double *f)
+{
+    int tiny = fabs(w) < DBL_MIN;
+    double ws = w * (tiny ? 0x1p64 : 1.0);
+    uint64_t bits;
+    memcpy(&bits, &ws, sizeof bits);
+    int64_t e = (int64_t)((bits >> 52) & 0x7ff) - 1022 - (tiny ? 64 : 0);
+    bits = (bits & 0x800fffffffffffffULL) | ((uint64_t)1022 << 52);
+    memcpy(f, &bits, sizeof bits);
+    return e;
+}
+
+/* Entries a block of the row functions below holds in its buffers (on the stack) */
+#define XENT_DD_BLOCK 256
+/* Independent double-double sums a block's terms go into, one per vector lane */
+#define XENT_DD_LANES 8
 #endif
 
 /*
@@ -206,30 +234,97 @@ static double F(row_lse_dd)(const T *x, ptrdiff_t n)
         m = v > m ? v : m;
     }
     if (m == INFINITY || m == -INFINITY) return m;
-    xent_dd s = {0.0, 0.0};
-    for (ptrdiff_t j = 0; j < n; j++) {
-        double v = (double)x[j], d = v - m;
-        if (d < -80.0) continue;   /* also -inf */
-        double bd = d - v, dl = (v - (d - bd)) + (-m - bd);
-        s = xent_dd_add(s, xent_dd_exp(d, dl));
+    double acc_hi[XENT_DD_LANES] = {0}, acc_lo[XENT_DD_LANES] = {0};
+    double dh[XENT_DD_BLOCK], dl[XENT_DD_BLOCK], live[XENT_DD_BLOCK];
+    for (ptrdiff_t start = 0; start < n; start += XENT_DD_BLOCK) {
+        ptrdiff_t len = n - start < XENT_DD_BLOCK ? n - start : XENT_DD_BLOCK;
+        ptrdiff_t padded = (len + XENT_DD_LANES - 1) / XENT_DD_LANES * XENT_DD_LANES;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < padded; j++) {
+            double v = j < len ? (double)x[start + j] : -INFINITY, d = v - m;
+            double bd = d - v, e = (v - (d - bd)) + (-m - bd);
+            int on = d >= -80.0;   /* also false for -inf: the term is 0 */
+            dh[j] = on ? d : 0.0;
+            dl[j] = on ? e : 0.0;
+            live[j] = on ? 1.0 : 0.0;
+        }
+        /* the terms, in vector lanes (no select in this loop: gcc would not vectorise it) */
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < padded; j++) {
+            int64_t k;
+            xent_dd t = xent_dd_exp_parts(dh[j], dl[j], &k);
+            double scale = xent_dd_pow2(k) * live[j];   /* k >= -117 */
+            dh[j] = t.hi * scale;
+            dl[j] = t.lo * scale;
+        }
+        for (ptrdiff_t g = 0; g < padded; g += XENT_DD_LANES) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < XENT_DD_LANES; l++) {
+                xent_dd s = xent_dd_add(xent_dd_of(acc_hi[l], acc_lo[l]),
+                                        xent_dd_of(dh[g + l], dl[g + l]));
+                acc_hi[l] = s.hi;
+                acc_lo[l] = s.lo;
+            }
+        }
     }
+    xent_dd s = xent_dd_of(acc_hi[0], acc_lo[0]);
+    for (int l = 1; l < XENT_DD_LANES; l++) s = xent_dd_add(s, xent_dd_of(acc_hi[l], acc_lo[l]));
     return xent_dd_log_result(m, s, 0);
+}
+
+/*
+ * The terms of row_lse_weighted_dd's block at start (up to XENT_DD_BLOCK entries): b exp(x - m)
+ * as f 2^(e + k - K) v (b = f 2^e, exp(x - m) = 2^k v, K = top), each as th + tl. Entries of
+ * weight 0, or more than 2400 below m, and the padding give 0. Returns the padded length.
+ */
+static ptrdiff_t F(weighted_terms)(const T *x, const double *b, ptrdiff_t n, ptrdiff_t start,
+                                   double m, int64_t top, double *th, double *tl)
+{
+    double dh[XENT_DD_BLOCK], dl[XENT_DD_BLOCK], fw[XENT_DD_BLOCK], ew[XENT_DD_BLOCK];
+    ptrdiff_t len = n - start < XENT_DD_BLOCK ? n - start : XENT_DD_BLOCK;
+    ptrdiff_t padded = (len + XENT_DD_LANES - 1) / XENT_DD_LANES * XENT_DD_LANES;
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < padded; j++) {
+        double v = j < len ? (double)x[start + j] : m, w = j < len ? b[start + j] : 0.0;
+        double d = v - m, bd = d - v, e = (v - (d - bd)) + (-m - bd);
+        int on = w != 0 && d >= -2400.0;
+        double f;
+        int64_t ex = xent_dd_frexp(on ? w : 1.0, &f);
+        dh[j] = on ? d : 0.0;
+        dl[j] = on ? e : 0.0;
+        fw[j] = on ? f : 0.0;
+        ew[j] = (double)(ex - top);
+    }
+    /* in vector lanes; the power of two in two normal factors, so that a term below 2^-1022
+     * rounds (to a subnormal, or 0 below 2^-2000) without a select */
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < padded; j++) {
+        int64_t k;
+        xent_dd t = xent_dd_exp_parts(dh[j], dl[j], &k);
+        int64_t sc = (int64_t)ew[j] + k;
+        int64_t sc1 = sc > -1000 ? sc : -1000, rest = sc - sc1 > -1000 ? sc - sc1 : -1000;
+        double scale = xent_dd_pow2(sc1) * xent_dd_pow2(rest);
+        double f = fw[j], p = f * t.hi, pe = fma(f, t.hi, -p);
+        th[j] = p * scale;
+        tl[j] = (pe + f * t.lo) * scale;
+    }
+    return padded;
 }
 
 /*
  * log|sum_j b[j] exp(x[j])| of a row with weights, its sign in *sign (+1, -1; 0 with -inf
  * for a sum of exactly 0). Each term b exp(x - m), m the largest x whose weight is not 0, is
- * f 2^(e + k) v with b = f 2^e (frexp) and exp(x - m) = 2^k v (double-double), scaled by
- * 2^-K, K the row's largest e + k, so that nothing overflows or underflows that matters (a
- * term below 2^-1100 of the largest is left out); the terms' two parts are summed exactly
- * (xent_exactsum.h), the sum rounded to a double-double, and its log taken as row_lse_dd's.
- * Rows the caller must settle by SciPy's rules give NaN with sign NaN: a NaN value with a
- * weight not 0, a weight NaN or infinite, +inf with a weight not 0, or no x above -inf with
- * a weight not 0 (an empty sum).
+ * f 2^(e + k) v with b = f 2^e (xent_dd_frexp) and exp(x - m) = 2^k v (double-double), scaled by
+ * 2^-K, K the row's largest e + k, so that nothing overflows or underflows that matters
+ * (weighted_terms); the terms are summed in double-double, or exactly where weights of both
+ * signs cancel, and the log taken as row_lse_dd's. Rows the caller must settle by SciPy's
+ * rules give NaN with sign NaN: a NaN value with a weight not 0, a weight NaN or infinite,
+ * +inf with a weight not 0, or no x above -inf with a weight not 0 (an empty sum).
  */
 static double F(row_lse_weighted_dd)(const T *x, const double *b, ptrdiff_t n, double *sign)
 {
     double m = -INFINITY;
+    int negative = 0;
     *sign = NAN;
     for (ptrdiff_t j = 0; j < n; j++) {
         double v = (double)x[j], w = b[j];
@@ -237,40 +332,64 @@ static double F(row_lse_weighted_dd)(const T *x, const double *b, ptrdiff_t n, d
         if (w == 0) continue;
         if (v != v || v == INFINITY) return NAN;
         m = v > m ? v : m;
+        negative |= w < 0;
     }
     if (m == -INFINITY) return NAN;
-    /* K: the largest e + k; the terms' exps are computed twice, once for it */
-    int top = INT_MIN;
+    /* K: the largest e + k, b = f 2^e (f in [0.5, 1)) and exp(x - m) = 2^k v, k as
+     * xent_dd_exp_parts takes it */
+    int64_t top = INT64_MIN;
+#pragma omp simd reduction(max : top)
     for (ptrdiff_t j = 0; j < n; j++) {
-        double v = (double)x[j], d = v - m;
-        if (b[j] == 0 || d < -2400.0) continue;   /* e^-2400 times any weight: far below */
-        int e, k;
-        frexp(b[j], &e);
-        k = (int)nearbyint(d * 0x1.71547652b82fep+0);
-        top = e + k > top ? e + k : top;
+        double d = (double)x[j] - m, w = b[j], f;
+        int on = w != 0 && d >= -2400.0;   /* e^-2400 of any weight: far below */
+        double r = ((on ? d : 0.0) * 0x1.71547652b82fep+6 + 0x1.8p52) - 0x1.8p52;
+        int64_t ni = (int64_t)r, k = (ni - (ni & 63)) / 64;
+        int64_t e = xent_dd_frexp(on ? w : 1.0, &f) + k;
+        top = on && e > top ? e : top;
     }
-    xent_exact_sum acc;
-    xent_exact_init(&acc);
-    for (ptrdiff_t j = 0; j < n; j++) {
-        double v = (double)x[j], d = v - m;
-        if (b[j] == 0 || d < -2400.0) continue;
-        double bd = d - v, dl = (v - (d - bd)) + (-m - bd);
-        int e, k;
-        double f = frexp(b[j], &e);
-        xent_dd t = xent_dd_exp_parts(d, dl, &k);
-        int scale = e + k - top;
-        if (scale < -1100) continue;
-        double p = f * t.hi, pe = fma(f, t.hi, -p);
-        xent_exact_add(&acc, ldexp(p, scale));
-        xent_exact_add(&acc, ldexp(pe + f * t.lo, scale));
+    /* the terms' sum in double-double lanes beside the sum of their sizes (the lanes' error,
+     * below 2^-105 of that size per addition, is then within 2^-58 of the sum for rows of up
+     * to a million); where weights of both signs cancel below 2^-30 of that size, the row
+     * again, its terms summed exactly (xent_exactsum.h) */
+    double acc_hi[XENT_DD_LANES] = {0}, acc_lo[XENT_DD_LANES] = {0}, size[XENT_DD_LANES] = {0};
+    double th[XENT_DD_BLOCK], tl[XENT_DD_BLOCK];
+    for (ptrdiff_t start = 0; start < n; start += XENT_DD_BLOCK) {
+        ptrdiff_t padded = F(weighted_terms)(x, b, n, start, m, top, th, tl);
+        for (ptrdiff_t g = 0; g < padded; g += XENT_DD_LANES) {
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < XENT_DD_LANES; l++) {
+                xent_dd s = xent_dd_add(xent_dd_of(acc_hi[l], acc_lo[l]),
+                                        xent_dd_of(th[g + l], tl[g + l]));
+                acc_hi[l] = s.hi;
+                acc_lo[l] = s.lo;
+                size[l] += fabs(th[g + l]);
+            }
+        }
     }
-    double s_hi = xent_exact_round(&acc);
-    if (s_hi == 0) {
+    xent_dd s = xent_dd_of(acc_hi[0], acc_lo[0]);
+    double total = size[0];
+    for (int l = 1; l < XENT_DD_LANES; l++) {
+        s = xent_dd_add(s, xent_dd_of(acc_hi[l], acc_lo[l]));
+        total += size[l];
+    }
+    if (negative && !(fabs(s.hi) >= 0x1p-30 * total)) {
+        xent_exact_sum exact;
+        xent_exact_init(&exact);
+        for (ptrdiff_t start = 0; start < n; start += XENT_DD_BLOCK) {
+            ptrdiff_t padded = F(weighted_terms)(x, b, n, start, m, top, th, tl);
+            for (ptrdiff_t j = 0; j < padded; j++) {
+                xent_exact_add(&exact, th[j]);
+                xent_exact_add(&exact, tl[j]);
+            }
+        }
+        s.hi = xent_exact_round(&exact);
+        xent_exact_add(&exact, -s.hi);
+        s.lo = xent_exact_round(&exact);
+    }
+    if (s.hi == 0) {
         *sign = 0;
         return -INFINITY;
     }
-    xent_exact_add(&acc, -s_hi);
-    double s_lo = xent_exact_round(&acc);
-    *sign = s_hi > 0 ? 1.0 : -1.0;
-    return xent_dd_log_result(m, xent_dd_of(fabs(s_hi), s_hi > 0 ? s_lo : -s_lo), top);
+    *sign = s.hi > 0 ? 1.0 : -1.0;
+    return xent_dd_log_result(m, xent_dd_of(fabs(s.hi), s.hi > 0 ? s.lo : -s.lo), (int)top);
 }
