@@ -24,7 +24,7 @@ def logsumexp_rows(const floating[:, :] x, floating[::1] out, int nthreads):
 
 def logsumexp_rows_exact(const floating[:, :] x, double[::1] out, int nthreads):
     """out[i] = logsumexp(x[i]) in double-double (row_lse_dd): for the rows whose max and
-    log(sum) cancel, about a hundred times row_lse's time an entry."""
+    log(sum) cancel, about twice row_lse's time an entry."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i
     with nogil:
         for i in prange(n, schedule="dynamic", chunksize=max(1, 4096 // max(c, 1)),

@@ -343,10 +343,11 @@ _F32_CANCEL_BELOW = 1.0
 
 #: float64 log-sum-exps whose magnitude is below half their row's max's (a negative max: the
 #: kernel's m + log(sum) cancels, and its error, an ulp or two of |m|, is many of the result)
-#: are computed again in double-double (row_lse_dd), which is within an ulp down to about
-#: 2^-45 |m|. Below _F64_RESIDUE |m| it is not tried: such a result is the rounding residue of
-#: an already normalised row (log-probabilities, whose logsumexp is about 1e-17), which
-#: double-double would get to about 13 digits at a hundred times the kernel's time.
+#: are computed again in double-double (row_lse_dd, about twice the kernel's time an entry),
+#: whose error, about 2^-95 |m|, is within 2 ulp of a result down to 2^-45 |m|. Below
+#: _F64_RESIDUE |m| it is not tried: such a result is the rounding residue of an already
+#: normalised row (log-probabilities, whose logsumexp is about 1e-17), of which double-double
+#: would keep about 11 digits, not all, for every row of such an array.
 _F64_RESIDUE = 2.0**-45
 
 

@@ -7,11 +7,11 @@
  *   double sum's ulp or two (relative) is an ulp or two of |m|, 5.7e5 ulp of such results
  *   measured. Here the result is off by about 2^-95 |m|: within an ulp wherever |result| >=
  *   2^-42 |m|.
- * - row_lse_weighted_dd: log|sum b exp(x)| and its sign, the terms' sum exact
- *   (xent_exactsum.h) however much the positive and negative weights cancel.
+ * - row_lse_weighted_dd: log|sum b exp(x)| and its sign, the terms' sum exact where positive
+ *   and negative weights cancel (xent_exactsum.h).
  *
- * Tens of times row_lse's time an entry: the drivers (xent/_multiclass.py) call the first only
- * for rows that need it.
+ * The exps in vector lanes (branch-free, a 64-entry table): about twice row_lse's time an
+ * entry; the drivers (xent/_multiclass.py) call row_lse_dd only for rows that need it.
  */
 
 #ifndef XENT_LSE_DD_DEFINED   /* the double-double helpers, once per instruction-set file */
