@@ -32,6 +32,47 @@ cdef inline double _omega(double x) noexcept nogil:
     return total
 
 
+cdef inline bint _kl_second_order(const floating *first, const floating *second, Py_ssize_t c,
+                                  floating scale, double *out) noexcept nogil:
+    """KL(P || Q) of P = softmax(scale first), Q = softmax(scale second) from
+    row_kl_second_order's sums (xent_divergence.h), so that a small divergence of close
+    distributions keeps its digits: out = {KL, c, log1p(b - a), lse_p}, with
+    lse_q - lse_p = log1p(b - a) - c. False where those sums do not serve (a KL that is not
+    finite, or Q's mass before P's first finite entry): the caller takes the textbook form of
+    row_kl_logits."""
+    cdef double st[7]
+    cdef double a, b, size, loss = 0, kl_c = NAN, kl_log1p = NAN
+    cdef bint near
+    for attempt in range(2):
+        st[0] = -INFINITY
+        st[1] = st[2] = st[3] = st[4] = 0
+        st[5] = kl_c
+        st[6] = 0
+        kern.row_kl_second_order(first, second, c, scale, st)
+        a = st[4] / st[1]
+        b = st[3] / st[1]
+        kl_log1p = log1p(b - a)
+        near = fabs(b - a) < 0.5
+        # near: b >= 0 and omega(b - a) ~ (b - a)^2 / 2 small beside it
+        loss = b - _omega(b - a) if near else a + kl_log1p
+        size = b if near else fabs(a) + fabs(kl_log1p)
+        if attempt == 1 or st[5] != st[5] or a - a != 0:
+            break
+        # once more with r centred (E_P[r] = 0) where c was taken far from where P has
+        # its mass: there 1 + b - a = E_P[exp(-r)] is near 0 (log1p(b - a) can lose all
+        # its digits) or the terms cancel; otherwise keep the first pass
+        if loss - loss == 0 and b - a >= -0.5 and size <= 4 * fabs(loss):
+            break
+        kl_c = st[5] + a
+    if not (loss - loss == 0 and st[5] == st[5] and st[6] == 0):
+        return False
+    out[0] = loss
+    out[1] = st[5]
+    out[2] = kl_log1p
+    out[3] = st[0] + log(st[1])
+    return True
+
+
 cdef inline double _divergence_row(const floating *s, const floating *t, Py_ssize_t c,
                                    floating scale, int kind, double beta, double coef,
                                    floating *grad, double *lse) noexcept nogil:
@@ -39,53 +80,37 @@ cdef inline double _divergence_row(const floating *s, const floating *t, Py_ssiz
     log-sum-exps into lse[0] (student), lse[1] (teacher), and coef times the gradient into
     grad unless NULL. DIV_SOFTMAX: no divergence (0), grad = coef softmax(scale s).
 
-    KL both ways comes from row_kl_second_order's sums (xent_divergence.h), so a small
-    divergence of close distributions keeps its digits, and so does its gradient; a result
-    that is not finite (or a row whose second distribution has mass before the first one's
-    first finite entry) from the textbook form of row_kl_logits."""
-    cdef double st[7]
-    cdef double lse_s, lse_t, lse_p, loss = 0, qg = 0, a, b, size, kl_c = NAN, kl_log1p = NAN
-    cdef bint near
-    cdef const floating *first = t if kind == DIV_FORWARD_KL else s
-    cdef const floating *second = s if kind == DIV_FORWARD_KL else t
-    if kind == DIV_FORWARD_KL or kind == DIV_REVERSE_KL:
-        kl_c = NAN   # the kernel picks c
-        for attempt in range(2):
-            st[0] = -INFINITY
-            st[1] = st[2] = st[3] = st[4] = 0
-            st[5] = kl_c
-            st[6] = 0
-            kern.row_kl_second_order(first, second, c, scale, st)
-            a = st[4] / st[1]
-            b = st[3] / st[1]
-            kl_log1p = log1p(b - a)
-            near = fabs(b - a) < 0.5
-            # near: b >= 0 and omega(b - a) ~ (b - a)^2 / 2 small beside it
-            loss = b - _omega(b - a) if near else a + kl_log1p
-            size = b if near else fabs(a) + fabs(kl_log1p)
-            if attempt == 1 or st[5] != st[5] or a - a != 0:
-                break
-            # once more with r centred (E_P[r] = 0) where c was taken far from where P has
-            # its mass: there 1 + b - a = E_P[exp(-r)] is near 0 (log1p(b - a) can lose all
-            # its digits) or the terms cancel; otherwise keep the first pass
-            if loss - loss == 0 and b - a >= -0.5 and size <= 4 * fabs(loss):
-                break
-            kl_c = st[5] + a
-        kl_c = NAN
-        lse_p = st[0] + log(st[1])
-        if loss - loss == 0 and st[5] == st[5] and st[6] == 0:
-            kl_c = st[5]
-            if kind == DIV_FORWARD_KL:
-                lse_t, lse_s = lse_p, lse_p - kl_c + kl_log1p
-            else:
-                lse_s, lse_t = lse_p, lse_p - kl_c + kl_log1p
-                qg = loss
-            lse[0] = lse_s
-            lse[1] = lse_t
-            if grad != NULL:
-                kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg, coef,
-                                         kl_c, kl_log1p, grad)
-            return loss
+    KL both ways comes from row_kl_second_order's sums (_kl_second_order), so a small
+    divergence of close distributions keeps its digits, and so does its gradient. JSD and TV
+    take from the same sums (P the teacher) the difference of the two log-sum-exps with its
+    digits, from which their second read has log P - log Q per entry. A row those sums do not
+    serve takes the textbook form of row_kl_logits."""
+    cdef double st[5]
+    cdef double kl[4]
+    cdef double qg[2]   # what the gradient subtracts (see row_divergence)
+    cdef double lse_s, lse_t, loss = 0, kl_c = NAN, kl_log1p = NAN
+    # the KL's first distribution: the teacher for forward KL, JSD and TV
+    cdef const floating *first = s if kind == DIV_REVERSE_KL else t
+    cdef const floating *second = t if kind == DIV_REVERSE_KL else s
+    qg[0] = qg[1] = 0
+    if kind != DIV_SOFTMAX and _kl_second_order(first, second, c, scale, kl):
+        kl_c = kl[1]
+        kl_log1p = kl[2]
+        if kind == DIV_REVERSE_KL:
+            lse_s, lse_t = kl[3], kl[3] - kl_c + kl_log1p
+            loss = qg[0] = kl[0]
+        else:
+            lse_t, lse_s = kl[3], kl[3] - kl_c + kl_log1p
+            loss = kl[0]
+        if kind == DIV_JSD or kind == DIV_TV:
+            loss = kern.row_divergence(s, t, c, scale, lse_s, lse_t, kind, beta, kl_c,
+                                       kl_log1p, qg if grad != NULL else NULL)
+        lse[0] = lse_s
+        lse[1] = lse_t
+        if grad != NULL:
+            kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg[0], qg[1],
+                                     coef, kl_c, kl_log1p, grad)
+        return loss
     st[0] = -INFINITY
     st[1] = 0
     st[2] = -INFINITY
@@ -103,14 +128,15 @@ cdef inline double _divergence_row(const floating *s, const floating *t, Py_ssiz
         loss = st[4] / st[1] - lse_t + lse_s
     elif kind == DIV_REVERSE_KL:
         loss = st[4] / st[1] - lse_s + lse_t
-        qg = loss
+        qg[0] = loss
     elif kind == DIV_JSD or kind == DIV_TV:
-        loss = kern.row_divergence(s, t, c, scale, lse_s, lse_t, kind, beta, &qg)
+        loss = kern.row_divergence(s, t, c, scale, lse_s, lse_t, kind, beta, NAN, NAN,
+                                   qg if grad != NULL else NULL)
     lse[0] = lse_s
     lse[1] = lse_t
     if grad != NULL:
-        kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg, coef, NAN, NAN,
-                                 grad)
+        kern.row_divergence_grad(s, t, c, scale, lse_s, lse_t, kind, beta, qg[0], qg[1], coef,
+                                 NAN, NAN, grad)
     return loss
 
 

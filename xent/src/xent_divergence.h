@@ -246,30 +246,97 @@ static void F(row_kl_second_order)(const T *p, const T *q, ptrdiff_t n, T scale,
 }
 
 /*
- * Per entry, from log Q = scale s - lse_s (student) and log P = scale t - lse_t (teacher): the
- * divergence's term and g = d divergence / d Q (up to a constant the softmax's Jacobian
- * removes). One function per kind, so that each loop calling one vectorises whole. The JSD's
- * log M = log(beta P + (1 - beta) Q) is a log-add-exp of the two logs (lb = log beta,
- * l1b = log(1 - beta)), accurate where P and Q are far below 1.
+ * The JSD and total variation passes work per entry with d = log P - log Q (teacher over
+ * student), not with the two logs apart: where P and Q are close, every term these
+ * divergences are made of is a difference of nearly equal probabilities or logs, which the
+ * textbook forms take between two rounded values (log Q = scale s - lse_s and log P apart, each
+ * with the rounding of its log-sum-exp: a JSD of rows 1e-9 apart in float64 had no correct
+ * digit). d is (scale (t - s) - c) + log1p(b - a) with row_kl_second_order's c and sums
+ * (P = teacher; lse_s - lse_t = log1p(b - a) - c): t - s is exact for close logits, the first
+ * part exact at the class c was taken from (and near it where the logits are close), and an
+ * error e in the sums moves d by e, not by e |lse|. (log P - log Q, even where both logs are
+ * tiny, has the rounding of both log-sum-exps: a pair of rows of two classes, P and Q near 1
+ * at one, had 1e4 ulp of its total variation wrong.)
+ *
+ * With ad = |d|, big = max(P, Q) = exp(max(log P, log Q)), small = big e, e = exp(-ad):
+ *   a = (big - small) / big = -expm1(-ad) (by chi's series for ad <= 1), so
+ *   |P - Q| = big a, and for the JSD, with M = beta P + (1 - beta) Q and bb, bs the weights of
+ *   big and small (beta and 1 - beta, or the other way round):
+ *   zb = log(M / big) = log1p(-bs a) <= 0,  zs = log(M / small) = log1p(bb expm1(ad)) >= 0,
+ *   zs - zb = ad, and
+ *   beta P log(P / M) + (1 - beta) Q log(Q / M) = bb big chi(zb) + bs small chi(zs)
+ * (chi(z) = expm1(z) - z >= 0; the two parts of each chi(z) = e^z - 1 - z add up to the
+ * textbook term because bb big + bs small = M): two non-negative terms, second order in d where
+ * d is small, with no first-order parts left to cancel. Since zs + |zb| = ad, one of them is at
+ * least ad / 2: that one is taken as the other plus or minus ad (at most a factor 2 of its
+ * error), the other by one log. zs >= ad / 2 exactly where ad >= 2 log(bs / bb).
  */
-static inline T F(jsd_term)(T lq, T lp, T lb, T l1b, T beta, T *g)
+
+/* d = log P - log Q of one entry (see above), with lq = log Q and lp = log P. */
+XENT_LANES_INLINE T F(div_log_ratio)(T s, T t, T scale, T ls, T lt, T c, T l, T *lq, T *lp)
 {
-    T q = F(exp)(lq), p = F(exp)(lp);
-    T u = lb + lp, v = l1b + lq;
-    T hi = u > v ? u : v, lo = u > v ? v : u;
-    T lm = hi + F(log1p)(F(exp)(lo - hi));
-    lm = hi == -(T)INFINITY ? hi : lm;
-    T tp = p > 0 ? beta * p * (lp - lm) : 0;
-    T tq = q > 0 ? (1 - beta) * q * (lq - lm) : 0;
-    *g = q > 0 ? (1 - beta) * (lq - lm) : 0;
-    return tp + tq;
+    *lq = s * scale - ls;
+    *lp = t * scale - lt;
+    return ((t - s) * scale - c) + l;
 }
 
-static inline T F(tv_term)(T lq, T lp, T *g)
+/* -expm1(-x) for x >= 0 (1 - e where e = exp(-x) does not cancel), NaN for NaN. */
+XENT_LANES_INLINE T F(one_minus_exp)(T x, T e)
 {
-    T q = F(exp)(lq), p = F(exp)(lp), d = p - q;
-    *g = q > p ? (T)0.5 : (q < p ? (T)-0.5 : 0);
-    return (d < 0 ? -d : d) / 2;
+    return x <= 1 ? x - F(chi_series)(-x) : 1 - e;
+}
+
+/*
+ * One entry's JSD term from d, lq, lp (F(div_log_ratio)); *q = Q and *g = d JSD / d Q =
+ * (1 - beta) log(Q / M). beta and b1 = 1 - beta are at least T's smallest normal (so no
+ * chi is infinite), thr = 2 log((1 - beta) / beta) (the ad above which zb takes the log, for
+ * d > 0; -thr for d < 0), held within XENT_EXP_CLAMP / 2 so that bb expm1(ad) stays finite.
+ * sym (a constant): beta = 1/2, thr = 0, where zb always takes the log (no division).
+ */
+XENT_LANES_INLINE T F(jsd_term)(T d, T lq, T lp, T beta, T b1, T thr, const int sym, T *q, T *g)
+{
+    T ad = d < 0 ? -d : d;
+    /* d > 0: P > Q, big is P (false for NaN: both excluded, big = 0); tested where used,
+     * not kept as an int (a mask held in an int kept double's SSE2 loop scalar) */
+    T bb = d > 0 ? beta : b1, bs = d > 0 ? b1 : beta;
+    T e = F(exp)(-ad), a = F(one_minus_exp)(ad, e);
+    T big = F(exp)(d > 0 ? lp : lq), small = big * e;
+    /* the log for the smaller of |zb|, zs: log1p(-bs a), or log(bb + bs e) where 1 - bs a is
+     * below 1/2 (there it is that sum that holds its digits); else log1p(bb a / e) */
+    /* by_b and direct as T 0 or 1, every value computed whatever the lane takes: a division
+     * under a condition, && or ||, or int conditions mixed with T ones kept the loop scalar */
+    T by_b = sym ? 1 : (ad >= (d > 0 ? thr : -thr) ? 1 : 0);   /* thr = 0 where beta = 1/2 */
+    T wb = -bs * a, ws = sym ? wb : bb * a / e, y = by_b > 0 ? wb : ws;
+    T direct = y < (T)-0.5 ? by_b : 0;
+    /* log1p(y) = log(u1) - ((u1 - 1) - y) / u1 (u1 = 1 + y rounded), the correction's 1 / u1
+     * as 2 - u1: off by (u1 - 1)^2 relative, which costs under an ulp of the result for
+     * -1/2 <= y <= 1; above 1 the correction itself is under an ulp of it */
+    T u1 = 1 + y, u = direct > 0 ? bb + bs * e : u1;
+    T corr = y > 1 ? 0 : ((u1 - 1) - y) * (2 - u1);
+    T z = F(log)(u) - (direct > 0 ? 0 : corr);
+    T zb = by_b > 0 ? z : z - ad, zs = by_b > 0 ? z + ad : z;
+    /* chi(zb) = wb - zb below -1; small chi(zs) = bb big a - small zs above 1, in which the
+     * exp of zs (beyond T's range where small is 0) does not appear */
+    T cb = zb >= -1 ? F(chi_series)(zb) : wb - zb;
+    T szs = small > 0 ? small * zs : 0;
+    T cs = zs <= 1 ? small * F(chi_series)(zs) : bb * big * a - szs;
+    T term = big > 0 ? bb * big * cb + bs * cs : 0;
+    T z2 = d > 0 ? zs : zb;   /* log(M / Q) */
+    *q = d > 0 ? small : big;
+    *g = *q > 0 ? -b1 * z2 : 0;
+    return term;
+}
+
+/* One entry's total-variation term |P - Q| / 2 = big a / 2 from d, lq, lp; *q = Q and *g =
+ * d TV / d Q = sign(Q - P) / 2. */
+XENT_LANES_INLINE T F(tv_term)(T d, T lq, T lp, T *q, T *g)
+{
+    T ad = d < 0 ? -d : d;
+    T e = F(exp)(-ad), a = F(one_minus_exp)(ad, e);
+    T big = F(exp)(d > 0 ? lp : lq);
+    *q = d > 0 ? big * e : big;
+    *g = d > 0 ? (T)-0.5 : (d < 0 ? (T)0.5 : 0);
+    return big > 0 ? big * a / 2 : 0;
 }
 
 static inline T F(reverse_kl_term)(T lq, T lp, T *g)
@@ -279,96 +346,131 @@ static inline T F(reverse_kl_term)(T lq, T lp, T *g)
     return q > 0 ? q * (lq - lp) : 0;
 }
 
-/* The constants of a kind's terms, set up once per row. */
+/* The constants of the JSD and TV terms, set up once per row (see F(jsd_term)). */
 typedef struct {
-    T scale, ls, lt, beta, lb, l1b;
+    T scale, ls, lt, c, l, beta, b1, thr;
     int kind;
 } F(div_consts);
 
+/* kl_c, kl_log1p: row_kl_second_order's c and log1p(b - a) for P = teacher, Q = student
+ * (lse_s - lse_t = log1p(b - a) - c), or NaN where the row's log-sum-exps come from
+ * row_kl_logits (c is then lse_t - lse_s, rounded once, and log1p(b - a) 0). */
 static inline F(div_consts) F(div_setup)(T scale, double lse_s, double lse_t, int kind,
-                                         double beta)
+                                         double beta, double kl_c, double kl_log1p)
 {
     F(div_consts) k;
     k.scale = scale;
     k.ls = (T)lse_s;
     k.lt = (T)lse_t;
-    k.beta = (T)beta;
-    k.lb = beta > 0 ? (T)log(beta) : -(T)INFINITY;
-    k.l1b = beta < 1 ? (T)log1p(-beta) : -(T)INFINITY;
+    /* c and log1p(b - a) apart: d = (scale (t - s) - c) + log1p(b - a), whose first part is
+     * exact at the class c was taken from (and near it where the logits are close), so that
+     * a d far smaller than c (P and Q near 1 there) keeps the digits of log1p(b - a) */
+    k.c = kl_c == kl_c ? (T)kl_c : (T)(lse_t - lse_s);
+    k.l = kl_c == kl_c ? (T)kl_log1p : 0;
+    /* beta in (0, 1) (0 and 1 are the KLs); each weight held at T's smallest normal or above,
+     * so that log(M / P) is finite */
+    T b = (T)beta, b1 = (T)(1 - beta);
+    k.beta = b < XENT_T_MIN ? XENT_T_MIN : b;
+    k.b1 = b1 < XENT_T_MIN ? XENT_T_MIN : b1;
+    double thr = 2 * (log((double)k.b1) - log((double)k.beta));
+    thr = thr > XENT_EXP_CLAMP / 2 ? XENT_EXP_CLAMP / 2 : thr;
+    k.thr = (T)(thr < -XENT_EXP_CLAMP / 2 ? -XENT_EXP_CLAMP / 2 : thr);
     k.kind = kind;
     return k;
 }
 
-/* One group's terms into the lane sums al (divergence) and ag (Q g). */
-static inline void F(div_group)(const T *s, const T *t, const F(div_consts) *k, T *al, T *ag)
+/*
+ * One group's terms into the lane sums al (divergence) and, with want_qg, the gradient's sums
+ * (Q there is exp(log Q) itself, not the terms' big e, which carries the rounding of d too:
+ * 5e-6 of the gradient of far float rows): for JSD ag = sum Q g; for TV, ag = sum Q (1/2 - g)
+ * and an = sum Q (1/2 + g), each a sum of non-negative terms (see F(row_divergence)).
+ * jsd (0: TV, 1: JSD, 2: JSD with beta = 1/2) and want_qg are constants at every call, so
+ * that each of the loops is compiled apart, its constants held in registers across the row.
+ */
+XENT_LANES_INLINE void F(div_group)(const T *s, const T *t, const F(div_consts) *k,
+                                    const int jsd, const int want_qg, T *al, T *ag, T *an)
 {
-    const T scale = k->scale, ls = k->ls, lt = k->lt;
-    if (k->kind == XENT_DIV_JSD) {
-        const T lb = k->lb, l1b = k->l1b, beta = k->beta;
+    const T scale = k->scale, ls = k->ls, lt = k->lt, c = k->c, l0 = k->l;
+    const T beta = k->beta, b1 = k->b1, thr = k->thr;
 #pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-            T lq = s[l] * scale - ls, g;
-            al[l] += F(jsd_term)(lq, t[l] * scale - lt, lb, l1b, beta, &g);
-            ag[l] += g * F(exp)(lq);
-        }
-    } else if (k->kind == XENT_DIV_TV) {
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-            T lq = s[l] * scale - ls, g;
-            al[l] += F(tv_term)(lq, t[l] * scale - lt, &g);
-            ag[l] += g * F(exp)(lq);
-        }
-    } else {
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
-            T lq = s[l] * scale - ls, g;
-            al[l] += F(reverse_kl_term)(lq, t[l] * scale - lt, &g);
-            ag[l] += g * F(exp)(lq);
+    for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
+        T lq, lp, q, g;
+        T d = F(div_log_ratio)(s[l], t[l], scale, ls, lt, c, l0, &lq, &lp);
+        al[l] += jsd ? F(jsd_term)(d, lq, lp, beta, b1, thr, jsd == 2, &q, &g)
+                     : F(tv_term)(d, lq, lp, &q, &g);
+        if (want_qg) {
+            q = F(exp)(lq);
+            if (jsd) {
+                ag[l] += q * g;
+            } else {
+                ag[l] += q * ((T)0.5 - g);
+                an[l] += q * ((T)0.5 + g);
+            }
         }
     }
 }
 
-/*
- * The second read of a row pair, for JSD, total variation and reverse KL: returns the sum of
- * the divergence's terms and writes to *qg the sum of Q g (what the gradient subtracts).
- * Whole groups, then the last partial group padded with -inf (terms 0), in lanes of T per
- * chunk, added in double.
- */
-static double F(row_divergence)(const T *s, const T *t, ptrdiff_t n, T scale, double lse_s,
-                                double lse_t, int kind, double beta, double *qg)
+/* F(row_divergence)'s pass, for constant jsd and want_qg (see F(div_group)). */
+XENT_LANES_INLINE double F(div_pass)(const T *s, const T *t, ptrdiff_t n, const F(div_consts) *k,
+                                     const int jsd, const int want_qg, double *qg)
 {
-    F(div_consts) k = F(div_setup)(scale, lse_s, lse_t, kind, beta);
-    double loss = 0, dot = 0;
+    double loss = 0, dot = 0, neg = 0;
     for (ptrdiff_t start = 0; start < n; start += XENT_CHUNK) {
         ptrdiff_t m = xent_chunk_len(n, start, XENT_CHUNK), whole = m - m % XENT_LANES;
-        T al[XENT_LANES], ag[XENT_LANES], ps[XENT_LANES], pt[XENT_LANES];
-        for (ptrdiff_t l = 0; l < XENT_LANES; l++) al[l] = ag[l] = 0;
+        T al[XENT_LANES], ag[XENT_LANES], an[XENT_LANES], ps[XENT_LANES], pt[XENT_LANES];
+        for (ptrdiff_t l = 0; l < XENT_LANES; l++) al[l] = ag[l] = an[l] = 0;
         for (ptrdiff_t g = 0; g < whole; g += XENT_LANES)
-            F(div_group)(s + start + g, t + start + g, &k, al, ag);
+            F(div_group)(s + start + g, t + start + g, k, jsd, want_qg, al, ag, an);
         if (F(padded_tail)(s + start, m, whole, ps)) {
             F(padded_tail)(t + start, m, whole, pt);
-            F(div_group)(ps, pt, &k, al, ag);
+            F(div_group)(ps, pt, k, jsd, want_qg, al, ag, an);
         }
         loss += F(lanes_sum)(al);
         dot += F(lanes_sum)(ag);
+        neg += F(lanes_sum)(an);
     }
-    *qg = dot;
+    if (want_qg) {
+        qg[0] = dot;
+        qg[1] = neg;
+    }
     return loss;
+}
+
+/*
+ * The second read of a row pair, for JSD and total variation: returns the sum of the
+ * divergence's terms and, unless qg is NULL, writes to qg[0] and qg[1] what the gradient
+ * Q_j (g_j - sum_k Q_k g_k) needs: for JSD sum Q g (and 0); for TV, whose g is -1/2, 0 or
+ * 1/2, A+ = sum Q (1/2 - g) and A- = sum Q (1/2 + g), so that (as sum Q = 1) the gradient is
+ * Q_j A+ where g_j = 1/2 and -Q_j A- where g_j = -1/2: sums of one sign, where
+ * 1/2 - sum Q g cancelled (a row whose Q is nearly all where Q > P had 1e4 ulp of its
+ * gradient wrong). Whole groups, then the last partial group padded with -inf (terms 0), in
+ * lanes of T per chunk, added in double. kl_c, kl_log1p as for F(div_setup).
+ */
+static double F(row_divergence)(const T *s, const T *t, ptrdiff_t n, T scale, double lse_s,
+                                double lse_t, int kind, double beta, double kl_c,
+                                double kl_log1p, double *qg)
+{
+    F(div_consts) k = F(div_setup)(scale, lse_s, lse_t, kind, beta, kl_c, kl_log1p);
+    /* beta = 1/2 apart: there zb always takes the log (see F(jsd_term)), with no division */
+    if (kind == XENT_DIV_JSD && k.thr == 0)
+        return qg ? F(div_pass)(s, t, n, &k, 2, 1, qg) : F(div_pass)(s, t, n, &k, 2, 0, qg);
+    if (kind == XENT_DIV_JSD)
+        return qg ? F(div_pass)(s, t, n, &k, 1, 1, qg) : F(div_pass)(s, t, n, &k, 1, 0, qg);
+    return qg ? F(div_pass)(s, t, n, &k, 0, 1, qg) : F(div_pass)(s, t, n, &k, 0, 0, qg);
 }
 
 /*
  * The gradient of a divergence with respect to the student's scaled logits, times coef:
  * out = coef (Q - P) for forward KL, coef Q (g - qg) for the others (the softmax's
- * Jacobian applied to d divergence / d Q), coef Q for XENT_DIV_SOFTMAX. out may be s (or t)
- * itself: each entry is read before it is written.
+ * Jacobian applied to d divergence / d Q), coef Q for XENT_DIV_SOFTMAX; for TV, qg and qg2
+ * are F(row_divergence)'s A+ and A-. out may be s (or t) itself: each entry is read before it
+ * is written.
  */
 static void F(row_divergence_grad)(const T *s, const T *t, ptrdiff_t n, T scale, double lse_s,
-                                   double lse_t, int kind, double beta, double qg, double coef,
-                                   double kl_c, double kl_log1p, T *out)
+                                   double lse_t, int kind, double beta, double qg, double qg2,
+                                   double coef, double kl_c, double kl_log1p, T *out)
 {
-    T ls = (T)lse_s, lt = (T)lse_t, b = (T)beta, c = (T)coef, sub = (T)qg;
-    T lb = beta > 0 ? (T)log(beta) : -(T)INFINITY;
-    T l1b = beta < 1 ? (T)log1p(-beta) : -(T)INFINITY;
+    T ls = (T)lse_s, lt = (T)lse_t, c = (T)coef, sub = (T)qg;
     if ((kind == XENT_DIV_FORWARD_KL || kind == XENT_DIV_REVERSE_KL) && kl_c == kl_c) {
         /* From row_kl_logits' sums (see there): log P_j - log Q_j = scale (p_j - q_j) - c +
          * log1p(b - a) exactly, with P the KL's first distribution, Q its second; so the
@@ -406,19 +508,38 @@ static void F(row_divergence_grad)(const T *s, const T *t, ptrdiff_t n, T scale,
     } else if (kind == XENT_DIV_SOFTMAX) {
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) out[j] = c * F(exp)(s[j] * scale - ls);
-    } else if (kind == XENT_DIV_JSD) {
+    } else if (kind == XENT_DIV_JSD || kind == XENT_DIV_TV) {
+        /* g from d = log P - log Q with its digits (see F(jsd_term)): (1 - beta) log(Q / M)
+         * is first order in d where the distributions are close, and TV's sign(Q - P) is
+         * right wherever d is nonzero */
+        F(div_consts) k = F(div_setup)(scale, lse_s, lse_t, kind, beta, kl_c, kl_log1p);
+        const T kc = k.c, kl = k.l, b = k.beta, b1 = k.b1, thr = k.thr;
+        const T plus = (T)qg, minus = (T)qg2;
+        if (kind == XENT_DIV_JSD && thr == 0) {   /* beta = 1/2: see F(row_divergence) */
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < n; j++) {
-            T lq = s[j] * scale - ls, gj;
-            F(jsd_term)(lq, t[j] * scale - lt, lb, l1b, b, &gj);
-            out[j] = c * F(exp)(lq) * (gj - sub);
-        }
-    } else if (kind == XENT_DIV_TV) {
+            for (ptrdiff_t j = 0; j < n; j++) {
+                T lq, lp, q, gj;
+                T d = F(div_log_ratio)(s[j], t[j], scale, ls, lt, kc, kl, &lq, &lp);
+                F(jsd_term)(d, lq, lp, b, b1, thr, 1, &q, &gj);
+                out[j] = c * F(exp)(lq) * (gj - sub);
+            }
+        } else if (kind == XENT_DIV_JSD) {
 #pragma omp simd
-        for (ptrdiff_t j = 0; j < n; j++) {
-            T lq = s[j] * scale - ls, gj;
-            F(tv_term)(lq, t[j] * scale - lt, &gj);
-            out[j] = c * F(exp)(lq) * (gj - sub);
+            for (ptrdiff_t j = 0; j < n; j++) {
+                T lq, lp, q, gj;
+                T d = F(div_log_ratio)(s[j], t[j], scale, ls, lt, kc, kl, &lq, &lp);
+                F(jsd_term)(d, lq, lp, b, b1, thr, 0, &q, &gj);
+                out[j] = c * F(exp)(lq) * (gj - sub);
+            }
+        } else {
+#pragma omp simd
+            for (ptrdiff_t j = 0; j < n; j++) {
+                T lq, lp, q, gj;
+                T d = F(div_log_ratio)(s[j], t[j], scale, ls, lt, kc, kl, &lq, &lp);
+                F(tv_term)(d, lq, lp, &q, &gj);
+                T f = gj > 0 ? plus : (gj < 0 ? -minus : (plus - minus) / 2);
+                out[j] = c * F(exp)(lq) * f;
+            }
         }
     } else {
 #pragma omp simd

@@ -356,11 +356,12 @@ static inline xent_compare_state xent_compare_init(void)
     X(void, row_kl_second_order, S, (const T *p, const T *q, ptrdiff_t n, T scale,             \
                                      double *st))                                               \
     X(double, row_divergence, S, (const T *s, const T *t, ptrdiff_t n, T scale, double lse_s,   \
-                                  double lse_t, int kind, double beta, double *qg))             \
+                                  double lse_t, int kind, double beta, double kl_c,             \
+                                  double kl_log1p, double *qg))                                 \
     X(void, row_divergence_grad, S, (const T *s, const T *t, ptrdiff_t n, T scale,              \
                                      double lse_s, double lse_t, int kind, double beta,         \
-                                     double qg, double coef, double kl_c, double kl_log1p,      \
-                                     T *out))                                                   \
+                                     double qg, double qg2, double coef, double kl_c,           \
+                                     double kl_log1p, T *out))                                  \
     X(double, row_xlogit, S, (const T *x, ptrdiff_t n, double shift))                           \
     X(void, row_compare, S, (const T *ref, const T *cand, ptrdiff_t n,                         \
                              xent_compare_state *st))                                          \
