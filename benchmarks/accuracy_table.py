@@ -56,6 +56,7 @@ FUNCTIONS = (
     "gradient p_t - 1",
     "gradient p_j (the lowest)",
     "softmax (the lowest)",
+    "logsumexp, log P(A)",
     "BCE with logits",
 )
 
@@ -229,6 +230,42 @@ def scipy_row(x, top, low, dtype):
     return {k: dtype.type(v) for k, v in out.items()}
 
 
+def likely_event_rows(rng, n, dtype):
+    """log P(A) of likely events A: rows of log-probabilities (a row's log_softmax, 1 to 40
+    classes), most of each kept, and their exact log-sum-exps: a negative max that log(sum)
+    nearly cancels, the case that keeps only an ulp or two of the max unless the sum is
+    carried in more than the dtype's precision."""
+    import scipy.special as sc
+
+    for _ in range(n):
+        c = int(rng.integers(2, 41))
+        logits = rng.standard_normal(c) * rng.uniform(0.5, 3)
+        log_probs = sc.log_softmax(logits)
+        keep = rng.random(c) < rng.uniform(0.6, 0.98)
+        keep[int(rng.integers(c))] = True
+        keep[int(rng.integers(c))] = False  # a proper subset (else the row is normalised)
+        if not keep.any():
+            continue
+        row = log_probs[keep].astype(dtype)
+        exact = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row))
+        # below 2^-45 of the max: the residue of a row that is normalised all the same
+        if abs(exact) >= 2.0**-45 * abs(float(row.max())):
+            yield row, exact
+
+
+def likely_event_results(row, dtype_name):
+    import scipy.special as sc
+    import torch
+
+    return {
+        "xent": xent.logsumexp(row[None, :])[0],
+        "torch": torch.logsumexp(torch_tensor(row, dtype_name), dim=-1).item(),
+        "scipy": row.dtype.type(
+            sc.logsumexp(row.astype(np.float64 if row.dtype == np.float64 else np.float32))
+        ),
+    }
+
+
 def bce_cases(rng, n, dtype, dtype_name):
     """(x, y, exact loss) with x spread in log scale across the dtype's range."""
     limit = {"float64": 700.0, "float32": 87.0, "bfloat16": 87.0, "float16": 11.0}[dtype_name]
@@ -305,6 +342,9 @@ def measure(dtype_name, n_rows, seed):
             }
             for function, value in exact.items():
                 record(function, value, {lib: results[lib][function] for lib in LIBRARIES})
+        for row, exact in likely_event_rows(rng, n_rows // 2, dtype):
+            if exact != 0:
+                record("logsumexp, log P(A)", exact, likely_event_results(row, dtype_name))
         x, y, exact = bce_cases(rng, n_rows * 2, dtype, dtype_name)
         got = bce_results(x, y, dtype, dtype_name)
         for i, value in enumerate(exact):

@@ -337,8 +337,11 @@ def _check_weighted(a, b, result, sign, dtype):
 #: There a negative max and log(sum) cancel: the float32 kernels' sum of terms is within
 #: about 5.5e-7 of its value (the budget of xent_lse.h), which is within 1e-6 of the result
 #: only where the result is at least about 0.6 in magnitude. The float64 kernel's terms put
-#: the error at an ulp or two of the max, far below 1e-6 of any such result.
+#: the error at an ulp or two of the max; where that is more than 4.8e-7 of the result
+#: (below _F32_DEEP of the max: 1.1e-6 was measured at a log P(A) of 1e-9) the row goes on
+#: to double-double (row_lse_dd), which leaves about 2^-95 of the max.
 _F32_CANCEL_BELOW = 1.0
+_F32_DEEP = 2.0**-30
 
 
 #: float64 log-sum-exps whose magnitude is below half their row's max's (a negative max: the
@@ -355,7 +358,8 @@ def _recompute_cancelled(lse, rows_of, threads, compute=np.float32, n_classes=No
     """Rows whose log-sum-exp (in ``lse``, float32 or float64, one per row in C order) lost
     its relative digits where a negative max and log(sum) cancel, computed again in place.
 
-    float32 (``compute``): below _F32_CANCEL_BELOW in magnitude, again in float64. float64:
+    float32 (``compute``): below _F32_CANCEL_BELOW in magnitude, again in float64 (and below
+    _F32_DEEP of the max in double-double). float64:
     where |lse| < |max| / 2 (only possible below log(C) in magnitude, C = ``n_classes``) and
     above _F64_RESIDUE |max|, in double-double. ``rows_of(index)`` gives the rows at flat row
     indices as an array (k, C). Returns lse."""
@@ -363,7 +367,15 @@ def _recompute_cancelled(lse, rows_of, threads, compute=np.float32, n_classes=No
         near = np.flatnonzero(np.abs(lse) < _F32_CANCEL_BELOW)
         if near.size:
             again = np.empty(near.size, dtype=np.float64)
-            _kernels.logsumexp_rows(np.asarray(rows_of(near), dtype=np.float64), again, threads)
+            rows = np.asarray(rows_of(near), dtype=np.float64)
+            _kernels.logsumexp_rows(rows, again, threads)
+            # where even the double sum's ulp or two of the max is too much (over 4.8e-7 of
+            # the result below 2^-30 of the max): again in double-double
+            deep = np.flatnonzero(np.abs(again) < _F32_DEEP * np.abs(rows.max(axis=1)))
+            if deep.size:
+                exact = np.empty(deep.size, dtype=np.float64)
+                _kernels.logsumexp_rows_exact(np.ascontiguousarray(rows[deep]), exact, threads)
+                again[deep] = exact
             lse[near] = again
         return lse
     if n_classes is None or n_classes < 2:
