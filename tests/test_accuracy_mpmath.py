@@ -422,11 +422,11 @@ def test_float64_logsumexp_where_max_and_log_sum_cancel(isa, classes):
     double-double. Results below 2^-45 |max| (the residue of an already normalised row) are
     left out: see _F64_RESIDUE."""
     rng = np.random.default_rng(classes + 1)
-    logits = rng.standard_normal((6, classes)) * 2
+    logits = rng.standard_normal((8, classes)) * 2
     log_probs = xent.log_softmax(logits)
     likely = np.where(rng.random(log_probs.shape) < 0.9, log_probs, -np.inf)
     likely[:, 0] = log_probs[:, 0]
-    offsets = np.array([[0.5], [-0.5], [1e-3], [-1e-6], [1e-9], [0.01]])
+    offsets = np.array([[0.5], [-0.5], [1e-3], [-1e-6], [1e-9], [0.01], [3e-12], [-2e-13]])
     shifted = log_probs + offsets
     rows = np.concatenate([likely, shifted])
     got = xent.logsumexp(rows)
