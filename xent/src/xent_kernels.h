@@ -90,6 +90,29 @@ static inline double xent_lse_log_sum(const xent_lse_state *st)
 }
 
 /*
+ * R = sum_{j>=1} 2 s^(2j) / (2j + 1) to s^20, from z = s^2: log(1 + f) = 2s + s R with
+ * s = f / (2 + f), the series of xent_log_lanes (xent_math.h) and xent_log_dd. Inlined always,
+ * so that a loop over rows calling it vectorises.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
+static inline double xent_log_series(double z)
+{
+    double p = 2.0 / 21;
+    p = p * z + 2.0 / 19;
+    p = p * z + 2.0 / 17;
+    p = p * z + 2.0 / 15;
+    p = p * z + 2.0 / 13;
+    p = p * z + 2.0 / 11;
+    p = p * z + 2.0 / 9;
+    p = p * z + 2.0 / 7;
+    p = p * z + 2.0 / 5;
+    p = p * z + 2.0 / 3;
+    return z * p;
+}
+
+/*
  * log(x) of a finite positive normal double as hi + *lo, to about 2^-100 relative of x's log
  * plus 2^-52 of 0.016 absolute (xent_log_lanes's form, every rounding caught by TwoSum). For
  * the double softmax entry exp(x - shift - log_sum): rounded to double, log_sum carries up to
@@ -112,18 +135,8 @@ static inline double xent_log_dd(double x, double *lo)
         e += 1;
     }
     double f = m - 1.0, hf = 0.5 * f, hfsq = hf * f, hfsq_err = fma(hf, f, -hfsq);
-    double s = f / (2.0 + f), z = s * s;
-    double p = 2.0 / 21;
-    p = p * z + 2.0 / 19;
-    p = p * z + 2.0 / 17;
-    p = p * z + 2.0 / 15;
-    p = p * z + 2.0 / 13;
-    p = p * z + 2.0 / 11;
-    p = p * z + 2.0 / 9;
-    p = p * z + 2.0 / 7;
-    p = p * z + 2.0 / 5;
-    p = p * z + 2.0 / 3;
-    double q = s * (hfsq + z * p);
+    double s = f / (2.0 + f);
+    double q = s * (hfsq + xent_log_series(s * s));
     /* t = hfsq - q, its rounding et (TwoSum) */
     double t = hfsq - q, bt = t - hfsq, et = (hfsq - (t - bt)) + (-q - bt);
     /* l1 = f - t: |t| < |f|, so Fast2Sum */

@@ -230,6 +230,37 @@ XENT_LANES_INLINE int64_t xent_dd_frexp(double w, double *f)
 #define XENT_DD_BLOCK 256
 /* Independent double-double sums a block's terms go into, one per vector lane */
 #define XENT_DD_LANES 8
+
+/* The terms hi[j] + lo[j] (j < padded, a multiple of XENT_DD_LANES) into the lanes' sums
+ * acc_hi + acc_lo, lane j % XENT_DD_LANES, and |hi[j]| into size[lane] */
+static inline void xent_dd_lanes_add(double *acc_hi, double *acc_lo, double *size,
+                                     const double *hi, const double *lo, ptrdiff_t padded)
+{
+    for (ptrdiff_t g = 0; g < padded; g += XENT_DD_LANES) {
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < XENT_DD_LANES; l++) {
+            xent_dd s = xent_dd_add(xent_dd_of(acc_hi[l], acc_lo[l]),
+                                    xent_dd_of(hi[g + l], lo[g + l]));
+            acc_hi[l] = s.hi;
+            acc_lo[l] = s.lo;
+            size[l] += fabs(hi[g + l]);
+        }
+    }
+}
+
+/* The lanes' sums added up, and (unless NULL) their sizes into *total */
+static inline xent_dd xent_dd_lanes_sum(const double *acc_hi, const double *acc_lo,
+                                        const double *size, double *total)
+{
+    xent_dd s = xent_dd_of(acc_hi[0], acc_lo[0]);
+    double t = size[0];
+    for (int l = 1; l < XENT_DD_LANES; l++) {
+        s = xent_dd_add(s, xent_dd_of(acc_hi[l], acc_lo[l]));
+        t += size[l];
+    }
+    if (total) *total = t;
+    return s;
+}
 #endif
 
 /*
@@ -248,7 +279,7 @@ static double F(row_lse_dd)(const T *x, ptrdiff_t n)
         m = v > m ? v : m;
     }
     if (m == INFINITY || m == -INFINITY) return m;
-    double acc_hi[XENT_DD_LANES] = {0}, acc_lo[XENT_DD_LANES] = {0};
+    double acc_hi[XENT_DD_LANES] = {0}, acc_lo[XENT_DD_LANES] = {0}, size[XENT_DD_LANES] = {0};
     double dh[XENT_DD_BLOCK], dl[XENT_DD_BLOCK], live[XENT_DD_BLOCK];
     for (ptrdiff_t start = 0; start < n; start += XENT_DD_BLOCK) {
         ptrdiff_t len = n - start < XENT_DD_BLOCK ? n - start : XENT_DD_BLOCK;
@@ -271,18 +302,9 @@ static double F(row_lse_dd)(const T *x, ptrdiff_t n)
             dh[j] = t.hi * scale;
             dl[j] = t.lo * scale;
         }
-        for (ptrdiff_t g = 0; g < padded; g += XENT_DD_LANES) {
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < XENT_DD_LANES; l++) {
-                xent_dd s = xent_dd_add(xent_dd_of(acc_hi[l], acc_lo[l]),
-                                        xent_dd_of(dh[g + l], dl[g + l]));
-                acc_hi[l] = s.hi;
-                acc_lo[l] = s.lo;
-            }
-        }
+        xent_dd_lanes_add(acc_hi, acc_lo, size, dh, dl, padded);
     }
-    xent_dd s = xent_dd_of(acc_hi[0], acc_lo[0]);
-    for (int l = 1; l < XENT_DD_LANES; l++) s = xent_dd_add(s, xent_dd_of(acc_hi[l], acc_lo[l]));
+    xent_dd s = xent_dd_lanes_sum(acc_hi, acc_lo, size, NULL);
     return xent_dd_log_result(m, s, 0);
 }
 
@@ -369,23 +391,10 @@ static double F(row_lse_weighted_dd)(const T *x, const double *b, ptrdiff_t n, d
     double th[XENT_DD_BLOCK], tl[XENT_DD_BLOCK];
     for (ptrdiff_t start = 0; start < n; start += XENT_DD_BLOCK) {
         ptrdiff_t padded = F(weighted_terms)(x, b, n, start, m, top, th, tl);
-        for (ptrdiff_t g = 0; g < padded; g += XENT_DD_LANES) {
-#pragma omp simd
-            for (ptrdiff_t l = 0; l < XENT_DD_LANES; l++) {
-                xent_dd s = xent_dd_add(xent_dd_of(acc_hi[l], acc_lo[l]),
-                                        xent_dd_of(th[g + l], tl[g + l]));
-                acc_hi[l] = s.hi;
-                acc_lo[l] = s.lo;
-                size[l] += fabs(th[g + l]);
-            }
-        }
+        xent_dd_lanes_add(acc_hi, acc_lo, size, th, tl, padded);
     }
-    xent_dd s = xent_dd_of(acc_hi[0], acc_lo[0]);
-    double total = size[0];
-    for (int l = 1; l < XENT_DD_LANES; l++) {
-        s = xent_dd_add(s, xent_dd_of(acc_hi[l], acc_lo[l]));
-        total += size[l];
-    }
+    double total;
+    xent_dd s = xent_dd_lanes_sum(acc_hi, acc_lo, size, &total);
     if (negative && !(fabs(s.hi) >= 0x1p-30 * total)) {
         xent_exact_sum exact;
         xent_exact_init(&exact);

@@ -276,18 +276,8 @@ XENT_LANES_INLINE double xent_log_lanes(double x)
     double big = m > 0x1.6a09e667f3bcdp+0 ? 1.0 : 0.0;
     m = m > 0x1.6a09e667f3bcdp+0 ? m * 0.5 : m;
     e = e + big;
-    double f = m - 1.0, hfsq = 0.5 * f * f, s = f / (2.0 + f), z = s * s;
-    double p = 2.0 / 21;
-    p = p * z + 2.0 / 19;
-    p = p * z + 2.0 / 17;
-    p = p * z + 2.0 / 15;
-    p = p * z + 2.0 / 13;
-    p = p * z + 2.0 / 11;
-    p = p * z + 2.0 / 9;
-    p = p * z + 2.0 / 7;
-    p = p * z + 2.0 / 5;
-    p = p * z + 2.0 / 3;
-    double r_sum = z * p;   /* R */
+    double f = m - 1.0, hfsq = 0.5 * f * f, s = f / (2.0 + f);
+    double r_sum = xent_log_series(s * s);   /* R */
     double r = e * ln2_hi - ((hfsq - (s * (hfsq + r_sum) + e * ln2_lo)) - f);
     r = x == 0 ? -INFINITY : r;
     r = x < 0 ? NAN : r;
