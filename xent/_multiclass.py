@@ -160,15 +160,15 @@ def logsumexp(
     summed apart from the others, so a result near 0 keeps its relative accuracy:
     ``logsumexp([0, -40])`` is 4.248354255291589e-18. With ``b``, every row is computed in
     float64 (and rounded once to the result's dtype): the terms ``b exp(x - m)``, ``m`` the
-    row's largest ``x`` with a weight not 0, in double-double, their sum exact however much
-    the positive and negative weights cancel, its log in double-double, so the result is
-    within an ulp or two of the exact value (measured against mpmath: weights of either
-    sign, sums cancelling to 1e-12 of their terms).
+    row's largest ``x`` with a weight not 0, in double-double, summed in double-double (and
+    exactly where positive and negative weights cancel), the log in double-double, so the
+    result is within a few ulp of the exact value (measured against mpmath: weights of
+    either sign, sums cancelling to 1e-12 of their terms, subnormal and huge weights).
     ``logsumexp([0, 1e-300], b=[1, -1], return_sign=True)`` is ``(-690.7755278982137,
     -1.0)``, the exact value. Where ``m`` and ``log(sum)`` cancel (a result much smaller
-    than ``|m|``), about ``2**-95 |m|`` is left as an absolute error. The result's dtype
-    is ``x``'s and ``b``'s
-    promoted as numpy promotes them (float64 for integers alone), as SciPy's.
+    than ``|m|``), about ``2**-95 |m|`` is left as an absolute error. The result's dtype is
+    ``x``'s and ``b``'s promoted as numpy promotes them (float64 for integers alone), as
+    SciPy's.
 
     A float32 (or half-precision) result below 1 in magnitude is computed again from the
     row in float64: where a negative maximum and the log of the sum cancel (log-probabilities
