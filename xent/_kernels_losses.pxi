@@ -353,12 +353,12 @@ cdef bint _group_grad(const floating *x0, Py_ssize_t stride, Py_ssize_t c, Py_ss
     cdef Py_ssize_t gs = grad_stride // <Py_ssize_t>sizeof(floating)
     cdef const floating *x1 = <const floating *>(<const char *>x0 + (g0 - first) * stride)
     cdef floating *out1 = <floating *>(<char *>grad0 + (g0 - first) * grad_stride)
+    if floating is double:   # the entries' exponent to below their ulp, in vector lanes
+        kern.xent_k.rows_softmax_exponent_f64(group, log_sums, nrows, shifts, exponents)
     for k in range(nrows):
         i = g0 + k
         t = target[i]
-        if floating is double:   # the entries' exponent to below their ulp
-            xent_lse_softmax_exponent(&group[k], log_sums[k], &shifts[k], &exponents[k])
-        else:
+        if floating is not double:
             shifts[k] = group[k].shift
             exponents[k] = log_sums[k]
         a[k] = 0
@@ -436,6 +436,8 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
     cdef bint small = (states == NULL and c <= XENT_SMALL_ROW
                        and stride % <Py_ssize_t>sizeof(floating) == 0)
     cdef double wt, x_t, g, loss, log_sum, e_shift, e_sum
+    cdef double e_shifts[SMALL_GROUP]
+    cdef double e_sums[SMALL_GROUP]
     cdef Py_ssize_t kept = 0   # as _index_block
     # a group's gradient entries in vector lanes (_group_grad): rows of up to 16 (longer ones
     # fill the per-row kernel's vectors, and the lanes would add two transposes: 1.06-1.2x
@@ -477,6 +479,8 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
                                  grad_stride, g0, nrows):
             g0 += SMALL_GROUP
             continue
+        if floating is double and small:
+            kern.xent_k.rows_softmax_exponent_f64(group, log_sums, nrows, e_shifts, e_sums)
         for i in range(g0, g0 + nrows):
             t = target[i]
             grow = <floating *>(<char *>grad0 + (i - first) * grad_stride)
@@ -511,7 +515,10 @@ cdef void _index_grad_block(const floating *x0, Py_ssize_t stride, Py_ssize_t c,
             g = scale * _row_g(grad_rows, i)
             e_shift, e_sum = st.shift, log_sum
             if floating is double:   # the entries' exponent to below their ulp
-                xent_lse_softmax_exponent(&st, log_sum, &e_shift, &e_sum)
+                if small:   # the group's, in vector lanes (computed below)
+                    e_shift, e_sum = e_shifts[i - g0], e_sums[i - g0]
+                else:
+                    xent_lse_softmax_exponent(&st, log_sum, &e_shift, &e_sum)
             if stream:
                 kern.row_softmax_grad_stream(
                     row, c, e_shift, e_sum,

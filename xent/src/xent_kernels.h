@@ -113,27 +113,31 @@ static inline double xent_log_series(double z)
 }
 
 /*
- * log(x) of a finite positive normal double as hi + *lo, to about 2^-100 relative of x's log
- * plus 2^-52 of 0.016 absolute (xent_log_lanes's form, every rounding caught by TwoSum). For
- * the double softmax entry exp(x - shift - log_sum): rounded to double, log_sum carries up to
- * an ulp of itself into every entry, relative, 4 to 8 ulp of an entry for log_sums from 8 to
- * 16 (rows of 3000 to a million classes). Anything else: log(x) with *lo = 0.
+ * log(x) of a finite positive normal double x as hi + *lo, to about 2^-100 relative of x's
+ * log plus 2^-52 of 0.016 absolute (xent_log_lanes's form, every rounding caught by TwoSum).
+ * For the double softmax entry exp(x - shift - log_sum): rounded to double, log_sum carries
+ * up to an ulp of itself into every entry, relative, 4 to 8 ulp of an entry for log_sums from
+ * 8 to 16 (rows of 3000 to a million classes). Branch-free and inlined always, so that a loop
+ * over rows vectorises (rows_softmax_exponent); other x give a meaningless result, which the
+ * caller selects away.
  * x = 2^e (1 + f), f exact; log(1 + f) = f - t with t = hfsq - q, hfsq = f^2 / 2 (its
  * rounding by FMA), q = s (hfsq + R), s = f / (2 + f): |q| <= 0.016, the only part left
  * rounded, by 3 ulp of itself at most.
  */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
 static inline double xent_log_dd(double x, double *lo)
 {
     const double ln2_hi = 0x1.62e42fee00000p-1, ln2_lo = 0x1.a39ef35793c76p-33;
-    *lo = 0.0;
-    if (!(x >= DBL_MIN && x <= DBL_MAX)) return log(x);
-    int e;
-    double m = 2.0 * frexp(x, &e);   /* in [1, 2), x = m 2^(e - 1) */
-    e -= 1;
-    if (m > 0x1.6a09e667f3bcdp+0) {
-        m *= 0.5;
-        e += 1;
-    }
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    double e = (double)((int64_t)((bits >> 52) & 0x7ff) - 1023), m;
+    bits = (bits & 0x000fffffffffffffULL) | ((uint64_t)1023 << 52);
+    memcpy(&m, &bits, sizeof m);   /* in [1, 2) */
+    int big = m > 0x1.6a09e667f3bcdp+0;
+    m = big ? 0.5 * m : m;
+    e = big ? e + 1.0 : e;
     double f = m - 1.0, hf = 0.5 * f, hfsq = hf * f, hfsq_err = fma(hf, f, -hfsq);
     double s = f / (2.0 + f);
     double q = s * (hfsq + xent_log_series(s * s));
@@ -142,8 +146,8 @@ static inline double xent_log_dd(double x, double *lo)
     /* l1 = f - t: |t| < |f|, so Fast2Sum */
     double l1 = f - t, e1 = (f - l1) - t;
     /* e ln2_hi is exact (ln2_hi has 32 bits); h = e ln2_hi + l1, TwoSum */
-    double a = (double)e * ln2_hi, h = a + l1, bh = h - a, eh = (a - (h - bh)) + (l1 - bh);
-    double rest = eh + e1 - et - hfsq_err + (double)e * ln2_lo;
+    double a = e * ln2_hi, h = a + l1, bh = h - a, eh = (a - (h - bh)) + (l1 - bh);
+    double rest = eh + e1 - et - hfsq_err + e * ln2_lo;
     double hi = h + rest;
     *lo = rest - (hi - h);
     return hi;
@@ -156,24 +160,26 @@ static inline double xent_log_dd(double x, double *lo)
  * sum of their parts is all they use), so that an entry is off by exp's own rounding and the
  * sum's, not log_sum's (tests/test_accuracy_mpmath.py: 4.9 ulp at a million classes before).
  * log_sum is xent_lse_log_sum(st). A row whose sum is not finite and positive keeps
- * (shift, log_sum) as they are, and so its entries.
+ * (shift, log_sum) as they are, and so its entries. Branch-free (rows_softmax_exponent runs
+ * it in vector lanes: one call a row was 40 ns, a third of a float64 gradient of rows of 10).
  */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline))
+#endif
 static inline void xent_lse_softmax_exponent(const xent_lse_state *st, double log_sum,
                                              double *c_hi, double *c_lo)
 {
-    double s = st->ties + st->rest, bs = s - st->ties;
-    double s_err = (st->ties - (s - bs)) + (st->rest - bs) + st->rest_err;
-    double l_lo, l_hi = xent_log_dd(s, &l_lo);
-    double c = st->shift + l_hi;
-    if (!(s >= DBL_MIN && s <= DBL_MAX) || c - c != 0) {
-        *c_hi = st->shift;
-        *c_lo = log_sum;
-        return;
-    }
-    double bc = c - st->shift, ec = (st->shift - (c - bc)) + (l_hi - bc);
-    double lo = ec + l_lo + s_err / s, hi = c + lo;
-    *c_hi = hi;
-    *c_lo = lo - (hi - c);
+    double shift = st->shift, ties = st->ties, rest = st->rest;
+    double s = ties + rest, bs = s - ties;
+    double s_err = (ties - (s - bs)) + (rest - bs) + st->rest_err;
+    int ok = s >= DBL_MIN && s <= DBL_MAX;
+    double l_lo, l_hi = xent_log_dd(ok ? s : 1.0, &l_lo);
+    double c = shift + l_hi;
+    ok = ok && c - c == 0;
+    double bc = c - shift, ec = (shift - (c - bc)) + (l_hi - bc);
+    double lo = ec + l_lo + s_err / (ok ? s : 1.0), hi = c + lo;
+    *c_hi = ok ? hi : shift;
+    *c_lo = ok ? lo - (hi - c) : log_sum;
 }
 
 /* SciPy's rules: an all -inf (or empty) row gives -inf, +inf gives +inf, NaN gives NaN. */
@@ -402,6 +408,8 @@ static inline xent_compare_state xent_compare_init(void)
                                             xent_exact_batch *loss_batch,                       \
                                             xent_exact_sum *weight_sum,                         \
                                             xent_exact_batch *weight_batch))                    \
+    X(void, rows_softmax_exponent, S, (const xent_lse_state *st, const double *log_sum,      \
+                                       ptrdiff_t n, double *c_hi, double *c_lo))                \
     X(int, rows_softmax_grad_small, S, (const T *x, ptrdiff_t stride, ptrdiff_t nrows,          \
                                         ptrdiff_t n, const double *shift,                       \
                                         const double *log_sum, const double *a,                 \

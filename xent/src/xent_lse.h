@@ -1039,6 +1039,18 @@ static inline int F(softmax_split)(double shift, double log_sum, T *s0, T *vh, T
     return 0;
 }
 
+/*
+ * c_hi[r] + c_lo[r]: the exponent of row r's double softmax entries, in two parts
+ * (xent_lse_softmax_exponent), for the rows r < n of a group, in vector lanes. T unused.
+ */
+static void F(rows_softmax_exponent)(const xent_lse_state *st, const double *log_sum,
+                                     ptrdiff_t n, double *c_hi, double *c_lo)
+{
+#pragma omp simd
+    for (ptrdiff_t r = 0; r < n; r++)
+        xent_lse_softmax_exponent(&st[r], log_sum[r], &c_hi[r], &c_lo[r]);
+}
+
 /* out[j] = exp(x[j] - logsumexp(x)) (exp_shifted). out may be x itself. */
 static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 {
