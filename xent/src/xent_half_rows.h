@@ -89,8 +89,12 @@ static void F(row_transform_half)(const uint16_t *h, ptrdiff_t n, int bfloat, in
         F(widen_half)(h + start, len, bfloat, buf);
         F(prefetch_half)(h + start + len, n - start - len);
         if (softmax && fast) {
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+            F(grad_fast_array)(buf, len, vh, vl, 1, 0, buf);
+#else
 #pragma omp simd
             for (ptrdiff_t j = 0; j < len; j++) buf[j] = F(exp_shifted_fast)(buf[j], vh, vl);
+#endif
         } else if (softmax) {
 #pragma omp simd
             for (ptrdiff_t j = 0; j < len; j++) buf[j] = F(exp_shifted)(buf[j], s0, vh, vl);

@@ -77,8 +77,12 @@ static void F(row_softmax_grad)(const T *x, ptrdiff_t n, double shift, double lo
         for (ptrdiff_t k = 0; k < n; k++)
             out[k] = ta * F(exp_shifted)(x[k], s0, vh, vl) - tb * (T)w[k];
     } else if (fast) {
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+        F(grad_fast_array)(x, n, vh, vl, ta, tb, out);
+#else
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp_shifted_fast)(x[k], vh, vl) - tb;
+#endif
     } else {
 #pragma omp simd
         for (ptrdiff_t k = 0; k < n; k++) out[k] = ta * F(exp_shifted)(x[k], s0, vh, vl) - tb;
@@ -139,9 +143,13 @@ static void F(row_softmax_grad_stream)(const T *x, ptrdiff_t n, double shift, do
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
                 v[l] = ta * F(exp_shifted)(x[k + l], s0, vh, vl) - tb * (T)w[k + l];
         } else if (fast) {
+#if XENT_F32
+            F(grad_fast_array)(x + k, XENT_LANES, vh, vl, ta, tb, v);
+#else
 #pragma omp simd
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
                 v[l] = ta * F(exp_shifted_fast)(x[k + l], vh, vl) - tb;
+#endif
         } else {
 #pragma omp simd
             for (ptrdiff_t l = 0; l < XENT_LANES; l++)
@@ -188,6 +196,13 @@ static int F(rows_softmax_grad_small)(const T *x, ptrdiff_t stride, ptrdiff_t nr
     if (!fast) return 0;
 #endif
     F(transpose_rows)(x, stride, nrows, n, buf);
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+    const __m512 h = _mm512_loadu_ps(vh), lo = _mm512_loadu_ps(vl);
+    const __m512 va = _mm512_loadu_ps(ta), vb = _mm512_loadu_ps(tb);
+    for (ptrdiff_t j = 0; j < n; j++)
+        _mm512_storeu_ps(buf[j], F(grad_fast_vec)(_mm512_loadu_ps(buf[j]), h, lo, va, vb));
+    (void)s0;
+#else
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++)
@@ -197,6 +212,7 @@ static int F(rows_softmax_grad_small)(const T *x, ptrdiff_t stride, ptrdiff_t nr
             buf[j][l] = ta[l] * F(exp_shifted)(buf[j][l], s0[l], vh[l], vl[l]) - tb[l];
 #endif
     }
+#endif
 #if defined(__AVX512F__) && defined(__GNUC__)
     for (ptrdiff_t j0 = 0; j0 < n; j0 += XENT_LANES)
         F(untranspose_block)(buf, j0, n - j0, nrows, out, out_stride);

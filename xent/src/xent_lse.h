@@ -139,38 +139,6 @@ static inline int xent_f32_rest_inexact(double rest, double bound)
  */
 static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T *b)
 {
-#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
-    /* The same arithmetic as below, on one vector (XENT_LANES floats), written out so that
-     * the tie's 1 is a masked add and subtract and the bound a multiply-add masked by exp's
-     * own underflow mask: the loop is bound by its vector instructions, and this keeps it at
-     * the count it had without the bound (the compiler's version of the selects took two
-     * more). exp_poly's steps in its order: the same bits. */
-    (void)comp;
-    const __m512 one = _mm512_set1_ps(1.0f), sh = _mm512_set1_ps(shift);
-    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
-    __m512 x = _mm512_loadu_ps(g), d = _mm512_sub_ps(x, sh);
-    /* x == shift exactly where x - shift == 0 (gradual underflow: no two floats differ by 0),
-     * and asking d lets x die after one load (the compiler loaded it twice for two uses) */
-    __mmask16 tie = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_EQ_OQ);
-    __mmask16 live = _mm512_cmp_ps_mask(d, _mm512_set1_ps(XENT_EXP_UNDER), _CMP_NLT_UQ);
-    __m512 kr = _mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic);
-    __m512 k = _mm512_sub_ps(kr, magic);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
-    __m512i bits = _mm512_add_epi32(_mm512_castps_si512(kr),
-                                    _mm512_set1_epi32(XENT_EXP_BIAS - (int32_t)0x4b400000));
-    __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(bits, XENT_MANT_BITS));
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
-    p = _mm512_fmadd_ps(p, r, one);
-    p = _mm512_fmadd_ps(p, r, one);
-    __m512 e = _mm512_maskz_mul_ps(live, p, scale);   /* 0 where exp(d) is subnormal */
-    __m512 term = _mm512_mask_sub_ps(e, tie, e, one);
-    _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), term));
-    _mm512_storeu_ps(c, _mm512_mask_add_ps(_mm512_loadu_ps(c), tie, _mm512_loadu_ps(c), one));
-    _mm512_storeu_ps(b, _mm512_mask3_fmadd_ps(term, d, _mm512_loadu_ps(b), live));
-#else
 #pragma omp simd
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) {
         T tie = g[l] == shift ? 1 : 0;                   /* then exp_term gives exactly 1 */
@@ -193,8 +161,45 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
 #endif
         c[l] += tie;
     }
-#endif
 }
+
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+/*
+ * sum_exp_group's arithmetic on one vector of XENT_LANES floats, written out, with vector
+ * accumulators: s the terms, b the bound, and others the count of entries that are not ties
+ * (the caller's ties are the entries it passed less those). The loop is bound by its vector
+ * instructions (two ports of them on the Intel cores, one entry of 16 a cycle or less), so
+ * every one counts:
+ *  - the tie and underflow tests are one compare each, the second masked by the first, so
+ *    one mask keeps the terms that are neither (a tie's 1 then never enters s);
+ *  - 2^k comes in vscalefps, one instruction where the exponent bits took an add, a shift
+ *    and a multiply (the same product: p 2^k is exact for the normal results kept);
+ *  - the non-ties are counted where the ties took a masked add and a masked subtract.
+ * exp_poly's steps in its order: the same bits as the loop above.
+ */
+static inline void F(sum_exp_vec)(const T *g, __m512 sh, __m512 *s, __m512 *others, __m512 *b)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
+    __m512 d = _mm512_sub_ps(_mm512_loadu_ps(g), sh);
+    /* x == shift exactly where x - shift == 0 (gradual underflow: no two floats differ by 0);
+     * NaN is not a tie, and is kept, so that it spreads */
+    __mmask16 other = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    __mmask16 keep = _mm512_mask_cmp_ps_mask(other, d, _mm512_set1_ps(XENT_EXP_UNDER),
+                                             _CMP_NLT_UQ);
+    __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic), magic);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
+    p = _mm512_fmadd_ps(p, r, one);
+    p = _mm512_fmadd_ps(p, r, one);
+    __m512 term = _mm512_maskz_scalef_ps(keep, p, k);   /* 0 for ties and subnormal terms */
+    *s = _mm512_add_ps(*s, term);
+    *others = _mm512_mask_add_ps(*others, other, *others, one);
+    *b = _mm512_mask3_fmadd_ps(term, d, *b, keep);
+}
+#endif
 
 /*
  * Sum of exp(x - shift) over a chunk (its whole groups and its padded tail group, as in
@@ -207,7 +212,22 @@ static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail
 {
     T s[XENT_LANES], c[XENT_LANES], comp[XENT_LANES], b[XENT_LANES];
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = comp[l] = b[l] = 0;
-#if XENT_F32
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)   /* sum_exp_vec */
+    (void)comp;
+    const __m512 sh = _mm512_set1_ps(shift);
+    __m512 vs = _mm512_setzero_ps(), vothers = vs, vb = vs;
+    for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
+        __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);   /* as below */
+        F(sum_exp_vec)(x + g, sh, &vs, &vothers, &vb);
+    }
+    if (tail) F(sum_exp_vec)(tail, sh, &vs, &vothers, &vb);
+    _mm512_storeu_ps(s, vs);
+    _mm512_storeu_ps(c, vothers);
+    _mm512_storeu_ps(b, vb);
+    *ties += (double)(whole + (tail ? XENT_LANES : 0)) - F(lanes_sum)(c);
+    *bound -= F(lanes_sum)(b);
+    return F(lanes_sum)(s);
+#elif XENT_F32
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one
          * is busy with exp: its max pass then finds it in cache. A hint: never faults. */
@@ -1009,6 +1029,54 @@ static inline T F(exp_shifted_fast)(T x, T vh, T vl)
 #endif
 }
 
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+/*
+ * ta exp_shifted_fast(x, vh, vl) - tb on one vector, written out (the same operations in the
+ * same order: the same bits), for the loops that write softmax and gradient entries. They are
+ * bound by their vector instructions, and three fewer an entry is a sixth of them: 2^k comes
+ * in vscalefps (the add, shift and multiply of the exponent bits), and one mask of the entries
+ * whose term is a normal float (the rest are 0) takes the place of exp_term's clamp and select
+ * and of the clamp that kept a -inf entry's correction finite (the last multiply-add is
+ * masked, so a NaN correction of a -inf entry never reaches the result).
+ */
+static inline __m512 F(grad_fast_vec)(__m512 x, __m512 vh, __m512 vl, __m512 ta, __m512 tb)
+{
+    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC), one = _mm512_set1_ps(1.0f);
+    __m512 d = _mm512_sub_ps(x, vh), bv = _mm512_sub_ps(d, x);
+    __m512 err = _mm512_add_ps(_mm512_sub_ps(x, _mm512_sub_ps(d, bv)),
+                               _mm512_sub_ps(_mm512_sub_ps(_mm512_setzero_ps(), vh), bv));
+    __m512 corr = _mm512_fmadd_ps(d, _mm512_set1_ps(XENT_F32_TERM_LN2_FIX),
+                                  _mm512_sub_ps(err, vl));
+    __mmask16 live = _mm512_cmp_ps_mask(d, _mm512_set1_ps(XENT_EXP_UNDER), _CMP_NLT_UQ);
+    __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic), magic);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
+    p = _mm512_fmadd_ps(p, r, one);
+    p = _mm512_fmadd_ps(p, r, one);
+    __m512 e = _mm512_scalef_ps(p, k);
+    e = _mm512_maskz_fmadd_ps(live, e, corr, e);
+    return _mm512_fmsub_ps(ta, e, tb);
+}
+
+/* out[k] = ta exp_shifted_fast(x[k], vh, vl) - tb for k < n, the last group masked. */
+static inline void F(grad_fast_array)(const T *x, ptrdiff_t n, T vh, T vl, T ta, T tb, T *out)
+{
+    const __m512 h = _mm512_set1_ps(vh), l = _mm512_set1_ps(vl);
+    const __m512 a = _mm512_set1_ps(ta), b = _mm512_set1_ps(tb);
+    ptrdiff_t k = 0;
+    for (; k + XENT_LANES <= n; k += XENT_LANES)
+        _mm512_storeu_ps(out + k, F(grad_fast_vec)(_mm512_loadu_ps(x + k), h, l, a, b));
+    if (k < n) {
+        __mmask16 in = (__mmask16)((1u << (n - k)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(in, x + k);
+        _mm512_mask_storeu_ps(out + k, in, F(grad_fast_vec)(v, h, l, a, b));
+    }
+}
+#endif
+
 /*
  * The parts of a row's shift + log_sum for exp_shifted. In float, where |shift + log_sum| <
  * 4096 it is split into T parts whole (s0 = 0, vh its rounding to T, vl the rest: below half
@@ -1062,8 +1130,12 @@ static void F(row_softmax)(const T *x, ptrdiff_t n, T *out)
 #endif
     T s0, vh, vl;
     if (F(softmax_split)(shift, log_sum, &s0, &vh, &vl)) {
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+        F(grad_fast_array)(x, n, vh, vl, 1, 0, out);   /* 1 e - 0 is e, bit for bit */
+#else
 #pragma omp simd
         for (ptrdiff_t j = 0; j < n; j++) out[j] = F(exp_shifted_fast)(x[j], vh, vl);
+#endif
         return;
     }
 #pragma omp simd
