@@ -46,6 +46,31 @@ static inline void F(sum_exp_ties_xlogit_groups)(const T *x, ptrdiff_t n, T shif
                                                  double *sq)
 {
     T s[XENT_LANES], c[XENT_LANES], b[XENT_LANES], q[XENT_LANES];
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+    /* sum_exp_vec's terms (the same bits as the loop below: a tie's term is exactly 1, an
+     * underflowing one 0, and b is sum_exp_vec's bound, sum e (x - shift) of the terms kept),
+     * with the squares of all the terms, ties included; the squares' sum alone may differ
+     * from the loop's in its last bits, as its multiply-add is fused */
+    const __m512 sh = _mm512_set1_ps(shift), one = _mm512_set1_ps(1.0f);
+    __m512 vs = _mm512_setzero_ps(), vothers = vs, vb = vs, vq = vs;
+    ptrdiff_t groups = 0;
+    for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES, groups++) {
+        __builtin_prefetch(x + n + g, 0, 3);   /* as below */
+        __mmask16 other;
+        __m512 term = F(sum_exp_vec)(x + g, sh, &vs, &vothers, &vb, &other);
+        __m512 e = _mm512_mask_blend_ps(other, one, term);   /* a tie's term: 1 */
+        vq = _mm512_fmadd_ps(e, e, vq);   /* fused (the loop below rounds e^2 first) */
+    }
+    _mm512_storeu_ps(s, vs);
+    _mm512_storeu_ps(c, vothers);
+    _mm512_storeu_ps(b, vb);
+    _mm512_storeu_ps(q, vq);
+    *sq += F(lanes_sum)(q);
+    *xlogit += F(lanes_sum)(b);
+    *ties += (double)(groups * XENT_LANES) - F(lanes_sum)(c);
+    *rest += F(lanes_sum)(s);
+    return;
+#endif
     for (ptrdiff_t l = 0; l < XENT_LANES; l++) s[l] = c[l] = b[l] = q[l] = 0;
     for (ptrdiff_t g = 0; g + XENT_LANES <= n; g += XENT_LANES) {
         /* The next chunk (or, for contiguous rows, the next row) is fetched while this one

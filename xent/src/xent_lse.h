@@ -167,9 +167,10 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
 /*
  * sum_exp_group's arithmetic on one vector of XENT_LANES floats, written out, with vector
  * accumulators: s the terms, b the bound, and others the count of entries that are not ties
- * (the caller's ties are the entries it passed less those). The loop is bound by its vector
- * instructions (two ports of them on the Intel cores, one entry of 16 a cycle or less), so
- * every one counts:
+ * (the caller's ties are the entries it passed less those). Returns the group's terms (0 for
+ * ties and underflows) and in *not_tie the mask of the entries that are no tie. The loops
+ * are bound by their vector instructions (the Intel cores run 512-bit ones on two ports: the
+ * group's 17 take at least 8.5 cycles), so every one counts:
  *  - the tie and underflow tests are one compare each, the second masked by the first, so
  *    one mask keeps the terms that are neither (a tie's 1 then never enters s);
  *  - 2^k comes in vscalefps, one instruction where the exponent bits took an add, a shift
@@ -177,7 +178,8 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
  *  - the non-ties are counted where the ties took a masked add and a masked subtract.
  * exp_poly's steps in its order: the same bits as the loop above.
  */
-static inline void F(sum_exp_vec)(const T *g, __m512 sh, __m512 *s, __m512 *others, __m512 *b)
+static inline __m512 F(sum_exp_vec)(const T *g, __m512 sh, __m512 *s, __m512 *others,
+                                    __m512 *b, __mmask16 *not_tie)
 {
     const __m512 one = _mm512_set1_ps(1.0f), magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
     __m512 d = _mm512_sub_ps(_mm512_loadu_ps(g), sh);
@@ -198,6 +200,8 @@ static inline void F(sum_exp_vec)(const T *g, __m512 sh, __m512 *s, __m512 *othe
     *s = _mm512_add_ps(*s, term);
     *others = _mm512_mask_add_ps(*others, other, *others, one);
     *b = _mm512_mask3_fmadd_ps(term, d, *b, keep);
+    *not_tie = other;
+    return term;
 }
 #endif
 
@@ -216,11 +220,12 @@ static inline double F(sum_exp_chunk)(const T *x, ptrdiff_t whole, const T *tail
     (void)comp;
     const __m512 sh = _mm512_set1_ps(shift);
     __m512 vs = _mm512_setzero_ps(), vothers = vs, vb = vs;
+    __mmask16 other;   /* unused here */
     for (ptrdiff_t g = 0; g < whole; g += XENT_LANES) {
         __builtin_prefetch(x + whole + XENT_LANES + g, 0, 3);   /* as below */
-        F(sum_exp_vec)(x + g, sh, &vs, &vothers, &vb);
+        F(sum_exp_vec)(x + g, sh, &vs, &vothers, &vb, &other);
     }
-    if (tail) F(sum_exp_vec)(tail, sh, &vs, &vothers, &vb);
+    if (tail) F(sum_exp_vec)(tail, sh, &vs, &vothers, &vb, &other);
     _mm512_storeu_ps(s, vs);
     _mm512_storeu_ps(c, vothers);
     _mm512_storeu_ps(b, vb);
