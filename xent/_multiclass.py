@@ -371,7 +371,7 @@ def _recompute_cancelled(lse, rows_of, threads, compute=np.float32, n_classes=No
             _kernels.logsumexp_rows(rows, again, threads)
             # where even the double sum's ulp or two of the max is too much (over 4.8e-7 of
             # the result below 2^-30 of the max): again in double-double
-            deep = np.flatnonzero(np.abs(again) < _F32_DEEP * np.abs(rows.max(axis=1)))
+            deep = np.flatnonzero(np.abs(again) < _F32_DEEP * np.abs(_row_max(rows)))
             if deep.size:
                 exact = np.empty(deep.size, dtype=np.float64)
                 _kernels.logsumexp_rows_exact(np.ascontiguousarray(rows[deep]), exact, threads)
@@ -385,9 +385,9 @@ def _recompute_cancelled(lse, rows_of, threads, compute=np.float32, n_classes=No
         # the maxima: of every row in one reduction where most rows are near (normalised
         # log-probabilities), without gathering them
         if 2 * near.size > lse.size:
-            top = -np.max(rows_of(None), axis=-1).reshape(-1)[near]
+            top = -_row_max(rows_of(None)).reshape(-1)[near]
         else:
-            top = -np.max(rows_of(near), axis=-1)
+            top = -_row_max(rows_of(near))
         size = np.abs(lse[near])
         need = near[(top > 0) & (size < top / 2) & (size >= _F64_RESIDUE * top)]
         if need.size:
@@ -396,6 +396,18 @@ def _recompute_cancelled(lse, rows_of, threads, compute=np.float32, n_classes=No
             _kernels.logsumexp_rows_exact(rows, again, threads)
             lse[need] = again
     return lse
+
+
+def _row_max(rows):
+    """The max of each row (last axis; NaN where the row holds one). Short rows a column at a
+    time: numpy's reduction along a short last axis loops a row at a time (534,000 float64 rows
+    of 2: 13.9 ms, 0.9 ms this way)."""
+    if rows.shape[-1] > 16 or rows.shape[-1] == 0:
+        return np.max(rows, axis=-1)
+    top = rows[..., 0].copy()
+    for j in range(1, rows.shape[-1]):
+        np.maximum(top, rows[..., j], out=top)
+    return top
 
 
 def _rows_at(a, index):
