@@ -52,7 +52,8 @@ def test_table_and_json(tmp_path, capsys):
     assert cells[1] == "float32"
     assert re.fullmatch(r"[0-9.]+ (us|ms|s)", cells[2])
     assert re.fullmatch(r"[0-9]+%", cells[5])  # of read bw
-    assert re.fullmatch(r"[0-9.]+x", cells[6])  # vs reference
+    assert re.fullmatch(r"[0-9.]+x", cells[6])  # evaluate
+    assert re.fullmatch(r"[0-9.]+x", cells[7])  # vs reference
 
     report = json.loads(path.read_text())
     assert report["exit_status"] == 0 and report["disagreements"] == []
@@ -66,7 +67,12 @@ def test_table_and_json(tmp_path, capsys):
         assert medians[name] == statistics.median(times)
     expected = statistics.median(timings["reference"]) / statistics.median(timings["xent"])
     assert case["speedup"]["reference"] == pytest.approx(expected, rel=1e-12)
-    assert cells[6] == bench.format_ratio(expected)
+    assert cells[7] == bench.format_ratio(expected)
+    # evaluate: its median time over cross_entropy's, its loss cross_entropy's
+    evaluate = statistics.median(timings["xent.evaluate"]) / statistics.median(timings["xent"])
+    assert cells[6] == bench.format_ratio(evaluate)
+    assert case["agree"]["xent.evaluate"]
+    assert case["results"]["xent.evaluate"] == pytest.approx(case["results"]["xent"], rel=1e-6)
     assert case["gelem_per_s"] == pytest.approx(2000 * 50 / medians["xent"] / 1e9)
     assert case["agree"]["reference"] and case["results"]["xent"] == pytest.approx(
         case["results"]["reference"], rel=1e-5

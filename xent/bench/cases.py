@@ -14,6 +14,12 @@ from .. import reference
 from .._threads import get_num_threads
 from .measure import relative_difference
 
+#: The name of xent.evaluate's timings in a case's results: its column is its median time over
+#: cross_entropy's (evaluate reads the rows once for the loss, accuracy, top-k, entropy, Brier
+#: score and calibration; the aim is within 1.5x of the loss alone).
+EVALUATE = "xent.evaluate"
+
+
 #: The reference runs over this many rows at a time (its float64 temporaries stay small).
 REFERENCE_ROWS = 2048
 #: The numpy reference is slow: it runs at most this many times per shape.

@@ -271,7 +271,9 @@ def measure_all(args, cases, peers, skipped, threads):
         print(
             "\nof read bw: a plain multi-threaded read of the same array (its sum), timed in "
             "the same rounds,\nover xent's time: 100% is as fast as the memory (or the "
-            "cache where the array fits) gives it.\nvs X: X's median time / xent's median "
+            "cache where the array fits) gives it.\nevaluate: xent.evaluate's median time "
+            "(loss, accuracy, top-k, entropy, Brier score, calibration) / cross_entropy's."
+            "\nvs X: X's median time / xent's median "
             "time: above 1x xent is faster, below 1x slower.\nmem: peak RSS rise of one "
             "call. !: the result disagrees with xent's."
         )

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .cases import REFERENCE_MAX_RUNS
+from .cases import EVALUATE, REFERENCE_MAX_RUNS
 from .roofline import format_fraction
 
 
@@ -127,10 +127,10 @@ def forward_table(cases, peer_names, file=None):
 
     A peer that is not installed has no column (it is listed as skipped above the table).
     """
-    headers = ["shape", "dtype", "xent", "Gelem/s", "GB/s", "of read bw", "vs reference"]
-    headers += [f"vs {name}" for name in peer_names]
+    headers = ["shape", "dtype", "xent", "Gelem/s", "GB/s", "of read bw", "evaluate"]
+    headers += ["vs reference"] + [f"vs {name}" for name in peer_names]
     headers += ["xent mem"] + (["torch mem"] if "torch" in peer_names else [])
-    widths = [max(len(case.label) for case in cases), 8, 9, 7, 6, 10, 7]
+    widths = [max(len(case.label) for case in cases), 8, 9, 7, 6, 10, 8, 7]
     widths += [7] * len(peer_names) + [10, 10]
     return Table(headers, widths, file)
 
@@ -153,6 +153,7 @@ def forward_row(result, peer_names):
             f"{result['gelem_per_s']:.2f}",
             f"{result['gb_per_s']:.2f}",
             format_fraction(result["fraction_of_read_bw"]),
+            ratio(EVALUATE),
             ratio("reference"),
         ]
         + [ratio(name) for name in peer_names]

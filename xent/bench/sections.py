@@ -5,8 +5,17 @@ import statistics
 
 import numpy as np
 
+from .._evaluation import evaluate
 from .._multiclass import cross_entropy, cross_entropy_with_grad
-from .cases import GRAD_CHECK_ROWS, REFERENCE_MAX_RUNS, RTOL, agrees, make_data, reference_mean
+from .cases import (
+    EVALUATE,
+    GRAD_CHECK_ROWS,
+    REFERENCE_MAX_RUNS,
+    RTOL,
+    agrees,
+    make_data,
+    reference_mean,
+)
 from .measure import (
     WARM_BELOW,
     medians_of,
@@ -57,8 +66,14 @@ def run_case(case, peers, threads, repeat, seed, scaling=False):
     # the read bandwidth's probe reads the same array, in the same rounds as the others
     probe = read_probe(logits, threads)
     probe()
+
+    def run_evaluate():
+        return float(evaluate(logits, labels, num_threads=threads).loss)
+
+    run_evaluate()  # warm-up
     calls = {
         "xent": run_xent,
+        EVALUATE: run_evaluate,
         READ_PROBE: probe,
         "reference": lambda: reference_mean(logits, labels),
         **peer_calls,
