@@ -888,6 +888,52 @@ static inline void F(eval_rescue)(const T *x, ptrdiff_t n, xent_eval_state *st)
  * other terms. Same rules as row_lse: shift 0 (m -inf) and sums 0 for an all -inf row, a +inf
  * entry shifts by T_MAX, NaN spreads.
  */
+#if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+/*
+ * group_lse_lanes' float terms, one column of the transposed group a vector (the lanes its
+ * rows), written out as sum_exp_vec is: one compare for the ties and one, masked by it, for
+ * the terms below the normal range; exp's steps (its two-part ln2) in its order, 2^k by
+ * vscalefps, so the same bits as the loop there; the sums in double lanes, the ties counted
+ * as the entries less the others. Returns 0, doing nothing, where a row's max is +inf (its
+ * terms are +inf, which this reduction does not give): the loop there serves that group.
+ */
+static inline int F(group_terms_vec)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_t n,
+                                     const T *m, const T *shift, T *c, double *s)
+{
+    if (_mm512_cmp_ps_mask(_mm512_loadu_ps(m), _mm512_set1_ps(XENT_T_MAX), _CMP_GT_OQ))
+        return 0;
+    const __m512 sh = _mm512_loadu_ps(shift), one = _mm512_set1_ps(1.0f);
+    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    __m512 others = _mm512_setzero_ps();
+    for (ptrdiff_t j = 0; j < n; j++) {
+        __m512 d = _mm512_sub_ps(_mm512_loadu_ps(buf[j]), sh);
+        __mmask16 other = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        __mmask16 keep = _mm512_mask_cmp_ps_mask(other, d, _mm512_set1_ps(XENT_EXP_UNDER),
+                                                 _CMP_NLT_UQ);
+        __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic), magic);
+        __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2_HI), d);
+        r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2_LO), r);
+        __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r,
+                                   _mm512_set1_ps(0x1.1239e0p-7f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
+        p = _mm512_fmadd_ps(p, r, one);
+        p = _mm512_fmadd_ps(p, r, one);
+        __m512 term = _mm512_maskz_scalef_ps(keep, p, k);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(term)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                   _mm512_extractf64x4_pd(_mm512_castps_pd(term), 1))));
+        others = _mm512_mask_add_ps(others, other, others, one);
+    }
+    _mm512_storeu_pd(s, lo);
+    _mm512_storeu_pd(s + 8, hi);
+    _mm512_storeu_ps(c, _mm512_sub_ps(_mm512_set1_ps((T)n), others));
+    return 1;
+}
+#endif
+
 /* Returns the lanes whose rows could miss the float budget (group_inexact_lanes; 0 in
  * double), for the caller to pass to group_rescue_lanes with buf. (Always inlined: the compiler
  * stopped inlining it into rows_index_loss_small once it grew, which cost 5% on rows of 10.) */
@@ -910,6 +956,9 @@ XENT_LANES_INLINE uint32_t F(group_lse_lanes)(const T *x, ptrdiff_t stride,
         s[l] = c[l] = 0;
     }
 #if XENT_F32
+#if defined(__AVX512F__) && defined(__GNUC__)
+    if (F(group_terms_vec)(buf, n, m, shift, c, s)) return F(group_inexact_lanes)(n, s);
+#endif
     for (ptrdiff_t j = 0; j < n; j++) {
 #pragma omp simd
         for (ptrdiff_t l = 0; l < XENT_LANES; l++) {   /* the max's terms apart, as row_lse */
