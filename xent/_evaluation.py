@@ -47,6 +47,11 @@ MAX_CHUNK_ROWS = 2**20
 #: cost about a millisecond, more than a second thread saves on 16 MiB of float32.
 PARALLEL_ELEMENTS = 2**22
 
+#: ... unless it has this many rows: a short row's own work (its columns, rank, histogram
+#: bins, and the run sums) outweighs its logits, and 1M rows of 2 (2M logits) took 25 ms on
+#: one thread.
+PARALLEL_ROWS = 2**17
+
 FIELDS = _kernels.evaluate_fields()  # float64 columns per row: _kernels.evaluate_columns()
 (
     _LOSS,
@@ -304,7 +309,7 @@ class Accumulator:
         """
         n = len(rows)
         elements = n * (rows.bits if isinstance(rows, HalfRows) else rows).shape[1]
-        if elements < PARALLEL_ELEMENTS:
+        if elements < PARALLEL_ELEMENTS and n < PARALLEL_ROWS:
             threads = 1  # then straight into the totals: no per-thread tables to fold
         if self._thread_counts is None or len(self._thread_counts) < threads:
             self._fold_threads()
