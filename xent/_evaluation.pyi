@@ -20,6 +20,7 @@ GROUP_ROWS: int
 CHUNK_BYTES: int
 MAX_CHUNK_ROWS: int
 PARALLEL_ELEMENTS: int
+PARALLEL_ROWS: int
 FIELDS: int
 
 @dataclass(frozen=True)
