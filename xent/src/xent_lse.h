@@ -72,8 +72,8 @@ static inline T F(max_chunk_serial)(const T *x, ptrdiff_t whole, const T *tail)
 
 /*
  * max_chunk_serial's result, with four lane maxima taking every fourth group: one chain of
- * max instructions waited on each other's latency (a rows of 1000 floats spent a fifth of
- * its time there). The largest value is the same whichever lanes hold it, but for the sign
+ * max instructions waited on its own latency (a row of 1000 floats spent a fifth of its
+ * time there). The largest value is the same whichever lanes hold it, but for the sign
  * of a zero (the serial scan keeps the first of +0 and -0): a zero max is found again
  * serially, so the bits are the serial scan's.
  */
@@ -191,6 +191,20 @@ static inline void F(sum_exp_group)(const T *g, T shift, T *s, T *c, T *comp, T 
 }
 
 #if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
+/* exp_poly's polynomial on one vector of reduced arguments r, its steps in its order (the
+ * same bits): for the loops below, which take 2^k by vscalefps. */
+static inline __m512 F(exp_poly_vec)(__m512 r)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
+    p = _mm512_fmadd_ps(p, r, one);
+    p = _mm512_fmadd_ps(p, r, one);
+    return p;
+}
+
 /*
  * sum_exp_group's arithmetic on one vector of XENT_LANES floats, written out, with vector
  * accumulators: s the terms, b the bound, and others the count of entries that are not ties
@@ -217,13 +231,7 @@ static inline __m512 F(sum_exp_vec)(const T *g, __m512 sh, __m512 *s, __m512 *ot
                                              _CMP_NLT_UQ);
     __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic), magic);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
-    p = _mm512_fmadd_ps(p, r, one);
-    p = _mm512_fmadd_ps(p, r, one);
-    __m512 term = _mm512_maskz_scalef_ps(keep, p, k);   /* 0 for ties and subnormal terms */
+    __m512 term = _mm512_maskz_scalef_ps(keep, F(exp_poly_vec)(r), k);   /* ties, subnormals: 0 */
     *s = _mm512_add_ps(*s, term);
     *others = _mm512_mask_add_ps(*others, other, *others, one);
     *b = _mm512_mask3_fmadd_ps(term, d, *b, keep);
@@ -941,14 +949,7 @@ static inline int F(group_terms_vec)(T buf[XENT_SMALL_ROW][XENT_LANES], ptrdiff_
         __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic), magic);
         __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2_HI), d);
         r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2_LO), r);
-        __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r,
-                                   _mm512_set1_ps(0x1.1239e0p-7f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
-        p = _mm512_fmadd_ps(p, r, one);
-        p = _mm512_fmadd_ps(p, r, one);
-        __m512 term = _mm512_maskz_scalef_ps(keep, p, k);
+        __m512 term = _mm512_maskz_scalef_ps(keep, F(exp_poly_vec)(r), k);
         lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(term)));
         hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(
                                    _mm512_extractf64x4_pd(_mm512_castps_pd(term), 1))));
@@ -1122,7 +1123,7 @@ static inline T F(exp_shifted_fast)(T x, T vh, T vl)
  */
 static inline __m512 F(grad_fast_vec)(__m512 x, __m512 vh, __m512 vl, __m512 ta, __m512 tb)
 {
-    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC), one = _mm512_set1_ps(1.0f);
+    const __m512 magic = _mm512_set1_ps(XENT_ROUND_MAGIC);
     __m512 d = _mm512_sub_ps(x, vh), bv = _mm512_sub_ps(d, x);
     __m512 err = _mm512_add_ps(_mm512_sub_ps(x, _mm512_sub_ps(d, bv)),
                                _mm512_sub_ps(_mm512_sub_ps(_mm512_setzero_ps(), vh), bv));
@@ -1131,13 +1132,7 @@ static inline __m512 F(grad_fast_vec)(__m512 x, __m512 vh, __m512 vl, __m512 ta,
     __mmask16 live = _mm512_cmp_ps_mask(d, _mm512_set1_ps(XENT_EXP_UNDER), _CMP_NLT_UQ);
     __m512 k = _mm512_sub_ps(_mm512_fmadd_ps(d, _mm512_set1_ps(XENT_LOG2E), magic), magic);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(XENT_LN2), d);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6a243ap-10f), r, _mm512_set1_ps(0x1.1239e0p-7f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.5558f2p-5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555492p-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-2f));
-    p = _mm512_fmadd_ps(p, r, one);
-    p = _mm512_fmadd_ps(p, r, one);
-    __m512 e = _mm512_scalef_ps(p, k);
+    __m512 e = _mm512_scalef_ps(F(exp_poly_vec)(r), k);
     e = _mm512_maskz_fmadd_ps(live, e, corr, e);
     return _mm512_fmsub_ps(ta, e, tb);
 }
