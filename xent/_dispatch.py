@@ -99,7 +99,19 @@ def config():
         "cpus": available_cpus(),
         "threads": get_num_threads(),
         "openmp_wait": _wait_policy(),
+        "blas": _blas_description(),
     }
+
+
+def _blas_description():
+    """The BLAS of the linear head's gemms (xent.linear.blas_info), in a line."""
+    from . import _blas
+
+    try:
+        info = _blas.info()
+    except Exception as error:  # a BLAS that cannot be loaded must not hide the rest
+        return f"unavailable ({type(error).__name__}: {error})"
+    return f"{info['description']} (CPU: {info['cpu']}; {info['reason']})"
 
 
 def _wait_policy():

@@ -43,6 +43,7 @@ cimport numpy as cnp
 
 cnp.import_array()
 
+from libc.stdint cimport int64_t, uintptr_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from xent cimport _kernel_api as kern
@@ -75,16 +76,63 @@ def tiling():
 
 # ---- one tile of logits ---------------------------------------------------------------------
 
+# The gemms the drivers call: scipy's (scipy.linalg.cython_blas) unless xent/_blas.py chose
+# another OpenBLAS of the process (use_gemm): its Fortran sgemm_ / dgemm_, with 32-bit or (an
+# ILP64 build, as numpy's) 64-bit integers.
+ctypedef void (*sgemm32_t)(char *, char *, int *, int *, int *, float *, float *, int *,
+                           float *, int *, float *, float *, int *) noexcept nogil
+ctypedef void (*dgemm32_t)(char *, char *, int *, int *, int *, double *, double *, int *,
+                           double *, int *, double *, double *, int *) noexcept nogil
+ctypedef void (*sgemm64_t)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
+                           int64_t *, float *, int64_t *, float *, float *,
+                           int64_t *) noexcept nogil
+ctypedef void (*dgemm64_t)(char *, char *, int64_t *, int64_t *, int64_t *, double *,
+                           double *, int64_t *, double *, int64_t *, double *, double *,
+                           int64_t *) noexcept nogil
+
+cdef sgemm32_t _sgemm32 = <sgemm32_t>sgemm
+cdef dgemm32_t _dgemm32 = <dgemm32_t>dgemm
+cdef sgemm64_t _sgemm64 = NULL
+cdef dgemm64_t _dgemm64 = NULL
+cdef bint _ilp64 = False
+
+
+def use_gemm(uintptr_t sgemm_address=0, uintptr_t dgemm_address=0, bint ilp64=False):
+    """Make the drivers call the BLAS at these addresses (a library's Fortran sgemm_ and
+    dgemm_; ilp64: its integers are 64-bit); with no address, scipy's again. Only between
+    calls (xent/_blas.py holds its lock around it)."""
+    global _sgemm32, _dgemm32, _sgemm64, _dgemm64, _ilp64
+    if (sgemm_address == 0) != (dgemm_address == 0):
+        raise ValueError("use_gemm: give both addresses, or neither")
+    _sgemm32, _dgemm32 = <sgemm32_t>sgemm, <dgemm32_t>dgemm
+    _sgemm64, _dgemm64, _ilp64 = NULL, NULL, False
+    if sgemm_address == 0:
+        return
+    if ilp64:
+        _sgemm64, _dgemm64 = <sgemm64_t>sgemm_address, <dgemm64_t>dgemm_address
+        _ilp64 = True
+    else:
+        _sgemm32, _dgemm32 = <sgemm32_t>sgemm_address, <dgemm32_t>dgemm_address
+
+
 cdef inline void _gemm(char *transa, char *transb, int m, int n, int k, floating alpha,
                        const floating *a, int lda, const floating *b, int ldb, floating beta,
                        floating *c, int ldc) noexcept nogil:
     """Column-major C = alpha op(A) op(B) + beta C (BLAS's own convention)."""
-    if floating is float:
-        sgemm(transa, transb, &m, &n, &k, &alpha, <float *>a, &lda, <float *>b, &ldb, &beta,
-              c, &ldc)
+    cdef int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb, ldc8 = ldc
+    if _ilp64:
+        if floating is float:
+            _sgemm64(transa, transb, &m8, &n8, &k8, &alpha, <float *>a, &lda8, <float *>b,
+                     &ldb8, &beta, c, &ldc8)
+        else:
+            _dgemm64(transa, transb, &m8, &n8, &k8, &alpha, <double *>a, &lda8, <double *>b,
+                     &ldb8, &beta, c, &ldc8)
+    elif floating is float:
+        _sgemm32(transa, transb, &m, &n, &k, &alpha, <float *>a, &lda, <float *>b, &ldb,
+                 &beta, c, &ldc)
     else:
-        dgemm(transa, transb, &m, &n, &k, &alpha, <double *>a, &lda, <double *>b, &ldb, &beta,
-              c, &ldc)
+        _dgemm32(transa, transb, &m, &n, &k, &alpha, <double *>a, &lda, <double *>b, &ldb,
+                 &beta, c, &ldc)
 
 
 cdef inline void _softcap_row(floating *z, Py_ssize_t n, double cap, floating *scratch,

@@ -38,12 +38,90 @@ from ._validation import (
 __all__ = [
     "LinearCrossEntropyGrads",
     "LinearRowStats",
+    "blas_info",
     "linear_cross_entropy",
     "linear_cross_entropy_with_grad",
+    "set_blas",
 ]
 
 # BLAS takes 32-bit sizes and leading dimensions.
 _BLAS_INT_MAX = 2**31 - 1
+
+
+def blas_info():
+    """Which BLAS the linear head's gemms run on, and why it was chosen.
+
+    At the first call of :func:`linear_cross_entropy` (or of this function) xent compares the
+    kernels each OpenBLAS in the process picked for this CPU (scipy's, which
+    ``scipy.linalg.cython_blas`` calls, and numpy's) with the CPU's own vector extensions, and
+    takes the widest, scipy's on a tie. An OpenBLAS may pick less than the CPU has (scipy's
+    0.3.30 took an AMD EPYC with AVX-512 for a Haswell: its gemm ran at half the speed of its
+    AVX-512 kernels). When every one of them has narrower kernels than an AVX-512 CPU and
+    ``OPENBLAS_CORETYPE`` is not set, xent loads the ``scipy-openblas32`` wheel's library (a
+    dependency on x86-64 Linux) for itself, with its AVX-512 kernels. ``XENT_BLAS`` in the
+    environment, or :func:`set_blas`, names the library instead.
+
+    Returns
+    -------
+    dict
+        ``library`` ("scipy", "numpy" or "scipy-openblas32"), its ``path``, OpenBLAS
+        ``version`` and ``kernels`` (OpenBLAS's core name: "SkylakeX", "Haswell", ...; these
+        three None where scipy's BLAS is not an OpenBLAS), ``cpu`` (the widest vector extension
+        the CPU gives them: "AVX-512", "AVX2", "older" or "unknown"), ``asked`` (what
+        :func:`set_blas` or ``XENT_BLAS`` named: "auto" unless changed), ``reason`` and a
+        one-line ``description``.
+
+    Examples
+    --------
+    >>> import xent.linear
+    >>> info = xent.linear.blas_info()
+    >>> info["library"] in ("scipy", "numpy", "scipy-openblas32")
+    True
+    >>> info["asked"]
+    'auto'
+    """
+    return _blas.info()
+
+
+def set_blas(name="auto"):
+    """Choose the BLAS the linear head's gemms run on.
+
+    Parameters
+    ----------
+    name : {"auto", "scipy", "numpy", "scipy-openblas32"}
+        "auto" (the default) takes the library with the widest kernels for this CPU (see
+        :func:`blas_info`); "scipy" the one ``scipy.linalg.cython_blas`` calls; "numpy" the
+        OpenBLAS numpy's wheel brings; "scipy-openblas32" the library of the wheel of that
+        name, loaded with the kernels its own detection picks (``OPENBLAS_CORETYPE``, if set,
+        chooses them). ``XENT_BLAS`` in the environment names it for the first call instead.
+
+    Returns
+    -------
+    dict
+        :func:`blas_info` of the library now in use.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of these, or that library is not in this process.
+    RuntimeError
+        If a linear cross-entropy call is running (in another thread).
+
+    Notes
+    -----
+    Each library rounds its sums in its own order: the losses and gradients of two libraries
+    agree to a few units in the last place of the dtype, not bit for bit (with one library,
+    every bit is the same on any thread count).
+
+    Examples
+    --------
+    >>> import xent.linear
+    >>> xent.linear.set_blas("scipy")["library"]
+    'scipy'
+    >>> xent.linear.set_blas()["asked"]  # back to the automatic choice
+    'auto'
+    """
+    return _blas.use(name)
 
 
 def _softcap(value, compute):
@@ -212,6 +290,7 @@ class _LinearInputs:
         stats = np.empty((self.n_rows, 4), dtype=np.float64)
         log_sum = np.empty(self.n_rows, dtype=np.float64)
         if self.n_rows:
+            _blas.chosen()  # the library of the gemms: chosen at the first call
             with _blas.single_threaded():
                 _linear.forward(
                     self.hidden,
@@ -451,6 +530,7 @@ def linear_cross_entropy_with_grad(
     stats = np.empty((problem.n_rows, 4), dtype=np.float64)
     log_sum = np.empty(problem.n_rows, dtype=np.float64)
     if problem.n_rows:
+        _blas.chosen()
         with _blas.single_threaded():
             _linear.gradient(
                 problem.hidden,

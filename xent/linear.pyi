@@ -10,9 +10,16 @@ from . import _FloatArray, _FloatScalar, _GradOutput, _Reduction, _ScalarOrArray
 __all__ = [
     "LinearCrossEntropyGrads",
     "LinearRowStats",
+    "blas_info",
     "linear_cross_entropy",
     "linear_cross_entropy_with_grad",
+    "set_blas",
 ]
+
+def blas_info() -> dict[str, str | None]: ...
+def set_blas(
+    name: Literal["auto", "scipy", "numpy", "scipy-openblas32"] = "auto",
+) -> dict[str, str | None]: ...
 
 class LinearRowStats(NamedTuple):
     """Per-row ``(lse, entropy, argmax)`` of the logits (return_stats=True)."""

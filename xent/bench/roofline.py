@@ -11,7 +11,6 @@ units of one GEMM of the same shape, on the BLAS the linear head calls.
 """
 
 import contextlib
-import os
 
 import numpy as np
 
@@ -167,34 +166,16 @@ def measure_memory_limits(threads, repeat):
 
 
 def blas_description():
-    """Which BLAS ``scipy.linalg.cython_blas`` (the linear head's) is: its library, and where
-    threadpoolctl is installed the version and the kernels OpenBLAS chose for this CPU."""
+    """Which BLAS the linear head's gemms run on (xent.linear.blas_info): the library, its
+    OpenBLAS version and the kernels it picked for this CPU."""
     import scipy
 
     try:
         from .. import _blas
 
-        paths = _blas._scipy_blas_paths()
+        return f"{_blas.info()['description']} (scipy {scipy.__version__})"
     except Exception:  # a private helper: a change of it must not end the benchmark
-        paths = []
-    # numpy's OpenBLAS is loaded too: scipy's is the one in scipy's own wheel directory
-    scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))
-    own = [p for p in paths if os.path.basename(os.path.dirname(p)) == "scipy.libs"]
-    own = own or [p for p in paths if p.startswith(scipy_dir)] or paths
-    text = f"scipy {scipy.__version__}"
-    if not own:
-        return text
-    name = os.path.basename(own[0])
-    details = ""
-    try:
-        import threadpoolctl
-
-        for info in threadpoolctl.threadpool_info():
-            if info.get("filepath") == own[0]:
-                details = f" {info.get('version')}, {info.get('architecture')} kernels"
-    except Exception:  # optional, and its info may lack a field
-        pass
-    return f"{text}, {name}{details}"
+        return f"scipy {scipy.__version__}"
 
 
 @contextlib.contextmanager
@@ -218,13 +199,22 @@ def blas_threads(threads):
 
 
 def gemm_call(hidden, weight):
-    """One GEMM ``hidden @ weight.T`` by scipy's BLAS (the library the linear head calls),
+    """One GEMM ``hidden @ weight.T`` by the BLAS the linear head calls (xent.linear.blas_info),
     into a buffer allocated once: a call of no argument returning the product (N x V).
 
-    scipy's wrappers are Fortran-ordered: the C-ordered (N, H) and (V, H) arrays are the
-    Fortran-ordered transposes, so no copy is made, and the product is written
-    Fortran-ordered (N, V).
+    An OpenBLAS xent identified is called through its own ``cblas_?gemm`` (row-major, no
+    copy); scipy's BLAS otherwise through scipy's wrappers, which are Fortran-ordered: the
+    C-ordered (N, H) and (V, H) arrays are the Fortran-ordered transposes, so no copy is made
+    either, and the product is written Fortran-ordered (N, V).
     """
+    from .. import _blas
+
+    try:
+        library = _blas.chosen()
+    except Exception:  # a private helper: a change of it must not end the benchmark
+        library = None
+    if library is not None:
+        return _cblas_gemm_call(library, hidden, weight)
     from scipy.linalg import blas
 
     gemm = blas.sgemm if hidden.dtype == np.float32 else blas.dgemm
@@ -233,6 +223,49 @@ def gemm_call(hidden, weight):
 
     def run():
         return gemm(1.0, a, b, beta=0.0, c=out, trans_a=1, overwrite_c=1)
+
+    return run
+
+
+def _cblas_gemm_call(library, hidden, weight):
+    """gemm_call through an OpenBLAS's cblas_sgemm / cblas_dgemm (ctypes)."""
+    import ctypes
+
+    hidden, weight = np.ascontiguousarray(hidden), np.ascontiguousarray(weight)
+    (n, h), v = hidden.shape, weight.shape[0]
+    real = ctypes.c_float if hidden.dtype == np.float32 else ctypes.c_double
+    index = ctypes.c_int64 if library.ilp64 else ctypes.c_int
+    gemm = library.symbol("cblas_sgemm" if hidden.dtype == np.float32 else "cblas_dgemm")
+    gemm.restype = None
+    gemm.argtypes = (
+        [ctypes.c_int] * 3
+        + [index] * 3
+        + [real, ctypes.c_void_p, index, ctypes.c_void_p, index, real, ctypes.c_void_p, index]
+    )
+    out = np.zeros((n, v), dtype=hidden.dtype)
+    # CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
+    args = (
+        101,
+        111,
+        112,
+        n,
+        v,
+        h,
+        1.0,
+        hidden.ctypes.data,
+        h,
+        weight.ctypes.data,
+        h,
+        0.0,
+        out.ctypes.data,
+        v,
+    )
+
+    def run():
+        gemm(*args)
+        return out
+
+    run.operands = (hidden, weight)  # alive as long as the call: args has only their addresses
 
     return run
 
