@@ -61,11 +61,16 @@ kern.xent_bind_table(kernel_table())
 
 cdef enum:
     # Rows of hidden per block and vocabulary entries per tile: a float32 tile of logits is
-    # 512 x 512 x 4 = 1 MiB, which stays in a core's L2 between the gemm that writes it and
-    # the row kernels that read it. Fixed: the results depend on them, never on threads.
-    # (With 256 rows the BLAS packed each tile of weight twice as often: 17% of the
-    # forward's time went to packing, 10% with 512; perf at 4096 x 1024 x 32000, float32.)
-    ROW_BLOCK = 512
+    # 1024 x 512 x 4 = 2 MiB, in a core's L2 (or L3) between the gemm that writes it and the
+    # row kernels that read it. Fixed: the results depend on them, never on threads.
+    # The BLAS packs a tile of weight once per gemm, so once per block of rows: the weight
+    # is read from memory N / ROW_BLOCK times. Packing took 17% of the forward's time with
+    # 256 rows, 10% with 512; with 1024 instead of 512, the weight's packing fell from 6.2%
+    # to 3.5% of the samples and the forward from 1.22x to 1.17x a GEMM of the same shape
+    # (perf and medians of interleaved processes, 4096 x 1024 x 32000 float32, Intel Xeon);
+    # 2048 gave no more. The gemm's time (2 x 1024 x 512 x H flops) dwarfs the row kernels'
+    # reading of the tile from L3 where it does not fit in L2.
+    ROW_BLOCK = 1024
     VOCAB_TILE = 512
 
 

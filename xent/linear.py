@@ -3,8 +3,8 @@ logits.
 
 A language model's loss over a vocabulary of 32 000 to 256 000 classes needs N x V logits
 (8192 tokens x 128 256 classes = 4 GiB of float32) that nobody keeps. These functions compute
-them tile by tile (xent/_linear.pyx): one single-threaded BLAS gemm per tile of 512 rows x 512
-classes into a buffer of the thread's own, folded into each row's online log-sum-exp while it
+them tile by tile (xent/_linear.pyx): one single-threaded BLAS gemm per tile of 1024 rows x
+512 classes into a buffer of the thread's own, folded into each row's online log-sum-exp while it
 is in cache. Beyond the inputs, the forward holds O(N) numbers and one or two tiles per
 thread; the gradient (three gemms, as PyTorch's forward and backward) one chunk of rows x V
 logits, at most 128 MiB.
@@ -366,15 +366,16 @@ _Z_LOSS_PARAMETERS = """z_loss : float, optional
     return_lse : bool, optional
         Also return the per-row log-sum-exp (shape ``(...)``), free: the pass computes it."""
 
-_MEMORY_AND_THREADS = """The logits are never stored whole: the forward computes them in tiles of 512 rows x 512
-    classes, one single-threaded BLAS gemm (scipy's) per tile into a buffer each thread owns
-    (1 MiB in float32), folded into each row's log-sum-exp state while the tile is in cache.
+_MEMORY_AND_THREADS = """The logits are never stored whole: the forward computes them in tiles of 1024 rows x
+    512 classes, one single-threaded BLAS gemm (the OpenBLAS with the widest kernels for the
+    CPU: see :func:`xent.linear.blas_info`) per tile into a buffer each thread owns (2 MiB in
+    float32), folded into each row's log-sum-exp state while the tile is in cache.
     The state is the row kernels' (the largest terms counted apart from the rest), so a
     confident row's loss ``log1p(rest)`` keeps its digits down to float64's smallest numbers.
-    Threads take pieces of work: a block of 512 rows x a stretch of the vocabulary (with
+    Threads take pieces of work: a block of 1024 rows x a stretch of the vocabulary (with
     fewer than 32 blocks the vocabulary is cut into stretches, so few rows still use every
     thread), merged in a fixed order. Beyond the inputs, a call allocates about 90 bytes per
-    row, 72 more per row and extra stretch, and a tile (1 MiB in float32) per thread.
+    row, 72 more per row and extra stretch, and a tile (2 MiB in float32) per thread.
 
     The tiling depends only on the shapes, every sum runs over the tiles in a fixed order and
     the mean and sum over rows are the exact sum of the rows' float64 losses rounded once, so
