@@ -128,25 +128,31 @@ def test_bad_names_and_a_running_call():
             xent.linear.set_blas("scipy")
 
 
-def _run(code, **env):
+def _run(code, tmp_path, **env):
+    """Run code in a new interpreter, in tmp_path: from the checkout's root, ``import xent``
+    would find its sources (no built extensions) before the installed package."""
     environment = {k: v for k, v in os.environ.items() if k not in ("XENT_BLAS",)}
     environment.update(env)
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         env=environment,
         timeout=300,
+        cwd=tmp_path,
     )
-    return out
 
 
-def test_environment_names_the_library():
-    out = _run("import xent.linear; print(xent.linear.blas_info()['library'])", XENT_BLAS="numpy")
+def test_environment_names_the_library(tmp_path):
+    out = _run(
+        "import xent.linear; print(xent.linear.blas_info()['library'])",
+        tmp_path,
+        XENT_BLAS="numpy",
+    )
     assert out.returncode == 0, out.stderr
     if _blas._candidate("numpy") is not None:
         assert out.stdout.split() == ["numpy"]
-    out = _run("import xent.linear; xent.linear.blas_info()", XENT_BLAS="atlas")
+    out = _run("import xent.linear; xent.linear.blas_info()", tmp_path, XENT_BLAS="atlas")
     assert out.returncode != 0 and "XENT_BLAS='atlas' is not one of" in out.stderr
 
 
@@ -176,15 +182,17 @@ _NARROW = """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
-def test_narrow_kernels_everywhere_load_the_wheels_wide_ones():
+def test_narrow_kernels_everywhere_load_the_wheels_wide_ones(tmp_path):
     if _blas.cpu_level() != 2 or _blas._wheel_path() is None:
         pytest.skip("needs an AVX-512 CPU and the scipy-openblas32 wheel")
     out = _run(
-        _NARROW.format(unset='del os.environ["OPENBLAS_CORETYPE"]'), OPENBLAS_CORETYPE="Haswell"
+        _NARROW.format(unset='del os.environ["OPENBLAS_CORETYPE"]'),
+        tmp_path,
+        OPENBLAS_CORETYPE="Haswell",
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["scipy-openblas32", "SkylakeX", "Haswell"]
     # the user's own OPENBLAS_CORETYPE stands
-    out = _run(_NARROW.format(unset=""), OPENBLAS_CORETYPE="Haswell")
+    out = _run(_NARROW.format(unset=""), tmp_path, OPENBLAS_CORETYPE="Haswell")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["scipy", "Haswell", "Haswell"]

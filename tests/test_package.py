@@ -119,6 +119,7 @@ def documented_names(page):
     [
         ("xent", "xent.rst"),
         ("xent.info", "info.rst"),
+        ("xent.linear", "linear.rst"),
         ("xent.reference", "reference.rst"),
         ("xent.dask", "dask.rst"),
         ("xent.torch", "torch.rst"),
