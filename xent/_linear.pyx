@@ -20,9 +20,9 @@ tiles in a fixed order. Which thread computes a tile never changes a bit of the 
   stretches' states are merged in order afterwards.
 - ``gradient``: chunks of rows (their whole rows x V block of logits in one buffer, the rows
   set by V and the dtype), in order; per chunk three gemms: the logits (threads take
-  vocabulary tiles), d loss / d logits in place and grad_weight[tile] (+)= G[:, tile]^T h
-  (threads take vocabulary tiles: no two write the same memory), grad_hidden = G W (threads
-  take stretches of H).
+  vocabulary tiles), d loss / d logits in place and grad_weight[group] (+)= G[:, group]^T h
+  (threads take groups of eight vocabulary tiles: no two write the same memory),
+  grad_hidden = G W (threads take stretches of H).
 
 The log-sum-exp state of a tile is the row kernels' (xent_lse_state: the largest terms apart
 from the rest), merged in tile order, so forward and gradient give the same bits. Between two
@@ -683,10 +683,37 @@ cdef void _chunk_merge(const Problem *p, const Chunk *ch, Py_ssize_t i) noexcept
                               &ch.exponent[2 * i + 1])
 
 
-cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
+cdef enum:
+    # grad_weight's gemms take this many vocabulary tiles at once: the BLAS packs the chunk's
+    # hidden rows (H x rows) once per gemm, so one gemm per tile packed them V / VOCAB_TILE
+    # times per chunk. The gradient of 4096 x 1024 x 32000 float32 took 3.45-3.51 s with one
+    # tile per gemm, 3.25-3.35 s with 4 and 3.05-3.18 s with 8 (16: 3.20; medians of
+    # interleaved processes, Intel Xeon, 2 threads). Fixed, as every cut: the results depend
+    # on the shapes alone.
+    GRAD_WEIGHT_TILES = 8
+
+
+cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t g,
                              floating *slope) noexcept nogil:
-    """Vocabulary tile k: the chunk's logits there become d loss / d logits, and
-    grad_weight[tile] (+)= G[:, tile]^T @ hidden[chunk] (grad_bias += its column sums)."""
+    """Group g of GRAD_WEIGHT_TILES vocabulary tiles: the chunk's logits there become
+    d loss / d logits (tile by tile), then grad_weight[group] (+)= G[:, group]^T @
+    hidden[chunk] in one gemm."""
+    cdef Py_ssize_t k0 = g * GRAD_WEIGHT_TILES
+    cdef Py_ssize_t k_end = _min(k0 + GRAD_WEIGHT_TILES, ch.ntiles), k
+    cdef Py_ssize_t v0 = k0 * VOCAB_TILE
+    cdef Py_ssize_t width = _min(GRAD_WEIGHT_TILES * VOCAB_TILE, p.vocab - v0)
+    for k in range(k0, k_end):
+        _tile_softmax_grad(p, ch, k, slope)
+    _gemm(b"N", b"T", <int>p.hdim, <int>width, <int>ch.nrows, <floating>1,
+          <const floating *>p.hidden + ch.c0 * p.ldh, <int>p.ldh, <floating *>ch.z + v0,
+          <int>p.vocab, <floating>(0 if ch.first else 1),
+          <floating *>p.grad_weight + v0 * p.hdim, <int>p.hdim)
+
+
+cdef void _tile_softmax_grad(const Problem *p, const Chunk *ch, Py_ssize_t k,
+                             floating *slope) noexcept nogil:
+    """Vocabulary tile k: the chunk's logits there become d loss / d logits in place
+    (grad_bias += their column sums)."""
     cdef Py_ssize_t v0 = k * VOCAB_TILE, ld = p.vocab
     cdef Py_ssize_t ncols = _min(VOCAB_TILE, p.vocab - v0)
     cdef Py_ssize_t i, j, t, r
@@ -722,10 +749,6 @@ cdef void _chunk_grad_weight(const Problem *p, const Chunk *ch, Py_ssize_t k,
         if p.softcap > 0:
             for j in range(ncols):
                 row[j] = row[j] * slope[j]
-    _gemm(b"N", b"T", <int>p.hdim, <int>ncols, <int>ch.nrows, <floating>1,
-          <const floating *>p.hidden + ch.c0 * p.ldh, <int>p.ldh, strip, <int>ld,
-          <floating>(0 if ch.first else 1), <floating *>p.grad_weight + v0 * p.hdim,
-          <int>p.hdim)
     if p.grad_bias != NULL:
         gb = p.grad_bias + v0
         for i in range(ch.nrows):
@@ -755,8 +778,9 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
 
     For each chunk of chunk_rows(n, V, itemsize) rows, in order: (1) the chunk's logits
     (rows x V) into one buffer, tile by tile, with each tile's log-sum-exp state per row,
-    merged in tile order; (2) per vocabulary tile, the logits become d loss / d logits in
-    place and grad_weight[tile] (+)= G[:, tile]^T @ hidden[chunk]; (3) grad_hidden[chunk] =
+    merged in tile order; (2) per group of GRAD_WEIGHT_TILES vocabulary tiles, the logits
+    become d loss / d logits in place and grad_weight[group] (+)= G[:, group]^T @
+    hidden[chunk]; (3) grad_hidden[chunk] =
     G @ weight, by stretches of H. Every gemm's operands and every sum's
     order depend on the shapes alone: the same bits on any thread count.
 
@@ -780,6 +804,7 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
         p.grad_bias = &gb_view[0]
     cdef Py_ssize_t rows = chunk_rows(p.n, p.vocab, sizeof(floating))
     cdef Py_ssize_t ntiles = (p.vocab + VOCAB_TILE - 1) // VOCAB_TILE
+    cdef Py_ssize_t ngroups = (ntiles + GRAD_WEIGHT_TILES - 1) // GRAD_WEIGHT_TILES
     cdef Py_ssize_t nstretch = (p.hdim + HIDDEN_STRETCH - 1) // HIDDEN_STRETCH
     cdef Py_ssize_t item, i
     cdef int threads = nthreads if nthreads > 0 else 1
@@ -813,9 +838,9 @@ def gradient(const floating[:, :] hidden, const floating[:, :] weight, bias,
             with nogil:
                 for i in prange(ch.nrows, num_threads=threads, schedule="static"):
                     _chunk_merge(&p, &ch, i)
-            # (2) d loss / d logits and grad_weight, by vocabulary tiles
+            # (2) d loss / d logits and grad_weight, by groups of vocabulary tiles
             with nogil:
-                for item in prange(ntiles, num_threads=threads, schedule="dynamic"):
+                for item in prange(ngroups, num_threads=threads, schedule="dynamic"):
                     if not _stopped(&stop, threadid(), watch):
                         _chunk_grad_weight(&p, &ch, item, scratch + threadid() * VOCAB_TILE)
             if stop:

@@ -599,10 +599,11 @@ linear_cross_entropy_with_grad.__doc__ = f"""Linear cross-entropy and its gradie
 
     The gradient takes three gemms, as PyTorch's forward and backward do, over chunks of
     rows: for each chunk in turn, (1) its logits ``hidden[chunk] @ weight.T`` into one buffer,
-    tile by tile, each tile folded into the rows' log-sum-exp states; (2) per vocabulary tile,
-    the logits become ``G = d loss / d logits`` in place and ``G[:, tile].T @ hidden[chunk]``
-    is added to ``grad_weight[tile]``; (3) ``grad_hidden[chunk] = G @ weight``. Threads take
-    vocabulary tiles in (1) and (2) and stretches of 256 columns of H in (3); every entry of a
+    tile by tile, each tile folded into the rows' log-sum-exp states; (2) per group of eight
+    vocabulary tiles, the logits become ``G = d loss / d logits`` in place and
+    ``G[:, group].T @ hidden[chunk]`` is added to ``grad_weight[group]``; (3)
+    ``grad_hidden[chunk] = G @ weight``. Threads take vocabulary tiles in (1), groups of them
+    in (2) and stretches of 256 columns of H in (3); every entry of a
     gradient is written by one gemm and summed over the chunks in order: the same bits on any
     number of threads.
 
