@@ -196,3 +196,34 @@ def test_narrow_kernels_everywhere_load_the_wheels_wide_ones(tmp_path):
     out = _run(_NARROW.format(unset=""), tmp_path, OPENBLAS_CORETYPE="Haswell")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["scipy", "Haswell", "Haswell"]
+
+
+def test_first_calls_from_several_threads_at_once(tmp_path):
+    # the first call chooses the library: others arriving meanwhile wait for the choice,
+    # then run beside each other (one of them once found a call running and raised)
+    code = """
+        import threading
+        import numpy as np
+        import xent
+        rng = np.random.default_rng(0)
+        h = rng.standard_normal((64, 16)).astype(np.float32)
+        w = rng.standard_normal((300, 16)).astype(np.float32)
+        y = rng.integers(0, 300, 64)
+        start, results, errors = threading.Barrier(8), [], []
+        def work():
+            start.wait()
+            try:
+                results.append(xent.linear_cross_entropy(h, w, y))
+            except Exception as error:
+                errors.append(repr(error))
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(len(results), len(set(results)), errors)
+    """
+    for _ in range(3):
+        out = _run(code, tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "8 1 []", out.stdout

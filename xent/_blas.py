@@ -368,29 +368,42 @@ def _choose(name):
     return loaded.get(name), reason
 
 
+def _select(name):
+    """Choose the library of that name and point the drivers at it (the caller holds _lock)."""
+    global _chosen
+    library, reason = _choose(name)
+    _apply(library)
+    _chosen = (library, reason, name)
+
+
 def use(name="auto"):
     """Choose the library the linear head's gemms run on (see the module's notes); returns the
     description :func:`info` gives."""
-    global _chosen
     if not isinstance(name, str) or name not in LIBRARIES:
         raise ValueError(f"BLAS must be one of {', '.join(LIBRARIES)}; got {name!r}")
     with _lock:
         if _active:
             raise RuntimeError("the BLAS cannot change while a linear cross-entropy call runs")
-        library, reason = _choose(name)
-        _apply(library)
-        _chosen = (library, reason, name)
+        _select(name)
     return info()
 
 
 def chosen():
     """The Library the linear head uses (None: scipy's BLAS, not an OpenBLAS xent knows),
-    choosing it first (XENT_BLAS, else automatically) if no call has yet."""
+    choosing it first (XENT_BLAS, else automatically) if no call has yet.
+
+    Several Python threads may make their first call at once: the first one in chooses,
+    under the lock, and the others find the choice made (a call of theirs may already run).
+    """
     if _chosen is None:
-        name = os.environ.get(ENV, "auto").strip().lower() or "auto"
-        if name not in LIBRARIES:
-            raise ValueError(f"{ENV}={os.environ[ENV]!r} is not one of {', '.join(LIBRARIES)}")
-        use(name)
+        with _lock:
+            if _chosen is None:
+                name = os.environ.get(ENV, "auto").strip().lower() or "auto"
+                if name not in LIBRARIES:
+                    raise ValueError(
+                        f"{ENV}={os.environ[ENV]!r} is not one of {', '.join(LIBRARIES)}"
+                    )
+                _select(name)
     return _chosen[0]
 
 
