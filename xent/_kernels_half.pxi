@@ -30,11 +30,15 @@ cdef inline void _widen_rows(const uint16_t[:, :] x, bint bfloat, Py_ssize_t r0,
 
 cdef enum:
     # Short rows (up to XENT_SMALL_ROW, which the float32 kernels take several at a time) are
-    # widened many at a time into this many floats (16 KiB), which stay in L1 while the
+    # widened many at a time into this many floats (64 KiB), which stay in L2 while the
     # float32 kernels read them. Longer rows are widened a chunk at a time inside the row
     # kernels (row_lse_half, row_softmax_grad_half), or, with label smoothing (which reads a
-    # row once more), widened whole, a few rows at a time.
-    HALF_ROWS_FLOATS = 4096
+    # row once more), widened whole, a few rows at a time. Each block of rows costs a call of
+    # the float32 driver and the flush of its exact sums: with 4096 floats (16 KiB, in L1)
+    # 1M x 10 float16 rows took 10.2-11.1 ms, with 16384 8.2-8.3 ms (bfloat16 1M x 64:
+    # 33.4-34.3 against 29.2-29.5 ms; 65536 floats gave no more; two threads, medians of
+    # interleaved processes, Intel Xeon).
+    HALF_ROWS_FLOATS = 16384
 
 
 cdef inline bint _half_by_rows(Py_ssize_t c, double smoothing) noexcept nogil:
