@@ -82,16 +82,23 @@ static void F(row_lse_half)(const uint16_t *h, ptrdiff_t n, int bfloat, xent_lse
 /*
  * out = row_softmax_grad of the row of half bits h, rounded to half bits: each chunk is
  * widened, its gradient computed in place in L1 and narrowed into out. out may be h (each
- * chunk is read whole before it is written). The caller fixes the target's entry.
+ * chunk is read whole before it is written). The caller fixes the target's entry. shift and
+ * log_sum are the row's own (row_lse_half): NaN where the row holds a NaN.
  */
 static void F(row_softmax_grad_half)(const uint16_t *h, ptrdiff_t n, int bfloat, double shift,
                                      double log_sum, double a, const double *w, double b,
                                      uint16_t *out)
 {
     T buf[XENT_HALF_CHUNK];
+    /* the row's log-sum-exp is NaN where the row holds a NaN (row_lse_half): elsewhere the
+     * conversion alone widens exactly */
+    const int quieting = !bfloat && shift == shift && log_sum == log_sum;
     for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
         ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
-        F(widen_half)(h + start, len, bfloat, buf);
+        if (quieting)
+            F(widen_f16_quieting)(h + start, len, buf);
+        else
+            F(widen_half)(h + start, len, bfloat, buf);
         F(prefetch_half)(h + start + len, n - start - len);
         F(row_softmax_grad)(buf, len, shift, log_sum, a, w ? w + start : NULL, b, buf);
         F(narrow_half)(buf, len, bfloat, out + start);
@@ -113,9 +120,13 @@ static void F(row_transform_half)(const uint16_t *h, ptrdiff_t n, int bfloat, in
     double shift = st.shift, log_sum = xent_lse_log_sum(&st);
     T s0, vh, vl;
     int fast = F(softmax_split)(shift, log_sum, &s0, &vh, &vl);
+    const int quieting = !bfloat && shift == shift && log_sum == log_sum;   /* as above */
     for (ptrdiff_t start = 0; start < n; start += XENT_HALF_CHUNK) {
         ptrdiff_t len = xent_chunk_len(n, start, XENT_HALF_CHUNK);
-        F(widen_half)(h + start, len, bfloat, buf);
+        if (quieting)
+            F(widen_f16_quieting)(h + start, len, buf);
+        else
+            F(widen_half)(h + start, len, bfloat, buf);
         F(prefetch_half)(h + start + len, n - start - len);
         if (softmax && fast) {
 #if XENT_F32 && defined(__AVX512F__) && defined(__GNUC__)
