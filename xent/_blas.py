@@ -238,15 +238,7 @@ def _loaded_openblas(directory_suffix):
 
 def _candidate(name):
     """The Library of that name, loading it if need be, or None where it is not there."""
-    if name in ("scipy", "numpy"):
-        path = _loaded_openblas(f"{name}.libs")
-        if path is None:
-            return None
-        try:
-            return Library(name, path)
-        except OSError:
-            return None
-    path = _wheel_path()
+    path = _loaded_openblas(f"{name}.libs") if name in ("scipy", "numpy") else _wheel_path()
     if path is None:
         return None
     try:
